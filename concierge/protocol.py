@@ -1,0 +1,194 @@
+"""Every message that crosses an actor boundary, in one place.
+
+Messages are frozen, keyword-only attrs classes with immutable payloads (tuples,
+not lists). Each carries the ``correlation_id`` minted at ingress so that logs,
+outbound API calls and the interaction record can be joined on it. Each actor
+has one inbox type, a union alias at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+import attrs
+import trio
+
+
+def new_correlation_id() -> str:
+    """A short random id: unique enough to join logs, short enough to read."""
+    return uuid.uuid4().hex[:16]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Channel(enum.StrEnum):
+    """Where a user reaches the concierge (and where a reply goes back)."""
+
+    TELEGRAM = "telegram"
+    WAHA = "waha"
+    CONSOLE = "console"
+
+
+class ServiceType(enum.StrEnum):
+    """What a message asks for; decides the prompt and whether a person takes over."""
+
+    RENSEIGNEMENT = "RENSEIGNEMENT"
+    CATECHESE = "CATECHESE"
+    CONTACT_HUMAIN = "CONTACT_HUMAIN"
+
+
+class InboundKind(enum.StrEnum):
+    """What an accepted update carries; only ``TEXT`` and ``COMMAND`` reach a provider."""
+
+    TEXT = "text"
+    COMMAND = "command"
+    MEDIA = "media"
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Outcome(enum.StrEnum):
+    """The one classification every provider failure is reduced to.
+
+    It decides the state change: ``REQUEST_ERROR`` is not the provider's fault,
+    ``DEAD_KEY`` disables a key, ``THROTTLED`` cools a key down until the server's
+    hint, ``TRANSIENT`` feeds the provider's circuit breaker.
+    """
+
+    OK = "ok"
+    REQUEST_ERROR = "request_error"
+    DEAD_KEY = "dead_key"
+    THROTTLED = "throttled"
+    TRANSIENT = "transient"
+
+
+@attrs.frozen(kw_only=True)
+class Turn:
+    """One exchange in a conversation's context window."""
+
+    role: Role
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class Inbound:
+    """A user's message after it was committed to the durable inbox.
+
+    ``user_key`` is channel-scoped (``telegram:111111111``, ``waha:221770000000@c.us``);
+    ``chat_id`` is what the channel needs to answer; ``external_id`` is the
+    platform's message id, the dedupe key; ``inbox_id`` is the durable row.
+    """
+
+    correlation_id: str
+    channel: Channel
+    user_key: str
+    chat_id: str
+    external_id: str
+    text: str
+    kind: InboundKind = InboundKind.TEXT
+    received_at: datetime
+    inbox_id: int
+    display_name: str | None = None
+    language_hint: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Completion:
+    """A provider's answer, with what the interaction record needs."""
+
+    correlation_id: str
+    text: str
+    provider: str
+    model: str
+    key_alias: str
+    latency_s: float
+    tokens_in: int = 0
+    tokens_out: int = 0
+    attempts: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class AttemptFailure:
+    """Why one attempt within a turn failed (kept for the record and the logs)."""
+
+    provider: str
+    key_alias: str
+    outcome: Outcome
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class CompletionFailed:
+    """No provider could answer within the turn's deadline: the caller must handle it."""
+
+    correlation_id: str
+    reason: str
+    failures: tuple[AttemptFailure, ...] = ()
+
+
+CompletionResult = Completion | CompletionFailed
+
+
+@attrs.frozen(kw_only=True)
+class CompletionRequest:
+    """Ask the provider pool for one reply.
+
+    ``timeout_s`` is the turn's whole budget, covering every attempt. The pool
+    answers exactly once on ``reply_to`` (a channel of size 1) and closes it.
+    ``query`` is the user's latest text, which the offline provider matches
+    against the knowledge base; ``language`` is ``fr`` or ``en``.
+    """
+
+    correlation_id: str
+    system: str
+    turns: tuple[Turn, ...]
+    max_tokens: int
+    timeout_s: float
+    reply_to: trio.MemorySendChannel[CompletionResult]
+    query: str = ""
+    language: str = "fr"
+    service_type: ServiceType = ServiceType.RENSEIGNEMENT
+
+
+@attrs.frozen(kw_only=True)
+class OutboxNudge:
+    """Tell a channel's sender that the durable outbox has new rows.
+
+    A hint only: the sender also polls, so a dropped nudge delays but never loses.
+    """
+
+    channel: Channel
+    correlation_id: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class TurnStarted:
+    """A conversation began working on a message (channels show "typing...")."""
+
+    channel: Channel
+    chat_id: str
+    correlation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class TurnEnded:
+    """The conversation finished (or abandoned) the turn ``TurnStarted`` announced."""
+
+    channel: Channel
+    chat_id: str
+    correlation_id: str
+
+
+# One inbox type per actor.
+RouterMsg = Inbound
+ConversationMsg = Inbound
+ProviderPoolMsg = CompletionRequest
+OutboxMsg = OutboxNudge
+PresenceMsg = TurnStarted | TurnEnded

@@ -1,0 +1,306 @@
+"""The durable store and session cache interfaces: the only way actors reach data.
+
+Two protocols: ``Store`` holds what the concierge must not lose (SQLite embedded,
+PostgreSQL in production); ``SessionCache`` holds what it can rebuild (memory
+embedded, Redis in production). Rows crossing the interface are frozen attrs
+records; instants are timezone-aware UTC ``datetime``s.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from concierge.protocol import Channel, InboundKind, ServiceType, Turn
+
+
+class AcceptStatus(enum.StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class HandoffState(enum.StrEnum):
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+
+
+@attrs.frozen(kw_only=True)
+class NewInbound:
+    """A normalised platform message, before it has an inbox row."""
+
+    correlation_id: str
+    channel: Channel
+    user_key: str
+    chat_id: str
+    external_id: str
+    text: str
+    kind: InboundKind = InboundKind.TEXT
+    received_at: datetime
+    display_name: str | None = None
+    language_hint: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Accepted:
+    """What ``Store.accept`` decided; ``inbox_id`` is the existing row on a duplicate."""
+
+    status: AcceptStatus
+    inbox_id: int
+
+    @property
+    def is_new(self) -> bool:
+        return self.status is AcceptStatus.NEW
+
+
+@attrs.frozen(kw_only=True)
+class InboxRow:
+    inbox_id: int
+    correlation_id: str
+    channel: Channel
+    user_key: str
+    chat_id: str
+    external_id: str
+    text: str
+    kind: InboundKind
+    received_at: datetime
+    display_name: str | None = None
+    language_hint: str | None = None
+    processed_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class NewOutbound:
+    """A reply to write to the outbox before anything is sent."""
+
+    correlation_id: str
+    channel: Channel
+    user_key: str
+    chat_id: str
+    text: str
+    inbox_id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OutboxRow:
+    outbox_id: int
+    correlation_id: str
+    channel: Channel
+    user_key: str
+    chat_id: str
+    text: str
+    inbox_id: int | None
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None = None
+    last_error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UserRow:
+    user_id: int
+    display_name: str | None
+    unreachable: bool
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class ConversationRow:
+    conversation_id: int
+    user_id: int
+    service_type: ServiceType
+    handoff_open: bool
+    updated_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class Interaction:
+    """One provider call made for a turn: metadata that outlives message texts."""
+
+    correlation_id: str
+    conversation_id: int
+    provider: str
+    model: str
+    key_alias: str
+    latency_s: float
+    tokens_in: int
+    tokens_out: int
+    outcome: str
+    service_type: ServiceType
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class HandoffRow:
+    handoff_id: int
+    conversation_id: int
+    user_key: str
+    state: HandoffState
+    reason: str
+    correlation_id: str
+    opened_at: datetime
+    assigned_to: str | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+
+
+class Store(Protocol):
+    """Durable records. Every method commits before it returns."""
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgres`` (for health checks and logs)."""
+        ...
+
+    async def ping(self) -> float:
+        """Round-trip one trivial query; return its latency in seconds."""
+        ...
+
+    # -- inbox: the durability boundary --------------------------------------------
+    async def accept(self, message: NewInbound) -> Accepted:
+        """Commit an inbox row unless (channel, external_id) exists; batched when concurrent."""
+        ...
+
+    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Sequence[InboxRow]:
+        """Unprocessed rows in arrival order (per user when ``user_key`` is given)."""
+        ...
+
+    async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None: ...
+
+    # -- outbox ----------------------------------------------------------------------
+    async def enqueue_reply(self, reply: NewOutbound) -> int:
+        """Write a reply to send; return its outbox id."""
+        ...
+
+    async def pending_outbox(
+        self, channel: Channel, *, now: datetime | None = None, limit: int = 100
+    ) -> Sequence[OutboxRow]:
+        """Unsent rows due by ``now`` in creation order."""
+        ...
+
+    async def mark_sent(self, outbox_id: int) -> None: ...
+
+    async def mark_send_failed(self, outbox_id: int, *, error: str, retry_at: datetime | None) -> None:
+        """Record a failed attempt; ``retry_at=None`` gives the row up (never retried)."""
+        ...
+
+    # -- users, identities, conversations --------------------------------------------
+    async def resolve_user(self, channel: Channel, user_key: str, *, display_name: str | None = None) -> int:
+        """The user id for a channel identity, creating the user on first contact."""
+        ...
+
+    async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
+        """Attach another channel identity to an existing user."""
+        ...
+
+    async def user_for_key(self, user_key: str) -> UserRow | None: ...
+
+    async def mark_unreachable(self, user_key: str) -> None:
+        """The platform says this user blocked us: stop sending to them."""
+        ...
+
+    async def conversation_for(self, user_id: int) -> ConversationRow:
+        """The user's conversation, created on first use."""
+        ...
+
+    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None: ...
+
+    async def record_message(
+        self,
+        *,
+        conversation_id: int,
+        direction: Direction,
+        text: str,
+        service_type: ServiceType,
+        correlation_id: str,
+    ) -> int: ...
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
+        """The last ``limit`` messages, oldest first: rebuilds a lost session cache."""
+        ...
+
+    async def record_interaction(self, interaction: Interaction) -> None: ...
+
+    # -- channel cursors -------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None: ...
+
+    async def set_cursor(self, name: str, value: str) -> None: ...
+
+    # -- handoffs --------------------------------------------------------------------
+    async def open_handoff(
+        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+    ) -> HandoffRow:
+        """Open a handoff (or return the one already open for this conversation)."""
+        ...
+
+    async def active_handoff(self, conversation_id: int) -> HandoffRow | None: ...
+
+    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None: ...
+
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None: ...
+
+    async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
+        """Open or assigned handoffs older than ``cutoff`` (for the timeout sweep)."""
+        ...
+
+    # -- data protection -------------------------------------------------------------
+    async def erase_texts_before(self, cutoff: datetime) -> int:
+        """Blank message, inbox and sent outbox texts older than ``cutoff``; keep metadata."""
+        ...
+
+    async def forget_user(self, user_id: int) -> int:
+        """Erase a user's messages and identities; return the rows touched."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SessionCache(Protocol):
+    """What can be rebuilt: context windows, rate-limit buckets, a dedupe fast path.
+
+    Every key carries a TTL. A cache that is down raises ``CacheUnavailable``;
+    callers fall back to the durable store and carry on.
+    """
+
+    @property
+    def backend(self) -> str:
+        """``memory`` or ``redis``."""
+        ...
+
+    async def ping(self) -> float: ...
+
+    async def get_context(self, user_key: str) -> Sequence[Turn] | None:
+        """The cached context window, or ``None`` when it must be rebuilt."""
+        ...
+
+    async def set_context(self, user_key: str, turns: Sequence[Turn], *, ttl_s: float) -> None: ...
+
+    async def append_context(
+        self, user_key: str, turns: Sequence[Turn], *, max_turns: int, ttl_s: float
+    ) -> None:
+        """Append turns and trim to the newest ``max_turns``."""
+        ...
+
+    async def clear_context(self, user_key: str) -> None: ...
+
+    async def take_token(
+        self, bucket: str, *, rate_per_s: float, burst: int, now: float
+    ) -> bool:
+        """Token bucket: take one token if available. ``now`` is a monotonic second count."""
+        ...
+
+    async def seen(self, key: str, *, ttl_s: float) -> bool:
+        """Mark ``key`` seen; return whether it already was (dedupe fast path)."""
+        ...
+
+    async def aclose(self) -> None: ...
