@@ -186,6 +186,23 @@ class TurnEnded:
     correlation_id: str
 
 
+@attrs.frozen(kw_only=True)
+class TurnCompleted:
+    """A turn's outcome, for observers such as ``concierge chat --json``.
+
+    ``reply`` is what went to the outbox (empty when the turn stayed silent, e.g. during a
+    handoff); ``provider`` is ``""`` when no provider was asked (commands, limits, handoff).
+    """
+
+    correlation_id: str
+    user_key: str
+    inbox_id: int
+    reply: str
+    service_type: ServiceType
+    provider: str
+    latency_s: float
+
+
 # One inbox type per actor.
 RouterMsg = Inbound
 ConversationMsg = Inbound
