@@ -8,25 +8,46 @@ back to the offline provider last. ``ask`` is the caller's side of the exchange.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import attrs
 import structlog
 import trio
+from prometheus_client.core import Metric
 
+from concierge.observability import Check
 from concierge.protocol import (
+    AttemptFailure,
+    Completion,
     CompletionFailed,
     CompletionRequest,
     CompletionResult,
+    Outcome,
     ServiceType,
     Turn,
+    utcnow,
 )
-from concierge.providers.base import Adapter
-from concierge.settings import PoolSettings
+from concierge.providers import pool_stats
+from concierge.providers.base import Adapter, ApiKey, ProviderCall, ProviderError, ProviderReply
+from concierge.providers.breaker import BreakerState, CircuitBreaker, Ticket
+from concierge.providers.credits import CreditFetch, CreditMonitor
+from concierge.providers.keys import KeyRing, KeySlot
+from concierge.providers.pool_stats import (
+    KeyStatistics,
+    PoolStatistics,
+    ProviderCounters,
+    ProviderStatistics,
+)
+from concierge.settings import PoolSettings, ProviderSettings
 
 log = structlog.get_logger(__name__)
 
 ASK_MARGIN_S = 2.0
 """How much longer than the turn's budget ``ask`` waits: the pool answers by the deadline."""
+OFFLINE_RESERVE_S = 0.5
+OFFLINE_RESERVE_SHARE = 0.1
+"""Network attempts stop this much (at most this share of the budget) before the turn's
+deadline so the offline provider still has time to answer from the knowledge base."""
 
 
 async def ask(
@@ -71,10 +92,29 @@ async def ask(
     )
 
 
+@attrs.define(kw_only=True, eq=False)
+class _Provider:
+    adapter: Adapter
+    settings: ProviderSettings
+    ring: KeyRing
+    breaker: CircuitBreaker
+    counters: ProviderCounters = attrs.field(factory=ProviderCounters)
+
+    @property
+    def name(self) -> str:
+        return self.adapter.name
+
+
 class ProviderPool:
     """Provider state (keys, breakers, credits, statistics) and the turn loop that uses it.
 
-    The state outlives ``run``: a supervisor restarting the actor keeps the breakers.
+    ``adapters`` come in configured order; each is matched by name to its entry in
+    ``settings.providers`` (keys, attempt timeout). The offline adapter (kind
+    ``offline``) answers last wherever it is listed. ``credit_fetchers`` maps a
+    provider name to its key-info call; by default any adapter with a
+    ``fetch_key_info(key)`` method is polled. The state outlives ``run``: a
+    supervisor restarting the actor keeps breakers and key states. The pool
+    does not close the adapters: whoever built them does.
     """
 
     def __init__(
@@ -83,18 +123,296 @@ class ProviderPool:
         adapters: Sequence[Adapter],
         settings: PoolSettings,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        credit_fetchers: Mapping[str, CreditFetch] | None = None,
     ) -> None:
-        self._adapters = tuple(adapters)
+        if not adapters:
+            raise ValueError("the provider pool needs at least one adapter (CONCIERGE_PROVIDERS)")
+        names = [a.name for a in adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two adapters share a name: {', '.join(names)}")
         self._settings = settings
         self._rng = rng or random.Random()
+        self._clock = clock
+        configured = {p.name: p for p in settings.providers}
+        network: list[_Provider] = []
+        offline: list[_Provider] = []
+        for adapter in adapters:
+            provider_settings = configured.get(adapter.name)
+            if provider_settings is None:
+                if adapter.kind != "offline":
+                    raise ValueError(f"provider {adapter.name!r} has an adapter but no settings (CONCIERGE_PROVIDERS)")
+                provider_settings = ProviderSettings(
+                    name=adapter.name, kind="offline", model=adapter.model, base_url=None,
+                    keys=(ApiKey(alias="kb", secret=""),), timeout_s=settings.attempt_timeout_s,
+                )
+            provider = _Provider(
+                adapter=adapter, settings=provider_settings,
+                ring=KeyRing(adapter.name, provider_settings.keys, clock=clock, rng=self._rng),
+                breaker=CircuitBreaker(adapter.name, settings.breaker, clock=clock, rng=self._rng),
+            )
+            (offline if adapter.kind == "offline" else network).append(provider)
+        if len(offline) > 1:
+            raise ValueError("configure at most one offline provider")
+        self._network = tuple(network)
+        self._offline = offline[0] if offline else None
+        self._by_name = {p.name: p for p in (*network, *offline)}
+        if credit_fetchers is None:
+            credit_fetchers = {
+                p.name: fetch for p in network
+                if callable(fetch := getattr(p.adapter, "fetch_key_info", None))
+            }
+        self._credits = (
+            CreditMonitor(
+                rings={p.name: p.ring for p in network}, fetchers=credit_fetchers,
+                poll_s=settings.credit_poll_s,
+            )
+            if credit_fetchers else None
+        )
+        self._turns_completed = 0
+        self._turns_failed = 0
+        self._in_flight = 0
 
+    # -- the actor ------------------------------------------------------------------------
     async def run(
         self,
         *,
         inbox: trio.MemoryReceiveChannel[CompletionRequest],
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        raise NotImplementedError
+        """Serve ``inbox`` until it closes, one task per request; then finish in-flight turns."""
+        async with trio.open_nursery() as services:
+            if self._credits is not None:
+                await services.start(self._credits.run)
+            async with trio.open_nursery() as turns:
+                task_status.started()
+                with inbox:
+                    async for request in inbox:
+                        turns.start_soon(self._serve, request)
+            services.cancel_scope.cancel()
+
+    async def _serve(self, request: CompletionRequest) -> None:
+        self._in_flight += 1
+        try:
+            with request.reply_to:
+                result = await self.complete(request)
+                try:
+                    request.reply_to.send_nowait(result)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    log.info("provider.reply_dropped", correlation_id=request.correlation_id)
+        finally:
+            self._in_flight -= 1
+
+    # -- one turn -------------------------------------------------------------------------
+    async def complete(self, request: CompletionRequest) -> CompletionResult:
+        """Answer one request within ``request.timeout_s`` (the caller's reply channel is not used)."""
+        result = await self._turn(request)
+        if isinstance(result, Completion):
+            self._turns_completed += 1
+        else:
+            self._turns_failed += 1
+            log.warning(
+                "provider.turn_failed", correlation_id=request.correlation_id, reason=result.reason,
+                attempts=len(result.failures),
+            )
+        return result
+
+    async def _turn(self, request: CompletionRequest) -> CompletionResult:
+        cid = request.correlation_id
+        if not request.timeout_s > 0:
+            return CompletionFailed(correlation_id=cid, reason=f"timeout_s must be positive, got {request.timeout_s!r}")
+        start = self._clock()
+        deadline = start + request.timeout_s
+        offline = self._offline
+        reserve = min(OFFLINE_RESERVE_S, request.timeout_s * OFFLINE_RESERVE_SHARE) if offline and self._network else 0.0
+        network_deadline = deadline - reserve
+        failures: list[AttemptFailure] = []
+        failed_here: set[str] = set()
+        last: _Provider | None = None
+        attempts = 0
+        while attempts < self._settings.max_attempts and self._clock() < network_deadline:
+            if failures and failures[-1].outcome is Outcome.REQUEST_ERROR:
+                break  # the request itself is at fault: do not spend other providers on it
+            pick = self._pick(failed_here, cid)
+            if pick is None:
+                ready_at = self._next_ready_at()
+                if ready_at is not None and ready_at < network_deadline:
+                    await trio.sleep_until(ready_at)
+                    continue
+                break
+            provider, slot, ticket = pick
+            self._note_failover(last, provider, failures, cid)
+            attempts += 1
+            outcome = await self._attempt(provider, slot, ticket, request, until=network_deadline)
+            if isinstance(outcome, ProviderReply):
+                return self._completion(request, provider, slot, outcome, start, attempts)
+            failures.append(outcome)
+            last = provider
+            if outcome.outcome is Outcome.TRANSIENT:
+                failed_here.add(provider.name)
+        if offline is not None and self._clock() < deadline:
+            self._note_failover(last, offline, failures, cid)
+            slot = offline.ring.take() or offline.ring.slots[0]
+            attempts += 1
+            outcome = await self._attempt(offline, slot, None, request, until=deadline)
+            if isinstance(outcome, ProviderReply):
+                return self._completion(request, offline, slot, outcome, start, attempts)
+            failures.append(outcome)
+        return CompletionFailed(correlation_id=cid, reason=self._failure_reason(failures, request), failures=tuple(failures))
+
+    def _pick(self, failed_here: set[str], cid: str) -> tuple[_Provider, KeySlot, Ticket] | None:
+        """The first provider (untried ones before those that failed this turn) with a key and an admitting breaker."""
+        fresh = [p for p in self._network if p.name not in failed_here]
+        tried = [p for p in self._network if p.name in failed_here]
+        for provider in (*fresh, *tried):
+            if not provider.ring.has_usable():
+                continue
+            ticket = provider.breaker.acquire(correlation_id=cid)
+            if ticket is None:
+                continue
+            slot = provider.ring.take()
+            assert slot is not None  # has_usable() just said so, with no checkpoint since
+            return provider, slot, ticket
+        # Every provider that has a usable key is open: let one request through to the
+        # least recently opened rather than failing everything.
+        candidates = [p for p in self._network if p.ring.has_usable()]
+        if candidates and all(p.breaker.state is BreakerState.OPEN for p in candidates):
+            provider = min(candidates, key=lambda p: p.breaker.opened_at or 0.0)
+            ticket = provider.breaker.force_probe(correlation_id=cid)
+            slot = provider.ring.take()
+            if ticket is not None and slot is not None:
+                return provider, slot, ticket
+        return None
+
+    def _next_ready_at(self) -> float | None:
+        """When a cooling key of a provider whose breaker admits becomes usable again."""
+        times = [
+            t for p in self._network
+            if p.breaker.would_admit() and (t := p.ring.next_ready_at()) is not None
+        ]
+        return min(times) if times else None
+
+    async def _attempt(
+        self, provider: _Provider, slot: KeySlot, ticket: Ticket | None, request: CompletionRequest, *, until: float,
+    ) -> ProviderReply | AttemptFailure:
+        """One call with one key, its result applied to the key, the breaker and the counters."""
+        cid = request.correlation_id
+        started = self._clock()
+        budget = max(0.0, min(provider.settings.timeout_s, until - started))
+        call = ProviderCall(
+            correlation_id=cid, system=request.system, turns=request.turns, max_tokens=request.max_tokens,
+            timeout_s=budget, query=request.query, language=request.language, service_type=request.service_type,
+        )
+        reply: ProviderReply | None = None
+        error: ProviderError | None = None
+        settled = False
+        try:
+            with trio.move_on_after(budget):
+                try:
+                    reply = await provider.adapter.complete(call, slot.key)
+                except ProviderError as exc:
+                    error = exc
+                except Exception as exc:  # an adapter bug or an unclassified error: the provider's problem
+                    error = ProviderError(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+            elapsed = self._clock() - started
+            breaker = provider.breaker
+            if reply is not None:
+                settled = True
+                if ticket is not None:
+                    breaker.succeeded(ticket, correlation_id=cid)
+                provider.ring.succeeded(slot)
+                provider.counters.record(Outcome.OK, elapsed)
+                return reply
+            cut_short = False
+            if error is None:
+                cut_short = budget < provider.settings.timeout_s
+                error = ProviderError(Outcome.TRANSIENT, f"no answer within {budget:.3g} s")
+            outcome = error.outcome if error.outcome is not Outcome.OK else Outcome.TRANSIENT
+            settled = True
+            if ticket is not None:
+                if outcome is Outcome.TRANSIENT and not cut_short:
+                    breaker.failed(ticket, correlation_id=cid, reason=error.detail)
+                else:
+                    breaker.released(ticket)
+            if outcome is Outcome.THROTTLED:
+                provider.ring.cool(slot, error.retry_after_s, correlation_id=cid)
+            elif outcome is Outcome.DEAD_KEY:
+                provider.ring.disable(slot, error.detail, correlation_id=cid)
+                if self._credits is not None:
+                    self._credits.poll_soon(provider.name)
+            else:
+                provider.ring.failed(slot, error.detail)
+            counters = provider.counters
+            counters.record(outcome, elapsed)
+            counters.last_error = f"{outcome.value}: {error.detail}"
+            counters.last_error_at = utcnow()
+            log.info(
+                "provider.attempt_failed", correlation_id=cid, provider=provider.name, key=slot.key.alias,
+                outcome=outcome.value, detail=error.detail, latency_s=round(elapsed, 4),
+            )
+            return AttemptFailure(provider=provider.name, key_alias=slot.key.alias, outcome=outcome, detail=error.detail)
+        finally:
+            if not settled and ticket is not None:
+                provider.breaker.released(ticket)
+
+    def _note_failover(self, last: _Provider | None, nxt: _Provider, failures: list[AttemptFailure], cid: str) -> None:
+        if last is None or last is nxt or not failures:
+            return
+        last.counters.failovers += 1
+        log.info(
+            "provider.failover", correlation_id=cid, from_provider=last.name, to_provider=nxt.name,
+            reason=failures[-1].outcome.value, detail=failures[-1].detail,
+        )
+
+    def _completion(
+        self, request: CompletionRequest, provider: _Provider, slot: KeySlot, reply: ProviderReply,
+        start: float, attempts: int,
+    ) -> Completion:
+        return Completion(
+            correlation_id=request.correlation_id, text=reply.text, provider=provider.name, model=reply.model,
+            key_alias=slot.key.alias, latency_s=self._clock() - start, tokens_in=reply.tokens_in,
+            tokens_out=reply.tokens_out, attempts=attempts,
+        )
+
+    def _failure_reason(self, failures: list[AttemptFailure], request: CompletionRequest) -> str:
+        if not failures:
+            return "no provider is available (breakers open, keys disabled or cooling)"
+        if failures[-1].outcome is Outcome.REQUEST_ERROR:
+            return f"the request was refused by {failures[-1].provider}: {failures[-1].detail}"
+        tried = ", ".join(f"{f.provider}/{f.key_alias} {f.outcome.value}" for f in failures)
+        return f"no provider answered within {request.timeout_s:g} s ({tried})"
+
+    # -- observing --------------------------------------------------------------------------
+    def statistics(self) -> PoolStatistics:
+        providers = [*self._network, *([self._offline] if self._offline else [])]
+        credits = self._credits
+        return PoolStatistics(
+            providers=tuple(
+                ProviderStatistics.of(
+                    name=p.name, kind=p.adapter.kind, model=p.adapter.model, breaker=p.breaker.snapshot(),
+                    keys=tuple(
+                        KeyStatistics.of(k, credits.reading(p.name, k.alias) if credits else None)
+                        for k in p.ring.snapshot()
+                    ),
+                    counters=p.counters,
+                )
+                for p in providers
+            ),
+            turns_completed=self._turns_completed, turns_failed=self._turns_failed,
+            turns_in_flight=self._in_flight,
+        )
+
+    def health_checks(self) -> Iterable[Check]:
+        return pool_stats.health_checks(self.statistics())
+
+    def metrics(self) -> Iterable[Metric]:
+        return pool_stats.metrics(self.statistics())
+
+    async def poll_credits(self) -> None:
+        """Poll every credit-reporting provider now, as the periodic poll does."""
+        if self._credits is not None:
+            for name in self._credits.providers:
+                await self._credits.poll(name, periodic=True)
 
 
 async def run_provider_pool(
