@@ -230,6 +230,9 @@ _opt("WAHA_WEBHOOK_HMAC_KEY", None, "key WAHA signs webhooks with (HMAC-SHA512)"
 _opt("WAHA_ALLOW_UNSIGNED", "false", "accept unsigned WAHA webhooks (not for production)", _bool, group=W)
 _opt("WAHA_TIMESTAMP_WINDOW_S", "600", "oldest X-Webhook-Timestamp accepted (covers WAHA's retries)", _number(strict=True), group=W)
 _opt("WAHA_ALLOW_GROUPS", "false", "answer messages in WhatsApp groups", _bool, group=W)
+_opt("WAHA_TYPING_CHARS_PER_S", "40", "simulated typing speed: the 'typing...' pause before a reply grows with its length", _number(strict=True), group=W)
+_opt("WAHA_TYPING_MAX_S", "4", "longest 'typing...' pause before one reply part (0 sends at once)", _number(), group=W)
+_opt("WAHA_MAX_PART_CHARS", "4000", "longer replies are split at paragraph or sentence ends into parts of at most this size", _integer(minimum=200, maximum=65000), group=W)
 
 _KNOWN_KINDS = ("anthropic", "gemini", "openai", "offline")
 
@@ -368,6 +371,9 @@ class WahaSettings:
     allow_unsigned: bool
     timestamp_window_s: float
     allow_groups: bool
+    typing_chars_per_s: float = 40.0
+    typing_max_s: float = 4.0
+    max_part_chars: int = 4000
 
     def __repr__(self) -> str:
         return f"WahaSettings(url={self.url!r}, session={self.session!r}, signed={self.hmac_key is not None})"
@@ -573,6 +579,9 @@ def _waha(r: _Reader) -> WahaSettings | None:
     allow_unsigned = r.get("WAHA_ALLOW_UNSIGNED")
     window = r.get("WAHA_TIMESTAMP_WINDOW_S")
     allow_groups = r.get("WAHA_ALLOW_GROUPS")
+    typing_chars_per_s = r.get("WAHA_TYPING_CHARS_PER_S")
+    typing_max_s = r.get("WAHA_TYPING_MAX_S")
+    max_part_chars = r.get("WAHA_MAX_PART_CHARS")
     if url is None:
         return None
     if hmac_key is None and not allow_unsigned:
@@ -583,6 +592,7 @@ def _waha(r: _Reader) -> WahaSettings | None:
     return WahaSettings(
         url=url, api_key=api_key, session=session, hmac_key=hmac_key,
         allow_unsigned=allow_unsigned, timestamp_window_s=window, allow_groups=allow_groups,
+        typing_chars_per_s=typing_chars_per_s, typing_max_s=typing_max_s, max_part_chars=max_part_chars,
     )
 
 
