@@ -22,6 +22,7 @@ test controls::
     ... start 100 calls ...
     await fake.wait_in_flight(90)     # returns once 90 requests are held at the same time
     fake.release()
+    await fake.wait_idle()            # every request answered (or abandoned by its client)
     assert fake.max_in_flight >= 90
 
 A scripted entry is consumed by the first request to its endpoint (``push(...,
@@ -107,7 +108,7 @@ class ScriptedServer:
         self.max_in_flight = 0
         self._scripts: dict[str, deque[Scripted]] = {}
         self._gate: trio.Event | None = None
-        self._waiters: list[tuple[int, trio.Event]] = []
+        self._waiters: list[tuple[Callable[[int], bool], trio.Event]] = []
         self._port: int | None = None
 
     # -- what a subclass defines -----------------------------------------------------
@@ -162,11 +163,29 @@ class ScriptedServer:
 
     async def wait_in_flight(self, count: int) -> None:
         """Return once at least ``count`` requests are in flight at the same time."""
-        if self.in_flight >= count:
+        await self._wait_until(lambda n: n >= count)
+
+    async def wait_idle(self) -> None:
+        """Return once no request is in flight (a client that gave up counts as gone)."""
+        await self._wait_until(lambda n: n == 0)
+
+    async def _wait_until(self, condition: Callable[[int], bool]) -> None:
+        if condition(self.in_flight):
             return
         event = trio.Event()
-        self._waiters.append((count, event))
+        self._waiters.append((condition, event))
         await event.wait()
+
+    def _count(self, delta: int) -> None:
+        self.in_flight += delta
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        still: list[tuple[Callable[[int], bool], trio.Event]] = []
+        for condition, event in self._waiters:
+            if condition(self.in_flight):
+                event.set()
+            else:
+                still.append((condition, event))
+        self._waiters = still
 
     def requests_to(self, endpoint: str | None = None) -> list[Received]:
         wanted = endpoint or self.main_endpoint
@@ -202,17 +221,6 @@ class ScriptedServer:
         if key is not None and key in self.by_key:
             return self.by_key[key]
         return self.default
-
-    def _enter(self) -> None:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        still: list[tuple[int, trio.Event]] = []
-        for count, event in self._waiters:
-            if self.in_flight >= count:
-                event.set()
-            else:
-                still.append((count, event))
-        self._waiters = still
 
     async def _answer(self, request: Received) -> tuple[int, bytes, dict[str, str]]:
         """Decide and wait out the answer to one request (may be cancelled by a disconnect)."""
@@ -280,7 +288,7 @@ class ScriptedServer:
             path_args=route.path_args,
         )
         self.requests.append(request)
-        self._enter()
+        self._count(+1)
         try:
             gone = False
             async with trio.open_nursery() as nursery:
@@ -304,7 +312,7 @@ class ScriptedServer:
             if gone or answer is None:
                 return False
         finally:
-            self.in_flight -= 1
+            self._count(-1)
         status, payload, out_headers = answer
         await _send(conn, stream, status, payload, out_headers)
         return True
