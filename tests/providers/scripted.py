@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 import trio
+import trio.lowlevel
 
 from concierge.protocol import Outcome
 from concierge.providers.base import ApiKey, ProviderCall, ProviderError, ProviderReply
@@ -124,7 +125,7 @@ class ScriptedCreditAdapter(ScriptedAdapter):
 
     async def fetch_key_info(self, key: ApiKey) -> Credit:
         self.credit_polls.append(key.alias)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return self.credits.get(key.alias, Credit())
 
 

@@ -28,6 +28,11 @@ def make(clock: Clock, *, window: int = 20, min_calls: int = 5, rate: float = 0.
     return CircuitBreaker("primary", settings, clock=clock, rng=random.Random(seed))
 
 
+def state(breaker: CircuitBreaker) -> BreakerState:
+    """Read through a call so the type checker does not narrow the property between steps."""
+    return breaker.state
+
+
 def fail(breaker: CircuitBreaker, times: int = 1) -> None:
     for _ in range(times):
         ticket = breaker.acquire()
@@ -46,9 +51,9 @@ def test_opens_after_consecutive_transient_failures() -> None:
     clock = Clock()
     breaker = make(clock, consecutive=3, min_calls=100)
     fail(breaker, 2)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     fail(breaker)
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     assert breaker.acquire() is None
 
 
@@ -58,7 +63,7 @@ def test_a_success_resets_the_consecutive_count() -> None:
     fail(breaker, 2)
     succeed(breaker)
     fail(breaker, 2)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
 
 
 def test_opens_on_failure_rate_over_the_window_once_min_calls_are_seen() -> None:
@@ -67,11 +72,11 @@ def test_opens_on_failure_rate_over_the_window_once_min_calls_are_seen() -> None
     # fail, fail, ok, fail, fail: 4/5, but below min_calls
     for verdict in (fail, fail, succeed, fail, fail):
         verdict(breaker)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     succeed(breaker)  # 4/6, but a success never opens the breaker
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     fail(breaker)  # 5/7
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
 
 
 def test_the_window_forgets_old_outcomes() -> None:
@@ -80,7 +85,7 @@ def test_the_window_forgets_old_outcomes() -> None:
     fail(breaker, 2)
     succeed(breaker, 4)  # the two failures slid out of the window
     fail(breaker, 2)
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
 
 
 def test_half_open_admits_exactly_one_probe() -> None:
@@ -88,9 +93,10 @@ def test_half_open_admits_exactly_one_probe() -> None:
     breaker = make(clock, consecutive=1)
     fail(breaker)
     clock.now += 30 * (1 + JITTER)
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
     probe = breaker.acquire()
-    assert probe is not None and probe.probe
+    assert probe is not None
+    assert probe.probe
     assert breaker.acquire() is None
     assert breaker.acquire() is None
 
@@ -104,12 +110,12 @@ def test_a_probe_success_closes_and_resets() -> None:
     assert probe is not None
     with capture_logs() as logs:
         breaker.succeeded(probe, correlation_id="c1")
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     assert breaker.snapshot().openings == 0
     assert [e["event"] for e in logs] == ["provider.breaker_closed"]
     assert logs[0]["correlation_id"] == "c1"
     fail(breaker)
-    assert breaker.state is BreakerState.CLOSED  # the consecutive count started again
+    assert state(breaker) is BreakerState.CLOSED  # the consecutive count started again
 
 
 def test_a_probe_failure_reopens_for_longer() -> None:
@@ -117,14 +123,17 @@ def test_a_probe_failure_reopens_for_longer() -> None:
     breaker = make(clock, consecutive=1, open_s=30, open_max_s=300)
     fail(breaker)
     first = breaker.snapshot()
-    assert first.open_until is not None and 30 <= first.open_until - clock.now <= 30 * (1 + JITTER)
+    assert first.open_until is not None
+    assert 30 <= first.open_until - clock.now <= 30 * (1 + JITTER)
     clock.now = first.open_until
     probe = breaker.acquire()
     assert probe is not None
     breaker.failed(probe)
     second = breaker.snapshot()
-    assert second.state is BreakerState.OPEN and second.openings == 2
-    assert second.open_until is not None and 60 <= second.open_until - clock.now <= 60 * (1 + JITTER)
+    assert second.state is BreakerState.OPEN
+    assert second.openings == 2
+    assert second.open_until is not None
+    assert 60 <= second.open_until - clock.now <= 60 * (1 + JITTER)
 
 
 def test_open_time_is_capped() -> None:
@@ -140,7 +149,8 @@ def test_open_time_is_capped() -> None:
         assert probe is not None
         breaker.failed(probe)
     until = breaker.snapshot().open_until
-    assert until is not None and 250 <= until - clock.now <= 250 * (1 + JITTER)
+    assert until is not None
+    assert 250 <= until - clock.now <= 250 * (1 + JITTER)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -173,7 +183,7 @@ def test_released_probe_lets_another_probe_through() -> None:
     probe = breaker.acquire()
     assert probe is not None
     breaker.released(probe)  # e.g. the probe's key was throttled: no verdict
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
     assert breaker.acquire() is not None
 
 
@@ -187,10 +197,10 @@ def test_stale_results_change_nothing() -> None:
     probe = breaker.acquire()
     assert probe is not None
     breaker.succeeded(slow)  # admitted before the breaker opened: not the probe
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
     assert breaker.acquire() is None
     breaker.failed(probe)
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
 
 
 def test_force_probe_opens_the_way_for_one_call() -> None:
@@ -200,7 +210,8 @@ def test_force_probe_opens_the_way_for_one_call() -> None:
     assert breaker.acquire() is None
     with capture_logs() as logs:
         ticket = breaker.force_probe(correlation_id="c9")
-    assert ticket is not None and ticket.probe
+    assert ticket is not None
+    assert ticket.probe
     assert breaker.force_probe() is None
     assert logs[0]["event"] == "provider.breaker_half_open"
     assert logs[0]["correlation_id"] == "c9"
@@ -288,7 +299,8 @@ class BreakerMachine(RuleBasedStateMachine):
     def open_time_is_within_bounds(self) -> None:
         snap = self.breaker.snapshot()
         if snap.state is BreakerState.OPEN:
-            assert snap.open_until is not None and snap.opened_at is not None
+            assert snap.open_until is not None
+            assert snap.opened_at is not None
             duration = snap.open_until - snap.opened_at
             assert self.settings.open_s <= duration <= self.settings.open_max_s * (1 + JITTER)
 

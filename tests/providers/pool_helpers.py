@@ -1,0 +1,38 @@
+"""Starting a provider pool in a test and asking it for a reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+
+from actors.provider_pool import ProviderPool, ask, run_provider_pool
+from concierge.protocol import CompletionRequest, CompletionResult, Role, Turn
+from concierge.providers.base import Adapter
+from concierge.settings import PoolSettings
+
+TURNS = (Turn(role=Role.USER, text="À quelle heure est la messe ?"),)
+
+
+@asynccontextmanager
+async def running_pool(
+    adapters: Sequence[Adapter], settings: PoolSettings, **kwargs: object,
+) -> AsyncIterator[tuple[ProviderPool, trio.MemorySendChannel[CompletionRequest]]]:
+    pool = ProviderPool(adapters=adapters, settings=settings, **kwargs)  # type: ignore[arg-type]
+    send, receive = trio.open_memory_channel[CompletionRequest](64)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(run_provider_pool, pool=pool, inbox=receive))
+        with send:
+            yield pool, send
+        nursery.cancel_scope.cancel()
+
+
+async def ask_pool(
+    inbox: trio.MemorySendChannel[CompletionRequest], *, timeout_s: float = 30.0, cid: str = "cid-1",
+) -> CompletionResult:
+    return await ask(
+        inbox, correlation_id=cid, system="Tu es l'accueil.", turns=TURNS, max_tokens=100,
+        timeout_s=timeout_s, query=TURNS[-1].text,
+    )
