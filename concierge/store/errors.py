@@ -3,6 +3,7 @@
 StoreError
 ├── StoreUnavailable     the durable store cannot be reached now (ingest answers 503)
 ├── SchemaOutdated       the database schema is older than the code: run `concierge migrate`
+├── UnknownUser          no user has the id or identity given (`concierge forget`)
 └── CacheUnavailable     the session cache cannot be reached (callers fall back and go on)
 """
 
@@ -31,3 +32,7 @@ class SchemaOutdated(StoreError):
 
 class CacheUnavailable(StoreError):
     """The session cache did not answer; the caller rebuilds from the durable store."""
+
+
+class UnknownUser(StoreError, LookupError):
+    """No user has the id or channel identity given (``concierge forget``)."""

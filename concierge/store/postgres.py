@@ -1,0 +1,676 @@
+"""The production durable store: PostgreSQL through asyncpg, bridged into trio by trio-asyncio.
+
+asyncpg is asyncio-only; through ``trio_asyncio.aio_as_trio`` its cancellation is
+the cleanest measured (a cancelled trio scope cancels the server query and the
+pool stays intact). The bridge costs throughput, so inbox rows are group-committed
+with one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` over ``unnest`` arrays.
+This module is the only one that crosses the bridge; each store method crosses it
+once. Connection failures become ``StoreUnavailable`` within a bounded time, and
+the asyncpg pool replaces broken connections by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+import trio
+import trio_asyncio
+
+from concierge.protocol import Channel, InboundKind, Role, ServiceType, Turn
+from concierge.settings import StoreSettings
+from concierge.store.base import (
+    Accepted,
+    AcceptStatus,
+    ConversationRow,
+    Direction,
+    HandoffRow,
+    HandoffState,
+    InboxRow,
+    Interaction,
+    NewInbound,
+    NewOutbound,
+    OutboxRow,
+    UserRow,
+)
+from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
+from concierge.store.group_commit import GroupCommitter
+from concierge.store.migrate import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Conn = Any  # asyncpg.Connection (untyped)
+Work = Callable[[Conn], Awaitable[T]]
+
+_MIGRATION_LOCK = 0x636F6E63  # "conc": serialises concurrent `concierge migrate` runs
+_ERASE_BATCH = 5000
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, statement timeout, ...
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
+
+
+def _clean(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; a platform message that has one keeps the rest."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _as_store_error(exc: BaseException) -> StoreError:
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
+        return StoreUnavailable(f"postgres: {exc}")
+    return StoreError(f"postgres: {type(exc).__name__}: {exc}")
+
+
+@asynccontextmanager
+async def asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
+    """The running trio-asyncio loop, or a new one for this block (CLI commands, tests)."""
+    loop = trio_asyncio.current_loop.get()
+    if loop is not None:
+        yield loop
+        return
+    async with trio_asyncio.open_loop() as opened:
+        yield opened
+
+
+def _inbox_row(r: Any) -> InboxRow:
+    return InboxRow(
+        inbox_id=r["inbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
+        user_key=r["user_key"], chat_id=r["chat_id"], external_id=r["external_id"], text=r["text"],
+        kind=InboundKind(r["kind"]), received_at=r["received_at"],
+        display_name=r["display_name"], language_hint=r["language_hint"],
+        processed_at=r["processed_at"],
+    )
+
+
+def _outbox_row(r: Any) -> OutboxRow:
+    return OutboxRow(
+        outbox_id=r["outbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
+        user_key=r["user_key"], chat_id=r["chat_id"], text=r["text"], inbox_id=r["inbox_id"],
+        attempts=r["attempts"], created_at=r["created_at"], next_attempt_at=r["next_attempt_at"],
+        sent_at=r["sent_at"], last_error=r["last_error"],
+    )
+
+
+def _handoff_row(r: Any) -> HandoffRow:
+    return HandoffRow(
+        handoff_id=r["handoff_id"], conversation_id=r["conversation_id"], user_key=r["user_key"],
+        state=HandoffState(r["state"]), reason=r["reason"], correlation_id=r["correlation_id"],
+        opened_at=r["opened_at"], assigned_to=r["assigned_to"], closed_at=r["closed_at"],
+        closed_by=r["closed_by"],
+    )
+
+
+_INSERT_INBOX_BATCH = """
+INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, kind,
+                   received_at, display_name, language_hint)
+SELECT c, ch, uk, cid, eid, tx, k, ra, dn, lh
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::text[], $10::text[])
+     WITH ORDINALITY AS t(c, ch, uk, cid, eid, tx, k, ra, dn, lh, ord)
+ORDER BY ord
+ON CONFLICT (channel, external_id) DO NOTHING
+RETURNING inbox_id, channel, external_id
+"""
+
+_EXISTING_INBOX = """
+SELECT inbox_id, channel, external_id FROM inbox
+WHERE (channel, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+"""
+
+_PENDING_OUTBOX = """
+SELECT * FROM outbox AS o
+WHERE o.channel = $1 AND o.sent_at IS NULL AND NOT o.given_up
+  AND o.next_attempt_at <= coalesce($2::timestamptz, now())
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox AS e
+      WHERE e.user_key = o.user_key AND e.outbox_id < o.outbox_id
+        AND e.sent_at IS NULL AND NOT e.given_up
+        AND e.next_attempt_at > coalesce($2::timestamptz, now()))
+ORDER BY o.outbox_id
+LIMIT $3
+"""
+
+
+class PostgresStore:
+    """``Store`` on PostgreSQL. Build it with ``open_postgres``."""
+
+    def __init__(
+        self,
+        *,
+        pool: Any,
+        loop: asyncio.AbstractEventLoop,
+        op_timeout_s: float,
+        acquire_timeout_s: float,
+        max_batch: int,
+        flushers: int,
+    ) -> None:
+        self._pool = pool
+        self._loop = loop
+        self._op_timeout_s = op_timeout_s
+        self._acquire_timeout_s = acquire_timeout_s
+        self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
+            flush=self._accept_batch, max_batch=max_batch, flushers=flushers,
+            wait_timeout_s=op_timeout_s * 3, name="postgres.inbox",
+        )
+
+    @property
+    def backend(self) -> str:
+        return "postgres"
+
+    async def _call(self, work: Work[T]) -> T:
+        """Run ``work(conn)`` (asyncio code) on a pooled connection, bounded in time."""
+
+        async def in_asyncio() -> T:
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                return await work(conn)
+
+        try:
+            with trio.fail_after(self._op_timeout_s):
+                result: T = await trio_asyncio.aio_as_trio(in_asyncio, loop=self._loop)()
+                return result
+        except trio.TooSlowError:
+            raise StoreUnavailable(f"postgres: no answer within {self._op_timeout_s:g} s") from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise _as_store_error(exc) from exc
+
+    async def _tx(self, work: Work[T]) -> T:
+        async def in_tx(conn: Conn) -> T:
+            async with conn.transaction():
+                return await work(conn)
+
+        return await self._call(in_tx)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """One value from an ad-hoc query (diagnostics, tests, benchmarks)."""
+        return await self._call(lambda conn: conn.fetchval(sql, *args))
+
+    def pool_statistics(self) -> dict[str, int]:
+        return {"size": int(self._pool.get_size()), "idle": int(self._pool.get_idle_size()),
+                "max_size": int(self._pool.get_max_size())}
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self._call(lambda conn: conn.fetchval("SELECT 1"))
+        return time.perf_counter() - started
+
+    # -- inbox -----------------------------------------------------------------------
+    async def accept(self, message: NewInbound) -> Accepted:
+        return await self.committer.submit(message)
+
+    async def accept_one(self, message: NewInbound) -> Accepted:
+        """``accept`` without group commit (one statement per call; for comparison)."""
+        return (await self._accept_batch([message]))[0]
+
+    async def _accept_batch(self, batch: Sequence[NewInbound]) -> list[Accepted]:
+        first: dict[tuple[str, str], int] = {}  # key -> position of its first occurrence
+        unique: list[NewInbound] = []
+        for position, m in enumerate(batch):
+            key = (m.channel.value, m.external_id)
+            if key not in first:
+                first[key] = position
+                unique.append(m)
+        columns = (
+            [m.correlation_id for m in unique], [m.channel.value for m in unique],
+            [m.user_key for m in unique], [m.chat_id for m in unique],
+            [m.external_id for m in unique], [_clean(m.text) for m in unique],
+            [m.kind.value for m in unique], [m.received_at for m in unique],
+            [m.display_name for m in unique], [m.language_hint for m in unique],
+        )
+
+        async def work(conn: Conn) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+            inserted = {(r[1], r[2]): r[0] for r in await conn.fetch(_INSERT_INBOX_BATCH, *columns)}
+            existing: dict[tuple[str, str], int] = {}
+            if len(inserted) < len(unique):
+                missing = [k for k in first if k not in inserted]
+                rows = await conn.fetch(
+                    _EXISTING_INBOX, [k[0] for k in missing], [k[1] for k in missing]
+                )
+                existing = {(r[1], r[2]): r[0] for r in rows}
+            return inserted, existing
+
+        inserted, existing = await self._call(work)
+        results: list[Accepted] = []
+        for position, m in enumerate(batch):
+            key = (m.channel.value, m.external_id)
+            if key in inserted and first[key] == position:
+                results.append(Accepted(status=AcceptStatus.NEW, inbox_id=inserted[key]))
+            elif key in inserted or key in existing:
+                inbox_id = inserted.get(key) or existing[key]
+                results.append(Accepted(status=AcceptStatus.DUPLICATE, inbox_id=inbox_id))
+            else:
+                raise StoreError(f"inbox row for {key} neither inserted nor found")
+        return results
+
+    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Sequence[InboxRow]:
+        async def work(conn: Conn) -> list[InboxRow]:
+            if user_key is None:
+                rows = await conn.fetch(
+                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1", limit
+                )
+            else:
+                rows = await conn.fetch(
+                    "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = $1 "
+                    "ORDER BY inbox_id LIMIT $2", user_key, limit,
+                )
+            return [_inbox_row(r) for r in rows]
+
+        return await self._call(work)
+
+    async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None:
+        await self._call(lambda conn: conn.execute(
+            "UPDATE inbox SET processed_at = coalesce(processed_at, now()), "
+            "service_type = coalesce($2, service_type) WHERE inbox_id = $1",
+            inbox_id, service_type.value if service_type else None,
+        ))
+
+    # -- outbox ----------------------------------------------------------------------
+    async def enqueue_reply(self, reply: NewOutbound) -> int:
+        value = await self._call(lambda conn: conn.fetchval(
+            "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
+            reply.correlation_id, reply.channel.value, reply.user_key, reply.chat_id,
+            _clean(reply.text), reply.inbox_id,
+        ))
+        return int(value)
+
+    async def pending_outbox(
+        self, channel: Channel, *, now: datetime | None = None, limit: int = 100
+    ) -> Sequence[OutboxRow]:
+        async def work(conn: Conn) -> list[OutboxRow]:
+            return [_outbox_row(r) for r in await conn.fetch(_PENDING_OUTBOX, channel.value, now, limit)]
+
+        return await self._call(work)
+
+    async def mark_sent(self, outbox_id: int) -> None:
+        await self._call(lambda conn: conn.execute(
+            "UPDATE outbox SET sent_at = coalesce(sent_at, now()), attempts = attempts + 1 "
+            "WHERE outbox_id = $1", outbox_id,
+        ))
+
+    async def mark_send_failed(self, outbox_id: int, *, error: str, retry_at: datetime | None) -> None:
+        await self._call(lambda conn: conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
+            "next_attempt_at = coalesce($3, next_attempt_at), given_up = $4 WHERE outbox_id = $1",
+            outbox_id, _clean(error[:2000]), retry_at, retry_at is None,
+        ))
+
+    # -- users, identities, conversations --------------------------------------------
+    async def resolve_user(self, channel: Channel, user_key: str, *, display_name: str | None = None) -> int:
+        async def work(conn: Conn) -> int:
+            user_id = await conn.fetchval(
+                "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
+                channel.value, user_key,
+            )
+            if user_id is not None:
+                await conn.execute(
+                    "UPDATE users SET unreachable = false, display_name = coalesce($2, display_name) "
+                    "WHERE user_id = $1 AND (unreachable OR "
+                    "($2::text IS NOT NULL AND display_name IS DISTINCT FROM $2))",
+                    user_id, display_name,
+                )
+                return int(user_id)
+            async with conn.transaction():
+                new_id = await conn.fetchval(
+                    "INSERT INTO users (display_name) VALUES ($1) RETURNING user_id", display_name
+                )
+                linked = await conn.fetchval(
+                    "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (channel, user_key) DO NOTHING RETURNING user_id",
+                    new_id, channel.value, user_key,
+                )
+                if linked is not None:
+                    return int(linked)
+                await conn.execute("DELETE FROM users WHERE user_id = $1", new_id)
+            # Lost a race with a concurrent first contact: theirs wins.
+            return int(await conn.fetchval(
+                "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
+                channel.value, user_key,
+            ))
+
+        return await self._call(work)
+
+    async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
+        await self._call(lambda conn: conn.execute(
+            "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
+            "ON CONFLICT (channel, user_key) DO UPDATE SET user_id = excluded.user_id",
+            user_id, channel.value, user_key,
+        ))
+
+    async def user_for_key(self, user_key: str) -> UserRow | None:
+        r = await self._call(lambda conn: conn.fetchrow(
+            "SELECT u.* FROM users AS u JOIN identities AS i USING (user_id) "
+            "WHERE i.user_key = $1 ORDER BY i.identity_id LIMIT 1", user_key,
+        ))
+        if r is None:
+            return None
+        return UserRow(user_id=r["user_id"], display_name=r["display_name"],
+                       unreachable=r["unreachable"], created_at=r["created_at"])
+
+    async def user_id_for_key(self, user_key: str) -> int | None:
+        """The internal user id behind a channel identity (for ``concierge forget``)."""
+        row = await self.user_for_key(user_key)
+        return None if row is None else row.user_id
+
+    async def mark_unreachable(self, user_key: str) -> None:
+        async def work(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE users SET unreachable = true WHERE user_id IN "
+                "(SELECT user_id FROM identities WHERE user_key = $1)", user_key,
+            )
+            await conn.execute(
+                "UPDATE outbox SET given_up = true, last_error = 'user unreachable' "
+                "WHERE user_key = $1 AND sent_at IS NULL AND NOT given_up", user_key,
+            )
+
+        await self._tx(work)
+
+    async def conversation_for(self, user_id: int) -> ConversationRow:
+        async def work(conn: Conn) -> Any:
+            r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
+            if r is None:
+                await conn.execute(
+                    "INSERT INTO conversations (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+                    user_id,
+                )
+                r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
+            return r
+
+        r = await self._call(work)
+        return ConversationRow(
+            conversation_id=r["conversation_id"], user_id=r["user_id"],
+            service_type=ServiceType(r["service_type"]), handoff_open=r["handoff_open"],
+            updated_at=r["updated_at"],
+        )
+
+    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
+        await self._call(lambda conn: conn.execute(
+            "UPDATE conversations SET service_type = $2, updated_at = now() WHERE conversation_id = $1",
+            conversation_id, service_type.value,
+        ))
+
+    async def record_message(
+        self, *, conversation_id: int, direction: Direction, text: str,
+        service_type: ServiceType, correlation_id: str,
+    ) -> int:
+        value = await self._call(lambda conn: conn.fetchval(
+            "WITH m AS (INSERT INTO messages (conversation_id, direction, text, service_type, "
+            "correlation_id) VALUES ($1, $2, $3, $4, $5) RETURNING message_id), "
+            "c AS (UPDATE conversations SET updated_at = now() WHERE conversation_id = $1) "
+            "SELECT message_id FROM m",
+            conversation_id, direction.value, _clean(text), service_type.value, correlation_id,
+        ))
+        return int(value)
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
+        rows = await self._call(lambda conn: conn.fetch(
+            "SELECT direction, text FROM messages WHERE conversation_id = $1 AND text <> '' "
+            "ORDER BY message_id DESC LIMIT $2", conversation_id, limit,
+        ))
+        return [
+            Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
+            for r in reversed(rows)
+        ]
+
+    async def record_interaction(self, interaction: Interaction) -> None:
+        i = interaction
+        await self._call(lambda conn: conn.execute(
+            "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
+            "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            i.correlation_id, i.conversation_id, i.provider, i.model, i.key_alias, i.latency_s,
+            i.tokens_in, i.tokens_out, i.outcome, i.service_type.value, i.created_at,
+        ))
+
+    # -- channel cursors -------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None:
+        value = await self._call(lambda conn: conn.fetchval(
+            "SELECT value FROM channel_cursors WHERE name = $1", name
+        ))
+        return None if value is None else str(value)
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        await self._call(lambda conn: conn.execute(
+            "INSERT INTO channel_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) "
+            "DO UPDATE SET value = excluded.value, updated_at = now()", name, value,
+        ))
+
+    # -- handoffs --------------------------------------------------------------------
+    async def open_handoff(
+        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+    ) -> HandoffRow:
+        async def work(conn: Conn) -> Any:
+            await conn.execute(
+                "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id) "
+                "VALUES ($1, $2, 'open', $3, $4) "
+                "ON CONFLICT (conversation_id) WHERE state <> 'closed' DO NOTHING",
+                conversation_id, user_key, _clean(reason), correlation_id,
+            )
+            await conn.execute(
+                "UPDATE conversations SET handoff_open = true, updated_at = now() "
+                "WHERE conversation_id = $1", conversation_id,
+            )
+            return await conn.fetchrow(
+                "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'",
+                conversation_id,
+            )
+
+        return _handoff_row(await self._tx(work))
+
+    async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
+        r = await self._call(lambda conn: conn.fetchrow(
+            "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'", conversation_id
+        ))
+        return None if r is None else _handoff_row(r)
+
+    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
+        await self._call(lambda conn: conn.execute(
+            "UPDATE handoffs SET state = 'assigned', assigned_to = $2, assigned_at = now() "
+            "WHERE handoff_id = $1 AND state <> 'closed'", handoff_id, staff,
+        ))
+
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
+        await self._call(lambda conn: conn.execute(
+            "WITH h AS (UPDATE handoffs SET state = 'closed', closed_at = now(), closed_by = $2 "
+            "WHERE handoff_id = $1 AND state <> 'closed' RETURNING conversation_id) "
+            "UPDATE conversations SET handoff_open = false, updated_at = now() "
+            "WHERE conversation_id IN (SELECT conversation_id FROM h)", handoff_id, closed_by,
+        ))
+
+    async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
+        rows = await self._call(lambda conn: conn.fetch(
+            "SELECT * FROM handoffs WHERE state <> 'closed' AND opened_at < $1 ORDER BY handoff_id",
+            cutoff,
+        ))
+        return [_handoff_row(r) for r in rows]
+
+    # -- data protection -------------------------------------------------------------
+    async def erase_texts_before(self, cutoff: datetime) -> int:
+        """Erase in batches: each batch is its own short transaction under statement_timeout."""
+        statements = (
+            "UPDATE messages SET text = '' WHERE message_id IN (SELECT message_id FROM messages "
+            "WHERE created_at < $1 AND text <> '' LIMIT $2)",
+            "UPDATE inbox SET text = '', display_name = NULL WHERE inbox_id IN (SELECT inbox_id "
+            "FROM inbox WHERE received_at < $1 AND processed_at IS NOT NULL AND text <> '' LIMIT $2)",
+            "UPDATE outbox SET text = '' WHERE outbox_id IN (SELECT outbox_id FROM outbox "
+            "WHERE created_at < $1 AND text <> '' AND (sent_at IS NOT NULL OR given_up) LIMIT $2)",
+        )
+        touched = 0
+        for sql in statements:
+
+            async def batch(conn: Conn, sql: str = sql) -> int:
+                return int(str(await conn.execute(sql, cutoff, _ERASE_BATCH)).rsplit(" ", 1)[-1])
+
+            while True:
+                count = await self._call(batch)
+                touched += count
+                if count < _ERASE_BATCH:
+                    break
+        return touched
+
+    async def forget_user(self, user_id: int) -> int:
+        async def work(conn: Conn) -> int:
+            keys = [r[0] for r in await conn.fetch(
+                "SELECT user_key FROM identities WHERE user_id = $1", user_id
+            )]
+            statuses = [
+                await conn.execute(
+                    "DELETE FROM messages WHERE conversation_id IN "
+                    "(SELECT conversation_id FROM conversations WHERE user_id = $1)", user_id),
+                await conn.execute("DELETE FROM outbox WHERE user_key = ANY($1::text[])", keys),
+                await conn.execute("DELETE FROM inbox WHERE user_key = ANY($1::text[])", keys),
+                await conn.execute(
+                    "UPDATE handoffs SET user_key = 'forgotten', reason = '' "
+                    "WHERE user_key = ANY($1::text[])", keys),
+                await conn.execute("DELETE FROM identities WHERE user_id = $1", user_id),
+                await conn.execute(
+                    "UPDATE users SET display_name = NULL, forgotten_at = now() WHERE user_id = $1",
+                    user_id),
+            ]
+            return sum(int(str(s).rsplit(" ", 1)[-1]) for s in statuses)
+
+        return await self._tx(work)
+
+    async def aclose(self) -> None:
+        """Close the pool gracefully (bounded), then terminate what is left."""
+        if self._pool.is_closing():
+            return
+        try:
+            with trio.move_on_after(self._op_timeout_s) as scope:
+                await trio_asyncio.aio_as_trio(self._pool.close, loop=self._loop)()
+        except Exception as exc:  # closing a pool to a dead server must not mask the real error
+            log.warning("store.close_failed", backend="postgres", error=repr(exc))
+        else:
+            if not scope.cancelled_caught:
+                return
+        self._pool.terminate()
+
+
+async def _schema_version(conn: Conn) -> int:
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def _apply_migrations(conn: Conn) -> list[int]:
+    done: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(SCHEMA_MIGRATIONS_POSTGRES)
+        applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in load_migrations("postgres"):
+            if migration.version in applied:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version, migration.name,
+            )
+            done.append(migration.version)
+    return done
+
+
+async def _with_connection(dsn: str, timeout_s: float, work: Work[T]) -> T:
+    async def in_asyncio() -> T:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s, command_timeout=timeout_s * 6)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close(timeout=timeout_s)
+
+    try:
+        async with asyncio_loop() as loop:
+            result: T = await trio_asyncio.aio_as_trio(in_asyncio, loop=loop)()
+            return result
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise _as_store_error(exc) from exc
+
+
+async def migrate_postgres(settings: StoreSettings) -> list[int]:
+    """Apply the missing migrations in one transaction; return the versions applied."""
+    if settings.database_url is None:
+        raise ValueError("DATABASE_URL is unset: there is no PostgreSQL database to migrate")
+    applied = await _with_connection(settings.database_url, settings.command_timeout_s, _apply_migrations)
+    if applied:
+        log.info("store.migrated", backend="postgres", versions=applied)
+    return applied
+
+
+async def execute_admin(dsn: str, *statements: str, timeout_s: float = 10.0) -> None:
+    """Run statements on a fresh connection outside any pool (test and benchmark setup)."""
+
+    async def work(conn: Conn) -> None:
+        for sql in statements:
+            await conn.execute(sql)
+
+    await _with_connection(dsn, timeout_s, work)
+
+
+@asynccontextmanager
+async def open_postgres(
+    settings: StoreSettings, *, max_batch: int = 256, flushers: int | None = None
+) -> AsyncIterator[PostgresStore]:
+    """Open the pool, check the schema version, run the group-commit flushers; close on exit.
+
+    Raises ``StoreUnavailable`` when the server cannot be reached and
+    ``SchemaOutdated`` when ``concierge migrate`` has not been run.
+    """
+    if settings.database_url is None:
+        raise ValueError("DATABASE_URL is unset: open_postgres needs a PostgreSQL DSN")
+    dsn = settings.database_url
+    timeout_s = settings.command_timeout_s
+    server_settings = {
+        "application_name": "concierge",
+        "statement_timeout": str(int(settings.statement_timeout_s * 1000)),
+        "idle_in_transaction_session_timeout": str(int(max(settings.statement_timeout_s * 2, 10) * 1000)),
+    }
+    needed = latest_version("postgres")
+    async with asyncio_loop() as loop:
+
+        async def create() -> Any:
+            return await asyncpg.create_pool(
+                dsn, min_size=1, max_size=settings.pool_size, timeout=timeout_s,
+                command_timeout=timeout_s, server_settings=server_settings,
+                max_inactive_connection_lifetime=300.0,
+            )
+
+        try:
+            with trio.fail_after(timeout_s * 2):
+                pool = await trio_asyncio.aio_as_trio(create, loop=loop)()
+        except trio.TooSlowError:
+            raise StoreUnavailable(f"postgres: no connection within {timeout_s * 2:g} s") from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise _as_store_error(exc) from exc
+        store = PostgresStore(
+            pool=pool, loop=loop, op_timeout_s=timeout_s * 2, acquire_timeout_s=timeout_s,
+            max_batch=max_batch,
+            flushers=flushers if flushers is not None else max(1, min(settings.pool_size - 1, 4)),
+        )
+        try:
+            found = await store._call(_schema_version)
+            if found < needed:
+                raise SchemaOutdated(found=found, needed=needed)
+            if found > needed:
+                log.warning("store.schema_newer", backend="postgres", found=found, needed=needed)
+            log.info("store.opened", backend="postgres", schema_version=found,
+                     pool_size=settings.pool_size)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(store.committer.run)
+                yield store
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+            log.info("store.closed", backend="postgres")

@@ -1,0 +1,595 @@
+"""The embedded durable store: one SQLite file, stdlib ``sqlite3`` in a worker thread.
+
+One connection, used by one thread at a time (a ``CapacityLimiter(1)``), in WAL
+mode with ``synchronous=FULL``: an inbox row is the promise behind a 2xx to the
+platform, which will not deliver again, so a commit must survive power loss, not
+only a crash of the process (``NORMAL`` in WAL mode may lose the last commits on
+power loss). Group commit pays the extra fsync once per batch. The file migrates
+itself at open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+import trio
+
+from concierge.protocol import Channel, InboundKind, Role, ServiceType, Turn, utcnow
+from concierge.store.base import (
+    Accepted,
+    AcceptStatus,
+    ConversationRow,
+    Direction,
+    HandoffRow,
+    HandoffState,
+    InboxRow,
+    Interaction,
+    NewInbound,
+    NewOutbound,
+    OutboxRow,
+    UserRow,
+)
+from concierge.store.errors import StoreError, StoreUnavailable
+from concierge.store.group_commit import GroupCommitter
+from concierge.store.migrate import apply_sqlite
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+FILE_NAME = "concierge.sqlite3"
+
+
+def ts(value: datetime) -> str:
+    """A fixed-width UTC text instant that sorts like the instant it encodes."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: store instants must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    return conn
+
+
+def _tx(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _inbox_row(r: sqlite3.Row) -> InboxRow:
+    return InboxRow(
+        inbox_id=r["inbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
+        user_key=r["user_key"], chat_id=r["chat_id"], external_id=r["external_id"], text=r["text"],
+        kind=InboundKind(r["kind"]), received_at=_dt(r["received_at"]),
+        display_name=r["display_name"], language_hint=r["language_hint"],
+        processed_at=parse_ts(r["processed_at"]),
+    )
+
+
+def _outbox_row(r: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(
+        outbox_id=r["outbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
+        user_key=r["user_key"], chat_id=r["chat_id"], text=r["text"], inbox_id=r["inbox_id"],
+        attempts=r["attempts"], created_at=_dt(r["created_at"]),
+        next_attempt_at=_dt(r["next_attempt_at"]), sent_at=parse_ts(r["sent_at"]),
+        last_error=r["last_error"],
+    )
+
+
+def _handoff_row(r: sqlite3.Row) -> HandoffRow:
+    return HandoffRow(
+        handoff_id=r["handoff_id"], conversation_id=r["conversation_id"], user_key=r["user_key"],
+        state=HandoffState(r["state"]), reason=r["reason"], correlation_id=r["correlation_id"],
+        opened_at=_dt(r["opened_at"]), assigned_to=r["assigned_to"],
+        closed_at=parse_ts(r["closed_at"]), closed_by=r["closed_by"],
+    )
+
+
+def _conversation_row(r: sqlite3.Row) -> ConversationRow:
+    return ConversationRow(
+        conversation_id=r["conversation_id"], user_id=r["user_id"],
+        service_type=ServiceType(r["service_type"]), handoff_open=bool(r["handoff_open"]),
+        updated_at=_dt(r["updated_at"]),
+    )
+
+
+_INSERT_INBOX = """
+INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, kind,
+                   received_at, display_name, language_hint, accepted_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (channel, external_id) DO NOTHING
+RETURNING inbox_id
+"""
+
+_PENDING_OUTBOX = """
+SELECT * FROM outbox AS o
+WHERE o.channel = ? AND o.sent_at IS NULL AND o.given_up = 0 AND o.next_attempt_at <= ?
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox AS e
+      WHERE e.user_key = o.user_key AND e.outbox_id < o.outbox_id
+        AND e.sent_at IS NULL AND e.given_up = 0 AND e.next_attempt_at > ?)
+ORDER BY o.outbox_id
+LIMIT ?
+"""
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file. Build it with ``open_sqlite``."""
+
+    def __init__(self, *, conn: sqlite3.Connection, path: Path, max_batch: int) -> None:
+        self._conn = conn
+        self.path = path
+        self._limiter = trio.CapacityLimiter(1)
+        self._closed = False
+        self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
+            flush=self._accept_batch, max_batch=max_batch, flushers=1, name="sqlite.inbox"
+        )
+
+    @property
+    def backend(self) -> str:
+        return "sqlite"
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("the sqlite store is closed")
+
+        def call() -> T:
+            return work(self._conn)
+
+        try:
+            return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda conn: _tx(conn, work))
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+        return time.perf_counter() - started
+
+    # -- inbox -----------------------------------------------------------------------
+    async def accept(self, message: NewInbound) -> Accepted:
+        return await self.committer.submit(message)
+
+    async def accept_one(self, message: NewInbound) -> Accepted:
+        """``accept`` without group commit (one transaction per call; for comparison)."""
+        return (await self._accept_batch([message]))[0]
+
+    async def _accept_batch(self, batch: Sequence[NewInbound]) -> list[Accepted]:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> list[Accepted]:
+            seen: dict[tuple[str, str], int] = {}
+            results: list[Accepted] = []
+            for m in batch:
+                key = (m.channel.value, m.external_id)
+                if key in seen:
+                    results.append(Accepted(status=AcceptStatus.DUPLICATE, inbox_id=seen[key]))
+                    continue
+                row = conn.execute(_INSERT_INBOX, (
+                    m.correlation_id, m.channel.value, m.user_key, m.chat_id, m.external_id,
+                    m.text, m.kind.value, ts(m.received_at), m.display_name, m.language_hint, now,
+                )).fetchone()
+                if row is not None:
+                    seen[key] = row[0]
+                    results.append(Accepted(status=AcceptStatus.NEW, inbox_id=row[0]))
+                else:
+                    existing = conn.execute(
+                        "SELECT inbox_id FROM inbox WHERE channel = ? AND external_id = ?", key
+                    ).fetchone()
+                    seen[key] = existing[0]
+                    results.append(Accepted(status=AcceptStatus.DUPLICATE, inbox_id=existing[0]))
+            return results
+
+        return await self._write(work)
+
+    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Sequence[InboxRow]:
+        def work(conn: sqlite3.Connection) -> list[InboxRow]:
+            if user_key is None:
+                rows = conn.execute(
+                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT ?", (limit,)
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = ? "
+                    "ORDER BY inbox_id LIMIT ?", (user_key, limit),
+                )
+            return [_inbox_row(r) for r in rows]
+
+        return await self._run(work)
+
+    async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: conn.execute(
+            "UPDATE inbox SET processed_at = coalesce(processed_at, ?), "
+            "service_type = coalesce(?, service_type) WHERE inbox_id = ?",
+            (now, service_type.value if service_type else None, inbox_id),
+        ))
+
+    # -- outbox ----------------------------------------------------------------------
+    async def enqueue_reply(self, reply: NewOutbound) -> int:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, "
+                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING outbox_id",
+                (reply.correlation_id, reply.channel.value, reply.user_key, reply.chat_id,
+                 reply.text, reply.inbox_id, now, now),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._write(work)
+
+    async def pending_outbox(
+        self, channel: Channel, *, now: datetime | None = None, limit: int = 100
+    ) -> Sequence[OutboxRow]:
+        due = ts(now or utcnow())
+        return await self._run(lambda conn: [
+            _outbox_row(r) for r in conn.execute(_PENDING_OUTBOX, (channel.value, due, due, limit))
+        ])
+
+    async def mark_sent(self, outbox_id: int) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: conn.execute(
+            "UPDATE outbox SET sent_at = coalesce(sent_at, ?), attempts = attempts + 1 "
+            "WHERE outbox_id = ?", (now, outbox_id),
+        ))
+
+    async def mark_send_failed(self, outbox_id: int, *, error: str, retry_at: datetime | None) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+            "next_attempt_at = coalesce(?, next_attempt_at), given_up = ? WHERE outbox_id = ?",
+            (error[:2000], ts(retry_at) if retry_at else None, int(retry_at is None), outbox_id),
+        ))
+
+    # -- users, identities, conversations --------------------------------------------
+    async def resolve_user(self, channel: Channel, user_key: str, *, display_name: str | None = None) -> int:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT user_id FROM identities WHERE channel = ? AND user_key = ?",
+                (channel.value, user_key),
+            ).fetchone()
+            if row is not None:
+                user_id = int(row[0])
+                conn.execute(
+                    "UPDATE users SET unreachable = 0, display_name = coalesce(?, display_name) "
+                    "WHERE user_id = ? AND (unreachable = 1 OR "
+                    "(? IS NOT NULL AND display_name IS NOT ?))",
+                    (display_name, user_id, display_name, display_name),
+                )
+                return user_id
+            user_id = int(conn.execute(
+                "INSERT INTO users (display_name, created_at) VALUES (?, ?) RETURNING user_id",
+                (display_name, now),
+            ).fetchone()[0])
+            conn.execute(
+                "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?)",
+                (user_id, channel.value, user_key, now),
+            )
+            return user_id
+
+        return await self._write(work)
+
+    async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (channel, user_key) DO UPDATE SET user_id = excluded.user_id",
+            (user_id, channel.value, user_key, now),
+        ))
+
+    async def user_for_key(self, user_key: str) -> UserRow | None:
+        def work(conn: sqlite3.Connection) -> UserRow | None:
+            r = conn.execute(
+                "SELECT u.* FROM users AS u JOIN identities AS i USING (user_id) "
+                "WHERE i.user_key = ? ORDER BY i.identity_id LIMIT 1", (user_key,),
+            ).fetchone()
+            if r is None:
+                return None
+            return UserRow(user_id=r["user_id"], display_name=r["display_name"],
+                           unreachable=bool(r["unreachable"]), created_at=_dt(r["created_at"]))
+
+        return await self._run(work)
+
+    async def mark_unreachable(self, user_key: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE users SET unreachable = 1 WHERE user_id IN "
+                "(SELECT user_id FROM identities WHERE user_key = ?)", (user_key,),
+            )
+            conn.execute(
+                "UPDATE outbox SET given_up = 1, last_error = 'user unreachable' "
+                "WHERE user_key = ? AND sent_at IS NULL AND given_up = 0", (user_key,),
+            )
+
+        await self._write(work)
+
+    async def conversation_for(self, user_id: int) -> ConversationRow:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> ConversationRow:
+            conn.execute(
+                "INSERT INTO conversations (user_id, created_at, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id) DO NOTHING", (user_id, now, now),
+            )
+            r = conn.execute("SELECT * FROM conversations WHERE user_id = ?", (user_id,)).fetchone()
+            return _conversation_row(r)
+
+        return await self._write(work)
+
+    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: conn.execute(
+            "UPDATE conversations SET service_type = ?, updated_at = ? WHERE conversation_id = ?",
+            (service_type.value, now, conversation_id),
+        ))
+
+    async def record_message(
+        self, *, conversation_id: int, direction: Direction, text: str,
+        service_type: ServiceType, correlation_id: str,
+    ) -> int:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO messages (conversation_id, direction, text, service_type, "
+                "correlation_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING message_id",
+                (conversation_id, direction.value, text, service_type.value, correlation_id, now),
+            ).fetchone()
+            conn.execute(
+                "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?",
+                (now, conversation_id),
+            )
+            return int(row[0])
+
+        return await self._write(work)
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
+        def work(conn: sqlite3.Connection) -> list[Turn]:
+            rows = conn.execute(
+                "SELECT direction, text FROM messages WHERE conversation_id = ? AND text <> '' "
+                "ORDER BY message_id DESC LIMIT ?", (conversation_id, limit),
+            ).fetchall()
+            return [
+                Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
+                for r in reversed(rows)
+            ]
+
+        return await self._run(work)
+
+    async def record_interaction(self, interaction: Interaction) -> None:
+        i = interaction
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
+            "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (i.correlation_id, i.conversation_id, i.provider, i.model, i.key_alias, i.latency_s,
+             i.tokens_in, i.tokens_out, i.outcome, i.service_type.value, ts(i.created_at)),
+        ))
+
+    # -- channel cursors -------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None:
+        def work(conn: sqlite3.Connection) -> str | None:
+            r = conn.execute("SELECT value FROM channel_cursors WHERE name = ?", (name,)).fetchone()
+            return None if r is None else str(r[0])
+
+        return await self._run(work)
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: conn.execute(
+            "INSERT INTO channel_cursors (name, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (name, value, now),
+        ))
+
+    # -- handoffs --------------------------------------------------------------------
+    async def open_handoff(
+        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+    ) -> HandoffRow:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> HandoffRow:
+            conn.execute(
+                "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id, "
+                "opened_at) VALUES (?, ?, 'open', ?, ?, ?) "
+                "ON CONFLICT (conversation_id) WHERE state <> 'closed' DO NOTHING",
+                (conversation_id, user_key, reason, correlation_id, now),
+            )
+            conn.execute(
+                "UPDATE conversations SET handoff_open = 1, updated_at = ? WHERE conversation_id = ?",
+                (now, conversation_id),
+            )
+            r = conn.execute(
+                "SELECT * FROM handoffs WHERE conversation_id = ? AND state <> 'closed'",
+                (conversation_id,),
+            ).fetchone()
+            return _handoff_row(r)
+
+        return await self._write(work)
+
+    async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
+        def work(conn: sqlite3.Connection) -> HandoffRow | None:
+            r = conn.execute(
+                "SELECT * FROM handoffs WHERE conversation_id = ? AND state <> 'closed'",
+                (conversation_id,),
+            ).fetchone()
+            return None if r is None else _handoff_row(r)
+
+        return await self._run(work)
+
+    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: conn.execute(
+            "UPDATE handoffs SET state = 'assigned', assigned_to = ?, assigned_at = ? "
+            "WHERE handoff_id = ? AND state <> 'closed'", (staff, now, handoff_id),
+        ))
+
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> None:
+            r = conn.execute(
+                "UPDATE handoffs SET state = 'closed', closed_at = ?, closed_by = ? "
+                "WHERE handoff_id = ? AND state <> 'closed' RETURNING conversation_id",
+                (now, closed_by, handoff_id),
+            ).fetchone()
+            if r is not None:
+                conn.execute(
+                    "UPDATE conversations SET handoff_open = 0, updated_at = ? WHERE conversation_id = ?",
+                    (now, r[0]),
+                )
+
+        await self._write(work)
+
+    async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
+        return await self._run(lambda conn: [
+            _handoff_row(r) for r in conn.execute(
+                "SELECT * FROM handoffs WHERE state <> 'closed' AND opened_at < ? ORDER BY handoff_id",
+                (ts(cutoff),),
+            )
+        ])
+
+    # -- data protection -------------------------------------------------------------
+    async def erase_texts_before(self, cutoff: datetime) -> int:
+        before = ts(cutoff)
+
+        def work(conn: sqlite3.Connection) -> int:
+            touched = conn.execute(
+                "UPDATE messages SET text = '' WHERE created_at < ? AND text <> ''", (before,)
+            ).rowcount
+            touched += conn.execute(
+                "UPDATE inbox SET text = '', display_name = NULL "
+                "WHERE received_at < ? AND processed_at IS NOT NULL AND text <> ''", (before,)
+            ).rowcount
+            touched += conn.execute(
+                "UPDATE outbox SET text = '' WHERE created_at < ? AND text <> '' "
+                "AND (sent_at IS NOT NULL OR given_up = 1)", (before,)
+            ).rowcount
+            return touched
+
+        return await self._write(work)
+
+    async def forget_user(self, user_id: int) -> int:
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> int:
+            keys = [r[0] for r in conn.execute(
+                "SELECT user_key FROM identities WHERE user_id = ?", (user_id,)
+            )]
+            marks = ",".join("?" * len(keys))
+            touched = conn.execute(
+                "DELETE FROM messages WHERE conversation_id IN "
+                "(SELECT conversation_id FROM conversations WHERE user_id = ?)", (user_id,)
+            ).rowcount
+            if keys:
+                touched += conn.execute(
+                    f"DELETE FROM outbox WHERE user_key IN ({marks})", keys).rowcount
+                touched += conn.execute(
+                    f"DELETE FROM inbox WHERE user_key IN ({marks})", keys).rowcount
+                touched += conn.execute(
+                    f"UPDATE handoffs SET user_key = 'forgotten', reason = '' "
+                    f"WHERE user_key IN ({marks})", keys).rowcount
+            touched += conn.execute("DELETE FROM identities WHERE user_id = ?", (user_id,)).rowcount
+            touched += conn.execute(
+                "UPDATE users SET display_name = NULL, forgotten_at = ? WHERE user_id = ?",
+                (now, user_id),
+            ).rowcount
+            return touched
+
+        return await self._write(work)
+
+    async def user_id_for_key(self, user_key: str) -> int | None:
+        """The internal user id behind a channel identity (for ``concierge forget``)."""
+        row = await self.user_for_key(user_key)
+        return None if row is None else row.user_id
+
+    async def aclose(self) -> None:
+        """Idempotent; ``open_sqlite`` calls it on the way out."""
+        if self._closed:
+            return
+        self._closed = True
+        await trio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+
+
+def _prepare(path: Path, busy_timeout_s: float) -> tuple[sqlite3.Connection, list[int]]:
+    conn = _connect(path, busy_timeout_s)
+    try:
+        applied = apply_sqlite(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, applied
+
+
+async def migrate_sqlite(path: Path, *, busy_timeout_s: float = 5.0) -> list[int]:
+    def work() -> list[int]:
+        conn, applied = _prepare(path, busy_timeout_s)
+        conn.close()
+        return applied
+
+    try:
+        return await trio.to_thread.run_sync(work)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
+
+
+@asynccontextmanager
+async def open_sqlite(
+    path: Path, *, max_batch: int = 256, busy_timeout_s: float = 5.0
+) -> AsyncIterator[SqliteStore]:
+    """Open (creating and migrating if needed) the store file; close it on the way out."""
+    try:
+        conn, applied = await trio.to_thread.run_sync(_prepare, path, busy_timeout_s)
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
+    if applied:
+        log.info("store.migrated", backend="sqlite", versions=applied)
+    store = SqliteStore(conn=conn, path=path, max_batch=max_batch)
+    log.info("store.opened", backend="sqlite", path=str(path))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.committer.run)
+            yield store
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await store.aclose()
+        log.info("store.closed", backend="sqlite")
