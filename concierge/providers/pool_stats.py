@@ -8,6 +8,7 @@ snapshot, ``/health`` checks and Prometheus metrics are all computed from one
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
@@ -36,7 +37,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an ascending list (``None`` when empty)."""
     if not sorted_values:
         return None
-    rank = max(1, min(len(sorted_values), round(q * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q * len(sorted_values))))
     return sorted_values[rank - 1]
 
 
