@@ -104,11 +104,23 @@ class AnthropicAdapter:
 
     async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
         """One Messages API call with ``key``; any failure is a classified ``ProviderError``."""
+        try:
+            return await self._complete(call, key)
+        except ProviderError as exc:
+            log.debug(
+                "provider.attempt_failed", provider=self.name, key=key.alias,
+                outcome=exc.outcome.value, detail=exc.detail, retry_after_s=exc.retry_after_s,
+                correlation_id=call.correlation_id,
+            )
+            raise
+
+    async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
+        """The call itself; ``complete`` logs its failures."""
         messages: list[Any] = [{"role": t.role.value, "content": t.text} for t in chat_turns(call)]
         extra: dict[str, Any] = {"system": call.system} if call.system else {}
         client = self._client(key)
         try:
-            with trio.fail_after(call.timeout_s):
+            with trio.fail_after(max(0.0, call.timeout_s)):
                 message = await client.messages.create(
                     model=self._settings.model,
                     max_tokens=call.max_tokens,

@@ -133,6 +133,18 @@ class GeminiAdapter:
 
     async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
         """One generateContent call with ``key``; any failure is a classified ``ProviderError``."""
+        try:
+            return await self._complete(call, key)
+        except ProviderError as exc:
+            log.debug(
+                "provider.attempt_failed", provider=self.name, key=key.alias,
+                outcome=exc.outcome.value, detail=exc.detail, retry_after_s=exc.retry_after_s,
+                correlation_id=call.correlation_id,
+            )
+            raise
+
+    async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
+        """The call itself; ``complete`` logs its failures."""
         contents = [
             types.Content(role="model" if t.role is Role.ASSISTANT else "user", parts=[types.Part(text=t.text)])
             for t in chat_turns(call)
@@ -144,7 +156,7 @@ class GeminiAdapter:
         )
         client = self._client(key)
         try:
-            with trio.fail_after(call.timeout_s):
+            with trio.fail_after(max(0.0, call.timeout_s)):
                 response = await client.aio.models.generate_content(
                     model=self._settings.model, contents=contents, config=config,
                 )

@@ -159,6 +159,18 @@ class OpenAICompatAdapter:
 
     async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
         """One chat completion with ``key``; any failure is a classified ``ProviderError``."""
+        try:
+            return await self._complete(call, key)
+        except ProviderError as exc:
+            log.debug(
+                "provider.attempt_failed", provider=self.name, key=key.alias,
+                outcome=exc.outcome.value, detail=exc.detail, retry_after_s=exc.retry_after_s,
+                correlation_id=call.correlation_id,
+            )
+            raise
+
+    async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
+        """The call itself; ``complete`` logs its failures."""
         messages: list[dict[str, str]] = []
         if call.system:
             messages.append({"role": "system", "content": call.system})
@@ -169,7 +181,7 @@ class OpenAICompatAdapter:
         }
         timeout = httpx.Timeout(call.timeout_s, connect=min(5.0, call.timeout_s))
         try:
-            with trio.fail_after(call.timeout_s):
+            with trio.fail_after(max(0.0, call.timeout_s)):
                 response = await self._http.post(
                     f"{self._base_url}/chat/completions", json=payload,
                     headers=self._headers(key), timeout=timeout,

@@ -156,3 +156,22 @@ async def test_nothing_listening_is_transient(make_settings: MakeSettings, make_
     finally:
         await adapter.aclose()
     assert caught.value.outcome is Outcome.TRANSIENT
+
+
+async def test_a_hundred_calls_are_in_flight_at_once(
+    adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
+) -> None:
+    gemini_fake.hold()
+    replies: list[str] = []
+
+    async def one() -> None:
+        replies.append((await adapter.complete(make_call(timeout_s=30), KEY)).text)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(one)
+            await gemini_fake.wait_in_flight(100)
+            gemini_fake.release()
+    assert len(replies) == 100
+    assert gemini_fake.max_in_flight == 100

@@ -244,3 +244,22 @@ async def test_key_info_that_hangs_is_transient(
     with pytest.raises(ProviderError) as caught:
         await adapter.fetch_key_info(KEY, timeout_s=0.3)
     assert caught.value.outcome is Outcome.TRANSIENT
+
+
+async def test_a_hundred_calls_are_in_flight_at_once(
+    adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall
+) -> None:
+    openai_fake.hold()
+    replies: list[str] = []
+
+    async def one() -> None:
+        replies.append((await adapter.complete(make_call(timeout_s=30), KEY)).text)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(one)
+            await openai_fake.wait_in_flight(100)
+            openai_fake.release()
+    assert len(replies) == 100
+    assert openai_fake.max_in_flight == 100
