@@ -9,8 +9,9 @@ at once: nothing waits for a batch to fill.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
 
 import attrs
 import structlog
@@ -160,3 +161,25 @@ class GroupCommitter(Generic[In, Out]):
                 if slot.result is None and slot.error is None:
                     slot.error = StoreUnavailable(f"{self._name}: the store closed during a commit")
                 slot.done.set()
+
+
+@asynccontextmanager
+async def flushing(committer: GroupCommitter[Any, Any]) -> AsyncIterator[None]:
+    """Run ``committer``'s flushers around a block; stop them when it ends.
+
+    The block's own exception comes out as itself, not wrapped in the nursery's
+    ``ExceptionGroup``: callers of ``open_store`` catch ``StoreError`` and friends
+    as usual.
+    """
+    single: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            yield
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        single = group.exceptions[0]
+    if single is not None:
+        raise single

@@ -31,6 +31,7 @@ class StoreMonitor:
         self._available = True  # the store opened, so it answered a moment ago
         self._back = trio.Event()
         self._back.set()
+        self._down = trio.Event()
         self._latency_s: float | None = None
         self._error: str | None = None
         self._checked_at = utcnow()
@@ -47,6 +48,11 @@ class StoreMonitor:
         while not self._available:
             await self._back.wait()
 
+    async def wait_unavailable(self) -> None:
+        """Return once the store is seen down (at once if it is now)."""
+        while self._available:
+            await self._down.wait()
+
     def record_success(self, latency_s: float) -> None:
         self._pings += 1
         self._latency_s = latency_s
@@ -54,6 +60,7 @@ class StoreMonitor:
         self._error = None
         if not self._available:
             self._available = True
+            self._down = trio.Event()
             self._back.set()
             log.info("store.recovered", backend=self.backend, latency_ms=round(latency_s * 1000, 1))
 
@@ -66,6 +73,7 @@ class StoreMonitor:
             self._available = False
             self._outages += 1
             self._back = trio.Event()
+            self._down.set()
             log.warning("store.became_unavailable", backend=self.backend, error=error)
 
     def health_checks(self) -> Iterable[Check]:

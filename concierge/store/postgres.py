@@ -40,7 +40,7 @@ from concierge.store.base import (
     UserRow,
 )
 from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
-from concierge.store.group_commit import GroupCommitter
+from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrate import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
 
 log = structlog.get_logger(__name__)
@@ -666,10 +666,8 @@ async def open_postgres(
                 log.warning("store.schema_newer", backend="postgres", found=found, needed=needed)
             log.info("store.opened", backend="postgres", schema_version=found,
                      pool_size=settings.pool_size)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(store.committer.run)
+            async with flushing(store.committer):
                 yield store
-                nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await store.aclose()

@@ -37,7 +37,7 @@ from concierge.store.base import (
     UserRow,
 )
 from concierge.store.errors import StoreError, StoreUnavailable
-from concierge.store.group_commit import GroupCommitter
+from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrate import apply_sqlite
 
 log = structlog.get_logger(__name__)
@@ -585,10 +585,8 @@ async def open_sqlite(
     store = SqliteStore(conn=conn, path=path, max_batch=max_batch)
     log.info("store.opened", backend="sqlite", path=str(path))
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.committer.run)
+        async with flushing(store.committer):
             yield store
-            nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await store.aclose()

@@ -1,0 +1,407 @@
+"""The ``Store`` contract, run unchanged against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import trio
+
+from concierge.protocol import Channel, Role, ServiceType, utcnow
+from concierge.settings import StoreSettings
+from concierge.store.base import (
+    Accepted,
+    AcceptStatus,
+    Direction,
+    HandoffState,
+    Interaction,
+    NewInbound,
+    NewOutbound,
+    Store,
+)
+from concierge.store.errors import StoreUnavailable, UnknownUser
+from concierge.store.migrate import migrate
+from concierge.store.open import forget_user, open_store
+from concierge.store.postgres import PostgresStore
+from concierge.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def inbound(external_id: str, *, user: str = "telegram:111", text: str = "Bonjour",
+            channel: Channel = Channel.TELEGRAM) -> NewInbound:
+    return NewInbound(
+        correlation_id=f"cid-{external_id}", channel=channel, user_key=user,
+        chat_id=user.partition(":")[2], external_id=external_id, text=text,
+        received_at=utcnow(), display_name="Marie",
+    )
+
+
+def reply(text: str, *, user: str = "telegram:111", inbox_id: int | None = None) -> NewOutbound:
+    return NewOutbound(
+        correlation_id=f"cid-{text}", channel=Channel.TELEGRAM, user_key=user,
+        chat_id=user.partition(":")[2], text=text, inbox_id=inbox_id,
+    )
+
+
+async def count(store: Store, table: str) -> int:
+    """Rows in ``table``, read behind the interface (for checks the protocol has no reader for)."""
+    sql = f"SELECT count(*) FROM {table}"
+    if isinstance(store, PostgresStore):
+        return int(await store.fetchval(sql))
+    assert isinstance(store, SqliteStore)
+    return int(await store._run(lambda conn: conn.execute(sql).fetchone()[0]))
+
+
+# -- inbox ----------------------------------------------------------------------------
+async def test_accept_commits_a_new_row_and_a_redelivery_is_a_duplicate_of_it(store: Store) -> None:
+    first = await store.accept(inbound("m1"))
+    again = await store.accept(inbound("m1", text="changed"))
+    assert first.status is AcceptStatus.NEW
+    assert again == Accepted(status=AcceptStatus.DUPLICATE, inbox_id=first.inbox_id)
+    rows = await store.pending_inbox()
+    assert [(r.inbox_id, r.text) for r in rows] == [(first.inbox_id, "Bonjour")]
+
+
+async def test_same_external_id_on_another_channel_is_a_different_message(store: Store) -> None:
+    a = await store.accept(inbound("42"))
+    b = await store.accept(inbound("42", user="waha:221@c.us", channel=Channel.WAHA))
+    assert a.is_new
+    assert b.is_new
+    assert a.inbox_id != b.inbox_id
+
+
+async def test_hundred_concurrent_accepts_of_one_message_commit_exactly_one(store: Store) -> None:
+    results: list[Accepted] = []
+
+    async def deliver() -> None:
+        results.append(await store.accept(inbound("same")))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(100):
+            nursery.start_soon(deliver)
+    statuses = [r.status for r in results]
+    assert statuses.count(AcceptStatus.NEW) == 1
+    assert statuses.count(AcceptStatus.DUPLICATE) == 99
+    assert len({r.inbox_id for r in results}) == 1
+    assert await count(store, "inbox") == 1
+
+
+async def test_concurrent_accepts_share_transactions_and_each_gets_its_own_row(store: Store) -> None:
+    results: dict[str, Accepted] = {}
+
+    async def deliver(n: int) -> None:
+        results[f"m{n}"] = await store.accept(inbound(f"m{n}", user=f"telegram:{n % 5}"))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(60):
+            nursery.start_soon(deliver, n)
+    assert all(r.is_new for r in results.values())
+    assert len({r.inbox_id for r in results.values()}) == 60
+    rows = await store.pending_inbox()
+    assert {r.external_id: r.inbox_id for r in rows} == {k: v.inbox_id for k, v in results.items()}
+    stats = store.committer.statistics()  # type: ignore[attr-defined]
+    assert stats.largest_batch > 1
+    assert stats.batches < 60
+
+
+async def test_pending_inbox_replays_unprocessed_rows_in_arrival_order(store: Store) -> None:
+    ids = []
+    for n, user in enumerate(["telegram:1", "telegram:2", "telegram:1", "telegram:2", "telegram:1"]):
+        ids.append((await store.accept(inbound(f"m{n}", user=user))).inbox_id)
+    await store.mark_processed(ids[0], service_type=ServiceType.CATECHESE)
+    pending = await store.pending_inbox()
+    assert [r.inbox_id for r in pending] == ids[1:]
+    assert ids == sorted(ids)
+    mine = await store.pending_inbox(user_key="telegram:1")
+    assert [r.external_id for r in mine] == ["m2", "m4"]
+    assert [r.inbox_id for r in await store.pending_inbox(limit=2)] == ids[1:3]
+
+
+async def test_inbox_row_keeps_every_field(store: Store) -> None:
+    message = inbound("full", text="Quelle heure est la messe ? 🙏")
+    accepted = await store.accept(message)
+    (row,) = await store.pending_inbox()
+    assert row.inbox_id == accepted.inbox_id
+    assert (row.correlation_id, row.channel, row.user_key, row.chat_id, row.external_id,
+            row.text, row.kind, row.display_name, row.processed_at) == (
+        message.correlation_id, message.channel, message.user_key, message.chat_id,
+        message.external_id, message.text, message.kind, "Marie", None)
+    assert abs(row.received_at - message.received_at) < timedelta(milliseconds=1)
+    assert row.received_at.utcoffset() == timedelta(0)
+
+
+# -- outbox -----------------------------------------------------------------------------
+async def test_pending_outbox_lists_unsent_replies_in_creation_order(store: Store) -> None:
+    ids = [await store.enqueue_reply(reply(f"r{n}", user=f"telegram:{n % 2}")) for n in range(4)]
+    rows = await store.pending_outbox(Channel.TELEGRAM)
+    assert [r.outbox_id for r in rows] == ids
+    assert [r.text for r in rows] == ["r0", "r1", "r2", "r3"]
+    assert await store.pending_outbox(Channel.WAHA) == []
+    await store.mark_sent(ids[0])
+    assert [r.outbox_id for r in await store.pending_outbox(Channel.TELEGRAM)] == ids[1:]
+
+
+async def test_failed_send_waits_until_retry_and_holds_back_that_users_later_replies(store: Store) -> None:
+    first = await store.enqueue_reply(reply("one", user="telegram:7"))
+    second = await store.enqueue_reply(reply("two", user="telegram:7"))
+    other = await store.enqueue_reply(reply("other", user="telegram:8"))
+    retry_at = utcnow() + timedelta(minutes=5)
+    await store.mark_send_failed(first, error="HTTP 502", retry_at=retry_at)
+    assert [r.outbox_id for r in await store.pending_outbox(Channel.TELEGRAM)] == [other]
+    later = await store.pending_outbox(Channel.TELEGRAM, now=retry_at + timedelta(seconds=1))
+    assert [r.outbox_id for r in later] == [first, second, other]
+    assert (later[0].attempts, later[0].last_error) == (1, "HTTP 502")
+
+
+async def test_given_up_reply_is_never_retried(store: Store) -> None:
+    dead = await store.enqueue_reply(reply("lost", user="telegram:9"))
+    await store.mark_send_failed(dead, error="HTTP 400 chat not found", retry_at=None)
+    after = await store.pending_outbox(Channel.TELEGRAM, now=utcnow() + timedelta(days=30))
+    assert after == []
+
+
+# -- users, identities, conversations -------------------------------------------------
+async def test_resolve_user_creates_once_and_an_identity_can_be_linked(store: Store) -> None:
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111", display_name="Marie")
+    assert await store.resolve_user(Channel.TELEGRAM, "telegram:111") == uid
+    await store.link_identity(uid, Channel.WAHA, "waha:33600000000@c.us")
+    assert await store.resolve_user(Channel.WAHA, "waha:33600000000@c.us") == uid
+    user = await store.user_for_key("waha:33600000000@c.us")
+    assert user is not None
+    assert (user.user_id, user.display_name, user.unreachable) == (uid, "Marie", False)
+    assert await store.user_for_key("telegram:999") is None
+    assert await store.resolve_user(Channel.TELEGRAM, "telegram:222") != uid
+
+
+async def test_concurrent_first_contacts_resolve_to_one_user(store: Store) -> None:
+    ids: list[int] = []
+
+    async def contact() -> None:
+        ids.append(await store.resolve_user(Channel.TELEGRAM, "telegram:555"))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(contact)
+    assert len(set(ids)) == 1
+
+
+async def test_unreachable_user_gets_nothing_sent_until_they_write_again(store: Store) -> None:
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    await store.enqueue_reply(reply("hello"))
+    await store.mark_unreachable("telegram:111")
+    user = await store.user_for_key("telegram:111")
+    assert user is not None
+    assert user.unreachable
+    assert await store.pending_outbox(Channel.TELEGRAM) == []
+    assert await store.resolve_user(Channel.TELEGRAM, "telegram:111") == uid
+    user = await store.user_for_key("telegram:111")
+    assert user is not None
+    assert not user.unreachable
+
+
+async def test_conversation_keeps_service_type_and_recent_turns(store: Store) -> None:
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    conv = await store.conversation_for(uid)
+    assert (await store.conversation_for(uid)).conversation_id == conv.conversation_id
+    assert conv.service_type is ServiceType.RENSEIGNEMENT
+    assert not conv.handoff_open
+    await store.set_service_type(conv.conversation_id, ServiceType.CATECHESE)
+    assert (await store.conversation_for(uid)).service_type is ServiceType.CATECHESE
+    for n in range(5):
+        direction = Direction.INBOUND if n % 2 == 0 else Direction.OUTBOUND
+        await store.record_message(conversation_id=conv.conversation_id, direction=direction,
+                                   text=f"t{n}", service_type=ServiceType.CATECHESE,
+                                   correlation_id=f"c{n}")
+    turns = await store.recent_turns(conv.conversation_id, limit=3)
+    assert [(t.role, t.text) for t in turns] == [
+        (Role.USER, "t2"), (Role.ASSISTANT, "t3"), (Role.USER, "t4")]
+
+
+# -- cursors and handoffs -----------------------------------------------------------------
+async def test_cursor_is_stored_and_overwritten(store: Store) -> None:
+    assert await store.get_cursor("telegram.offset") is None
+    await store.set_cursor("telegram.offset", "100")
+    await store.set_cursor("telegram.offset", "101")
+    assert await store.get_cursor("telegram.offset") == "101"
+
+
+async def test_handoff_opens_once_then_is_assigned_and_closed(store: Store) -> None:
+    conv = await store.conversation_for(await store.resolve_user(Channel.TELEGRAM, "telegram:111"))
+    cid = conv.conversation_id
+    opened = await store.open_handoff(conversation_id=cid, user_key="telegram:111",
+                                      reason="asked for a priest", correlation_id="c1")
+    again = await store.open_handoff(conversation_id=cid, user_key="telegram:111",
+                                     reason="again", correlation_id="c2")
+    assert again.handoff_id == opened.handoff_id
+    assert again.reason == "asked for a priest"
+    assert (await store.conversation_for(conv.user_id)).handoff_open
+    assert [h.handoff_id for h in await store.handoffs_opened_before(utcnow() + timedelta(seconds=5))] == [opened.handoff_id]
+    assert await store.handoffs_opened_before(utcnow() - timedelta(hours=1)) == []
+    await store.assign_handoff(opened.handoff_id, staff="pere.jean")
+    active = await store.active_handoff(cid)
+    assert active is not None
+    assert (active.state, active.assigned_to) == (HandoffState.ASSIGNED, "pere.jean")
+    await store.close_handoff(opened.handoff_id, closed_by="pere.jean")
+    assert await store.active_handoff(cid) is None
+    assert not (await store.conversation_for(conv.user_id)).handoff_open
+    reopened = await store.open_handoff(conversation_id=cid, user_key="telegram:111",
+                                        reason="new request", correlation_id="c3")
+    assert reopened.handoff_id != opened.handoff_id
+    assert reopened.state is HandoffState.OPEN
+
+
+# -- data protection ------------------------------------------------------------------------
+async def _conversation_with_history(store: Store) -> tuple[int, int]:
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111", display_name="Marie")
+    conv = await store.conversation_for(uid)
+    accepted = await store.accept(inbound("m1"))
+    await store.record_message(conversation_id=conv.conversation_id, direction=Direction.INBOUND,
+                               text="Bonjour", service_type=ServiceType.RENSEIGNEMENT,
+                               correlation_id="c1")
+    await store.record_interaction(Interaction(
+        correlation_id="c1", conversation_id=conv.conversation_id, provider="anthropic",
+        model="claude", key_alias="#1", latency_s=0.8, tokens_in=120, tokens_out=40, outcome="ok",
+        service_type=ServiceType.RENSEIGNEMENT, created_at=utcnow(),
+    ))
+    await store.mark_processed(accepted.inbox_id)
+    sent = await store.enqueue_reply(reply("La messe est à 10h", inbox_id=accepted.inbox_id))
+    await store.mark_sent(sent)
+    return uid, conv.conversation_id
+
+
+async def test_erasing_old_texts_keeps_metadata_and_recent_texts(store: Store) -> None:
+    _, conversation_id = await _conversation_with_history(store)
+    pending = await store.accept(inbound("m2", text="pas encore traité"))
+    assert await store.erase_texts_before(utcnow() - timedelta(days=1)) == 0
+    assert await store.erase_texts_before(utcnow() + timedelta(seconds=5)) == 3
+    assert await store.recent_turns(conversation_id, limit=10) == []
+    assert await count(store, "interactions") == 1
+    assert await count(store, "messages") == 1
+    (still,) = await store.pending_inbox()
+    assert (still.inbox_id, still.text) == (pending.inbox_id, "pas encore traité")
+    assert await store.erase_texts_before(utcnow() + timedelta(seconds=5)) == 0
+
+
+async def test_forget_user_erases_their_data_but_keeps_interaction_metadata(store: Store) -> None:
+    uid, _ = await _conversation_with_history(store)
+    other = await store.resolve_user(Channel.TELEGRAM, "telegram:222")
+    await store.accept(inbound("m9", user="telegram:222"))
+    assert await store.forget_user(uid) > 0
+    assert await store.user_for_key("telegram:111") is None
+    assert [r.user_key for r in await store.pending_inbox()] == ["telegram:222"]
+    assert await count(store, "messages") == 0
+    assert await count(store, "outbox") == 0
+    assert await count(store, "interactions") == 1
+    assert await store.resolve_user(Channel.TELEGRAM, "telegram:222") == other
+    assert await store.resolve_user(Channel.TELEGRAM, "telegram:111") != uid
+
+
+async def test_forget_helper_accepts_a_channel_identity_or_an_internal_id(settings: StoreSettings) -> None:
+    async with open_store(settings) as store:
+        first = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+        second = await store.resolve_user(Channel.WAHA, "waha:33600000000@c.us")
+    by_key = await forget_user(settings, "telegram:111")
+    by_id = await forget_user(settings, str(second))
+    assert (by_key.user_id, by_id.user_id) == (first, second)
+    with pytest.raises(UnknownUser, match="telegram:111"):
+        await forget_user(settings, "telegram:111")
+    with pytest.raises(UnknownUser, match="999999"):
+        await forget_user(settings, 999999)
+    with pytest.raises(ValueError, match="--user 'marie'"):
+        await forget_user(settings, "marie")
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+async def test_migrations_are_idempotent(settings: StoreSettings) -> None:
+    assert await migrate(settings) == []
+    assert await migrate(settings) == []
+
+
+async def test_ping_reports_a_latency(store: Store) -> None:
+    assert 0 < await store.ping() < 5
+
+
+async def test_a_closed_store_refuses_work_with_store_unavailable(settings: StoreSettings) -> None:
+    async with open_store(settings) as store:
+        pass
+    with pytest.raises(StoreUnavailable):
+        await store.accept(inbound("late"))
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+
+
+_CRASH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import trio
+    from concierge.protocol import Channel, utcnow
+    from concierge.settings import StoreSettings
+    from concierge.store.base import NewInbound, NewOutbound
+    from concierge.store.open import open_store
+
+    args = json.loads(sys.argv[1])
+    settings = StoreSettings(
+        data_dir=Path(args["data_dir"]), database_url=args["database_url"], redis_url=None,
+        pool_size=2, command_timeout_s=5, statement_timeout_s=5, redis_timeout_s=0.5,
+        session_ttl_s=60, retention_days=90)
+
+    async def main():
+        async with open_store(settings) as store:
+            accepted = await store.accept(NewInbound(
+                correlation_id="crash", channel=Channel.TELEGRAM, user_key="telegram:1",
+                chat_id="1", external_id="crash-1", text="avant le crash", received_at=utcnow()))
+            print("@accepted", accepted.inbox_id, flush=True)
+            outbox_id = await store.enqueue_reply(NewOutbound(
+                correlation_id="crash", channel=Channel.TELEGRAM, user_key="telegram:1",
+                chat_id="1", text="réponse", inbox_id=accepted.inbox_id))
+            print("@enqueued", outbox_id, flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+""")
+
+
+@pytest.mark.slow
+async def test_rows_accepted_before_a_sigkill_are_pending_after_restart(settings: StoreSettings) -> None:
+    args = json.dumps({"data_dir": str(settings.data_dir), "database_url": settings.database_url})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _CRASH_SCRIPT, args], stdout=subprocess.PIPE, env=env, cwd=REPO
+    )
+    try:
+        assert proc.stdout is not None
+        output = b""
+        with trio.fail_after(60):
+            while re.search(rb"@enqueued \d+\n", output) is None:
+                chunk = await proc.stdout.receive_some()
+                if not chunk:
+                    pytest.fail(f"the writer exited early after {output!r}")
+                output += chunk
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            if proc.stdout is not None:
+                await proc.stdout.aclose()
+    assert proc.returncode == -signal.SIGKILL
+    marks = [line.split() for line in output.decode().splitlines() if line.startswith("@")]
+    lines = {word.lstrip("@"): int(number) for word, number in marks}
+    async with open_store(settings) as store:
+        (row,) = await store.pending_inbox()
+        (out,) = await store.pending_outbox(Channel.TELEGRAM)
+    assert (row.inbox_id, row.text) == (lines["accepted"], "avant le crash")
+    assert (out.outbox_id, out.inbox_id, out.sent_at) == (lines["enqueued"], row.inbox_id, None)
