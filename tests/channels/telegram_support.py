@@ -1,0 +1,88 @@
+"""Shared wiring for the Telegram and outbox tests: a real SQLite store, an ingest, a client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+
+from concierge.channels.telegram import TelegramClient
+from concierge.ingest import Ingest
+from concierge.protocol import Inbound
+from concierge.settings import StoreSettings, TelegramSettings
+from concierge.store.base import Store
+from concierge.store.open import open_store
+from tests.fakes.telegram_api import FakeTelegram
+
+
+def store_settings(data_dir: Path) -> StoreSettings:
+    return StoreSettings(
+        data_dir=data_dir, database_url=None, redis_url=None, pool_size=2,
+        command_timeout_s=5.0, statement_timeout_s=5.0, redis_timeout_s=0.5,
+        session_ttl_s=3600.0, retention_days=90,
+    )
+
+
+def telegram_settings(*, token: str, mode: str = "polling", poll_timeout_s: int = 50,
+                      webhook_url: str | None = None, webhook_secret: str | None = None) -> TelegramSettings:
+    return TelegramSettings(
+        bot_token=token, mode=mode, webhook_url=webhook_url, webhook_secret=webhook_secret,
+        api_base_url="http://fake-telegram", poll_timeout_s=poll_timeout_s, max_connections=40,
+    )
+
+
+@asynccontextmanager
+async def sqlite_store(data_dir: Path) -> AsyncIterator[Store]:
+    async with open_store(store_settings(data_dir)) as store:
+        yield store
+
+
+@attrs.define
+class Wired:
+    """An ``Ingest`` whose router side the test reads (``forwarded``)."""
+
+    store: Store
+    ingest: Ingest
+    forwarded: list[Inbound]
+    router_send: trio.MemorySendChannel[Inbound]
+
+
+@asynccontextmanager
+async def wired_ingest(store: Store) -> AsyncIterator[Wired]:
+    """An ingest whose router is drained into a list by a background task."""
+    send, receive = trio.open_memory_channel[Inbound](100)
+    forwarded: list[Inbound] = []
+
+    async def drain() -> None:
+        async for message in receive:
+            forwarded.append(message)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        with send:
+            yield Wired(store=store, ingest=Ingest(store=store, router=send), forwarded=forwarded,
+                        router_send=send)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def in_process_client(fake: FakeTelegram) -> AsyncIterator[TelegramClient]:
+    """A client talking to ``fake`` without sockets (deterministic on trio's MockClock)."""
+    async with httpx.AsyncClient(transport=fake.transport()) as http:
+        yield TelegramClient(token=fake.token, base_url="http://fake-telegram", http=http)
+
+
+def trio_wallclock() -> Callable[[], datetime]:
+    """A wall clock that follows trio's clock, so MockClock jumps move it too.
+
+    It starts a day ahead of the real clock, so rows the store stamps with the real
+    time are due at once; retry instants come from this clock and compare with it.
+    """
+    base = datetime.now(UTC) + timedelta(days=1)
+    offset = trio.current_time()
+    return lambda: base + timedelta(seconds=trio.current_time() - offset)
