@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -11,10 +11,13 @@ from concierge.protocol import Completion, Outcome
 from concierge.providers.anthropic import AnthropicAdapter
 from concierge.providers.breaker import BreakerState
 from concierge.providers.gemini import GeminiAdapter
+from concierge.providers.keys import KeyState
+from concierge.providers.openai_compat import OpenRouterAdapter
 from concierge.settings import PoolSettings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.llm_common import Scripted
+from tests.fakes.openai_api import FakeOpenAI
 from tests.providers.conftest import MakeSettings
 from tests.providers.pool_helpers import ask_pool, running_pool
 from tests.providers.scripted import pool_settings
@@ -36,7 +39,7 @@ async def adapters(
             await gemini.aclose()
 
 
-def settings_for(*adapters: AnthropicAdapter | GeminiAdapter) -> PoolSettings:
+def settings_for(*adapters: AnthropicAdapter | GeminiAdapter | OpenRouterAdapter) -> PoolSettings:
     return pool_settings(*(a._settings for a in adapters))
 
 
@@ -111,3 +114,44 @@ async def test_a_hundred_concurrent_turns_are_all_in_flight_at_once(
     assert all(isinstance(r, Completion) and r.provider == "anthropic" for r in results)
     assert stats.turns_completed == 100
     assert stats.provider("anthropic").breaker.state is BreakerState.CLOSED
+
+
+async def wait_for(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def test_openrouter_keys_leave_rotation_without_credit_and_return_with_it(
+    openai_fake: FakeOpenAI, make_settings: MakeSettings,
+) -> None:
+    router = OpenRouterAdapter(make_settings("openai", f"{openai_fake.url}/api/v1", name="openrouter"))
+    openai_fake.set_credit("sk-test-main", limit=10.0, remaining=0.0, usage=10.0)
+    settings = pool_settings(router._settings, credit_poll_s=0.2)
+    try:
+        async with running_pool([router], settings) as (pool, inbox):
+
+            def key_states() -> list[KeyState]:
+                return [k.state for k in pool.statistics().provider("openrouter").keys]
+
+            await wait_for(lambda: key_states() == [KeyState.DISABLED, KeyState.ENABLED])
+            results = [await ask_pool(inbox, timeout_s=10.0) for _ in range(3)]
+            assert all(isinstance(r, Completion) and r.key_alias == "spare" for r in results)
+            credit = pool.statistics().provider("openrouter").keys[0].credit
+            assert credit is not None
+            assert (credit.limit, credit.remaining, credit.usage) == (10.0, 0.0, 10.0)
+
+            openai_fake.set_credit("sk-test-main", limit=20.0, remaining=10.0, usage=10.0)
+            await wait_for(lambda: key_states() == [KeyState.ENABLED, KeyState.ENABLED])
+
+            # a 402 on a chat call disables the key at once and triggers a poll
+            openai_fake.push(FakeOpenAI.no_credit(key="sk-test-main"))
+            openai_fake.set_credit("sk-test-main", limit=20.0, remaining=0.0, usage=20.0)
+            polls_before = len(openai_fake.requests_to("key"))
+            results = [await ask_pool(inbox, timeout_s=10.0) for _ in range(2)]
+            assert all(isinstance(r, Completion) and r.key_alias == "spare" for r in results)
+            assert key_states()[0] is KeyState.DISABLED
+            await wait_for(lambda: len(openai_fake.requests_to("key")) > polls_before)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await router.aclose()
