@@ -75,6 +75,10 @@ class AnthropicAdapter:
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
 
     @property
+    def settings(self) -> ProviderSettings:
+        return self._settings
+
+    @property
     def name(self) -> str:
         return self._settings.name
 

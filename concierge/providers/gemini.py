@@ -105,6 +105,10 @@ class GeminiAdapter:
         self._clients: dict[str, genai.Client] = {}
 
     @property
+    def settings(self) -> ProviderSettings:
+        return self._settings
+
+    @property
     def name(self) -> str:
         return self._settings.name
 

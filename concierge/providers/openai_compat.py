@@ -143,6 +143,10 @@ class OpenAICompatAdapter:
             self._attribution["X-Title"] = settings.app_title
 
     @property
+    def settings(self) -> ProviderSettings:
+        return self._settings
+
+    @property
     def name(self) -> str:
         return self._settings.name
 

@@ -28,7 +28,12 @@ test controls::
 A scripted entry is consumed by the first request to its endpoint (``push(...,
 endpoint=...)``; the fake's main endpoint by default) whose key matches
 ``Scripted.key`` (``None`` matches any key). With no matching entry, ``by_key`` then
-``default`` answer. Delays and hangs use ``trio.sleep``, so they follow the test's clock.
+``default`` answer. Delays and hangs use ``trio.sleep``.
+
+Use the real clock with these fakes: under ``MockClock(autojump_threshold=0)`` a task
+waiting on a loopback socket looks idle, so the clock jumps and client timeouts fire
+before the fake could answer. Clients need a connection pool of at least the
+concurrency a test wants to see (httpx's default is 100 connections).
 """
 
 from __future__ import annotations
