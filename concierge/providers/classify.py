@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,7 +18,6 @@ from concierge.protocol import Outcome
 
 __all__ = [
     "error_detail",
-    "first_of",
     "glm_outcome",
     "is_spend_limit_message",
     "outcome_for_status",
@@ -204,11 +203,3 @@ def seconds_until_pacific_midnight(*, now: float | None = None) -> float:
     local = datetime.fromtimestamp(wall, zone)
     midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1.0, midnight.timestamp() - wall)
-
-
-def first_of(values: Iterable[float | None]) -> float | None:
-    """The first hint that is not ``None``."""
-    for value in values:
-        if value is not None:
-            return value
-    return None
