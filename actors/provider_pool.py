@@ -1,8 +1,25 @@
 """The provider pool actor: answers ``CompletionRequest``s through the configured providers.
 
-Each request runs in its own task under one deadline; the pool rotates keys,
-keeps a circuit breaker per provider, fails over in configured order and falls
-back to the offline provider last. ``ask`` is the caller's side of the exchange.
+Each request runs in its own task under one deadline (``request.timeout_s``) that
+covers every attempt; ``ask`` is the caller's side of the exchange. Decisions:
+
+- Providers are tried in configured order, untried ones before any that already
+  failed this turn; keys rotate round-robin per provider. A throttled or dead key
+  moves on to the provider's next key at once; a transient failure moves on to the
+  next provider. Each attempt gets ``min(provider timeout, time left)``.
+- The pool sleeps only when nothing is eligible and a cooling key's hint ends
+  before the deadline; otherwise it fails over (or gives up) at once.
+- At most ``max_attempts`` network attempts per turn. The offline provider is not
+  one of them: it is local and free, answers last wherever it is listed, and gets a
+  small reserve at the end of the turn so it can still answer when every network
+  provider hangs.
+- A request error (400, blocked content) is not retried on another network
+  provider, as the provider reference advises: the same request would most likely
+  be refused again, and each try is billed. The offline provider still answers.
+- An attempt cut short by the turn's deadline (not by the provider's own timeout)
+  is not held against the provider's breaker.
+- If every provider with a usable key has an open breaker, one request at a time
+  goes to the least recently opened one as its half-open probe.
 """
 
 from __future__ import annotations
@@ -279,8 +296,9 @@ class ProviderPool:
         if candidates and all(p.breaker.state is BreakerState.OPEN for p in candidates):
             provider = min(candidates, key=lambda p: p.breaker.opened_at or 0.0)
             ticket = provider.breaker.force_probe(correlation_id=cid)
-            slot = provider.ring.take()
-            if ticket is not None and slot is not None:
+            if ticket is not None:
+                slot = provider.ring.take()
+                assert slot is not None  # a candidate has a usable key
                 return provider, slot, ticket
         return None
 
