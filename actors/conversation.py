@@ -1,0 +1,585 @@
+"""One user's conversation: their messages one at a time, in order, from inbox row to outbox row.
+
+Each turn checks limits, commands and an open handoff, triages the message,
+builds the prompt from the context window and the knowledge base, asks the
+provider pool, and writes the reply to the durable outbox before anything is
+sent. The actor ends after ``idle_s`` without messages; its context stays in the
+session cache and the store, so the next message starts a fresh actor that
+picks up where this one stopped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import attrs
+import structlog
+import trio
+
+from actors.handoff import notify_staff
+from actors.provider_pool import ask
+from concierge.commands import Command, ParsedCommand, is_reset, parse_command
+from concierge.ingest import inbound_from_row
+from concierge.knowledge import KnowledgeBase
+from concierge.language import detect_language
+from concierge.prompts import PromptBook
+from concierge.protocol import (
+    Channel,
+    Completion,
+    CompletionFailed,
+    CompletionRequest,
+    Inbound,
+    InboundKind,
+    OutboxNudge,
+    PresenceMsg,
+    Role,
+    ServiceType,
+    Turn,
+    TurnCompleted,
+    TurnEnded,
+    TurnStarted,
+    utcnow,
+)
+from concierge.ratelimit import UserRateLimiter
+from concierge.replies import Reply, reply_text
+from concierge.settings import ConversationSettings
+from concierge.store.base import Direction, Interaction, NewOutbound, SessionCache, Store
+from concierge.store.errors import CacheUnavailable
+from concierge.triage import TriageRules
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SEEN_MEMORY = 64
+"""Inbox ids an actor remembers to drop replays of rows it already handled."""
+
+
+@attrs.define(kw_only=True)
+class ConversationMetrics:
+    """Counters shared by every conversation actor (one instance per daemon)."""
+
+    live: int = 0
+    started: int = 0
+    reaped: int = 0
+    turns: dict[str, int] = attrs.field(factory=dict)
+    provider_failures: int = 0
+    rate_limited: int = 0
+    too_long: int = 0
+    media_refused: int = 0
+    commands: int = 0
+    handoffs_opened: int = 0
+    silent_in_handoff: int = 0
+    replies_withheld: int = 0
+    duplicates_dropped: int = 0
+
+    def count_turn(self, service_type: ServiceType) -> None:
+        self.turns[service_type.value] = self.turns.get(service_type.value, 0) + 1
+
+
+@attrs.frozen(kw_only=True)
+class ConversationDeps:
+    """Everything a conversation actor needs; shared by all of them."""
+
+    settings: ConversationSettings
+    store: Store
+    cache: SessionCache
+    knowledge: KnowledgeBase
+    triage: TriageRules
+    prompts: PromptBook
+    limiter: UserRateLimiter
+    pool_inbox: trio.MemorySendChannel[CompletionRequest]
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]]
+    presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]]
+    turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
+    metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
+    knowledge_sections: int = 3
+
+
+@attrs.frozen(kw_only=True)
+class _Outcome:
+    reply: str
+    service_type: ServiceType
+    provider: str = ""
+
+
+def _offer(channel: trio.MemorySendChannel[T] | None, message: T) -> bool:
+    """Hand ``message`` over without waiting; a full or closed channel just misses it."""
+    if channel is None:
+        return False
+    try:
+        channel.send_nowait(message)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
+
+
+def trim_context(turns: Sequence[Turn], *, max_turns: int, max_chars: int) -> tuple[Turn, ...]:
+    """The newest turns that fit both bounds (at most ``max_turns``, ``max_chars`` in all)."""
+    if max_turns <= 0 or max_chars <= 0:
+        return ()
+    kept: list[Turn] = []
+    total = 0
+    for turn in reversed(turns[-max_turns:]):
+        total += len(turn.text)
+        if total > max_chars:
+            break
+        kept.append(turn)
+    kept.reverse()
+    return tuple(kept)
+
+
+def context_from_history(turns: Sequence[Turn]) -> list[Turn]:
+    """Recorded messages as a context window: nothing before the last ``/reset``, no commands.
+
+    A command and the fixed reply right after it carry nothing the model needs.
+    """
+    start = 0
+    for i, turn in enumerate(turns):
+        if turn.role is Role.USER and is_reset(turn.text):
+            start = i + 1
+    kept: list[Turn] = []
+    skip_reply = False
+    for turn in turns[start:]:
+        if turn.role is Role.USER:
+            skip_reply = parse_command(turn.text) is not None
+            if not skip_reply:
+                kept.append(turn)
+        elif skip_reply:
+            skip_reply = False
+        else:
+            kept.append(turn)
+    return kept
+
+
+class Conversation:
+    """The state of one user's actor between messages (kept small: there may be thousands)."""
+
+    __slots__ = (
+        "_deps",
+        "_seen",
+        "_seen_order",
+        "conversation_id",
+        "language",
+        "limited_noticed",
+        "service_type",
+        "user_key",
+    )
+
+    def __init__(self, user_key: str, deps: ConversationDeps) -> None:
+        self.user_key = user_key
+        self._deps = deps
+        self._seen: set[int] = set()
+        self._seen_order: deque[int] = deque()
+        self.conversation_id: int | None = None
+        self.service_type: ServiceType | None = None
+        self.language: str | None = None
+        self.limited_noticed = False
+
+    def _first_time(self, inbox_id: int) -> bool:
+        if inbox_id in self._seen:
+            return False
+        self._seen.add(inbox_id)
+        self._seen_order.append(inbox_id)
+        if len(self._seen_order) > SEEN_MEMORY:
+            self._seen.discard(self._seen_order.popleft())
+        return True
+
+    async def handle(self, msg: Inbound) -> None:
+        """Process one inbox row exactly once per actor; the row is marked processed at the end."""
+        deps = self._deps
+        if not self._first_time(msg.inbox_id):
+            deps.metrics.duplicates_dropped += 1
+            return
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
+        ):
+            started = trio.current_time()
+            if self.conversation_id is None:
+                user_id = await deps.store.resolve_user(
+                    msg.channel, self.user_key, display_name=msg.display_name
+                )
+                row = await deps.store.conversation_for(user_id)
+                self.conversation_id = row.conversation_id
+                self.service_type = row.service_type
+            outcome = await self._turn(msg)
+            await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)
+            deps.metrics.count_turn(outcome.service_type)
+            latency_s = trio.current_time() - started
+            log.info(
+                "conversation.turn_completed",
+                conversation_id=self.conversation_id,
+                service_type=outcome.service_type.value,
+                provider=outcome.provider,
+                silent=not outcome.reply,
+                latency_ms=round(latency_s * 1000),
+            )
+            _offer(
+                deps.turn_reports,
+                TurnCompleted(
+                    correlation_id=msg.correlation_id,
+                    user_key=self.user_key,
+                    inbox_id=msg.inbox_id,
+                    reply=outcome.reply,
+                    service_type=outcome.service_type,
+                    provider=outcome.provider,
+                    latency_s=latency_s,
+                ),
+            )
+
+    # -- one turn ------------------------------------------------------------------------
+    async def _turn(self, msg: Inbound) -> _Outcome:
+        deps = self._deps
+        settings = deps.settings
+        assert self.conversation_id is not None
+        current = self.service_type or deps.triage.default
+        self.language = language = detect_language(
+            msg.text, previous=self.language, hint=msg.language_hint
+        )
+
+        if await deps.store.active_handoff(self.conversation_id) is not None:
+            deps.metrics.silent_in_handoff += 1
+            await self._record(msg, None, ServiceType.CONTACT_HUMAIN)
+            return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN)
+
+        if not await deps.limiter.allow(self.user_key):
+            deps.metrics.rate_limited += 1
+            log.info(
+                "conversation.rate_limited",
+                conversation_id=self.conversation_id,
+                noticed=self.limited_noticed,
+            )
+            notice = "" if self.limited_noticed else reply_text(Reply.RATE_LIMITED, language)
+            self.limited_noticed = True
+            return await self._fixed(msg, notice, current)
+        self.limited_noticed = False
+
+        if msg.kind is InboundKind.MEDIA:
+            deps.metrics.media_refused += 1
+            return await self._fixed(msg, reply_text(Reply.MEDIA_UNSUPPORTED, language), current)
+
+        if len(msg.text) > settings.max_message_chars:
+            deps.metrics.too_long += 1
+            log.info(
+                "conversation.message_refused",
+                reason="too_long",
+                length=len(msg.text),
+                limit=settings.max_message_chars,
+            )
+            text = reply_text(
+                Reply.TOO_LONG, language, length=len(msg.text), limit=settings.max_message_chars
+            )
+            recorded = msg.text[: settings.max_message_chars] + " […]"
+            return await self._fixed(msg, text, current, recorded_text=recorded)
+
+        command = parse_command(msg.text)
+        if command is not None:
+            deps.metrics.commands += 1
+            return await self._command(msg, command, language, current)
+
+        decision = deps.triage.classify(msg.text, current=self.service_type)
+        if decision.service_type is ServiceType.CONTACT_HUMAIN:
+            return await self._open_handoff(msg, language, reason="triage")
+        return await self._answer(msg, language, decision.service_type)
+
+    async def _command(
+        self, msg: Inbound, command: ParsedCommand, language: str, current: ServiceType
+    ) -> _Outcome:
+        deps = self._deps
+        match command.command:
+            case Command.START:
+                return await self._fixed(msg, reply_text(Reply.WELCOME, language), current)
+            case Command.RESET:
+                try:
+                    await deps.cache.clear_context(self.user_key)
+                except CacheUnavailable:
+                    log.warning("conversation.cache_unavailable", operation="clear_context")
+                return await self._fixed(msg, reply_text(Reply.RESET_DONE, language), current)
+            case Command.HUMAN:
+                return await self._open_handoff(msg, language, reason="command")
+            case Command.HELP | Command.UNKNOWN:
+                return await self._fixed(msg, reply_text(Reply.HELP, language), current)
+
+    async def _open_handoff(self, msg: Inbound, language: str, *, reason: str) -> _Outcome:
+        deps = self._deps
+        assert self.conversation_id is not None
+        handoff = await deps.store.open_handoff(
+            conversation_id=self.conversation_id,
+            user_key=self.user_key,
+            reason=reason,
+            correlation_id=msg.correlation_id,
+        )
+        deps.metrics.handoffs_opened += 1
+        log.info(
+            "handoff.opened",
+            handoff_id=handoff.handoff_id,
+            conversation_id=self.conversation_id,
+            reason=reason,
+            channel=msg.channel.value,
+        )
+        text = reply_text(Reply.HANDOFF_OPENED, language)
+        await self._deliver(msg, text)
+        await notify_staff(
+            store=deps.store,
+            settings=deps.settings,
+            outbox_nudges=deps.outbox_nudges,
+            handoff=handoff,
+            channel=msg.channel,
+            who=msg.display_name or self.user_key,
+            excerpt=msg.text,
+        )
+        await self._record(msg, text, ServiceType.CONTACT_HUMAIN)
+        await self._set_service_type(ServiceType.CONTACT_HUMAIN)
+        return _Outcome(reply=text, service_type=ServiceType.CONTACT_HUMAIN)
+
+    async def _answer(self, msg: Inbound, language: str, service_type: ServiceType) -> _Outcome:
+        deps = self._deps
+        assert self.conversation_id is not None
+        history = await self._context()
+        hits = deps.knowledge.search(msg.text, limit=deps.knowledge_sections)
+        prompt = deps.prompts.build(
+            service_type=service_type,
+            language=language,
+            sections=[h.section for h in hits],
+            history=history,
+            user_text=msg.text,
+        )
+        presence = deps.presence.get(msg.channel)
+        _offer(
+            presence,
+            TurnStarted(
+                channel=msg.channel, chat_id=msg.chat_id, correlation_id=msg.correlation_id
+            ),
+        )
+        try:
+            result = await ask(
+                deps.pool_inbox,
+                correlation_id=msg.correlation_id,
+                system=prompt.system,
+                turns=prompt.turns,
+                max_tokens=deps.settings.max_tokens,
+                timeout_s=deps.settings.turn_timeout_s,
+                query=msg.text,
+                language=language,
+                service_type=service_type,
+            )
+            provider = ""
+            outcome = "ok"
+            if isinstance(result, Completion) and prompt.leaked(result.text):
+                deps.metrics.replies_withheld += 1
+                log.warning(
+                    "conversation.reply_withheld", reason="prompt_echo", provider=result.provider
+                )
+                text = reply_text(Reply.PROVIDER_FAILED, language)
+                provider, outcome = result.provider, "withheld"
+            elif isinstance(result, Completion):
+                text = result.text
+                provider = result.provider
+            else:
+                deps.metrics.provider_failures += 1
+                log.warning(
+                    "conversation.provider_failed",
+                    reason=result.reason,
+                    attempts=len(result.failures),
+                )
+                text = reply_text(Reply.PROVIDER_FAILED, language)
+                outcome = "failed"
+            await self._deliver(msg, text)
+            await self._record(msg, text, service_type)
+            await deps.store.record_interaction(
+                self._interaction(msg, result, service_type, outcome)
+            )
+            await self._set_service_type(service_type)
+            if outcome == "ok":
+                await self._remember(msg.text, text)
+            return _Outcome(reply=text, service_type=service_type, provider=provider)
+        finally:
+            _offer(
+                presence,
+                TurnEnded(
+                    channel=msg.channel, chat_id=msg.chat_id, correlation_id=msg.correlation_id
+                ),
+            )
+
+    def _interaction(
+        self,
+        msg: Inbound,
+        result: Completion | CompletionFailed,
+        service_type: ServiceType,
+        outcome: str,
+    ) -> Interaction:
+        assert self.conversation_id is not None
+        if isinstance(result, Completion):
+            return Interaction(
+                correlation_id=msg.correlation_id,
+                conversation_id=self.conversation_id,
+                provider=result.provider,
+                model=result.model,
+                key_alias=result.key_alias,
+                latency_s=result.latency_s,
+                tokens_in=result.tokens_in,
+                tokens_out=result.tokens_out,
+                outcome=outcome,
+                service_type=service_type,
+                created_at=utcnow(),
+            )
+        last = result.failures[-1] if result.failures else None
+        return Interaction(
+            correlation_id=msg.correlation_id,
+            conversation_id=self.conversation_id,
+            provider=last.provider if last else "",
+            model="",
+            key_alias=last.key_alias if last else "",
+            latency_s=0.0,
+            tokens_in=0,
+            tokens_out=0,
+            outcome=outcome,
+            service_type=service_type,
+            created_at=utcnow(),
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+    async def _fixed(
+        self,
+        msg: Inbound,
+        text: str,
+        service_type: ServiceType,
+        *,
+        recorded_text: str | None = None,
+    ) -> _Outcome:
+        """Answer with a fixed text (or stay silent with ``""``), no provider involved."""
+        if text:
+            await self._deliver(msg, text)
+        await self._record(msg, text or None, service_type, recorded_text=recorded_text)
+        return _Outcome(reply=text, service_type=service_type)
+
+    async def _deliver(self, msg: Inbound, text: str) -> None:
+        """Write the reply to the durable outbox, then nudge the channel's sender."""
+        await self._deps.store.enqueue_reply(
+            NewOutbound(
+                correlation_id=msg.correlation_id,
+                channel=msg.channel,
+                user_key=self.user_key,
+                chat_id=msg.chat_id,
+                text=text,
+                inbox_id=msg.inbox_id,
+            )
+        )
+        _offer(
+            self._deps.outbox_nudges.get(msg.channel),
+            OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id),
+        )
+
+    async def _record(
+        self,
+        msg: Inbound,
+        reply: str | None,
+        service_type: ServiceType,
+        *,
+        recorded_text: str | None = None,
+    ) -> None:
+        store = self._deps.store
+        assert self.conversation_id is not None
+        await store.record_message(
+            conversation_id=self.conversation_id,
+            direction=Direction.INBOUND,
+            text=msg.text if recorded_text is None else recorded_text,
+            service_type=service_type,
+            correlation_id=msg.correlation_id,
+        )
+        if reply:
+            await store.record_message(
+                conversation_id=self.conversation_id,
+                direction=Direction.OUTBOUND,
+                text=reply,
+                service_type=service_type,
+                correlation_id=msg.correlation_id,
+            )
+
+    async def _set_service_type(self, service_type: ServiceType) -> None:
+        if service_type is not self.service_type:
+            assert self.conversation_id is not None
+            await self._deps.store.set_service_type(self.conversation_id, service_type)
+            self.service_type = service_type
+
+    async def _context(self) -> tuple[Turn, ...]:
+        """The context window: the cache's, or rebuilt from the store when the cache lost it."""
+        deps = self._deps
+        settings = deps.settings
+        turns: Sequence[Turn] | None
+        try:
+            turns = await deps.cache.get_context(self.user_key)
+        except CacheUnavailable:
+            log.warning("conversation.cache_unavailable", operation="get_context")
+            turns = None
+        if turns is None:
+            assert self.conversation_id is not None
+            recorded = await deps.store.recent_turns(
+                self.conversation_id, limit=2 * settings.context_turns + 4
+            )
+            turns = (
+                context_from_history(recorded)[-settings.context_turns :]
+                if settings.context_turns
+                else []
+            )
+            log.debug("conversation.context_rebuilt", turns=len(turns))
+            try:
+                await deps.cache.set_context(self.user_key, turns, ttl_s=settings.session_ttl_s)
+            except CacheUnavailable:
+                pass
+        return trim_context(
+            turns, max_turns=settings.context_turns, max_chars=settings.context_chars
+        )
+
+    async def _remember(self, question: str, answer: str) -> None:
+        settings = self._deps.settings
+        try:
+            await self._deps.cache.append_context(
+                self.user_key,
+                (Turn(role=Role.USER, text=question), Turn(role=Role.ASSISTANT, text=answer)),
+                max_turns=settings.context_turns,
+                ttl_s=settings.session_ttl_s,
+            )
+        except CacheUnavailable:
+            log.warning("conversation.cache_unavailable", operation="append_context")
+
+
+async def run_conversation(
+    user_key: str,
+    *,
+    deps: ConversationDeps,
+    task_status: trio.TaskStatus[trio.MemorySendChannel[Inbound]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve one user until ``idle_s`` passes without a message.
+
+    Reports its inbox's send side through ``task_status.started``; then first
+    replays this user's unprocessed inbox rows (what a crash left behind), then
+    takes messages as they come. A restarted actor dedupes rows it sees twice.
+    """
+    deps.metrics.live += 1
+    deps.metrics.started += 1
+    try:
+        send, receive = trio.open_memory_channel[Inbound](deps.settings.queue_size)
+        conversation = Conversation(user_key, deps)
+        with receive:
+            task_status.started(send)
+            for row in await deps.store.pending_inbox(
+                user_key=user_key, limit=deps.settings.queue_size * 8
+            ):
+                await conversation.handle(inbound_from_row(row))
+            while True:
+                msg: Inbound | None = None
+                with trio.move_on_after(deps.settings.idle_s):
+                    try:
+                        msg = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                if msg is None:
+                    deps.metrics.reaped += 1
+                    log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+                    return
+                await conversation.handle(msg)
+    finally:
+        deps.metrics.live -= 1

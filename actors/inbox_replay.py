@@ -1,0 +1,101 @@
+"""Inbox replay: hand unprocessed inbox rows to the router again, at start and periodically.
+
+Rows stay unprocessed when the daemon stopped mid-turn, when ingest could not
+forward them in time, or when a conversation crashed. Rows younger than
+``grace_s`` are left alone (they are probably in a queue right now), except at
+start, when nothing can be in flight. Conversations drop rows they have already
+seen, so a replayed row is never answered twice by the same actor.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+import trio
+
+from concierge.ingest import inbound_from_row
+from concierge.protocol import Inbound, utcnow
+from concierge.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+
+class _Recent:
+    """Rows replayed lately, so a slow queue is not fed the same row every pass."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._sent: OrderedDict[int, float] = OrderedDict()
+
+    def fresh(self, inbox_id: int, now: float, within_s: float) -> bool:
+        sent = self._sent.get(inbox_id)
+        return sent is not None and now - sent < within_s
+
+    def note(self, inbox_id: int, now: float) -> None:
+        self._sent[inbox_id] = now
+        self._sent.move_to_end(inbox_id)
+        if len(self._sent) > self._capacity:
+            self._sent.popitem(last=False)
+
+
+async def replay_once(
+    *,
+    store: Store,
+    router: trio.MemorySendChannel[Inbound],
+    cutoff: datetime,
+    recent: _Recent | None = None,
+    resend_after_s: float = 0.0,
+    send_timeout_s: float = 10.0,
+    batch: int = 500,
+) -> int:
+    """Send unprocessed rows received before ``cutoff`` to the router, oldest first."""
+    rows = await store.pending_inbox(limit=batch)
+    sent = 0
+    for row in rows:
+        if row.received_at >= cutoff:
+            continue
+        now = trio.current_time()
+        if recent is not None and recent.fresh(row.inbox_id, now, resend_after_s):
+            continue
+        with trio.move_on_after(send_timeout_s) as scope:
+            await router.send(inbound_from_row(row))
+        if scope.cancelled_caught:
+            log.warning("inbox.replay_stalled", inbox_id=row.inbox_id, sent=sent)
+            break
+        if recent is not None:
+            recent.note(row.inbox_id, now)
+        sent += 1
+    if sent:
+        log.info("inbox.replayed", rows=sent)
+    return sent
+
+
+async def run_inbox_replay(
+    *,
+    store: Store,
+    router: trio.MemorySendChannel[Inbound],
+    grace_s: float,
+    interval_s: float = 30.0,
+    now: Callable[[], datetime] = utcnow,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Replay everything left from before this start, then every ``interval_s`` what is older than ``grace_s``.
+
+    The router channel belongs to the builder (the replayer only sends on it), so it
+    is not closed here.
+    """
+    started_at = now()
+    recent = _Recent()
+    task_status.started()
+    await replay_once(
+        store=store, router=router, cutoff=started_at, recent=recent, resend_after_s=grace_s
+    )
+    while True:
+        await trio.sleep(interval_s)
+        cutoff = max(started_at, now() - timedelta(seconds=grace_s))
+        await replay_once(
+            store=store, router=router, cutoff=cutoff, recent=recent, resend_after_s=grace_s
+        )

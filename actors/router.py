@@ -1,0 +1,267 @@
+"""The router: one task owns user → conversation actor, and never waits on a slow user.
+
+A user's first message starts their actor (a keyed child of the conversations
+supervisor); a reaped or crashed actor is started again and the message resent.
+When a user's queue is full the router answers "one moment" itself.
+
+A busy reply marks the message processed: the user is told this message was not
+taken and to send it again, which is more honest than answering it minutes later
+out of turn, and it keeps the replayer from re-queueing it into the same full
+queue forever. At most one busy reply per user per ``busy_notice_s``; messages in
+between are counted in ``busy_dropped`` (the user already has the notice).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+import structlog
+import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from concierge.language import detect_language
+from concierge.observability import Check, Status
+from concierge.protocol import Channel, Inbound, OutboxNudge
+from concierge.replies import Reply, reply_text
+from concierge.store.base import NewOutbound, Store
+from supervisors import ChildAlreadyRunning
+
+log = structlog.get_logger(__name__)
+
+START_TIMEOUT_S = 5.0
+STORE_TIMEOUT_S = 10.0
+
+
+class ConversationRegistry(Protocol):
+    """What the router needs from the keyed conversations supervisor."""
+
+    def get(self, key: str) -> trio.MemorySendChannel[Inbound] | None: ...
+
+    async def start_child(self, key: str, *args: Any) -> trio.MemorySendChannel[Inbound]:
+        """Start the key's actor; raises ``ChildAlreadyRunning`` while it waits to restart."""
+        ...
+
+
+@attrs.define(kw_only=True)
+class RouterStats:
+    """Counters for ``/health`` and ``/metrics``; ``live`` reads the conversation actors' count."""
+
+    routed: int = 0
+    actors_started: int = 0
+    resends: int = 0
+    busy_replies: int = 0
+    busy_dropped: int = 0
+    start_failures: int = 0
+    left_to_restart: int = 0
+    live_actors: Any = None
+    """A callable returning the number of live conversation actors (set by the builder)."""
+
+    def live(self) -> int:
+        return int(self.live_actors()) if callable(self.live_actors) else 0
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "routed": self.routed,
+            "actors_started": self.actors_started,
+            "resends": self.resends,
+            "busy_replies": self.busy_replies,
+            "busy_dropped": self.busy_dropped,
+            "start_failures": self.start_failures,
+            "left_to_restart": self.left_to_restart,
+            "live_actors": self.live(),
+        }
+
+    def health_checks(self) -> Iterable[Check]:
+        yield Check(
+            component="conversations",
+            measurement="live_actors",
+            status=Status.PASS,
+            observed_value=self.live(),
+            observed_unit="actors",
+        )
+        yield Check(
+            component="conversations",
+            measurement="busy_replies",
+            status=Status.PASS,
+            observed_value=self.busy_replies,
+            observed_unit="replies",
+        )
+
+    def metrics(self) -> Iterable[Metric]:
+        live = GaugeMetricFamily("concierge_conversations_live", "Conversation actors alive now")
+        live.add_metric([], self.live())
+        yield live
+        routed = CounterMetricFamily(
+            "concierge_router_messages", "Messages the router handed to conversations"
+        )
+        routed.add_metric([], self.routed)
+        yield routed
+        busy = CounterMetricFamily(
+            "concierge_router_busy",
+            "Messages answered 'one moment' because the user's queue was full",
+            labels=["notice"],
+        )
+        busy.add_metric(["sent"], self.busy_replies)
+        busy.add_metric(["suppressed"], self.busy_dropped)
+        yield busy
+        started = CounterMetricFamily(
+            "concierge_conversations_started", "Conversation actors started"
+        )
+        started.add_metric([], self.actors_started)
+        yield started
+
+
+class _BusyNotices:
+    """When each user last got a busy reply (bounded: the oldest entries are forgotten)."""
+
+    def __init__(self, *, every_s: float, capacity: int = 10_000) -> None:
+        self._every_s = every_s
+        self._capacity = capacity
+        self._last: OrderedDict[str, float] = OrderedDict()
+
+    def due(self, user_key: str, now: float) -> bool:
+        last = self._last.get(user_key)
+        if last is not None and now - last < self._every_s:
+            return False
+        self._last[user_key] = now
+        self._last.move_to_end(user_key)
+        if len(self._last) > self._capacity:
+            self._last.popitem(last=False)
+        return True
+
+
+class _Restarting(Exception):
+    """The user's actor is between two runs: it reads its pending inbox rows when it is back."""
+
+
+async def _start(
+    conversations: ConversationRegistry, user_key: str, stats: RouterStats
+) -> trio.MemorySendChannel[Inbound] | None:
+    try:
+        with trio.fail_after(START_TIMEOUT_S):
+            send = await conversations.start_child(user_key)
+    except ChildAlreadyRunning:
+        raise _Restarting from None
+    except Exception as exc:
+        stats.start_failures += 1
+        log.warning("router.start_failed", error=repr(exc))
+        return None
+    stats.actors_started += 1
+    return send
+
+
+async def _busy(
+    msg: Inbound,
+    *,
+    store: Store,
+    stats: RouterStats,
+    notices: _BusyNotices,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+) -> None:
+    """Tell the user to resend (at most once per window) and mark the message processed."""
+    with trio.fail_after(STORE_TIMEOUT_S):
+        if notices.due(msg.user_key, trio.current_time()):
+            stats.busy_replies += 1
+            text = reply_text(Reply.BUSY, detect_language(msg.text, hint=msg.language_hint))
+            await store.enqueue_reply(
+                NewOutbound(
+                    correlation_id=msg.correlation_id,
+                    channel=msg.channel,
+                    user_key=msg.user_key,
+                    chat_id=msg.chat_id,
+                    text=text,
+                    inbox_id=msg.inbox_id,
+                )
+            )
+            nudge = outbox_nudges.get(msg.channel)
+            if nudge is not None:
+                try:
+                    nudge.send_nowait(
+                        OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id)
+                    )
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            log.info(
+                "router.busy_replied", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
+            )
+        else:
+            stats.busy_dropped += 1
+            log.info(
+                "router.busy_suppressed", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
+            )
+        await store.mark_processed(msg.inbox_id)
+
+
+async def run_router(
+    *,
+    inbox: trio.MemoryReceiveChannel[Inbound],
+    conversations: ConversationRegistry,
+    store: Store,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+    stats: RouterStats,
+    busy_notice_s: float = 30.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hand each inbound message to its user's conversation without ever blocking on one.
+
+    The inbox belongs to whoever built it (a restarted router reads it again), so
+    the router does not close it.
+    """
+    notices = _BusyNotices(every_s=busy_notice_s)
+    task_status.started()
+    async for msg in inbox:
+        match msg:
+            case Inbound():
+                await _route(
+                    msg,
+                    conversations=conversations,
+                    store=store,
+                    stats=stats,
+                    notices=notices,
+                    outbox_nudges=outbox_nudges,
+                )
+
+
+async def _route(
+    msg: Inbound,
+    *,
+    conversations: ConversationRegistry,
+    store: Store,
+    stats: RouterStats,
+    notices: _BusyNotices,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+) -> None:
+    key = msg.user_key
+    send = conversations.get(key)
+    for attempt in range(2):
+        if send is None:
+            try:
+                send = await _start(conversations, key, stats)
+            except _Restarting:
+                # The row stays unprocessed in the inbox; the actor replays it when it restarts.
+                stats.left_to_restart += 1
+                log.info(
+                    "router.left_to_restart",
+                    correlation_id=msg.correlation_id,
+                    inbox_id=msg.inbox_id,
+                )
+                return
+            if send is None:
+                break
+        try:
+            send.send_nowait(msg)
+        except trio.WouldBlock:
+            break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # Reaped (ended after idling) or crashed: start it again and resend once.
+            current = conversations.get(key)
+            send = current if current is not None and current is not send else None
+            if attempt == 0:
+                stats.resends += 1
+            continue
+        stats.routed += 1
+        return
+    await _busy(msg, store=store, stats=stats, notices=notices, outbox_nudges=outbox_nudges)
