@@ -7,7 +7,8 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
-from concierge.observability import Status
+from actors.provider_pool import ProviderPool
+from concierge.observability import Observable, Status
 from concierge.protocol import Outcome
 from concierge.providers.breaker import BreakerState
 from concierge.providers.keys import KeyState
@@ -158,3 +159,13 @@ def exposition(pool: object) -> str:
     registry = CollectorRegistry()
     registry.register(Adapter())
     return generate_latest(registry).decode()
+
+
+async def test_the_pool_is_an_observable_component() -> None:
+    pool = ProviderPool(adapters=[ScriptedAdapter("primary")], settings=pool_settings(provider_settings("primary")))
+    observable: Observable = pool  # checked by mypy: /health and /metrics gather it
+    assert [c.key for c in observable.health_checks()] == ["llm:circuit", "llm:providers"]
+    assert {m.name for m in observable.metrics()} >= {
+        "concierge_provider_attempts", "concierge_provider_latency_seconds", "concierge_provider_breaker_state",
+        "concierge_provider_key_state", "concierge_provider_credit_remaining",
+    }
