@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 from structlog.testing import capture_logs
 
-from concierge.protocol import Completion, CompletionFailed, Outcome
+from actors.provider_pool import ProviderPool
+from concierge.protocol import Completion, CompletionFailed, CompletionRequest, Outcome
 from concierge.providers.breaker import BreakerState
 from tests.providers.pool_helpers import ask_pool, running_pool
 from tests.providers.scripted import (
@@ -163,3 +166,21 @@ async def test_a_provider_timeout_counts_as_a_transient_failure() -> None:
     async with running_pool([primary, secondary], settings) as (pool, inbox):
         await ask_pool(inbox, timeout_s=30.0)
         assert pool.statistics().provider("primary").breaker.state is BreakerState.OPEN
+
+
+async def test_breaker_and_key_state_survive_a_restart_of_the_actor() -> None:
+    primary = ScriptedAdapter("primary", default=TRANSIENT)
+    primary.by_key["dead"] = Fail(outcome=Outcome.DEAD_KEY)
+    secondary = ScriptedAdapter("secondary")
+    settings = pool_settings(provider_settings("primary", keys=("dead", "k1")), provider_settings("secondary"),
+                             consecutive=1)
+    pool = ProviderPool(adapters=[primary, secondary], settings=settings)
+    for _ in range(2):  # the supervisor runs the same pool object again
+        send, receive = trio.open_memory_channel[CompletionRequest](4)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(pool.run, inbox=receive))
+            with send:
+                result = await ask_pool(send)
+        assert isinstance(result, Completion)
+        assert result.provider == "secondary"
+    assert primary.keys_used == ["dead", "k1"]  # nothing more after the restart
