@@ -46,7 +46,9 @@ def test_command_is_recognised_and_bot_suffix_dropped() -> None:
 
 @pytest.mark.parametrize("media", ["photo", "voice", "document", "video", "audio", "video_note", "location"])
 def test_media_without_text_is_media_inbound(media: str) -> None:
-    message = inbound(fake.text_message(user_id=5, text="", **{media: [{"file_id": "x"}]}))
+    update = fake.text_message(user_id=5, text="")
+    update["message"][media] = [{"file_id": "x"}]
+    message = inbound(update)
     assert message.kind is InboundKind.MEDIA
     assert message.text == f"[{media}]"
 

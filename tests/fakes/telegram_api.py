@@ -60,11 +60,12 @@ class ApiFailure:
     status: int
     description: str
     retry_after: int | None = None
+    retry_after_in_body: bool = True  # False: only the Retry-After header carries it
     hang: bool = False
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
-        if self.retry_after is not None:
+        if self.retry_after is not None and self.retry_after_in_body:
             body["parameters"] = {"retry_after": self.retry_after}
         return body
 
@@ -230,7 +231,8 @@ class FakeTelegram:
         config.errorlog = None
         config.graceful_timeout = 0.1
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(partial(serve, self._asgi, config))
+            app: Any = self._asgi
+            binds: list[str] = await nursery.start(partial(serve, app, config))
             self._port = int(binds[0].rsplit(":", 1)[1])
             try:
                 yield self
@@ -301,9 +303,12 @@ class FakeTelegram:
                     self.conflicts += 1
                     return 409, ApiFailure(status=409, description="Conflict: terminated by other "
                                            "getUpdates request; make sure that only one bot instance is running")
-                if self.webhook is not None:
+                if self._webhook_active():
                     return 409, ApiFailure(status=409, description="Conflict: terminated by setWebhook request")
         return 200, self._deliverable()[:limit]
+
+    def _webhook_active(self) -> bool:
+        return self.webhook is not None
 
     def _deliverable(self) -> list[dict[str, Any]]:
         if not self.allowed_updates:
