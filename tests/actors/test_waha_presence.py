@@ -1,0 +1,81 @@
+"""The WAHA presence actor: seen and typing while a turn runs, stopped when it ends or at the cap."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+
+import httpx
+import pytest
+import trio
+
+from actors.waha import run_waha_presence
+from concierge.channels.waha_client import WahaClient
+from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
+from tests.fakes.waha_api import FakeWaha
+
+pytestmark = pytest.mark.anyio
+
+CHAT = "33612345678@c.us"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeWaha]:
+    async with FakeWaha.serve(api_key="k") as waha:
+        yield waha
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    with trio.fail_after(10):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def run(fake: FakeWaha, script: Callable[[trio.MemorySendChannel[PresenceMsg]], Awaitable[None]], **kw: float) -> None:
+    send, receive = trio.open_memory_channel[PresenceMsg](8)
+    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+        client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
+        await nursery.start(partial(run_waha_presence, client=client, presence=receive, **kw))
+        await script(send)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_turn_shows_seen_then_typing_until_it_ends(fake: FakeWaha) -> None:
+    async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
+        send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
+        await wait_for(lambda: [e for e, _ in fake.calls()].count("startTyping") >= 2)
+        send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
+        await wait_for(lambda: ("stopTyping", CHAT) in fake.calls())
+
+    await run(fake, script, interval_s=0.05)
+    endpoints = [e for e, _ in fake.calls()]
+    assert endpoints[:2] == ["sendSeen", "startTyping"]
+    assert endpoints[-1] == "stopTyping"
+
+
+async def test_typing_stops_at_the_cap_without_an_end(fake: FakeWaha) -> None:
+    async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
+        send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
+        await wait_for(lambda: ("stopTyping", CHAT) in fake.calls())
+
+    await run(fake, script, interval_s=0.05, cap_s=0.2)
+
+
+async def test_other_channels_and_stale_ends_are_ignored(fake: FakeWaha) -> None:
+    async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
+        send.send_nowait(TurnStarted(channel=Channel.TELEGRAM, chat_id="111", correlation_id="t"))
+        send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
+        await wait_for(lambda: ("startTyping", CHAT) in fake.calls())
+        send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="old"))
+        typed = typing_count()
+        await wait_for(lambda: typing_count() >= typed + 2)  # still typing after the stale end
+        assert ("stopTyping", CHAT) not in fake.calls()
+        send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
+        await wait_for(lambda: ("stopTyping", CHAT) in fake.calls())
+
+    def typing_count() -> int:
+        return [e for e, _ in fake.calls()].count("startTyping")
+
+    await run(fake, script, interval_s=0.05)
+    assert {chat for _, chat in fake.calls()} == {CHAT}
+    assert [e for e, _ in fake.calls()].count("stopTyping") == 1
