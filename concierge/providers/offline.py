@@ -63,7 +63,7 @@ class OfflineAdapter:
         catechesis_sources: Collection[str] = CATECHESIS_SOURCES,
         max_sections: int = 2,
         min_coverage: float = 0.51,
-        runner_up_share: float = 0.5,
+        runner_up_share: float = 0.7,
     ) -> None:
         self._knowledge = knowledge
         self._name = name
@@ -88,10 +88,14 @@ class OfflineAdapter:
     def find(self, query: str, service_type: ServiceType) -> list[Hit]:
         """The sections worth quoting: the best one and runners-up close to it."""
         hits: list[Hit] = []
-        if service_type is ServiceType.CATECHESE and self._catechesis_sources:
-            hits = self._knowledge.search(
-                query, sources=self._catechesis_sources, min_coverage=self._min_coverage
+        if self._catechesis_sources:
+            # Faith questions look in the faith notes first, practical ones everywhere else first.
+            sources = (
+                self._catechesis_sources
+                if service_type is ServiceType.CATECHESE
+                else self._knowledge.sources - self._catechesis_sources
             )
+            hits = self._knowledge.search(query, sources=sources, min_coverage=self._min_coverage)
         if not hits:
             hits = self._knowledge.search(query, min_coverage=self._min_coverage)
         if not hits:

@@ -14,7 +14,9 @@ from concierge.logs import Redactor, configure_logging
 @pytest.fixture
 def json_log() -> io.StringIO:
     stream = io.StringIO()
-    configure_logging(level="info", fmt="json", secrets=["my-very-own-configured-secret"], stream=stream)
+    configure_logging(
+        level="info", fmt="json", secrets=["my-very-own-configured-secret"], stream=stream
+    )
     yield stream
     structlog.reset_defaults()
 
@@ -58,11 +60,17 @@ def test_user_text_with_newlines_stays_one_line(json_log: io.StringIO) -> None:
 @pytest.mark.parametrize(
     ("text", "secret"),
     [
-        ("calling https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/getUpdates", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+        (
+            "calling https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/getUpdates",
+            "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+        ),
         ("key sk-ant-api03-abcdefghijklmnop failed", "sk-ant-api03-abcdefghijklmnop"),
         ("openrouter sk-or-v1-0123456789abcdef", "sk-or-v1-0123456789abcdef"),
         ("gemini AIzaSyA1234567890abcdefghijklmnopqrstu", "AIzaSyA1234567890abcdefghijklmnopqrstu"),
-        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "eyJzdWIiOiIxMjM0NTY3ODkwIn0"),
+        (
+            "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        ),
         ("dsn postgres://app:hunter2@db:5432/concierge", "hunter2"),
         ("redis://:s3cr3tpass@cache:6379/0", "s3cr3tpass"),
         ("Authorization: Bearer abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"),
@@ -74,7 +82,9 @@ def test_user_text_with_newlines_stays_one_line(json_log: io.StringIO) -> None:
         ("GET /v1beta/models/x:generateContent?key=plainkeyvalue", "plainkeyvalue"),
     ],
 )
-def test_secrets_and_phone_numbers_are_masked_anywhere(json_log: io.StringIO, text: str, secret: str) -> None:
+def test_secrets_and_phone_numbers_are_masked_anywhere(
+    json_log: io.StringIO, text: str, secret: str
+) -> None:
     log = structlog.get_logger("t")
     log.info("x.said", detail=text, nested={"inner": [text]})
     raw = json_log.getvalue()
@@ -84,7 +94,9 @@ def test_secrets_and_phone_numbers_are_masked_anywhere(json_log: io.StringIO, te
 
 
 def test_fields_named_like_secrets_are_replaced_whole(json_log: io.StringIO) -> None:
-    structlog.get_logger("t").info("x.cfg", api_key="short", password="p", webhook_secret="s", headers={"Authorization": "x y"})
+    structlog.get_logger("t").info(
+        "x.cfg", api_key="short", password="p", webhook_secret="s", headers={"Authorization": "x y"}
+    )
     event = lines(json_log)[0]
     assert event["api_key"] == event["password"] == event["webhook_secret"] == "[redacted]"
     assert event["headers"] == {"Authorization": "[redacted]"}

@@ -37,25 +37,55 @@ def test_embedded_defaults_need_no_configuration() -> None:
         ({"CONCIERGE_HTTP_PORT": "70000"}, "CONCIERGE_HTTP_PORT", "at most 65535"),
         ({"CONCIERGE_LOG_FORMAT": "xml"}, "CONCIERGE_LOG_FORMAT", "json, console, auto"),
         ({"CONCIERGE_PROVIDERS": "mystery"}, "MYSTERY_KIND", "set its kind"),
-        ({"CONCIERGE_PROVIDERS": "x", "X_KIND": "cohere"}, "X_KIND", "anthropic, gemini, openai, offline"),
+        (
+            {"CONCIERGE_PROVIDERS": "x", "X_KIND": "cohere"},
+            "X_KIND",
+            "anthropic, gemini, openai, offline",
+        ),
         ({"CONCIERGE_PROVIDERS": "anthropic"}, "ANTHROPIC_API_KEYS", "no keys"),
-        ({"CONCIERGE_PROVIDERS": "anthropic", "ANTHROPIC_API_KEYS": "a,,b"}, "ANTHROPIC_API_KEYS", "empty"),
-        ({"CONCIERGE_PROVIDERS": "anthropic", "ANTHROPIC_API_KEYS": "main="}, "ANTHROPIC_API_KEYS", "no key after"),
-        ({"CONCIERGE_PROVIDERS": "anthropic", "ANTHROPIC_API_KEYS": "a=k1,a=k2"}, "ANTHROPIC_API_KEYS", "share an alias"),
+        (
+            {"CONCIERGE_PROVIDERS": "anthropic", "ANTHROPIC_API_KEYS": "a,,b"},
+            "ANTHROPIC_API_KEYS",
+            "empty",
+        ),
+        (
+            {"CONCIERGE_PROVIDERS": "anthropic", "ANTHROPIC_API_KEYS": "main="},
+            "ANTHROPIC_API_KEYS",
+            "no key after",
+        ),
+        (
+            {"CONCIERGE_PROVIDERS": "anthropic", "ANTHROPIC_API_KEYS": "a=k1,a=k2"},
+            "ANTHROPIC_API_KEYS",
+            "share an alias",
+        ),
         ({"CONCIERGE_PROVIDERS": "offline,offline"}, "CONCIERGE_PROVIDERS", "named twice"),
-        ({"CONCIERGE_BREAKER_FAILURE_RATE": "1.5"}, "CONCIERGE_BREAKER_FAILURE_RATE", "between 0 and 1"),
+        (
+            {"CONCIERGE_BREAKER_FAILURE_RATE": "1.5"},
+            "CONCIERGE_BREAKER_FAILURE_RATE",
+            "between 0 and 1",
+        ),
         ({"TELEGRAM_BOT_TOKEN": "nope"}, "TELEGRAM_BOT_TOKEN", "123456789:AA"),
         (
-            {"TELEGRAM_BOT_TOKEN": "123456:" + "A" * 35, "TELEGRAM_MODE": "webhook", "TELEGRAM_WEBHOOK_URL": "https://x.org/w"},
+            {
+                "TELEGRAM_BOT_TOKEN": "123456:" + "A" * 35,
+                "TELEGRAM_MODE": "webhook",
+                "TELEGRAM_WEBHOOK_URL": "https://x.org/w",
+            },
             "TELEGRAM_WEBHOOK_SECRET",
             "refuses to start without a secret",
         ),
         ({"WAHA_URL": "http://waha:3000"}, "WAHA_WEBHOOK_HMAC_KEY", "refuses unsigned"),
-        ({"WAHA_URL": "http://waha:3000", "WAHA_ALLOW_UNSIGNED": "maybe"}, "WAHA_ALLOW_UNSIGNED", "true or false"),
+        (
+            {"WAHA_URL": "http://waha:3000", "WAHA_ALLOW_UNSIGNED": "maybe"},
+            "WAHA_ALLOW_UNSIGNED",
+            "true or false",
+        ),
         ({"CONCIERGE_STAFF_CHANNEL": "telegram"}, "CONCIERGE_STAFF_CHAT_ID", "both"),
     ],
 )
-def test_a_bad_value_names_the_variable_and_what_is_right(env: dict[str, str], variable: str, fragment: str) -> None:
+def test_a_bad_value_names_the_variable_and_what_is_right(
+    env: dict[str, str], variable: str, fragment: str
+) -> None:
     with pytest.raises(SettingsError) as caught:
         load(**env)
     assert caught.value.variable == variable
@@ -104,6 +134,8 @@ def test_check_output_masks_every_secret() -> None:
 
 def test_example_file_documents_every_option_with_its_default() -> None:
     example = (Path(__file__).parents[2] / "config" / "concierge.env.example").read_text()
-    assert example == env_example(), "regenerate with: concierge check --example > config/concierge.env.example"
+    assert example == env_example(), (
+        "regenerate with: concierge check --example > config/concierge.env.example"
+    )
     for name, option in OPTIONS.items():
         assert f"{name}={option.default or ''}" in example
