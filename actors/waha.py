@@ -1,19 +1,25 @@
-"""Show WhatsApp's "seen" and "typing..." while a conversation works on a WAHA user's message.
+"""WAHA's side actors: "seen" and "typing..." during a turn, and a watch on the WhatsApp session.
 
-Reads the WAHA presence channel (``TurnStarted`` / ``TurnEnded``): marks the chat read
-and starts typing when a turn starts, repeats ``startTyping`` while it lasts (capped),
-and stops typing when it ends. Best effort: a failed call is logged at debug and skipped.
+``run_waha_presence`` reads the WAHA presence channel (``TurnStarted`` / ``TurnEnded``):
+it marks the chat read and starts typing when a turn starts, repeats ``startTyping``
+while it lasts (capped) and stops typing when it ends; best effort, failures are
+logged at debug. ``run_waha_session_watch`` polls the session's status for ``/health``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 import structlog
 import trio
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from concierge.channels.waha_client import WahaClient
-from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
+from concierge.observability import Check, Status
+from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted, utcnow
 
-__all__ = ["run_waha_presence"]
+__all__ = ["WahaSessionWatch", "run_waha_presence", "run_waha_session_watch"]
 
 log = structlog.get_logger(__name__)
 
@@ -74,3 +80,58 @@ async def run_waha_presence(
                     case _:
                         pass
         nursery.cancel_scope.cancel()
+
+
+class WahaSessionWatch:
+    """The last seen WhatsApp session status; ``WORKING`` passes, anything else warns.
+
+    A warning, not a failure: webhooks still reach the inbox and replies wait in the
+    outbox until the session works again, so readiness must not drop.
+    """
+
+    def __init__(self, *, session: str) -> None:
+        self.session = session
+        self.status: str | None = None
+        self.detail = "not checked yet"
+        self.checked_at: datetime | None = None
+
+    def update(self, *, status: str | None, detail: str, at: datetime) -> None:
+        if self.checked_at is None or status != self.status:
+            event = "waha.session_working" if status == "WORKING" else "waha.session_not_working"
+            (log.info if status == "WORKING" else log.warning)(event, session=self.session, status=status, detail=detail)
+        self.status, self.detail, self.checked_at = status, detail, at
+
+    def health_checks(self) -> Iterable[Check]:
+        working = self.status == "WORKING"
+        yield Check(
+            component="waha", measurement="session", component_id=self.session,
+            status=Status.PASS if working else Status.WARN, observed_value=self.status,
+            output=None if working else self.detail, time=self.checked_at,
+        )
+
+    def metrics(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "concierge_waha_session_working", "1 when the WhatsApp session is WORKING", labels=["session"]
+        )
+        gauge.add_metric([self.session], 1.0 if self.status == "WORKING" else 0.0)
+        yield gauge
+
+
+async def run_waha_session_watch(
+    *,
+    client: WahaClient,
+    watch: WahaSessionWatch,
+    interval_s: float = 60.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Ask WAHA for the session's status every ``interval_s`` (``GET /api/sessions/{session}``)."""
+    task_status.started()
+    while True:
+        call = await client.session_status()
+        body = call.body if isinstance(call.body, dict) else {}
+        status = body.get("status") if call.ok else None
+        if call.ok and isinstance(status, str):
+            watch.update(status=status, detail=f"session {status}", at=utcnow())
+        else:
+            watch.update(status=None, detail=f"WAHA did not answer: {call.detail or call.status_code}", at=utcnow())
+        await trio.sleep(interval_s)

@@ -1,4 +1,4 @@
-"""The WAHA presence actor: seen and typing while a turn runs, stopped when it ends or at the cap."""
+"""WAHA side actors: seen and typing while a turn runs (stopped at its end or a cap), and the session watch."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import httpx
 import pytest
 import trio
 
-from actors.waha import run_waha_presence
+from actors.waha import WahaSessionWatch, run_waha_presence, run_waha_session_watch
 from concierge.channels.waha_client import WahaClient
+from concierge.observability import Status
 from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
 from tests.fakes.waha_api import FakeWaha
 
@@ -79,3 +80,36 @@ async def test_other_channels_and_stale_ends_are_ignored(fake: FakeWaha) -> None
     await run(fake, script, interval_s=0.05)
     assert {chat for _, chat in fake.calls()} == {CHAT}
     assert [e for e, _ in fake.calls()].count("stopTyping") == 1
+
+
+async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: FakeWaha) -> None:
+    watch = WahaSessionWatch(session="default")
+    assert [c.status for c in watch.health_checks()] == [Status.WARN]  # not checked yet
+    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+        client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
+        await nursery.start(partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02))
+        await wait_for(lambda: watch.status == "WORKING")
+        [check] = watch.health_checks()
+        assert (check.status, check.observed_value, check.component_id) == (Status.PASS, "WORKING", "default")
+        fake.session_status = "SCAN_QR_CODE"
+        await wait_for(lambda: watch.status == "SCAN_QR_CODE")
+        [check] = watch.health_checks()
+        assert check.status is Status.WARN
+        [gauge] = watch.metrics()
+        assert [s.value for s in gauge.samples] == [0.0]
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
+    async with FakeWaha.serve() as gone:
+        url = gone.url
+    watch = WahaSessionWatch(session="default")
+    async with httpx.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
+        client = WahaClient(http=http, base_url=url, session="default")
+        await nursery.start(partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02))
+        await wait_for(lambda: watch.checked_at is not None)
+        nursery.cancel_scope.cancel()
+    [check] = watch.health_checks()
+    assert check.status is Status.WARN
+    assert check.output is not None
+    assert "did not answer" in check.output
