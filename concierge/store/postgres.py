@@ -54,6 +54,7 @@ _ERASE_BATCH = 5000
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
+    asyncpg.exceptions.InternalClientError,
     TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, statement timeout, ...
@@ -61,9 +62,30 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+    OSError, TimeoutError,
+)
+
+
 def _clean(text: str) -> str:
     """PostgreSQL text cannot hold NUL; a platform message that has one keeps the rest."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection died under us (not: the server refuses connections)."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc)
+    return isinstance(exc, (
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.AdminShutdownError,
+        # The server's FATAL notice racing our next query on that connection:
+        # "cannot switch to state 11; another operation (2) is in progress".
+        asyncpg.exceptions.InternalClientError,
+        ConnectionResetError,
+        BrokenPipeError,
+    ))
 
 
 def _as_store_error(exc: BaseException) -> StoreError:
@@ -170,10 +192,22 @@ class PostgresStore:
     def backend(self) -> str:
         return "postgres"
 
-    async def _call(self, work: Work[T]) -> T:
-        """Run ``work(conn)`` (asyncio code) on a pooled connection, bounded in time."""
+    async def _call(self, work: Work[T], *, retry: bool = True) -> T:
+        """Run ``work(conn)`` (asyncio code) on a pooled connection, bounded in time.
+
+        A pooled connection the server dropped (restart, ``pg_terminate_backend``)
+        fails on first use; with ``retry`` (idempotent work only) the call runs once
+        more on a fresh connection instead of failing.
+        """
 
         async def in_asyncio() -> T:
+            try:
+                async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                    return await work(conn)
+            except Exception as exc:
+                if not (retry and _connection_lost(exc)):
+                    raise
+                log.info("store.connection_replaced", backend="postgres", error=repr(exc))
             async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
                 return await work(conn)
 
@@ -183,7 +217,7 @@ class PostgresStore:
                 return result
         except trio.TooSlowError:
             raise StoreUnavailable(f"postgres: no answer within {self._op_timeout_s:g} s") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _as_store_error(exc) from exc
 
     async def _tx(self, work: Work[T]) -> T:
@@ -195,7 +229,7 @@ class PostgresStore:
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """One value from an ad-hoc query (diagnostics, tests, benchmarks)."""
-        return await self._call(lambda conn: conn.fetchval(sql, *args))
+        return await self._call(lambda conn: conn.fetchval(sql, *args), retry=False)
 
     def pool_statistics(self) -> dict[str, int]:
         return {"size": int(self._pool.get_size()), "idle": int(self._pool.get_idle_size()),
@@ -283,7 +317,7 @@ class PostgresStore:
             "VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
             reply.correlation_id, reply.channel.value, reply.user_key, reply.chat_id,
             _clean(reply.text), reply.inbox_id,
-        ))
+        ), retry=False)
         return int(value)
 
     async def pending_outbox(
@@ -411,7 +445,7 @@ class PostgresStore:
             "c AS (UPDATE conversations SET updated_at = now() WHERE conversation_id = $1) "
             "SELECT message_id FROM m",
             conversation_id, direction.value, _clean(text), service_type.value, correlation_id,
-        ))
+        ), retry=False)
         return int(value)
 
     async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
@@ -432,7 +466,7 @@ class PostgresStore:
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             i.correlation_id, i.conversation_id, i.provider, i.model, i.key_alias, i.latency_s,
             i.tokens_in, i.tokens_out, i.outcome, i.service_type.value, i.created_at,
-        ))
+        ), retry=False)
 
     # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
@@ -594,7 +628,7 @@ async def _with_connection(dsn: str, timeout_s: float, work: Work[T]) -> T:
         async with asyncio_loop() as loop:
             result: T = await trio_asyncio.aio_as_trio(in_asyncio, loop=loop)()
             return result
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except _DRIVER_ERRORS as exc:
         raise _as_store_error(exc) from exc
 
 
@@ -651,7 +685,7 @@ async def open_postgres(
                 pool = await trio_asyncio.aio_as_trio(create, loop=loop)()
         except trio.TooSlowError:
             raise StoreUnavailable(f"postgres: no connection within {timeout_s * 2:g} s") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _as_store_error(exc) from exc
         store = PostgresStore(
             pool=pool, loop=loop, op_timeout_s=timeout_s * 2, acquire_timeout_s=timeout_s,
