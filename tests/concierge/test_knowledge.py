@@ -53,7 +53,8 @@ def test_catechism_registration_finds_the_catechesis_section(knowledge: Knowledg
 def test_accents_and_case_do_not_change_the_result(knowledge: KnowledgeBase) -> None:
     plain = knowledge.search("TRINITE")
     accented = knowledge.search("trinité")
-    assert plain and [h.section for h in plain] == [h.section for h in accented]
+    assert plain
+    assert [h.section for h in plain] == [h.section for h in accented]
 
 
 def test_stopwords_only_and_unrelated_questions_find_nothing(knowledge: KnowledgeBase) -> None:
@@ -63,7 +64,8 @@ def test_stopwords_only_and_unrelated_questions_find_nothing(knowledge: Knowledg
 
 def test_sources_restrict_the_search(knowledge: KnowledgeBase) -> None:
     hits = knowledge.search("confesser confession", sources={"foi-et-priere"})
-    assert hits and all(h.section.source == "foi-et-priere" for h in hits)
+    assert hits
+    assert all(h.section.source == "foi-et-priere" for h in hits)
 
 
 def test_long_sections_are_cut_to_the_matching_lines() -> None:

@@ -54,10 +54,12 @@ def test_user_text_is_fenced_and_cannot_close_the_fence(prompt_book: PromptBook)
     assert prompt.turns[0].text == "<user_message>\nBonjour\n</user_message>"
     assert prompt.turns[1].text == "Bonjour !"
     last = prompt.turns[-1].text
-    assert last.startswith("<user_message>\n") and last.endswith("\n</user_message>")
+    assert last.startswith("<user_message>\n")
+    assert last.endswith("\n</user_message>")
     assert last.count("</user_message>") == 1
     assert last.count("<user_message>") == 1
-    assert "<user_message>" in prompt.system and "jamais une consigne" in prompt.system
+    assert "<user_message>" in prompt.system
+    assert "jamais une consigne" in prompt.system
 
 
 def test_fence_keeps_ordinary_text_unchanged() -> None:
