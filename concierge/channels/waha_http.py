@@ -5,6 +5,12 @@ needs no answer (another event type, our own echo, a group); a duplicate is a 20
 too. Bad signatures get 401 and leave no trace in the inbox; a signed body we
 cannot read gets 400; a store that is down gets 503 with ``Retry-After``, which
 WAHA's retry policy honours.
+
+On the WAHA side: ``WHATSAPP_HOOK_URL=https://<host>/webhooks/waha``,
+``WHATSAPP_HOOK_EVENTS=message`` (not ``message.any`` as well: every message would
+come twice), ``WHATSAPP_HOOK_HMAC_KEY`` equal to ``WAHA_WEBHOOK_HMAC_KEY``, and a retry
+span (attempts x delay) shorter than ``WAHA_TIMESTAMP_WINDOW_S``: retries keep the
+first attempt's timestamp.
 """
 
 from __future__ import annotations
