@@ -124,16 +124,24 @@ async def run_store_monitor(
     timeout_s: float = 5.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Ping every ``interval_s`` (every ``down_interval_s`` while down, to see it come back)."""
+    """Ping every ``interval_s`` (every ``down_interval_s`` while down, to see it come back).
+
+    Reports started after the first ping, so ``/health`` has a measurement from the start.
+    """
+    await _probe(store, monitor, timeout_s)
     task_status.started()
     while True:
-        with trio.move_on_after(timeout_s) as scope:
-            try:
-                latency_s = await store.ping()
-            except StoreError as exc:
-                monitor.record_failure(str(exc))
-            else:
-                monitor.record_success(latency_s)
-        if scope.cancelled_caught:
-            monitor.record_failure(f"{store.backend}: ping took longer than {timeout_s:g} s")
         await trio.sleep(interval_s if monitor.available else min(interval_s, down_interval_s))
+        await _probe(store, monitor, timeout_s)
+
+
+async def _probe(store: Store, monitor: StoreMonitor, timeout_s: float) -> None:
+    with trio.move_on_after(timeout_s) as scope:
+        try:
+            latency_s = await store.ping()
+        except StoreError as exc:
+            monitor.record_failure(str(exc))
+        else:
+            monitor.record_success(latency_s)
+    if scope.cancelled_caught:
+        monitor.record_failure(f"{store.backend}: ping took longer than {timeout_s:g} s")

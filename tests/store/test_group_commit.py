@@ -1,0 +1,111 @@
+"""Group commit on its own: batching, bounds, per-caller results and failures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from concierge.store.errors import StoreError, StoreUnavailable
+from concierge.store.group_commit import GroupCommitter, flushing
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """A flush that doubles its inputs and remembers the batches it saw."""
+
+    def __init__(self, *, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+        self.release = trio.Event()
+
+    async def flush(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if self.fail_on is not None and self.fail_on in items:
+            raise StoreUnavailable("server went away")
+        return [i * 2 for i in items]
+
+
+async def test_callers_arriving_during_a_flush_share_the_next_batch_each_with_its_result() -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(flush=recorder.flush, max_batch=4)
+    results: dict[int, int] = {}
+
+    async def call(n: int) -> None:
+        results[n] = await committer.submit(n)
+
+    async with flushing(committer), trio.open_nursery() as nursery:
+        nursery.start_soon(call, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(1, 10):
+            nursery.start_soon(call, n)
+        await trio.testing.wait_all_tasks_blocked()
+        recorder.release.set()
+    assert results == {n: n * 2 for n in range(10)}
+    assert recorder.batches[0] == [0]
+    assert [len(b) for b in recorder.batches[1:]] == [4, 4, 1]
+    assert sorted(n for b in recorder.batches for n in b) == list(range(10))
+    assert committer.statistics().largest_batch == 4
+
+
+async def test_a_failed_batch_raises_to_every_caller_in_it_and_only_them() -> None:
+    recorder = Recorder(fail_on=3)
+    committer = GroupCommitter(flush=recorder.flush, max_batch=8)
+    outcomes: dict[int, object] = {}
+
+    async def call(n: int) -> None:
+        try:
+            outcomes[n] = await committer.submit(n)
+        except StoreError as exc:
+            outcomes[n] = exc
+
+    async with flushing(committer), trio.open_nursery() as nursery:
+        nursery.start_soon(call, 0)
+        await trio.testing.wait_all_tasks_blocked()
+        for n in (1, 2, 3):
+            nursery.start_soon(call, n)
+        await trio.testing.wait_all_tasks_blocked()
+        recorder.release.set()
+    assert outcomes[0] == 0
+    errors = [outcomes[n] for n in (1, 2, 3)]
+    assert all(isinstance(e, StoreUnavailable) for e in errors)
+    assert len({id(e) for e in errors}) == 3  # one fresh exception per caller
+
+
+async def test_callers_queued_when_the_committer_stops_get_store_unavailable() -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(flush=recorder.flush, max_batch=2)
+    outcomes: list[object] = []
+
+    async def call(n: int) -> None:
+        try:
+            outcomes.append(await committer.submit(n))
+        except StoreUnavailable as exc:
+            outcomes.append(exc)
+
+    async with trio.open_nursery() as nursery, flushing(committer):
+        for n in range(5):
+            nursery.start_soon(call, n)
+        await trio.testing.wait_all_tasks_blocked()
+    assert len(outcomes) == 5
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await committer.submit(9)
+
+
+async def test_an_error_in_the_block_comes_out_unwrapped() -> None:
+    committer = GroupCommitter(flush=Recorder().flush)
+    with pytest.raises(KeyError):
+        async with flushing(committer):
+            raise KeyError("not a group")
+
+
+def test_bad_bounds_are_refused_with_the_name_of_the_bound() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommitter(flush=Recorder().flush, max_batch=0)
+    with pytest.raises(ValueError, match="flushers"):
+        GroupCommitter(flush=Recorder().flush, flushers=0)
