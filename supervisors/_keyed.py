@@ -224,6 +224,7 @@ class KeyedSupervisor(Generic[T]):
         try:
             while delay is not None and not entry.stopping:
                 inc = entry.new_incarnation()
+                entry.state = ChildState.RESTARTING if delay > 0 else ChildState.STARTING
                 await run_incarnation(
                     inc,
                     self._start,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.autojump]
 STEADY = Backoff(initial_s=1.0, max_s=10.0, jitter_s=0.0)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
