@@ -234,7 +234,7 @@ class KeyedSupervisor(Generic[T]):
                     on_started=partial(self._on_started, entry),
                 )
                 entry.value = None
-                if inc.stopping or inc.escaped:
+                if inc.stopping:
                     return
                 delay = self._after_exit(entry, inc)
         finally:

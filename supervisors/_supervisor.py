@@ -354,6 +354,8 @@ class Supervisor:
                 self._take(child)
                 started = ErrorContext.CHILD_TERMINATED if inc.started else ErrorContext.START_ERROR
                 self._retire(child, inc, started)
+            elif child.state is not ChildState.FAILED:
+                child.state = ChildState.STOPPED  # e.g. stopped while waiting for its group
             return
         child.state = ChildState.STOPPING
         if not await stop_incarnation(inc, shutdown_s=child.spec.shutdown_s, reason=reason):

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from supervisors import (
     Backoff,
+    ChildSpec,
     ChildState,
     Restart,
     RestartIntensityExceeded,
@@ -160,6 +161,25 @@ async def test_a_child_outliving_its_shutdown_timeout_is_abandoned_and_shutdown_
     assert [(e["error_context"], e["log_level"]) for e in timeouts] == [
         ("shutdown_timeout", "warning")
     ]
+
+
+async def test_a_nested_supervisor_stops_its_own_children_in_order_when_its_parent_stops() -> None:
+    t = Timeline()
+    x, a, b = Child("x", t, serve), Child("a", t, serve), Child("b", t, stubborn(1))
+    inner = Supervisor(name="inner", children=[a.spec(), b.spec()])
+    outer = Supervisor(
+        name="outer",
+        children=[x.spec(), ChildSpec(id="inner", start=inner.run, shutdown_s=30)],
+    )
+    async with running(outer):
+        await trio.sleep(1)
+        assert inner.statistics().state is SupervisorState.RUNNING
+        asked = trio.current_time()
+    assert t.of("cancelled") == ["b", "a", "x"]
+    # b takes 1 s to clean up; only then is a cancelled, and x after the whole inner tree.
+    assert t.times("a", "cancelled") == [pytest.approx(asked + 1)]
+    assert t.times("x", "cancelled") == [pytest.approx(asked + 1)]
+    assert inner.statistics().state is SupervisorState.STOPPED
 
 
 async def test_shutdown_is_idempotent_and_can_come_from_any_task() -> None:
