@@ -1,6 +1,24 @@
 """OTP-style supervision for trio: restart strategies, restart types, intensity and backoff.
 
 Generic on purpose: it knows trio, attrs and structlog, nothing of the application.
+
+    root = Supervisor(
+        name="root",
+        children=[
+            ChildSpec(id="store", start=run_store),          # start(task_status=...)
+            ChildSpec(id="web", start=serve_web, shutdown_s=10),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.run)   # returns once every child called started()
+        ...
+        await root.shutdown()           # reverse start order, each within shutdown_s
+
+Only ``Exception`` is a failure; ``Cancelled`` and ``KeyboardInterrupt`` propagate.
+Past ``max_restarts`` restarts within ``period_s`` a :class:`Supervisor` stops its
+children and raises :class:`RestartIntensityExceeded` to its parent. A
+:class:`KeyedSupervisor` gives up on the offending key only.
 """
 
 from ._backoff import Backoff as Backoff
