@@ -423,6 +423,25 @@ _envelopes = st.fixed_dictionaries(
     },
 )
 
+_data = st.fixed_dictionaries({}, optional={
+    "key": st.dictionaries(st.sampled_from(["remoteJidAlt", "senderPn", "senderLid"]), _chat_ids | _json_values),
+    "Info": st.dictionaries(st.sampled_from(["SenderAlt", "PushName"]), _chat_ids | _json_values),
+    "pushName": st.text(max_size=150) | _json_values,
+    "notifyName": st.text(max_size=150) | _json_values,
+})
+# Messages that are mostly valid: the parser's accepting paths get fuzzed too.
+_messages = st.builds(
+    lambda chat, text, mid, data, media: message_event(
+        chat_id=chat, text=text, message_id=mid, data=data, has_media=media
+    ),
+    chat=st.sampled_from(["33612345678@c.us", "33612345678@s.whatsapp.net", "4639135154355@lid",
+                          "120363041234567890@g.us", "33612345678:7@s.whatsapp.net"]),
+    text=st.none() | st.text(max_size=300) | st.text(st.sampled_from(["a", " ", "\x00", "\ud800", "é", "🙏", "/"])),
+    mid=st.none() | st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=300),
+    data=_data,
+    media=st.booleans(),
+)
+
 
 def _check_result(result: object) -> None:
     assert isinstance(result, ParsedMessage | Ignored | Rejected)
@@ -447,6 +466,15 @@ def test_fuzz_arbitrary_bytes_give_only_typed_results(body: bytes) -> None:
 def test_fuzz_envelope_shaped_input_gives_only_typed_results(envelope: dict[str, Any], groups: bool) -> None:
     body = json.dumps(envelope, ensure_ascii=False).encode("utf-8", "surrogatepass")
     _check_result(parse(body, allow_groups=groups))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_messages, st.booleans())
+def test_fuzz_near_valid_messages_give_only_typed_results(envelope: dict[str, Any], groups: bool) -> None:
+    result = parse(WahaWebhookPusher.encode(envelope), allow_groups=groups)
+    _check_result(result)
+    if isinstance(result, ParsedMessage):
+        assert result.message.external_id == envelope["payload"]["id"]
 
 
 @settings(max_examples=300, deadline=None)

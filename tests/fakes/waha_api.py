@@ -318,8 +318,16 @@ class WahaWebhookPusher:
 
     @staticmethod
     def encode(event: Mapping[str, Any]) -> bytes:
-        """The body bytes as ``JSON.stringify`` writes them (compact, non-ASCII kept)."""
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        """The body bytes as ``JSON.stringify`` writes them (compact, non-ASCII kept).
+
+        Lone surrogates, which ``JSON.stringify`` writes as ``\\udxxx`` escapes, make the
+        whole body ASCII-escaped here: still the same JSON value.
+        """
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(event, separators=(",", ":")).encode("ascii")
 
     def headers_for(self, body: bytes, *, request_id: str, timestamp_ms: int) -> dict[str, str]:
         headers = {
