@@ -1,0 +1,334 @@
+"""Telegram's long-running pieces: the getUpdates poller, the webhook registration, "typing...".
+
+The poller commits every update of a batch to the durable inbox before it moves the
+offset, and persists the offset as the ``telegram.offset`` cursor, so a restart
+neither loses an update nor (beyond a crash inside one batch, which the inbox
+dedupes) fetches one again. It never drops pending updates.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import attrs
+import structlog
+import trio
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from concierge.channels.telegram import (
+    ALLOWED_UPDATES,
+    Ignored,
+    MalformedUpdate,
+    TelegramApiError,
+    TelegramClient,
+    TelegramError,
+    parse_update,
+)
+from concierge.ingest import Ingest
+from concierge.observability import Check, Status
+from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
+from concierge.settings import TelegramSettings
+from concierge.store.base import Store
+from concierge.store.errors import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+OFFSET_CURSOR = "telegram.offset"
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class PollBackoff:
+    """Delays after a failed poll: doubling from ``initial_s`` to ``max_s``, with jitter."""
+
+    initial_s: float = 1.0
+    max_s: float = 60.0
+
+    def delay_s(self, failures: int) -> float:
+        base: float = min(self.max_s, self.initial_s * 2.0 ** max(0, failures - 1))
+        return base * (1.0 + 0.1 * random.random())
+
+
+class TelegramPollerStats:
+    """What the poller did; an ``Observable`` for ``/health`` and ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.updates = 0
+        self.accepted = 0
+        self.duplicates = 0
+        self.ignored: dict[str, int] = {}
+        self.malformed = 0
+        self.conflicts = 0
+        self.errors = 0
+        self.store_errors = 0
+        self.offset: int | None = None
+        self.failing = False
+
+    def health_checks(self) -> list[Check]:
+        return [
+            Check(
+                component="telegram",
+                measurement="poller",
+                status=Status.WARN if self.failing else Status.PASS,
+                observed_value=self.offset,
+                details={"conflicts": self.conflicts, "errors": self.errors, "updates": self.updates},
+            )
+        ]
+
+    def metrics(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "concierge_telegram_poll_updates", "Updates fetched by getUpdates, by outcome", labels=["outcome"]
+        )
+        family.add_metric(["accepted"], self.accepted)
+        family.add_metric(["duplicate"], self.duplicates)
+        family.add_metric(["ignored"], sum(self.ignored.values()))
+        family.add_metric(["malformed"], self.malformed)
+        errors = CounterMetricFamily(
+            "concierge_telegram_poll_errors", "Failed getUpdates calls, by kind", labels=["kind"]
+        )
+        errors.add_metric(["conflict"], self.conflicts)
+        errors.add_metric(["other"], self.errors)
+        errors.add_metric(["store"], self.store_errors)
+        return [family, errors]
+
+
+async def _until_stored(
+    what: str, op: Callable[[], Awaitable[T]], backoff: PollBackoff, stats: TelegramPollerStats
+) -> T:
+    """Retry a store call through outages: the offset must not move past an uncommitted update."""
+    failures = 0
+    while True:
+        try:
+            return await op()
+        except StoreUnavailable as exc:
+            failures += 1
+            stats.store_errors += 1
+            delay = backoff.delay_s(failures)
+            log.warning("telegram.poll_store_unavailable", step=what, retry_in_s=round(delay, 2), reason=str(exc))
+            await trio.sleep(delay)
+
+
+async def run_telegram_poller(
+    *,
+    client: TelegramClient,
+    store: Store,
+    ingest: Ingest,
+    settings: TelegramSettings,
+    allowed_updates: Sequence[str] = ALLOWED_UPDATES,
+    backoff: PollBackoff | None = None,
+    stats: TelegramPollerStats | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Long-poll getUpdates forever; every update is in the inbox before its offset is confirmed."""
+    backoff = backoff or PollBackoff()
+    stats = stats or TelegramPollerStats()
+    stored = await _until_stored("get_cursor", partial(store.get_cursor, OFFSET_CURSOR), backoff, stats)
+    offset: int | None = None
+    if stored:
+        try:
+            offset = int(stored)
+        except ValueError:
+            log.error("telegram.offset_unreadable", value=stored[:40])
+    stats.offset = offset
+    await _leave_webhook_mode(client)
+    log.info("telegram.poller_started", offset=offset, timeout_s=settings.poll_timeout_s)
+    task_status.started()
+    failures = 0
+    while True:
+        try:
+            updates = await client.get_updates(
+                offset=offset, timeout_s=settings.poll_timeout_s, allowed_updates=allowed_updates
+            )
+        except TelegramApiError as exc:
+            if exc.is_unauthorized:
+                log.error("telegram.poll_unauthorized", status=exc.status, reason=exc.description)
+                raise
+            failures += 1
+            stats.failing = True
+            delay = exc.retry_after_s if exc.retry_after_s is not None else backoff.delay_s(failures)
+            if exc.is_conflict:
+                stats.conflicts += 1
+                log.warning("telegram.poll_conflict", reason=exc.description, retry_in_s=round(delay, 2),
+                            failures=failures)
+            else:
+                stats.errors += 1
+                log.warning("telegram.poll_failed", status=exc.status, reason=exc.description,
+                            retry_in_s=round(delay, 2), failures=failures)
+            await trio.sleep(delay)
+            continue
+        except TelegramError as exc:
+            failures += 1
+            stats.errors += 1
+            stats.failing = True
+            delay = backoff.delay_s(failures)
+            log.warning("telegram.poll_failed", reason=str(exc), retry_in_s=round(delay, 2), failures=failures)
+            await trio.sleep(delay)
+            continue
+        if failures:
+            log.info("telegram.poll_recovered", failures=failures)
+        failures = 0
+        stats.failing = False
+        stats.polls += 1
+        if not updates:
+            continue
+        next_offset = offset
+        for update in updates:
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if not isinstance(update_id, int) or isinstance(update_id, bool):
+                stats.malformed += 1
+                log.error("telegram.update_rejected", reason="no integer update_id")
+                continue
+            stats.updates += 1
+            await _ingest_one(update, ingest=ingest, backoff=backoff, stats=stats)
+            next_offset = update_id + 1 if next_offset is None else max(next_offset, update_id + 1)
+        if next_offset is not None and next_offset != offset:
+            await _until_stored(
+                "set_cursor", partial(store.set_cursor, OFFSET_CURSOR, str(next_offset)), backoff, stats
+            )
+            offset = next_offset
+            stats.offset = offset
+
+
+async def _ingest_one(
+    update: dict[str, Any], *, ingest: Ingest, backoff: PollBackoff, stats: TelegramPollerStats
+) -> None:
+    try:
+        parsed = parse_update(update)
+    except MalformedUpdate as exc:
+        stats.malformed += 1
+        log.error("telegram.update_rejected", update_id=update.get("update_id"), reason=str(exc))
+        return
+    if isinstance(parsed, Ignored):
+        stats.ignored[parsed.reason] = stats.ignored.get(parsed.reason, 0) + 1
+        log.debug("telegram.update_ignored", update_id=parsed.update_id, reason=parsed.reason)
+        return
+    accepted = await _until_stored("accept", partial(ingest.accept, parsed), backoff, stats)
+    if accepted.is_new:
+        stats.accepted += 1
+    else:
+        stats.duplicates += 1
+
+
+async def _leave_webhook_mode(client: TelegramClient) -> None:
+    """Polling needs no webhook; remove one left over, keeping its pending updates."""
+    try:
+        info = await client.get_webhook_info()
+        if info.get("url"):
+            await client.delete_webhook(drop_pending_updates=False)
+            log.warning("telegram.webhook_deleted", reason="polling mode",
+                        pending=info.get("pending_update_count"))
+    except TelegramError as exc:
+        log.warning("telegram.webhook_check_failed", reason=str(exc))
+
+
+async def run_telegram_webhook_setup(
+    *,
+    client: TelegramClient,
+    settings: TelegramSettings,
+    allowed_updates: Sequence[str] = ALLOWED_UPDATES,
+    backoff: PollBackoff | None = None,
+    check_interval_s: float = 300.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Register the webhook (retrying until Telegram accepts), then watch its delivery errors.
+
+    Readiness does not wait for Telegram: ``task_status.started()`` comes first, so an
+    unreachable Bot API delays registration, not the daemon.
+    """
+    if not settings.webhook_url or not settings.webhook_secret:
+        raise ValueError("webhook mode needs TELEGRAM_WEBHOOK_URL and TELEGRAM_WEBHOOK_SECRET")
+    backoff = backoff or PollBackoff()
+    task_status.started()
+    failures = 0
+    while True:
+        try:
+            await client.set_webhook(
+                url=settings.webhook_url,
+                secret_token=settings.webhook_secret,
+                allowed_updates=allowed_updates,
+                max_connections=settings.max_connections,
+            )
+        except TelegramError as exc:
+            if isinstance(exc, TelegramApiError) and not exc.is_transient:
+                log.error("telegram.webhook_refused", status=exc.status, reason=exc.description)
+                raise
+            failures += 1
+            delay = backoff.delay_s(failures)
+            if isinstance(exc, TelegramApiError) and exc.retry_after_s is not None:
+                delay = exc.retry_after_s
+            log.warning("telegram.webhook_setup_failed", reason=str(exc), retry_in_s=round(delay, 2))
+            await trio.sleep(delay)
+            continue
+        log.info("telegram.webhook_set", max_connections=settings.max_connections,
+                 allowed_updates=list(allowed_updates))
+        break
+    last_error_date: Any = None
+    while True:
+        await trio.sleep(check_interval_s)
+        try:
+            info = await client.get_webhook_info()
+        except TelegramError as exc:
+            log.warning("telegram.webhook_check_failed", reason=str(exc))
+            continue
+        error_date = info.get("last_error_date")
+        if error_date and error_date != last_error_date:
+            last_error_date = error_date
+            log.warning("telegram.webhook_delivery_failing", reason=info.get("last_error_message"),
+                        pending=info.get("pending_update_count"))
+
+
+async def run_telegram_typing(
+    *,
+    client: TelegramClient,
+    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    interval_s: float = 4.0,
+    cap_s: float = 120.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Show "typing..." in a chat from ``TurnStarted`` until ``TurnEnded`` (or ``cap_s``).
+
+    Telegram clears the status after 5 s, so it is re-sent every ``interval_s``. Best
+    effort: a failed chat action is logged at debug and skipped.
+    """
+    active: dict[str, tuple[str, trio.CancelScope]] = {}
+
+    async def keep_typing(chat_id: str, correlation_id: str, scope: trio.CancelScope) -> None:
+        with scope:
+            scope.deadline = trio.current_time() + cap_s
+            while True:
+                try:
+                    await client.send_chat_action(chat_id=chat_id, action="typing")
+                except TelegramError as exc:
+                    log.debug("telegram.typing_failed", correlation_id=correlation_id, reason=str(exc))
+                    if isinstance(exc, TelegramApiError) and exc.status == 403:
+                        return
+                await trio.sleep(interval_s)
+        current = active.get(chat_id)
+        if current is not None and current[1] is scope:
+            del active[chat_id]
+
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        with presence:
+            async for msg in presence:
+                match msg:
+                    case TurnStarted(channel=Channel.TELEGRAM, chat_id=chat_id, correlation_id=cid):
+                        previous = active.pop(chat_id, None)
+                        if previous is not None:
+                            previous[1].cancel()
+                        scope = trio.CancelScope()
+                        active[chat_id] = (cid, scope)
+                        nursery.start_soon(keep_typing, chat_id, cid, scope)
+                    case TurnEnded(channel=Channel.TELEGRAM, chat_id=chat_id, correlation_id=cid):
+                        entry = active.get(chat_id)
+                        if entry is not None and entry[0] == cid:
+                            del active[chat_id]
+                            entry[1].cancel()
+                    case _:
+                        pass
+        nursery.cancel_scope.cancel()
