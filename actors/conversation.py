@@ -11,7 +11,7 @@ picks up where this one stopped.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TypeVar
 
 import attrs
@@ -20,7 +20,8 @@ import trio
 
 from actors.handoff import notify_staff
 from actors.provider_pool import ask
-from concierge.commands import Command, ParsedCommand, is_reset, parse_command
+from concierge.commands import Command, ParsedCommand, parse_command
+from concierge.context import ContextWindow
 from concierge.ingest import inbound_from_row
 from concierge.knowledge import KnowledgeBase
 from concierge.language import detect_language
@@ -34,9 +35,7 @@ from concierge.protocol import (
     InboundKind,
     OutboxNudge,
     PresenceMsg,
-    Role,
     ServiceType,
-    Turn,
     TurnCompleted,
     TurnEnded,
     TurnStarted,
@@ -46,7 +45,6 @@ from concierge.ratelimit import UserRateLimiter
 from concierge.replies import Reply, reply_text
 from concierge.settings import ConversationSettings
 from concierge.store.base import Direction, Interaction, NewOutbound, SessionCache, Store
-from concierge.store.errors import CacheUnavailable
 from concierge.triage import TriageRules
 
 log = structlog.get_logger(__name__)
@@ -96,6 +94,18 @@ class ConversationDeps:
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     knowledge_sections: int = 3
+    window: ContextWindow = attrs.field()
+
+    @window.default
+    def _window(self) -> ContextWindow:
+        s = self.settings
+        return ContextWindow(
+            cache=self.cache,
+            store=self.store,
+            max_turns=s.context_turns,
+            max_chars=s.context_chars,
+            ttl_s=s.session_ttl_s,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -114,44 +124,6 @@ def _offer(channel: trio.MemorySendChannel[T] | None, message: T) -> bool:
     except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
         return False
     return True
-
-
-def trim_context(turns: Sequence[Turn], *, max_turns: int, max_chars: int) -> tuple[Turn, ...]:
-    """The newest turns that fit both bounds (at most ``max_turns``, ``max_chars`` in all)."""
-    if max_turns <= 0 or max_chars <= 0:
-        return ()
-    kept: list[Turn] = []
-    total = 0
-    for turn in reversed(turns[-max_turns:]):
-        total += len(turn.text)
-        if total > max_chars:
-            break
-        kept.append(turn)
-    kept.reverse()
-    return tuple(kept)
-
-
-def context_from_history(turns: Sequence[Turn]) -> list[Turn]:
-    """Recorded messages as a context window: nothing before the last ``/reset``, no commands.
-
-    A command and the fixed reply right after it carry nothing the model needs.
-    """
-    start = 0
-    for i, turn in enumerate(turns):
-        if turn.role is Role.USER and is_reset(turn.text):
-            start = i + 1
-    kept: list[Turn] = []
-    skip_reply = False
-    for turn in turns[start:]:
-        if turn.role is Role.USER:
-            skip_reply = parse_command(turn.text) is not None
-            if not skip_reply:
-                kept.append(turn)
-        elif skip_reply:
-            skip_reply = False
-        else:
-            kept.append(turn)
-    return kept
 
 
 class Conversation:
@@ -292,10 +264,7 @@ class Conversation:
             case Command.START:
                 return await self._fixed(msg, reply_text(Reply.WELCOME, language), current)
             case Command.RESET:
-                try:
-                    await deps.cache.clear_context(self.user_key)
-                except CacheUnavailable:
-                    log.warning("conversation.cache_unavailable", operation="clear_context")
+                await deps.window.clear(self.user_key)
                 return await self._fixed(msg, reply_text(Reply.RESET_DONE, language), current)
             case Command.HUMAN:
                 return await self._open_handoff(msg, language, reason="command")
@@ -337,7 +306,7 @@ class Conversation:
     async def _answer(self, msg: Inbound, language: str, service_type: ServiceType) -> _Outcome:
         deps = self._deps
         assert self.conversation_id is not None
-        history = await self._context()
+        history = await self._deps.window.load(self.user_key, self.conversation_id)
         hits = deps.knowledge.search(msg.text, limit=deps.knowledge_sections)
         prompt = deps.prompts.build(
             service_type=service_type,
@@ -393,7 +362,7 @@ class Conversation:
             )
             await self._set_service_type(service_type)
             if outcome == "ok":
-                await self._remember(msg.text, text)
+                await self._deps.window.remember(self.user_key, msg.text, text)
             return _Outcome(reply=text, service_type=service_type, provider=provider)
         finally:
             _offer(
@@ -504,46 +473,24 @@ class Conversation:
             await self._deps.store.set_service_type(self.conversation_id, service_type)
             self.service_type = service_type
 
-    async def _context(self) -> tuple[Turn, ...]:
-        """The context window: the cache's, or rebuilt from the store when the cache lost it."""
-        deps = self._deps
-        settings = deps.settings
-        turns: Sequence[Turn] | None
-        try:
-            turns = await deps.cache.get_context(self.user_key)
-        except CacheUnavailable:
-            log.warning("conversation.cache_unavailable", operation="get_context")
-            turns = None
-        if turns is None:
-            assert self.conversation_id is not None
-            recorded = await deps.store.recent_turns(
-                self.conversation_id, limit=2 * settings.context_turns + 4
-            )
-            turns = (
-                context_from_history(recorded)[-settings.context_turns :]
-                if settings.context_turns
-                else []
-            )
-            log.debug("conversation.context_rebuilt", turns=len(turns))
-            try:
-                await deps.cache.set_context(self.user_key, turns, ttl_s=settings.session_ttl_s)
-            except CacheUnavailable:
-                pass
-        return trim_context(
-            turns, max_turns=settings.context_turns, max_chars=settings.context_chars
-        )
 
-    async def _remember(self, question: str, answer: str) -> None:
-        settings = self._deps.settings
+async def _backlog(
+    store: Store, user_key: str, receive: trio.MemoryReceiveChannel[Inbound], *, limit: int
+) -> list[Inbound]:
+    """This user's unprocessed rows plus what is already queued, deduped, in arrival order.
+
+    Taking the queued copies out at once keeps a message that is both pending and
+    queued from holding a queue slot (and causing "one moment" replies) meanwhile.
+    """
+    rows = await store.pending_inbox(user_key=user_key, limit=limit)
+    backlog = {row.inbox_id: inbound_from_row(row) for row in rows}
+    while True:
         try:
-            await self._deps.cache.append_context(
-                self.user_key,
-                (Turn(role=Role.USER, text=question), Turn(role=Role.ASSISTANT, text=answer)),
-                max_turns=settings.context_turns,
-                ttl_s=settings.session_ttl_s,
-            )
-        except CacheUnavailable:
-            log.warning("conversation.cache_unavailable", operation="append_context")
+            msg = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        backlog.setdefault(msg.inbox_id, msg)
+    return [backlog[inbox_id] for inbox_id in sorted(backlog)]
 
 
 async def run_conversation(
@@ -565,10 +512,10 @@ async def run_conversation(
         conversation = Conversation(user_key, deps)
         with receive:
             task_status.started(send)
-            for row in await deps.store.pending_inbox(
-                user_key=user_key, limit=deps.settings.queue_size * 8
+            for queued in await _backlog(
+                deps.store, user_key, receive, limit=deps.settings.queue_size * 8
             ):
-                await conversation.handle(inbound_from_row(row))
+                await conversation.handle(queued)
             while True:
                 msg: Inbound | None = None
                 with trio.move_on_after(deps.settings.idle_s):
@@ -576,7 +523,7 @@ async def run_conversation(
                         msg = await receive.receive()
                     except trio.EndOfChannel:
                         return
-                if msg is None:
+                if msg is None:  # the idle timeout passed
                     deps.metrics.reaped += 1
                     log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
                     return
