@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ import httpx
 import structlog
 
 from concierge.protocol import Channel, InboundKind, new_correlation_id, utcnow
+from concierge.settings import TelegramSettings
 from concierge.store.base import NewInbound
 
 log = structlog.get_logger(__name__)
@@ -370,3 +372,15 @@ class TelegramClient:
 
     async def send_chat_action(self, *, chat_id: str, action: str = "typing") -> None:
         await self.call("sendChatAction", {"chat_id": chat_id, "action": action})
+
+
+@asynccontextmanager
+async def open_telegram_client(
+    settings: TelegramSettings, *, timeout_s: float = 10.0
+) -> AsyncIterator[TelegramClient]:
+    """A ``TelegramClient`` with its own connection pool, closed when the block ends."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+        yield TelegramClient(token=settings.bot_token, base_url=settings.api_base_url, http=http,
+                             timeout_s=timeout_s)
