@@ -1,0 +1,216 @@
+"""Helpers for the conversation tests: a running conversations subtree on a real SQLite store, the memory session cache and a real
+provider pool, with helpers to send messages and read what came out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from actors.provider_pool import ProviderPool
+from concierge.conversations import ConversationsService, build_conversations
+from concierge.knowledge import KnowledgeBase, load_knowledge
+from concierge.protocol import (
+    Channel,
+    CompletionRequest,
+    Inbound,
+    InboundKind,
+    OutboxNudge,
+    PresenceMsg,
+    TurnCompleted,
+    new_correlation_id,
+)
+from concierge.providers.base import Adapter
+from concierge.providers.offline import OfflineAdapter
+from concierge.settings import ConversationSettings, StoreSettings, SupervisionSettings
+from concierge.store.base import NewInbound, OutboxRow, SessionCache, Store
+from concierge.store.open import open_store
+from tests.providers.scripted import pool_settings, provider_settings
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+WAIT_S = 20.0
+
+
+def conversation_settings(**overrides: Any) -> ConversationSettings:
+    values: dict[str, Any] = {
+        "config_dir": CONFIG_DIR,
+        "idle_s": 900.0,
+        "queue_size": 4,
+        "context_turns": 12,
+        "context_chars": 6000,
+        "rate_per_min": 600.0,
+        "burst": 50,
+        "max_message_chars": 2000,
+        "handoff_timeout_s": 86400.0,
+        "staff_channel": None,
+        "staff_chat_id": None,
+        "session_ttl_s": 3600.0,
+        "turn_timeout_s": 10.0,
+        "max_tokens": 200,
+    }
+    values.update(overrides)
+    return ConversationSettings(**values)
+
+
+SUPERVISION = SupervisionSettings(
+    max_restarts=5,
+    period_s=60.0,
+    backoff_initial_s=0.01,
+    backoff_max_s=0.05,
+    reset_after_s=60.0,
+)
+
+
+def store_settings(data_dir: Path) -> StoreSettings:
+    return StoreSettings(
+        data_dir=data_dir,
+        database_url=None,
+        redis_url=None,
+        pool_size=1,
+        command_timeout_s=5.0,
+        statement_timeout_s=5.0,
+        redis_timeout_s=0.5,
+        session_ttl_s=3600.0,
+        retention_days=90,
+    )
+
+
+@attrs.define(kw_only=True, eq=False)
+class Harness:
+    store: Store
+    cache: SessionCache
+    service: ConversationsService
+    router_send: trio.MemorySendChannel[Inbound]
+    reports: trio.MemoryReceiveChannel[TurnCompleted]
+    presence: trio.MemoryReceiveChannel[PresenceMsg]
+    nudges: trio.MemoryReceiveChannel[OutboxNudge]
+    _counter: int = 0
+
+    async def accept(
+        self,
+        text: str,
+        *,
+        user: str = "u1",
+        kind: InboundKind = InboundKind.TEXT,
+        language_hint: str | None = None,
+    ) -> Inbound:
+        """Commit an inbox row as ingest does, without handing it to the router."""
+        self._counter += 1
+        message = NewInbound(
+            correlation_id=new_correlation_id(),
+            channel=Channel.CONSOLE,
+            user_key=f"console:{user}",
+            chat_id=user,
+            external_id=f"m{self._counter}",
+            text=text,
+            kind=kind,
+            received_at=datetime.now(UTC),
+            display_name=f"User {user}",
+            language_hint=language_hint,
+        )
+        accepted = await self.store.accept(message)
+        return Inbound(
+            correlation_id=message.correlation_id,
+            channel=message.channel,
+            user_key=message.user_key,
+            chat_id=message.chat_id,
+            external_id=message.external_id,
+            text=text,
+            kind=kind,
+            received_at=message.received_at,
+            inbox_id=accepted.inbox_id,
+            display_name=message.display_name,
+            language_hint=language_hint,
+        )
+
+    async def send(self, text: str, **kwargs: Any) -> Inbound:
+        """Commit and route a message, as ingest does."""
+        inbound = await self.accept(text, **kwargs)
+        await self.router_send.send(inbound)
+        return inbound
+
+    async def report(self, wait_s: float = WAIT_S) -> TurnCompleted:
+        with trio.fail_after(wait_s):
+            return await self.reports.receive()
+
+    async def ask(self, text: str, **kwargs: Any) -> TurnCompleted:
+        """Send and wait for this message's turn to complete."""
+        inbound = await self.send(text, **kwargs)
+        report = await self.report()
+        assert report.inbox_id == inbound.inbox_id
+        return report
+
+    async def outbox(self, channel: Channel = Channel.CONSOLE) -> Sequence[OutboxRow]:
+        return await self.store.pending_outbox(channel, limit=1000)
+
+    async def replies_to(self, user: str) -> list[str]:
+        return [row.text for row in await self.outbox() if row.chat_id == user]
+
+
+@asynccontextmanager
+async def running_concierge(
+    tmp_path: Path,
+    *,
+    adapters: Sequence[Adapter] | None = None,
+    knowledge: KnowledgeBase | None = None,
+    wrap_store: Callable[[Store], Store] | None = None,
+    supervision: SupervisionSettings = SUPERVISION,
+    **overrides: Any,
+) -> AsyncIterator[Harness]:
+    """The conversations subtree and a provider pool, running; stopped on exit.
+
+    ``wrap_store`` may put a fault-injecting proxy around the real store.
+    """
+    from concierge.store.cache import open_session_cache
+
+    knowledge = knowledge or load_knowledge(CONFIG_DIR)
+    if adapters is None:
+        adapters = [OfflineAdapter(knowledge)]
+    network = [provider_settings(a.name, kind=a.kind) for a in adapters if a.kind != "offline"]
+    settings = conversation_settings(**overrides)
+    pool = ProviderPool(
+        adapters=adapters, settings=pool_settings(*network, turn_timeout_s=settings.turn_timeout_s)
+    )
+    async with (
+        open_store(store_settings(tmp_path)) as real_store,
+        open_session_cache(store_settings(tmp_path)) as cache,
+    ):
+        the_store = wrap_store(real_store) if wrap_store is not None else real_store
+        router_send, router_receive = trio.open_memory_channel[Inbound](64)
+        pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
+        reports_send, reports_receive = trio.open_memory_channel[TurnCompleted](256)
+        presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](256)
+        nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](256)
+        service = build_conversations(
+            settings=settings,
+            supervision=supervision,
+            store=the_store,
+            cache=cache,
+            knowledge=knowledge,
+            pool_inbox=pool_send,
+            router_inbox=router_receive,
+            router_send=router_send,
+            outbox_nudges={Channel.CONSOLE: nudge_send},
+            presence={Channel.CONSOLE: presence_send},
+            turn_reports=reports_send,
+            replay_interval_s=3600.0,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(pool.run, inbox=pool_receive))
+            await nursery.start(service.supervisor.run)
+            yield Harness(
+                store=the_store,
+                cache=cache,
+                service=service,
+                router_send=router_send,
+                reports=reports_receive,
+                presence=presence_receive,
+                nudges=nudge_receive,
+            )
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,198 @@
+"""The router: actors started on demand, reaped when idle, restarted after a crash, busy replies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors.inbox_replay import replay_once
+from concierge.protocol import utcnow
+from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
+from concierge.replies import Reply as R, reply_text
+from concierge.store.base import Interaction, Store
+from tests.actors.harness import WAIT_S, running_concierge
+from tests.providers.scripted import Reply, ScriptedAdapter
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def mock_clock() -> trio.testing.MockClock:
+    """A clock that moves only when the test jumps it (SQLite runs in threads: no autojump)."""
+    return trio.testing.MockClock()
+
+
+@pytest.fixture
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    if "mock_clock" in request.fixturenames:
+        return ("trio", {"clock": request.getfixturevalue("mock_clock")})
+    return "trio"
+
+
+def echo() -> ScriptedAdapter:
+    return ScriptedAdapter("scripted", default=lambda call, key: Reply(text=f"echo: {call.query}"))
+
+
+async def wait_until(predicate: Callable[[], bool], wait_s: float = WAIT_S) -> None:
+    with trio.fail_after(wait_s):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+class HoldAdapter:
+    """Answers only once ``release`` is set; ``entered`` says a call is being held."""
+
+    name = "hold"
+    kind = "anthropic"
+    model = "hold-model"
+
+    def __init__(self) -> None:
+        self.entered = trio.Event()
+        self.release = trio.Event()
+        self.calls = 0
+
+    async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
+        self.calls += 1
+        self.entered.set()
+        await self.release.wait()
+        return ProviderReply(text=f"held: {call.query}", model=self.model)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_full_queue_gets_one_busy_reply_and_the_message_is_marked_processed(
+    tmp_path: Path,
+) -> None:
+    hold = HoldAdapter()
+    async with running_concierge(tmp_path, adapters=[hold], queue_size=1) as h:
+        first = await h.send("horaires de la messe ?")
+        await hold.entered.wait()
+        second = await h.send("et le samedi ?")  # waits in the queue
+        third = await h.send("et en semaine ?")  # queue full: busy reply
+        fourth = await h.send("allô ?")  # still full: no second notice
+        stats = h.service.router
+        await wait_until(lambda: stats.busy_replies + stats.busy_dropped == 2)
+        assert (stats.busy_replies, stats.busy_dropped) == (1, 1)
+        assert await h.replies_to("u1") == [reply_text(R.BUSY, "fr")]
+        pending = {row.inbox_id for row in await h.store.pending_inbox()}
+        assert third.inbox_id not in pending
+        assert fourth.inbox_id not in pending
+        hold.release.set()
+        reports = [await h.report(), await h.report()]
+        assert [r.inbox_id for r in reports] == [first.inbox_id, second.inbox_id]
+        assert hold.calls == 2
+        assert await h.store.pending_inbox() == []
+
+
+async def test_idle_actor_is_reaped_and_restarted_with_its_context(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter], idle_s=60.0) as h:
+        await h.ask("Quelles sont les messes du dimanche ?")
+        metrics, stats = h.service.turn_metrics, h.service.router
+        assert metrics.live == 1
+        mock_clock.jump(59)
+        await trio.testing.wait_all_tasks_blocked()
+        assert metrics.live == 1
+        mock_clock.jump(2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert metrics.live == 0
+        assert metrics.reaped == 1
+        assert "console:u1" not in h.service.conversations
+        await h.ask("Et le samedi ?")
+        assert stats.actors_started == 2
+        texts = [t.text for t in adapter.calls[-1][0].turns]
+        assert texts[:2] == [
+            "<user_message>\nQuelles sont les messes du dimanche ?\n</user_message>",
+            "echo: Quelles sont les messes du dimanche ?",
+        ]
+
+
+class CrashOnce:
+    """The real store, except that ``record_interaction`` raises once for chosen turns."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.poisoned: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def record_interaction(self, interaction: Interaction) -> None:
+        if interaction.correlation_id in self.poisoned:
+            self.poisoned.discard(interaction.correlation_id)
+            raise RuntimeError("injected fault")
+        await self._inner.record_interaction(interaction)
+
+
+async def test_a_crashed_conversation_restarts_alone_and_finishes_its_message(
+    tmp_path: Path,
+) -> None:
+    faulty: list[CrashOnce] = []
+
+    def wrap(store: Store) -> Store:
+        faulty.append(CrashOnce(store))
+        return faulty[0]  # type: ignore[return-value]
+
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:
+        await h.ask("horaires de la messe ?", user="bob")
+        doomed = await h.accept("horaires des confessions ?", user="alice")
+        faulty[0].poisoned.add(doomed.correlation_id)
+        await h.router_send.send(doomed)
+        bob_report = await h.ask("et le samedi ?", user="bob")
+        assert bob_report.user_key == "console:bob"
+        alice_report = await h.report()
+        assert alice_report.inbox_id == doomed.inbox_id
+        children = {c.id: c for c in h.service.conversations.statistics().children}
+        assert children["console:alice"].restart_count == 1
+        assert children["console:bob"].restart_count == 0
+        # Written to the outbox before the crash, then again by the restarted actor: at most one duplicate.
+        assert await h.replies_to("alice") == ["echo: horaires des confessions ?"] * 2
+        assert await h.store.pending_inbox() == []
+
+
+async def test_unprocessed_rows_are_replayed_in_order(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:
+        rows = [await h.accept(f"question {i} sur la messe") for i in range(3)]
+        sent = await replay_once(
+            store=h.store, router=h.router_send, cutoff=utcnow() + timedelta(seconds=1)
+        )
+        assert sent == 3
+        reports = [await h.report() for _ in rows]
+        assert [r.inbox_id for r in reports] == [m.inbox_id for m in rows]
+        # Replaying again sends nothing: the rows are processed.
+        assert await replay_once(store=h.store, router=h.router_send, cutoff=utcnow()) == 0
+
+
+async def test_rows_left_by_a_stopped_daemon_are_answered_at_the_next_start(tmp_path: Path) -> None:
+    async with running_concierge(tmp_path) as h:
+        left = [
+            await h.accept("A quelle heure est la messe dimanche ?", user=u) for u in ("a", "b")
+        ]
+    async with running_concierge(tmp_path) as h:
+        reports = {(await h.report()).inbox_id for _ in left}
+        assert reports == {m.inbox_id for m in left}
+        assert await h.store.pending_inbox() == []
+
+
+async def test_router_reports_health_and_metrics(tmp_path: Path) -> None:
+    async with running_concierge(tmp_path) as h:
+        await h.ask("horaires de la messe ?")
+        checks = {c.key: c for c in h.service.health_checks()}
+        assert checks["conversations:live_actors"].observed_value == 1
+        families = {m.name: m for m in h.service.metrics()}
+        assert families["concierge_conversations_live"].samples[0].value == 1
+        assert families["concierge_router_messages"].samples[0].value == 1
+        turns = {s.labels["service_type"]: s.value for s in families["concierge_turns"].samples}
+        assert turns == {"RENSEIGNEMENT": 1}
+        assert h.service.statistics()["routed"] == 1
