@@ -185,7 +185,7 @@ class PostgresStore:
         self._acquire_timeout_s = acquire_timeout_s
         self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
             flush=self._accept_batch, max_batch=max_batch, flushers=flushers,
-            wait_timeout_s=op_timeout_s * 3, name="postgres.inbox",
+            wait_timeout_s=op_timeout_s * 2 + 1, name="postgres.inbox",
         )
 
     @property
@@ -392,11 +392,6 @@ class PostgresStore:
             return None
         return UserRow(user_id=r["user_id"], display_name=r["display_name"],
                        unreachable=r["unreachable"], created_at=r["created_at"])
-
-    async def user_id_for_key(self, user_key: str) -> int | None:
-        """The internal user id behind a channel identity (for ``concierge forget``)."""
-        row = await self.user_for_key(user_key)
-        return None if row is None else row.user_id
 
     async def mark_unreachable(self, user_key: str) -> None:
         async def work(conn: Conn) -> None:

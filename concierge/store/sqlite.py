@@ -536,11 +536,6 @@ class SqliteStore:
 
         return await self._write(work)
 
-    async def user_id_for_key(self, user_key: str) -> int | None:
-        """The internal user id behind a channel identity (for ``concierge forget``)."""
-        row = await self.user_for_key(user_key)
-        return None if row is None else row.user_id
-
     async def aclose(self) -> None:
         """Idempotent; ``open_sqlite`` calls it on the way out."""
         if self._closed:

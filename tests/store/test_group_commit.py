@@ -79,20 +79,25 @@ async def test_a_failed_batch_raises_to_every_caller_in_it_and_only_them() -> No
 async def test_callers_queued_when_the_committer_stops_get_store_unavailable() -> None:
     recorder = Recorder()
     committer = GroupCommitter(flush=recorder.flush, max_batch=2)
-    outcomes: list[object] = []
+    outcomes: dict[int, object] = {}
 
     async def call(n: int) -> None:
         try:
-            outcomes.append(await committer.submit(n))
+            outcomes[n] = await committer.submit(n)
         except StoreUnavailable as exc:
-            outcomes.append(exc)
+            outcomes[n] = exc
 
-    async with trio.open_nursery() as nursery, flushing(committer):
-        for n in range(5):
-            nursery.start_soon(call, n)
+    async with trio.open_nursery() as nursery:
+        async with flushing(committer):
+            for n in range(5):
+                nursery.start_soon(call, n)
+            await trio.testing.wait_all_tasks_blocked()
         await trio.testing.wait_all_tasks_blocked()
-    assert len(outcomes) == 5
-    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+        assert len(outcomes) == 4
+        assert all(isinstance(o, StoreUnavailable) for o in outcomes.values())
+        (direct,) = set(range(5)) - set(outcomes)
+        recorder.release.set()  # the idle-time caller commits directly, in its own task
+    assert outcomes[direct] == direct * 2
     with pytest.raises(StoreUnavailable, match="closed"):
         await committer.submit(9)
 
