@@ -280,7 +280,7 @@ class SessionCache(Protocol):
     async def ping(self) -> float: ...
 
     async def get_context(self, user_key: str) -> Sequence[Turn] | None:
-        """The cached context window, or ``None`` when it must be rebuilt."""
+        """The cached context window (maybe empty), or ``None`` when it must be rebuilt."""
         ...
 
     async def set_context(self, user_key: str, turns: Sequence[Turn], *, ttl_s: float) -> None: ...
@@ -288,7 +288,11 @@ class SessionCache(Protocol):
     async def append_context(
         self, user_key: str, turns: Sequence[Turn], *, max_turns: int, ttl_s: float
     ) -> None:
-        """Append turns and trim to the newest ``max_turns``."""
+        """Append turns and trim to the newest ``max_turns``.
+
+        Only a cached window grows: when there is none (expired, evicted, Redis
+        restarted) it stays missing, so the next read rebuilds it whole.
+        """
         ...
 
     async def clear_context(self, user_key: str) -> None: ...
