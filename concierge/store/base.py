@@ -185,7 +185,11 @@ class Store(Protocol):
     async def pending_outbox(
         self, channel: Channel, *, now: datetime | None = None, limit: int = 100
     ) -> Sequence[OutboxRow]:
-        """Unsent rows due by ``now`` in creation order."""
+        """Unsent rows due by ``now`` in creation order.
+
+        A row waits while an earlier unsent row of the same user waits for its retry,
+        so one user's replies never overtake each other.
+        """
         ...
 
     async def mark_sent(self, outbox_id: int) -> None: ...
@@ -206,7 +210,10 @@ class Store(Protocol):
     async def user_for_key(self, user_key: str) -> UserRow | None: ...
 
     async def mark_unreachable(self, user_key: str) -> None:
-        """The platform says this user blocked us: stop sending to them."""
+        """The platform says this user blocked us: stop sending to them.
+
+        Their unsent replies are given up; ``resolve_user`` (they wrote again) clears the flag.
+        """
         ...
 
     async def conversation_for(self, user_id: int) -> ConversationRow:

@@ -169,7 +169,7 @@ class GroupCommitter(Generic[In, Out]):
             if len(results) != len(batch):
                 raise StoreError(f"{self._name}: flush returned {len(results)} results for {len(batch)} items")
         except Exception as exc:
-            log.warning("store.group_commit_failed", batch=len(batch), error=repr(exc))
+            log.info("store.group_commit_failed", batch=len(batch), error=repr(exc))
             for slot in batch:
                 slot.error = exc
         else:
