@@ -134,6 +134,7 @@ class Conversation:
         "_seen",
         "_seen_order",
         "conversation_id",
+        "handoff_open",
         "language",
         "limited_noticed",
         "service_type",
@@ -149,6 +150,7 @@ class Conversation:
         self.service_type: ServiceType | None = None
         self.language: str | None = None
         self.limited_noticed = False
+        self.handoff_open = False
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -176,6 +178,7 @@ class Conversation:
                 row = await deps.store.conversation_for(user_id)
                 self.conversation_id = row.conversation_id
                 self.service_type = row.service_type
+                self.handoff_open = row.handoff_open
             outcome = await self._turn(msg)
             await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)
             deps.metrics.count_turn(outcome.service_type)
@@ -211,7 +214,7 @@ class Conversation:
             msg.text, previous=self.language, hint=msg.language_hint
         )
 
-        if await deps.store.active_handoff(self.conversation_id) is not None:
+        if await self._in_handoff():
             deps.metrics.silent_in_handoff += 1
             await self._record(msg, None, ServiceType.CONTACT_HUMAIN)
             return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN)
@@ -274,6 +277,7 @@ class Conversation:
     async def _open_handoff(self, msg: Inbound, language: str, *, reason: str) -> _Outcome:
         deps = self._deps
         assert self.conversation_id is not None
+        self.handoff_open = True
         handoff = await deps.store.open_handoff(
             conversation_id=self.conversation_id,
             user_key=self.user_key,
@@ -466,6 +470,19 @@ class Conversation:
                 service_type=service_type,
                 correlation_id=msg.correlation_id,
             )
+
+    async def _in_handoff(self) -> bool:
+        """Whether a person owns the conversation now.
+
+        Only this actor opens handoffs, so a closed one stays closed without asking the
+        store; an open one is checked every time, since staff (or the sweeper) close it.
+        """
+        if self.handoff_open:
+            assert self.conversation_id is not None
+            self.handoff_open = (
+                await self._deps.store.active_handoff(self.conversation_id) is not None
+            )
+        return self.handoff_open
 
     async def _set_service_type(self, service_type: ServiceType) -> None:
         if service_type is not self.service_type:

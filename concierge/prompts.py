@@ -101,6 +101,7 @@ class PromptBook:
         if missing:
             raise PromptError(f"missing prompt templates: {', '.join(missing)}")
         self._templates = dict(templates)
+        self._leak_lines = {key: _leak_lines(text, key[1]) for key, text in self._templates.items()}
 
     @classmethod
     def load(cls, directory: Path) -> PromptBook:
@@ -136,7 +137,6 @@ class PromptBook:
         lang = language if language in SUPPORTED else FRENCH
         template = self._templates[(service_type, lang)]
         frame = _FRAME[lang]
-        instructions = template.replace(KNOWLEDGE_PLACEHOLDER, "")
         canary = canary or f"ref-{secrets.token_hex(6)}"
         knowledge = render_knowledge(sections, lang)
         if KNOWLEDGE_PLACEHOLDER in template:
@@ -149,15 +149,20 @@ class PromptBook:
             for t in history
         ]
         turns = (*fenced, Turn(role=Role.USER, text=fence(user_text)))
-        lines = tuple(
-            n
-            for n in (
-                _norm(line.lstrip("-*• "))
-                for line in (*instructions.splitlines(), *_split_sentences(frame))
-            )
-            if len(n) >= _MIN_LEAK_LINE
+        return Prompt(
+            system=system,
+            turns=turns,
+            canary=canary,
+            instruction_lines=self._leak_lines[(service_type, lang)],
         )
-        return Prompt(system=system, turns=turns, canary=canary, instruction_lines=lines)
+
+
+def _leak_lines(template: str, language: str) -> tuple[str, ...]:
+    """The instruction lines (and frame sentences) a reply must not repeat, normalised."""
+    instructions = template.replace(KNOWLEDGE_PLACEHOLDER, "")
+    candidates = (*instructions.splitlines(), *_split_sentences(_FRAME[language]))
+    normalised = (_norm(line.lstrip("-*• ")) for line in candidates)
+    return tuple(n for n in normalised if len(n) >= _MIN_LEAK_LINE)
 
 
 def _split_sentences(text: str) -> list[str]:

@@ -60,19 +60,46 @@ class TriageRules:
     default: ServiceType
     handoff_threshold: int
     patterns: Mapping[ServiceType, tuple[Pattern, ...]]
+    _by_first: Mapping[str, tuple[tuple[ServiceType, Pattern], ...]] = attrs.field(
+        init=False, repr=False
+    )
+    _prefixed: tuple[tuple[ServiceType, Pattern], ...] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Index patterns by their first word so a message only tries the ones it could match;
+        # one-word prefix patterns ("inscri*") are tried against every word.
+        by_first: dict[str, list[tuple[ServiceType, Pattern]]] = {}
+        prefixed: list[tuple[ServiceType, Pattern]] = []
+        for service_type, patterns in self.patterns.items():
+            for pattern in patterns:
+                if pattern.prefix and len(pattern.tokens) == 1:
+                    prefixed.append((service_type, pattern))
+                else:
+                    by_first.setdefault(pattern.tokens[0], []).append((service_type, pattern))
+        object.__setattr__(self, "_by_first", {k: tuple(v) for k, v in by_first.items()})
+        object.__setattr__(self, "_prefixed", tuple(prefixed))
+
+    def _matches(self, tokens: Sequence[str]) -> list[tuple[ServiceType, Pattern]]:
+        found: dict[int, tuple[ServiceType, Pattern]] = {}
+        for start, token in enumerate(tokens):
+            for service_type, pattern in self._by_first.get(token, ()):
+                if id(pattern) not in found and pattern.matches(
+                    tokens[start : start + len(pattern.tokens)]
+                ):
+                    found[id(pattern)] = (service_type, pattern)
+        for service_type, pattern in self._prefixed:
+            if any(token.startswith(pattern.tokens[0]) for token in tokens):
+                found[id(pattern)] = (service_type, pattern)
+        return list(found.values())
 
     def classify(self, text: str, *, current: ServiceType | None = None) -> TriageResult:
         """The service ``text`` asks for; ``current`` is the conversation's present one."""
         tokens = words(text)
-        scores: dict[ServiceType, int] = {}
+        scores: dict[ServiceType, int] = dict.fromkeys(self.patterns, 0)
         matched: list[str] = []
-        for service_type, patterns in self.patterns.items():
-            score = 0
-            for pattern in patterns:
-                if pattern.matches(tokens):
-                    score += pattern.weight
-                    matched.append(f"{service_type.value}:{pattern.text}")
-            scores[service_type] = score
+        for service_type, pattern in self._matches(tokens):
+            scores[service_type] += pattern.weight
+            matched.append(f"{service_type.value}:{pattern.text}")
         human = scores.get(ServiceType.CONTACT_HUMAIN, 0)
         info = scores.get(ServiceType.RENSEIGNEMENT, 0)
         faith = scores.get(ServiceType.CATECHESE, 0)
