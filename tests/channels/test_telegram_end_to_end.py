@@ -1,0 +1,146 @@
+"""Telegram end to end over loopback HTTP: update in, conversation, outbox, reply out through the fake.
+
+The real pieces (store, session cache, offline provider pool, conversations subtree,
+outbox sender, Telegram sender, poller or webhook, typing) run in one nursery against
+``FakeTelegram``; only the composition root is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart_trio import QuartTrio
+
+from actors.outbox import OutboxStats, run_outbox_sender
+from actors.provider_pool import ProviderPool
+from actors.telegram import TelegramPollerStats, run_telegram_poller, run_telegram_typing
+from concierge.channels.telegram import TelegramClient
+from concierge.channels.telegram_http import telegram_blueprint
+from concierge.channels.telegram_sender import TelegramSender
+from concierge.conversations import build_conversations
+from concierge.ingest import Ingest
+from concierge.knowledge import load_knowledge
+from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
+from concierge.providers.offline import OfflineAdapter
+from concierge.settings import ConversationSettings, SupervisionSettings
+from concierge.store.cache import open_session_cache
+from concierge.store.open import open_store
+from tests.channels.telegram_support import store_settings, telegram_settings
+from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
+from tests.providers.scripted import pool_settings
+
+pytestmark = pytest.mark.anyio
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+SECRET = "e2e_secret-" + "x" * 30
+MEDIA_REPLY = "Je ne peux lire que du texte pour le moment"
+
+
+@attrs.define
+class Concierge:
+    fake: FakeTelegram
+    ingest: Ingest
+    outbox: OutboxStats
+    poller: TelegramPollerStats
+    webhook_url: str | None = None
+
+
+async def eventually(condition: Callable[[], bool], *, within_s: float = 30.0) -> None:
+    with trio.fail_after(within_s):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
+    fake = FakeTelegram()
+    settings = ConversationSettings(
+        config_dir=CONFIG_DIR, idle_s=900.0, queue_size=4, context_turns=12, context_chars=6000,
+        rate_per_min=600.0, burst=50, max_message_chars=2000, handoff_timeout_s=86400.0,
+        staff_channel=None, staff_chat_id=None, session_ttl_s=3600.0, turn_timeout_s=10.0, max_tokens=200,
+    )
+    supervision = SupervisionSettings(max_restarts=5, period_s=60.0, backoff_initial_s=0.01,
+                                      backoff_max_s=0.05, reset_after_s=60.0)
+    knowledge = load_knowledge(CONFIG_DIR)
+    pool = ProviderPool(adapters=[OfflineAdapter(knowledge)], settings=pool_settings(turn_timeout_s=10.0))
+    async with fake.serve(), open_store(store_settings(tmp_path)) as store, \
+            open_session_cache(store_settings(tmp_path)) as cache, httpx.AsyncClient(timeout=60.0) as http:
+        client = TelegramClient(token=fake.token, base_url=fake.url, http=http)
+        router_send, router_receive = trio.open_memory_channel[Inbound](64)
+        pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
+        nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](64)
+        presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](64)
+        service = build_conversations(
+            settings=settings, supervision=supervision, store=store, cache=cache, knowledge=knowledge,
+            pool_inbox=pool_send, router_inbox=router_receive, router_send=router_send,
+            outbox_nudges={Channel.TELEGRAM: nudge_send}, presence={Channel.TELEGRAM: presence_send},
+            replay_interval_s=3600.0,
+        )
+        ingest = Ingest(store=store, router=router_send)
+        outbox_stats = OutboxStats(channel=Channel.TELEGRAM)
+        poller_stats = TelegramPollerStats()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(pool.run, inbox=pool_receive))
+            await nursery.start(service.supervisor.run)
+            await nursery.start(partial(run_outbox_sender, sender=TelegramSender(client=client), store=store,
+                                        nudges=nudge_receive, stats=outbox_stats))
+            await nursery.start(partial(run_telegram_typing, client=client, presence=presence_receive))
+            concierge = Concierge(fake=fake, ingest=ingest, outbox=outbox_stats, poller=poller_stats)
+            if mode == "polling":
+                await nursery.start(partial(
+                    run_telegram_poller, client=client, store=store, ingest=ingest, stats=poller_stats,
+                    settings=telegram_settings(token=fake.token, poll_timeout_s=1)))
+            else:
+                app = QuartTrio("e2e")
+                app.register_blueprint(telegram_blueprint(ingest=ingest, secret=SECRET))
+                config = Config()
+                config.bind = ["127.0.0.1:0"]
+                config.accesslog = None
+                config.errorlog = None
+                binds = await nursery.start(partial(serve, app, config))
+                concierge.webhook_url = binds[0] + "/webhooks/telegram"
+            yield concierge
+            nursery.cancel_scope.cancel()
+
+
+async def test_polling_mode_answers_text_and_media(tmp_path: Path) -> None:
+    async with running(tmp_path, mode="polling") as c:
+        c.fake.add_update(c.fake.text_message(user_id=501, text="Bonjour, à quelle heure est la messe dimanche ?"))
+        c.fake.add_update(c.fake.text_message(user_id=502, text="", voice={"file_id": "v", "duration": 3}))
+        await eventually(lambda: c.outbox.sent == 2)
+        [answer] = c.fake.texts_to(501)
+        assert answer.strip()
+        [media] = c.fake.texts_to(502)
+        assert media.startswith(MEDIA_REPLY)
+        assert c.poller.accepted == 2
+
+
+async def test_webhook_mode_answers_each_update_once_despite_triple_delivery(tmp_path: Path) -> None:
+    async with running(tmp_path, mode="webhook") as c:
+        assert c.webhook_url is not None
+        updates = [c.fake.text_message(user_id=600 + i, text="Bonjour") for i in range(5)]
+        updates.append(c.fake.text_message(user_id=700, text="", photo=[{"file_id": "p"}]))
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            pusher = WebhookPusher(post=WebhookPusher.for_url(c.webhook_url, http), secret=SECRET)
+            async with pusher.running():
+                for update in updates:
+                    for _ in range(3):
+                        pusher.push(update)
+                await pusher.drain()
+        await eventually(lambda: c.outbox.sent == 6)
+        await trio.sleep(0.5)  # a duplicate reply would have had time to go out
+        for i in range(5):
+            assert len(c.fake.texts_to(600 + i)) == 1
+        [media] = c.fake.texts_to(700)
+        assert media.startswith(MEDIA_REPLY)
+        assert all(r.status == 200 for r in pusher.results)
+        assert len(c.fake.sent) == 6
