@@ -65,9 +65,19 @@ async def test_server_down_gives_store_unavailable_and_the_store_reconnects_when
         ))
         await store.accept(inbound("before"))
         await trio.to_thread.run_sync(cluster.stop)
+        failures: list[BaseException] = []
+
+        async def deliver(n: int) -> None:
+            try:
+                await store.accept(inbound(f"during-{n}"))
+            except StoreUnavailable as exc:
+                failures.append(exc)
+
         with trio.fail_after(15):  # bounded: the store fails fast instead of hanging
-            with pytest.raises(StoreUnavailable):
-                await store.accept(inbound("during"))
+            async with trio.open_nursery() as callers:
+                for n in range(20):
+                    callers.start_soon(deliver, n)
+            assert len(failures) == 20
             with pytest.raises(StoreUnavailable):
                 await store.pending_inbox()
             await monitor.wait_unavailable()
