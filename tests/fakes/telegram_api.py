@@ -62,6 +62,7 @@ class ApiFailure:
     retry_after: int | None = None
     retry_after_in_body: bool = True  # False: only the Retry-After header carries it
     hang: bool = False
+    html: str | None = None  # a broken proxy in front of the API answers this page instead
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
@@ -245,8 +246,8 @@ class FakeTelegram:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Answer one HTTP call to ``path`` (``/bot<token>/<method>``)."""
+    async def handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
+        """Answer one HTTP call to ``path`` (``/bot<token>/<method>``); a str body is an HTML page."""
         match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)", path)
         if match is None:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found"}, {}
@@ -266,6 +267,8 @@ class FakeTelegram:
             if failure.hang:
                 await trio.sleep_forever()
             headers = {"retry-after": str(failure.retry_after)} if failure.retry_after is not None else {}
+            if failure.html is not None:
+                return failure.status, failure.html, headers
             return failure.status, failure.body(), headers
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
@@ -422,8 +425,9 @@ class FakeTelegram:
             if not message.get("more_body"):
                 break
         status, body, headers = await self.handle(scope["path"], b"".join(chunks))
-        payload = json.dumps(body).encode()
-        raw_headers = [(b"content-type", b"application/json"),
+        payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        kind = b"text/html" if isinstance(body, str) else b"application/json"
+        raw_headers = [(b"content-type", kind),
                        (b"content-length", str(len(payload)).encode())]
         raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
@@ -437,6 +441,8 @@ class _Transport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         status, payload, headers = await self._fake.handle(request.url.path, body)
+        if isinstance(payload, str):
+            return httpx.Response(status, text=payload, headers=headers, request=request)
         return httpx.Response(status, json=payload, headers=headers, request=request)
 
 
