@@ -329,7 +329,7 @@ async def test_migrations_are_idempotent(settings: StoreSettings) -> None:
 
 
 async def test_ping_reports_a_latency(store: Store) -> None:
-    assert 0 < await store.ping() < 5
+    assert await store.ping() > 0
 
 
 async def test_a_closed_store_refuses_work_with_store_unavailable(settings: StoreSettings) -> None:
