@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -10,13 +12,16 @@ from pathlib import Path
 import attrs
 import httpx
 import trio
+import trio_asyncio
 
 from concierge.channels.telegram import TelegramClient
 from concierge.ingest import Ingest
 from concierge.protocol import Inbound
 from concierge.settings import StoreSettings, TelegramSettings
 from concierge.store.base import Store
+from concierge.store.migrate import migrate
 from concierge.store.open import open_store
+from concierge.store.postgres import execute_admin
 from tests.fakes.telegram_api import FakeTelegram
 
 
@@ -86,3 +91,22 @@ def trio_wallclock() -> Callable[[], datetime]:
     base = datetime.now(UTC) + timedelta(days=1)
     offset = trio.current_time()
     return lambda: base + timedelta(seconds=trio.current_time() - offset)
+
+
+PG_DSN = os.environ.get("CONCIERGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@asynccontextmanager
+async def postgres_store(data_dir: Path) -> AsyncIterator[Store]:
+    """A migrated store in a fresh schema of the test database (inside a trio-asyncio loop)."""
+    schema = f"tg_{secrets.token_hex(5)}"
+    async with trio_asyncio.open_loop():
+        await execute_admin(PG_DSN, f"CREATE SCHEMA {schema}")
+        try:
+            settings = attrs.evolve(store_settings(data_dir), database_url=f"{PG_DSN}?search_path={schema}")
+            await migrate(settings)
+            async with open_store(settings) as store:
+                yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                await execute_admin(PG_DSN, f"DROP SCHEMA {schema} CASCADE")
