@@ -18,7 +18,7 @@ import hypothesis.strategies as st
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from concierge.protocol import Role, Turn
 from concierge.settings import StoreSettings
@@ -391,19 +391,17 @@ class TokenBucketMachine(RuleBasedStateMachine):
         super().__init__()
         self.rate_per_s = 1.0
         self.burst = 1
-        self.configured = False
         self.now = 1000.0
         self.state: BucketState | None = None
         self.grants: list[float] = []
         self.refused_at: float | None = None
 
-    @precondition(lambda self: not self.configured)
-    @rule(
+    @initialize(
         rate_per_s=st.floats(min_value=0.001, max_value=100, allow_nan=False),
         burst=st.integers(min_value=1, max_value=20),
     )
     def configure(self, rate_per_s: float, burst: int) -> None:
-        self.rate_per_s, self.burst, self.configured = rate_per_s, burst, True
+        self.rate_per_s, self.burst = rate_per_s, burst
 
     @rule(dt=st.one_of(st.just(0.0), st.floats(min_value=0, max_value=30, allow_nan=False)))
     def advance(self, dt: float) -> None:
