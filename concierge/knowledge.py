@@ -8,6 +8,7 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import tomllib
@@ -30,7 +31,8 @@ STOPWORDS_FR = _wordset(
     me meme mes moi mon n ne ni nos notre nous o on ont ou par pas peu peut plus pour pouvez
     qu que quel quelle quelles quels qui s sa sans se ses si son sont sur t ta te tes toi ton
     tu un une unes uns vos votre vous y voudrais voudrait veux veut bonjour bonsoir merci svp
-    stp comment quand combien quoi ya
+    stp comment quand combien quoi ya faire puis peux peut dois doit savoir aimerais souhaite
+    souhaiterais voudrions
     """
 )
 STOPWORDS_EN = _wordset(
@@ -65,9 +67,14 @@ def _stem(token: str) -> str:
     return token
 
 
-def words(text: str) -> list[str]:
-    """Folded tokens (stopwords kept): what triage and language detection look at."""
-    return _TOKEN.findall(fold(text))
+@functools.lru_cache(maxsize=512)
+def words(text: str) -> tuple[str, ...]:
+    """Folded tokens (stopwords kept): what triage and language detection look at.
+
+    Memoised: one message's text goes through language detection, triage and
+    retrieval in the same turn.
+    """
+    return tuple(_TOKEN.findall(fold(text)))
 
 
 def terms(text: str) -> list[str]:
@@ -97,6 +104,7 @@ class Section:
 class Hit:
     section: Section
     score: float
+    coverage: float = 1.0
 
 
 def split_sections(source: str, markdown: str) -> list[Section]:
@@ -128,10 +136,10 @@ def split_sections(source: str, markdown: str) -> list[Section]:
 
 
 class KnowledgeBase:
-    """Sections indexed for BM25 (k1=1.5, b=0.75); headings count twice."""
+    """Sections indexed for BM25 (k1=1.5, b=0.5: long sections are not penalised much); headings count twice."""
 
     K1 = 1.5
-    B = 0.75
+    B = 0.5
 
     def __init__(
         self, sections: Sequence[Section], *, synonyms: Mapping[str, Sequence[str]] | None = None
@@ -146,24 +154,45 @@ class KnowledgeBase:
             heading_terms = [t for h in section.path for t in terms(h)]
             self._docs.append(Counter(terms(section.body) + heading_terms * 2))
         self._lengths = [sum(doc.values()) for doc in self._docs]
+        self._order = {id(section): i for i, section in enumerate(self.sections)}
         self._avg_length = (sum(self._lengths) / len(self._lengths)) if self._lengths else 0.0
         df: Counter[str] = Counter()
         for doc in self._docs:
             df.update(doc.keys())
         n = len(self._docs)
         self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        # term -> [(section index, BM25 weight of the term in that section)]
+        self._postings: dict[str, list[tuple[int, float]]] = {}
+        for i, (doc, length) in enumerate(zip(self._docs, self._lengths, strict=True)):
+            norm = self.K1 * (1 - self.B + self.B * length / self._avg_length)
+            for term, tf in doc.items():
+                weight = self._idf[term] * tf * (self.K1 + 1) / (tf + norm)
+                self._postings.setdefault(term, []).append((i, weight))
 
     @property
     def sources(self) -> frozenset[str]:
         return frozenset(s.source for s in self.sections)
 
+    def query_groups(self, query: str) -> list[tuple[str, ...]]:
+        """One group per query word: the word's term and its synonyms (English reaches French).
+
+        Stopwords count only through their synonyms (``heure`` is not a stopword, ``when``
+        is, and neither says much on its own).
+        """
+        groups: dict[str, tuple[str, ...]] = {}
+        for word in words(query):
+            term = _stem(word)
+            expansions = self._synonyms.get(term, ())
+            if word in STOPWORDS:
+                if expansions:
+                    groups.setdefault(term, expansions)
+            else:
+                groups.setdefault(term, (term, *expansions))
+        return list(groups.values())
+
     def query_terms(self, query: str) -> list[str]:
-        """The query's terms plus their synonyms (English questions reach French facts)."""
-        found: list[str] = []
-        for term in terms(query):
-            found.append(term)
-            found.extend(self._synonyms.get(term, ()))
-        return list(dict.fromkeys(found))
+        """Every term a search for ``query`` scores."""
+        return list(dict.fromkeys(t for group in self.query_groups(query) for t in group))
 
     def search(
         self,
@@ -172,25 +201,38 @@ class KnowledgeBase:
         limit: int = 3,
         sources: Collection[str] | None = None,
         min_score: float = 1.0,
+        min_coverage: float = 0.0,
     ) -> list[Hit]:
-        """Best sections for ``query``, best first; ``sources`` restricts to some files."""
-        qterms = self.query_terms(query)
-        if not qterms or not self._docs:
+        """Best sections for ``query``, best first.
+
+        ``sources`` restricts to some files; ``min_coverage`` is the share of the
+        query's words (or their synonyms) a section must contain.
+        """
+        groups = self.query_groups(query)
+        if not groups:
             return []
+        scores: dict[int, float] = {}
+        covered: dict[int, int] = {}
+        seen_terms: set[str] = set()
+        for group in groups:
+            in_group: set[int] = set()
+            for term in group:
+                for i, weight in self._postings.get(term, ()):
+                    in_group.add(i)
+                    if term not in seen_terms:
+                        scores[i] = scores.get(i, 0.0) + weight
+                seen_terms.add(term)
+            for i in in_group:
+                covered[i] = covered.get(i, 0) + 1
         hits: list[Hit] = []
-        for section, doc, length in zip(self.sections, self._docs, self._lengths, strict=True):
+        for i, score in scores.items():
+            section = self.sections[i]
             if sources is not None and section.source not in sources:
                 continue
-            score = 0.0
-            for term in qterms:
-                tf = doc.get(term, 0)
-                if not tf:
-                    continue
-                norm = self.K1 * (1 - self.B + self.B * length / self._avg_length)
-                score += self._idf[term] * tf * (self.K1 + 1) / (tf + norm)
-            if score >= min_score:
-                hits.append(Hit(section=section, score=score))
-        hits.sort(key=lambda h: h.score, reverse=True)
+            coverage = covered[i] / len(groups)
+            if score >= min_score and coverage >= min_coverage:
+                hits.append(Hit(section=section, score=score, coverage=coverage))
+        hits.sort(key=lambda h: (-h.score, self._order[id(h.section)]))
         return hits[:limit]
 
 

@@ -63,21 +63,23 @@ class TriageRules:
     _by_first: Mapping[str, tuple[tuple[ServiceType, Pattern], ...]] = attrs.field(
         init=False, repr=False
     )
-    _prefixed: tuple[tuple[ServiceType, Pattern], ...] = attrs.field(init=False, repr=False)
+    _prefixed: Mapping[str, tuple[tuple[ServiceType, Pattern], ...]] = attrs.field(
+        init=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         # Index patterns by their first word so a message only tries the ones it could match;
         # one-word prefix patterns ("inscri*") are tried against every word.
         by_first: dict[str, list[tuple[ServiceType, Pattern]]] = {}
-        prefixed: list[tuple[ServiceType, Pattern]] = []
+        prefixed: dict[str, list[tuple[ServiceType, Pattern]]] = {}
         for service_type, patterns in self.patterns.items():
             for pattern in patterns:
                 if pattern.prefix and len(pattern.tokens) == 1:
-                    prefixed.append((service_type, pattern))
+                    prefixed.setdefault(pattern.tokens[0], []).append((service_type, pattern))
                 else:
                     by_first.setdefault(pattern.tokens[0], []).append((service_type, pattern))
         object.__setattr__(self, "_by_first", {k: tuple(v) for k, v in by_first.items()})
-        object.__setattr__(self, "_prefixed", tuple(prefixed))
+        object.__setattr__(self, "_prefixed", {k: tuple(v) for k, v in prefixed.items()})
 
     def _matches(self, tokens: Sequence[str]) -> list[tuple[ServiceType, Pattern]]:
         found: dict[int, tuple[ServiceType, Pattern]] = {}
@@ -87,9 +89,10 @@ class TriageRules:
                     tokens[start : start + len(pattern.tokens)]
                 ):
                     found[id(pattern)] = (service_type, pattern)
-        for service_type, pattern in self._prefixed:
-            if any(token.startswith(pattern.tokens[0]) for token in tokens):
-                found[id(pattern)] = (service_type, pattern)
+        for token in tokens:
+            for end in range(1, len(token) + 1):
+                for service_type, pattern in self._prefixed.get(token[:end], ()):
+                    found[id(pattern)] = (service_type, pattern)
         return list(found.values())
 
     def classify(self, text: str, *, current: ServiceType | None = None) -> TriageResult:

@@ -1,0 +1,432 @@
+"""10,000 users writing at once: time until every one is answered, and memory per conversation actor.
+
+A fake provider answers every call after a fixed delay (1 s by default), so the
+figure to read is the time to answer all *beyond* that delay: the daemon's own
+cost (ingest into the durable inbox, routing, one actor per user, store writes).
+The store is the embedded SQLite file (in a temporary directory), the session
+cache the in-memory one: the daemon's defaults.
+
+Two measurements, printed (no asserts):
+
+1. burst: ``--users`` messages accepted concurrently through ``Ingest`` as webhooks
+   would; time to the last ``TurnCompleted``; peak RSS (VmHWM);
+2. idle actors: RSS before and after starting ``--actors`` conversation actors
+   that wait for messages, divided by the number started.
+
+Run: ``python bench/bench_conversations.py [--users 10000] [--delay 1.0] [--actors 10000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import attrs
+import structlog
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from actors.provider_pool import ProviderPool
+from concierge.conversations import ConversationsService, build_conversations
+from concierge.ingest import Ingest
+from concierge.knowledge import load_knowledge
+from concierge.protocol import (
+    Channel,
+    CompletionRequest,
+    Inbound,
+    OutboxNudge,
+    PresenceMsg,
+    Role,
+    ServiceType,
+    Turn,
+    TurnCompleted,
+    new_correlation_id,
+    utcnow,
+)
+from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
+from concierge.settings import (
+    BreakerSettings,
+    ConversationSettings,
+    PoolSettings,
+    ProviderSettings,
+    StoreSettings,
+    SupervisionSettings,
+)
+from concierge.store.base import (
+    Accepted,
+    AcceptStatus,
+    ConversationRow,
+    Direction,
+    InboxRow,
+    Interaction,
+    NewInbound,
+    NewOutbound,
+    Store,
+)
+from concierge.store.cache import open_session_cache
+from concierge.store.open import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DelayAdapter:
+    """A provider that answers every call after ``delay_s``."""
+
+    name = "fake"
+    kind = "openai"
+    model = "fake-1s"
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls = 0
+
+    async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
+        self.calls += 1
+        await trio.sleep(self.delay_s)
+        return ProviderReply(text=f"Réponse à : {call.query}", model=self.model)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class MemoryStore:
+    """Just enough of ``Store`` in process memory, to show the actors' own cost without SQLite.
+
+    Not durable and not part of the daemon: a measuring device for ``--store memory``.
+    """
+
+    backend = "memory (bench only)"
+
+    def __init__(self) -> None:
+        self.inbox: dict[int, InboxRow] = {}
+        self.unprocessed: dict[str, dict[int, None]] = {}
+        self.by_external: dict[tuple[str, str], int] = {}
+        self.outbox: list[NewOutbound] = []
+        self.users: dict[str, int] = {}
+        self.conversations: dict[int, ConversationRow] = {}
+        self.messages: dict[int, list[Turn]] = {}
+        self.interactions = 0
+
+    async def accept(self, message: NewInbound) -> Accepted:
+        await trio.lowlevel.checkpoint()
+        key = (message.channel.value, message.external_id)
+        if key in self.by_external:
+            return Accepted(status=AcceptStatus.DUPLICATE, inbox_id=self.by_external[key])
+        inbox_id = len(self.inbox) + 1
+        self.by_external[key] = inbox_id
+        self.inbox[inbox_id] = InboxRow(
+            inbox_id=inbox_id,
+            correlation_id=message.correlation_id,
+            channel=message.channel,
+            user_key=message.user_key,
+            chat_id=message.chat_id,
+            external_id=message.external_id,
+            text=message.text,
+            kind=message.kind,
+            received_at=message.received_at,
+        )
+        self.unprocessed.setdefault(message.user_key, {})[inbox_id] = None
+        return Accepted(status=AcceptStatus.NEW, inbox_id=inbox_id)
+
+    async def pending_inbox(
+        self, *, user_key: str | None = None, limit: int = 1000
+    ) -> list[InboxRow]:
+        await trio.lowlevel.checkpoint()
+        if user_key is None:
+            ids = sorted(i for pending in self.unprocessed.values() for i in pending)
+        else:
+            ids = list(self.unprocessed.get(user_key, {}))
+        return [self.inbox[i] for i in ids[:limit]]
+
+    async def mark_processed(
+        self, inbox_id: int, *, service_type: ServiceType | None = None
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        row = self.inbox[inbox_id]
+        self.inbox[inbox_id] = attrs.evolve(row, processed_at=utcnow())
+        self.unprocessed.get(row.user_key, {}).pop(inbox_id, None)
+
+    async def enqueue_reply(self, reply: NewOutbound) -> int:
+        await trio.lowlevel.checkpoint()
+        self.outbox.append(reply)
+        return len(self.outbox)
+
+    async def resolve_user(
+        self, channel: Channel, user_key: str, *, display_name: str | None = None
+    ) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.users.setdefault(user_key, len(self.users) + 1)
+
+    async def conversation_for(self, user_id: int) -> ConversationRow:
+        await trio.lowlevel.checkpoint()
+        return self.conversations.setdefault(
+            user_id,
+            ConversationRow(
+                conversation_id=user_id,
+                user_id=user_id,
+                service_type=ServiceType.RENSEIGNEMENT,
+                handoff_open=False,
+                updated_at=utcnow(),
+            ),
+        )
+
+    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def record_message(
+        self,
+        *,
+        conversation_id: int,
+        direction: Direction,
+        text: str,
+        service_type: ServiceType,
+        correlation_id: str,
+    ) -> int:
+        await trio.lowlevel.checkpoint()
+        role = Role.USER if direction is Direction.INBOUND else Role.ASSISTANT
+        self.messages.setdefault(conversation_id, []).append(Turn(role=role, text=text))
+        return 0
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> list[Turn]:
+        await trio.lowlevel.checkpoint()
+        return self.messages.get(conversation_id, [])[-limit:]
+
+    async def record_interaction(self, interaction: Interaction) -> None:
+        await trio.lowlevel.checkpoint()
+        self.interactions += 1
+
+    async def active_handoff(self, conversation_id: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def handoffs_opened_before(self, cutoff: object) -> list[object]:
+        await trio.lowlevel.checkpoint()
+        return []
+
+
+@asynccontextmanager
+async def open_bench_store(kind: str, settings: StoreSettings) -> AsyncIterator[Store]:
+    if kind == "memory":
+        yield MemoryStore()  # type: ignore[misc]
+    else:
+        async with open_store(settings) as store:
+            yield store
+
+
+def rss_kib(field: str = "VmRSS") -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _settings(users: int, turn_timeout_s: float) -> tuple[ConversationSettings, PoolSettings]:
+    conversation = ConversationSettings(
+        config_dir=ROOT / "config",
+        idle_s=3600.0,
+        queue_size=4,
+        context_turns=12,
+        context_chars=6000,
+        rate_per_min=60.0,
+        burst=5,
+        max_message_chars=2000,
+        handoff_timeout_s=86400.0,
+        staff_channel=None,
+        staff_chat_id=None,
+        session_ttl_s=3600.0,
+        turn_timeout_s=turn_timeout_s,
+        max_tokens=200,
+    )
+    provider = ProviderSettings(
+        name="fake",
+        kind="openai",
+        model="fake-1s",
+        base_url="http://127.0.0.1:9",
+        keys=(ApiKey(alias="k1", secret="x"),),
+        timeout_s=turn_timeout_s,
+    )
+    pool = PoolSettings(
+        providers=(provider,),
+        turn_timeout_s=turn_timeout_s,
+        attempt_timeout_s=turn_timeout_s,
+        max_attempts=1,
+        max_tokens=200,
+        breaker=BreakerSettings(
+            window=20,
+            min_calls=users + 1,
+            failure_rate=0.99,
+            consecutive=users + 1,
+            open_s=30.0,
+            open_max_s=300.0,
+        ),
+        credit_poll_s=300.0,
+    )
+    return conversation, pool
+
+
+async def _run(
+    users: int, delay_s: float, actors: int, data_dir: str | None, store_kind: str
+) -> None:
+    turn_timeout_s = 120.0
+    conversation, pool_settings = _settings(users, turn_timeout_s)
+    supervision = SupervisionSettings(
+        max_restarts=5, period_s=60.0, backoff_initial_s=0.1, backoff_max_s=1.0, reset_after_s=60.0
+    )
+    knowledge = load_knowledge(ROOT / "config")
+    adapter = DelayAdapter(delay_s)
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        store_settings = StoreSettings(
+            data_dir=Path(tmp),
+            database_url=None,
+            redis_url=None,
+            pool_size=1,
+            command_timeout_s=30.0,
+            statement_timeout_s=30.0,
+            redis_timeout_s=0.5,
+            session_ttl_s=3600.0,
+            retention_days=90,
+        )
+        async with (
+            open_bench_store(store_kind, store_settings) as store,
+            open_session_cache(store_settings) as cache,
+        ):
+            router_send, router_receive = trio.open_memory_channel[Inbound](1024)
+            pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](1024)
+            reports_send, reports_receive = trio.open_memory_channel[TurnCompleted](users + 16)
+            nudge_send, _nudge_receive = trio.open_memory_channel[OutboxNudge](16)
+            presence_send, _presence_receive = trio.open_memory_channel[PresenceMsg](16)
+            service: ConversationsService = build_conversations(
+                settings=conversation,
+                supervision=supervision,
+                store=store,
+                cache=cache,
+                knowledge=knowledge,
+                pool_inbox=pool_send,
+                router_inbox=router_receive,
+                router_send=router_send,
+                outbox_nudges={Channel.CONSOLE: nudge_send},
+                presence={Channel.CONSOLE: presence_send},
+                turn_reports=reports_send,
+                replay_interval_s=3600.0,
+            )
+            pool = ProviderPool(adapters=[adapter], settings=pool_settings)
+            ingest = Ingest(store=store, router=router_send, forward_timeout_s=60.0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(pool.run, inbox=pool_receive))
+                await nursery.start(service.supervisor.run)
+
+                # -- 1. the burst -------------------------------------------------------
+                gc.collect()
+                rss_before = rss_kib()
+                start = time.perf_counter()
+                accepted_at: list[float] = []
+
+                async def one(i: int) -> None:
+                    await ingest.accept(
+                        NewInbound(
+                            correlation_id=new_correlation_id(),
+                            channel=Channel.CONSOLE,
+                            user_key=f"console:bench{i}",
+                            chat_id=f"bench{i}",
+                            external_id=f"b{i}",
+                            text="A quelle heure est la messe dimanche ?",
+                            received_at=utcnow(),
+                        )
+                    )
+                    accepted_at.append(time.perf_counter())
+
+                async with trio.open_nursery() as senders:
+                    for i in range(users):
+                        senders.start_soon(one, i)
+                    answered = 0
+                    providers: dict[str, int] = {}
+                    peak_live = 0
+                    while answered < users:
+                        report = await reports_receive.receive()
+                        answered += 1
+                        providers[report.provider] = providers.get(report.provider, 0) + 1
+                        peak_live = max(peak_live, service.turn_metrics.live)
+                elapsed = time.perf_counter() - start
+                all_accepted = max(accepted_at) - start
+                rss_live = rss_kib()
+                live = service.turn_metrics.live
+                print(f"store: {store.backend} (file in {tmp}), session cache: {cache.backend}")
+                print(
+                    f"provider: in-process fake answering after {delay_s:g} s; provider calls: {adapter.calls}"
+                )
+                print(f"users: {users}, each sending one message at once through Ingest.accept")
+                print(f"  all accepted into the inbox after   {all_accepted:7.2f} s")
+                print(
+                    f"  all answered after                  {elapsed:7.2f} s "
+                    f"({elapsed - delay_s:.2f} s beyond the provider's {delay_s:g} s)"
+                )
+                print(
+                    f"  answers by provider: {providers}; busy replies: {service.router.busy_replies}"
+                )
+                print(f"  live conversation actors at the end: {live} (peak seen {peak_live})")
+                print(
+                    f"  RSS before {rss_before / 1024:.1f} MiB, with {live} live actors "
+                    f"{rss_live / 1024:.1f} MiB, peak (VmHWM) {rss_kib('VmHWM') / 1024:.1f} MiB"
+                )
+                if live:
+                    print(
+                        f"  RSS growth per live actor (includes cached context, store caches): "
+                        f"{(rss_live - rss_before) / live:.1f} KiB"
+                    )
+
+                # -- 2. idle actors alone -----------------------------------------------
+                for key in [f"console:bench{i}" for i in range(users)]:
+                    await service.conversations.stop_child(key)
+                gc.collect()
+                await trio.sleep(0.5)
+                base_live = service.turn_metrics.live
+                gc.collect()
+                rss_idle_before = rss_kib()
+                for i in range(actors):
+                    await service.conversations.start_child(f"console:idle{i}")
+                gc.collect()
+                rss_idle_after = rss_kib()
+                started = service.turn_metrics.live - base_live
+                print(f"idle actors: started {started} conversation actors waiting for messages")
+                print(
+                    f"  RSS {rss_idle_before / 1024:.1f} MiB -> {rss_idle_after / 1024:.1f} MiB: "
+                    f"{(rss_idle_after - rss_idle_before) / max(started, 1):.1f} KiB per live actor"
+                )
+                nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument(
+        "--delay", type=float, default=1.0, help="seconds the fake provider takes per answer"
+    )
+    parser.add_argument(
+        "--actors", type=int, default=10_000, help="idle actors started for the memory figure"
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="sqlite (the daemon's default) or an in-process stand-in that shows the actors' own cost",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="where the SQLite file goes (default: the system temp dir)"
+    )
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    trio.run(_run, args.users, args.delay, args.actors, args.data_dir, args.store)
+
+
+if __name__ == "__main__":
+    main()
