@@ -131,7 +131,7 @@ def parse_html(raw: str) -> tuple[str, str | None]:
 
 
 class FakeTelegram:
-    def __init__(self, *, token: str = "123456:TEST-token_abc") -> None:
+    def __init__(self, *, token: str = "123456789:AAFakeToken_for-tests_0123456789") -> None:
         self.token = token
         self.calls: list[Call] = []
         self.sent: list[SentMessage] = []
