@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
     # Imported here so that `version` and `check` start fast and never touch the stack.
-    from concierge import admin, chat, daemon
+    import concierge.admin as admin
+    import concierge.chat as chat
+    import concierge.daemon as daemon
     from concierge.errors import CommandError
 
     try:

@@ -199,14 +199,16 @@ def build_tree(
         ))
     outbox = rt.supervisor("outbox", outbox_children)
     rt.board.watch_supervisor(stores.statistics)
-    rt.board.watch_supervisor(outbox.statistics)
+    if outbox_children:
+        rt.board.watch_supervisor(outbox.statistics)
 
     children = [
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
         ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
         ChildSpec(id="conversations", start=conversations.supervisor.run, shutdown_s=settings.drain_timeout_s / 2),
-        ChildSpec(id="outbox", start=outbox.run, shutdown_s=5),
     ]
+    if outbox_children:
+        children.append(ChildSpec(id="outbox", start=outbox.run, shutdown_s=5))
     if listeners:
         channels = rt.supervisor("channels", listeners)
         rt.board.watch_supervisor(channels.statistics)

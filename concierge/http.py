@@ -8,6 +8,7 @@ everything else is read from the ``HealthBoard``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -95,7 +96,7 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(_Collector([board.metrics, request_metrics.metrics]))  # type: ignore[arg-type]
+    registry.register(_Collector([board.metrics, request_metrics.metrics]))
     app.extensions["concierge.request_metrics"] = request_metrics
 
     @app.before_request
@@ -170,7 +171,8 @@ def hypercorn_config(settings: HttpSettings) -> HypercornConfig:
     config.keep_alive_timeout = 5
     config.h11_max_incomplete_size = 16 * 1024
     config.accesslog = None
-    config.errorlog = "-"
+    # Hypercorn's own messages go through the process's structured logging.
+    config.errorlog = logging.getLogger("hypercorn.error")
     return config
 
 
@@ -196,7 +198,7 @@ async def run_http(
     async def serve_shielded(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         with serve_scope:
             try:
-                await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[arg-type]
+                await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
             finally:
                 done.set()
 
