@@ -98,6 +98,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
+def _clean(text: str) -> str:
+    """Drop NUL (PostgreSQL refuses it in text) and lone surrogates (not encodable as UTF-8)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def parse_update(
     data: object, *, received_at: datetime | None = None, correlation_id: str | None = None
 ) -> ParsedUpdate:
@@ -133,6 +138,8 @@ def parse_update(
     if "sticker" in message:
         return Ignored(update_id=update_id, reason="sticker")
     media = next((name for name in _MEDIA_FIELDS if name in message), None)
+    text = _clean(text) if text is not None else None
+    caption = _clean(caption) if caption is not None else None
     if text is not None and text.strip():
         command = _COMMAND.match(text)
         kind = InboundKind.COMMAND if command else InboundKind.TEXT
@@ -155,8 +162,8 @@ def parse_update(
         text=text,
         kind=kind,
         received_at=received_at or utcnow(),
-        display_name=first_name[:128] if isinstance(first_name, str) and first_name else None,
-        language_hint=language[:16] if isinstance(language, str) and language else None,
+        display_name=_clean(first_name[:128]) or None if isinstance(first_name, str) else None,
+        language_hint=_clean(language[:16]) or None if isinstance(language, str) else None,
     )
 
 

@@ -11,7 +11,11 @@ from hypothesis import given, settings, strategies as st
 from concierge.channels.telegram import Ignored, MalformedUpdate, parse_update, parse_update_body
 from concierge.store.base import NewInbound
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.text(max_size=20)
+    | st.text(alphabet=st.sampled_from(["\x00", "\ud800", "\udfff", "a", "é", "🙏"]), max_size=8)
+)
 json_values = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=4)
@@ -55,6 +59,9 @@ def check(value: Any) -> None:
     if isinstance(result, NewInbound):
         assert result.user_key.startswith("telegram:")
         assert result.text
+        for field in (result.text, result.display_name or "", result.language_hint or ""):
+            assert "\x00" not in field
+            field.encode("utf-8")  # storable: no lone surrogates
 
 
 @settings(max_examples=1500, deadline=None)

@@ -277,3 +277,14 @@ async def test_update_refused_with_503_arrives_once_after_the_store_recovers(wir
     assert pusher.statuses == [503, 503, 200]
     assert await inbox_count(wired.store) == 1
     assert stats.unavailable == 2
+
+
+async def test_text_with_nul_and_lone_surrogates_is_stored_cleaned(wired: Wired) -> None:
+    client = make_app(wired.ingest, TelegramWebhookStats()).test_client()
+    update = FakeTelegram().text_message(user_id=4, text="a\x00b\ud800c", first_name="\ud83d")
+    body = json.dumps(update).encode()  # JSON escapes carry the lone surrogates
+    response = await client.post(PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    assert response.status_code == 200
+    [row] = await wired.store.pending_inbox()
+    assert row.text == "ab?c"
+    assert row.display_name == "?"
