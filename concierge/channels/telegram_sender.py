@@ -5,6 +5,7 @@ parts already delivered are remembered (in memory, and in the row's ``last_error
 ``parts_sent=N/M;`` which the outbox actor stores), so the retry starts at the part
 that failed. Only a crash between a delivered part and that record resends a part:
 the same at-most-one-duplicate-per-crash bound the outbox gives single messages.
+A part the platform rejects for good ends the row: the parts after it are not sent.
 """
 
 from __future__ import annotations
