@@ -183,9 +183,10 @@ class PostgresStore:
         self._loop = loop
         self._op_timeout_s = op_timeout_s
         self._acquire_timeout_s = acquire_timeout_s
+        self._release_timeout_s = min(acquire_timeout_s, 1.0)
         self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
             flush=self._accept_batch, max_batch=max_batch, flushers=flushers,
-            wait_timeout_s=op_timeout_s * 2 + 1, name="postgres.inbox",
+            wait_timeout_s=op_timeout_s * 2, name="postgres.inbox",
         )
 
     @property
@@ -200,16 +201,25 @@ class PostgresStore:
         more on a fresh connection instead of failing.
         """
 
+        async def attempt() -> T:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout_s)
+            try:
+                return await work(conn)
+            finally:
+                try:
+                    # Bounded: a connection that cannot be reset in time is terminated.
+                    await self._pool.release(conn, timeout=self._release_timeout_s)
+                except Exception as exc:
+                    log.info("store.connection_dropped", backend="postgres", error=repr(exc))
+
         async def in_asyncio() -> T:
             try:
-                async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                    return await work(conn)
+                return await attempt()
             except Exception as exc:
                 if not (retry and _connection_lost(exc)):
                     raise
                 log.info("store.connection_replaced", backend="postgres", error=repr(exc))
-            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
-                return await work(conn)
+            return await attempt()
 
         try:
             with trio.fail_after(self._op_timeout_s):
@@ -687,7 +697,9 @@ async def open_postgres(
         except _DRIVER_ERRORS as exc:
             raise _as_store_error(exc) from exc
         store = PostgresStore(
-            pool=pool, loop=loop, op_timeout_s=timeout_s * 2, acquire_timeout_s=timeout_s,
+            # asyncpg's own timeouts (connect, command, release) fire first; this
+            # backstop only ends a call they did not (several statements on a hung server).
+            pool=pool, loop=loop, op_timeout_s=timeout_s * 3, acquire_timeout_s=timeout_s,
             max_batch=max_batch,
             flushers=flushers if flushers is not None else max(1, min(settings.pool_size - 1, 2)),
         )

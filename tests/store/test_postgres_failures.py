@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -148,3 +150,28 @@ async def test_statement_timeout_fails_the_call_and_keeps_the_connection(
         with pytest.raises(StoreUnavailable, match="QueryCanceled"):
             await store.fetchval("SELECT pg_sleep(3)")
         assert await store.fetchval("SELECT 42") == 42
+
+
+async def test_a_hung_backend_times_out_instead_of_hanging_and_the_store_recovers(
+    pg_settings: StoreSettings,
+) -> None:
+    one = store_settings(data_dir=pg_settings.data_dir, database_url=pg_settings.database_url,
+                         pool_size=1, command_timeout_s=1.0, statement_timeout_s=5.0)
+    async with open_store(one) as store:
+        assert isinstance(store, PostgresStore)
+        pid = int(await store.fetchval("SELECT pg_backend_pid()"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with trio.fail_after(10), pytest.raises(StoreUnavailable):
+                await store.ping()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with trio.fail_after(10):
+            while True:  # the pool replaces or resets the timed-out connection
+                try:
+                    await store.ping()
+                except StoreUnavailable:
+                    await trio.sleep(0.1)
+                else:
+                    break
+        assert (await store.accept(inbound("after-hang"))).is_new
