@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from concierge.protocol import Channel, Role, ServiceType, utcnow
 from concierge.settings import StoreSettings
@@ -405,3 +407,24 @@ async def test_rows_accepted_before_a_sigkill_are_pending_after_restart(settings
         (out,) = await store.pending_outbox(Channel.TELEGRAM)
     assert (row.inbox_id, row.text) == (lines["accepted"], "avant le crash")
     assert (out.outbox_id, out.inbox_id, out.sent_at) == (lines["enqueued"], row.inbox_id, None)
+
+
+@hypothesis_settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(deliveries=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=40))
+async def test_concurrent_deliveries_with_repeats_commit_each_message_once(
+    store: Store, deliveries: list[int]
+) -> None:
+    run = secrets.token_hex(4)  # examples share the store: keep their messages apart
+    results: list[tuple[int, Accepted]] = []
+
+    async def deliver(n: int) -> None:
+        results.append((n, await store.accept(inbound(f"{run}-{n}"))))
+
+    async with trio.open_nursery() as nursery:
+        for n in deliveries:
+            nursery.start_soon(deliver, n)
+    new = [n for n, a in results if a.is_new]
+    assert sorted(new) == sorted(set(deliveries))
+    ids = {n: {a.inbox_id for m, a in results if m == n} for n in set(deliveries)}
+    assert all(len(one) == 1 for one in ids.values())
+    assert len({next(iter(one)) for one in ids.values()}) == len(ids)
