@@ -1,10 +1,12 @@
 """The Redis session cache: coredis on trio, every key with a TTL, every call bounded.
 
-coredis is used because it runs natively on trio and survives cancelled commands
-without mismatching replies. Each operation is one command: multi-step writes are
-small Lua scripts (atomic, one round trip). coredis transactions are avoided on
-purpose: a pooled connection that dies while a MULTI/EXEC holds it is never given
-back to the pool, so repeated outages would slowly starve it.
+coredis is used because it runs natively on trio and matches every reply to its
+command. Two things it gets wrong are kept away from it (both seen in coredis 6.9):
+a call cancelled while its pooled connection is being opened, and a connection that
+dies while a MULTI/EXEC holds it, each lose a pool slot for good, until every call
+hangs. So each operation is one command (multi-step writes are small Lua scripts:
+atomic, one round trip), and it runs in the cache's own task: the caller stops
+waiting at ``timeout_s`` while coredis finishes or fails on its own, longer timeouts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
@@ -31,6 +33,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 DEFAULT_KEY_PREFIX = "concierge:"
+DEFAULT_MAX_IN_FLIGHT = 1000
+# coredis gives up on a connect or reply after this long (or 10 × the call timeout).
+ABANDON_AFTER_S = 5.0
 # First element of every context list: an empty window is still a cached window.
 WINDOW_HEADER = "window:v1"
 
@@ -110,11 +115,22 @@ def _decode(item: str) -> Turn:
     return Turn(role=Role(role), text=text)
 
 
+class _Result(Generic[T]):
+    """What a call run in the cache's task came back with."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.ok = False
+        self.value: T | None = None
+        self.error: Exception | None = None
+
+
 @attrs.frozen(kw_only=True)
 class RedisCacheStatistics:
     calls: int
     failures: int
     timeouts: int
+    in_flight: int
 
 
 class RedisSessionCache:
@@ -126,13 +142,22 @@ class RedisSessionCache:
     """
 
     def __init__(
-        self, client: coredis.Redis[str], *, key_prefix: str = DEFAULT_KEY_PREFIX, timeout_s: float
+        self,
+        client: coredis.Redis[str],
+        *,
+        nursery: trio.Nursery,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        timeout_s: float,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be above 0, got {timeout_s!r}")
         self._client = client
+        self._nursery = nursery
         self._prefix = key_prefix
         self._timeout_s = timeout_s
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._set_context = client.register_script(_SET_CONTEXT)
         self._append_context = client.register_script(_APPEND_CONTEXT)
         self._take_token = client.register_script(_TAKE_TOKEN)
@@ -150,21 +175,31 @@ class RedisSessionCache:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         timeout_s: float = 0.5,
         max_connections: int | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> AsyncIterator[RedisSessionCache]:
-        """Connect lazily: the cache opens even while Redis is down (calls then raise)."""
+        """Connect lazily: the cache opens even while Redis is down (calls then raise).
+
+        coredis's own timeouts (``abandon_after_s``) end the calls callers gave up on.
+        """
+        abandon_after_s = max(ABANDON_AFTER_S, 10 * timeout_s)
         client: coredis.Redis[str] = coredis.Redis.from_url(
             url,
             decode_responses=True,
             retry_policy=NoRetryPolicy(),  # a retried SET NX would report a new key as seen
-            connect_timeout=timeout_s,
+            connect_timeout=abandon_after_s,
+            stream_timeout=abandon_after_s,
             max_connections=max_connections,
         )
-        async with client:
-            cache = cls(client, key_prefix=key_prefix, timeout_s=timeout_s)
+        async with client, trio.open_nursery() as nursery:
+            cache = cls(
+                client, nursery=nursery, key_prefix=key_prefix, timeout_s=timeout_s,
+                max_in_flight=max_in_flight,
+            )
             try:
                 yield cache
             finally:
                 cache._closed = True
+                nursery.cancel_scope.cancel()
 
     @property
     def backend(self) -> str:
@@ -183,23 +218,44 @@ class RedisSessionCache:
         return f"{self._prefix}{kind}:{name}"
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` in the cache's task; wait for it ``timeout_s`` at most."""
         if self._closed:
             raise CacheUnavailable(f"redis {operation}: the cache is closed")
         self._calls += 1
-        try:
-            with trio.fail_after(self._timeout_s):
-                return await call()
-        except trio.TooSlowError as exc:
+        if self._in_flight >= self._max_in_flight:
+            self._failures += 1
+            raise CacheUnavailable(
+                f"redis {operation}: {self._in_flight} calls already wait for Redis"
+            )
+        result = _Result[T]()
+        self._in_flight += 1
+        self._nursery.start_soon(self._run, call, result)
+        with trio.move_on_after(self._timeout_s):
+            await result.done.wait()
+        if not result.done.is_set():
             self._failures += 1
             self._timeouts += 1
             log.debug("cache.call_timed_out", operation=operation, timeout_s=self._timeout_s)
-            raise CacheUnavailable(
-                f"redis {operation} took longer than {self._timeout_s:g} s"
-            ) from exc
-        except _REDIS_ERRORS as exc:
+            raise CacheUnavailable(f"redis {operation} took longer than {self._timeout_s:g} s")
+        if result.error is not None:
+            if not isinstance(result.error, _REDIS_ERRORS):
+                raise result.error  # a bug, not an outage
             self._failures += 1
-            log.debug("cache.call_failed", operation=operation, error=repr(exc))
-            raise CacheUnavailable(f"redis {operation} failed: {exc}") from exc
+            log.debug("cache.call_failed", operation=operation, error=repr(result.error))
+            raise CacheUnavailable(f"redis {operation} failed: {result.error}") from result.error
+        if not result.ok:
+            raise CacheUnavailable(f"redis {operation}: the cache closed")
+        return result.value  # type: ignore[return-value]
+
+    async def _run(self, call: Callable[[], Awaitable[T]], result: _Result[T]) -> None:
+        try:
+            result.value = await call()
+            result.ok = True
+        except Exception as exc:  # handed to the caller, who decides
+            result.error = exc
+        finally:
+            self._in_flight -= 1
+            result.done.set()
 
     async def ping(self) -> float:
         started = trio.current_time()
@@ -283,7 +339,10 @@ class RedisSessionCache:
         return not created
 
     def statistics(self) -> RedisCacheStatistics:
-        return RedisCacheStatistics(calls=self._calls, failures=self._failures, timeouts=self._timeouts)
+        return RedisCacheStatistics(
+            calls=self._calls, failures=self._failures, timeouts=self._timeouts,
+            in_flight=self._in_flight,
+        )
 
     async def aclose(self) -> None:
         """Refuse further calls; the connections close when ``open``'s block ends."""

@@ -20,9 +20,10 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from concierge.observability import Status
 from concierge.protocol import Role, Turn
 from concierge.settings import StoreSettings
-from concierge.store.cache import open_session_cache
+from concierge.store.cache import CacheMonitor, open_session_cache, run_cache_monitor
 from concierge.store.cache_memory import (
     BUCKET_TTL_MARGIN_S,
     BucketState,
@@ -491,3 +492,38 @@ async def test_redis_bucket_script_takes_the_same_decisions_as_the_rule(
         await delete_prefix(prefix)
     assert decisions == replay_reference(rate_per_s, burst, steps)
     assert_within_allowance(grants, rate_per_s=rate_per_s, burst=burst)
+
+
+# -- monitor -------------------------------------------------------------------------------------
+@pytest.mark.anyio
+@pytest.mark.autojump
+async def test_monitor_passes_for_the_memory_cache() -> None:
+    cache = MemorySessionCache()
+    monitor = CacheMonitor(backend=cache.backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: run_cache_monitor(
+                cache=cache, monitor=monitor, interval_s=10, task_status=task_status
+            )
+        )
+        [check] = monitor.health_checks()
+        assert (check.key, check.status, check.component_type) == ("memory:responseTime", Status.PASS, "datastore")
+        metrics = {m.name: m.samples[0] for m in monitor.metrics()}
+        assert metrics["concierge_cache_up"].value == 1.0
+        assert metrics["concierge_cache_up"].labels == {"backend": "memory"}
+        nursery.cancel_scope.cancel()
+
+
+def test_monitor_warns_on_a_slow_ping_and_never_fails() -> None:
+    monitor = CacheMonitor(backend="redis", warn_latency_s=0.1)
+    monitor.record_success(0.25)
+    [check] = monitor.health_checks()
+    assert (check.status, check.observed_value, check.output) == (Status.WARN, 250.0, "slower than 100 ms")
+    monitor.record_failure("redis ping failed: connection refused")
+    [check] = monitor.health_checks()
+    assert (check.status, check.output) == (Status.WARN, "redis ping failed: connection refused")
+    assert not monitor.available
+    monitor.record_success(0.001)
+    [check] = monitor.health_checks()
+    assert check.status is Status.PASS
+    assert monitor.available
