@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +32,21 @@ from concierge.store.migrate import migrate
 from concierge.store.postgres import PostgresStore, execute_admin, open_postgres
 from concierge.store.sqlite import SqliteStore, open_sqlite
 
-ADMIN_DSN = os.environ.get("CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DSN = os.environ.get(
+    "CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 Accept = Callable[[NewInbound], Awaitable[Accepted]]
 
 
 def message(prefix: str, n: int) -> NewInbound:
     return NewInbound(
-        correlation_id=f"{prefix}{n:x}", channel=Channel.TELEGRAM, user_key=f"telegram:{n % 200}",
-        chat_id=str(n % 200), external_id=f"{prefix}-{n}", text="Bonjour, à quelle heure est la messe ?",
+        correlation_id=f"{prefix}{n:x}",
+        channel=Channel.TELEGRAM,
+        user_key=f"telegram:{n % 200}",
+        chat_id=str(n % 200),
+        external_id=f"{prefix}-{n}",
+        text="Bonjour, à quelle heure est la messe ?",
         received_at=utcnow(),
     )
 
@@ -80,7 +85,10 @@ async def bench_store(
         batches = after.batches - before.batches
         note = f"avg batch {(after.items - before.items) / batches:.1f}" if batches else ""
         rows.append((backend, f"{label}, group commit {grouped}", rate, note))
-        print(f"  {backend:8} {label:14} group commit {grouped:3} {rate:9,.0f} accepts/s {note}", flush=True)
+        print(
+            f"  {backend:8} {label:14} group commit {grouped:3} {rate:9,.0f} accepts/s {note}",
+            flush=True,
+        )
     return rows
 
 
@@ -104,8 +112,17 @@ def asyncio_baseline(dsn: str, n: int, concurrency: int, pool_size: int) -> dict
             async def caller(prefix: str = prefix, counter: object = counter) -> None:
                 for i in counter:  # type: ignore[attr-defined]
                     m = message(prefix, i)
-                    await pool.fetchval(sql, m.correlation_id, m.channel.value, m.user_key,
-                                        m.chat_id, m.external_id, m.text, m.kind.value, m.received_at)
+                    await pool.fetchval(
+                        sql,
+                        m.correlation_id,
+                        m.channel.value,
+                        m.user_key,
+                        m.chat_id,
+                        m.external_id,
+                        m.text,
+                        m.kind.value,
+                        m.received_at,
+                    )
 
             started = time.perf_counter()
             await asyncio.gather(*(caller() for _ in range(callers)))
@@ -118,21 +135,31 @@ def asyncio_baseline(dsn: str, n: int, concurrency: int, pool_size: int) -> dict
 
 def settings_for(data_dir: Path, dsn: str | None, pool_size: int) -> StoreSettings:
     return StoreSettings(
-        data_dir=data_dir, database_url=dsn, redis_url=None, pool_size=pool_size,
-        command_timeout_s=10, statement_timeout_s=10, redis_timeout_s=0.5,
-        session_ttl_s=3600, retention_days=90,
+        data_dir=data_dir,
+        database_url=dsn,
+        redis_url=None,
+        pool_size=pool_size,
+        command_timeout_s=10,
+        statement_timeout_s=10,
+        redis_timeout_s=0.5,
+        session_ttl_s=3600,
+        retention_days=90,
     )
 
 
 async def main(args: argparse.Namespace) -> None:
     load = os.getloadavg()
-    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
     print(f"n={args.n} per scenario, concurrency={args.concurrency}, pool_size={args.pool_size}\n")
     table: list[tuple[str, str, float, str]] = []
     if not args.skip_sqlite:
         with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
             async with open_sqlite(Path(tmp) / "concierge.sqlite3") as sqlite_store:
-                table += await bench_store(sqlite_store, "sqlite", n=args.n, concurrency=args.concurrency)
+                table += await bench_store(
+                    sqlite_store, "sqlite", n=args.n, concurrency=args.concurrency
+                )
     baseline: dict[str, float] = {}
     if not args.skip_postgres:
         database = f"concierge_bench_{secrets.token_hex(4)}"
@@ -144,9 +171,18 @@ async def main(args: argparse.Namespace) -> None:
                 settings = settings_for(Path(tempfile.gettempdir()), dsn, args.pool_size)
                 await migrate(settings)
                 async with open_postgres(settings) as pg_store:
-                    table += await bench_store(pg_store, "postgres", n=args.n, concurrency=args.concurrency)
-                command = [sys.executable, __file__, "--asyncio-baseline", dsn, str(args.n),
-                           str(args.concurrency), str(args.pool_size)]
+                    table += await bench_store(
+                        pg_store, "postgres", n=args.n, concurrency=args.concurrency
+                    )
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--asyncio-baseline",
+                    dsn,
+                    str(args.n),
+                    str(args.concurrency),
+                    str(args.pool_size),
+                ]
                 done = await trio.run_process(command, capture_stdout=True, check=True)
                 baseline = json.loads(done.stdout.decode().strip().splitlines()[-1])
             finally:
@@ -167,15 +203,23 @@ async def main(args: argparse.Namespace) -> None:
         seq = pg.get("sequential, group commit no", 0.0)
         print("\nratios to plain-asyncio asyncpg single-row INSERTs on the same server:")
         print(f"  trio-asyncio sequential, no group commit: {seq / baseline['sequential']:.2f}x")
-        print(f"  trio-asyncio {args.concurrency} concurrent, no group commit: {single / baseline['concurrent']:.2f}x")
-        print(f"  trio-asyncio {args.concurrency} concurrent, group commit: {grouped / baseline['concurrent']:.2f}x")
+        print(
+            f"  trio-asyncio {args.concurrency} concurrent, no group commit: {single / baseline['concurrent']:.2f}x"
+        )
+        print(
+            f"  trio-asyncio {args.concurrency} concurrent, group commit: {grouped / baseline['concurrent']:.2f}x"
+        )
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=4000, help="accepts per scenario")
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--pool-size", type=int, default=5, help="PostgreSQL pool (CONCIERGE_DB_POOL_SIZE)")
+    parser.add_argument(
+        "--pool-size", type=int, default=5, help="PostgreSQL pool (CONCIERGE_DB_POOL_SIZE)"
+    )
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
     return parser.parse_args()

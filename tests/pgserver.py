@@ -49,8 +49,19 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                  "--no-sync", "-E", "UTF8", "--locale=C")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
 
     @property
     def dsn(self) -> str:
@@ -63,7 +74,9 @@ class PrivatePostgres:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
-            raise RuntimeError(f"{tool} failed ({result.returncode}): {result.stderr}\n{log[-2000:]}")
+            raise RuntimeError(
+                f"{tool} failed ({result.returncode}): {result.stderr}\n{log[-2000:]}"
+            )
 
     def start(self) -> None:
         options = (
@@ -71,8 +84,19 @@ class PrivatePostgres:
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40 "
             "-c shared_buffers=16MB"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
-                  "-w", "-t", "30", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
         self.running = True
 
     def stop(self, mode: str = "fast") -> None:

@@ -76,7 +76,9 @@ class GroupCommitter(Generic[In, Out]):
         self._flushers = flushers
         self._wait_timeout_s = wait_timeout_s
         self._name = name
-        self._send, self._receive = trio.open_memory_channel[_Slot[In, Out]](max_batch * flushers * 2)
+        self._send, self._receive = trio.open_memory_channel[_Slot[In, Out]](
+            max_batch * flushers * 2
+        )
         self._batches = 0
         self._items = 0
         self._largest = 0
@@ -167,7 +169,9 @@ class GroupCommitter(Generic[In, Out]):
         try:
             results = await self._flush([slot.item for slot in batch])
             if len(results) != len(batch):
-                raise StoreError(f"{self._name}: flush returned {len(results)} results for {len(batch)} items")
+                raise StoreError(
+                    f"{self._name}: flush returned {len(results)} results for {len(batch)} items"
+                )
         except Exception as exc:
             log.info("store.group_commit_failed", batch=len(batch), error=repr(exc))
             for slot in batch:

@@ -95,7 +95,9 @@ class StoreMonitor:
         )
 
     def metrics(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily("concierge_store_up", "1 when the durable store answers", labels=["backend"])
+        up = GaugeMetricFamily(
+            "concierge_store_up", "1 when the durable store answers", labels=["backend"]
+        )
         up.add_metric([self.backend], 1.0 if self._available else 0.0)
         yield up
         latency = GaugeMetricFamily(

@@ -63,8 +63,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (
-    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
-    OSError, TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
 )
 
 
@@ -77,15 +80,18 @@ def _connection_lost(exc: BaseException) -> bool:
     """The connection died under us (not: the server refuses connections)."""
     if isinstance(exc, asyncpg.InterfaceError):
         return "closed" in str(exc)
-    return isinstance(exc, (
-        asyncpg.exceptions.ConnectionDoesNotExistError,
-        asyncpg.exceptions.AdminShutdownError,
-        # The server's FATAL notice racing our next query on that connection:
-        # "cannot switch to state 11; another operation (2) is in progress".
-        asyncpg.exceptions.InternalClientError,
-        ConnectionResetError,
-        BrokenPipeError,
-    ))
+    return isinstance(
+        exc,
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.AdminShutdownError,
+            # The server's FATAL notice racing our next query on that connection:
+            # "cannot switch to state 11; another operation (2) is in progress".
+            asyncpg.exceptions.InternalClientError,
+            ConnectionResetError,
+            BrokenPipeError,
+        ),
+    )
 
 
 def _as_store_error(exc: BaseException) -> StoreError:
@@ -109,28 +115,49 @@ async def asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
 
 def _inbox_row(r: Any) -> InboxRow:
     return InboxRow(
-        inbox_id=r["inbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
-        user_key=r["user_key"], chat_id=r["chat_id"], external_id=r["external_id"], text=r["text"],
-        kind=InboundKind(r["kind"]), received_at=r["received_at"],
-        display_name=r["display_name"], language_hint=r["language_hint"],
+        inbox_id=r["inbox_id"],
+        correlation_id=r["correlation_id"],
+        channel=Channel(r["channel"]),
+        user_key=r["user_key"],
+        chat_id=r["chat_id"],
+        external_id=r["external_id"],
+        text=r["text"],
+        kind=InboundKind(r["kind"]),
+        received_at=r["received_at"],
+        display_name=r["display_name"],
+        language_hint=r["language_hint"],
         processed_at=r["processed_at"],
     )
 
 
 def _outbox_row(r: Any) -> OutboxRow:
     return OutboxRow(
-        outbox_id=r["outbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
-        user_key=r["user_key"], chat_id=r["chat_id"], text=r["text"], inbox_id=r["inbox_id"],
-        attempts=r["attempts"], created_at=r["created_at"], next_attempt_at=r["next_attempt_at"],
-        sent_at=r["sent_at"], last_error=r["last_error"],
+        outbox_id=r["outbox_id"],
+        correlation_id=r["correlation_id"],
+        channel=Channel(r["channel"]),
+        user_key=r["user_key"],
+        chat_id=r["chat_id"],
+        text=r["text"],
+        inbox_id=r["inbox_id"],
+        attempts=r["attempts"],
+        created_at=r["created_at"],
+        next_attempt_at=r["next_attempt_at"],
+        sent_at=r["sent_at"],
+        last_error=r["last_error"],
     )
 
 
 def _handoff_row(r: Any) -> HandoffRow:
     return HandoffRow(
-        handoff_id=r["handoff_id"], conversation_id=r["conversation_id"], user_key=r["user_key"],
-        state=HandoffState(r["state"]), reason=r["reason"], correlation_id=r["correlation_id"],
-        opened_at=r["opened_at"], assigned_to=r["assigned_to"], closed_at=r["closed_at"],
+        handoff_id=r["handoff_id"],
+        conversation_id=r["conversation_id"],
+        user_key=r["user_key"],
+        state=HandoffState(r["state"]),
+        reason=r["reason"],
+        correlation_id=r["correlation_id"],
+        opened_at=r["opened_at"],
+        assigned_to=r["assigned_to"],
+        closed_at=r["closed_at"],
         closed_by=r["closed_by"],
     )
 
@@ -185,8 +212,11 @@ class PostgresStore:
         self._acquire_timeout_s = acquire_timeout_s
         self._release_timeout_s = min(acquire_timeout_s, 1.0)
         self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
-            flush=self._accept_batch, max_batch=max_batch, flushers=flushers,
-            wait_timeout_s=op_timeout_s * 2, name="postgres.inbox",
+            flush=self._accept_batch,
+            max_batch=max_batch,
+            flushers=flushers,
+            wait_timeout_s=op_timeout_s * 2,
+            name="postgres.inbox",
         )
 
     @property
@@ -242,8 +272,11 @@ class PostgresStore:
         return await self._call(lambda conn: conn.fetchval(sql, *args), retry=False)
 
     def pool_statistics(self) -> dict[str, int]:
-        return {"size": int(self._pool.get_size()), "idle": int(self._pool.get_idle_size()),
-                "max_size": int(self._pool.get_max_size())}
+        return {
+            "size": int(self._pool.get_size()),
+            "idle": int(self._pool.get_idle_size()),
+            "max_size": int(self._pool.get_max_size()),
+        }
 
     async def ping(self) -> float:
         started = time.perf_counter()
@@ -267,11 +300,16 @@ class PostgresStore:
                 first[key] = position
                 unique.append(m)
         columns = (
-            [m.correlation_id for m in unique], [m.channel.value for m in unique],
-            [m.user_key for m in unique], [m.chat_id for m in unique],
-            [m.external_id for m in unique], [_clean(m.text) for m in unique],
-            [m.kind.value for m in unique], [m.received_at for m in unique],
-            [m.display_name for m in unique], [m.language_hint for m in unique],
+            [m.correlation_id for m in unique],
+            [m.channel.value for m in unique],
+            [m.user_key for m in unique],
+            [m.chat_id for m in unique],
+            [m.external_id for m in unique],
+            [_clean(m.text) for m in unique],
+            [m.kind.value for m in unique],
+            [m.received_at for m in unique],
+            [m.display_name for m in unique],
+            [m.language_hint for m in unique],
         )
 
         async def work(conn: Conn) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
@@ -298,72 +336,105 @@ class PostgresStore:
                 raise StoreError(f"inbox row for {key} neither inserted nor found")
         return results
 
-    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Sequence[InboxRow]:
+    async def pending_inbox(
+        self, *, user_key: str | None = None, limit: int = 1000
+    ) -> Sequence[InboxRow]:
         async def work(conn: Conn) -> list[InboxRow]:
             if user_key is None:
                 rows = await conn.fetch(
-                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1", limit
+                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1",
+                    limit,
                 )
             else:
                 rows = await conn.fetch(
                     "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = $1 "
-                    "ORDER BY inbox_id LIMIT $2", user_key, limit,
+                    "ORDER BY inbox_id LIMIT $2",
+                    user_key,
+                    limit,
                 )
             return [_inbox_row(r) for r in rows]
 
         return await self._call(work)
 
-    async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None:
-        await self._call(lambda conn: conn.execute(
-            "UPDATE inbox SET processed_at = coalesce(processed_at, now()), "
-            "service_type = coalesce($2, service_type) WHERE inbox_id = $1",
-            inbox_id, service_type.value if service_type else None,
-        ))
+    async def mark_processed(
+        self, inbox_id: int, *, service_type: ServiceType | None = None
+    ) -> None:
+        await self._call(
+            lambda conn: conn.execute(
+                "UPDATE inbox SET processed_at = coalesce(processed_at, now()), "
+                "service_type = coalesce($2, service_type) WHERE inbox_id = $1",
+                inbox_id,
+                service_type.value if service_type else None,
+            )
+        )
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:
-        value = await self._call(lambda conn: conn.fetchval(
-            "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id) "
-            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
-            reply.correlation_id, reply.channel.value, reply.user_key, reply.chat_id,
-            _clean(reply.text), reply.inbox_id,
-        ), retry=False)
+        value = await self._call(
+            lambda conn: conn.fetchval(
+                "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
+                reply.correlation_id,
+                reply.channel.value,
+                reply.user_key,
+                reply.chat_id,
+                _clean(reply.text),
+                reply.inbox_id,
+            ),
+            retry=False,
+        )
         return int(value)
 
     async def pending_outbox(
         self, channel: Channel, *, now: datetime | None = None, limit: int = 100
     ) -> Sequence[OutboxRow]:
         async def work(conn: Conn) -> list[OutboxRow]:
-            return [_outbox_row(r) for r in await conn.fetch(_PENDING_OUTBOX, channel.value, now, limit)]
+            return [
+                _outbox_row(r) for r in await conn.fetch(_PENDING_OUTBOX, channel.value, now, limit)
+            ]
 
         return await self._call(work)
 
     async def mark_sent(self, outbox_id: int) -> None:
-        await self._call(lambda conn: conn.execute(
-            "UPDATE outbox SET sent_at = coalesce(sent_at, now()), attempts = attempts + 1 "
-            "WHERE outbox_id = $1", outbox_id,
-        ))
+        await self._call(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET sent_at = coalesce(sent_at, now()), attempts = attempts + 1 "
+                "WHERE outbox_id = $1",
+                outbox_id,
+            )
+        )
 
-    async def mark_send_failed(self, outbox_id: int, *, error: str, retry_at: datetime | None) -> None:
-        await self._call(lambda conn: conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
-            "next_attempt_at = coalesce($3, next_attempt_at), given_up = $4 WHERE outbox_id = $1",
-            outbox_id, _clean(error[:2000]), retry_at, retry_at is None,
-        ))
+    async def mark_send_failed(
+        self, outbox_id: int, *, error: str, retry_at: datetime | None
+    ) -> None:
+        await self._call(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, "
+                "next_attempt_at = coalesce($3, next_attempt_at), given_up = $4 WHERE outbox_id = $1",
+                outbox_id,
+                _clean(error[:2000]),
+                retry_at,
+                retry_at is None,
+            )
+        )
 
     # -- users, identities, conversations --------------------------------------------
-    async def resolve_user(self, channel: Channel, user_key: str, *, display_name: str | None = None) -> int:
+    async def resolve_user(
+        self, channel: Channel, user_key: str, *, display_name: str | None = None
+    ) -> int:
         async def work(conn: Conn) -> int:
             user_id = await conn.fetchval(
                 "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
-                channel.value, user_key,
+                channel.value,
+                user_key,
             )
             if user_id is not None:
                 await conn.execute(
                     "UPDATE users SET unreachable = false, display_name = coalesce($2, display_name) "
                     "WHERE user_id = $1 AND (unreachable OR "
                     "($2::text IS NOT NULL AND display_name IS DISTINCT FROM $2))",
-                    user_id, display_name,
+                    user_id,
+                    display_name,
                 )
                 return int(user_id)
             async with conn.transaction():
@@ -373,45 +444,63 @@ class PostgresStore:
                 linked = await conn.fetchval(
                     "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
                     "ON CONFLICT (channel, user_key) DO NOTHING RETURNING user_id",
-                    new_id, channel.value, user_key,
+                    new_id,
+                    channel.value,
+                    user_key,
                 )
                 if linked is not None:
                     return int(linked)
                 await conn.execute("DELETE FROM users WHERE user_id = $1", new_id)
             # Lost a race with a concurrent first contact: theirs wins.
-            return int(await conn.fetchval(
-                "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
-                channel.value, user_key,
-            ))
+            return int(
+                await conn.fetchval(
+                    "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
+                    channel.value,
+                    user_key,
+                )
+            )
 
         return await self._call(work)
 
     async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
-        await self._call(lambda conn: conn.execute(
-            "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
-            "ON CONFLICT (channel, user_key) DO UPDATE SET user_id = excluded.user_id",
-            user_id, channel.value, user_key,
-        ))
+        await self._call(
+            lambda conn: conn.execute(
+                "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
+                "ON CONFLICT (channel, user_key) DO UPDATE SET user_id = excluded.user_id",
+                user_id,
+                channel.value,
+                user_key,
+            )
+        )
 
     async def user_for_key(self, user_key: str) -> UserRow | None:
-        r = await self._call(lambda conn: conn.fetchrow(
-            "SELECT u.* FROM users AS u JOIN identities AS i USING (user_id) "
-            "WHERE i.user_key = $1 ORDER BY i.identity_id LIMIT 1", user_key,
-        ))
+        r = await self._call(
+            lambda conn: conn.fetchrow(
+                "SELECT u.* FROM users AS u JOIN identities AS i USING (user_id) "
+                "WHERE i.user_key = $1 ORDER BY i.identity_id LIMIT 1",
+                user_key,
+            )
+        )
         if r is None:
             return None
-        return UserRow(user_id=r["user_id"], display_name=r["display_name"],
-                       unreachable=r["unreachable"], created_at=r["created_at"])
+        return UserRow(
+            user_id=r["user_id"],
+            display_name=r["display_name"],
+            unreachable=r["unreachable"],
+            created_at=r["created_at"],
+        )
 
     async def mark_unreachable(self, user_key: str) -> None:
         async def work(conn: Conn) -> None:
             await conn.execute(
                 "UPDATE users SET unreachable = true WHERE user_id IN "
-                "(SELECT user_id FROM identities WHERE user_key = $1)", user_key,
+                "(SELECT user_id FROM identities WHERE user_key = $1)",
+                user_key,
             )
             await conn.execute(
                 "UPDATE outbox SET given_up = true, last_error = 'user unreachable' "
-                "WHERE user_key = $1 AND sent_at IS NULL AND NOT given_up", user_key,
+                "WHERE user_key = $1 AND sent_at IS NULL AND NOT given_up",
+                user_key,
             )
 
         await self._tx(work)
@@ -429,35 +518,56 @@ class PostgresStore:
 
         r = await self._call(work)
         return ConversationRow(
-            conversation_id=r["conversation_id"], user_id=r["user_id"],
-            service_type=ServiceType(r["service_type"]), handoff_open=r["handoff_open"],
+            conversation_id=r["conversation_id"],
+            user_id=r["user_id"],
+            service_type=ServiceType(r["service_type"]),
+            handoff_open=r["handoff_open"],
             updated_at=r["updated_at"],
         )
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
-        await self._call(lambda conn: conn.execute(
-            "UPDATE conversations SET service_type = $2, updated_at = now() WHERE conversation_id = $1",
-            conversation_id, service_type.value,
-        ))
+        await self._call(
+            lambda conn: conn.execute(
+                "UPDATE conversations SET service_type = $2, updated_at = now() WHERE conversation_id = $1",
+                conversation_id,
+                service_type.value,
+            )
+        )
 
     async def record_message(
-        self, *, conversation_id: int, direction: Direction, text: str,
-        service_type: ServiceType, correlation_id: str,
+        self,
+        *,
+        conversation_id: int,
+        direction: Direction,
+        text: str,
+        service_type: ServiceType,
+        correlation_id: str,
     ) -> int:
-        value = await self._call(lambda conn: conn.fetchval(
-            "WITH m AS (INSERT INTO messages (conversation_id, direction, text, service_type, "
-            "correlation_id) VALUES ($1, $2, $3, $4, $5) RETURNING message_id), "
-            "c AS (UPDATE conversations SET updated_at = now() WHERE conversation_id = $1) "
-            "SELECT message_id FROM m",
-            conversation_id, direction.value, _clean(text), service_type.value, correlation_id,
-        ), retry=False)
+        value = await self._call(
+            lambda conn: conn.fetchval(
+                "WITH m AS (INSERT INTO messages (conversation_id, direction, text, service_type, "
+                "correlation_id) VALUES ($1, $2, $3, $4, $5) RETURNING message_id), "
+                "c AS (UPDATE conversations SET updated_at = now() WHERE conversation_id = $1) "
+                "SELECT message_id FROM m",
+                conversation_id,
+                direction.value,
+                _clean(text),
+                service_type.value,
+                correlation_id,
+            ),
+            retry=False,
+        )
         return int(value)
 
     async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
-        rows = await self._call(lambda conn: conn.fetch(
-            "SELECT direction, text FROM messages WHERE conversation_id = $1 AND text <> '' "
-            "ORDER BY message_id DESC LIMIT $2", conversation_id, limit,
-        ))
+        rows = await self._call(
+            lambda conn: conn.fetch(
+                "SELECT direction, text FROM messages WHERE conversation_id = $1 AND text <> '' "
+                "ORDER BY message_id DESC LIMIT $2",
+                conversation_id,
+                limit,
+            )
+        )
         return [
             Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
             for r in reversed(rows)
@@ -465,26 +575,42 @@ class PostgresStore:
 
     async def record_interaction(self, interaction: Interaction) -> None:
         i = interaction
-        await self._call(lambda conn: conn.execute(
-            "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
-            "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            i.correlation_id, i.conversation_id, i.provider, i.model, i.key_alias, i.latency_s,
-            i.tokens_in, i.tokens_out, i.outcome, i.service_type.value, i.created_at,
-        ), retry=False)
+        await self._call(
+            lambda conn: conn.execute(
+                "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
+                "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                i.correlation_id,
+                i.conversation_id,
+                i.provider,
+                i.model,
+                i.key_alias,
+                i.latency_s,
+                i.tokens_in,
+                i.tokens_out,
+                i.outcome,
+                i.service_type.value,
+                i.created_at,
+            ),
+            retry=False,
+        )
 
     # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
-        value = await self._call(lambda conn: conn.fetchval(
-            "SELECT value FROM channel_cursors WHERE name = $1", name
-        ))
+        value = await self._call(
+            lambda conn: conn.fetchval("SELECT value FROM channel_cursors WHERE name = $1", name)
+        )
         return None if value is None else str(value)
 
     async def set_cursor(self, name: str, value: str) -> None:
-        await self._call(lambda conn: conn.execute(
-            "INSERT INTO channel_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) "
-            "DO UPDATE SET value = excluded.value, updated_at = now()", name, value,
-        ))
+        await self._call(
+            lambda conn: conn.execute(
+                "INSERT INTO channel_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) "
+                "DO UPDATE SET value = excluded.value, updated_at = now()",
+                name,
+                value,
+            )
+        )
 
     # -- handoffs --------------------------------------------------------------------
     async def open_handoff(
@@ -495,11 +621,15 @@ class PostgresStore:
                 "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id) "
                 "VALUES ($1, $2, 'open', $3, $4) "
                 "ON CONFLICT (conversation_id) WHERE state <> 'closed' DO NOTHING",
-                conversation_id, user_key, _clean(reason), correlation_id,
+                conversation_id,
+                user_key,
+                _clean(reason),
+                correlation_id,
             )
             await conn.execute(
                 "UPDATE conversations SET handoff_open = true, updated_at = now() "
-                "WHERE conversation_id = $1", conversation_id,
+                "WHERE conversation_id = $1",
+                conversation_id,
             )
             return await conn.fetchrow(
                 "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'",
@@ -509,30 +639,43 @@ class PostgresStore:
         return _handoff_row(await self._tx(work))
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
-        r = await self._call(lambda conn: conn.fetchrow(
-            "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'", conversation_id
-        ))
+        r = await self._call(
+            lambda conn: conn.fetchrow(
+                "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'",
+                conversation_id,
+            )
+        )
         return None if r is None else _handoff_row(r)
 
     async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
-        await self._call(lambda conn: conn.execute(
-            "UPDATE handoffs SET state = 'assigned', assigned_to = $2, assigned_at = now() "
-            "WHERE handoff_id = $1 AND state <> 'closed'", handoff_id, staff,
-        ))
+        await self._call(
+            lambda conn: conn.execute(
+                "UPDATE handoffs SET state = 'assigned', assigned_to = $2, assigned_at = now() "
+                "WHERE handoff_id = $1 AND state <> 'closed'",
+                handoff_id,
+                staff,
+            )
+        )
 
     async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
-        await self._call(lambda conn: conn.execute(
-            "WITH h AS (UPDATE handoffs SET state = 'closed', closed_at = now(), closed_by = $2 "
-            "WHERE handoff_id = $1 AND state <> 'closed' RETURNING conversation_id) "
-            "UPDATE conversations SET handoff_open = false, updated_at = now() "
-            "WHERE conversation_id IN (SELECT conversation_id FROM h)", handoff_id, closed_by,
-        ))
+        await self._call(
+            lambda conn: conn.execute(
+                "WITH h AS (UPDATE handoffs SET state = 'closed', closed_at = now(), closed_by = $2 "
+                "WHERE handoff_id = $1 AND state <> 'closed' RETURNING conversation_id) "
+                "UPDATE conversations SET handoff_open = false, updated_at = now() "
+                "WHERE conversation_id IN (SELECT conversation_id FROM h)",
+                handoff_id,
+                closed_by,
+            )
+        )
 
     async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
-        rows = await self._call(lambda conn: conn.fetch(
-            "SELECT * FROM handoffs WHERE state <> 'closed' AND opened_at < $1 ORDER BY handoff_id",
-            cutoff,
-        ))
+        rows = await self._call(
+            lambda conn: conn.fetch(
+                "SELECT * FROM handoffs WHERE state <> 'closed' AND opened_at < $1 ORDER BY handoff_id",
+                cutoff,
+            )
+        )
         return [_handoff_row(r) for r in rows]
 
     # -- data protection -------------------------------------------------------------
@@ -561,22 +704,30 @@ class PostgresStore:
 
     async def forget_user(self, user_id: int) -> int:
         async def work(conn: Conn) -> int:
-            keys = [r[0] for r in await conn.fetch(
-                "SELECT user_key FROM identities WHERE user_id = $1", user_id
-            )]
+            keys = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT user_key FROM identities WHERE user_id = $1", user_id
+                )
+            ]
             statuses = [
                 await conn.execute(
                     "DELETE FROM messages WHERE conversation_id IN "
-                    "(SELECT conversation_id FROM conversations WHERE user_id = $1)", user_id),
+                    "(SELECT conversation_id FROM conversations WHERE user_id = $1)",
+                    user_id,
+                ),
                 await conn.execute("DELETE FROM outbox WHERE user_key = ANY($1::text[])", keys),
                 await conn.execute("DELETE FROM inbox WHERE user_key = ANY($1::text[])", keys),
                 await conn.execute(
                     "UPDATE handoffs SET user_key = 'forgotten', reason = '' "
-                    "WHERE user_key = ANY($1::text[])", keys),
+                    "WHERE user_key = ANY($1::text[])",
+                    keys,
+                ),
                 await conn.execute("DELETE FROM identities WHERE user_id = $1", user_id),
                 await conn.execute(
                     "UPDATE users SET display_name = NULL, forgotten_at = now() WHERE user_id = $1",
-                    user_id),
+                    user_id,
+                ),
             ]
             return sum(int(str(s).rsplit(" ", 1)[-1]) for s in statuses)
 
@@ -615,7 +766,8 @@ async def _apply_migrations(conn: Conn) -> list[int]:
             await conn.execute(migration.sql)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                migration.version, migration.name,
+                migration.version,
+                migration.name,
             )
             done.append(migration.version)
     return done
@@ -641,7 +793,9 @@ async def migrate_postgres(settings: StoreSettings) -> list[int]:
     """Apply the missing migrations in one transaction; return the versions applied."""
     if settings.database_url is None:
         raise ValueError("DATABASE_URL is unset: there is no PostgreSQL database to migrate")
-    applied = await _with_connection(settings.database_url, settings.command_timeout_s, _apply_migrations)
+    applied = await _with_connection(
+        settings.database_url, settings.command_timeout_s, _apply_migrations
+    )
     if applied:
         log.info("store.migrated", backend="postgres", versions=applied)
     return applied
@@ -677,15 +831,21 @@ async def open_postgres(
     server_settings = {
         "application_name": "concierge",
         "statement_timeout": str(int(settings.statement_timeout_s * 1000)),
-        "idle_in_transaction_session_timeout": str(int(max(settings.statement_timeout_s * 2, 10) * 1000)),
+        "idle_in_transaction_session_timeout": str(
+            int(max(settings.statement_timeout_s * 2, 10) * 1000)
+        ),
     }
     needed = latest_version("postgres")
     async with asyncio_loop() as loop:
 
         async def create() -> Any:
             return await asyncpg.create_pool(
-                dsn, min_size=1, max_size=settings.pool_size, timeout=timeout_s,
-                command_timeout=timeout_s, server_settings=server_settings,
+                dsn,
+                min_size=1,
+                max_size=settings.pool_size,
+                timeout=timeout_s,
+                command_timeout=timeout_s,
+                server_settings=server_settings,
                 max_inactive_connection_lifetime=300.0,
             )
 
@@ -699,7 +859,10 @@ async def open_postgres(
         store = PostgresStore(
             # asyncpg's own timeouts (connect, command, release) fire first; this
             # backstop only ends a call they did not (several statements on a hung server).
-            pool=pool, loop=loop, op_timeout_s=timeout_s * 3, acquire_timeout_s=timeout_s,
+            pool=pool,
+            loop=loop,
+            op_timeout_s=timeout_s * 3,
+            acquire_timeout_s=timeout_s,
             max_batch=max_batch,
             flushers=flushers if flushers is not None else max(1, min(settings.pool_size - 1, 2)),
         )
@@ -709,8 +872,12 @@ async def open_postgres(
                 raise SchemaOutdated(found=found, needed=needed)
             if found > needed:
                 log.warning("store.schema_newer", backend="postgres", found=found, needed=needed)
-            log.info("store.opened", backend="postgres", schema_version=found,
-                     pool_size=settings.pool_size)
+            log.info(
+                "store.opened",
+                backend="postgres",
+                schema_version=found,
+                pool_size=settings.pool_size,
+            )
             async with flushing(store.committer):
                 yield store
         finally:

@@ -88,37 +88,59 @@ def _tx(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
 
 def _inbox_row(r: sqlite3.Row) -> InboxRow:
     return InboxRow(
-        inbox_id=r["inbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
-        user_key=r["user_key"], chat_id=r["chat_id"], external_id=r["external_id"], text=r["text"],
-        kind=InboundKind(r["kind"]), received_at=_dt(r["received_at"]),
-        display_name=r["display_name"], language_hint=r["language_hint"],
+        inbox_id=r["inbox_id"],
+        correlation_id=r["correlation_id"],
+        channel=Channel(r["channel"]),
+        user_key=r["user_key"],
+        chat_id=r["chat_id"],
+        external_id=r["external_id"],
+        text=r["text"],
+        kind=InboundKind(r["kind"]),
+        received_at=_dt(r["received_at"]),
+        display_name=r["display_name"],
+        language_hint=r["language_hint"],
         processed_at=parse_ts(r["processed_at"]),
     )
 
 
 def _outbox_row(r: sqlite3.Row) -> OutboxRow:
     return OutboxRow(
-        outbox_id=r["outbox_id"], correlation_id=r["correlation_id"], channel=Channel(r["channel"]),
-        user_key=r["user_key"], chat_id=r["chat_id"], text=r["text"], inbox_id=r["inbox_id"],
-        attempts=r["attempts"], created_at=_dt(r["created_at"]),
-        next_attempt_at=_dt(r["next_attempt_at"]), sent_at=parse_ts(r["sent_at"]),
+        outbox_id=r["outbox_id"],
+        correlation_id=r["correlation_id"],
+        channel=Channel(r["channel"]),
+        user_key=r["user_key"],
+        chat_id=r["chat_id"],
+        text=r["text"],
+        inbox_id=r["inbox_id"],
+        attempts=r["attempts"],
+        created_at=_dt(r["created_at"]),
+        next_attempt_at=_dt(r["next_attempt_at"]),
+        sent_at=parse_ts(r["sent_at"]),
         last_error=r["last_error"],
     )
 
 
 def _handoff_row(r: sqlite3.Row) -> HandoffRow:
     return HandoffRow(
-        handoff_id=r["handoff_id"], conversation_id=r["conversation_id"], user_key=r["user_key"],
-        state=HandoffState(r["state"]), reason=r["reason"], correlation_id=r["correlation_id"],
-        opened_at=_dt(r["opened_at"]), assigned_to=r["assigned_to"],
-        closed_at=parse_ts(r["closed_at"]), closed_by=r["closed_by"],
+        handoff_id=r["handoff_id"],
+        conversation_id=r["conversation_id"],
+        user_key=r["user_key"],
+        state=HandoffState(r["state"]),
+        reason=r["reason"],
+        correlation_id=r["correlation_id"],
+        opened_at=_dt(r["opened_at"]),
+        assigned_to=r["assigned_to"],
+        closed_at=parse_ts(r["closed_at"]),
+        closed_by=r["closed_by"],
     )
 
 
 def _conversation_row(r: sqlite3.Row) -> ConversationRow:
     return ConversationRow(
-        conversation_id=r["conversation_id"], user_id=r["user_id"],
-        service_type=ServiceType(r["service_type"]), handoff_open=bool(r["handoff_open"]),
+        conversation_id=r["conversation_id"],
+        user_id=r["user_id"],
+        service_type=ServiceType(r["service_type"]),
+        handoff_open=bool(r["handoff_open"]),
         updated_at=_dt(r["updated_at"]),
     )
 
@@ -200,10 +222,22 @@ class SqliteStore:
                 if key in seen:
                     results.append(Accepted(status=AcceptStatus.DUPLICATE, inbox_id=seen[key]))
                     continue
-                row = conn.execute(_INSERT_INBOX, (
-                    m.correlation_id, m.channel.value, m.user_key, m.chat_id, m.external_id,
-                    m.text, m.kind.value, ts(m.received_at), m.display_name, m.language_hint, now,
-                )).fetchone()
+                row = conn.execute(
+                    _INSERT_INBOX,
+                    (
+                        m.correlation_id,
+                        m.channel.value,
+                        m.user_key,
+                        m.chat_id,
+                        m.external_id,
+                        m.text,
+                        m.kind.value,
+                        ts(m.received_at),
+                        m.display_name,
+                        m.language_hint,
+                        now,
+                    ),
+                ).fetchone()
                 if row is not None:
                     seen[key] = row[0]
                     results.append(Accepted(status=AcceptStatus.NEW, inbox_id=row[0]))
@@ -217,28 +251,36 @@ class SqliteStore:
 
         return await self._write(work)
 
-    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Sequence[InboxRow]:
+    async def pending_inbox(
+        self, *, user_key: str | None = None, limit: int = 1000
+    ) -> Sequence[InboxRow]:
         def work(conn: sqlite3.Connection) -> list[InboxRow]:
             if user_key is None:
                 rows = conn.execute(
-                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT ?", (limit,)
+                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT ?",
+                    (limit,),
                 )
             else:
                 rows = conn.execute(
                     "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = ? "
-                    "ORDER BY inbox_id LIMIT ?", (user_key, limit),
+                    "ORDER BY inbox_id LIMIT ?",
+                    (user_key, limit),
                 )
             return [_inbox_row(r) for r in rows]
 
         return await self._run(work)
 
-    async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None:
+    async def mark_processed(
+        self, inbox_id: int, *, service_type: ServiceType | None = None
+    ) -> None:
         now = ts(utcnow())
-        await self._write(lambda conn: conn.execute(
-            "UPDATE inbox SET processed_at = coalesce(processed_at, ?), "
-            "service_type = coalesce(?, service_type) WHERE inbox_id = ?",
-            (now, service_type.value if service_type else None, inbox_id),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE inbox SET processed_at = coalesce(processed_at, ?), "
+                "service_type = coalesce(?, service_type) WHERE inbox_id = ?",
+                (now, service_type.value if service_type else None, inbox_id),
+            )
+        )
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:
@@ -248,8 +290,16 @@ class SqliteStore:
             row = conn.execute(
                 "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, "
                 "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING outbox_id",
-                (reply.correlation_id, reply.channel.value, reply.user_key, reply.chat_id,
-                 reply.text, reply.inbox_id, now, now),
+                (
+                    reply.correlation_id,
+                    reply.channel.value,
+                    reply.user_key,
+                    reply.chat_id,
+                    reply.text,
+                    reply.inbox_id,
+                    now,
+                    now,
+                ),
             ).fetchone()
             return int(row[0])
 
@@ -259,26 +309,43 @@ class SqliteStore:
         self, channel: Channel, *, now: datetime | None = None, limit: int = 100
     ) -> Sequence[OutboxRow]:
         due = ts(now or utcnow())
-        return await self._run(lambda conn: [
-            _outbox_row(r) for r in conn.execute(_PENDING_OUTBOX, (channel.value, due, due, limit))
-        ])
+        return await self._run(
+            lambda conn: [
+                _outbox_row(r)
+                for r in conn.execute(_PENDING_OUTBOX, (channel.value, due, due, limit))
+            ]
+        )
 
     async def mark_sent(self, outbox_id: int) -> None:
         now = ts(utcnow())
-        await self._write(lambda conn: conn.execute(
-            "UPDATE outbox SET sent_at = coalesce(sent_at, ?), attempts = attempts + 1 "
-            "WHERE outbox_id = ?", (now, outbox_id),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET sent_at = coalesce(sent_at, ?), attempts = attempts + 1 "
+                "WHERE outbox_id = ?",
+                (now, outbox_id),
+            )
+        )
 
-    async def mark_send_failed(self, outbox_id: int, *, error: str, retry_at: datetime | None) -> None:
-        await self._write(lambda conn: conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
-            "next_attempt_at = coalesce(?, next_attempt_at), given_up = ? WHERE outbox_id = ?",
-            (error[:2000], ts(retry_at) if retry_at else None, int(retry_at is None), outbox_id),
-        ))
+    async def mark_send_failed(
+        self, outbox_id: int, *, error: str, retry_at: datetime | None
+    ) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = coalesce(?, next_attempt_at), given_up = ? WHERE outbox_id = ?",
+                (
+                    error[:2000],
+                    ts(retry_at) if retry_at else None,
+                    int(retry_at is None),
+                    outbox_id,
+                ),
+            )
+        )
 
     # -- users, identities, conversations --------------------------------------------
-    async def resolve_user(self, channel: Channel, user_key: str, *, display_name: str | None = None) -> int:
+    async def resolve_user(
+        self, channel: Channel, user_key: str, *, display_name: str | None = None
+    ) -> int:
         now = ts(utcnow())
 
         def work(conn: sqlite3.Connection) -> int:
@@ -295,10 +362,12 @@ class SqliteStore:
                     (display_name, user_id, display_name, display_name),
                 )
                 return user_id
-            user_id = int(conn.execute(
-                "INSERT INTO users (display_name, created_at) VALUES (?, ?) RETURNING user_id",
-                (display_name, now),
-            ).fetchone()[0])
+            user_id = int(
+                conn.execute(
+                    "INSERT INTO users (display_name, created_at) VALUES (?, ?) RETURNING user_id",
+                    (display_name, now),
+                ).fetchone()[0]
+            )
             conn.execute(
                 "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?)",
                 (user_id, channel.value, user_key, now),
@@ -309,22 +378,29 @@ class SqliteStore:
 
     async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
         now = ts(utcnow())
-        await self._write(lambda conn: conn.execute(
-            "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (channel, user_key) DO UPDATE SET user_id = excluded.user_id",
-            (user_id, channel.value, user_key, now),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (channel, user_key) DO UPDATE SET user_id = excluded.user_id",
+                (user_id, channel.value, user_key, now),
+            )
+        )
 
     async def user_for_key(self, user_key: str) -> UserRow | None:
         def work(conn: sqlite3.Connection) -> UserRow | None:
             r = conn.execute(
                 "SELECT u.* FROM users AS u JOIN identities AS i USING (user_id) "
-                "WHERE i.user_key = ? ORDER BY i.identity_id LIMIT 1", (user_key,),
+                "WHERE i.user_key = ? ORDER BY i.identity_id LIMIT 1",
+                (user_key,),
             ).fetchone()
             if r is None:
                 return None
-            return UserRow(user_id=r["user_id"], display_name=r["display_name"],
-                           unreachable=bool(r["unreachable"]), created_at=_dt(r["created_at"]))
+            return UserRow(
+                user_id=r["user_id"],
+                display_name=r["display_name"],
+                unreachable=bool(r["unreachable"]),
+                created_at=_dt(r["created_at"]),
+            )
 
         return await self._run(work)
 
@@ -332,11 +408,13 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE users SET unreachable = 1 WHERE user_id IN "
-                "(SELECT user_id FROM identities WHERE user_key = ?)", (user_key,),
+                "(SELECT user_id FROM identities WHERE user_key = ?)",
+                (user_key,),
             )
             conn.execute(
                 "UPDATE outbox SET given_up = 1, last_error = 'user unreachable' "
-                "WHERE user_key = ? AND sent_at IS NULL AND given_up = 0", (user_key,),
+                "WHERE user_key = ? AND sent_at IS NULL AND given_up = 0",
+                (user_key,),
             )
 
         await self._write(work)
@@ -347,7 +425,8 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> ConversationRow:
             conn.execute(
                 "INSERT INTO conversations (user_id, created_at, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id) DO NOTHING", (user_id, now, now),
+                "ON CONFLICT (user_id) DO NOTHING",
+                (user_id, now, now),
             )
             r = conn.execute("SELECT * FROM conversations WHERE user_id = ?", (user_id,)).fetchone()
             return _conversation_row(r)
@@ -356,14 +435,21 @@ class SqliteStore:
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
         now = ts(utcnow())
-        await self._write(lambda conn: conn.execute(
-            "UPDATE conversations SET service_type = ?, updated_at = ? WHERE conversation_id = ?",
-            (service_type.value, now, conversation_id),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE conversations SET service_type = ?, updated_at = ? WHERE conversation_id = ?",
+                (service_type.value, now, conversation_id),
+            )
+        )
 
     async def record_message(
-        self, *, conversation_id: int, direction: Direction, text: str,
-        service_type: ServiceType, correlation_id: str,
+        self,
+        *,
+        conversation_id: int,
+        direction: Direction,
+        text: str,
+        service_type: ServiceType,
+        correlation_id: str,
     ) -> int:
         now = ts(utcnow())
 
@@ -385,10 +471,13 @@ class SqliteStore:
         def work(conn: sqlite3.Connection) -> list[Turn]:
             rows = conn.execute(
                 "SELECT direction, text FROM messages WHERE conversation_id = ? AND text <> '' "
-                "ORDER BY message_id DESC LIMIT ?", (conversation_id, limit),
+                "ORDER BY message_id DESC LIMIT ?",
+                (conversation_id, limit),
             ).fetchall()
             return [
-                Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
+                Turn(
+                    role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1]
+                )
                 for r in reversed(rows)
             ]
 
@@ -396,13 +485,26 @@ class SqliteStore:
 
     async def record_interaction(self, interaction: Interaction) -> None:
         i = interaction
-        await self._write(lambda conn: conn.execute(
-            "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
-            "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (i.correlation_id, i.conversation_id, i.provider, i.model, i.key_alias, i.latency_s,
-             i.tokens_in, i.tokens_out, i.outcome, i.service_type.value, ts(i.created_at)),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
+                "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    i.correlation_id,
+                    i.conversation_id,
+                    i.provider,
+                    i.model,
+                    i.key_alias,
+                    i.latency_s,
+                    i.tokens_in,
+                    i.tokens_out,
+                    i.outcome,
+                    i.service_type.value,
+                    ts(i.created_at),
+                ),
+            )
+        )
 
     # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
@@ -414,11 +516,13 @@ class SqliteStore:
 
     async def set_cursor(self, name: str, value: str) -> None:
         now = ts(utcnow())
-        await self._write(lambda conn: conn.execute(
-            "INSERT INTO channel_cursors (name, value, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            (name, value, now),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO channel_cursors (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (name, value, now),
+            )
+        )
 
     # -- handoffs --------------------------------------------------------------------
     async def open_handoff(
@@ -457,10 +561,13 @@ class SqliteStore:
 
     async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
         now = ts(utcnow())
-        await self._write(lambda conn: conn.execute(
-            "UPDATE handoffs SET state = 'assigned', assigned_to = ?, assigned_at = ? "
-            "WHERE handoff_id = ? AND state <> 'closed'", (staff, now, handoff_id),
-        ))
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE handoffs SET state = 'assigned', assigned_to = ?, assigned_at = ? "
+                "WHERE handoff_id = ? AND state <> 'closed'",
+                (staff, now, handoff_id),
+            )
+        )
 
     async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
         now = ts(utcnow())
@@ -480,12 +587,15 @@ class SqliteStore:
         await self._write(work)
 
     async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
-        return await self._run(lambda conn: [
-            _handoff_row(r) for r in conn.execute(
-                "SELECT * FROM handoffs WHERE state <> 'closed' AND opened_at < ? ORDER BY handoff_id",
-                (ts(cutoff),),
-            )
-        ])
+        return await self._run(
+            lambda conn: [
+                _handoff_row(r)
+                for r in conn.execute(
+                    "SELECT * FROM handoffs WHERE state <> 'closed' AND opened_at < ? ORDER BY handoff_id",
+                    (ts(cutoff),),
+                )
+            ]
+        )
 
     # -- data protection -------------------------------------------------------------
     async def erase_texts_before(self, cutoff: datetime) -> int:
@@ -497,11 +607,13 @@ class SqliteStore:
             ).rowcount
             touched += conn.execute(
                 "UPDATE inbox SET text = '', display_name = NULL "
-                "WHERE received_at < ? AND processed_at IS NOT NULL AND text <> ''", (before,)
+                "WHERE received_at < ? AND processed_at IS NOT NULL AND text <> ''",
+                (before,),
             ).rowcount
             touched += conn.execute(
                 "UPDATE outbox SET text = '' WHERE created_at < ? AND text <> '' "
-                "AND (sent_at IS NOT NULL OR given_up = 1)", (before,)
+                "AND (sent_at IS NOT NULL OR given_up = 1)",
+                (before,),
             ).rowcount
             return touched
 
@@ -511,22 +623,30 @@ class SqliteStore:
         now = ts(utcnow())
 
         def work(conn: sqlite3.Connection) -> int:
-            keys = [r[0] for r in conn.execute(
-                "SELECT user_key FROM identities WHERE user_id = ?", (user_id,)
-            )]
+            keys = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT user_key FROM identities WHERE user_id = ?", (user_id,)
+                )
+            ]
             marks = ",".join("?" * len(keys))
             touched = conn.execute(
                 "DELETE FROM messages WHERE conversation_id IN "
-                "(SELECT conversation_id FROM conversations WHERE user_id = ?)", (user_id,)
+                "(SELECT conversation_id FROM conversations WHERE user_id = ?)",
+                (user_id,),
             ).rowcount
             if keys:
                 touched += conn.execute(
-                    f"DELETE FROM outbox WHERE user_key IN ({marks})", keys).rowcount
+                    f"DELETE FROM outbox WHERE user_key IN ({marks})", keys
+                ).rowcount
                 touched += conn.execute(
-                    f"DELETE FROM inbox WHERE user_key IN ({marks})", keys).rowcount
+                    f"DELETE FROM inbox WHERE user_key IN ({marks})", keys
+                ).rowcount
                 touched += conn.execute(
                     f"UPDATE handoffs SET user_key = 'forgotten', reason = '' "
-                    f"WHERE user_key IN ({marks})", keys).rowcount
+                    f"WHERE user_key IN ({marks})",
+                    keys,
+                ).rowcount
             touched += conn.execute("DELETE FROM identities WHERE user_id = ?", (user_id,)).rowcount
             touched += conn.execute(
                 "UPDATE users SET display_name = NULL, forgotten_at = ? WHERE user_id = ?",

@@ -21,14 +21,28 @@ pytestmark = pytest.mark.anyio
 async def test_texts_older_than_the_retention_are_erased_at_each_sweep(tmp_path: Path) -> None:
     send, receive = trio.open_memory_channel[int](4)
     async with open_store(store_settings(data_dir=tmp_path)) as store:
-        conv = await store.conversation_for(await store.resolve_user(Channel.TELEGRAM, "telegram:1"))
-        await store.record_message(conversation_id=conv.conversation_id, direction=Direction.INBOUND,
-                                   text="Bonjour", service_type=ServiceType.RENSEIGNEMENT,
-                                   correlation_id="c1")
+        conv = await store.conversation_for(
+            await store.resolve_user(Channel.TELEGRAM, "telegram:1")
+        )
+        await store.record_message(
+            conversation_id=conv.conversation_id,
+            direction=Direction.INBOUND,
+            text="Bonjour",
+            service_type=ServiceType.RENSEIGNEMENT,
+            correlation_id="c1",
+        )
         later = utcnow() + timedelta(days=91)
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_retention, store=store, retention_days=90,
-                                        interval_s=3600, now=lambda: later, swept=send))
+            await nursery.start(
+                partial(
+                    run_retention,
+                    store=store,
+                    retention_days=90,
+                    interval_s=3600,
+                    now=lambda: later,
+                    swept=send,
+                )
+            )
             with trio.fail_after(5):
                 assert await receive.receive() == 1
             nursery.cancel_scope.cancel()
@@ -38,13 +52,20 @@ async def test_texts_older_than_the_retention_are_erased_at_each_sweep(tmp_path:
 async def test_recent_texts_are_kept(tmp_path: Path) -> None:
     send, receive = trio.open_memory_channel[int](4)
     async with open_store(store_settings(data_dir=tmp_path)) as store:
-        conv = await store.conversation_for(await store.resolve_user(Channel.TELEGRAM, "telegram:1"))
-        await store.record_message(conversation_id=conv.conversation_id, direction=Direction.INBOUND,
-                                   text="Bonjour", service_type=ServiceType.RENSEIGNEMENT,
-                                   correlation_id="c1")
+        conv = await store.conversation_for(
+            await store.resolve_user(Channel.TELEGRAM, "telegram:1")
+        )
+        await store.record_message(
+            conversation_id=conv.conversation_id,
+            direction=Direction.INBOUND,
+            text="Bonjour",
+            service_type=ServiceType.RENSEIGNEMENT,
+            correlation_id="c1",
+        )
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_retention, store=store, retention_days=90,
-                                        interval_s=3600, swept=send))
+            await nursery.start(
+                partial(run_retention, store=store, retention_days=90, interval_s=3600, swept=send)
+            )
             with trio.fail_after(5):
                 assert await receive.receive() == 0
             nursery.cancel_scope.cancel()
@@ -54,9 +75,13 @@ async def test_recent_texts_are_kept(tmp_path: Path) -> None:
 @pytest.mark.autojump
 async def test_zero_days_keeps_texts_forever(tmp_path: Path) -> None:
     send, receive = trio.open_memory_channel[int](4)
-    async with open_store(store_settings(data_dir=tmp_path)) as store, trio.open_nursery() as nursery:
-        await nursery.start(partial(run_retention, store=store, retention_days=0,
-                                    interval_s=1, swept=send))
+    async with (
+        open_store(store_settings(data_dir=tmp_path)) as store,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(
+            partial(run_retention, store=store, retention_days=0, interval_s=1, swept=send)
+        )
         await trio.sleep(10)
         with pytest.raises(trio.WouldBlock):
             receive.receive_nowait()

@@ -38,9 +38,15 @@ def store_settings(
     statement_timeout_s: float = 5.0,
 ) -> StoreSettings:
     return StoreSettings(
-        data_dir=data_dir, database_url=database_url, redis_url=None, pool_size=pool_size,
-        command_timeout_s=command_timeout_s, statement_timeout_s=statement_timeout_s,
-        redis_timeout_s=0.5, session_ttl_s=3600.0, retention_days=90,
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=None,
+        pool_size=pool_size,
+        command_timeout_s=command_timeout_s,
+        statement_timeout_s=statement_timeout_s,
+        redis_timeout_s=0.5,
+        session_ttl_s=3600.0,
+        retention_days=90,
     )
 
 

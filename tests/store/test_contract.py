@@ -40,19 +40,33 @@ pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[2]
 
 
-def inbound(external_id: str, *, user: str = "telegram:111", text: str = "Bonjour",
-            channel: Channel = Channel.TELEGRAM) -> NewInbound:
+def inbound(
+    external_id: str,
+    *,
+    user: str = "telegram:111",
+    text: str = "Bonjour",
+    channel: Channel = Channel.TELEGRAM,
+) -> NewInbound:
     return NewInbound(
-        correlation_id=f"cid-{external_id}", channel=channel, user_key=user,
-        chat_id=user.partition(":")[2], external_id=external_id, text=text,
-        received_at=utcnow(), display_name="Marie",
+        correlation_id=f"cid-{external_id}",
+        channel=channel,
+        user_key=user,
+        chat_id=user.partition(":")[2],
+        external_id=external_id,
+        text=text,
+        received_at=utcnow(),
+        display_name="Marie",
     )
 
 
 def reply(text: str, *, user: str = "telegram:111", inbox_id: int | None = None) -> NewOutbound:
     return NewOutbound(
-        correlation_id=f"cid-{text}", channel=Channel.TELEGRAM, user_key=user,
-        chat_id=user.partition(":")[2], text=text, inbox_id=inbox_id,
+        correlation_id=f"cid-{text}",
+        channel=Channel.TELEGRAM,
+        user_key=user,
+        chat_id=user.partition(":")[2],
+        text=text,
+        inbox_id=inbox_id,
     )
 
 
@@ -99,7 +113,9 @@ async def test_hundred_concurrent_accepts_of_one_message_commit_exactly_one(stor
     assert await count(store, "inbox") == 1
 
 
-async def test_concurrent_accepts_share_transactions_and_each_gets_its_own_row(store: Store) -> None:
+async def test_concurrent_accepts_share_transactions_and_each_gets_its_own_row(
+    store: Store,
+) -> None:
     results: dict[str, Accepted] = {}
 
     async def deliver(n: int) -> None:
@@ -119,7 +135,9 @@ async def test_concurrent_accepts_share_transactions_and_each_gets_its_own_row(s
 
 async def test_pending_inbox_replays_unprocessed_rows_in_arrival_order(store: Store) -> None:
     ids = []
-    for n, user in enumerate(["telegram:1", "telegram:2", "telegram:1", "telegram:2", "telegram:1"]):
+    for n, user in enumerate(
+        ["telegram:1", "telegram:2", "telegram:1", "telegram:2", "telegram:1"]
+    ):
         ids.append((await store.accept(inbound(f"m{n}", user=user))).inbox_id)
     await store.mark_processed(ids[0], service_type=ServiceType.CATECHESE)
     pending = await store.pending_inbox()
@@ -135,10 +153,27 @@ async def test_inbox_row_keeps_every_field(store: Store) -> None:
     accepted = await store.accept(message)
     (row,) = await store.pending_inbox()
     assert row.inbox_id == accepted.inbox_id
-    assert (row.correlation_id, row.channel, row.user_key, row.chat_id, row.external_id,
-            row.text, row.kind, row.display_name, row.processed_at) == (
-        message.correlation_id, message.channel, message.user_key, message.chat_id,
-        message.external_id, message.text, message.kind, "Marie", None)
+    assert (
+        row.correlation_id,
+        row.channel,
+        row.user_key,
+        row.chat_id,
+        row.external_id,
+        row.text,
+        row.kind,
+        row.display_name,
+        row.processed_at,
+    ) == (
+        message.correlation_id,
+        message.channel,
+        message.user_key,
+        message.chat_id,
+        message.external_id,
+        message.text,
+        message.kind,
+        "Marie",
+        None,
+    )
     assert abs(row.received_at - message.received_at) < timedelta(milliseconds=1)
     assert row.received_at.utcoffset() == timedelta(0)
 
@@ -154,7 +189,9 @@ async def test_pending_outbox_lists_unsent_replies_in_creation_order(store: Stor
     assert [r.outbox_id for r in await store.pending_outbox(Channel.TELEGRAM)] == ids[1:]
 
 
-async def test_failed_send_waits_until_retry_and_holds_back_that_users_later_replies(store: Store) -> None:
+async def test_failed_send_waits_until_retry_and_holds_back_that_users_later_replies(
+    store: Store,
+) -> None:
     first = await store.enqueue_reply(reply("one", user="telegram:7"))
     second = await store.enqueue_reply(reply("two", user="telegram:7"))
     other = await store.enqueue_reply(reply("other", user="telegram:8"))
@@ -222,12 +259,19 @@ async def test_conversation_keeps_service_type_and_recent_turns(store: Store) ->
     assert (await store.conversation_for(uid)).service_type is ServiceType.CATECHESE
     for n in range(5):
         direction = Direction.INBOUND if n % 2 == 0 else Direction.OUTBOUND
-        await store.record_message(conversation_id=conv.conversation_id, direction=direction,
-                                   text=f"t{n}", service_type=ServiceType.CATECHESE,
-                                   correlation_id=f"c{n}")
+        await store.record_message(
+            conversation_id=conv.conversation_id,
+            direction=direction,
+            text=f"t{n}",
+            service_type=ServiceType.CATECHESE,
+            correlation_id=f"c{n}",
+        )
     turns = await store.recent_turns(conv.conversation_id, limit=3)
     assert [(t.role, t.text) for t in turns] == [
-        (Role.USER, "t2"), (Role.ASSISTANT, "t3"), (Role.USER, "t4")]
+        (Role.USER, "t2"),
+        (Role.ASSISTANT, "t3"),
+        (Role.USER, "t4"),
+    ]
 
 
 # -- cursors and handoffs -----------------------------------------------------------------
@@ -241,14 +285,21 @@ async def test_cursor_is_stored_and_overwritten(store: Store) -> None:
 async def test_handoff_opens_once_then_is_assigned_and_closed(store: Store) -> None:
     conv = await store.conversation_for(await store.resolve_user(Channel.TELEGRAM, "telegram:111"))
     cid = conv.conversation_id
-    opened = await store.open_handoff(conversation_id=cid, user_key="telegram:111",
-                                      reason="asked for a priest", correlation_id="c1")
-    again = await store.open_handoff(conversation_id=cid, user_key="telegram:111",
-                                     reason="again", correlation_id="c2")
+    opened = await store.open_handoff(
+        conversation_id=cid,
+        user_key="telegram:111",
+        reason="asked for a priest",
+        correlation_id="c1",
+    )
+    again = await store.open_handoff(
+        conversation_id=cid, user_key="telegram:111", reason="again", correlation_id="c2"
+    )
     assert again.handoff_id == opened.handoff_id
     assert again.reason == "asked for a priest"
     assert (await store.conversation_for(conv.user_id)).handoff_open
-    assert [h.handoff_id for h in await store.handoffs_opened_before(utcnow() + timedelta(seconds=5))] == [opened.handoff_id]
+    assert [
+        h.handoff_id for h in await store.handoffs_opened_before(utcnow() + timedelta(seconds=5))
+    ] == [opened.handoff_id]
     assert await store.handoffs_opened_before(utcnow() - timedelta(hours=1)) == []
     await store.assign_handoff(opened.handoff_id, staff="pere.jean")
     active = await store.active_handoff(cid)
@@ -257,8 +308,9 @@ async def test_handoff_opens_once_then_is_assigned_and_closed(store: Store) -> N
     await store.close_handoff(opened.handoff_id, closed_by="pere.jean")
     assert await store.active_handoff(cid) is None
     assert not (await store.conversation_for(conv.user_id)).handoff_open
-    reopened = await store.open_handoff(conversation_id=cid, user_key="telegram:111",
-                                        reason="new request", correlation_id="c3")
+    reopened = await store.open_handoff(
+        conversation_id=cid, user_key="telegram:111", reason="new request", correlation_id="c3"
+    )
     assert reopened.handoff_id != opened.handoff_id
     assert reopened.state is HandoffState.OPEN
 
@@ -268,14 +320,28 @@ async def _conversation_with_history(store: Store) -> tuple[int, int]:
     uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111", display_name="Marie")
     conv = await store.conversation_for(uid)
     accepted = await store.accept(inbound("m1"))
-    await store.record_message(conversation_id=conv.conversation_id, direction=Direction.INBOUND,
-                               text="Bonjour", service_type=ServiceType.RENSEIGNEMENT,
-                               correlation_id="c1")
-    await store.record_interaction(Interaction(
-        correlation_id="c1", conversation_id=conv.conversation_id, provider="anthropic",
-        model="claude", key_alias="#1", latency_s=0.8, tokens_in=120, tokens_out=40, outcome="ok",
-        service_type=ServiceType.RENSEIGNEMENT, created_at=utcnow(),
-    ))
+    await store.record_message(
+        conversation_id=conv.conversation_id,
+        direction=Direction.INBOUND,
+        text="Bonjour",
+        service_type=ServiceType.RENSEIGNEMENT,
+        correlation_id="c1",
+    )
+    await store.record_interaction(
+        Interaction(
+            correlation_id="c1",
+            conversation_id=conv.conversation_id,
+            provider="anthropic",
+            model="claude",
+            key_alias="#1",
+            latency_s=0.8,
+            tokens_in=120,
+            tokens_out=40,
+            outcome="ok",
+            service_type=ServiceType.RENSEIGNEMENT,
+            created_at=utcnow(),
+        )
+    )
     await store.mark_processed(accepted.inbox_id)
     sent = await store.enqueue_reply(reply("La messe est à 10h", inbox_id=accepted.inbox_id))
     await store.mark_sent(sent)
@@ -309,7 +375,9 @@ async def test_forget_user_erases_their_data_but_keeps_interaction_metadata(stor
     assert await store.resolve_user(Channel.TELEGRAM, "telegram:111") != uid
 
 
-async def test_forget_helper_accepts_a_channel_identity_or_an_internal_id(settings: StoreSettings) -> None:
+async def test_forget_helper_accepts_a_channel_identity_or_an_internal_id(
+    settings: StoreSettings,
+) -> None:
     async with open_store(settings) as store:
         first = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
         second = await store.resolve_user(Channel.WAHA, "waha:33600000000@c.us")
@@ -375,7 +443,9 @@ _CRASH_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-async def test_rows_accepted_before_a_sigkill_are_pending_after_restart(settings: StoreSettings) -> None:
+async def test_rows_accepted_before_a_sigkill_are_pending_after_restart(
+    settings: StoreSettings,
+) -> None:
     args = json.dumps({"data_dir": str(settings.data_dir), "database_url": settings.database_url})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = await trio.lowlevel.open_process(
@@ -409,7 +479,9 @@ async def test_rows_accepted_before_a_sigkill_are_pending_after_restart(settings
     assert (out.outbox_id, out.inbox_id, out.sent_at) == (lines["enqueued"], row.inbox_id, None)
 
 
-@hypothesis_settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis_settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(deliveries=st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=40))
 async def test_concurrent_deliveries_with_repeats_commit_each_message_once(
     store: Store, deliveries: list[int]

@@ -17,15 +17,27 @@ from tests.store.conftest import store_settings
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_healthy_store_passes_with_its_latency_and_a_closed_one_fails(tmp_path: Path) -> None:
+async def test_a_healthy_store_passes_with_its_latency_and_a_closed_one_fails(
+    tmp_path: Path,
+) -> None:
     monitor = StoreMonitor(backend="sqlite")
     async with trio.open_nursery() as nursery:
         async with open_store(store_settings(data_dir=tmp_path)) as store:
-            await nursery.start(partial(
-                run_store_monitor, store=store, monitor=monitor, interval_s=0.05, down_interval_s=0.05,
-            ))
+            await nursery.start(
+                partial(
+                    run_store_monitor,
+                    store=store,
+                    monitor=monitor,
+                    interval_s=0.05,
+                    down_interval_s=0.05,
+                )
+            )
             (check,) = monitor.health_checks()
-            assert (check.key, check.status, check.observed_unit) == ("sqlite:responseTime", Status.PASS, "ms")
+            assert (check.key, check.status, check.observed_unit) == (
+                "sqlite:responseTime",
+                Status.PASS,
+                "ms",
+            )
             assert check.observed_value is not None
             assert check.as_json()["componentType"] == "datastore"
         with trio.fail_after(5):

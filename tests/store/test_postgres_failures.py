@@ -29,8 +29,13 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 def inbound(external_id: str) -> NewInbound:
     return NewInbound(
-        correlation_id=f"cid-{external_id}", channel=Channel.TELEGRAM, user_key="telegram:1",
-        chat_id="1", external_id=external_id, text="Bonjour", received_at=utcnow(),
+        correlation_id=f"cid-{external_id}",
+        channel=Channel.TELEGRAM,
+        user_key="telegram:1",
+        chat_id="1",
+        external_id=external_id,
+        text="Bonjour",
+        received_at=utcnow(),
     )
 
 
@@ -49,8 +54,11 @@ async def pg_settings(
     cluster: PrivatePostgres, tmp_path: Path, aio_loop: asyncio.AbstractEventLoop
 ) -> StoreSettings:
     made = store_settings(
-        data_dir=tmp_path, database_url=await fresh_schema(cluster.dsn), pool_size=2,
-        command_timeout_s=2.0, statement_timeout_s=1.0,
+        data_dir=tmp_path,
+        database_url=await fresh_schema(cluster.dsn),
+        pool_size=2,
+        command_timeout_s=2.0,
+        statement_timeout_s=1.0,
     )
     await migrate(made)
     return made
@@ -61,10 +69,16 @@ async def test_server_down_gives_store_unavailable_and_the_store_reconnects_when
 ) -> None:
     async with open_store(pg_settings) as store, trio.open_nursery() as nursery:
         monitor = StoreMonitor(backend=store.backend)
-        await nursery.start(partial(
-            run_store_monitor, store=store, monitor=monitor, interval_s=0.2,
-            down_interval_s=0.1, timeout_s=2.0,
-        ))
+        await nursery.start(
+            partial(
+                run_store_monitor,
+                store=store,
+                monitor=monitor,
+                interval_s=0.2,
+                down_interval_s=0.1,
+                timeout_s=2.0,
+            )
+        )
         await store.accept(inbound("before"))
         await trio.to_thread.run_sync(cluster.stop)
         failures: list[BaseException] = []
@@ -125,8 +139,13 @@ async def test_a_terminated_backend_is_replaced_by_the_pool(
 async def test_cancelling_a_slow_query_leaves_the_connection_usable(
     pg_settings: StoreSettings, cluster: PrivatePostgres
 ) -> None:
-    one = store_settings(data_dir=pg_settings.data_dir, database_url=pg_settings.database_url,
-                         pool_size=1, command_timeout_s=5.0, statement_timeout_s=5.0)
+    one = store_settings(
+        data_dir=pg_settings.data_dir,
+        database_url=pg_settings.database_url,
+        pool_size=1,
+        command_timeout_s=5.0,
+        statement_timeout_s=5.0,
+    )
     async with open_store(one) as store:
         assert isinstance(store, PostgresStore)
         pid = await store.fetchval("SELECT pg_backend_pid()")
@@ -155,8 +174,13 @@ async def test_statement_timeout_fails_the_call_and_keeps_the_connection(
 async def test_a_hung_backend_times_out_instead_of_hanging_and_the_store_recovers(
     pg_settings: StoreSettings,
 ) -> None:
-    one = store_settings(data_dir=pg_settings.data_dir, database_url=pg_settings.database_url,
-                         pool_size=1, command_timeout_s=1.0, statement_timeout_s=5.0)
+    one = store_settings(
+        data_dir=pg_settings.data_dir,
+        database_url=pg_settings.database_url,
+        pool_size=1,
+        command_timeout_s=1.0,
+        statement_timeout_s=5.0,
+    )
     async with open_store(one) as store:
         assert isinstance(store, PostgresStore)
         pid = int(await store.fetchval("SELECT pg_backend_pid()"))

@@ -33,7 +33,9 @@ async def test_an_older_schema_is_refused_until_migrated(
     dsn = await fresh_schema(pg_database)
     settings = store_settings(data_dir=tmp_path, database_url=dsn)
     assert await migrate(settings) == [1]
-    await execute_admin(dsn, f"DELETE FROM schema_migrations WHERE version = {latest_version('postgres')}")
+    await execute_admin(
+        dsn, f"DELETE FROM schema_migrations WHERE version = {latest_version('postgres')}"
+    )
     with pytest.raises(SchemaOutdated):
         async with open_store(settings):
             pass

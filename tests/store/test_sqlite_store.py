@@ -23,11 +23,13 @@ async def test_the_store_lives_in_the_data_dir_and_migrates_itself_at_open(tmp_p
     async with open_store(settings) as store:
         assert isinstance(store, SqliteStore)
         assert store.path == tmp_path / "var" / "concierge.sqlite3" == sqlite_path(settings)
-        journal, synchronous, foreign_keys = await store._run(lambda conn: (
-            conn.execute("PRAGMA journal_mode").fetchone()[0],
-            conn.execute("PRAGMA synchronous").fetchone()[0],
-            conn.execute("PRAGMA foreign_keys").fetchone()[0],
-        ))
+        journal, synchronous, foreign_keys = await store._run(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+                conn.execute("PRAGMA foreign_keys").fetchone()[0],
+            )
+        )
     assert (journal, synchronous, foreign_keys) == ("wal", 2, 1)  # 2 = FULL
     assert await migrate(settings) == []
 
@@ -37,10 +39,14 @@ async def test_migrate_on_a_new_data_dir_applies_every_version_once(tmp_path: Pa
     assert await migrate(settings) == [1]
     assert await migrate(settings) == []
     with sqlite3.connect(sqlite_path(settings)) as conn:
-        assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "initial")]
+        assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
+            (1, "initial")
+        ]
 
 
-async def test_an_unusable_data_dir_raises_store_unavailable_naming_the_file(tmp_path: Path) -> None:
+async def test_an_unusable_data_dir_raises_store_unavailable_naming_the_file(
+    tmp_path: Path,
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(StoreUnavailable, match=r"concierge\.sqlite3"):
@@ -51,9 +57,17 @@ async def test_an_unusable_data_dir_raises_store_unavailable_naming_the_file(tmp
 async def test_a_second_process_can_write_while_the_store_is_open(tmp_path: Path) -> None:
     settings = store_settings(data_dir=tmp_path)
     async with open_store(settings) as store:
-        await store.accept(NewInbound(
-            correlation_id="c", channel=Channel.TELEGRAM, user_key="telegram:1", chat_id="1",
-            external_id="1", text="hello", received_at=utcnow()))
+        await store.accept(
+            NewInbound(
+                correlation_id="c",
+                channel=Channel.TELEGRAM,
+                user_key="telegram:1",
+                chat_id="1",
+                external_id="1",
+                text="hello",
+                received_at=utcnow(),
+            )
+        )
         with sqlite3.connect(sqlite_path(settings), timeout=5) as other:
             other.execute("INSERT INTO channel_cursors VALUES ('x', '1', ?)", (ts(utcnow()),))
         assert await store.get_cursor("x") == "1"
