@@ -525,7 +525,10 @@ async def run_conversation(
     deps.metrics.live += 1
     deps.metrics.started += 1
     try:
-        send, receive = trio.open_memory_channel[Inbound](deps.settings.queue_size)
+        # Not ``open_memory_channel[Inbound](...)``: the subscripted call costs ~30 µs per actor.
+        send: trio.MemorySendChannel[Inbound]
+        receive: trio.MemoryReceiveChannel[Inbound]
+        send, receive = trio.open_memory_channel(deps.settings.queue_size)
         conversation = Conversation(user_key, deps)
         with receive:
             task_status.started(send)

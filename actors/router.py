@@ -133,66 +133,129 @@ class _BusyNotices:
         return True
 
 
-class _Restarting(Exception):
-    """The user's actor is between two runs: it reads its pending inbox rows when it is back."""
+class _Router:
+    """The router's state: who is being started, and the busy-notice memory.
 
+    Starting an actor waits for it to report ready; doing that inside the loop would
+    make every user wait for each new user's start. Starts run as tasks instead;
+    messages for a user whose actor is starting wait in a short list (at most
+    ``queue_size``, like the actor's own queue) and are delivered in order once it is up.
+    """
 
-async def _start(
-    conversations: ConversationRegistry, user_key: str, stats: RouterStats
-) -> trio.MemorySendChannel[Inbound] | None:
-    try:
-        with trio.fail_after(START_TIMEOUT_S):
-            send = await conversations.start_child(user_key)
-    except ChildAlreadyRunning:
-        raise _Restarting from None
-    except Exception as exc:
-        stats.start_failures += 1
-        log.warning("router.start_failed", error=repr(exc))
-        return None
-    stats.actors_started += 1
-    return send
+    def __init__(
+        self,
+        *,
+        conversations: ConversationRegistry,
+        store: Store,
+        outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+        stats: RouterStats,
+        busy_notice_s: float,
+        queue_size: int,
+    ) -> None:
+        self.conversations = conversations
+        self.store = store
+        self.outbox_nudges = outbox_nudges
+        self.stats = stats
+        self.notices = _BusyNotices(every_s=busy_notice_s)
+        self.queue_size = queue_size
+        self.starting: dict[str, list[Inbound]] = {}
 
+    async def route(self, msg: Inbound, nursery: trio.Nursery) -> None:
+        key = msg.user_key
+        waiting = self.starting.get(key)
+        if waiting is not None:
+            if len(waiting) < self.queue_size:
+                waiting.append(msg)
+            else:
+                await self.busy(msg)
+            return
+        send = self.conversations.get(key)
+        if send is not None:
+            try:
+                send.send_nowait(msg)
+            except trio.WouldBlock:
+                await self.busy(msg)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # Reaped (ended after idling) or crashed: start it again and resend.
+                self.stats.resends += 1
+            else:
+                self.stats.routed += 1
+                return
+        self.starting[key] = [msg]
+        nursery.start_soon(self.start_and_deliver, key)
 
-async def _busy(
-    msg: Inbound,
-    *,
-    store: Store,
-    stats: RouterStats,
-    notices: _BusyNotices,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
-) -> None:
-    """Tell the user to resend (at most once per window) and mark the message processed."""
-    with trio.fail_after(STORE_TIMEOUT_S):
-        if notices.due(msg.user_key, trio.current_time()):
-            stats.busy_replies += 1
-            text = reply_text(Reply.BUSY, detect_language(msg.text, hint=msg.language_hint))
-            await store.enqueue_reply(
-                NewOutbound(
+    async def start_and_deliver(self, key: str) -> None:
+        try:
+            with trio.fail_after(START_TIMEOUT_S):
+                send = await self.conversations.start_child(key)
+        except ChildAlreadyRunning:
+            # Between two runs after a crash: the rows stay unprocessed in the inbox and
+            # the actor reads them when it is back.
+            for msg in self.starting.pop(key):
+                self.stats.left_to_restart += 1
+                log.info(
+                    "router.left_to_restart",
                     correlation_id=msg.correlation_id,
-                    channel=msg.channel,
-                    user_key=msg.user_key,
-                    chat_id=msg.chat_id,
-                    text=text,
                     inbox_id=msg.inbox_id,
                 )
-            )
-            nudge = outbox_nudges.get(msg.channel)
-            if nudge is not None:
-                try:
-                    nudge.send_nowait(
-                        OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id)
+            return
+        except Exception as exc:  # a refused start becomes busy replies, not a router crash
+            self.stats.start_failures += 1
+            log.warning("router.start_failed", error=repr(exc))
+            for msg in self.starting.pop(key):
+                await self.busy(msg)
+            return
+        self.stats.actors_started += 1
+        refused: list[Inbound] = []
+        # No checkpoint from here to the pop: later messages go straight to the actor, after these.
+        for msg in self.starting[key]:
+            try:
+                send.send_nowait(msg)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                refused.append(msg)
+            else:
+                self.stats.routed += 1
+        del self.starting[key]
+        for msg in refused:
+            await self.busy(msg)
+
+    async def busy(self, msg: Inbound) -> None:
+        """Tell the user to resend (at most once per window) and mark the message processed."""
+        stats = self.stats
+        with trio.fail_after(STORE_TIMEOUT_S):
+            if self.notices.due(msg.user_key, trio.current_time()):
+                stats.busy_replies += 1
+                text = reply_text(Reply.BUSY, detect_language(msg.text, hint=msg.language_hint))
+                await self.store.enqueue_reply(
+                    NewOutbound(
+                        correlation_id=msg.correlation_id,
+                        channel=msg.channel,
+                        user_key=msg.user_key,
+                        chat_id=msg.chat_id,
+                        text=text,
+                        inbox_id=msg.inbox_id,
                     )
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-            log.info(
-                "router.busy_replied", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
-            )
-        else:
-            stats.busy_dropped += 1
-            log.info(
-                "router.busy_suppressed", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
-            )
-        await store.mark_processed(msg.inbox_id)
+                )
+                nudge = self.outbox_nudges.get(msg.channel)
+                if nudge is not None:
+                    try:
+                        nudge.send_nowait(
+                            OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id)
+                        )
+                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                log.info(
+                    "router.busy_replied", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
+                )
+            else:
+                stats.busy_dropped += 1
+                log.info(
+                    "router.busy_suppressed",
+                    correlation_id=msg.correlation_id,
+                    inbox_id=msg.inbox_id,
+                )
+            await self.store.mark_processed(msg.inbox_id)
 
 
 async def run_router(
@@ -203,6 +266,7 @@ async def run_router(
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
     stats: RouterStats,
     busy_notice_s: float = 30.0,
+    queue_size: int = 4,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -210,58 +274,17 @@ async def run_router(
     The inbox belongs to whoever built it (a restarted router reads it again), so
     the router does not close it.
     """
-    notices = _BusyNotices(every_s=busy_notice_s)
-    task_status.started()
-    async for msg in inbox:
-        match msg:
-            case Inbound():
-                await _route(
-                    msg,
-                    conversations=conversations,
-                    store=store,
-                    stats=stats,
-                    notices=notices,
-                    outbox_nudges=outbox_nudges,
-                )
-
-
-async def _route(
-    msg: Inbound,
-    *,
-    conversations: ConversationRegistry,
-    store: Store,
-    stats: RouterStats,
-    notices: _BusyNotices,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
-) -> None:
-    key = msg.user_key
-    send = conversations.get(key)
-    for attempt in range(2):
-        if send is None:
-            try:
-                send = await _start(conversations, key, stats)
-            except _Restarting:
-                # The row stays unprocessed in the inbox; the actor replays it when it restarts.
-                stats.left_to_restart += 1
-                log.info(
-                    "router.left_to_restart",
-                    correlation_id=msg.correlation_id,
-                    inbox_id=msg.inbox_id,
-                )
-                return
-            if send is None:
-                break
-        try:
-            send.send_nowait(msg)
-        except trio.WouldBlock:
-            break
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            # Reaped (ended after idling) or crashed: start it again and resend once.
-            current = conversations.get(key)
-            send = current if current is not None and current is not send else None
-            if attempt == 0:
-                stats.resends += 1
-            continue
-        stats.routed += 1
-        return
-    await _busy(msg, store=store, stats=stats, notices=notices, outbox_nudges=outbox_nudges)
+    router = _Router(
+        conversations=conversations,
+        store=store,
+        outbox_nudges=outbox_nudges,
+        stats=stats,
+        busy_notice_s=busy_notice_s,
+        queue_size=queue_size,
+    )
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        async for msg in inbox:
+            match msg:
+                case Inbound():
+                    await router.route(msg, nursery)

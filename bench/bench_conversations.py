@@ -32,6 +32,7 @@ from pathlib import Path
 import attrs
 import structlog
 import trio
+import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -323,9 +324,29 @@ async def _run(
                 await nursery.start(partial(pool.run, inbox=pool_receive))
                 await nursery.start(service.supervisor.run)
 
-                # -- 1. the burst -------------------------------------------------------
+                print(f"store: {store.backend} (in {tmp}), session cache: {cache.backend}")
+
+                # -- 1. idle actors, on fresh memory ---------------------------------------
+                gc.collect()
+                rss_idle_before = rss_kib()
+                for i in range(actors):
+                    await service.conversations.start_child(f"console:idle{i}")
+                await trio.testing.wait_all_tasks_blocked()
+                gc.collect()
+                rss_idle_after = rss_kib()
+                started = service.turn_metrics.live
+                print(f"idle actors: {started} conversation actors started, waiting for messages")
+                print(
+                    f"  RSS {rss_idle_before / 1024:.1f} MiB -> {rss_idle_after / 1024:.1f} MiB: "
+                    f"{(rss_idle_after - rss_idle_before) / max(started, 1):.1f} KiB per live actor"
+                )
+                for i in range(actors):
+                    await service.conversations.stop_child(f"console:idle{i}")
+
+                # -- 2. the burst ------------------------------------------------------------
                 gc.collect()
                 rss_before = rss_kib()
+                cpu_start = time.process_time()
                 start = time.perf_counter()
                 accepted_at: list[float] = []
 
@@ -343,31 +364,32 @@ async def _run(
                     )
                     accepted_at.append(time.perf_counter())
 
+                providers: dict[str, int] = {}
+                peak_live = 0
                 async with trio.open_nursery() as senders:
                     for i in range(users):
                         senders.start_soon(one, i)
-                    answered = 0
-                    providers: dict[str, int] = {}
-                    peak_live = 0
-                    while answered < users:
+                    for _ in range(users):
                         report = await reports_receive.receive()
-                        answered += 1
                         providers[report.provider] = providers.get(report.provider, 0) + 1
                         peak_live = max(peak_live, service.turn_metrics.live)
                 elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
                 all_accepted = max(accepted_at) - start
                 rss_live = rss_kib()
                 live = service.turn_metrics.live
-                print(f"store: {store.backend} (file in {tmp}), session cache: {cache.backend}")
                 print(
-                    f"provider: in-process fake answering after {delay_s:g} s; provider calls: {adapter.calls}"
+                    f"burst: {users} users, each sending one message at once through Ingest.accept"
                 )
-                print(f"users: {users}, each sending one message at once through Ingest.accept")
+                print(
+                    f"  provider: in-process fake answering after {delay_s:g} s; calls: {adapter.calls}"
+                )
                 print(f"  all accepted into the inbox after   {all_accepted:7.2f} s")
                 print(
                     f"  all answered after                  {elapsed:7.2f} s "
                     f"({elapsed - delay_s:.2f} s beyond the provider's {delay_s:g} s)"
                 )
+                print(f"  CPU time of the process meanwhile   {cpu:7.2f} s")
                 print(
                     f"  answers by provider: {providers}; busy replies: {service.router.busy_replies}"
                 )
@@ -375,30 +397,6 @@ async def _run(
                 print(
                     f"  RSS before {rss_before / 1024:.1f} MiB, with {live} live actors "
                     f"{rss_live / 1024:.1f} MiB, peak (VmHWM) {rss_kib('VmHWM') / 1024:.1f} MiB"
-                )
-                if live:
-                    print(
-                        f"  RSS growth per live actor (includes cached context, store caches): "
-                        f"{(rss_live - rss_before) / live:.1f} KiB"
-                    )
-
-                # -- 2. idle actors alone -----------------------------------------------
-                for key in [f"console:bench{i}" for i in range(users)]:
-                    await service.conversations.stop_child(key)
-                gc.collect()
-                await trio.sleep(0.5)
-                base_live = service.turn_metrics.live
-                gc.collect()
-                rss_idle_before = rss_kib()
-                for i in range(actors):
-                    await service.conversations.start_child(f"console:idle{i}")
-                gc.collect()
-                rss_idle_after = rss_kib()
-                started = service.turn_metrics.live - base_live
-                print(f"idle actors: started {started} conversation actors waiting for messages")
-                print(
-                    f"  RSS {rss_idle_before / 1024:.1f} MiB -> {rss_idle_after / 1024:.1f} MiB: "
-                    f"{(rss_idle_after - rss_idle_before) / max(started, 1):.1f} KiB per live actor"
                 )
                 nursery.cancel_scope.cancel()
 
@@ -424,7 +422,10 @@ def main() -> None:
         "--data-dir", default=None, help="where the SQLite file goes (default: the system temp dir)"
     )
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
     trio.run(_run, args.users, args.delay, args.actors, args.data_dir, args.store)
 
 

@@ -178,6 +178,7 @@ def build_conversations(
                     store=store,
                     outbox_nudges=outbox_nudges,
                     stats=stats,
+                    queue_size=settings.queue_size,
                 ),
             ),
             ChildSpec(
