@@ -202,7 +202,7 @@ class _Router:
             return
         except Exception as exc:  # a refused start becomes busy replies, not a router crash
             self.stats.start_failures += 1
-            log.warning("router.start_failed", error=repr(exc))
+            log.warning("router.start_failed", error=type(exc).__name__)
             for msg in self.starting.pop(key):
                 await self.busy(msg)
             return
