@@ -17,7 +17,9 @@ import trio_asyncio
 
 from actors.handoff import close_handoff as close_open_handoff
 from concierge.errors import CommandError
+from concierge.logs import configure_logging
 from concierge.protocol import utcnow
+from concierge.secrets import secrets_of
 from concierge.settings import Settings
 from concierge.store.base import Store
 from concierge.store.errors import StoreError, UnknownUser
@@ -36,6 +38,10 @@ async def _bridge(settings: Settings) -> AsyncIterator[None]:
 
 
 def _run(settings: Settings, job: Callable[[], Awaitable[int]]) -> int:
+    # What the command did goes to stdout; logs to stderr, quiet unless asked for.
+    level = settings.log.level if settings.log.level == "debug" else "warning"
+    configure_logging(level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr)
+
     async def main() -> int:
         async with _bridge(settings):
             try:

@@ -18,9 +18,10 @@ import structlog
 import trio
 
 from concierge.channels.console import open_console
-from concierge.daemon import REPORT_QUEUE, build_tree, open_runtime, secrets_of
+from concierge.daemon import REPORT_QUEUE, build_tree, open_runtime
 from concierge.logs import configure_logging
 from concierge.protocol import Channel, InboundKind, TurnCompleted, new_correlation_id, utcnow
+from concierge.secrets import secrets_of
 from concierge.settings import Settings
 from concierge.store.base import Accepted, NewInbound, OutboxRow
 from concierge.store.errors import StoreUnavailable

@@ -47,6 +47,12 @@ def _settings() -> Settings:
     return load_settings()
 
 
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -71,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import concierge.chat as chat
     import concierge.daemon as daemon
     from concierge.errors import CommandError
+    from concierge.store.errors import StoreError
 
+    failure: BaseException | None = None
     try:
         match args.command:
             case "run":
@@ -86,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return admin.list_handoffs(settings)
             case "handoff":
                 return admin.close_handoff(settings, user=args.user, by=args.by)
-    except CommandError as exc:
-        print(f"concierge: {exc}", file=sys.stderr)
+    except* (CommandError, StoreError) as group:
+        # The asyncio bridge wraps errors raised while it is open in a group.
+        failure = _first(group)
+    if failure is not None:
+        print(f"concierge: {failure}", file=sys.stderr)
         return EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command!r}")
 

@@ -41,6 +41,7 @@ from concierge.protocol import (
 from concierge.providers.base import Adapter
 from concierge.providers.factory import build_adapter
 from concierge.providers.offline import OfflineAdapter
+from concierge.secrets import secrets_of
 from concierge.settings import ProviderSettings, Settings
 from concierge.store.base import SessionCache, Store
 from concierge.store.cache import CacheMonitor, open_session_cache, run_cache_monitor
@@ -80,7 +81,7 @@ class Runtime:
 
     def backoff(self) -> Backoff:
         s = self.settings.supervision
-        return Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s)
+        return Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, jitter_s=s.backoff_initial_s / 2)
 
     def supervisor(self, name: str, children: Sequence[ChildSpec], strategy: Strategy = Strategy.ONE_FOR_ONE) -> Supervisor:
         s = self.settings.supervision
@@ -299,12 +300,6 @@ def main(settings: Settings, *, run: Callable[[Settings], Any] = run_daemon) -> 
     configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=secrets_of(settings))
     code: int = trio.run(run, settings)
     return code
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    found = [v for name, v, secret in settings.effective if secret and v]
-    found += [key.secret for p in settings.pool.providers for key in p.keys if key.secret]
-    return found
 
 
 if __name__ == "__main__":  # pragma: no cover
