@@ -11,7 +11,6 @@ waiting at ``timeout_s`` while coredis finishes or fails on its own, longer time
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
@@ -105,13 +104,14 @@ def _ms(seconds: float) -> int:
 
 
 def _encode(turn: Turn) -> str:
-    return json.dumps([turn.role.value, turn.text], ensure_ascii=False, separators=(",", ":"))
+    """``user:text`` / ``assistant:text``: cheaper to read back than JSON, as unambiguous."""
+    return f"{turn.role.value}:{turn.text}"
 
 
 def _decode(item: str) -> Turn:
-    role, text = json.loads(item)
-    if not isinstance(text, str):
-        raise ValueError("turn text is not a string")
+    role, sep, text = item.partition(":")
+    if not sep:
+        raise ValueError("turn without a role")
     return Turn(role=Role(role), text=text)
 
 

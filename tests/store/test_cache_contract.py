@@ -109,6 +109,7 @@ async def test_set_context_round_trips_turns_in_order(cache: Cache) -> None:
         bot('Dimanche à 10 h.\n"Bienvenue" 🙏'),
         user(""),
         bot('["user", "not a turn"]'),
+        user("assistant: a colon: or two"),
     ]
     await cache.set_context("telegram:1", turns, ttl_s=60)
     assert list(await cache.get_context("telegram:1") or ()) == turns
@@ -345,7 +346,9 @@ async def test_redis_entries_expire_on_the_server(redis_cache: RedisSessionCache
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("items", [["not-a-header", "x"], ["window:v1", "{not json"], ["window:v1", '["robot", "x"]']])
+@pytest.mark.parametrize(
+    "items", [["not-a-header", "user:x"], ["window:v1", "no role"], ["window:v1", "robot:x"]]
+)
 async def test_redis_unreadable_window_is_a_miss_and_is_dropped(
     redis_cache: RedisSessionCache, items: list[str]
 ) -> None:
