@@ -19,10 +19,11 @@ import structlog
 import trio
 import trio_asyncio
 
-from actors.outbox import OutboxStats, default_pacing, run_outbox_sender
+from actors.outbox import OutboxStats, Pacing, default_pacing, run_outbox_sender
 from actors.provider_pool import ProviderPool
 from actors.retention import run_retention
 from concierge import __version__
+from concierge.channel_parts import ChannelParts, open_channel_parts
 from concierge.channels.base import ChannelSender
 from concierge.conversations import build_conversations
 from concierge.health import HealthBoard
@@ -77,6 +78,7 @@ class Runtime:
     pool_receive: trio.MemoryReceiveChannel[CompletionRequest]
     nudges: dict[Channel, tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]]]
     presence: dict[Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]]
+    parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
 
     def backoff(self) -> Backoff:
@@ -103,8 +105,11 @@ def enabled_channels(settings: Settings, *, console: bool) -> list[Channel]:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, channels: Sequence[Channel]) -> AsyncIterator[Runtime]:
-    """Open stores and adapters (failing fast with a clear error) and the channels between actors."""
+async def open_runtime(
+    settings: Settings, *, channels: Sequence[Channel], messengers: bool = False
+) -> AsyncIterator[Runtime]:
+    """Open stores, adapters and (with ``messengers``) the Telegram/WAHA clients, failing fast
+    with a clear error, and the memory channels between actors."""
     async with AsyncExitStack() as stack:
         if settings.store.database_url is not None:
             await stack.enter_async_context(trio_asyncio.open_loop())
@@ -125,13 +130,18 @@ async def open_runtime(settings: Settings, *, channels: Sequence[Channel]) -> As
         for c in channels:
             nudges[c] = trio.open_memory_channel[OutboxNudge](NUDGE_QUEUE)
             presence[c] = trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE)
-        yield Runtime(
+        rt = Runtime(
             settings=settings, board=HealthBoard(version=__version__), store=store, cache=cache,
             knowledge=knowledge, adapters=adapters,
             ingest=Ingest(store=store, router=router_send),
             router_send=router_send, router_receive=router_receive,
             pool_send=pool_send, pool_receive=pool_receive, nudges=nudges, presence=presence,
         )
+        if messengers:
+            rt.parts = await open_channel_parts(
+                stack, settings=settings, store=store, ingest=rt.ingest, board=rt.board, presence=presence
+            )
+        yield rt
 
 
 def _offline_adapter(settings: ProviderSettings, *, knowledge: KnowledgeBase) -> Adapter:
@@ -196,7 +206,8 @@ def build_tree(
         outbox_children.append(ChildSpec(
             id=f"outbox.{sender.channel.value}",
             start=partial(_run_sender, sender=sender, store=rt.store, stats=stats,
-                          nudges=rt.nudges[sender.channel][1]),
+                          nudges=rt.nudges[sender.channel][1],
+                          pacing=rt.parts.pacing.get(sender.channel, default_pacing(sender.channel))),
         ))
     outbox = rt.supervisor("outbox", outbox_children)
     rt.board.watch_supervisor(stores.statistics)
@@ -232,29 +243,22 @@ async def _run_sender(
     store: Store,
     stats: OutboxStats,
     nudges: trio.MemoryReceiveChannel[OutboxNudge],
+    pacing: Pacing,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     # A clone per incarnation: the sender closes what it is given, a restart needs it open.
     await run_outbox_sender(
-        sender=sender, store=store, nudges=nudges.clone(), pacing=default_pacing(sender.channel),
+        sender=sender, store=store, nudges=nudges.clone(), pacing=pacing,
         stats=stats, task_status=task_status,
     )
-
-
-def channel_parts(rt: Runtime) -> tuple[list[ChannelSender], list[ChildSpec], list[Any]]:
-    """Senders, listener children and webhook blueprints of the configured channels."""
-    senders: list[ChannelSender] = []
-    listeners: list[ChildSpec] = []
-    blueprints: list[Any] = []
-    return senders, listeners, blueprints
 
 
 async def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0 after a drain) or until the root gives up (exit 1)."""
     channels = enabled_channels(settings, console=False)
-    async with open_runtime(settings, channels=channels) as rt:
-        senders, listeners, blueprints = channel_parts(rt)
-        root = build_tree(rt, senders=senders, listeners=listeners, blueprints=blueprints)
+    async with open_runtime(settings, channels=channels, messengers=True) as rt:
+        parts = rt.parts
+        root = build_tree(rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints)
         return await supervise_until_signalled(rt, root)
 
 
