@@ -49,7 +49,7 @@ async def replay_once(
     recent: _Recent | None = None,
     resend_after_s: float = 0.0,
     send_timeout_s: float = 10.0,
-    batch: int = 500,
+    batch: int = 2000,
 ) -> int:
     """Send unprocessed rows received before ``cutoff`` to the router, oldest first."""
     rows = await store.pending_inbox(limit=batch)
@@ -79,6 +79,7 @@ async def run_inbox_replay(
     router: trio.MemorySendChannel[Inbound],
     grace_s: float,
     interval_s: float = 30.0,
+    start_batch: int = 20_000,
     now: Callable[[], datetime] = utcnow,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
