@@ -286,3 +286,18 @@ async def test_callers_giving_up_while_a_connection_opens_do_not_starve_the_pool
             await fresh.set_context("u", [user("q")], ttl_s=60)
             assert await fresh.get_context("u") == (user("q"),)
         assert fresh.statistics().in_flight == 0
+
+
+async def test_calls_beyond_the_in_flight_bound_fail_at_once(redis_server: PrivateRedis) -> None:
+    async with RedisSessionCache.open(
+        redis_server.url, key_prefix="t:", timeout_s=TIMEOUT_S, max_in_flight=2
+    ) as bounded:
+        await bounded.ping()
+        await redis_server.command("CLIENT", "PAUSE", 1500)
+        for _ in range(2):  # each leaves one abandoned call waiting for Redis
+            await assert_unavailable(lambda: bounded.get_context("u"), "took longer than")
+        assert bounded.statistics().in_flight == 2
+        # Refused before it is sent: the message says so, not "took longer than".
+        await assert_unavailable(lambda: bounded.get_context("u"), "2 calls already wait")
+        await wait_until_answering(bounded)
+        assert bounded.statistics().in_flight == 0
