@@ -137,6 +137,7 @@ class Conversation:
         "handoff_open",
         "language",
         "limited_noticed",
+        "marked",
         "service_type",
         "user_key",
     )
@@ -151,6 +152,7 @@ class Conversation:
         self.language: str | None = None
         self.limited_noticed = False
         self.handoff_open = False
+        self.marked: int | None = None
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -180,7 +182,8 @@ class Conversation:
                 self.service_type = row.service_type
                 self.handoff_open = row.handoff_open
             outcome = await self._turn(msg)
-            await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)
+            if self.marked != msg.inbox_id:  # a silent turn: nothing was delivered
+                await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)
             deps.metrics.count_turn(outcome.service_type)
             latency_s = trio.current_time() - started
             log.info(
@@ -293,7 +296,6 @@ class Conversation:
             channel=msg.channel.value,
         )
         text = reply_text(Reply.HANDOFF_OPENED, language)
-        await self._deliver(msg, text)
         await notify_staff(
             store=deps.store,
             settings=deps.settings,
@@ -303,6 +305,7 @@ class Conversation:
             who=msg.display_name or self.user_key,
             excerpt=msg.text,
         )
+        await self._deliver(msg, text, ServiceType.CONTACT_HUMAIN)
         await self._record(msg, text, ServiceType.CONTACT_HUMAIN)
         await self._set_service_type(ServiceType.CONTACT_HUMAIN)
         return _Outcome(reply=text, service_type=ServiceType.CONTACT_HUMAIN)
@@ -359,7 +362,7 @@ class Conversation:
                 )
                 text = reply_text(Reply.PROVIDER_FAILED, language)
                 outcome = "failed"
-            await self._deliver(msg, text)
+            await self._deliver(msg, text, service_type)
             await self._record(msg, text, service_type)
             await deps.store.record_interaction(
                 self._interaction(msg, result, service_type, outcome)
@@ -424,13 +427,19 @@ class Conversation:
     ) -> _Outcome:
         """Answer with a fixed text (or stay silent with ``""``), no provider involved."""
         if text:
-            await self._deliver(msg, text)
+            await self._deliver(msg, text, service_type)
         await self._record(msg, text or None, service_type, recorded_text=recorded_text)
         return _Outcome(reply=text, service_type=service_type)
 
-    async def _deliver(self, msg: Inbound, text: str) -> None:
-        """Write the reply to the durable outbox, then nudge the channel's sender."""
-        await self._deps.store.enqueue_reply(
+    async def _deliver(self, msg: Inbound, text: str, service_type: ServiceType) -> None:
+        """Write the reply to the durable outbox, mark the inbox row processed, nudge the sender.
+
+        The row is marked right after the reply is durable, before the bookkeeping that
+        follows: a crash in between is what makes a replayed row answered twice, so the
+        window is kept to one store call.
+        """
+        store = self._deps.store
+        await store.enqueue_reply(
             NewOutbound(
                 correlation_id=msg.correlation_id,
                 channel=msg.channel,
@@ -440,6 +449,8 @@ class Conversation:
                 inbox_id=msg.inbox_id,
             )
         )
+        await store.mark_processed(msg.inbox_id, service_type=service_type)
+        self.marked = msg.inbox_id
         _offer(
             self._deps.outbox_nudges.get(msg.channel),
             OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id),
@@ -511,12 +522,15 @@ async def _backlog(
 
 
 async def run_conversation(
+    key: str,
     user_key: str,
     *,
     deps: ConversationDeps,
     task_status: trio.TaskStatus[trio.MemorySendChannel[Inbound]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve one user until ``idle_s`` passes without a message.
+
+    ``key`` is the supervisor's (pseudonymous) name for this actor, ``user_key`` the user.
 
     Reports its inbox's send side through ``task_status.started``; then first
     replays this user's unprocessed inbox rows (what a crash left behind), then

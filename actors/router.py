@@ -13,6 +13,7 @@ between are counted in ``busy_dropped`` (the user already has the notice).
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -33,6 +34,15 @@ log = structlog.get_logger(__name__)
 
 START_TIMEOUT_S = 5.0
 STORE_TIMEOUT_S = 10.0
+
+
+def conversation_key(user_key: str) -> str:
+    """The conversations supervisor's key for a user: a pseudonym, since supervisors log their keys.
+
+    User keys carry phone numbers (WhatsApp) and platform ids; the pseudonym is stable,
+    so an operator can still find a user's actor: ``conversation_key("waha:...@c.us")``.
+    """
+    return "conv-" + hashlib.blake2s(user_key.encode(), digest_size=8).hexdigest()
 
 
 class ConversationRegistry(Protocol):
@@ -161,7 +171,7 @@ class _Router:
         self.starting: dict[str, list[Inbound]] = {}
 
     async def route(self, msg: Inbound, nursery: trio.Nursery) -> None:
-        key = msg.user_key
+        key = conversation_key(msg.user_key)
         waiting = self.starting.get(key)
         if waiting is not None:
             if len(waiting) < self.queue_size:
@@ -183,12 +193,12 @@ class _Router:
                 self.stats.routed += 1
                 return
         self.starting[key] = [msg]
-        nursery.start_soon(self.start_and_deliver, key)
+        nursery.start_soon(self.start_and_deliver, key, msg.user_key)
 
-    async def start_and_deliver(self, key: str) -> None:
+    async def start_and_deliver(self, key: str, user_key: str) -> None:
         try:
             with trio.fail_after(START_TIMEOUT_S):
-                send = await self.conversations.start_child(key)
+                send = await self.conversations.start_child(key, user_key)
         except ChildAlreadyRunning:
             # Between two runs after a crash: the rows stay unprocessed in the inbox and
             # the actor reads them when it is back.

@@ -330,7 +330,7 @@ async def _run(
                 gc.collect()
                 rss_idle_before = rss_kib()
                 for i in range(actors):
-                    await service.conversations.start_child(f"console:idle{i}")
+                    await service.conversations.start_child(f"idle{i}", f"console:idle{i}")
                 await trio.testing.wait_all_tasks_blocked()
                 gc.collect()
                 rss_idle_after = rss_kib()
@@ -341,7 +341,7 @@ async def _run(
                     f"{(rss_idle_after - rss_idle_before) / max(started, 1):.1f} KiB per live actor"
                 )
                 for i in range(actors):
-                    await service.conversations.stop_child(f"console:idle{i}")
+                    await service.conversations.stop_child(f"idle{i}")
 
                 # -- 2. the burst ------------------------------------------------------------
                 gc.collect()

@@ -12,10 +12,11 @@ import trio
 import trio.testing
 
 from actors.inbox_replay import replay_once
+from actors.router import conversation_key
 from concierge.protocol import utcnow
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
-from concierge.store.base import Interaction, Store
+from concierge.store.base import Interaction, NewOutbound, Store
 from tests.actors.harness import WAIT_S, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
 
@@ -106,7 +107,7 @@ async def test_idle_actor_is_reaped_and_restarted_with_its_context(
         await trio.testing.wait_all_tasks_blocked()
         assert metrics.live == 0
         assert metrics.reaped == 1
-        assert "console:u1" not in h.service.conversations
+        assert conversation_key("console:u1") not in h.service.conversations
         await h.ask("Et le samedi ?")
         assert stats.actors_started == 2
         texts = [t.text for t in adapter.calls[-1][0].turns]
@@ -117,7 +118,7 @@ async def test_idle_actor_is_reaped_and_restarted_with_its_context(
 
 
 class CrashOnce:
-    """The real store, except that ``record_interaction`` raises once for chosen turns."""
+    """The real store, except that ``enqueue_reply`` (or ``record_interaction``) raises once."""
 
     def __init__(self, inner: Store) -> None:
         self._inner = inner
@@ -126,9 +127,15 @@ class CrashOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    async def enqueue_reply(self, reply: NewOutbound) -> int:
+        if reply.correlation_id in self.poisoned:
+            self.poisoned.discard(reply.correlation_id)
+            raise RuntimeError("injected fault")
+        return int(await self._inner.enqueue_reply(reply))
+
     async def record_interaction(self, interaction: Interaction) -> None:
-        if interaction.correlation_id in self.poisoned:
-            self.poisoned.discard(interaction.correlation_id)
+        if "interaction:" + interaction.correlation_id in self.poisoned:
+            self.poisoned.discard("interaction:" + interaction.correlation_id)
             raise RuntimeError("injected fault")
         await self._inner.record_interaction(interaction)
 
@@ -153,10 +160,34 @@ async def test_a_crashed_conversation_restarts_alone_and_finishes_its_message(
         alice_report = await h.report()
         assert alice_report.inbox_id == doomed.inbox_id
         children = {c.id: c for c in h.service.conversations.statistics().children}
-        assert children["console:alice"].restart_count == 1
-        assert children["console:bob"].restart_count == 0
-        # Written to the outbox before the crash, then again by the restarted actor: at most one duplicate.
-        assert await h.replies_to("alice") == ["echo: horaires des confessions ?"] * 2
+        assert children[conversation_key("console:alice")].restart_count == 1
+        assert children[conversation_key("console:bob")].restart_count == 0
+        # The restarted actor answered the row the crash left unprocessed, once.
+        assert await h.replies_to("alice") == ["echo: horaires des confessions ?"]
+        assert [c.query for c, _ in adapter.calls].count("horaires des confessions ?") == 2
+        assert await h.store.pending_inbox() == []
+
+
+async def test_a_crash_after_the_reply_is_durable_does_not_answer_twice(tmp_path: Path) -> None:
+    faulty: list[CrashOnce] = []
+
+    def wrap(store: Store) -> Store:
+        faulty.append(CrashOnce(store))
+        return faulty[0]  # type: ignore[return-value]
+
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:
+        doomed = await h.accept("horaires des confessions ?", user="alice")
+        faulty[0].poisoned.add("interaction:" + doomed.correlation_id)
+        await h.router_send.send(doomed)
+        await wait_until(lambda: not faulty[0].poisoned)
+        assert (await h.ask("et le samedi ?", user="alice")).user_key == "console:alice"
+        children = {c.id: c for c in h.service.conversations.statistics().children}
+        assert children[conversation_key("console:alice")].restart_count == 1
+        assert await h.replies_to("alice") == [
+            "echo: horaires des confessions ?",
+            "echo: et le samedi ?",
+        ]
         assert await h.store.pending_inbox() == []
 
 
@@ -183,6 +214,13 @@ async def test_rows_left_by_a_stopped_daemon_are_answered_at_the_next_start(tmp_
         reports = {(await h.report()).inbox_id for _ in left}
         assert reports == {m.inbox_id for m in left}
         assert await h.store.pending_inbox() == []
+
+
+def test_conversation_keys_are_stable_pseudonyms() -> None:
+    key = conversation_key("waha:221770000000@c.us")
+    assert key == conversation_key("waha:221770000000@c.us")
+    assert key != conversation_key("waha:221770000001@c.us")
+    assert "221770000000" not in key
 
 
 async def test_router_reports_health_and_metrics(tmp_path: Path) -> None:
