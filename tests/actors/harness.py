@@ -160,12 +160,13 @@ async def running_concierge(
     adapters: Sequence[Adapter] | None = None,
     knowledge: KnowledgeBase | None = None,
     wrap_store: Callable[[Store], Store] | None = None,
+    wrap_cache: Callable[[SessionCache], SessionCache] | None = None,
     supervision: SupervisionSettings = SUPERVISION,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """The conversations subtree and a provider pool, running; stopped on exit.
 
-    ``wrap_store`` may put a fault-injecting proxy around the real store.
+    ``wrap_store`` / ``wrap_cache`` may put a fault-injecting proxy around the real ones.
     """
     from concierge.store.cache import open_session_cache
 
@@ -179,9 +180,10 @@ async def running_concierge(
     )
     async with (
         open_store(store_settings(tmp_path)) as real_store,
-        open_session_cache(store_settings(tmp_path)) as cache,
+        open_session_cache(store_settings(tmp_path)) as real_cache,
     ):
         the_store = wrap_store(real_store) if wrap_store is not None else real_store
+        cache = wrap_cache(real_cache) if wrap_cache is not None else real_cache
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
         reports_send, reports_receive = trio.open_memory_channel[TurnCompleted](256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,6 +19,7 @@ from concierge.protocol import (
 )
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
+from concierge.store.errors import CacheUnavailable
 from tests.actors.harness import running_concierge
 from tests.providers.scripted import Fail, Reply, ScriptedAdapter
 
@@ -235,6 +237,42 @@ async def test_context_window_is_bounded_by_turns_and_characters(tmp_path: Path)
         assert sum(len(t.text) for t in history) <= 120 + 2 * len(
             "<user_message>\n\n</user_message>"
         )
+
+
+class DownCache:
+    """A session cache that is down: every call raises ``CacheUnavailable``."""
+
+    backend = "down"
+
+    def __getattr__(self, name: str) -> Any:
+        async def unavailable(*args: Any, **kwargs: Any) -> Any:
+            await trio.lowlevel.checkpoint()
+            raise CacheUnavailable(f"{name}: connection refused")
+
+        return unavailable
+
+
+async def test_a_session_cache_that_is_down_changes_nothing_for_the_user(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(
+        tmp_path,
+        adapters=[adapter],
+        wrap_cache=lambda cache: DownCache(),
+        rate_per_min=0.001,
+        burst=3,
+    ) as h:
+        await h.ask("Quelles sont les messes du dimanche ?")
+        await h.ask("Et le samedi ?")
+        texts = [t.text for t in adapter.calls[-1][0].turns]
+        assert texts == [
+            "<user_message>\nQuelles sont les messes du dimanche ?\n</user_message>",
+            "echo: Quelles sont les messes du dimanche ?",
+            "<user_message>\nEt le samedi ?\n</user_message>",
+        ]
+        assert (await h.ask("/reset")).reply == reply_text(R.RESET_DONE, "fr")
+        # The in-process bucket still limits: burst 3 was used by the three messages above.
+        assert (await h.ask("Et en semaine ?")).reply == reply_text(R.RATE_LIMITED, "fr")
+        assert h.service.limiter.fallbacks == 4
 
 
 async def test_rows_left_unprocessed_by_a_crash_are_answered_first_and_in_order(
