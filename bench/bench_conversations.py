@@ -421,7 +421,19 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", default=None, help="where the SQLite file goes (default: the system temp dir)"
     )
+    parser.add_argument(
+        "--gc-threshold",
+        default=None,
+        help="gc.set_threshold values, e.g. 10000,20,20 (after gc.freeze()); default: Python's own",
+    )
     args = parser.parse_args()
+    if args.gc_threshold:
+        gc.freeze()
+        gc.set_threshold(*(int(v) for v in args.gc_threshold.split(",")))
+    print(
+        f"gc thresholds: {gc.get_threshold()}"
+        + (" (after gc.freeze())" if args.gc_threshold else "")
+    )
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,
