@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -66,11 +66,11 @@ class RouterStats:
     busy_dropped: int = 0
     start_failures: int = 0
     left_to_restart: int = 0
-    live_actors: Any = None
-    """A callable returning the number of live conversation actors (set by the builder)."""
+    live_actors: Callable[[], int] | None = None
+    """Counts the conversation actors alive now (the builder points it at their metrics)."""
 
     def live(self) -> int:
-        return int(self.live_actors()) if callable(self.live_actors) else 0
+        return self.live_actors() if self.live_actors is not None else 0
 
     def statistics(self) -> dict[str, int]:
         return {

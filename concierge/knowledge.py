@@ -67,13 +67,22 @@ def _stem(token: str) -> str:
     return token
 
 
-@functools.lru_cache(maxsize=512)
+_CACHED_WORDS_CHARS = 4000
+
+
 def words(text: str) -> tuple[str, ...]:
     """Folded tokens (stopwords kept): what triage and language detection look at.
 
-    Memoised: one message's text goes through language detection, triage and
-    retrieval in the same turn.
+    Memoised for ordinary messages: one message's text goes through language
+    detection, triage and retrieval in the same turn. Long texts are not kept.
     """
+    if len(text) <= _CACHED_WORDS_CHARS:
+        return _cached_words(text)
+    return tuple(_TOKEN.findall(fold(text)))
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_words(text: str) -> tuple[str, ...]:
     return tuple(_TOKEN.findall(fold(text)))
 
 

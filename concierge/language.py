@@ -14,6 +14,8 @@ from concierge.knowledge import fold, words
 FRENCH = "fr"
 ENGLISH = "en"
 SUPPORTED = (FRENCH, ENGLISH)
+SAMPLE_CHARS = 1000
+"""Only the start of a message is looked at: enough to tell, and cheap for huge inputs."""
 
 
 def _wordset(text: str) -> frozenset[str]:
@@ -57,6 +59,7 @@ def normalise_hint(hint: str | None) -> str | None:
 
 def detect_language(text: str, *, previous: str | None = None, hint: str | None = None) -> str:
     """``fr`` or ``en`` for ``text``; a tie keeps ``previous``, then the platform ``hint``, then French."""
+    text = text[:SAMPLE_CHARS]
     tokens = words(text)
     fr = en = 0.0
     for token in tokens:

@@ -176,6 +176,19 @@ async def test_an_oversized_message_is_refused_with_the_limit_before_any_provide
         assert h.service.turn_metrics.too_long == 1
 
 
+async def test_a_huge_message_is_refused_and_only_its_start_is_recorded(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:
+        report = await h.ask("Bonjour " + "x" * 200_000)
+        assert report.reply == reply_text(R.TOO_LONG, "fr", length=200_008, limit=2000)
+        assert adapter.calls == []
+        user = await h.store.user_for_key("console:u1")
+        assert user is not None
+        conversation = await h.store.conversation_for(user.user_id)
+        recorded = await h.store.recent_turns(conversation.conversation_id, limit=5)
+        assert len(recorded[0].text) <= 2000 + len(" […]")
+
+
 async def test_rate_limit_sends_one_notice_and_calls_no_provider(tmp_path: Path) -> None:
     adapter = echo()
     async with running_concierge(tmp_path, adapters=[adapter], rate_per_min=0.001, burst=2) as h:
