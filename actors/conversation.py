@@ -238,6 +238,9 @@ class Conversation:
             deps.metrics.media_refused += 1
             return await self._fixed(msg, reply_text(Reply.MEDIA_UNSUPPORTED, language), current)
 
+        if not msg.text.strip():  # nothing to answer (an empty caption, stray whitespace)
+            return await self._fixed(msg, reply_text(Reply.HELP, language), current)
+
         if len(msg.text) > settings.max_message_chars:
             deps.metrics.too_long += 1
             log.info(

@@ -165,6 +165,13 @@ async def test_media_is_refused_politely(tmp_path: Path) -> None:
         assert report.provider == ""
 
 
+async def test_a_blank_message_gets_the_help_text(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:
+        assert (await h.ask("   ")).reply == reply_text(R.HELP, "fr")
+        assert adapter.calls == []
+
+
 async def test_an_oversized_message_is_refused_with_the_limit_before_any_provider_call(
     tmp_path: Path,
 ) -> None:
