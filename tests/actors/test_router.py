@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ import trio
 import trio.testing
 
 from actors.inbox_replay import replay_once
-from actors.router import conversation_key
-from concierge.protocol import utcnow
+from actors.router import RouterStats, conversation_key, run_router
+from concierge.protocol import Inbound, utcnow
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
 from concierge.store.base import Interaction, NewOutbound, Store
@@ -234,3 +235,62 @@ async def test_router_reports_health_and_metrics(tmp_path: Path) -> None:
         turns = {s.labels["service_type"]: s.value for s in families["concierge_turns"].samples}
         assert turns == {"RENSEIGNEMENT": 1}
         assert h.service.statistics()["routed"] == 1
+
+
+class SlowRegistry:
+    """Starts the ``slow`` key's actor only when ``go`` is set; an actor is a channel the test reads."""
+
+    def __init__(self, queue_size: int, slow: str) -> None:
+        self.go = trio.Event()
+        self.slow = slow
+        self.queue_size = queue_size
+        self.children: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
+        self.sends: dict[str, trio.MemorySendChannel[Inbound]] = {}
+
+    def get(self, key: str) -> trio.MemorySendChannel[Inbound] | None:
+        return self.sends.get(key)
+
+    async def start_child(self, key: str, *args: Any) -> trio.MemorySendChannel[Inbound]:
+        if key == self.slow:
+            await self.go.wait()
+        send, receive = trio.open_memory_channel[Inbound](self.queue_size)
+        self.sends[key], self.children[key] = send, receive
+        return send
+
+
+async def test_messages_wait_in_order_while_their_actor_starts_and_others_are_not_held_up(
+    tmp_path: Path,
+) -> None:
+    registry = SlowRegistry(queue_size=3, slow=conversation_key("console:slow"))
+    stats = RouterStats()
+    async with running_concierge(tmp_path) as h:  # for its store and inbox rows
+        inbox_send, inbox = trio.open_memory_channel[Inbound](16)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    run_router,
+                    inbox=inbox,
+                    conversations=registry,
+                    store=h.store,
+                    outbox_nudges={},
+                    stats=stats,
+                    queue_size=3,
+                )
+            )
+            slow = [await h.accept(f"message {i}", user="slow") for i in range(4)]
+            for msg in slow:
+                await inbox_send.send(msg)
+            await wait_until(lambda: stats.busy_replies == 1)
+            fast = await h.accept("message rapide", user="fast")
+            await inbox_send.send(fast)
+            await wait_until(lambda: stats.routed == 1)
+            assert registry.children[conversation_key("console:fast")].receive_nowait() == fast
+            assert conversation_key("console:slow") not in registry.sends
+            registry.go.set()
+            await wait_until(lambda: stats.routed == 4)
+            child = registry.children[conversation_key("console:slow")]
+            assert [child.receive_nowait().inbox_id for _ in range(3)] == [
+                m.inbox_id for m in slow[:3]
+            ]
+            assert await h.replies_to("slow") == [reply_text(R.BUSY, "fr")]
+            nursery.cancel_scope.cancel()
