@@ -10,7 +10,7 @@ picks up where this one stopped.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -54,6 +54,32 @@ T = TypeVar("T")
 SEEN_MEMORY = 64
 """Inbox ids an actor remembers to drop replays of rows it already handled."""
 
+MAX_TURN_ATTEMPTS = 3
+"""Starts of one row that crashed its actor before it is given up with an apology."""
+
+
+class TurnAttempts:
+    """How often each inbox row was started, across restarts of its actor (bounded, in memory).
+
+    A row that crashes its actor every time would otherwise be retried by every
+    restart and every replay, and its user would never hear back.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._counts: OrderedDict[int, int] = OrderedDict()
+
+    def begin(self, inbox_id: int) -> int:
+        """Count one more start of ``inbox_id``; return which attempt this is."""
+        count = self._counts.pop(inbox_id, 0) + 1
+        self._counts[inbox_id] = count
+        if len(self._counts) > self._capacity:
+            self._counts.popitem(last=False)
+        return count
+
+    def done(self, inbox_id: int) -> None:
+        self._counts.pop(inbox_id, None)
+
 
 @attrs.define(kw_only=True)
 class ConversationMetrics:
@@ -72,6 +98,7 @@ class ConversationMetrics:
     silent_in_handoff: int = 0
     replies_withheld: int = 0
     duplicates_dropped: int = 0
+    turns_abandoned: int = 0
 
     def count_turn(self, service_type: ServiceType) -> None:
         self.turns[service_type.value] = self.turns.get(service_type.value, 0) + 1
@@ -94,6 +121,7 @@ class ConversationDeps:
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     knowledge_sections: int = 3
+    attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
     window: ContextWindow = attrs.field()
 
     @window.default
@@ -181,7 +209,12 @@ class Conversation:
                 self.conversation_id = row.conversation_id
                 self.service_type = row.service_type
                 self.handoff_open = row.handoff_open
-            outcome = await self._turn(msg)
+            attempt = deps.attempts.begin(msg.inbox_id)
+            if attempt > MAX_TURN_ATTEMPTS:
+                outcome = await self._abandon(msg, attempts=attempt - 1)
+            else:
+                outcome = await self._turn(msg)
+            deps.attempts.done(msg.inbox_id)
             if self.marked != msg.inbox_id:  # a silent turn: nothing was delivered
                 await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)
             deps.metrics.count_turn(outcome.service_type)
@@ -206,6 +239,19 @@ class Conversation:
                     latency_s=latency_s,
                 ),
             )
+
+    async def _abandon(self, msg: Inbound, *, attempts: int) -> _Outcome:
+        """Give up a row that crashed the actor ``attempts`` times: apologise, mark it, go on."""
+        deps = self._deps
+        deps.metrics.turns_abandoned += 1
+        log.error(
+            "conversation.turn_abandoned", conversation_id=self.conversation_id, attempts=attempts
+        )
+        language = self.language or detect_language(msg.text, hint=msg.language_hint)
+        service_type = self.service_type or deps.triage.default
+        text = reply_text(Reply.PROVIDER_FAILED, language)
+        await self._deliver(msg, text, service_type)
+        return _Outcome(reply=text, service_type=service_type)
 
     # -- one turn ------------------------------------------------------------------------
     async def _turn(self, msg: Inbound) -> _Outcome:

@@ -64,6 +64,7 @@ class ConversationsService:
             "silent_in_handoff": m.silent_in_handoff,
             "replies_withheld": m.replies_withheld,
             "reaped": m.reaped,
+            "turns_abandoned": m.turns_abandoned,
         }
 
     def health_checks(self) -> Iterable[Check]:
@@ -96,6 +97,12 @@ class ConversationsService:
         )
         withheld.add_metric([], m.replies_withheld)
         yield withheld
+        abandoned = CounterMetricFamily(
+            "concierge_turns_abandoned",
+            "Messages given up after crashing their conversation repeatedly",
+        )
+        abandoned.add_metric([], m.turns_abandoned)
+        yield abandoned
         handoffs = CounterMetricFamily("concierge_handoffs_opened", "Handoffs to a person opened")
         handoffs.add_metric([], m.handoffs_opened)
         yield handoffs

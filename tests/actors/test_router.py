@@ -192,6 +192,35 @@ async def test_a_crash_after_the_reply_is_durable_does_not_answer_twice(tmp_path
         assert await h.store.pending_inbox() == []
 
 
+class ContextAlwaysFails:
+    """The real store, except that reading recorded turns always raises (a poison row)."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Any:
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError("injected fault")
+
+
+async def test_a_row_that_keeps_crashing_its_actor_is_given_up_with_an_apology(
+    tmp_path: Path,
+) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=ContextAlwaysFails) as h:
+        report = await h.ask("horaires de la messe ?")
+        assert report.reply == reply_text(R.PROVIDER_FAILED, "fr")
+        assert await h.replies_to("u1") == [report.reply]
+        assert h.service.turn_metrics.turns_abandoned == 1
+        children = {c.id: c for c in h.service.conversations.statistics().children}
+        assert children[conversation_key("console:u1")].restart_count == 3
+        assert adapter.calls == []
+        assert await h.store.pending_inbox() == []
+
+
 async def test_unprocessed_rows_are_replayed_in_order(tmp_path: Path) -> None:
     adapter = echo()
     async with running_concierge(tmp_path, adapters=[adapter]) as h:
