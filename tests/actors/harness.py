@@ -1,5 +1,8 @@
-"""Helpers for the conversation tests: a running conversations subtree on a real SQLite store, the memory session cache and a real
-provider pool, with helpers to send messages and read what came out."""
+"""A running conversations subtree for tests: real SQLite store, memory session cache, real pool.
+
+``running_concierge`` starts it; ``Harness`` sends messages as ingest does and reads
+what came out (turn reports, outbox rows, presence, nudges).
+"""
 
 from __future__ import annotations
 
