@@ -45,6 +45,7 @@ from concierge.ratelimit import UserRateLimiter
 from concierge.replies import Reply, reply_text
 from concierge.settings import ConversationSettings
 from concierge.store.base import Direction, Interaction, NewOutbound, SessionCache, Store
+from concierge.store.errors import StoreError
 from concierge.triage import TriageRules
 
 log = structlog.get_logger(__name__)
@@ -213,7 +214,11 @@ class Conversation:
             if attempt > MAX_TURN_ATTEMPTS:
                 outcome = await self._abandon(msg, attempts=attempt - 1)
             else:
-                outcome = await self._turn(msg)
+                try:
+                    outcome = await self._turn(msg)
+                except StoreError:
+                    deps.attempts.done(msg.inbox_id)  # the store's outage, not the row's fault
+                    raise
             deps.attempts.done(msg.inbox_id)
             if self.marked != msg.inbox_id:  # a silent turn: nothing was delivered
                 await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)

@@ -18,6 +18,7 @@ from concierge.protocol import Inbound, utcnow
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
 from concierge.store.base import Interaction, NewOutbound, Store
+from concierge.store.errors import StoreUnavailable
 from tests.actors.harness import WAIT_S, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
 
@@ -219,6 +220,33 @@ async def test_a_row_that_keeps_crashing_its_actor_is_given_up_with_an_apology(
         assert children[conversation_key("console:u1")].restart_count == 3
         assert adapter.calls == []
         assert await h.store.pending_inbox() == []
+
+
+class StoreDownFor:
+    """The real store, except that reading recorded turns is unavailable the first ``n`` times."""
+
+    def __init__(self, inner: Store, n: int) -> None:
+        self._inner = inner
+        self.left = n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Any:
+        if self.left > 0:
+            self.left -= 1
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable("database is locked")
+        return await self._inner.recent_turns(conversation_id, limit=limit)
+
+
+async def test_a_store_outage_does_not_count_against_the_message(tmp_path: Path) -> None:
+    adapter = echo()
+    wrap = partial(StoreDownFor, n=4)
+    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:  # type: ignore[arg-type]
+        report = await h.ask("horaires de la messe ?")
+        assert report.reply == "echo: horaires de la messe ?"
+        assert h.service.turn_metrics.turns_abandoned == 0
 
 
 async def test_unprocessed_rows_are_replayed_in_order(tmp_path: Path) -> None:
