@@ -54,7 +54,7 @@ class Pacing:
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based), with up to 10 % jitter."""
-        base: float = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** max(0, attempt - 1))
+        base: float = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(max(0, attempt - 1), 40))
         return base * (1.0 + 0.1 * random.random())
 
 
@@ -149,6 +149,9 @@ class _TokenBucket:
 class _State:
     wake: trio.Event = attrs.field(factory=trio.Event)
     busy: set[str] = attrs.field(factory=set)
+    # users whose delivery ended while a round's read was running: that read may predate the
+    # delivery's store write, so the round skips them (the delivery's poke starts another)
+    finished: set[str] = attrs.field(factory=set)
     chat_next: dict[str, float] = attrs.field(factory=dict)
     retries: list[float] = attrs.field(factory=list)  # a heap of trio times rows fall due
 
@@ -224,6 +227,7 @@ async def run_outbox_sender(
             await record(row, result, log_)
         finally:
             state.busy.discard(row.user_key)
+            state.finished.add(row.user_key)
             state.poke()
 
     async def record(row: OutboxRow, result: SendResult, log_: Any) -> None:
@@ -275,6 +279,7 @@ async def run_outbox_sender(
             state.wake = trio.Event()
             while state.retries and state.retries[0] <= trio.current_time():
                 heapq.heappop(state.retries)
+            state.finished.clear()
             try:
                 rows = await store.pending_outbox(channel, now=clock(), limit=pacing.batch)
             except StoreUnavailable as exc:
@@ -291,7 +296,7 @@ async def run_outbox_sender(
             store_delay = 0.5
             stats.backlog = len(rows)
             for row in rows:
-                if row.user_key in state.busy:
+                if row.user_key in state.busy or row.user_key in state.finished:
                     continue
                 state.busy.add(row.user_key)
                 nursery.start_soon(deliver, row)

@@ -20,17 +20,15 @@ from concierge.observability import Status
 from concierge.protocol import Channel, OutboxNudge
 from concierge.store.base import NewOutbound, OutboxRow, Store
 from concierge.store.errors import StoreUnavailable
-from tests.channels.telegram_support import in_process_client, sqlite_store, trio_wallclock
+from tests.channels.telegram_support import (
+    eventually,
+    in_process_client,
+    sqlite_store,
+    trio_wallclock,
+)
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
 
 pytestmark = pytest.mark.anyio
-
-
-async def eventually(condition: Callable[[], bool], *, within_s: float = 600.0) -> None:
-    """Wait (in virtual time) until ``condition`` holds."""
-    with trio.fail_after(within_s):
-        while not condition():
-            await trio.sleep(0.05)
 
 
 async def enqueue(store: Store, chat: int, text: str) -> int:
@@ -189,7 +187,7 @@ async def test_order_holds_per_user_when_sends_fail_at_random(tmp_path: Path) ->
             for user in range(20):
                 await enqueue(h.store, 2000 + user, f"{user}:{i}")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 200, within_s=36_000)
+        await eventually(lambda: h.stats.sent == 200, step_s=1.0)
         for user in range(20):
             assert h.fake.texts_to(2000 + user) == [f"{user}:{i}" for i in range(10)]
         assert h.stats.retries == 40
@@ -301,3 +299,35 @@ async def test_metrics_and_health_describe_the_sender(tmp_path: Path) -> None:
         [check] = h.stats.health_checks()
         assert check.key == "outbox.telegram:backlog"
         assert check.status is Status.PASS
+
+
+class SlowReads:
+    """The real store, whose outbox reads come back late: their rows may be stale by then."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def pending_outbox(self, channel: Channel, **kwargs: Any) -> Any:
+        rows = await self._store.pending_outbox(channel, **kwargs)
+        await trio.sleep(0.5)
+        return rows
+
+
+@pytest.mark.autojump
+async def test_a_stale_read_never_sends_a_row_twice(tmp_path: Path) -> None:
+    pacing = Pacing(per_chat_interval_s=0.0)
+    async with outbox(tmp_path, pacing=pacing, store=SlowReads) as h:
+        for i in range(5):
+            await enqueue(h.store, 7, f"m{i}")
+        await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
+        await eventually(lambda: h.stats.sent == 5)
+        await trio.sleep(30)
+        assert h.fake.texts_to(7) == [f"m{i}" for i in range(5)]
+
+
+def test_outbox_backoff_stays_capped_after_any_number_of_attempts() -> None:
+    pacing = Pacing(backoff_initial_s=1.0, backoff_max_s=300.0)
+    assert 300.0 <= pacing.backoff_s(10_000) <= 330.0
