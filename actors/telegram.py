@@ -49,7 +49,7 @@ class PollBackoff:
     max_s: float = 60.0
 
     def delay_s(self, failures: int) -> float:
-        base: float = min(self.max_s, self.initial_s * 2.0 ** max(0, failures - 1))
+        base: float = min(self.max_s, self.initial_s * 2.0 ** min(max(0, failures - 1), 40))
         return base * (1.0 + 0.1 * random.random())
 
 
