@@ -5,15 +5,19 @@ it succeeds, so the answers are chosen for that: 200 once the inbox row is commi
 (a duplicate too) and for updates the concierge ignores; 503 with ``Retry-After`` when
 the store is down (Telegram comes back); 401/403 for a missing/wrong secret, checked
 with ``hmac.compare_digest`` before the body is read; 400 for a body that is not an
-Update (a retry cannot fix it; it is logged and counted).
+Update (a retry cannot fix it; it is logged and counted). Two faces, one behaviour:
+a Quart blueprint, and ``with_telegram_webhook`` which answers the route in bare ASGI
+in front of the app (about twice the rate).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
 
+import attrs
 import structlog
 from prometheus_client.core import CounterMetricFamily, Metric
 from quart import Blueprint, Response, request
@@ -26,6 +30,7 @@ from concierge.store.errors import StoreUnavailable
 log = structlog.get_logger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+WEBHOOK_PATH = "/webhooks/telegram"
 
 
 class TelegramWebhookStats:
@@ -82,6 +87,78 @@ def _matches(candidate: str, secrets: Sequence[bytes]) -> bool:
     return found
 
 
+@attrs.frozen(kw_only=True)
+class Answer:
+    status: int
+    error: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def body(self) -> bytes:
+        return b"" if self.error is None else json.dumps({"error": self.error}).encode()
+
+
+class TelegramWebhook:
+    """What the route does, independent of the framework serving it.
+
+    ``handle`` takes the secret header first and reads the body only once it matched.
+    """
+
+    def __init__(
+        self,
+        *,
+        ingest: Ingest,
+        secret: str,
+        previous_secrets: Sequence[str] = (),
+        stats: TelegramWebhookStats | None = None,
+        retry_after_s: int = 5,
+    ) -> None:
+        if not secret:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET must not be empty in webhook mode")
+        self._ingest = ingest
+        self._secrets = [s.encode() for s in (secret, *previous_secrets) if s]
+        self.stats = stats if stats is not None else TelegramWebhookStats()
+        self._retry_after_s = retry_after_s
+
+    async def handle(self, given: str | None, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
+        counts = self.stats
+        if given is None:
+            counts.unauthorized += 1
+            log.warning("telegram.webhook_unauthorized", reason="missing_secret")
+            return Answer(status=401, error="missing X-Telegram-Bot-Api-Secret-Token")
+        if not _matches(given, self._secrets):
+            counts.unauthorized += 1
+            log.warning("telegram.webhook_unauthorized", reason="wrong_secret")
+            return Answer(status=403, error="wrong X-Telegram-Bot-Api-Secret-Token")
+        body = await read_body()
+        try:
+            parsed = parse_update_body(body)
+        except MalformedUpdate as exc:
+            counts.malformed += 1
+            log.warning("telegram.update_rejected", reason=str(exc), body_bytes=len(body))
+            return Answer(status=400, error=f"not a Telegram Update: {exc}")
+        if isinstance(parsed, Ignored):
+            counts.ignored[parsed.reason] = counts.ignored.get(parsed.reason, 0) + 1
+            log.debug("telegram.update_ignored", update_id=parsed.update_id, reason=parsed.reason)
+            return Answer(status=200)
+        log_ = log.bind(correlation_id=parsed.correlation_id, update_id=parsed.external_id)
+        try:
+            accepted = await self._ingest.accept(parsed)
+        except StoreUnavailable as exc:
+            counts.unavailable += 1
+            log_.warning("telegram.webhook_deferred", reason=str(exc))
+            return Answer(status=503, error="store unavailable, retry later",
+                          headers={"Retry-After": str(self._retry_after_s)})
+        except Exception:
+            counts.failed += 1
+            log_.exception("telegram.webhook_failed")
+            return Answer(status=500, error="internal error")
+        if accepted.is_new:
+            counts.accepted += 1
+        else:
+            counts.duplicates += 1
+        return Answer(status=200)
+
+
 def telegram_blueprint(
     *,
     ingest: Ingest,
@@ -89,60 +166,105 @@ def telegram_blueprint(
     previous_secrets: Sequence[str] = (),
     stats: TelegramWebhookStats | None = None,
     retry_after_s: int = 5,
-    path: str = "/webhooks/telegram",
+    path: str = WEBHOOK_PATH,
 ) -> Blueprint:
-    """The webhook route; ``previous_secrets`` stay valid while a new secret is rolled out."""
-    if not secret:
-        raise ValueError("TELEGRAM_WEBHOOK_SECRET must not be empty in webhook mode")
-    secrets = [s.encode() for s in (secret, *previous_secrets) if s]
-    counts = stats if stats is not None else TelegramWebhookStats()
+    """The webhook as a Quart route; ``previous_secrets`` stay valid while a new secret is rolled out."""
+    webhook = TelegramWebhook(ingest=ingest, secret=secret, previous_secrets=previous_secrets,
+                              stats=stats, retry_after_s=retry_after_s)
     blueprint = Blueprint("telegram_webhook", __name__)
 
-    def answer(status: int, error: str | None = None, **headers: str) -> Response:
-        if error is None:
-            return Response("", status=status, headers=headers)
-        return Response(
-            json.dumps({"error": error}), status=status, content_type="application/json", headers=headers
-        )
+    async def read_body() -> bytes:
+        data = await request.get_data(cache=False, as_text=False)
+        return data.encode() if isinstance(data, str) else data
 
     @blueprint.post(path)
     async def telegram_webhook() -> Response:
-        given = request.headers.get(SECRET_HEADER)
-        if given is None:
-            counts.unauthorized += 1
-            log.warning("telegram.webhook_unauthorized", reason="missing_secret")
-            return answer(401, "missing X-Telegram-Bot-Api-Secret-Token")
-        if not _matches(given, secrets):
-            counts.unauthorized += 1
-            log.warning("telegram.webhook_unauthorized", reason="wrong_secret")
-            return answer(403, "wrong X-Telegram-Bot-Api-Secret-Token")
-        data = await request.get_data(cache=False, as_text=False)
-        body = data.encode() if isinstance(data, str) else data
-        try:
-            parsed = parse_update_body(body)
-        except MalformedUpdate as exc:
-            counts.malformed += 1
-            log.warning("telegram.update_rejected", reason=str(exc), body_bytes=len(body))
-            return answer(400, f"not a Telegram Update: {exc}")
-        if isinstance(parsed, Ignored):
-            counts.ignored[parsed.reason] = counts.ignored.get(parsed.reason, 0) + 1
-            log.debug("telegram.update_ignored", update_id=parsed.update_id, reason=parsed.reason)
-            return answer(200)
-        log_ = log.bind(correlation_id=parsed.correlation_id, update_id=parsed.external_id)
-        try:
-            accepted = await ingest.accept(parsed)
-        except StoreUnavailable as exc:
-            counts.unavailable += 1
-            log_.warning("telegram.webhook_deferred", reason=str(exc))
-            return answer(503, "store unavailable, retry later", **{"Retry-After": str(retry_after_s)})
-        except Exception:
-            counts.failed += 1
-            log_.exception("telegram.webhook_failed")
-            return answer(500, "internal error")
-        if accepted.is_new:
-            counts.accepted += 1
-        else:
-            counts.duplicates += 1
-        return answer(200)
+        answer = await webhook.handle(request.headers.get(SECRET_HEADER), read_body)
+        content_type = "application/json" if answer.error is not None else None
+        return Response(answer.body(), status=answer.status, headers=dict(answer.headers),
+                        content_type=content_type)
 
     return blueprint
+
+
+# -- the same route as bare ASGI, mounted in front of the app --------------------------------
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]  # loose, so Quart apps and Hypercorn's types both fit
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def with_telegram_webhook(
+    app: ASGIApp,
+    *,
+    ingest: Ingest,
+    secret: str,
+    previous_secrets: Sequence[str] = (),
+    stats: TelegramWebhookStats | None = None,
+    retry_after_s: int = 5,
+    max_body_bytes: int = 1 << 20,
+    path: str = WEBHOOK_PATH,
+) -> ASGIApp:
+    """``app`` with ``POST path`` answered by the webhook directly, without the framework.
+
+    The same behaviour as ``telegram_blueprint`` at about twice the rate on the trio
+    worker (Quart's request machinery is most of the cost of an ack). Every other
+    request goes to ``app``. Bodies over ``max_body_bytes`` get 413.
+    """
+    webhook = TelegramWebhook(ingest=ingest, secret=secret, previous_secrets=previous_secrets,
+                              stats=stats, retry_after_s=retry_after_s)
+    header = SECRET_HEADER.lower().encode()
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != path:
+            await app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _respond(send, Answer(status=405, error="method not allowed on this route",
+                                        headers={"Allow": "POST"}))
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
+
+        async def read_body() -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise _TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks)
+
+        try:
+            answer = await webhook.handle(given, read_body)
+        except _TooLarge:
+            answer = Answer(status=413, error=f"request body larger than {max_body_bytes} bytes")
+        except _Disconnected:
+            return
+        await _respond(send, answer)
+
+    return route
+
+
+async def _respond(send: Send, answer: Answer) -> None:
+    body = answer.body()
+    headers = [(b"content-length", str(len(body)).encode())]
+    if answer.error is not None:
+        headers.append((b"content-type", b"application/json"))
+    headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
