@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import attrs
 import structlog
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from quart import Blueprint, Response, request
 
 from concierge.channels.telegram import Ignored, MalformedUpdate, parse_update_body
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/webhooks/telegram"
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class TelegramWebhookStats:
@@ -44,6 +46,17 @@ class TelegramWebhookStats:
         self.malformed = 0
         self.unavailable = 0
         self.failed = 0
+        self.latency_buckets = [0] * len(_BUCKETS)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def observe(self, seconds: float) -> None:
+        """One answered request's handling time (secret check to answer)."""
+        for i, bound in enumerate(_BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[i] += 1
+        self.latency_sum += seconds
+        self.latency_count += 1
 
     def health_checks(self) -> Iterable[Check]:
         yield Check(
@@ -76,6 +89,13 @@ class TelegramWebhookStats:
         family.add_metric(["unavailable", ""], self.unavailable)
         family.add_metric(["failed", ""], self.failed)
         yield family
+        latency = HistogramMetricFamily(
+            "concierge_telegram_webhook_duration_seconds", "Time from request to answer on the webhook"
+        )
+        pairs = [(f"{b:g}", float(c)) for b, c in zip(_BUCKETS, self.latency_buckets, strict=True)]
+        pairs.append(("+Inf", float(self.latency_count)))
+        latency.add_metric([], pairs, self.latency_sum)
+        yield latency
 
 
 def _matches(candidate: str, secrets: Sequence[bytes]) -> bool:
@@ -120,6 +140,13 @@ class TelegramWebhook:
         self._retry_after_s = retry_after_s
 
     async def handle(self, given: str | None, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
+        started = time.perf_counter()
+        try:
+            return await self._handle(given, read_body)
+        finally:
+            self.stats.observe(time.perf_counter() - started)
+
+    async def _handle(self, given: str | None, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
         counts = self.stats
         if given is None:
             counts.unauthorized += 1

@@ -131,3 +131,16 @@ async def test_store_down_is_503_with_retry_after(tmp_path: Path) -> None:
         response = await post(s, update())
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
+
+
+async def test_answers_are_counted_and_timed_for_metrics(served: Served) -> None:
+    await post(served, update())
+    await post(served, update(), secret="wrong")
+    families = {m.name: m for m in served.stats.metrics()}
+    outcomes = {tuple(s.labels.values()): s.value for s in families["concierge_telegram_webhook_updates"].samples}
+    assert outcomes[("accepted", "")] == 1
+    assert outcomes[("unauthorized", "")] == 1
+    count = next(s for s in families["concierge_telegram_webhook_duration_seconds"].samples if s.name.endswith("_count"))
+    assert count.value == 2
+    [check] = served.stats.health_checks()
+    assert check.key == "telegram:webhook"
