@@ -154,6 +154,50 @@ class HandoffRow:
     closed_by: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class TurnRecord:
+    """Everything one handled inbox row writes, committed together by ``Store.complete_turn``.
+
+    One transaction, so a crash leaves either all of it or none of it: a replayed
+    row is answered again only if its reply was never written.
+    """
+
+    inbox_id: int
+    conversation_id: int | None
+    """Needed when messages, an interaction or a conversation type are recorded."""
+    correlation_id: str
+    service_type: ServiceType | None
+    """Stored on the inbox row (``None`` keeps what it has) and on the messages."""
+    inbound_text: str | None = None
+    """The user's message to record as an INBOUND message; ``None`` records none."""
+    outbound_text: str | None = None
+    """The reply to record as an OUTBOUND message; ``None`` records none."""
+    replies: tuple[NewOutbound, ...] = ()
+    """Outbox rows, written in this order."""
+    interaction: Interaction | None = None
+    conversation_type: ServiceType | None = None
+    """Set on the conversation when not ``None``."""
+
+    def __attrs_post_init__(self) -> None:
+        records = (
+            self.inbound_text is not None
+            or self.outbound_text is not None
+            or self.interaction is not None
+            or self.conversation_type is not None
+        )
+        if records and self.conversation_id is None:
+            raise ValueError(
+                f"TurnRecord for inbox row {self.inbox_id}: conversation_id is None but the turn "
+                "records messages, an interaction or a conversation type"
+            )
+        if (self.inbound_text is not None or self.outbound_text is not None) and (
+            self.service_type is None
+        ):
+            raise ValueError(
+                f"TurnRecord for inbox row {self.inbox_id}: recording messages needs a service_type"
+            )
+
+
 class Store(Protocol):
     """Durable records. Every method commits before it returns."""
 
@@ -176,6 +220,15 @@ class Store(Protocol):
         ...
 
     async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None: ...
+
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
+        """Write a handled row's messages, replies and interaction and mark it processed, atomically.
+
+        A row already processed is left alone and ``()`` returned: a row replayed after
+        a crash that followed its commit is never answered twice. Otherwise returns the
+        new outbox ids in the order of ``turn.replies``.
+        """
+        ...
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:

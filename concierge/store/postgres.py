@@ -37,6 +37,7 @@ from concierge.store.base import (
     NewInbound,
     NewOutbound,
     OutboxRow,
+    TurnRecord,
     UserRow,
 )
 from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
@@ -178,6 +179,29 @@ _EXISTING_INBOX = """
 SELECT inbox_id, channel, external_id FROM inbox
 WHERE (channel, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
+
+_INSERT_INTERACTION = (
+    "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
+    "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+)
+
+
+def _interaction_values(i: Interaction) -> tuple[Any, ...]:
+    return (
+        i.correlation_id,
+        i.conversation_id,
+        i.provider,
+        i.model,
+        i.key_alias,
+        i.latency_s,
+        i.tokens_in,
+        i.tokens_out,
+        i.outcome,
+        i.service_type.value,
+        i.created_at,
+    )
+
 
 _PENDING_OUTBOX = """
 SELECT * FROM outbox AS o
@@ -367,6 +391,66 @@ class PostgresStore:
                 service_type.value if service_type else None,
             )
         )
+
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
+        """One transaction; claiming the inbox row first locks it, so a concurrent call waits
+        and then finds it processed. Safe to retry on a lost connection for the same reason."""
+        service = turn.service_type.value if turn.service_type else None
+
+        async def work(conn: Conn) -> tuple[int, ...]:
+            claimed = await conn.fetchval(
+                "UPDATE inbox SET processed_at = now(), service_type = coalesce($2, service_type) "
+                "WHERE inbox_id = $1 AND processed_at IS NULL RETURNING inbox_id",
+                turn.inbox_id,
+                service,
+            )
+            if claimed is None:  # processed before (or erased with its user): nothing to answer
+                return ()
+            for direction, text in (
+                (Direction.INBOUND, turn.inbound_text),
+                (Direction.OUTBOUND, turn.outbound_text),
+            ):
+                if text is not None:
+                    await conn.execute(
+                        "INSERT INTO messages (conversation_id, direction, text, service_type, "
+                        "correlation_id) VALUES ($1, $2, $3, $4, $5)",
+                        turn.conversation_id,
+                        direction.value,
+                        _clean(text),
+                        service,
+                        turn.correlation_id,
+                    )
+            ids: list[int] = []
+            for r in turn.replies:
+                ids.append(
+                    await conn.fetchval(
+                        "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, "
+                        "inbox_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
+                        r.correlation_id,
+                        r.channel.value,
+                        r.user_key,
+                        r.chat_id,
+                        _clean(r.text),
+                        r.inbox_id,
+                    )
+                )
+            if turn.interaction is not None:
+                await conn.execute(_INSERT_INTERACTION, *_interaction_values(turn.interaction))
+            if turn.conversation_type is not None:
+                await conn.execute(
+                    "UPDATE conversations SET service_type = $2, updated_at = now() "
+                    "WHERE conversation_id = $1",
+                    turn.conversation_id,
+                    turn.conversation_type.value,
+                )
+            elif turn.inbound_text is not None or turn.outbound_text is not None:
+                await conn.execute(
+                    "UPDATE conversations SET updated_at = now() WHERE conversation_id = $1",
+                    turn.conversation_id,
+                )
+            return tuple(int(i) for i in ids)
+
+        return await self._tx(work)
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:
@@ -574,24 +658,8 @@ class PostgresStore:
         ]
 
     async def record_interaction(self, interaction: Interaction) -> None:
-        i = interaction
         await self._call(
-            lambda conn: conn.execute(
-                "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
-                "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                i.correlation_id,
-                i.conversation_id,
-                i.provider,
-                i.model,
-                i.key_alias,
-                i.latency_s,
-                i.tokens_in,
-                i.tokens_out,
-                i.outcome,
-                i.service_type.value,
-                i.created_at,
-            ),
+            lambda conn: conn.execute(_INSERT_INTERACTION, *_interaction_values(interaction)),
             retry=False,
         )
 

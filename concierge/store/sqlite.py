@@ -34,6 +34,7 @@ from concierge.store.base import (
     NewInbound,
     NewOutbound,
     OutboxRow,
+    TurnRecord,
     UserRow,
 )
 from concierge.store.errors import StoreError, StoreUnavailable
@@ -153,6 +154,22 @@ ON CONFLICT (channel, external_id) DO NOTHING
 RETURNING inbox_id
 """
 
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, "
+    "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING outbox_id"
+)
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (conversation_id, direction, text, service_type, correlation_id, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+_INSERT_INTERACTION = (
+    "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
+    "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 _PENDING_OUTBOX = """
 SELECT * FROM outbox AS o
 WHERE o.channel = ? AND o.sent_at IS NULL AND o.given_up = 0 AND o.next_attempt_at <= ?
@@ -165,6 +182,96 @@ LIMIT ?
 """
 
 
+def _interaction_values(i: Interaction) -> tuple[object, ...]:
+    return (
+        i.correlation_id,
+        i.conversation_id,
+        i.provider,
+        i.model,
+        i.key_alias,
+        i.latency_s,
+        i.tokens_in,
+        i.tokens_out,
+        i.outcome,
+        i.service_type.value,
+        ts(i.created_at),
+    )
+
+
+def _write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: str) -> tuple[int, ...]:
+    """One turn's rows, inside the caller's transaction; ``()`` if the row was already processed."""
+    claimed = conn.execute(
+        "UPDATE inbox SET processed_at = ?, service_type = coalesce(?, service_type) "
+        "WHERE inbox_id = ? AND processed_at IS NULL RETURNING inbox_id",
+        (now, turn.service_type.value if turn.service_type else None, turn.inbox_id),
+    ).fetchone()
+    if claimed is None:  # processed before (or erased with its user): nothing to answer
+        return ()
+    service = turn.service_type.value if turn.service_type else None
+    for direction, text in (
+        (Direction.INBOUND, turn.inbound_text),
+        (Direction.OUTBOUND, turn.outbound_text),
+    ):
+        if text is not None:
+            conn.execute(
+                _INSERT_MESSAGE,
+                (turn.conversation_id, direction.value, text, service, turn.correlation_id, now),
+            )
+    ids = tuple(
+        int(
+            conn.execute(
+                _INSERT_OUTBOX,
+                (
+                    r.correlation_id,
+                    r.channel.value,
+                    r.user_key,
+                    r.chat_id,
+                    r.text,
+                    r.inbox_id,
+                    now,
+                    now,
+                ),
+            ).fetchone()[0]
+        )
+        for r in turn.replies
+    )
+    if turn.interaction is not None:
+        conn.execute(_INSERT_INTERACTION, _interaction_values(turn.interaction))
+    if turn.conversation_type is not None:
+        conn.execute(
+            "UPDATE conversations SET service_type = ?, updated_at = ? WHERE conversation_id = ?",
+            (turn.conversation_type.value, now, turn.conversation_id),
+        )
+    elif turn.inbound_text is not None or turn.outbound_text is not None:
+        conn.execute(
+            "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?",
+            (now, turn.conversation_id),
+        )
+    return ids
+
+
+def _write_turns(
+    conn: sqlite3.Connection, turns: Sequence[TurnRecord], now: str
+) -> list[tuple[int, ...] | Exception]:
+    """Several turns in the caller's transaction, each in a savepoint: a bad one fails alone.
+
+    An ``OperationalError`` (disk, lock) is the database's, not the turn's: it ends the
+    whole transaction.
+    """
+    results: list[tuple[int, ...] | Exception] = []
+    for turn in turns:
+        conn.execute("SAVEPOINT turn")
+        try:
+            results.append(_write_turn(conn, turn, now))
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:
+            conn.execute("ROLLBACK TO turn")
+            results.append(StoreError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc)
+        conn.execute("RELEASE turn")
+    return results
+
+
 class SqliteStore:
     """``Store`` on one SQLite file. Build it with ``open_sqlite``."""
 
@@ -175,6 +282,11 @@ class SqliteStore:
         self._closed = False
         self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
             flush=self._accept_batch, max_batch=max_batch, flushers=1, name="sqlite.inbox"
+        )
+        self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...] | Exception] = (
+            GroupCommitter(
+                flush=self._complete_turns, max_batch=max_batch, flushers=1, name="sqlite.turns"
+            )
         )
 
     @property
@@ -282,14 +394,26 @@ class SqliteStore:
             )
         )
 
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
+        """One transaction; concurrent turns share one (each in its own savepoint)."""
+        result = await self.turn_committer.submit(turn)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _complete_turns(
+        self, turns: Sequence[TurnRecord]
+    ) -> list[tuple[int, ...] | Exception]:
+        now = ts(utcnow())
+        return await self._write(lambda conn: _write_turns(conn, turns, now))
+
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:
         now = ts(utcnow())
 
         def work(conn: sqlite3.Connection) -> int:
             row = conn.execute(
-                "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, "
-                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING outbox_id",
+                _INSERT_OUTBOX,
                 (
                     reply.correlation_id,
                     reply.channel.value,
@@ -484,27 +608,8 @@ class SqliteStore:
         return await self._run(work)
 
     async def record_interaction(self, interaction: Interaction) -> None:
-        i = interaction
-        await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
-                "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    i.correlation_id,
-                    i.conversation_id,
-                    i.provider,
-                    i.model,
-                    i.key_alias,
-                    i.latency_s,
-                    i.tokens_in,
-                    i.tokens_out,
-                    i.outcome,
-                    i.service_type.value,
-                    ts(i.created_at),
-                ),
-            )
-        )
+        values = _interaction_values(interaction)
+        await self._write(lambda conn: conn.execute(_INSERT_INTERACTION, values))
 
     # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
@@ -700,7 +805,7 @@ async def open_sqlite(
     store = SqliteStore(conn=conn, path=path, max_batch=max_batch)
     log.info("store.opened", backend="sqlite", path=str(path))
     try:
-        async with flushing(store.committer):
+        async with flushing(store.committer), flushing(store.turn_committer):
             yield store
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,8 +29,9 @@ from concierge.store.base import (
     NewInbound,
     NewOutbound,
     Store,
+    TurnRecord,
 )
-from concierge.store.errors import StoreUnavailable, UnknownUser
+from concierge.store.errors import StoreError, StoreUnavailable, UnknownUser
 from concierge.store.migrate import migrate
 from concierge.store.open import forget_user, open_store
 from concierge.store.postgres import PostgresStore
@@ -70,13 +72,17 @@ def reply(text: str, *, user: str = "telegram:111", inbox_id: int | None = None)
     )
 
 
-async def count(store: Store, table: str) -> int:
-    """Rows in ``table``, read behind the interface (for checks the protocol has no reader for)."""
-    sql = f"SELECT count(*) FROM {table}"
+async def scalar(store: Store, sql: str) -> Any:
+    """One value read behind the interface (for checks the protocol has no reader for)."""
     if isinstance(store, PostgresStore):
-        return int(await store.fetchval(sql))
+        return await store.fetchval(sql)
     assert isinstance(store, SqliteStore)
-    return int(await store._run(lambda conn: conn.execute(sql).fetchone()[0]))
+    return await store._run(lambda conn: conn.execute(sql).fetchone()[0])
+
+
+async def count(store: Store, table: str) -> int:
+    """Rows in ``table``."""
+    return int(await scalar(store, f"SELECT count(*) FROM {table}"))
 
 
 # -- inbox ----------------------------------------------------------------------------
@@ -272,6 +278,177 @@ async def test_conversation_keeps_service_type_and_recent_turns(store: Store) ->
         (Role.ASSISTANT, "t3"),
         (Role.USER, "t4"),
     ]
+
+
+# -- complete_turn: one handled row's writes, atomically -------------------------------------
+async def _pending_row(store: Store, external_id: str = "m1") -> tuple[int, int]:
+    """A new inbox row and the conversation of its user: (inbox_id, conversation_id)."""
+    conv = await store.conversation_for(await store.resolve_user(Channel.TELEGRAM, "telegram:111"))
+    accepted = await store.accept(inbound(external_id))
+    return accepted.inbox_id, conv.conversation_id
+
+
+def _interaction(conversation_id: int, correlation_id: str) -> Interaction:
+    return Interaction(
+        correlation_id=correlation_id,
+        conversation_id=conversation_id,
+        provider="anthropic",
+        model="claude",
+        key_alias="#1",
+        latency_s=0.8,
+        tokens_in=120,
+        tokens_out=40,
+        outcome="ok",
+        service_type=ServiceType.CATECHESE,
+        created_at=utcnow(),
+    )
+
+
+def _turn(
+    inbox_id: int, conversation_id: int, *replies: NewOutbound, text: str = "Bonjour"
+) -> TurnRecord:
+    return TurnRecord(
+        inbox_id=inbox_id,
+        conversation_id=conversation_id,
+        correlation_id=f"cid-{inbox_id}",
+        service_type=ServiceType.CATECHESE,
+        inbound_text=text,
+        outbound_text=replies[0].text if replies else None,
+        replies=replies,
+        interaction=_interaction(conversation_id, f"cid-{inbox_id}"),
+        conversation_type=ServiceType.CATECHESE,
+    )
+
+
+async def _written(store: Store) -> tuple[int, int, int]:
+    return (
+        await count(store, "messages"),
+        await count(store, "outbox"),
+        await count(store, "interactions"),
+    )
+
+
+async def test_complete_turn_writes_the_whole_turn_and_marks_the_row_processed(
+    store: Store,
+) -> None:
+    inbox_id, cid = await _pending_row(store)
+    replies = [reply(t, inbox_id=inbox_id) for t in ("La messe est à 10h", "deux", "trois")]
+    ids = await store.complete_turn(_turn(inbox_id, cid, *replies))
+    assert len(ids) == 3
+    assert list(ids) == sorted(ids)
+    outbox = await store.pending_outbox(Channel.TELEGRAM)
+    assert [(r.outbox_id, r.text, r.inbox_id) for r in outbox] == [
+        (i, r.text, inbox_id) for i, r in zip(ids, replies, strict=True)
+    ]
+    assert await store.pending_inbox() == []
+    assert await scalar(store, f"SELECT service_type FROM inbox WHERE inbox_id = {inbox_id}") == (
+        "CATECHESE"
+    )
+    turns = await store.recent_turns(cid, limit=10)
+    assert [(t.role, t.text) for t in turns] == [
+        (Role.USER, "Bonjour"),
+        (Role.ASSISTANT, "La messe est à 10h"),
+    ]
+    assert await count(store, "interactions") == 1
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    assert (await store.conversation_for(uid)).service_type is ServiceType.CATECHESE
+
+
+async def test_completing_a_processed_row_again_writes_nothing_and_returns_nothing(
+    store: Store,
+) -> None:
+    inbox_id, cid = await _pending_row(store)
+    turn = _turn(inbox_id, cid, reply("La messe est à 10h", inbox_id=inbox_id))
+    assert len(await store.complete_turn(turn)) == 1
+    before = await _written(store)
+    assert await store.complete_turn(turn) == ()
+    assert await _written(store) == before == (2, 1, 1)
+    # A row marked processed on its own (the router's busy path) is left alone too.
+    other = (await store.accept(inbound("m2"))).inbox_id
+    await store.mark_processed(other)
+    assert await store.complete_turn(_turn(other, cid, reply("x", inbox_id=other))) == ()
+    assert await _written(store) == before
+
+
+async def test_a_turn_failing_midway_leaves_nothing_written_and_the_row_pending(
+    store: Store,
+) -> None:
+    inbox_id, cid = await _pending_row(store)
+    good = reply("La messe est à 10h", inbox_id=inbox_id)
+    erased = reply("pour une ligne effacée", inbox_id=inbox_id + 1000)  # no such inbox row
+    with pytest.raises(StoreError):
+        await store.complete_turn(_turn(inbox_id, cid, good, erased))
+    assert await _written(store) == (0, 0, 0)
+    assert [r.inbox_id for r in await store.pending_inbox()] == [inbox_id]
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    assert (await store.conversation_for(uid)).service_type is ServiceType.RENSEIGNEMENT
+    assert len(await store.complete_turn(_turn(inbox_id, cid, good))) == 1
+    assert await store.pending_inbox() == []
+
+
+async def test_concurrent_turns_commit_once_each_and_a_bad_one_fails_alone(store: Store) -> None:
+    rows = [await _pending_row(store, f"m{n}") for n in range(12)]
+    bad = rows[5][0]
+    results: dict[int, list[tuple[int, ...] | str]] = {inbox_id: [] for inbox_id, _ in rows}
+
+    async def complete(inbox_id: int, cid: int) -> None:
+        target = inbox_id + 1000 if inbox_id == bad else inbox_id
+        try:
+            results[inbox_id].append(
+                await store.complete_turn(
+                    _turn(inbox_id, cid, reply(f"r{inbox_id}", inbox_id=target))
+                )
+            )
+        except StoreError:
+            results[inbox_id].append("failed")
+
+    async with trio.open_nursery() as nursery:
+        for inbox_id, cid in rows * 2:  # every row completed twice at once
+            nursery.start_soon(complete, inbox_id, cid)
+    assert results[bad] == ["failed", "failed"]
+    for inbox_id, _ in rows:
+        if inbox_id != bad:
+            assert sorted(len(r) for r in results[inbox_id]) == [0, 1], results[inbox_id]
+    texts = [r.text for r in await store.pending_outbox(Channel.TELEGRAM)]
+    assert sorted(texts) == sorted(f"r{i}" for i, _ in rows if i != bad)
+    assert [r.inbox_id for r in await store.pending_inbox()] == [bad]
+    assert await _written(store) == (22, 11, 11)
+
+
+async def test_a_turn_without_a_conversation_only_writes_replies_and_marks_the_row(
+    store: Store,
+) -> None:
+    accepted = await store.accept(inbound("m1"))
+    busy = reply("Un instant", inbox_id=accepted.inbox_id)
+    turn = TurnRecord(
+        inbox_id=accepted.inbox_id,
+        conversation_id=None,
+        correlation_id="cid-m1",
+        service_type=None,
+        replies=(busy,),
+    )
+    (outbox_id,) = await store.complete_turn(turn)
+    assert [r.outbox_id for r in await store.pending_outbox(Channel.TELEGRAM)] == [outbox_id]
+    assert await store.pending_inbox() == []
+    assert (
+        await scalar(store, f"SELECT service_type FROM inbox WHERE inbox_id = {accepted.inbox_id}")
+        is None
+    )
+
+
+def test_a_turn_record_that_records_messages_needs_a_conversation_and_a_service_type() -> None:
+    with pytest.raises(ValueError, match="conversation_id is None"):
+        TurnRecord(
+            inbox_id=1,
+            conversation_id=None,
+            correlation_id="c",
+            service_type=None,
+            inbound_text="x",
+        )
+    with pytest.raises(ValueError, match="needs a service_type"):
+        TurnRecord(
+            inbox_id=1, conversation_id=2, correlation_id="c", service_type=None, outbound_text="x"
+        )
 
 
 # -- cursors and handoffs -----------------------------------------------------------------
