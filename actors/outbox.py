@@ -210,11 +210,13 @@ async def run_outbox_sender(
     async def deliver(row: OutboxRow) -> None:
         log_ = log.bind(correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=channel.value)
         try:
+            # the chat's slot is waited for without holding a send slot; the global token
+            # is taken inside one, so sends never burst past the bucket
+            now = trio.current_time()
+            slot = max(now, state.chat_next.get(row.chat_id, now))
+            state.chat_next[row.chat_id] = slot + pacing.per_chat_interval_s
+            await trio.sleep_until(slot)
             async with limiter:
-                now = trio.current_time()
-                slot = max(now, state.chat_next.get(row.chat_id, now))
-                state.chat_next[row.chat_id] = slot + pacing.per_chat_interval_s
-                await trio.sleep_until(slot)
                 await bucket.take()
                 stats.in_flight += 1
                 try:
