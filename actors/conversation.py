@@ -1,9 +1,11 @@
 """One user's conversation: their messages one at a time, in order, from inbox row to outbox row.
 
 Each turn checks limits, commands and an open handoff, triages the message,
-builds the prompt from the context window and the knowledge base, asks the
-provider pool, and writes the reply to the durable outbox before anything is
-sent. The actor ends after ``idle_s`` without messages; its context stays in the
+builds the prompt from the context window and the knowledge base, and asks the
+provider pool; what it decided (replies, messages, interaction, service type)
+is then written with the inbox row's mark in one ``Store.complete_turn``, so a
+crash leaves the row either answered or pending, never answered and pending.
+The actor ends after ``idle_s`` without messages; its context stays in the
 session cache and the store, so the next message starts a fresh actor that
 picks up where this one stopped.
 """
@@ -18,7 +20,7 @@ import attrs
 import structlog
 import trio
 
-from actors.handoff import notify_staff
+from actors.handoff import staff_notice
 from actors.provider_pool import ask
 from concierge.commands import Command, ParsedCommand, parse_command
 from concierge.context import ContextWindow
@@ -44,7 +46,14 @@ from concierge.protocol import (
 from concierge.ratelimit import UserRateLimiter
 from concierge.replies import Reply, reply_text
 from concierge.settings import ConversationSettings
-from concierge.store.base import Direction, Interaction, NewOutbound, SessionCache, Store
+from concierge.store.base import (
+    HandoffRow,
+    Interaction,
+    NewOutbound,
+    SessionCache,
+    Store,
+    TurnRecord,
+)
 from concierge.store.errors import StoreError
 from concierge.triage import TriageRules
 
@@ -139,9 +148,22 @@ class ConversationDeps:
 
 @attrs.frozen(kw_only=True)
 class _Outcome:
+    """What a turn decided, before anything of it is written."""
+
     reply: str
+    """The answer to the user; ``""`` stays silent."""
     service_type: ServiceType
     provider: str = ""
+    recorded: str | None = None
+    """The user's text to record in the conversation (with the reply); ``None`` records nothing."""
+    interaction: Interaction | None = None
+    set_type: bool = False
+    """Whether the conversation takes ``service_type`` from now on."""
+    staff: NewOutbound | None = None
+    """A notification to staff, written with the reply."""
+    handoff_id: int | None = None
+    remember: bool = False
+    """Whether the exchange joins the context window once written."""
 
 
 def _offer(channel: trio.MemorySendChannel[T] | None, message: T) -> bool:
@@ -166,7 +188,6 @@ class Conversation:
         "handoff_open",
         "language",
         "limited_noticed",
-        "marked",
         "service_type",
         "user_key",
     )
@@ -181,7 +202,6 @@ class Conversation:
         self.language: str | None = None
         self.limited_noticed = False
         self.handoff_open = False
-        self.marked: int | None = None
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -193,7 +213,7 @@ class Conversation:
         return True
 
     async def handle(self, msg: Inbound) -> None:
-        """Process one inbox row exactly once per actor; the row is marked processed at the end."""
+        """Process one inbox row exactly once per actor; its writes and its mark commit together."""
         deps = self._deps
         if not self._first_time(msg.inbox_id):
             deps.metrics.duplicates_dropped += 1
@@ -202,7 +222,7 @@ class Conversation:
             correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
         ):
             started = trio.current_time()
-            if self.conversation_id is None:
+            if self.conversation_id is None:  # once per actor, not per message
                 user_id = await deps.store.resolve_user(
                     msg.channel, self.user_key, display_name=msg.display_name
                 )
@@ -211,17 +231,18 @@ class Conversation:
                 self.service_type = row.service_type
                 self.handoff_open = row.handoff_open
             attempt = deps.attempts.begin(msg.inbox_id)
-            if attempt > MAX_TURN_ATTEMPTS:
-                outcome = await self._abandon(msg, attempts=attempt - 1)
-            else:
-                try:
+            try:
+                if attempt > MAX_TURN_ATTEMPTS:
+                    outcome = self._abandon(msg, attempts=attempt - 1)
+                else:
                     outcome = await self._turn(msg)
-                except StoreError:
-                    deps.attempts.done(msg.inbox_id)  # the store's outage, not the row's fault
-                    raise
+                await self._complete(msg, outcome)
+            except StoreError:
+                deps.attempts.done(msg.inbox_id)  # the store's outage, not the row's fault
+                raise
             deps.attempts.done(msg.inbox_id)
-            if self.marked != msg.inbox_id:  # a silent turn: nothing was delivered
-                await deps.store.mark_processed(msg.inbox_id, service_type=outcome.service_type)
+            if outcome.remember:
+                await deps.window.remember(self.user_key, msg.text, outcome.reply)
             deps.metrics.count_turn(outcome.service_type)
             latency_s = trio.current_time() - started
             log.info(
@@ -245,7 +266,7 @@ class Conversation:
                 ),
             )
 
-    async def _abandon(self, msg: Inbound, *, attempts: int) -> _Outcome:
+    def _abandon(self, msg: Inbound, *, attempts: int) -> _Outcome:
         """Give up a row that crashed the actor ``attempts`` times: apologise, mark it, go on."""
         deps = self._deps
         deps.metrics.turns_abandoned += 1
@@ -254,9 +275,9 @@ class Conversation:
         )
         language = self.language or detect_language(msg.text, hint=msg.language_hint)
         service_type = self.service_type or deps.triage.default
-        text = reply_text(Reply.PROVIDER_FAILED, language)
-        await self._deliver(msg, text, service_type)
-        return _Outcome(reply=text, service_type=service_type)
+        return _Outcome(
+            reply=reply_text(Reply.PROVIDER_FAILED, language), service_type=service_type
+        )
 
     # -- one turn ------------------------------------------------------------------------
     async def _turn(self, msg: Inbound) -> _Outcome:
@@ -268,10 +289,13 @@ class Conversation:
             msg.text, previous=self.language, hint=msg.language_hint
         )
 
-        if await self._in_handoff():
+        handoff = await self._active_handoff()
+        if handoff is not None and handoff.correlation_id == msg.correlation_id:
+            # This very message opened it before a crash: finish opening it (once).
+            return await self._open_handoff(msg, language, reason=handoff.reason)
+        if handoff is not None:
             deps.metrics.silent_in_handoff += 1
-            await self._record(msg, None, ServiceType.CONTACT_HUMAIN)
-            return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN)
+            return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN, recorded=msg.text)
 
         if not await deps.limiter.allow(self.user_key):
             deps.metrics.rate_limited += 1
@@ -282,15 +306,15 @@ class Conversation:
             )
             notice = "" if self.limited_noticed else reply_text(Reply.RATE_LIMITED, language)
             self.limited_noticed = True
-            return await self._fixed(msg, notice, current)
+            return _Outcome(reply=notice, service_type=current, recorded=msg.text)
         self.limited_noticed = False
 
         if msg.kind is InboundKind.MEDIA:
             deps.metrics.media_refused += 1
-            return await self._fixed(msg, reply_text(Reply.MEDIA_UNSUPPORTED, language), current)
+            return self._fixed(msg, reply_text(Reply.MEDIA_UNSUPPORTED, language), current)
 
         if not msg.text.strip():  # nothing to answer (an empty caption, stray whitespace)
-            return await self._fixed(msg, reply_text(Reply.HELP, language), current)
+            return self._fixed(msg, reply_text(Reply.HELP, language), current)
 
         if len(msg.text) > settings.max_message_chars:
             deps.metrics.too_long += 1
@@ -304,7 +328,7 @@ class Conversation:
                 Reply.TOO_LONG, language, length=len(msg.text), limit=settings.max_message_chars
             )
             recorded = msg.text[: settings.max_message_chars] + " […]"
-            return await self._fixed(msg, text, current, recorded_text=recorded)
+            return _Outcome(reply=text, service_type=current, recorded=recorded)
 
         command = parse_command(msg.text)
         if command is not None:
@@ -322,14 +346,14 @@ class Conversation:
         deps = self._deps
         match command.command:
             case Command.START:
-                return await self._fixed(msg, reply_text(Reply.WELCOME, language), current)
+                return self._fixed(msg, reply_text(Reply.WELCOME, language), current)
             case Command.RESET:
                 await deps.window.clear(self.user_key)
-                return await self._fixed(msg, reply_text(Reply.RESET_DONE, language), current)
+                return self._fixed(msg, reply_text(Reply.RESET_DONE, language), current)
             case Command.HUMAN:
                 return await self._open_handoff(msg, language, reason="command")
             case Command.HELP | Command.UNKNOWN:
-                return await self._fixed(msg, reply_text(Reply.HELP, language), current)
+                return self._fixed(msg, reply_text(Reply.HELP, language), current)
 
     async def _open_handoff(self, msg: Inbound, language: str, *, reason: str) -> _Outcome:
         deps = self._deps
@@ -349,20 +373,20 @@ class Conversation:
             reason=reason,
             channel=msg.channel.value,
         )
-        text = reply_text(Reply.HANDOFF_OPENED, language)
-        await notify_staff(
-            store=deps.store,
-            settings=deps.settings,
-            outbox_nudges=deps.outbox_nudges,
-            handoff=handoff,
-            channel=msg.channel,
-            who=msg.display_name or self.user_key,
-            excerpt=msg.text,
+        return _Outcome(
+            reply=reply_text(Reply.HANDOFF_OPENED, language),
+            service_type=ServiceType.CONTACT_HUMAIN,
+            recorded=msg.text,
+            set_type=True,
+            handoff_id=handoff.handoff_id,
+            staff=staff_notice(
+                settings=deps.settings,
+                handoff=handoff,
+                channel=msg.channel,
+                who=msg.display_name or self.user_key,
+                excerpt=msg.text,
+            ),
         )
-        await self._deliver(msg, text, ServiceType.CONTACT_HUMAIN)
-        await self._record(msg, text, ServiceType.CONTACT_HUMAIN)
-        await self._set_service_type(ServiceType.CONTACT_HUMAIN)
-        return _Outcome(reply=text, service_type=ServiceType.CONTACT_HUMAIN)
 
     async def _answer(self, msg: Inbound, language: str, service_type: ServiceType) -> _Outcome:
         deps = self._deps
@@ -416,15 +440,15 @@ class Conversation:
                 )
                 text = reply_text(Reply.PROVIDER_FAILED, language)
                 outcome = "failed"
-            await self._deliver(msg, text, service_type)
-            await self._record(msg, text, service_type)
-            await deps.store.record_interaction(
-                self._interaction(msg, result, service_type, outcome)
+            return _Outcome(
+                reply=text,
+                service_type=service_type,
+                provider=provider,
+                recorded=msg.text,
+                interaction=self._interaction(msg, result, service_type, outcome),
+                set_type=True,
+                remember=outcome == "ok",
             )
-            await self._set_service_type(service_type)
-            if outcome == "ok":
-                await self._deps.window.remember(self.user_key, msg.text, text)
-            return _Outcome(reply=text, service_type=service_type, provider=provider)
         finally:
             _offer(
                 presence,
@@ -471,89 +495,78 @@ class Conversation:
         )
 
     # -- helpers -------------------------------------------------------------------------
-    async def _fixed(
-        self,
-        msg: Inbound,
-        text: str,
-        service_type: ServiceType,
-        *,
-        recorded_text: str | None = None,
-    ) -> _Outcome:
-        """Answer with a fixed text (or stay silent with ``""``), no provider involved."""
-        if text:
-            await self._deliver(msg, text, service_type)
-        await self._record(msg, text or None, service_type, recorded_text=recorded_text)
-        return _Outcome(reply=text, service_type=service_type)
+    def _fixed(self, msg: Inbound, text: str, service_type: ServiceType) -> _Outcome:
+        """Answer with a fixed text, no provider involved."""
+        return _Outcome(reply=text, service_type=service_type, recorded=msg.text)
 
-    async def _deliver(self, msg: Inbound, text: str, service_type: ServiceType) -> None:
-        """Write the reply to the durable outbox, mark the inbox row processed, nudge the sender.
+    async def _complete(self, msg: Inbound, outcome: _Outcome) -> None:
+        """Write the turn and mark its row in one store call, then nudge the senders.
 
-        The row is marked right after the reply is durable, before the bookkeeping that
-        follows: a crash in between is what makes a replayed row answered twice, so the
-        window is kept to one store call.
+        A row that a previous run of this actor completed (it crashed before the row
+        left its queue) is left as it is: nothing is written or sent twice.
         """
-        store = self._deps.store
-        await store.enqueue_reply(
-            NewOutbound(
-                correlation_id=msg.correlation_id,
-                channel=msg.channel,
-                user_key=self.user_key,
-                chat_id=msg.chat_id,
-                text=text,
+        deps = self._deps
+        replies: list[NewOutbound] = []
+        if outcome.staff is not None:
+            replies.append(outcome.staff)
+        if outcome.reply:
+            replies.append(
+                NewOutbound(
+                    correlation_id=msg.correlation_id,
+                    channel=msg.channel,
+                    user_key=self.user_key,
+                    chat_id=msg.chat_id,
+                    text=outcome.reply,
+                    inbox_id=msg.inbox_id,
+                )
+            )
+        retype = outcome.set_type and outcome.service_type is not self.service_type
+        recorded = outcome.recorded
+        ids = await deps.store.complete_turn(
+            TurnRecord(
                 inbox_id=msg.inbox_id,
-            )
-        )
-        await store.mark_processed(msg.inbox_id, service_type=service_type)
-        self.marked = msg.inbox_id
-        _offer(
-            self._deps.outbox_nudges.get(msg.channel),
-            OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id),
-        )
-
-    async def _record(
-        self,
-        msg: Inbound,
-        reply: str | None,
-        service_type: ServiceType,
-        *,
-        recorded_text: str | None = None,
-    ) -> None:
-        store = self._deps.store
-        assert self.conversation_id is not None
-        await store.record_message(
-            conversation_id=self.conversation_id,
-            direction=Direction.INBOUND,
-            text=msg.text if recorded_text is None else recorded_text,
-            service_type=service_type,
-            correlation_id=msg.correlation_id,
-        )
-        if reply:
-            await store.record_message(
                 conversation_id=self.conversation_id,
-                direction=Direction.OUTBOUND,
-                text=reply,
-                service_type=service_type,
                 correlation_id=msg.correlation_id,
+                service_type=outcome.service_type,
+                inbound_text=recorded,
+                outbound_text=(outcome.reply or None) if recorded is not None else None,
+                replies=tuple(replies),
+                interaction=outcome.interaction,
+                conversation_type=outcome.service_type if retype else None,
+            )
+        )
+        if outcome.set_type:
+            self.service_type = outcome.service_type
+        if not ids:
+            if replies:
+                log.info(
+                    "conversation.turn_already_completed", conversation_id=self.conversation_id
+                )
+            return
+        for channel in dict.fromkeys(r.channel for r in replies):
+            _offer(
+                deps.outbox_nudges.get(channel),
+                OutboxNudge(channel=channel, correlation_id=msg.correlation_id),
+            )
+        if outcome.staff is not None:
+            log.info(
+                "handoff.staff_notified",
+                handoff_id=outcome.handoff_id,
+                staff_channel=outcome.staff.channel.value,
             )
 
-    async def _in_handoff(self) -> bool:
-        """Whether a person owns the conversation now.
+    async def _active_handoff(self) -> HandoffRow | None:
+        """The handoff that makes a person own the conversation now, if any.
 
         Only this actor opens handoffs, so a closed one stays closed without asking the
         store; an open one is checked every time, since staff (or the sweeper) close it.
         """
-        if self.handoff_open:
-            assert self.conversation_id is not None
-            self.handoff_open = (
-                await self._deps.store.active_handoff(self.conversation_id) is not None
-            )
-        return self.handoff_open
-
-    async def _set_service_type(self, service_type: ServiceType) -> None:
-        if service_type is not self.service_type:
-            assert self.conversation_id is not None
-            await self._deps.store.set_service_type(self.conversation_id, service_type)
-            self.service_type = service_type
+        if not self.handoff_open:
+            return None
+        assert self.conversation_id is not None
+        handoff = await self._deps.store.active_handoff(self.conversation_id)
+        self.handoff_open = handoff is not None
+        return handoff
 
 
 async def _backlog(

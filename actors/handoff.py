@@ -54,19 +54,17 @@ def _nudge(
         pass
 
 
-async def notify_staff(
+def staff_notice(
     *,
-    store: Store,
     settings: ConversationSettings,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None,
     handoff: HandoffRow,
     channel: Channel,
     who: str,
     excerpt: str,
-) -> bool:
-    """Queue a notification to the staff chat when one is configured; return whether it was."""
+) -> NewOutbound | None:
+    """The notification for the staff chat, or ``None`` when no staff chat is configured."""
     if settings.staff_channel is None or settings.staff_chat_id is None:
-        return False
+        return None
     short = (
         excerpt if len(excerpt) <= STAFF_EXCERPT_CHARS else excerpt[: STAFF_EXCERPT_CHARS - 1] + "…"
     )
@@ -79,20 +77,35 @@ async def notify_staff(
         channel=channel.value,
         excerpt=short,
     )
-    await store.enqueue_reply(
-        NewOutbound(
-            correlation_id=handoff.correlation_id,
-            channel=settings.staff_channel,
-            user_key=f"{settings.staff_channel.value}:{settings.staff_chat_id}",
-            chat_id=settings.staff_chat_id,
-            text=text,
-        )
+    return NewOutbound(
+        correlation_id=handoff.correlation_id,
+        channel=settings.staff_channel,
+        user_key=f"{settings.staff_channel.value}:{settings.staff_chat_id}",
+        chat_id=settings.staff_chat_id,
+        text=text,
     )
-    _nudge(outbox_nudges, settings.staff_channel, handoff.correlation_id)
+
+
+async def notify_staff(
+    *,
+    store: Store,
+    settings: ConversationSettings,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None,
+    handoff: HandoffRow,
+    channel: Channel,
+    who: str,
+    excerpt: str,
+) -> bool:
+    """Queue a notification to the staff chat when one is configured; return whether it was."""
+    notice = staff_notice(
+        settings=settings, handoff=handoff, channel=channel, who=who, excerpt=excerpt
+    )
+    if notice is None:
+        return False
+    await store.enqueue_reply(notice)
+    _nudge(outbox_nudges, notice.channel, handoff.correlation_id)
     log.info(
-        "handoff.staff_notified",
-        handoff_id=handoff.handoff_id,
-        staff_channel=settings.staff_channel.value,
+        "handoff.staff_notified", handoff_id=handoff.handoff_id, staff_channel=notice.channel.value
     )
     return True
 

@@ -27,7 +27,7 @@ from concierge.language import detect_language
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, Inbound, OutboxNudge
 from concierge.replies import Reply, reply_text
-from concierge.store.base import NewOutbound, Store
+from concierge.store.base import NewOutbound, Store, TurnRecord
 from supervisors import ChildAlreadyRunning
 
 log = structlog.get_logger(__name__)
@@ -237,18 +237,26 @@ class _Router:
             if self.notices.due(msg.user_key, trio.current_time()):
                 stats.busy_replies += 1
                 text = reply_text(Reply.BUSY, detect_language(msg.text, hint=msg.language_hint))
-                await self.store.enqueue_reply(
-                    NewOutbound(
-                        correlation_id=msg.correlation_id,
-                        channel=msg.channel,
-                        user_key=msg.user_key,
-                        chat_id=msg.chat_id,
-                        text=text,
+                notice = NewOutbound(
+                    correlation_id=msg.correlation_id,
+                    channel=msg.channel,
+                    user_key=msg.user_key,
+                    chat_id=msg.chat_id,
+                    text=text,
+                    inbox_id=msg.inbox_id,
+                )
+                # The notice and the row's mark commit together: a crash cannot repeat it.
+                written = await self.store.complete_turn(
+                    TurnRecord(
                         inbox_id=msg.inbox_id,
+                        conversation_id=None,
+                        correlation_id=msg.correlation_id,
+                        service_type=None,
+                        replies=(notice,),
                     )
                 )
                 nudge = self.outbox_nudges.get(msg.channel)
-                if nudge is not None:
+                if written and nudge is not None:
                     try:
                         nudge.send_nowait(
                             OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id)
@@ -265,7 +273,7 @@ class _Router:
                     correlation_id=msg.correlation_id,
                     inbox_id=msg.inbox_id,
                 )
-            await self.store.mark_processed(msg.inbox_id)
+                await self.store.mark_processed(msg.inbox_id)
 
 
 async def run_router(

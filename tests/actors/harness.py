@@ -32,7 +32,7 @@ from concierge.protocol import (
 from concierge.providers.base import Adapter
 from concierge.providers.offline import OfflineAdapter
 from concierge.settings import ConversationSettings, StoreSettings, SupervisionSettings
-from concierge.store.base import NewInbound, OutboxRow, SessionCache, Store
+from concierge.store.base import NewInbound, OutboxRow, SessionCache, Store, TurnRecord
 from concierge.store.open import open_store
 from tests.providers.scripted import pool_settings, provider_settings
 
@@ -154,6 +154,33 @@ class Harness:
 
     async def replies_to(self, user: str) -> list[str]:
         return [row.text for row in await self.outbox() if row.chat_id == user]
+
+
+class CrashOnce:
+    """The real store, except that ``complete_turn`` raises once for a chosen correlation id.
+
+    ``before_commit`` ids fail with nothing written; ``after_commit`` ids fail after the
+    turn committed (the actor crashes with its row already answered).
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.before_commit: set[str] = set()
+        self.after_commit: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
+        if turn.correlation_id in self.before_commit:
+            self.before_commit.discard(turn.correlation_id)
+            await trio.lowlevel.checkpoint()
+            raise RuntimeError("injected fault before the commit")
+        ids = await self._inner.complete_turn(turn)
+        if turn.correlation_id in self.after_commit:
+            self.after_commit.discard(turn.correlation_id)
+            raise RuntimeError("injected fault after the commit")
+        return ids
 
 
 @asynccontextmanager

@@ -13,7 +13,8 @@ import trio
 from actors.handoff import chat_of, close_handoff, run_handoff_sweeper, sweep_handoffs
 from concierge.protocol import Channel, ServiceType, utcnow
 from concierge.replies import Reply as R, reply_text
-from tests.actors.harness import WAIT_S, running_concierge
+from concierge.store.base import Store
+from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +42,29 @@ async def test_human_command_opens_a_handoff_and_notifies_staff(tmp_path: Path) 
         assert f"n°{opened[0]['handoff_id']}" in staff_rows[0].text
         assert "User u1" in staff_rows[0].text
         assert adapter.calls == []
+
+
+async def test_a_crash_while_opening_a_handoff_tells_the_user_and_staff_once(
+    tmp_path: Path,
+) -> None:
+    faulty: list[CrashOnce] = []
+
+    def wrap(store: Store) -> Store:
+        faulty.append(CrashOnce(store))
+        return faulty[0]
+
+    async with running_concierge(tmp_path, wrap_store=wrap, **STAFF) as h:
+        doomed = await h.accept("/humain")
+        faulty[0].before_commit.add(doomed.correlation_id)
+        await h.router_send.send(doomed)
+        report = await h.report()  # from the restarted actor: the handoff was already open
+        assert report.inbox_id == doomed.inbox_id
+        assert report.reply == reply_text(R.HANDOFF_OPENED, "fr")
+        assert await h.replies_to("u1") == [reply_text(R.HANDOFF_OPENED, "fr")]
+        assert len(await h.outbox(Channel.TELEGRAM)) == 1
+        assert await h.store.pending_inbox() == []
+        silent = await h.ask("Vous êtes là ?")
+        assert silent.reply == ""
 
 
 async def test_without_a_staff_chat_the_handoff_is_only_logged(tmp_path: Path) -> None:

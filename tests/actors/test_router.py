@@ -17,9 +17,9 @@ from actors.router import RouterStats, conversation_key, run_router
 from concierge.protocol import Inbound, utcnow
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
-from concierge.store.base import Interaction, NewOutbound, Store
+from concierge.store.base import Store
 from concierge.store.errors import StoreUnavailable
-from tests.actors.harness import WAIT_S, running_concierge
+from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
 
 pytestmark = pytest.mark.anyio
@@ -119,29 +119,6 @@ async def test_idle_actor_is_reaped_and_restarted_with_its_context(
         ]
 
 
-class CrashOnce:
-    """The real store, except that ``enqueue_reply`` (or ``record_interaction``) raises once."""
-
-    def __init__(self, inner: Store) -> None:
-        self._inner = inner
-        self.poisoned: set[str] = set()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def enqueue_reply(self, reply: NewOutbound) -> int:
-        if reply.correlation_id in self.poisoned:
-            self.poisoned.discard(reply.correlation_id)
-            raise RuntimeError("injected fault")
-        return int(await self._inner.enqueue_reply(reply))
-
-    async def record_interaction(self, interaction: Interaction) -> None:
-        if "interaction:" + interaction.correlation_id in self.poisoned:
-            self.poisoned.discard("interaction:" + interaction.correlation_id)
-            raise RuntimeError("injected fault")
-        await self._inner.record_interaction(interaction)
-
-
 async def test_a_crashed_conversation_restarts_alone_and_finishes_its_message(
     tmp_path: Path,
 ) -> None:
@@ -149,13 +126,13 @@ async def test_a_crashed_conversation_restarts_alone_and_finishes_its_message(
 
     def wrap(store: Store) -> Store:
         faulty.append(CrashOnce(store))
-        return faulty[0]  # type: ignore[return-value]
+        return faulty[0]
 
     adapter = echo()
     async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:
         await h.ask("horaires de la messe ?", user="bob")
         doomed = await h.accept("horaires des confessions ?", user="alice")
-        faulty[0].poisoned.add(doomed.correlation_id)
+        faulty[0].before_commit.add(doomed.correlation_id)
         await h.router_send.send(doomed)
         bob_report = await h.ask("et le samedi ?", user="bob")
         assert bob_report.user_key == "console:bob"
@@ -175,14 +152,14 @@ async def test_a_crash_after_the_reply_is_durable_does_not_answer_twice(tmp_path
 
     def wrap(store: Store) -> Store:
         faulty.append(CrashOnce(store))
-        return faulty[0]  # type: ignore[return-value]
+        return faulty[0]
 
     adapter = echo()
     async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:
         doomed = await h.accept("horaires des confessions ?", user="alice")
-        faulty[0].poisoned.add("interaction:" + doomed.correlation_id)
+        faulty[0].after_commit.add(doomed.correlation_id)
         await h.router_send.send(doomed)
-        await wait_until(lambda: not faulty[0].poisoned)
+        await wait_until(lambda: not faulty[0].after_commit)
         assert (await h.ask("et le samedi ?", user="alice")).user_key == "console:alice"
         children = {c.id: c for c in h.service.conversations.statistics().children}
         assert children[conversation_key("console:alice")].restart_count == 1
