@@ -47,6 +47,8 @@ class Pacing:
     global_rate_per_s: float = 30.0
     global_burst: int = 30
     concurrency: int = 16
+    max_in_doubt: int = 1
+    """Sends whose outcome is not yet recorded, at most: a crash re-sends at most this many."""
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     max_attempts: int = 40
@@ -205,6 +207,7 @@ async def run_outbox_sender(
     channel = sender.channel
     bucket = _TokenBucket(rate_per_s=pacing.global_rate_per_s, burst=pacing.global_burst)
     limiter = trio.CapacityLimiter(pacing.concurrency)
+    in_doubt = trio.CapacityLimiter(pacing.max_in_doubt)
     state = _State()
 
     async def deliver(row: OutboxRow) -> None:
@@ -218,15 +221,24 @@ async def run_outbox_sender(
             await trio.sleep_until(slot)
             async with limiter:
                 await bucket.take()
-                stats.in_flight += 1
-                try:
-                    result = await sender.send(row)
-                except Exception as exc:  # a sender bug must not stop every other delivery
-                    log_.exception("outbox.sender_crashed")
-                    result = SendResult(status=SendStatus.RETRY, detail=f"sender error: {exc!r}")
-                finally:
-                    stats.in_flight -= 1
-            await record(row, result, log_)
+                # A row the platform has taken but the store does not yet know is sent is
+                # "in doubt": a crash now re-sends it. Bounding how many there can be at
+                # once bounds the duplicates a crash can cause.
+                async with in_doubt:
+                    # Pace from when the send really starts: the gate may have held it.
+                    started = trio.current_time()
+                    state.chat_next[row.chat_id] = max(
+                        state.chat_next.get(row.chat_id, started), started + pacing.per_chat_interval_s
+                    )
+                    stats.in_flight += 1
+                    try:
+                        result = await sender.send(row)
+                    except Exception as exc:  # a sender bug must not stop every other delivery
+                        log_.exception("outbox.sender_crashed")
+                        result = SendResult(status=SendStatus.RETRY, detail=f"sender error: {exc!r}")
+                    finally:
+                        stats.in_flight -= 1
+                    await record(row, result, log_)
         finally:
             state.busy.discard(row.user_key)
             state.finished.add(row.user_key)

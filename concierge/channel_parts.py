@@ -37,8 +37,12 @@ from concierge.settings import Settings
 from concierge.store.base import Store
 from supervisors import ChildSpec
 
-WAHA_OUTBOX_PACING = Pacing(per_chat_interval_s=2.0, global_rate_per_s=5.0, global_burst=10)
-"""WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall."""
+WAHA_OUTBOX_PACING = Pacing(per_chat_interval_s=2.0, global_rate_per_s=5.0, global_burst=10, max_in_doubt=4)
+"""WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall.
+
+A WAHA send includes the "typing..." pause (up to ``WAHA_TYPING_MAX_S``), so one send
+in doubt at a time would cap WhatsApp at one reply per pause; four keep replies
+flowing at the cost of at most four duplicates per crash."""
 
 
 @attrs.define
