@@ -165,6 +165,7 @@ def build_tree(
     listeners: Sequence[ChildSpec] = (),
     http: bool = True,
     blueprints: Sequence[Any] = (),
+    asgi_wrappers: Sequence[Callable[[Any], Any]] = (),
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None,
 ) -> Supervisor:
     """The root supervisor and its subtrees, in start order (stop order is the reverse)."""
@@ -227,7 +228,9 @@ def build_tree(
         rt.board.watch_supervisor(channels.statistics)
         children.append(ChildSpec(id="channels", start=channels.run, shutdown_s=5))
     if http:
-        app = create_app(board=rt.board, settings=settings.http, blueprints=blueprints)
+        app: Any = create_app(board=rt.board, settings=settings.http, blueprints=blueprints)
+        for wrap in asgi_wrappers:
+            app = wrap(app)
         children.append(ChildSpec(
             id="http",
             start=partial(run_http, app=app, settings=settings.http, on_bound=rt.http_binds.extend),
@@ -259,7 +262,10 @@ async def run_daemon(settings: Settings) -> int:
     channels = enabled_channels(settings, console=False)
     async with open_runtime(settings, channels=channels, messengers=True) as rt:
         parts = rt.parts
-        root = build_tree(rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints)
+        root = build_tree(
+            rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints,
+            asgi_wrappers=parts.asgi_wrappers,
+        )
         return await supervise_until_signalled(rt, root)
 
 

@@ -178,12 +178,12 @@ def hypercorn_config(settings: HttpSettings) -> HypercornConfig:
 
 async def run_http(
     *,
-    app: QuartTrio,
+    app: Any,
     settings: HttpSettings,
     on_bound: Callable[[list[str]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; report ready once the socket listens.
+    """Serve ``app`` (the QuartTrio app, maybe behind bare-ASGI routes) until cancelled.
 
     Cancellation (the supervisor stopping this child) is graceful: the listener
     closes at once and in-flight requests get ``graceful_timeout_s`` to finish.

@@ -41,7 +41,10 @@ async def daemon(tmp_path: Path, **env: str) -> AsyncIterator[Runtime]:
     )
     async with open_runtime(settings, channels=enabled_channels(settings, console=False), messengers=True) as rt:
         parts = rt.parts
-        root = build_tree(rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints)
+        root = build_tree(
+            rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints,
+            asgi_wrappers=parts.asgi_wrappers,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(root.run)
             yield rt

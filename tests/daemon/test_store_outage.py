@@ -64,7 +64,10 @@ async def test_postgres_outage_gives_503_then_the_backlog_drains(tmp_path: Path,
             await migrate(settings.store)
         async with open_runtime(settings, channels=enabled_channels(settings, console=False), messengers=True) as rt:
             parts = rt.parts
-            root = build_tree(rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints)
+            root = build_tree(
+                rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints,
+                asgi_wrappers=parts.asgi_wrappers,
+            )
             async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
                 await nursery.start(root.run)
                 base = rt.http_binds[0]
