@@ -3,8 +3,9 @@
 A fake provider answers every call after a fixed delay (1 s by default), so the
 figure to read is the time to answer all *beyond* that delay: the daemon's own
 cost (ingest into the durable inbox, routing, one actor per user, store writes).
-The store is the embedded SQLite file (in a temporary directory), the session
-cache the in-memory one: the daemon's defaults.
+The store is the embedded SQLite file (in a temporary directory) by default, or
+PostgreSQL with ``--store postgres`` (a fresh database made for the run on the
+``--database-url`` server, dropped at the end); the session cache is the in-memory one.
 
 Two measurements, printed (no asserts):
 
@@ -13,7 +14,8 @@ Two measurements, printed (no asserts):
 2. idle actors: RSS before and after starting ``--actors`` conversation actors
    that wait for messages, divided by the number started.
 
-Run: ``python bench/bench_conversations.py [--users 10000] [--delay 1.0] [--actors 10000]``.
+Run: ``python bench/bench_conversations.py [--users 10000] [--delay 1.0] [--actors 10000]
+[--store sqlite|postgres|memory] [--gc-threshold 10000,20,20]``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
+import secrets
 import sys
 import tempfile
 import time
@@ -72,9 +76,12 @@ from concierge.store.base import (
     NewInbound,
     NewOutbound,
     Store,
+    TurnRecord,
 )
 from concierge.store.cache import open_session_cache
+from concierge.store.migrate import migrate
 from concierge.store.open import open_store
+from concierge.store.postgres import execute_admin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,6 +168,26 @@ class MemoryStore:
         self.outbox.append(reply)
         return len(self.outbox)
 
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
+        await trio.lowlevel.checkpoint()
+        row = self.inbox[turn.inbox_id]
+        if row.processed_at is not None:
+            return ()
+        self.inbox[turn.inbox_id] = attrs.evolve(row, processed_at=utcnow())
+        self.unprocessed.get(row.user_key, {}).pop(turn.inbox_id, None)
+        if turn.conversation_id is not None:
+            for role, text in (
+                (Role.USER, turn.inbound_text),
+                (Role.ASSISTANT, turn.outbound_text),
+            ):
+                if text is not None:
+                    self.messages.setdefault(turn.conversation_id, []).append(
+                        Turn(role=role, text=text)
+                    )
+        self.interactions += turn.interaction is not None
+        self.outbox.extend(turn.replies)
+        return tuple(range(len(self.outbox) - len(turn.replies) + 1, len(self.outbox) + 1))
+
     async def resolve_user(
         self, channel: Channel, user_key: str, *, display_name: str | None = None
     ) -> int:
@@ -214,12 +241,29 @@ class MemoryStore:
 
 
 @asynccontextmanager
-async def open_bench_store(kind: str, settings: StoreSettings) -> AsyncIterator[Store]:
+async def open_bench_store(
+    kind: str, settings: StoreSettings, admin_dsn: str
+) -> AsyncIterator[Store]:
     if kind == "memory":
         yield MemoryStore()  # type: ignore[misc]
-    else:
+    elif kind == "sqlite":
         async with open_store(settings) as store:
             yield store
+    else:
+        name = f"concierge_bench_{secrets.token_hex(4)}"
+        base, _, _ = admin_dsn.rpartition("/")
+        await execute_admin(admin_dsn, f'CREATE DATABASE "{name}"')
+        try:
+            made = attrs.evolve(settings, database_url=f"{base}/{name}")
+            await migrate(made)
+            async with open_store(made) as store:
+                yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await execute_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except Exception as exc:
+                    print(f"could not drop the bench database {name}: {exc!r}", file=sys.stderr)
 
 
 def rss_kib(field: str = "VmRSS") -> int:
@@ -274,7 +318,13 @@ def _settings(users: int, turn_timeout_s: float) -> tuple[ConversationSettings, 
 
 
 async def _run(
-    users: int, delay_s: float, actors: int, data_dir: str | None, store_kind: str
+    users: int,
+    delay_s: float,
+    actors: int,
+    data_dir: str | None,
+    store_kind: str,
+    admin_dsn: str,
+    pool_size: int,
 ) -> None:
     turn_timeout_s = 120.0
     conversation, pool_settings = _settings(users, turn_timeout_s)
@@ -288,7 +338,7 @@ async def _run(
             data_dir=Path(tmp),
             database_url=None,
             redis_url=None,
-            pool_size=1,
+            pool_size=pool_size,
             command_timeout_s=30.0,
             statement_timeout_s=30.0,
             redis_timeout_s=0.5,
@@ -296,7 +346,7 @@ async def _run(
             retention_days=90,
         )
         async with (
-            open_bench_store(store_kind, store_settings) as store,
+            open_bench_store(store_kind, store_settings, admin_dsn) as store,
             open_session_cache(store_settings) as cache,
         ):
             router_send, router_receive = trio.open_memory_channel[Inbound](1024)
@@ -324,7 +374,8 @@ async def _run(
                 await nursery.start(partial(pool.run, inbox=pool_receive))
                 await nursery.start(service.supervisor.run)
 
-                print(f"store: {store.backend} (in {tmp}), session cache: {cache.backend}")
+                where = tmp if store_kind == "sqlite" else "a database made for this run"
+                print(f"store: {store.backend} (in {where}), session cache: {cache.backend}")
 
                 # -- 1. idle actors, on fresh memory ---------------------------------------
                 gc.collect()
@@ -414,9 +465,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--store",
-        choices=("sqlite", "memory"),
+        choices=("sqlite", "postgres", "memory"),
         default="sqlite",
-        help="sqlite (the daemon's default) or an in-process stand-in that shows the actors' own cost",
+        help="sqlite (the daemon's default), postgres, or an in-process stand-in that shows "
+        "the actors' own cost",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="for --store postgres: a server where the bench may create (and drop) a database",
+    )
+    parser.add_argument(
+        "--pool-size", type=int, default=5, help="PostgreSQL connections (--store postgres)"
     )
     parser.add_argument(
         "--data-dir", default=None, help="where the SQLite file goes (default: the system temp dir)"
@@ -438,7 +498,16 @@ def main() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,
     )
-    trio.run(_run, args.users, args.delay, args.actors, args.data_dir, args.store)
+    trio.run(
+        _run,
+        args.users,
+        args.delay,
+        args.actors,
+        args.data_dir,
+        args.store,
+        args.database_url,
+        args.pool_size,
+    )
 
 
 if __name__ == "__main__":
