@@ -148,6 +148,7 @@ async def test_conflict_is_logged_and_retried_with_growing_backoff(tmp_path: Pat
         assert p.stats.conflicts == 4
 
 
+@pytest.mark.autojump(threshold=0.05)  # SQLite commits in a thread while both pollers wait
 async def test_two_pollers_conflict_without_processing_anything_twice(tmp_path: Path) -> None:
     async with environment(tmp_path) as (fake, client, wired):
         async with poller(fake, client, wired) as a, poller(fake, client, wired) as b:
