@@ -15,7 +15,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-BIN_DIR = Path(os.environ.get("CONCIERGE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _find_bin_dir() -> Path:
+    """``CONCIERGE_PG_BIN``, else the newest Debian-style ``/usr/lib/postgresql/<v>/bin``."""
+    if "CONCIERGE_PG_BIN" in os.environ:
+        return Path(os.environ["CONCIERGE_PG_BIN"])
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return versions[-1] if versions else Path("/usr/lib/postgresql/15/bin")
+
+
+BIN_DIR = _find_bin_dir()
 
 
 def free_port() -> int:
