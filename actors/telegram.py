@@ -18,6 +18,7 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from actors.presence import run_presence
 from concierge.channels.telegram import (
     ALLOWED_UPDATES,
     Ignored,
@@ -29,7 +30,7 @@ from concierge.channels.telegram import (
 )
 from concierge.ingest import Ingest
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
+from concierge.protocol import Channel, PresenceMsg
 from concierge.settings import TelegramSettings
 from concierge.store.base import Store
 from concierge.store.errors import StoreUnavailable
@@ -295,40 +296,17 @@ async def run_telegram_typing(
     Telegram clears the status after 5 s, so it is re-sent every ``interval_s``. Best
     effort: a failed chat action is logged at debug and skipped.
     """
-    active: dict[str, tuple[str, trio.CancelScope]] = {}
 
-    async def keep_typing(chat_id: str, correlation_id: str, scope: trio.CancelScope) -> None:
-        with scope:
-            scope.deadline = trio.current_time() + cap_s
-            while True:
-                try:
-                    await client.send_chat_action(chat_id=chat_id, action="typing")
-                except TelegramError as exc:
-                    log.debug("telegram.typing_failed", correlation_id=correlation_id, reason=str(exc))
-                    if isinstance(exc, TelegramApiError) and exc.status == 403:
-                        return
-                await trio.sleep(interval_s)
-        current = active.get(chat_id)
-        if current is not None and current[1] is scope:
-            del active[chat_id]
+    async def keep_typing(chat_id: str, correlation_id: str) -> None:
+        while True:
+            try:
+                await client.send_chat_action(chat_id=chat_id, action="typing")
+            except TelegramError as exc:
+                log.debug("telegram.typing_failed", correlation_id=correlation_id, reason=str(exc))
+                if isinstance(exc, TelegramApiError) and exc.status == 403:
+                    return
+            await trio.sleep(interval_s)
 
-    async with trio.open_nursery() as nursery:
-        task_status.started()
-        with presence:
-            async for msg in presence:
-                match msg:
-                    case TurnStarted(channel=Channel.TELEGRAM, chat_id=chat_id, correlation_id=cid):
-                        previous = active.pop(chat_id, None)
-                        if previous is not None:
-                            previous[1].cancel()
-                        scope = trio.CancelScope()
-                        active[chat_id] = (cid, scope)
-                        nursery.start_soon(keep_typing, chat_id, cid, scope)
-                    case TurnEnded(channel=Channel.TELEGRAM, chat_id=chat_id, correlation_id=cid):
-                        entry = active.get(chat_id)
-                        if entry is not None and entry[0] == cid:
-                            del active[chat_id]
-                            entry[1].cancel()
-                    case _:
-                        pass
-        nursery.cancel_scope.cancel()
+    await run_presence(
+        channel=Channel.TELEGRAM, presence=presence, keep=keep_typing, cap_s=cap_s, task_status=task_status
+    )
