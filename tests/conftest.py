@@ -9,8 +9,17 @@ threshold would see as idle and race past (a loaded machine makes that likely).
 
 from __future__ import annotations
 
+import os
+
+import hypothesis
 import pytest
 import trio.testing
+
+# CI is a shared 2-core machine: no per-example deadline (timing is not what property
+# tests check), and a fixed seed so a red run is the same red run when repeated.
+hypothesis.settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+hypothesis.settings.register_profile("dev", deadline=None)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_configure(config: pytest.Config) -> None:
