@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from concierge.protocol import Channel, utcnow
 from concierge.store.base import NewInbound
-from concierge.store.errors import StoreUnavailable
+from concierge.store.errors import StoreError, StoreUnavailable
 from concierge.store.migrate import migrate
 from concierge.store.open import open_store, sqlite_path
 from concierge.store.sqlite import SqliteStore, ts
@@ -78,3 +83,103 @@ def test_instants_are_fixed_width_utc_text_and_naive_ones_are_refused() -> None:
     assert len(ts(utcnow())) == len("2026-11-27T13:15:38.000000Z")
     with pytest.raises(ValueError, match="naive"):
         ts(utcnow().replace(tzinfo=None))
+
+
+
+class Blocker:
+    """Work that holds the worker thread until released, so calls queue behind it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, conn: sqlite3.Connection) -> str:
+        self.entered.set()
+        self.release.wait(10)
+        return "blocked"
+
+    async def wait_entered(self) -> None:
+        with trio.fail_after(10):
+            while not self.entered.is_set():
+                await trio.sleep(0.005)
+
+
+async def test_calls_queued_while_the_thread_is_busy_share_one_hop_each_with_its_own_outcome(
+    tmp_path: Path,
+) -> None:
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
+        assert isinstance(store, SqliteStore)
+        blocker = Blocker()
+        results: dict[str, object] = {}
+
+        async def keep(name: str, work: Callable[[], Awaitable[object]]) -> None:
+            try:
+                results[name] = await work()
+            except Exception as exc:
+                results[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep, "blocker", partial(store._run, blocker))
+            await blocker.wait_entered()
+            hops_before = store.hops.hops
+            nursery.start_soon(keep, "write", partial(store.set_cursor, "x", "1"))
+            nursery.start_soon(keep, "bad", partial(store._run, _raise_integrity))
+            nursery.start_soon(keep, "busy", partial(store._run, _raise_locked))
+            nursery.start_soon(
+                keep, "read", partial(store._run, lambda c: c.execute("SELECT 2").fetchone()[0])
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.release.set()
+        assert results["blocker"] == "blocked"
+        assert results["write"] is None
+        assert isinstance(results["bad"], StoreError)
+        assert not isinstance(results["bad"], StoreUnavailable)
+        assert "UNIQUE" in str(results["bad"])
+        assert isinstance(results["busy"], StoreUnavailable)
+        assert results["read"] == 2
+        assert store.hops.hops == hops_before + 2  # the blocker's hop ends, then one for the rest
+        assert await store.get_cursor("x") == "1"
+
+
+def _raise_integrity(conn: sqlite3.Connection) -> None:
+    raise sqlite3.IntegrityError("UNIQUE constraint failed")
+
+
+def _raise_locked(conn: sqlite3.Connection) -> None:
+    raise sqlite3.OperationalError("database is locked")
+
+
+async def test_a_caller_cancelled_while_queued_runs_nothing_and_the_others_are_served(
+    tmp_path: Path,
+) -> None:
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
+        assert isinstance(store, SqliteStore)
+        blocker = Blocker()
+        served: list[str] = []
+        scopes: list[trio.CancelScope] = []
+
+        async def set_cursor(name: str) -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                await store.set_cursor(name, "1")
+                served.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store._run, blocker)
+            await blocker.wait_entered()
+            for name in ("before", "cancelled", "after"):
+                nursery.start_soon(set_cursor, name)
+                await trio.testing.wait_all_tasks_blocked()
+            scopes[1].cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.release.set()
+        assert served == ["before", "after"]
+        assert await store.get_cursor("cancelled") is None
+        assert await store.get_cursor("before") == await store.get_cursor("after") == "1"
+
+
+async def test_a_call_after_the_store_closed_is_refused(tmp_path: Path) -> None:
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
+        pass
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.get_cursor("x")
