@@ -198,6 +198,20 @@ class TurnRecord:
             )
 
 
+@attrs.frozen(kw_only=True)
+class ConversationStart:
+    """What a conversation actor reads when it starts, from one ``Store.open_conversation``."""
+
+    user_id: int
+    conversation: ConversationRow
+    handoff: HandoffRow | None
+    """The conversation's open or assigned handoff, if any."""
+    pending: tuple[InboxRow, ...]
+    """The user's unprocessed inbox rows in arrival order, as ``pending_inbox(user_key=...)``."""
+    recent: tuple[Turn, ...]
+    """The conversation's last recorded messages, oldest first, as ``recent_turns``."""
+
+
 class Store(Protocol):
     """Durable records. Every method commits before it returns."""
 
@@ -271,6 +285,20 @@ class Store(Protocol):
 
     async def conversation_for(self, user_id: int) -> ConversationRow:
         """The user's conversation, created on first use."""
+        ...
+
+    async def open_conversation(
+        self,
+        channel: Channel,
+        user_key: str,
+        *,
+        display_name: str | None = None,
+        pending_limit: int,
+        recent_limit: int,
+    ) -> ConversationStart:
+        """``resolve_user``, ``conversation_for``, ``active_handoff``, ``pending_inbox`` for the
+        user and ``recent_turns``, in one round trip: a new actor's reads, at once, under a burst.
+        """
         ...
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None: ...

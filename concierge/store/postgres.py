@@ -29,6 +29,7 @@ from concierge.store.base import (
     Accepted,
     AcceptStatus,
     ConversationRow,
+    ConversationStart,
     Direction,
     HandoffRow,
     HandoffState,
@@ -217,6 +218,100 @@ LIMIT $3
 """
 
 
+async def _resolve_user(
+    conn: Conn, channel: Channel, user_key: str, display_name: str | None
+) -> int:
+    user_id = await conn.fetchval(
+        "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
+        channel.value,
+        user_key,
+    )
+    if user_id is not None:
+        await conn.execute(
+            "UPDATE users SET unreachable = false, display_name = coalesce($2, display_name) "
+            "WHERE user_id = $1 AND (unreachable OR "
+            "($2::text IS NOT NULL AND display_name IS DISTINCT FROM $2))",
+            user_id,
+            display_name,
+        )
+        return int(user_id)
+    async with conn.transaction():
+        new_id = await conn.fetchval(
+            "INSERT INTO users (display_name) VALUES ($1) RETURNING user_id", display_name
+        )
+        linked = await conn.fetchval(
+            "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
+            "ON CONFLICT (channel, user_key) DO NOTHING RETURNING user_id",
+            new_id,
+            channel.value,
+            user_key,
+        )
+        if linked is not None:
+            return int(linked)
+        await conn.execute("DELETE FROM users WHERE user_id = $1", new_id)
+    # Lost a race with a concurrent first contact: theirs wins.
+    return int(
+        await conn.fetchval(
+            "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
+            channel.value,
+            user_key,
+        )
+    )
+
+
+async def _conversation_for(conn: Conn, user_id: int) -> ConversationRow:
+    r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
+    if r is None:
+        await conn.execute(
+            "INSERT INTO conversations (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+            user_id,
+        )
+        r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
+    return ConversationRow(
+        conversation_id=r["conversation_id"],
+        user_id=r["user_id"],
+        service_type=ServiceType(r["service_type"]),
+        handoff_open=r["handoff_open"],
+        updated_at=r["updated_at"],
+    )
+
+
+async def _active_handoff(conn: Conn, conversation_id: int) -> HandoffRow | None:
+    r = await conn.fetchrow(
+        "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'",
+        conversation_id,
+    )
+    return None if r is None else _handoff_row(r)
+
+
+async def _pending_inbox(conn: Conn, user_key: str | None, limit: int) -> list[InboxRow]:
+    if user_key is None:
+        rows = await conn.fetch(
+            "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1", limit
+        )
+    else:
+        rows = await conn.fetch(
+            "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = $1 "
+            "ORDER BY inbox_id LIMIT $2",
+            user_key,
+            limit,
+        )
+    return [_inbox_row(r) for r in rows]
+
+
+async def _recent_turns(conn: Conn, conversation_id: int, limit: int) -> list[Turn]:
+    rows = await conn.fetch(
+        "SELECT direction, text FROM messages WHERE conversation_id = $1 AND text <> '' "
+        "ORDER BY message_id DESC LIMIT $2",
+        conversation_id,
+        limit,
+    )
+    return [
+        Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
+        for r in reversed(rows)
+    ]
+
+
 class PostgresStore:
     """``Store`` on PostgreSQL. Build it with ``open_postgres``."""
 
@@ -363,22 +458,7 @@ class PostgresStore:
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
     ) -> Sequence[InboxRow]:
-        async def work(conn: Conn) -> list[InboxRow]:
-            if user_key is None:
-                rows = await conn.fetch(
-                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1",
-                    limit,
-                )
-            else:
-                rows = await conn.fetch(
-                    "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = $1 "
-                    "ORDER BY inbox_id LIMIT $2",
-                    user_key,
-                    limit,
-                )
-            return [_inbox_row(r) for r in rows]
-
-        return await self._call(work)
+        return await self._call(lambda conn: _pending_inbox(conn, user_key, limit))
 
     async def mark_processed(
         self, inbox_id: int, *, service_type: ServiceType | None = None
@@ -506,45 +586,7 @@ class PostgresStore:
     async def resolve_user(
         self, channel: Channel, user_key: str, *, display_name: str | None = None
     ) -> int:
-        async def work(conn: Conn) -> int:
-            user_id = await conn.fetchval(
-                "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
-                channel.value,
-                user_key,
-            )
-            if user_id is not None:
-                await conn.execute(
-                    "UPDATE users SET unreachable = false, display_name = coalesce($2, display_name) "
-                    "WHERE user_id = $1 AND (unreachable OR "
-                    "($2::text IS NOT NULL AND display_name IS DISTINCT FROM $2))",
-                    user_id,
-                    display_name,
-                )
-                return int(user_id)
-            async with conn.transaction():
-                new_id = await conn.fetchval(
-                    "INSERT INTO users (display_name) VALUES ($1) RETURNING user_id", display_name
-                )
-                linked = await conn.fetchval(
-                    "INSERT INTO identities (user_id, channel, user_key) VALUES ($1, $2, $3) "
-                    "ON CONFLICT (channel, user_key) DO NOTHING RETURNING user_id",
-                    new_id,
-                    channel.value,
-                    user_key,
-                )
-                if linked is not None:
-                    return int(linked)
-                await conn.execute("DELETE FROM users WHERE user_id = $1", new_id)
-            # Lost a race with a concurrent first contact: theirs wins.
-            return int(
-                await conn.fetchval(
-                    "SELECT user_id FROM identities WHERE channel = $1 AND user_key = $2",
-                    channel.value,
-                    user_key,
-                )
-            )
-
-        return await self._call(work)
+        return await self._call(lambda conn: _resolve_user(conn, channel, user_key, display_name))
 
     async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
         await self._call(
@@ -590,24 +632,31 @@ class PostgresStore:
         await self._tx(work)
 
     async def conversation_for(self, user_id: int) -> ConversationRow:
-        async def work(conn: Conn) -> Any:
-            r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
-            if r is None:
-                await conn.execute(
-                    "INSERT INTO conversations (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
-                    user_id,
-                )
-                r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
-            return r
+        return await self._call(lambda conn: _conversation_for(conn, user_id))
 
-        r = await self._call(work)
-        return ConversationRow(
-            conversation_id=r["conversation_id"],
-            user_id=r["user_id"],
-            service_type=ServiceType(r["service_type"]),
-            handoff_open=r["handoff_open"],
-            updated_at=r["updated_at"],
-        )
+    async def open_conversation(
+        self,
+        channel: Channel,
+        user_key: str,
+        *,
+        display_name: str | None = None,
+        pending_limit: int,
+        recent_limit: int,
+    ) -> ConversationStart:
+        """One crossing of the bridge, one connection."""
+
+        async def work(conn: Conn) -> ConversationStart:
+            user_id = await _resolve_user(conn, channel, user_key, display_name)
+            row = await _conversation_for(conn, user_id)
+            return ConversationStart(
+                user_id=user_id,
+                conversation=row,
+                handoff=await _active_handoff(conn, row.conversation_id),
+                pending=tuple(await _pending_inbox(conn, user_key, pending_limit)),
+                recent=tuple(await _recent_turns(conn, row.conversation_id, recent_limit)),
+            )
+
+        return await self._call(work)
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
         await self._call(
@@ -644,18 +693,7 @@ class PostgresStore:
         return int(value)
 
     async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
-        rows = await self._call(
-            lambda conn: conn.fetch(
-                "SELECT direction, text FROM messages WHERE conversation_id = $1 AND text <> '' "
-                "ORDER BY message_id DESC LIMIT $2",
-                conversation_id,
-                limit,
-            )
-        )
-        return [
-            Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
-            for r in reversed(rows)
-        ]
+        return await self._call(lambda conn: _recent_turns(conn, conversation_id, limit))
 
     async def record_interaction(self, interaction: Interaction) -> None:
         await self._call(
@@ -707,13 +745,7 @@ class PostgresStore:
         return _handoff_row(await self._tx(work))
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
-        r = await self._call(
-            lambda conn: conn.fetchrow(
-                "SELECT * FROM handoffs WHERE conversation_id = $1 AND state <> 'closed'",
-                conversation_id,
-            )
-        )
-        return None if r is None else _handoff_row(r)
+        return await self._call(lambda conn: _active_handoff(conn, conversation_id))
 
     async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
         await self._call(

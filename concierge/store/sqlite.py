@@ -29,6 +29,7 @@ from concierge.store.base import (
     Accepted,
     AcceptStatus,
     ConversationRow,
+    ConversationStart,
     Direction,
     HandoffRow,
     HandoffState,
@@ -275,6 +276,79 @@ def _write_turns(
     return results
 
 
+def _resolve_user(
+    conn: sqlite3.Connection, channel: Channel, user_key: str, display_name: str | None, now: str
+) -> int:
+    row = conn.execute(
+        "SELECT user_id FROM identities WHERE channel = ? AND user_key = ?",
+        (channel.value, user_key),
+    ).fetchone()
+    if row is not None:
+        user_id = int(row[0])
+        conn.execute(
+            "UPDATE users SET unreachable = 0, display_name = coalesce(?, display_name) "
+            "WHERE user_id = ? AND (unreachable = 1 OR "
+            "(? IS NOT NULL AND display_name IS NOT ?))",
+            (display_name, user_id, display_name, display_name),
+        )
+        return user_id
+    user_id = int(
+        conn.execute(
+            "INSERT INTO users (display_name, created_at) VALUES (?, ?) RETURNING user_id",
+            (display_name, now),
+        ).fetchone()[0]
+    )
+    conn.execute(
+        "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?)",
+        (user_id, channel.value, user_key, now),
+    )
+    return user_id
+
+
+def _conversation_for(conn: sqlite3.Connection, user_id: int, now: str) -> ConversationRow:
+    conn.execute(
+        "INSERT INTO conversations (user_id, created_at, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (user_id) DO NOTHING",
+        (user_id, now, now),
+    )
+    r = conn.execute("SELECT * FROM conversations WHERE user_id = ?", (user_id,)).fetchone()
+    return _conversation_row(r)
+
+
+def _active_handoff(conn: sqlite3.Connection, conversation_id: int) -> HandoffRow | None:
+    r = conn.execute(
+        "SELECT * FROM handoffs WHERE conversation_id = ? AND state <> 'closed'",
+        (conversation_id,),
+    ).fetchone()
+    return None if r is None else _handoff_row(r)
+
+
+def _pending_inbox(conn: sqlite3.Connection, user_key: str | None, limit: int) -> list[InboxRow]:
+    if user_key is None:
+        rows = conn.execute(
+            "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT ?", (limit,)
+        )
+    else:
+        rows = conn.execute(
+            "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = ? "
+            "ORDER BY inbox_id LIMIT ?",
+            (user_key, limit),
+        )
+    return [_inbox_row(r) for r in rows]
+
+
+def _recent_turns(conn: sqlite3.Connection, conversation_id: int, limit: int) -> list[Turn]:
+    rows = conn.execute(
+        "SELECT direction, text FROM messages WHERE conversation_id = ? AND text <> '' "
+        "ORDER BY message_id DESC LIMIT ?",
+        (conversation_id, limit),
+    ).fetchall()
+    return [
+        Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
+        for r in reversed(rows)
+    ]
+
+
 class _Call:
     """One caller's work on the connection, and what came of it."""
 
@@ -473,21 +547,7 @@ class SqliteStore:
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
     ) -> Sequence[InboxRow]:
-        def work(conn: sqlite3.Connection) -> list[InboxRow]:
-            if user_key is None:
-                rows = conn.execute(
-                    "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT ?",
-                    (limit,),
-                )
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = ? "
-                    "ORDER BY inbox_id LIMIT ?",
-                    (user_key, limit),
-                )
-            return [_inbox_row(r) for r in rows]
-
-        return await self._run(work)
+        return await self._run(lambda conn: _pending_inbox(conn, user_key, limit))
 
     async def mark_processed(
         self, inbox_id: int, *, service_type: ServiceType | None = None
@@ -578,34 +638,9 @@ class SqliteStore:
         self, channel: Channel, user_key: str, *, display_name: str | None = None
     ) -> int:
         now = ts(utcnow())
-
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT user_id FROM identities WHERE channel = ? AND user_key = ?",
-                (channel.value, user_key),
-            ).fetchone()
-            if row is not None:
-                user_id = int(row[0])
-                conn.execute(
-                    "UPDATE users SET unreachable = 0, display_name = coalesce(?, display_name) "
-                    "WHERE user_id = ? AND (unreachable = 1 OR "
-                    "(? IS NOT NULL AND display_name IS NOT ?))",
-                    (display_name, user_id, display_name, display_name),
-                )
-                return user_id
-            user_id = int(
-                conn.execute(
-                    "INSERT INTO users (display_name, created_at) VALUES (?, ?) RETURNING user_id",
-                    (display_name, now),
-                ).fetchone()[0]
-            )
-            conn.execute(
-                "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES (?, ?, ?, ?)",
-                (user_id, channel.value, user_key, now),
-            )
-            return user_id
-
-        return await self._write(work)
+        return await self._write(
+            lambda conn: _resolve_user(conn, channel, user_key, display_name, now)
+        )
 
     async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
         now = ts(utcnow())
@@ -652,15 +687,30 @@ class SqliteStore:
 
     async def conversation_for(self, user_id: int) -> ConversationRow:
         now = ts(utcnow())
+        return await self._write(lambda conn: _conversation_for(conn, user_id, now))
 
-        def work(conn: sqlite3.Connection) -> ConversationRow:
-            conn.execute(
-                "INSERT INTO conversations (user_id, created_at, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id) DO NOTHING",
-                (user_id, now, now),
+    async def open_conversation(
+        self,
+        channel: Channel,
+        user_key: str,
+        *,
+        display_name: str | None = None,
+        pending_limit: int,
+        recent_limit: int,
+    ) -> ConversationStart:
+        """One transaction."""
+        now = ts(utcnow())
+
+        def work(conn: sqlite3.Connection) -> ConversationStart:
+            user_id = _resolve_user(conn, channel, user_key, display_name, now)
+            row = _conversation_for(conn, user_id, now)
+            return ConversationStart(
+                user_id=user_id,
+                conversation=row,
+                handoff=_active_handoff(conn, row.conversation_id),
+                pending=tuple(_pending_inbox(conn, user_key, pending_limit)),
+                recent=tuple(_recent_turns(conn, row.conversation_id, recent_limit)),
             )
-            r = conn.execute("SELECT * FROM conversations WHERE user_id = ?", (user_id,)).fetchone()
-            return _conversation_row(r)
 
         return await self._write(work)
 
@@ -699,20 +749,7 @@ class SqliteStore:
         return await self._write(work)
 
     async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
-        def work(conn: sqlite3.Connection) -> list[Turn]:
-            rows = conn.execute(
-                "SELECT direction, text FROM messages WHERE conversation_id = ? AND text <> '' "
-                "ORDER BY message_id DESC LIMIT ?",
-                (conversation_id, limit),
-            ).fetchall()
-            return [
-                Turn(
-                    role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1]
-                )
-                for r in reversed(rows)
-            ]
-
-        return await self._run(work)
+        return await self._run(lambda conn: _recent_turns(conn, conversation_id, limit))
 
     async def record_interaction(self, interaction: Interaction) -> None:
         values = _interaction_values(interaction)
@@ -762,14 +799,7 @@ class SqliteStore:
         return await self._write(work)
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
-        def work(conn: sqlite3.Connection) -> HandoffRow | None:
-            r = conn.execute(
-                "SELECT * FROM handoffs WHERE conversation_id = ? AND state <> 'closed'",
-                (conversation_id,),
-            ).fetchone()
-            return None if r is None else _handoff_row(r)
-
-        return await self._run(work)
+        return await self._run(lambda conn: _active_handoff(conn, conversation_id))
 
     async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
         now = ts(utcnow())

@@ -280,6 +280,82 @@ async def test_conversation_keeps_service_type_and_recent_turns(store: Store) ->
     ]
 
 
+async def test_open_conversation_reads_what_the_separate_calls_read(store: Store) -> None:
+    first = await store.accept(inbound("m1"))
+    await store.accept(inbound("other", user="telegram:222"))
+    second = await store.accept(inbound("m2"))
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:111", display_name="Marie", pending_limit=10, recent_limit=4
+    )
+    assert start.user_id == await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    assert start.conversation == await store.conversation_for(start.user_id)
+    assert start.conversation.service_type is ServiceType.RENSEIGNEMENT
+    assert start.handoff is None
+    assert [r.inbox_id for r in start.pending] == [first.inbox_id, second.inbox_id]
+    assert start.pending == tuple(await store.pending_inbox(user_key="telegram:111"))
+    assert start.recent == ()
+    user = await store.user_for_key("telegram:111")
+    assert user is not None
+    assert user.display_name == "Marie"
+
+
+async def test_open_conversation_of_a_known_user_sees_their_history_and_open_handoff(
+    store: Store,
+) -> None:
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111", display_name="Marie")
+    conv = await store.conversation_for(uid)
+    cid = conv.conversation_id
+    for n in range(5):
+        await store.record_message(
+            conversation_id=cid,
+            direction=Direction.INBOUND if n % 2 == 0 else Direction.OUTBOUND,
+            text=f"t{n}",
+            service_type=ServiceType.CATECHESE,
+            correlation_id=f"c{n}",
+        )
+    await store.set_service_type(cid, ServiceType.CATECHESE)
+    handoff = await store.open_handoff(
+        conversation_id=cid, user_key="telegram:111", reason="priest", correlation_id="c9"
+    )
+    await store.mark_unreachable("telegram:111")
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:111", display_name="Marie D.", pending_limit=10, recent_limit=3
+    )
+    assert start.user_id == uid
+    assert start.conversation.conversation_id == cid
+    assert start.conversation.service_type is ServiceType.CATECHESE
+    assert start.conversation.handoff_open
+    assert start.handoff == await store.active_handoff(cid)
+    assert start.handoff is not None
+    assert start.handoff.handoff_id == handoff.handoff_id
+    assert start.pending == ()
+    assert start.recent == tuple(await store.recent_turns(cid, limit=3))
+    assert [t.text for t in start.recent] == ["t2", "t3", "t4"]
+    user = await store.user_for_key("telegram:111")
+    assert user is not None
+    assert (user.display_name, user.unreachable) == ("Marie D.", False)
+    assert await count(store, "users") == 1
+    assert await count(store, "conversations") == 1
+
+
+async def test_concurrent_opens_of_a_new_user_resolve_to_one_user_and_conversation(
+    store: Store,
+) -> None:
+    starts: list[int] = []
+
+    async def start() -> None:
+        opened = await store.open_conversation(
+            Channel.TELEGRAM, "telegram:555", pending_limit=10, recent_limit=4
+        )
+        starts.append(opened.conversation.conversation_id)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(start)
+    assert len(set(starts)) == 1
+    assert await count(store, "users") == 1
+
+
 # -- complete_turn: one handled row's writes, atomically -------------------------------------
 async def _pending_row(store: Store, external_id: str = "m1") -> tuple[int, int]:
     """A new inbox row and the conversation of its user: (inbox_id, conversation_id)."""
