@@ -352,11 +352,11 @@ def _recent_turns(conn: sqlite3.Connection, conversation_id: int, limit: int) ->
 class _Call:
     """One caller's work on the connection, and what came of it."""
 
-    __slots__ = ("done", "error", "result", "taken", "work")
+    __slots__ = ("error", "result", "taken", "task", "work")
 
     def __init__(self, work: Callable[[sqlite3.Connection], Any]) -> None:
         self.work = work
-        self.done = trio.Event()
+        self.task = trio.lowlevel.current_task()
         self.taken = False
         self.result: Any = None
         self.error: Exception | None = None
@@ -383,9 +383,9 @@ class _WorkerHops:
     """Takes queued calls to the worker thread, as many per hop as have queued (up to a cap).
 
     One task owns the connection's thread; callers queue and wait for their own
-    call. A caller cancelled before its hop leaves without running; one cancelled
-    during its hop leaves the work to finish there (as a write to SQLite cannot be
-    interrupted anyway).
+    call. Like ``trio.to_thread.run_sync``, a caller cancelled before its hop leaves
+    without running anything, and one cancelled during its hop gets the cancellation
+    once the hop is back (the work did run).
     """
 
     def __init__(self, conn: sqlite3.Connection, *, max_calls: int) -> None:
@@ -403,12 +403,14 @@ class _WorkerHops:
         call = _Call(work)
         self._queue.append(call)
         self._wakeup.set()
-        try:
-            await call.done.wait()
-        except trio.Cancelled:
-            if not call.taken:
-                self._queue.remove(call)
-            raise
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if call.taken:
+                return trio.lowlevel.Abort.FAILED  # the hop wakes us when it is back
+            self._queue.remove(call)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
         if call.error is not None:
             raise _mapped(call.error) from call.error
         result: T = call.result
@@ -429,7 +431,7 @@ class _WorkerHops:
             while self._queue:
                 call = self._queue.popleft()
                 call.error = StoreUnavailable("the sqlite store is closed")
-                call.done.set()
+                trio.lowlevel.reschedule(call.task)
 
     async def _hop(self) -> None:
         calls = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_calls))]
@@ -441,7 +443,7 @@ class _WorkerHops:
             self.hops += 1
             self.calls += len(calls)
             for call in calls:
-                call.done.set()
+                trio.lowlevel.reschedule(call.task)
 
 
 @asynccontextmanager

@@ -173,9 +173,39 @@ async def test_a_caller_cancelled_while_queued_runs_nothing_and_the_others_are_s
             scopes[1].cancel()
             await trio.testing.wait_all_tasks_blocked()
             blocker.release.set()
-        assert served == ["before", "after"]
+        assert sorted(served) == ["after", "before"]
         assert await store.get_cursor("cancelled") is None
         assert await store.get_cursor("before") == await store.get_cursor("after") == "1"
+
+
+async def test_a_caller_cancelled_during_its_hop_waits_for_the_work_like_a_thread_call(
+    tmp_path: Path,
+) -> None:
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
+        assert isinstance(store, SqliteStore)
+        blocker = Blocker()
+        ended: list[bool] = []
+
+        def write_then_block(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT INTO channel_cursors VALUES ('during', '1', 'now')")
+            return blocker(conn)
+
+        async def caller(scope: trio.CancelScope) -> None:
+            with scope:
+                await store._run(write_then_block)
+                await trio.lowlevel.checkpoint()
+            ended.append(scope.cancelled_caught)
+
+        scope = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller, scope)
+            await blocker.wait_entered()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert ended == []  # still waiting for its work in the thread
+            blocker.release.set()
+        assert ended == [True]
+        assert await store.get_cursor("during") == "1"
 
 
 async def test_a_call_after_the_store_closed_is_refused(tmp_path: Path) -> None:
