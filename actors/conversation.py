@@ -38,6 +38,7 @@ from concierge.protocol import (
     OutboxNudge,
     PresenceMsg,
     ServiceType,
+    Turn,
     TurnCompleted,
     TurnEnded,
     TurnStarted,
@@ -48,6 +49,7 @@ from concierge.replies import Reply, reply_text
 from concierge.settings import ConversationSettings
 from concierge.store.base import (
     HandoffRow,
+    InboxRow,
     Interaction,
     NewOutbound,
     SessionCache,
@@ -66,6 +68,9 @@ SEEN_MEMORY = 64
 
 MAX_TURN_ATTEMPTS = 3
 """Starts of one row that crashed its actor before it is given up with an apology."""
+
+START_TICKS = 3
+"""Scheduler ticks a new actor waits for the message its router is handing over (two suffice)."""
 
 
 class TurnAttempts:
@@ -182,6 +187,8 @@ class Conversation:
 
     __slots__ = (
         "_deps",
+        "_handoff_read",
+        "_recorded",
         "_seen",
         "_seen_order",
         "conversation_id",
@@ -202,6 +209,33 @@ class Conversation:
         self.language: str | None = None
         self.limited_noticed = False
         self.handoff_open = False
+        self._handoff_read: tuple[HandoffRow | None] | None = None
+        """The active handoff as the opening read it, until the first turn uses it."""
+        self._recorded: tuple[Turn, ...] | None = None
+        """The recent messages as the opening read them, until a turn writes or uses them."""
+
+    async def open(
+        self, channel: Channel, display_name: str | None, *, pending_limit: int
+    ) -> tuple[InboxRow, ...]:
+        """Read the user, conversation, handoff and history in one store call.
+
+        Returns the user's unprocessed inbox rows (at most ``pending_limit``).
+        """
+        deps = self._deps
+        start = await deps.store.open_conversation(
+            channel,
+            self.user_key,
+            display_name=display_name,
+            pending_limit=pending_limit,
+            recent_limit=deps.window.history_limit,
+        )
+        row = start.conversation
+        self.conversation_id = row.conversation_id
+        self.service_type = row.service_type
+        self.handoff_open = row.handoff_open
+        self._handoff_read = (start.handoff,)
+        self._recorded = start.recent
+        return start.pending
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -223,13 +257,7 @@ class Conversation:
         ):
             started = trio.current_time()
             if self.conversation_id is None:  # once per actor, not per message
-                user_id = await deps.store.resolve_user(
-                    msg.channel, self.user_key, display_name=msg.display_name
-                )
-                row = await deps.store.conversation_for(user_id)
-                self.conversation_id = row.conversation_id
-                self.service_type = row.service_type
-                self.handoff_open = row.handoff_open
+                await self.open(msg.channel, msg.display_name, pending_limit=0)
             attempt = deps.attempts.begin(msg.inbox_id)
             try:
                 if attempt > MAX_TURN_ATTEMPTS:
@@ -391,7 +419,8 @@ class Conversation:
     async def _answer(self, msg: Inbound, language: str, service_type: ServiceType) -> _Outcome:
         deps = self._deps
         assert self.conversation_id is not None
-        history = await self._deps.window.load(self.user_key, self.conversation_id)
+        recorded, self._recorded = self._recorded, None
+        history = await deps.window.load(self.user_key, self.conversation_id, recorded=recorded)
         hits = deps.knowledge.search(msg.text, limit=deps.knowledge_sections)
         prompt = deps.prompts.build(
             service_type=service_type,
@@ -522,6 +551,8 @@ class Conversation:
             )
         retype = outcome.set_type and outcome.service_type is not self.service_type
         recorded = outcome.recorded
+        # What the opening read is out of date once this turn is written.
+        self._recorded = self._handoff_read = None
         ids = await deps.store.complete_turn(
             TurnRecord(
                 inbox_id=msg.inbox_id,
@@ -561,29 +592,58 @@ class Conversation:
         Only this actor opens handoffs, so a closed one stays closed without asking the
         store; an open one is checked every time, since staff (or the sweeper) close it.
         """
+        read, self._handoff_read = self._handoff_read, None
         if not self.handoff_open:
             return None
         assert self.conversation_id is not None
-        handoff = await self._deps.store.active_handoff(self.conversation_id)
+        if read is not None:  # the first turn: what opening the conversation just read
+            (handoff,) = read
+        else:
+            handoff = await self._deps.store.active_handoff(self.conversation_id)
         self.handoff_open = handoff is not None
         return handoff
 
 
-async def _backlog(
-    store: Store, user_key: str, receive: trio.MemoryReceiveChannel[Inbound], *, limit: int
-) -> list[Inbound]:
-    """This user's unprocessed rows plus what is already queued, deduped, in arrival order.
-
-    Taking the queued copies out at once keeps a message that is both pending and
-    queued from holding a queue slot (and causing "one moment" replies) meanwhile.
-    """
-    rows = await store.pending_inbox(user_key=user_key, limit=limit)
-    backlog = {row.inbox_id: inbound_from_row(row) for row in rows}
+def _take_queued(receive: trio.MemoryReceiveChannel[Inbound]) -> list[Inbound]:
+    queued: list[Inbound] = []
     while True:
         try:
-            msg = receive.receive_nowait()
+            queued.append(receive.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
+            return queued
+
+
+async def _opening(
+    conversation: Conversation,
+    store: Store,
+    receive: trio.MemoryReceiveChannel[Inbound],
+    *,
+    limit: int,
+) -> list[Inbound]:
+    """Open the conversation; return this user's unprocessed rows plus what is queued.
+
+    Deduped, in arrival order. Taking the queued copies out at once keeps a message
+    that is both pending and queued from holding a queue slot (and causing "one
+    moment" replies) meanwhile. The message that started the actor names the
+    channel and display name to open with (one store call); an actor started
+    without one (a restart) finds its first pending row first.
+    """
+    queued: list[Inbound] = []
+    for _ in range(START_TICKS):
+        await trio.lowlevel.checkpoint()
+        queued = _take_queued(receive)
+        if queued:
             break
+    if queued:
+        first = queued[0]
+    else:
+        rows = await store.pending_inbox(user_key=conversation.user_key, limit=1)
+        if not rows:  # nothing to replay: the first message opens the conversation
+            return []
+        first = inbound_from_row(rows[0])
+    pending = await conversation.open(first.channel, first.display_name, pending_limit=limit)
+    backlog = {row.inbox_id: inbound_from_row(row) for row in pending}
+    for msg in queued + _take_queued(receive):
         backlog.setdefault(msg.inbox_id, msg)
     return [backlog[inbox_id] for inbox_id in sorted(backlog)]
 
@@ -613,8 +673,8 @@ async def run_conversation(
         conversation = Conversation(user_key, deps)
         with receive:
             task_status.started(send)
-            for queued in await _backlog(
-                deps.store, user_key, receive, limit=deps.settings.queue_size * 8
+            for queued in await _opening(
+                conversation, deps.store, receive, limit=deps.settings.queue_size * 8
             ):
                 await conversation.handle(queued)
             while True:

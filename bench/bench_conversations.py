@@ -70,6 +70,7 @@ from concierge.store.base import (
     Accepted,
     AcceptStatus,
     ConversationRow,
+    ConversationStart,
     Direction,
     InboxRow,
     Interaction,
@@ -205,6 +206,37 @@ class MemoryStore:
                 handoff_open=False,
                 updated_at=utcnow(),
             ),
+        )
+
+    async def open_conversation(
+        self,
+        channel: Channel,
+        user_key: str,
+        *,
+        display_name: str | None = None,
+        pending_limit: int,
+        recent_limit: int,
+    ) -> ConversationStart:
+        await trio.lowlevel.checkpoint()
+        user_id = self.users.setdefault(user_key, len(self.users) + 1)
+        row = self.conversations.setdefault(
+            user_id,
+            ConversationRow(
+                conversation_id=user_id,
+                user_id=user_id,
+                service_type=ServiceType.RENSEIGNEMENT,
+                handoff_open=False,
+                updated_at=utcnow(),
+            ),
+        )
+        pending = list(self.unprocessed.get(user_key, {}))[:pending_limit]
+        recent = self.messages.get(row.conversation_id, [])[-recent_limit:] if recent_limit else []
+        return ConversationStart(
+            user_id=user_id,
+            conversation=row,
+            handoff=None,
+            pending=tuple(self.inbox[i] for i in pending),
+            recent=tuple(recent),
         )
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:

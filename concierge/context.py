@@ -68,8 +68,20 @@ class ContextWindow:
     max_chars: int
     ttl_s: float
 
-    async def load(self, user_key: str, conversation_id: int) -> tuple[Turn, ...]:
-        """The window for the next prompt: the cache's, or rebuilt from the store."""
+    @property
+    def history_limit(self) -> int:
+        """How many recorded messages a rebuild reads (commands and their replies drop out)."""
+        return 2 * self.max_turns + 4
+
+    async def load(
+        self, user_key: str, conversation_id: int, *, recorded: Sequence[Turn] | None = None
+    ) -> tuple[Turn, ...]:
+        """The window for the next prompt: the cache's, or rebuilt from the store.
+
+        ``recorded``: the conversation's last ``history_limit`` messages when the caller
+        read them already (as ``Store.recent_turns``, nothing written since); a rebuild
+        then uses them instead of reading again.
+        """
         turns: Sequence[Turn] | None
         try:
             turns = await self.cache.get_context(user_key)
@@ -77,7 +89,8 @@ class ContextWindow:
             log.warning("conversation.cache_unavailable", operation="get_context")
             turns = None
         if turns is None:
-            recorded = await self.store.recent_turns(conversation_id, limit=2 * self.max_turns + 4)
+            if recorded is None:
+                recorded = await self.store.recent_turns(conversation_id, limit=self.history_limit)
             rebuilt = context_from_history(recorded)
             turns = rebuilt[-self.max_turns :] if self.max_turns else []
             log.debug("conversation.context_rebuilt", turns=len(turns))

@@ -19,6 +19,7 @@ from concierge.protocol import (
 )
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
+from concierge.store.base import Store
 from concierge.store.errors import CacheUnavailable
 from tests.actors.harness import running_concierge
 from tests.providers.scripted import Fail, Reply, ScriptedAdapter
@@ -305,3 +306,62 @@ async def test_rows_left_unprocessed_by_a_crash_are_answered_first_and_in_order(
         reports = [await h.report() for _ in range(3)]
         assert [r.inbox_id for r in reports] == [left[0].inbox_id, left[1].inbox_id, new.inbox_id]
         assert len(adapter.calls) == 3
+
+
+class CountingStore:
+    """The real store, counting the calls a conversation actor makes to read its state."""
+
+    READS = ("open_conversation", "resolve_user", "conversation_for", "active_handoff", "recent_turns")
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+        if name not in self.READS:
+            return method
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+
+        return counted
+
+    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Any:
+        if user_key is not None:  # the replayer's scans (no user) are not the actor's
+            self.calls.append("pending_inbox")
+        return await self._inner.pending_inbox(user_key=user_key, limit=limit)
+
+
+async def test_a_new_actor_reads_its_user_conversation_and_history_in_one_store_call(
+    tmp_path: Path,
+) -> None:
+    counting: list[CountingStore] = []
+
+    def wrap(inner: Store) -> Store:
+        counting.append(CountingStore(inner))
+        return counting[-1]
+
+    async with running_concierge(tmp_path, wrap_store=wrap) as h:
+        await h.ask("A quelle heure est la messe dimanche ?")
+        await h.ask("Et le samedi ?")
+    assert counting[0].calls == ["open_conversation"]
+
+
+async def test_a_new_actor_rebuilds_the_context_from_what_it_read_at_start(tmp_path: Path) -> None:
+    async with running_concierge(tmp_path, adapters=[echo()]) as h:
+        await h.ask("Quelles sont les messes du dimanche ?")
+        await h.ask("/help")
+        await h.ask("Et le samedi ?")
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:  # a new actor, no cache
+        await h.ask("Et en semaine ?")
+        texts = [t.text for t in adapter.calls[-1][0].turns]
+    assert texts == [
+        "<user_message>\nQuelles sont les messes du dimanche ?\n</user_message>",
+        "echo: Quelles sont les messes du dimanche ?",
+        "<user_message>\nEt le samedi ?\n</user_message>",
+        "echo: Et le samedi ?",
+        "<user_message>\nEt en semaine ?\n</user_message>",
+    ]

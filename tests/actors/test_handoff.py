@@ -172,3 +172,20 @@ async def test_close_handoff_needs_an_id_or_a_user(tmp_path: Path) -> None:
     async with running_concierge(tmp_path) as h:
         with pytest.raises(ValueError, match="handoff_id or a user_key"):
             await close_handoff(h.store, by="staff")
+
+
+async def test_a_new_actor_stays_silent_in_a_handoff_opened_before_it_started(
+    tmp_path: Path,
+) -> None:
+    async with running_concierge(tmp_path, adapters=[echo()]) as h:
+        await h.ask("I would like to talk to a priest")
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:  # a new actor
+        silent = await h.ask("Are you there? What time is Mass?")
+        assert silent.reply == ""
+        assert silent.service_type is ServiceType.CONTACT_HUMAIN
+        assert adapter.calls == []
+        closed = await close_handoff(h.store, user_key="console:u1", by="staff:marie")
+        assert closed is not None
+        answered = await h.ask("What time is Mass on Sunday?")
+        assert answered.provider == "scripted"

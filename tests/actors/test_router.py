@@ -17,7 +17,7 @@ from actors.router import RouterStats, conversation_key, run_router
 from concierge.protocol import Inbound, utcnow
 from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
 from concierge.replies import Reply as R, reply_text
-from concierge.store.base import Store
+from concierge.store.base import SessionCache, Store, TurnRecord
 from concierge.store.errors import StoreUnavailable
 from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
@@ -171,15 +171,15 @@ async def test_a_crash_after_the_reply_is_durable_does_not_answer_twice(tmp_path
 
 
 class ContextAlwaysFails:
-    """The real store, except that reading recorded turns always raises (a poison row)."""
+    """The real cache, except that reading a context window always raises (a poison row)."""
 
-    def __init__(self, inner: Store) -> None:
+    def __init__(self, inner: SessionCache) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def recent_turns(self, conversation_id: int, *, limit: int) -> Any:
+    async def get_context(self, user_key: str) -> Any:
         await trio.lowlevel.checkpoint()
         raise RuntimeError("injected fault")
 
@@ -188,7 +188,7 @@ async def test_a_row_that_keeps_crashing_its_actor_is_given_up_with_an_apology(
     tmp_path: Path,
 ) -> None:
     adapter = echo()
-    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=ContextAlwaysFails) as h:
+    async with running_concierge(tmp_path, adapters=[adapter], wrap_cache=ContextAlwaysFails) as h:
         report = await h.ask("horaires de la messe ?")
         assert report.reply == reply_text(R.PROVIDER_FAILED, "fr")
         assert await h.replies_to("u1") == [report.reply]
@@ -200,7 +200,7 @@ async def test_a_row_that_keeps_crashing_its_actor_is_given_up_with_an_apology(
 
 
 class StoreDownFor:
-    """The real store, except that reading recorded turns is unavailable the first ``n`` times."""
+    """The real store, except that completing a turn is unavailable the first ``n`` times."""
 
     def __init__(self, inner: Store, n: int) -> None:
         self._inner = inner
@@ -209,21 +209,27 @@ class StoreDownFor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def recent_turns(self, conversation_id: int, *, limit: int) -> Any:
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
         if self.left > 0:
             self.left -= 1
             await trio.lowlevel.checkpoint()
             raise StoreUnavailable("database is locked")
-        return await self._inner.recent_turns(conversation_id, limit=limit)
+        return await self._inner.complete_turn(turn)
 
 
 async def test_a_store_outage_does_not_count_against_the_message(tmp_path: Path) -> None:
     adapter = echo()
-    wrap = partial(StoreDownFor, n=4)
-    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:  # type: ignore[arg-type]
+    made: list[StoreDownFor] = []
+
+    def wrap(inner: Store) -> Store:
+        made.append(StoreDownFor(inner, n=4))
+        return made[-1]
+
+    async with running_concierge(tmp_path, adapters=[adapter], wrap_store=wrap) as h:
         report = await h.ask("horaires de la messe ?")
         assert report.reply == "echo: horaires de la messe ?"
         assert h.service.turn_metrics.turns_abandoned == 0
+        assert made[0].left == 0  # the outage failed four turns, more than MAX_TURN_ATTEMPTS
 
 
 async def test_unprocessed_rows_are_replayed_in_order(tmp_path: Path) -> None:
