@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import structlog
 import trio
 
@@ -254,26 +255,51 @@ def _write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: str) -> tuple[i
     return ids
 
 
-def _write_turns(
-    conn: sqlite3.Connection, turns: Sequence[TurnRecord], now: str
-) -> list[tuple[int, ...] | Exception]:
-    """Several turns in the caller's transaction, each in a savepoint: a bad one fails alone.
+R = TypeVar("R")
+Item = TypeVar("Item")
 
-    An ``OperationalError`` (disk, lock) is the database's, not the turn's: it ends the
+
+def _in_savepoints(
+    conn: sqlite3.Connection, items: Sequence[Item], write: Callable[[sqlite3.Connection, Item], R]
+) -> list[R | Exception]:
+    """Several writes in the caller's transaction, each in a savepoint: a bad one fails alone.
+
+    An ``OperationalError`` (disk, lock) is the database's, not the item's: it ends the
     whole transaction.
     """
-    results: list[tuple[int, ...] | Exception] = []
-    for turn in turns:
-        conn.execute("SAVEPOINT turn")
+    results: list[R | Exception] = []
+    for item in items:
+        conn.execute("SAVEPOINT item")
         try:
-            results.append(_write_turn(conn, turn, now))
+            results.append(write(conn, item))
         except sqlite3.OperationalError:
             raise
         except Exception as exc:
-            conn.execute("ROLLBACK TO turn")
+            conn.execute("ROLLBACK TO item")
             results.append(StoreError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc)
-        conn.execute("RELEASE turn")
+        conn.execute("RELEASE item")
     return results
+
+
+@attrs.frozen(kw_only=True)
+class _Opening:
+    channel: Channel
+    user_key: str
+    display_name: str | None
+    pending_limit: int
+    recent_limit: int
+
+
+def _open_conversation(conn: sqlite3.Connection, o: _Opening, now: str) -> ConversationStart:
+    user_id = _resolve_user(conn, o.channel, o.user_key, o.display_name, now)
+    row = _conversation_for(conn, user_id, now)
+    return ConversationStart(
+        user_id=user_id,
+        conversation=row,
+        handoff=_active_handoff(conn, row.conversation_id),
+        pending=tuple(_pending_inbox(conn, o.user_key, o.pending_limit)),
+        recent=tuple(_recent_turns(conn, row.conversation_id, o.recent_limit)),
+    )
 
 
 def _resolve_user(
@@ -479,6 +505,14 @@ class SqliteStore:
                 flush=self._complete_turns, max_batch=max_batch, flushers=1, name="sqlite.turns"
             )
         )
+        self.open_committer: GroupCommitter[_Opening, ConversationStart | Exception] = (
+            GroupCommitter(
+                flush=self._open_conversations,
+                max_batch=max_batch,
+                flushers=1,
+                name="sqlite.opens",
+            )
+        )
 
     @property
     def backend(self) -> str:
@@ -574,7 +608,9 @@ class SqliteStore:
         self, turns: Sequence[TurnRecord]
     ) -> list[tuple[int, ...] | Exception]:
         now = ts(utcnow())
-        return await self._write(lambda conn: _write_turns(conn, turns, now))
+        return await self._write(
+            lambda conn: _in_savepoints(conn, turns, lambda c, turn: _write_turn(c, turn, now))
+        )
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:
@@ -700,21 +736,27 @@ class SqliteStore:
         pending_limit: int,
         recent_limit: int,
     ) -> ConversationStart:
-        """One transaction."""
-        now = ts(utcnow())
-
-        def work(conn: sqlite3.Connection) -> ConversationStart:
-            user_id = _resolve_user(conn, channel, user_key, display_name, now)
-            row = _conversation_for(conn, user_id, now)
-            return ConversationStart(
-                user_id=user_id,
-                conversation=row,
-                handoff=_active_handoff(conn, row.conversation_id),
-                pending=tuple(_pending_inbox(conn, user_key, pending_limit)),
-                recent=tuple(_recent_turns(conn, row.conversation_id, recent_limit)),
+        """One transaction; concurrent opens share one (each in its own savepoint)."""
+        result = await self.open_committer.submit(
+            _Opening(
+                channel=channel,
+                user_key=user_key,
+                display_name=display_name,
+                pending_limit=pending_limit,
+                recent_limit=recent_limit,
             )
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        return await self._write(work)
+    async def _open_conversations(
+        self, openings: Sequence[_Opening]
+    ) -> list[ConversationStart | Exception]:
+        now = ts(utcnow())
+        return await self._write(
+            lambda conn: _in_savepoints(conn, openings, lambda c, o: _open_conversation(c, o, now))
+        )
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
         now = ts(utcnow())
@@ -951,6 +993,7 @@ async def open_sqlite(
             _serving(store.hops),
             flushing(store.committer),
             flushing(store.turn_committer),
+            flushing(store.open_committer),
         ):
             yield store
     finally:

@@ -213,3 +213,28 @@ async def test_a_call_after_the_store_closed_is_refused(tmp_path: Path) -> None:
         pass
     with pytest.raises(StoreUnavailable, match="closed"):
         await store.get_cursor("x")
+
+
+async def test_concurrent_opens_share_a_transaction_and_each_gets_its_own_conversation(
+    tmp_path: Path,
+) -> None:
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
+        assert isinstance(store, SqliteStore)
+        blocker = Blocker()
+        conversations: dict[str, int] = {}
+
+        async def open_one(user_key: str) -> None:
+            start = await store.open_conversation(
+                Channel.TELEGRAM, user_key, pending_limit=4, recent_limit=4
+            )
+            conversations[user_key] = start.conversation.conversation_id
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store._run, blocker)
+            await blocker.wait_entered()
+            for i in range(20):
+                nursery.start_soon(open_one, f"telegram:{i}")
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.release.set()
+        assert len(set(conversations.values())) == 20
+        assert store.open_committer.statistics().largest_batch > 1
