@@ -24,6 +24,7 @@ from concierge.providers.classify import (
     outcome_for_status,
     retry_after_from_headers,
 )
+from concierge.providers.configured import ConfiguredAdapter, sdk_http_client
 from concierge.providers.turns import chat_turns
 from concierge.settings import ProviderSettings
 
@@ -63,32 +64,15 @@ def classify_anthropic_error(status: int, body: object, headers: Mapping[str, st
     )
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(ConfiguredAdapter):
     """One configured Anthropic-kind provider; one SDK client per key over one HTTP client."""
 
+    KIND = "anthropic"
+
     def __init__(self, settings: ProviderSettings, *, http_client: httpx2.AsyncClient | None = None) -> None:
-        self._settings = settings
-        self._http = http_client or httpx2.AsyncClient(
-            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
-            timeout=httpx2.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s)),
-        )
+        super().__init__(settings)
+        self._http = http_client or sdk_http_client(settings)
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
-
-    @property
-    def settings(self) -> ProviderSettings:
-        return self._settings
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
-
-    @property
-    def kind(self) -> str:
-        return "anthropic"
-
-    @property
-    def model(self) -> str:
-        return self._settings.model
 
     def _client(self, key: ApiKey) -> anthropic.AsyncAnthropic:
         client = self._clients.get(key.secret)

@@ -25,6 +25,7 @@ from concierge.providers.classify import (
     outcome_for_status,
     retry_after_from_headers,
 )
+from concierge.providers.configured import ConfiguredAdapter, http_client as http_client_for
 from concierge.providers.turns import chat_turns
 from concierge.settings import ProviderSettings
 
@@ -124,39 +125,22 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-class OpenAICompatAdapter:
+class OpenAICompatAdapter(ConfiguredAdapter):
     """One configured OpenAI-compatible provider over one httpx client."""
+
+    KIND = "openai"
 
     def __init__(self, settings: ProviderSettings, *, http_client: httpx.AsyncClient | None = None) -> None:
         if not settings.base_url:
             raise ValueError(f"provider {settings.name!r} of kind openai needs a base URL")
-        self._settings = settings
+        super().__init__(settings)
         self._base_url = settings.base_url.rstrip("/")
-        self._http = http_client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            timeout=httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s)),
-        )
+        self._http = http_client or http_client_for(settings)
         self._attribution: dict[str, str] = {}
         if settings.app_url:
             self._attribution["HTTP-Referer"] = settings.app_url
         if settings.app_title:
             self._attribution["X-Title"] = settings.app_title
-
-    @property
-    def settings(self) -> ProviderSettings:
-        return self._settings
-
-    @property
-    def name(self) -> str:
-        return self._settings.name
-
-    @property
-    def kind(self) -> str:
-        return "openai"
-
-    @property
-    def model(self) -> str:
-        return self._settings.model
 
     def _headers(self, key: ApiKey) -> dict[str, str]:
         return {"Authorization": f"Bearer {key.secret}", **self._attribution}
