@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
+import attrs
 import structlog
 import trio
 import trio_asyncio
@@ -218,6 +219,87 @@ LIMIT $3
 """
 
 
+async def _write_turn(conn: Conn, turn: TurnRecord) -> tuple[int, ...]:
+    """One turn's rows, inside the caller's transaction; ``()`` if the row was already processed.
+
+    Claiming the inbox row first locks it, so a concurrent writer waits and then finds
+    it processed.
+    """
+    service = turn.service_type.value if turn.service_type else None
+    claimed = await conn.fetchval(
+        "UPDATE inbox SET processed_at = now(), service_type = coalesce($2, service_type) "
+        "WHERE inbox_id = $1 AND processed_at IS NULL RETURNING inbox_id",
+        turn.inbox_id,
+        service,
+    )
+    if claimed is None:  # processed before (or erased with its user): nothing to answer
+        return ()
+    for direction, text in (
+        (Direction.INBOUND, turn.inbound_text),
+        (Direction.OUTBOUND, turn.outbound_text),
+    ):
+        if text is not None:
+            await conn.execute(
+                "INSERT INTO messages (conversation_id, direction, text, service_type, "
+                "correlation_id) VALUES ($1, $2, $3, $4, $5)",
+                turn.conversation_id,
+                direction.value,
+                _clean(text),
+                service,
+                turn.correlation_id,
+            )
+    ids: list[int] = []
+    for r in turn.replies:
+        ids.append(
+            await conn.fetchval(
+                "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, "
+                "inbox_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
+                r.correlation_id,
+                r.channel.value,
+                r.user_key,
+                r.chat_id,
+                _clean(r.text),
+                r.inbox_id,
+            )
+        )
+    if turn.interaction is not None:
+        await conn.execute(_INSERT_INTERACTION, *_interaction_values(turn.interaction))
+    if turn.conversation_type is not None:
+        await conn.execute(
+            "UPDATE conversations SET service_type = $2, updated_at = now() "
+            "WHERE conversation_id = $1",
+            turn.conversation_id,
+            turn.conversation_type.value,
+        )
+    elif turn.inbound_text is not None or turn.outbound_text is not None:
+        await conn.execute(
+            "UPDATE conversations SET updated_at = now() WHERE conversation_id = $1",
+            turn.conversation_id,
+        )
+    return tuple(int(i) for i in ids)
+
+
+@attrs.frozen(kw_only=True)
+class _Opening:
+    channel: Channel
+    user_key: str
+    display_name: str | None
+    pending_limit: int
+    recent_limit: int
+
+
+async def _open_conversation(conn: Conn, o: _Opening) -> ConversationStart:
+    user_id = await _resolve_user(conn, o.channel, o.user_key, o.display_name)
+    row = await _conversation_for(conn, user_id)
+    return ConversationStart(
+        user_id=user_id,
+        conversation=row,
+        handoff=await _active_handoff(conn, row.conversation_id),
+        pending=tuple(await _pending_inbox(conn, o.user_key, o.pending_limit)),
+        recent=tuple(await _recent_turns(conn, row.conversation_id, o.recent_limit)),
+    )
+
+
 async def _resolve_user(
     conn: Conn, channel: Channel, user_key: str, display_name: str | None
 ) -> int:
@@ -336,6 +418,24 @@ class PostgresStore:
             flushers=flushers,
             wait_timeout_s=op_timeout_s * 2,
             name="postgres.inbox",
+        )
+        self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...] | Exception] = (
+            GroupCommitter(
+                flush=self._complete_turns,
+                max_batch=max_batch,
+                flushers=flushers,
+                wait_timeout_s=op_timeout_s * 2,
+                name="postgres.turns",
+            )
+        )
+        self.open_committer: GroupCommitter[_Opening, ConversationStart | Exception] = (
+            GroupCommitter(
+                flush=self._open_conversations,
+                max_batch=max_batch,
+                flushers=flushers,
+                wait_timeout_s=op_timeout_s * 2,
+                name="postgres.opens",
+            )
         )
 
     @property
@@ -473,64 +573,30 @@ class PostgresStore:
         )
 
     async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
-        """One transaction; claiming the inbox row first locks it, so a concurrent call waits
-        and then finds it processed. Safe to retry on a lost connection for the same reason."""
-        service = turn.service_type.value if turn.service_type else None
+        """One transaction; concurrent turns share one crossing and connection, each still in
+        its own transaction (a batch holding many rows' locks could deadlock another).
+        Safe to retry on a lost connection: a committed row is not claimed again."""
+        result = await self.turn_committer.submit(turn)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        async def work(conn: Conn) -> tuple[int, ...]:
-            claimed = await conn.fetchval(
-                "UPDATE inbox SET processed_at = now(), service_type = coalesce($2, service_type) "
-                "WHERE inbox_id = $1 AND processed_at IS NULL RETURNING inbox_id",
-                turn.inbox_id,
-                service,
-            )
-            if claimed is None:  # processed before (or erased with its user): nothing to answer
-                return ()
-            for direction, text in (
-                (Direction.INBOUND, turn.inbound_text),
-                (Direction.OUTBOUND, turn.outbound_text),
-            ):
-                if text is not None:
-                    await conn.execute(
-                        "INSERT INTO messages (conversation_id, direction, text, service_type, "
-                        "correlation_id) VALUES ($1, $2, $3, $4, $5)",
-                        turn.conversation_id,
-                        direction.value,
-                        _clean(text),
-                        service,
-                        turn.correlation_id,
-                    )
-            ids: list[int] = []
-            for r in turn.replies:
-                ids.append(
-                    await conn.fetchval(
-                        "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, "
-                        "inbox_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
-                        r.correlation_id,
-                        r.channel.value,
-                        r.user_key,
-                        r.chat_id,
-                        _clean(r.text),
-                        r.inbox_id,
-                    )
-                )
-            if turn.interaction is not None:
-                await conn.execute(_INSERT_INTERACTION, *_interaction_values(turn.interaction))
-            if turn.conversation_type is not None:
-                await conn.execute(
-                    "UPDATE conversations SET service_type = $2, updated_at = now() "
-                    "WHERE conversation_id = $1",
-                    turn.conversation_id,
-                    turn.conversation_type.value,
-                )
-            elif turn.inbound_text is not None or turn.outbound_text is not None:
-                await conn.execute(
-                    "UPDATE conversations SET updated_at = now() WHERE conversation_id = $1",
-                    turn.conversation_id,
-                )
-            return tuple(int(i) for i in ids)
+    async def _complete_turns(
+        self, turns: Sequence[TurnRecord]
+    ) -> list[tuple[int, ...] | Exception]:
+        async def work(conn: Conn) -> list[tuple[int, ...] | Exception]:
+            results: list[tuple[int, ...] | Exception] = []
+            for turn in turns:
+                try:
+                    async with conn.transaction():
+                        results.append(await _write_turn(conn, turn))
+                except asyncpg.PostgresError as exc:
+                    if _connection_lost(exc) or isinstance(exc, _UNAVAILABLE):
+                        raise
+                    results.append(_as_store_error(exc))
+            return results
 
-        return await self._tx(work)
+        return await self._call(work)
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: NewOutbound) -> int:
@@ -643,18 +709,38 @@ class PostgresStore:
         pending_limit: int,
         recent_limit: int,
     ) -> ConversationStart:
-        """One crossing of the bridge, one connection."""
-
-        async def work(conn: Conn) -> ConversationStart:
-            user_id = await _resolve_user(conn, channel, user_key, display_name)
-            row = await _conversation_for(conn, user_id)
-            return ConversationStart(
-                user_id=user_id,
-                conversation=row,
-                handoff=await _active_handoff(conn, row.conversation_id),
-                pending=tuple(await _pending_inbox(conn, user_key, pending_limit)),
-                recent=tuple(await _recent_turns(conn, row.conversation_id, recent_limit)),
+        """One crossing of the bridge, one connection; concurrent opens share both."""
+        result = await self.open_committer.submit(
+            _Opening(
+                channel=channel,
+                user_key=user_key,
+                display_name=display_name,
+                pending_limit=pending_limit,
+                recent_limit=recent_limit,
             )
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _open_conversations(
+        self, openings: Sequence[_Opening]
+    ) -> list[ConversationStart | Exception]:
+        """Each opening's own statements; a server error fails that opening alone.
+
+        A lost connection fails (or, being idempotent, retries) the whole batch.
+        """
+
+        async def work(conn: Conn) -> list[ConversationStart | Exception]:
+            results: list[ConversationStart | Exception] = []
+            for o in openings:
+                try:
+                    results.append(await _open_conversation(conn, o))
+                except asyncpg.PostgresError as exc:
+                    if _connection_lost(exc) or isinstance(exc, _UNAVAILABLE):
+                        raise
+                    results.append(_as_store_error(exc))
+            return results
 
         return await self._call(work)
 
@@ -978,7 +1064,11 @@ async def open_postgres(
                 schema_version=found,
                 pool_size=settings.pool_size,
             )
-            async with flushing(store.committer):
+            async with (
+                flushing(store.committer),
+                flushing(store.turn_committer),
+                flushing(store.open_committer),
+            ):
                 yield store
         finally:
             with trio.CancelScope(shield=True):
