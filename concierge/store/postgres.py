@@ -3,9 +3,10 @@
 asyncpg is asyncio-only; through ``trio_asyncio.aio_as_trio`` its cancellation is
 the cleanest measured (a cancelled trio scope cancels the server query and the
 pool stays intact). The bridge costs throughput, so inbox rows are group-committed
-with one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` over ``unnest`` arrays.
+with one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` over ``unnest`` arrays, and
+concurrent conversation opens and completed turns each share one crossing per batch.
 This module is the only one that crosses the bridge; each store method crosses it
-once. Connection failures become ``StoreUnavailable`` within a bounded time, and
+at most once. Connection failures become ``StoreUnavailable`` within a bounded time, and
 the asyncpg pool replaces broken connections by itself.
 """
 
