@@ -20,12 +20,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
-import attrs
 import structlog
 import trio
 import trio_asyncio
 
-from concierge.protocol import Channel, InboundKind, Role, ServiceType, Turn
+from concierge.protocol import Channel, Role, ServiceType, Turn
 from concierge.settings import StoreSettings
 from concierge.store.base import (
     Accepted,
@@ -34,7 +33,6 @@ from concierge.store.base import (
     ConversationStart,
     Direction,
     HandoffRow,
-    HandoffState,
     InboxRow,
     Interaction,
     NewInbound,
@@ -46,6 +44,14 @@ from concierge.store.base import (
 from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrate import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
+from concierge.store.rows import (
+    Opening,
+    conversation_row,
+    handoff_row as _handoff_row,
+    inbox_row as _inbox_row,
+    interaction_values as _interaction_values,
+    outbox_row as _outbox_row,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -117,55 +123,6 @@ async def asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
         yield opened
 
 
-def _inbox_row(r: Any) -> InboxRow:
-    return InboxRow(
-        inbox_id=r["inbox_id"],
-        correlation_id=r["correlation_id"],
-        channel=Channel(r["channel"]),
-        user_key=r["user_key"],
-        chat_id=r["chat_id"],
-        external_id=r["external_id"],
-        text=r["text"],
-        kind=InboundKind(r["kind"]),
-        received_at=r["received_at"],
-        display_name=r["display_name"],
-        language_hint=r["language_hint"],
-        processed_at=r["processed_at"],
-    )
-
-
-def _outbox_row(r: Any) -> OutboxRow:
-    return OutboxRow(
-        outbox_id=r["outbox_id"],
-        correlation_id=r["correlation_id"],
-        channel=Channel(r["channel"]),
-        user_key=r["user_key"],
-        chat_id=r["chat_id"],
-        text=r["text"],
-        inbox_id=r["inbox_id"],
-        attempts=r["attempts"],
-        created_at=r["created_at"],
-        next_attempt_at=r["next_attempt_at"],
-        sent_at=r["sent_at"],
-        last_error=r["last_error"],
-    )
-
-
-def _handoff_row(r: Any) -> HandoffRow:
-    return HandoffRow(
-        handoff_id=r["handoff_id"],
-        conversation_id=r["conversation_id"],
-        user_key=r["user_key"],
-        state=HandoffState(r["state"]),
-        reason=r["reason"],
-        correlation_id=r["correlation_id"],
-        opened_at=r["opened_at"],
-        assigned_to=r["assigned_to"],
-        closed_at=r["closed_at"],
-        closed_by=r["closed_by"],
-    )
-
-
 _INSERT_INBOX_BATCH = """
 INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, kind,
                    received_at, display_name, language_hint)
@@ -188,22 +145,6 @@ _INSERT_INTERACTION = (
     "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
-
-
-def _interaction_values(i: Interaction) -> tuple[Any, ...]:
-    return (
-        i.correlation_id,
-        i.conversation_id,
-        i.provider,
-        i.model,
-        i.key_alias,
-        i.latency_s,
-        i.tokens_in,
-        i.tokens_out,
-        i.outcome,
-        i.service_type.value,
-        i.created_at,
-    )
 
 
 _PENDING_OUTBOX = """
@@ -280,16 +221,7 @@ async def _write_turn(conn: Conn, turn: TurnRecord) -> tuple[int, ...]:
     return tuple(int(i) for i in ids)
 
 
-@attrs.frozen(kw_only=True)
-class _Opening:
-    channel: Channel
-    user_key: str
-    display_name: str | None
-    pending_limit: int
-    recent_limit: int
-
-
-async def _open_conversation(conn: Conn, o: _Opening) -> ConversationStart:
+async def _open_conversation(conn: Conn, o: Opening) -> ConversationStart:
     user_id = await _resolve_user(conn, o.channel, o.user_key, o.display_name)
     row = await _conversation_for(conn, user_id)
     return ConversationStart(
@@ -350,13 +282,7 @@ async def _conversation_for(conn: Conn, user_id: int) -> ConversationRow:
             user_id,
         )
         r = await conn.fetchrow("SELECT * FROM conversations WHERE user_id = $1", user_id)
-    return ConversationRow(
-        conversation_id=r["conversation_id"],
-        user_id=r["user_id"],
-        service_type=ServiceType(r["service_type"]),
-        handoff_open=r["handoff_open"],
-        updated_at=r["updated_at"],
-    )
+    return conversation_row(r)
 
 
 async def _active_handoff(conn: Conn, conversation_id: int) -> HandoffRow | None:
@@ -429,7 +355,7 @@ class PostgresStore:
                 name="postgres.turns",
             )
         )
-        self.open_committer: GroupCommitter[_Opening, ConversationStart | Exception] = (
+        self.open_committer: GroupCommitter[Opening, ConversationStart | Exception] = (
             GroupCommitter(
                 flush=self._open_conversations,
                 max_batch=max_batch,
@@ -712,7 +638,7 @@ class PostgresStore:
     ) -> ConversationStart:
         """One crossing of the bridge, one connection; concurrent opens share both."""
         result = await self.open_committer.submit(
-            _Opening(
+            Opening(
                 channel=channel,
                 user_key=user_key,
                 display_name=display_name,
@@ -725,7 +651,7 @@ class PostgresStore:
         return result
 
     async def _open_conversations(
-        self, openings: Sequence[_Opening]
+        self, openings: Sequence[Opening]
     ) -> list[ConversationStart | Exception]:
         """Each opening's own statements; a server error fails that opening alone.
 

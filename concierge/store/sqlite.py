@@ -18,14 +18,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import structlog
 import trio
 
-from concierge.protocol import Channel, InboundKind, Role, ServiceType, Turn, utcnow
+from concierge.protocol import Channel, Role, ServiceType, Turn, utcnow
+from concierge.store import rows
 from concierge.store.base import (
     Accepted,
     AcceptStatus,
@@ -33,7 +34,6 @@ from concierge.store.base import (
     ConversationStart,
     Direction,
     HandoffRow,
-    HandoffState,
     InboxRow,
     Interaction,
     NewInbound,
@@ -45,6 +45,7 @@ from concierge.store.base import (
 from concierge.store.errors import StoreError, StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrate import apply_sqlite
+from concierge.store.rows import Opening
 
 log = structlog.get_logger(__name__)
 
@@ -60,12 +61,15 @@ def ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
 def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+_inbox_row = partial(rows.inbox_row, instant=_dt)
+_outbox_row = partial(rows.outbox_row, instant=_dt)
+_handoff_row = partial(rows.handoff_row, instant=_dt)
+_conversation_row = partial(rows.conversation_row, instant=_dt)
+_interaction_values = partial(rows.interaction_values, stored=ts)
 
 
 def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
@@ -90,65 +94,6 @@ def _tx(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         raise
     conn.execute("COMMIT")
     return result
-
-
-def _inbox_row(r: sqlite3.Row) -> InboxRow:
-    return InboxRow(
-        inbox_id=r["inbox_id"],
-        correlation_id=r["correlation_id"],
-        channel=Channel(r["channel"]),
-        user_key=r["user_key"],
-        chat_id=r["chat_id"],
-        external_id=r["external_id"],
-        text=r["text"],
-        kind=InboundKind(r["kind"]),
-        received_at=_dt(r["received_at"]),
-        display_name=r["display_name"],
-        language_hint=r["language_hint"],
-        processed_at=parse_ts(r["processed_at"]),
-    )
-
-
-def _outbox_row(r: sqlite3.Row) -> OutboxRow:
-    return OutboxRow(
-        outbox_id=r["outbox_id"],
-        correlation_id=r["correlation_id"],
-        channel=Channel(r["channel"]),
-        user_key=r["user_key"],
-        chat_id=r["chat_id"],
-        text=r["text"],
-        inbox_id=r["inbox_id"],
-        attempts=r["attempts"],
-        created_at=_dt(r["created_at"]),
-        next_attempt_at=_dt(r["next_attempt_at"]),
-        sent_at=parse_ts(r["sent_at"]),
-        last_error=r["last_error"],
-    )
-
-
-def _handoff_row(r: sqlite3.Row) -> HandoffRow:
-    return HandoffRow(
-        handoff_id=r["handoff_id"],
-        conversation_id=r["conversation_id"],
-        user_key=r["user_key"],
-        state=HandoffState(r["state"]),
-        reason=r["reason"],
-        correlation_id=r["correlation_id"],
-        opened_at=_dt(r["opened_at"]),
-        assigned_to=r["assigned_to"],
-        closed_at=parse_ts(r["closed_at"]),
-        closed_by=r["closed_by"],
-    )
-
-
-def _conversation_row(r: sqlite3.Row) -> ConversationRow:
-    return ConversationRow(
-        conversation_id=r["conversation_id"],
-        user_id=r["user_id"],
-        service_type=ServiceType(r["service_type"]),
-        handoff_open=bool(r["handoff_open"]),
-        updated_at=_dt(r["updated_at"]),
-    )
 
 
 _INSERT_INBOX = """
@@ -185,22 +130,6 @@ WHERE o.channel = ? AND o.sent_at IS NULL AND o.given_up = 0 AND o.next_attempt_
 ORDER BY o.outbox_id
 LIMIT ?
 """
-
-
-def _interaction_values(i: Interaction) -> tuple[object, ...]:
-    return (
-        i.correlation_id,
-        i.conversation_id,
-        i.provider,
-        i.model,
-        i.key_alias,
-        i.latency_s,
-        i.tokens_in,
-        i.tokens_out,
-        i.outcome,
-        i.service_type.value,
-        ts(i.created_at),
-    )
 
 
 def _write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: str) -> tuple[int, ...]:
@@ -281,16 +210,7 @@ def _in_savepoints(
     return results
 
 
-@attrs.frozen(kw_only=True)
-class _Opening:
-    channel: Channel
-    user_key: str
-    display_name: str | None
-    pending_limit: int
-    recent_limit: int
-
-
-def _open_conversation(conn: sqlite3.Connection, o: _Opening, now: str) -> ConversationStart:
+def _open_conversation(conn: sqlite3.Connection, o: Opening, now: str) -> ConversationStart:
     user_id = _resolve_user(conn, o.channel, o.user_key, o.display_name, now)
     row = _conversation_for(conn, user_id, now)
     return ConversationStart(
@@ -505,7 +425,7 @@ class SqliteStore:
                 flush=self._complete_turns, max_batch=max_batch, flushers=1, name="sqlite.turns"
             )
         )
-        self.open_committer: GroupCommitter[_Opening, ConversationStart | Exception] = (
+        self.open_committer: GroupCommitter[Opening, ConversationStart | Exception] = (
             GroupCommitter(
                 flush=self._open_conversations,
                 max_batch=max_batch,
@@ -738,7 +658,7 @@ class SqliteStore:
     ) -> ConversationStart:
         """One transaction; concurrent opens share one (each in its own savepoint)."""
         result = await self.open_committer.submit(
-            _Opening(
+            Opening(
                 channel=channel,
                 user_key=user_key,
                 display_name=display_name,
@@ -751,7 +671,7 @@ class SqliteStore:
         return result
 
     async def _open_conversations(
-        self, openings: Sequence[_Opening]
+        self, openings: Sequence[Opening]
     ) -> list[ConversationStart | Exception]:
         now = ts(utcnow())
         return await self._write(
