@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from concierge.protocol import Role, Turn
-from concierge.providers.base import ApiKey, ProviderCall
+from concierge.providers.base import Adapter, ApiKey, ProviderCall, ProviderError
 from concierge.settings import ProviderSettings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
@@ -75,3 +75,10 @@ async def gemini_fake() -> AsyncIterator[FakeGemini]:
 async def openai_fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI.serve() as fake:
         yield fake
+
+
+async def failure_of(adapter: Adapter, make_call: MakeCall, **call: object) -> ProviderError:
+    """The classified failure of one call with ``KEY`` (the test fails if it succeeds)."""
+    with pytest.raises(ProviderError) as caught:
+        await adapter.complete(make_call(**call), KEY)
+    return caught.value

@@ -13,7 +13,7 @@ from concierge.providers.anthropic import AnthropicAdapter
 from concierge.providers.base import ProviderError
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.llm_common import Scripted
-from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings
+from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings, failure_of
 
 pytestmark = pytest.mark.anyio
 
@@ -27,12 +27,6 @@ async def adapter(
         yield adapter
     finally:
         await adapter.aclose()
-
-
-async def _error(adapter: AnthropicAdapter, make_call: MakeCall, **call: object) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await adapter.complete(make_call(**call), KEY)
-    return caught.value
 
 
 async def test_reply_text_and_token_counts_are_parsed(
@@ -81,7 +75,7 @@ async def test_context_starting_with_the_assistant_is_trimmed_and_repeats_merged
 async def test_nothing_to_send_is_a_request_error_without_a_call(
     adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall
 ) -> None:
-    error = await _error(adapter, make_call, turns=(), query="")
+    error = await failure_of(adapter, make_call, turns=(), query="")
     assert error.outcome is Outcome.REQUEST_ERROR
     assert anthropic_fake.requests == []
 
@@ -114,7 +108,7 @@ async def test_error_answers_are_classified(
     scripted: Scripted, outcome: Outcome,
 ) -> None:
     anthropic_fake.push(scripted)
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is outcome
     assert error.retry_after_s is None
     assert len(anthropic_fake.requests) == 1, "the SDK must not retry on its own"
@@ -134,7 +128,7 @@ async def test_rate_limit_is_throttled_with_the_servers_hint(
     scripted: Scripted, hint: float | None,
 ) -> None:
     anthropic_fake.push(scripted)
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s == hint
     assert len(anthropic_fake.requests) == 1
@@ -151,7 +145,7 @@ async def test_rate_limit_reset_headers_give_the_hint(
         "anthropic-ratelimit-tokens-remaining": "0",
         "anthropic-ratelimit-tokens-reset": reset,
     }))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s is not None
     assert 500 < error.retry_after_s <= 600  # the exhausted limit's reset, not the other one
@@ -162,7 +156,7 @@ async def test_glm_business_code_in_a_429_disables_the_key(
 ) -> None:
     anthropic_fake.push(Scripted(status=429, body={"error": {
         "code": "1113", "message": "Insufficient balance or no resource package. Please recharge."}}))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.DEAD_KEY
     assert "1113" in error.detail
 
@@ -171,7 +165,7 @@ async def test_a_hang_past_the_attempt_timeout_is_transient(
     adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall
 ) -> None:
     anthropic_fake.push(Scripted(hang=True))
-    error = await _error(adapter, make_call, timeout_s=0.3)
+    error = await failure_of(adapter, make_call, timeout_s=0.3)
     assert error.outcome is Outcome.TRANSIENT
     with trio.fail_after(5):
         await anthropic_fake.wait_idle()  # the fake saw the client give up

@@ -14,7 +14,7 @@ from concierge.providers.base import ProviderError
 from concierge.providers.gemini import GeminiAdapter, classify_gemini_error
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.llm_common import Scripted
-from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings
+from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings, failure_of
 
 pytestmark = pytest.mark.anyio
 
@@ -26,12 +26,6 @@ async def adapter(gemini_fake: FakeGemini, make_settings: MakeSettings) -> Async
         yield adapter
     finally:
         await adapter.aclose()
-
-
-async def _error(adapter: GeminiAdapter, make_call: MakeCall, **call: object) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await adapter.complete(make_call(**call), KEY)
-    return caught.value
 
 
 async def test_reply_text_and_token_counts_are_parsed(
@@ -88,7 +82,7 @@ async def test_error_answers_are_classified(
     scripted: Scripted, outcome: Outcome,
 ) -> None:
     gemini_fake.push(scripted)
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is outcome
     assert error.retry_after_s is None
     assert len(gemini_fake.requests) == 1, "the SDK must not retry on its own"
@@ -98,7 +92,7 @@ async def test_per_minute_quota_is_throttled_until_the_retry_delay(
     adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
 ) -> None:
     gemini_fake.push(FakeGemini.resource_exhausted(retry_delay_s=7))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s == 7.0
     assert len(gemini_fake.requests) == 1
@@ -108,7 +102,7 @@ async def test_retry_delay_falls_back_to_the_message(
     adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
 ) -> None:
     gemini_fake.push(FakeGemini.error(429, "RESOURCE_EXHAUSTED", "Quota exceeded. Please retry in 36.4s."))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s == 36.4
 
@@ -117,7 +111,7 @@ async def test_daily_quota_is_throttled_until_midnight_pacific(
     adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
 ) -> None:
     gemini_fake.push(FakeGemini.per_day_quota(retry_delay_s=36))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s is not None
     assert 36 <= error.retry_after_s <= 25 * 3600
@@ -139,7 +133,7 @@ async def test_a_hang_past_the_attempt_timeout_is_transient(
     adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
 ) -> None:
     gemini_fake.push(Scripted(hang=True))
-    error = await _error(adapter, make_call, timeout_s=0.3)
+    error = await failure_of(adapter, make_call, timeout_s=0.3)
     assert error.outcome is Outcome.TRANSIENT
     with trio.fail_after(5):
         await gemini_fake.wait_idle()

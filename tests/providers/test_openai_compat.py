@@ -18,7 +18,7 @@ from concierge.providers.openai_compat import (
 )
 from tests.fakes.llm_common import Scripted
 from tests.fakes.openai_api import FakeOpenAI
-from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings
+from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings, failure_of
 
 pytestmark = pytest.mark.anyio
 
@@ -33,12 +33,6 @@ async def adapter(openai_fake: FakeOpenAI, make_settings: MakeSettings) -> Async
         yield adapter
     finally:
         await adapter.aclose()
-
-
-async def _error(adapter: OpenAICompatAdapter, make_call: MakeCall, **call: object) -> ProviderError:
-    with pytest.raises(ProviderError) as caught:
-        await adapter.complete(make_call(**call), KEY)
-    return caught.value
 
 
 async def test_reply_text_and_token_counts_are_parsed(
@@ -113,7 +107,7 @@ async def test_error_answers_are_classified(
     scripted: Scripted, outcome: Outcome,
 ) -> None:
     openai_fake.push(scripted)
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is outcome
     assert error.retry_after_s is None
     assert len(openai_fake.requests) == 1
@@ -136,7 +130,7 @@ async def test_glm_business_codes_in_a_429_decide_the_outcome(
     adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall, code: str, outcome: Outcome
 ) -> None:
     openai_fake.push(FakeOpenAI.glm_error(code, "business error"))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is outcome
     assert code in error.detail
 
@@ -145,7 +139,7 @@ async def test_rate_limit_is_throttled_until_retry_after(
     adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall
 ) -> None:
     openai_fake.push(FakeOpenAI.rate_limited(retry_after_s=12))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s == 12.0
 
@@ -154,7 +148,7 @@ async def test_rate_limit_reset_in_epoch_milliseconds_gives_the_hint(
     adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall
 ) -> None:
     openai_fake.push(FakeOpenAI.rate_limited(reset_epoch_ms=int((time.time() + 600) * 1000)))
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s is not None
     assert 500 < error.retry_after_s <= 600
@@ -183,7 +177,7 @@ async def test_errors_inside_a_200_are_classified_by_their_code(
     scripted: Scripted, outcome: Outcome,
 ) -> None:
     openai_fake.push(scripted)
-    error = await _error(adapter, make_call)
+    error = await failure_of(adapter, make_call)
     assert error.outcome is outcome
 
 
@@ -191,7 +185,7 @@ async def test_a_hang_past_the_attempt_timeout_is_transient(
     adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall
 ) -> None:
     openai_fake.push(Scripted(hang=True))
-    error = await _error(adapter, make_call, timeout_s=0.3)
+    error = await failure_of(adapter, make_call, timeout_s=0.3)
     assert error.outcome is Outcome.TRANSIENT
     with trio.fail_after(5):
         await openai_fake.wait_idle()
