@@ -17,7 +17,7 @@ import attrs
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from concierge.observability import Check, Observable, Status
-from supervisors import ChildState, Restart, SupervisorStatistics
+from supervisors import ChildState, Restart, SupervisorState, SupervisorStatistics
 
 
 @attrs.define
@@ -119,7 +119,7 @@ def supervisor_checks(stats: SupervisorStatistics) -> Iterable[Check]:
     """One check per supervisor: pass while permanent children run, warn while restarting."""
     status = Status.PASS
     output = None
-    if stats.state.value in ("gave_up", "stopped"):
+    if stats.state in (SupervisorState.GAVE_UP, SupervisorState.STOPPED):
         status, output = Status.FAIL, f"supervisor {stats.state.value}"
     else:
         down = [

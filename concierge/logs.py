@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -157,12 +157,3 @@ def _route_stdlib(level: int, processors: list[Processor], renderer: Processor, 
 
 def _json_default(value: object) -> object:
     return repr(value)
-
-
-def bound_secrets(values: Iterable[str | None]) -> list[str]:
-    return [v for v in values if v]
-
-
-def redact_mapping(event: MutableMapping[str, Any], secrets: Iterable[str] = ()) -> MutableMapping[str, Any]:
-    """Redact a plain mapping the way log events are redacted (for tests and ``check``)."""
-    return Redactor(secrets)(None, "info", dict(event))
