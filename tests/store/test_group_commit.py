@@ -114,3 +114,73 @@ def test_bad_bounds_are_refused_with_the_name_of_the_bound() -> None:
         GroupCommitter(flush=Recorder().flush, max_batch=0)
     with pytest.raises(ValueError, match="flushers"):
         GroupCommitter(flush=Recorder().flush, flushers=0)
+
+
+@pytest.mark.autojump
+async def test_a_stuck_flush_releases_its_callers_and_the_queued_ones_in_time() -> None:
+    recorder = Recorder()  # never released: a flush that hangs (a dead disk, a hung server)
+    committer = GroupCommitter(flush=recorder.flush, max_batch=2, wait_timeout_s=5.0)
+    outcomes: dict[int, object] = {}
+    released_at: dict[int, float] = {}
+
+    async def call(n: int) -> None:
+        try:
+            outcomes[n] = await committer.submit(n)
+        except StoreUnavailable as exc:
+            outcomes[n] = exc
+        released_at[n] = trio.current_time()
+
+    start = trio.current_time()
+    async with flushing(committer), trio.open_nursery() as nursery:
+        for n in range(5):  # 0 commits directly; 1-2 go in flight; 3-4 stay queued
+            nursery.start_soon(call, n)
+        await trio.testing.wait_all_tasks_blocked()
+        assert committer.statistics().queued == 2
+    assert set(outcomes) == set(range(5))
+    assert all(
+        isinstance(o, StoreUnavailable) and "within 5 s" in str(o) for o in outcomes.values()
+    )
+    assert all(t - start == pytest.approx(5.0) for t in released_at.values())
+    stats = committer.statistics()
+    assert (stats.timed_out, stats.queued, stats.batches) == (5, 0, 0)
+
+
+@pytest.mark.autojump
+async def test_the_watchdog_holds_no_timer_once_every_caller_has_its_result() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    committer = GroupCommitter(flush=recorder.flush, max_batch=4, wait_timeout_s=30.0)
+
+    async with flushing(committer), trio.open_nursery() as nursery:
+        for n in range(9):
+            nursery.start_soon(committer.submit, n)
+        await trio.testing.wait_all_tasks_blocked()
+        assert committer.statistics().items == 9
+        assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
+
+
+async def test_writes_beyond_the_queue_bound_are_refused_at_once_with_the_bound() -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(flush=recorder.flush, max_batch=1, max_queued=2)
+    outcomes: dict[int, object] = {}
+
+    async def call(n: int) -> None:
+        try:
+            outcomes[n] = await committer.submit(n)
+        except StoreUnavailable as exc:
+            outcomes[n] = exc
+
+    async with flushing(committer), trio.open_nursery() as nursery:
+        for n in range(5):  # 0 direct, 1 in flight, 2-3 queued, 4 over the bound
+            nursery.start_soon(call, n)
+            await trio.testing.wait_all_tasks_blocked()
+        refused = outcomes.pop(4)
+        assert isinstance(refused, StoreUnavailable)
+        assert "2 writes already queued" in str(refused)
+        recorder.release.set()
+    assert outcomes == {n: n * 2 for n in range(4)}
+
+
+def test_a_queue_bound_below_the_batch_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_queued"):
+        GroupCommitter(flush=Recorder().flush, max_batch=8, max_queued=4)
