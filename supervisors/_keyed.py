@@ -159,6 +159,26 @@ class KeyedSupervisor(Generic[T]):
         the child's error) if the child ended before calling ``started()``; a failed
         first start is not retried, the caller decides.
         """
+        entry = self._host(key, args)
+        await entry.first.wait()
+        if not entry.ever_started:
+            reason = "it was stopped first" if entry.start_failure is None else "it failed to start"
+            raise ChildStartError(
+                supervisor=self._name, child=key, reason=reason
+            ) from entry.start_failure
+        return cast("T", entry.first_value)
+
+    def start_child_soon(self, key: str, *args: Any) -> None:
+        """Start the key's child without waiting for it to call ``started()``.
+
+        For a caller that must not wait on any one child (a router): it raises the
+        same refusals as :meth:`start_child` at once; the child is hosted from now on
+        (``key in sup``) and :meth:`get` returns its value once it has started. A first
+        start that fails is reported (``supervisor.child_exited``) and the key removed.
+        """
+        self._host(key, args)
+
+    def _host(self, key: str, args: tuple[Any, ...]) -> _Entry:
         if not isinstance(key, str) or not key:
             raise ValueError(
                 f"supervisor {self._name!r}: key must be a non-empty string, got {key!r}"
@@ -176,13 +196,7 @@ class KeyedSupervisor(Generic[T]):
         )
         self._entries[key] = entry
         self._nursery.start_soon(self._slot, entry, name=f"{self._name}/{key}")
-        await entry.first.wait()
-        if not entry.ever_started:
-            reason = "it was stopped first" if entry.start_failure is None else "it failed to start"
-            raise ChildStartError(
-                supervisor=self._name, child=key, reason=reason
-            ) from entry.start_failure
-        return cast("T", entry.first_value)
+        return entry
 
     async def stop_child(self, key: str) -> None:
         """Stop the key's child within ``shutdown_s``; nothing to do for a key not hosted."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from structlog.testing import capture_logs
 
 from supervisors import (
@@ -275,3 +276,32 @@ def test_bad_keyed_settings_are_refused_with_their_name() -> None:
         keyed(greeters, max_children=0)
     with pytest.raises(ValueError, match="shutdown_s"):
         keyed(greeters, shutdown_s=0)
+
+
+async def test_start_child_soon_hosts_the_key_at_once_and_get_answers_once_it_started() -> None:
+    greeters = Greeters()
+    async with hosting(keyed(greeters)) as sup:
+        sup.start_child_soon("u1", "hello")
+        assert "u1" in sup
+        assert sup.get("u1") is None  # hosted, not started yet: nothing was awaited
+        with pytest.raises(ChildAlreadyRunning):
+            sup.start_child_soon("u1", "hello")
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.get("u1") == "hello u1 #0"
+
+
+async def test_start_child_soon_refuses_at_once_and_a_failed_first_start_is_reported() -> None:
+    greeters = Greeters(u1=["fail_start"])
+    async with hosting(keyed(greeters, max_children=1)) as sup:
+        with capture_logs() as logs:
+            sup.start_child_soon("u1", "hello")
+            with pytest.raises(MaxChildrenReached):
+                sup.start_child_soon("u2", "hello")
+            await trio.testing.wait_all_tasks_blocked()
+        assert "u1" not in sup
+        assert greeters.runs["u1"] == 1  # not retried
+        exited = [e for e in logs if e["event"] == "supervisor.child_exited"]
+        assert [e["child"] for e in exited] == ["u1"]
+        sup.start_child_soon("u2", "hello")  # the failed key freed its place
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.get("u2") == "hello u2 #0"
