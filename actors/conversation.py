@@ -21,6 +21,7 @@ import structlog
 import trio
 
 from actors.handoff import staff_notice
+from actors.handover import Handover
 from actors.provider_pool import ask
 from concierge.commands import Command, ParsedCommand, parse_command
 from concierge.context import ContextWindow
@@ -68,9 +69,6 @@ SEEN_MEMORY = 64
 
 MAX_TURN_ATTEMPTS = 3
 """Starts of one row that crashed its actor before it is given up with an apology."""
-
-START_TICKS = 3
-"""Scheduler ticks a new actor waits for the message its router is handing over (two suffice)."""
 
 
 class TurnAttempts:
@@ -617,25 +615,20 @@ async def _opening(
     conversation: Conversation,
     store: Store,
     receive: trio.MemoryReceiveChannel[Inbound],
+    handed: list[Inbound],
     *,
     limit: int,
 ) -> list[Inbound]:
-    """Open the conversation; return this user's unprocessed rows plus what is queued.
+    """Open the conversation; return this user's unprocessed rows plus what was handed over.
 
     Deduped, in arrival order. Taking the queued copies out at once keeps a message
     that is both pending and queued from holding a queue slot (and causing "one
-    moment" replies) meanwhile. The message that started the actor names the
-    channel and display name to open with (one store call); an actor started
-    without one (a restart) finds its first pending row first.
+    moment" replies) meanwhile. The first message handed over names the channel and
+    display name to open with (one store call); an actor started without one (a
+    restart) finds its first pending row first.
     """
-    queued: list[Inbound] = []
-    for _ in range(START_TICKS):
-        await trio.lowlevel.checkpoint()
-        queued = _take_queued(receive)
-        if queued:
-            break
-    if queued:
-        first = queued[0]
+    if handed:
+        first = handed[0]
     else:
         rows = await store.pending_inbox(user_key=conversation.user_key, limit=1)
         if not rows:  # nothing to replay: the first message opens the conversation
@@ -643,7 +636,7 @@ async def _opening(
         first = inbound_from_row(rows[0])
     pending = await conversation.open(first.channel, first.display_name, pending_limit=limit)
     backlog = {row.inbox_id: inbound_from_row(row) for row in pending}
-    for msg in queued + _take_queued(receive):
+    for msg in handed + _take_queued(receive):
         backlog.setdefault(msg.inbox_id, msg)
     return [backlog[inbox_id] for inbox_id in sorted(backlog)]
 
@@ -651,6 +644,7 @@ async def _opening(
 async def run_conversation(
     key: str,
     user_key: str,
+    handover: Handover | None = None,
     *,
     deps: ConversationDeps,
     task_status: trio.TaskStatus[trio.MemorySendChannel[Inbound]] = trio.TASK_STATUS_IGNORED,
@@ -659,9 +653,10 @@ async def run_conversation(
 
     ``key`` is the supervisor's (pseudonymous) name for this actor, ``user_key`` the user.
 
-    Reports its inbox's send side through ``task_status.started``; then first
-    replays this user's unprocessed inbox rows (what a crash left behind), then
-    takes messages as they come. A restarted actor dedupes rows it sees twice.
+    Takes the messages the router handed over and reports its inbox's send side
+    through ``task_status.started`` in one step; then first replays this user's
+    unprocessed inbox rows (what a crash left behind), then takes messages as they
+    come. A restarted actor dedupes rows it sees twice.
     """
     deps.metrics.live += 1
     deps.metrics.started += 1
@@ -672,9 +667,10 @@ async def run_conversation(
         send, receive = trio.open_memory_channel(deps.settings.queue_size)
         conversation = Conversation(user_key, deps)
         with receive:
-            task_status.started(send)
+            handed = handover.take() if handover is not None else []
+            task_status.started(send)  # no checkpoint since the take: nothing slips between
             for queued in await _opening(
-                conversation, deps.store, receive, limit=deps.settings.queue_size * 8
+                conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
             ):
                 await conversation.handle(queued)
             while True:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -23,6 +24,7 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from actors.handover import Handover
 from concierge.language import detect_language
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, Inbound, OutboxNudge
@@ -32,7 +34,6 @@ from supervisors import ChildAlreadyRunning
 
 log = structlog.get_logger(__name__)
 
-START_TIMEOUT_S = 5.0
 STORE_TIMEOUT_S = 10.0
 
 
@@ -48,10 +49,12 @@ def conversation_key(user_key: str) -> str:
 class ConversationRegistry(Protocol):
     """What the router needs from the keyed conversations supervisor."""
 
+    def __contains__(self, key: object) -> bool: ...
+
     def get(self, key: str) -> trio.MemorySendChannel[Inbound] | None: ...
 
-    async def start_child(self, key: str, *args: Any) -> trio.MemorySendChannel[Inbound]:
-        """Start the key's actor; raises ``ChildAlreadyRunning`` while it waits to restart."""
+    def start_child_soon(self, key: str, *args: Any) -> None:
+        """Start the key's actor, not waiting; raises ``ChildAlreadyRunning`` while it is hosted."""
         ...
 
 
@@ -146,10 +149,10 @@ class _BusyNotices:
 class _Router:
     """The router's state: who is being started, and the busy-notice memory.
 
-    Starting an actor waits for it to report ready; doing that inside the loop would
-    make every user wait for each new user's start. Starts run as tasks instead;
-    messages for a user whose actor is starting wait in a short list (at most
-    ``queue_size``, like the actor's own queue) and are delivered in order once it is up.
+    Waiting for an actor to report ready inside the loop would make every user wait
+    for each new user's start, so the router never waits: messages for a user whose
+    actor is starting wait in its ``Handover`` (at most ``queue_size``, like the actor's
+    own queue), which the actor takes, in order, as it starts.
     """
 
     def __init__(
@@ -168,17 +171,22 @@ class _Router:
         self.stats = stats
         self.notices = _BusyNotices(every_s=busy_notice_s)
         self.queue_size = queue_size
-        self.starting: dict[str, list[Inbound]] = {}
+        self.starting: dict[str, Handover] = {}
 
-    async def route(self, msg: Inbound, nursery: trio.Nursery) -> None:
+    async def route(self, msg: Inbound) -> None:
         key = conversation_key(msg.user_key)
-        waiting = self.starting.get(key)
-        if waiting is not None:
-            if len(waiting) < self.queue_size:
-                waiting.append(msg)
-            else:
-                await self.busy(msg)
-            return
+        handover = self.starting.get(key)
+        if handover is not None:
+            if key in self.conversations:  # still starting: it takes these as it starts
+                if len(handover) < self.queue_size:
+                    handover.add(msg)
+                else:
+                    await self.busy(msg)
+                return
+            # It ended before taking them (a failed start): those rows wait for the replay.
+            del self.starting[key]
+            self.stats.start_failures += 1
+            log.warning("router.start_failed", waiting=len(handover))
         send = self.conversations.get(key)
         if send is not None:
             try:
@@ -192,43 +200,33 @@ class _Router:
             else:
                 self.stats.routed += 1
                 return
-        self.starting[key] = [msg]
-        nursery.start_soon(self.start_and_deliver, key, msg.user_key)
+        await self.start(key, msg)
 
-    async def start_and_deliver(self, key: str, user_key: str) -> None:
+    async def start(self, key: str, msg: Inbound) -> None:
+        """Start the user's actor with ``msg`` handed over; never waits for the start."""
+        handover = Handover(msg, on_taken=partial(self._taken, key))
         try:
-            with trio.fail_after(START_TIMEOUT_S):
-                send = await self.conversations.start_child(key, user_key)
+            self.conversations.start_child_soon(key, msg.user_key, handover)
         except ChildAlreadyRunning:
-            # Between two runs after a crash: the rows stay unprocessed in the inbox and
-            # the actor reads them when it is back.
-            for msg in self.starting.pop(key):
-                self.stats.left_to_restart += 1
-                log.info(
-                    "router.left_to_restart",
-                    correlation_id=msg.correlation_id,
-                    inbox_id=msg.inbox_id,
-                )
+            # Between two runs after a crash: the row stays unprocessed in the inbox and
+            # the actor reads it when it is back.
+            self.stats.left_to_restart += 1
+            log.info(
+                "router.left_to_restart", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
+            )
             return
-        except Exception as exc:  # a refused start becomes busy replies, not a router crash
+        except Exception as exc:  # a refused start becomes a busy reply, not a router crash
             self.stats.start_failures += 1
             log.warning("router.start_failed", error=type(exc).__name__)
-            for msg in self.starting.pop(key):
-                await self.busy(msg)
-            return
-        self.stats.actors_started += 1
-        refused: list[Inbound] = []
-        # No checkpoint from here to the pop: later messages go straight to the actor, after these.
-        for msg in self.starting[key]:
-            try:
-                send.send_nowait(msg)
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                refused.append(msg)
-            else:
-                self.stats.routed += 1
-        del self.starting[key]
-        for msg in refused:
             await self.busy(msg)
+            return
+        self.starting[key] = handover
+        self.stats.actors_started += 1
+
+    def _taken(self, key: str, handover: Handover, count: int) -> None:
+        if self.starting.get(key) is handover:
+            del self.starting[key]
+        self.stats.routed += count
 
     async def busy(self, msg: Inbound) -> None:
         """Tell the user to resend (at most once per window) and mark the message processed."""
@@ -300,9 +298,8 @@ async def run_router(
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
     )
-    async with trio.open_nursery() as nursery:
-        task_status.started()
-        async for msg in inbox:
-            match msg:
-                case Inbound():
-                    await router.route(msg, nursery)
+    task_status.started()
+    async for msg in inbox:
+        match msg:
+            case Inbound():
+                await router.route(msg)

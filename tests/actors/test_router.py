@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors.handover import Handover
 from actors.inbox_replay import replay_once
 from actors.router import RouterStats, conversation_key, run_router
 from concierge.protocol import Inbound, utcnow
@@ -278,24 +279,36 @@ async def test_router_reports_health_and_metrics(tmp_path: Path) -> None:
 
 
 class SlowRegistry:
-    """Starts the ``slow`` key's actor only when ``go`` is set; an actor is a channel the test reads."""
+    """Hosts actors that are channels the test reads; the ``slow`` key's starts only on ``start``."""
 
     def __init__(self, queue_size: int, slow: str) -> None:
-        self.go = trio.Event()
         self.slow = slow
         self.queue_size = queue_size
+        self.handovers: dict[str, Handover] = {}
         self.children: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
         self.sends: dict[str, trio.MemorySendChannel[Inbound]] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.handovers or key in self.sends
 
     def get(self, key: str) -> trio.MemorySendChannel[Inbound] | None:
         return self.sends.get(key)
 
-    async def start_child(self, key: str, *args: Any) -> trio.MemorySendChannel[Inbound]:
-        if key == self.slow:
-            await self.go.wait()
+    def start_child_soon(self, key: str, user_key: str, handover: Handover) -> None:
+        self.handovers[key] = handover
+        if key != self.slow:
+            self.start(key)
+
+    def start(self, key: str) -> None:
+        """What a starting actor does: take the handover, then open its own queue."""
         send, receive = trio.open_memory_channel[Inbound](self.queue_size)
+        for msg in self.handovers.pop(key).take():
+            send.send_nowait(msg)
         self.sends[key], self.children[key] = send, receive
-        return send
+
+    def fail(self, key: str) -> None:
+        """What an actor that fails before it started leaves behind: nothing hosted."""
+        del self.handovers[key]
 
 
 async def test_messages_wait_in_order_while_their_actor_starts_and_others_are_not_held_up(
@@ -326,11 +339,46 @@ async def test_messages_wait_in_order_while_their_actor_starts_and_others_are_no
             await wait_until(lambda: stats.routed == 1)
             assert registry.children[conversation_key("console:fast")].receive_nowait() == fast
             assert conversation_key("console:slow") not in registry.sends
-            registry.go.set()
+            registry.start(conversation_key("console:slow"))
             await wait_until(lambda: stats.routed == 4)
             child = registry.children[conversation_key("console:slow")]
             assert [child.receive_nowait().inbox_id for _ in range(3)] == [
                 m.inbox_id for m in slow[:3]
             ]
             assert await h.replies_to("slow") == [reply_text(R.BUSY, "fr")]
+            nursery.cancel_scope.cancel()
+
+
+async def test_rows_left_by_an_actor_that_failed_to_start_wait_for_the_replay(
+    tmp_path: Path,
+) -> None:
+    registry = SlowRegistry(queue_size=3, slow=conversation_key("console:slow"))
+    stats = RouterStats()
+    async with running_concierge(tmp_path) as h:
+        inbox_send, inbox = trio.open_memory_channel[Inbound](16)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    run_router,
+                    inbox=inbox,
+                    conversations=registry,
+                    store=h.store,
+                    outbox_nudges={},
+                    stats=stats,
+                    queue_size=3,
+                )
+            )
+            lost = await h.accept("premier message", user="slow")
+            await inbox_send.send(lost)
+            await wait_until(lambda: stats.actors_started == 1)
+            registry.fail(conversation_key("console:slow"))
+            registry.slow = ""  # the next start succeeds
+            again = await h.accept("second message", user="slow")
+            await inbox_send.send(again)
+            await wait_until(lambda: stats.routed == 1)
+            child = registry.children[conversation_key("console:slow")]
+            assert child.receive_nowait() == again
+            assert stats.start_failures == 1
+            pending = await h.store.pending_inbox(user_key="console:slow")
+            assert [row.inbox_id for row in pending] == [lost.inbox_id, again.inbox_id]
             nursery.cancel_scope.cancel()
