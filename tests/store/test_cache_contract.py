@@ -530,3 +530,27 @@ def test_monitor_warns_on_a_slow_ping_and_never_fails() -> None:
     [check] = monitor.health_checks()
     assert check.status is Status.PASS
     assert monitor.available
+
+
+@pytest.mark.anyio
+async def test_every_operation_is_a_cancellation_point(cache: Cache) -> None:
+    await cache.set_context("telegram:1", [user("Bonjour")], ttl_s=60)
+    operations = {
+        "get_context": lambda: cache.get_context("telegram:1"),
+        "set_context": lambda: cache.set_context("telegram:1", [user("Salut")], ttl_s=60),
+        "append_context": lambda: cache.append_context(
+            "telegram:1", [bot("Oui")], max_turns=4, ttl_s=60
+        ),
+        "clear_context": lambda: cache.clear_context("telegram:1"),
+        "take_token": lambda: cache.take_token("b", rate_per_s=1.0, burst=1, now=0.0),
+        "seen": lambda: cache.seen("dedupe:1", ttl_s=60),
+    }
+    for name, operation in operations.items():
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await operation()
+        assert scope.cancelled_caught, f"{name} went on in a cancelled scope"
+    if isinstance(cache, MemorySessionCache):
+        # In process, a cancelled call changes nothing (Redis may have run the command).
+        assert texts(await cache.get_context("telegram:1")) == ["Bonjour"]
+        assert await cache.seen("dedupe:1", ttl_s=60) is False
