@@ -14,8 +14,11 @@ Two measurements, printed (no asserts):
 2. idle actors: RSS before and after starting ``--actors`` conversation actors
    that wait for messages, divided by the number started.
 
+Garbage collection follows the daemon's policy (``concierge.collector``) unless
+``--gc-threshold`` says otherwise.
+
 Run: ``python bench/bench_conversations.py [--users 10000] [--delay 1.0] [--actors 10000]
-[--store sqlite|postgres|memory] [--gc-threshold 10000,20,20]``.
+[--store sqlite|postgres|memory] [--gc-threshold 700,10,10]``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import trio.testing
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.provider_pool import ProviderPool
+from concierge.collector import run_collector, tune_gc
 from concierge.conversations import ConversationsService, build_conversations
 from concierge.ingest import Ingest
 from concierge.knowledge import load_knowledge
@@ -403,6 +407,7 @@ async def _run(
             pool = ProviderPool(adapters=[adapter], settings=pool_settings)
             ingest = Ingest(store=store, router=router_send, forward_timeout_s=60.0)
             async with trio.open_nursery() as nursery:
+                await nursery.start(run_collector)
                 await nursery.start(partial(pool.run, inbox=pool_receive))
                 await nursery.start(service.supervisor.run)
 
@@ -516,16 +521,17 @@ def main() -> None:
     parser.add_argument(
         "--gc-threshold",
         default=None,
-        help="gc.set_threshold values, e.g. 10000,20,20 (after gc.freeze()); default: Python's own",
+        help="gc.set_threshold values instead of the daemon's policy, e.g. 700,10,10 "
+        "(Python's own); default: the daemon's (concierge.collector)",
     )
     args = parser.parse_args()
     if args.gc_threshold:
         gc.freeze()
         gc.set_threshold(*(int(v) for v in args.gc_threshold.split(",")))
-    print(
-        f"gc thresholds: {gc.get_threshold()}"
-        + (" (after gc.freeze())" if args.gc_threshold else "")
-    )
+        print(f"gc thresholds: {gc.get_threshold()} (after gc.freeze())")
+    else:
+        tune_gc()
+        print(f"gc: the daemon's policy, thresholds {gc.get_threshold()} and a timer")
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,

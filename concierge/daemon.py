@@ -7,7 +7,6 @@ conversation actors, provider pool, durable outbox. Nothing imports this module.
 
 from __future__ import annotations
 
-import gc
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,6 +25,7 @@ from actors.retention import run_retention
 from concierge import __version__
 from concierge.channel_parts import ChannelParts, open_channel_parts
 from concierge.channels.base import ChannelSender
+from concierge.collector import run_collector, tune_gc
 from concierge.conversations import build_conversations
 from concierge.health import HealthBoard
 from concierge.http import create_app, run_http
@@ -217,6 +217,7 @@ def build_tree(
         rt.board.watch_supervisor(outbox.statistics)
 
     children = [
+        ChildSpec(id="collector", start=run_collector),
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
         ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
         ChildSpec(id="conversations", start=conversations.supervisor.run, shutdown_s=settings.drain_timeout_s / 2),
@@ -305,18 +306,6 @@ async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope
         if drain.cancelled_caught:
             log.warning("daemon.drain_timed_out", drain_timeout_s=rt.settings.drain_timeout_s)
         scope.cancel()
-
-
-def tune_gc() -> None:
-    """Fewer full collections: thousands of live actors make each one costly.
-
-    Everything loaded at start (modules, settings, knowledge) is frozen out of the
-    collector; young-generation collections run every 10,000 allocations instead
-    of 700. Measured with 10,000 live conversation actors: CPU 7.8 s -> 4.5 s.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
 
 
 def main(settings: Settings, *, run: Callable[[Settings], Any] = run_daemon) -> int:
