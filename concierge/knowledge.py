@@ -9,6 +9,7 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import re
 import tomllib
@@ -163,7 +164,6 @@ class KnowledgeBase:
             heading_terms = [t for h in section.path for t in terms(h)]
             self._docs.append(Counter(terms(section.body) + heading_terms * 2))
         self._lengths = [sum(doc.values()) for doc in self._docs]
-        self._order = {id(section): i for i, section in enumerate(self.sections)}
         self._avg_length = (sum(self._lengths) / len(self._lengths)) if self._lengths else 0.0
         df: Counter[str] = Counter()
         for doc in self._docs:
@@ -233,16 +233,19 @@ class KnowledgeBase:
                 seen_terms.add(term)
             for i in in_group:
                 covered[i] = covered.get(i, 0) + 1
-        hits: list[Hit] = []
-        for i, score in scores.items():
-            section = self.sections[i]
-            if sources is not None and section.source not in sources:
-                continue
-            coverage = covered[i] / len(groups)
-            if score >= min_score and coverage >= min_coverage:
-                hits.append(Hit(section=section, score=score, coverage=coverage))
-        hits.sort(key=lambda h: (-h.score, self._order[id(h.section)]))
-        return hits[:limit]
+        n = len(groups)
+        ranked = [
+            (-score, i)
+            for i, score in scores.items()
+            if score >= min_score
+            and covered[i] / n >= min_coverage
+            and (sources is None or self.sections[i].source in sources)
+        ]
+        # Best first, ties in file order; only the kept few become Hits.
+        return [
+            Hit(section=self.sections[i], score=-negative, coverage=covered[i] / n)
+            for negative, i in heapq.nsmallest(limit, ranked)
+        ]
 
 
 def _load_synonyms(path: Path) -> dict[str, list[str]]:
