@@ -2,9 +2,11 @@
 
 asyncpg is asyncio-only; through ``trio_asyncio.aio_as_trio`` its cancellation is
 the cleanest measured (a cancelled trio scope cancels the server query and the
-pool stays intact). The bridge costs throughput, so inbox rows are group-committed
-with one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` over ``unnest`` arrays, and
-concurrent conversation opens and completed turns each share one crossing per batch.
+pool stays intact). The bridge and the per-statement client work cost throughput,
+so concurrent calls are group-committed, each batch sharing one crossing: accepts and
+conversation opens run a fixed handful of set-based statements over ``unnest``
+arrays whatever the batch's size (accepts two at most, opens six); completed turns
+still run their own statements, each turn in its own transaction.
 This module is the only one that crosses the bridge; each store method crosses it
 at most once. Connection failures become ``StoreUnavailable`` within a bounded time, and
 the asyncpg pool replaces broken connections by itself.
@@ -319,6 +321,209 @@ async def _recent_turns(conn: Conn, conversation_id: int, limit: int) -> list[Tu
         Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
         for r in reversed(rows)
     ]
+
+
+# -- set-based batches: a constant number of statements per flush, whatever its size ---------
+# Each statement locks rows in ascending key order, so two overlapping batches wait for
+# each other instead of deadlocking.
+
+_RESOLVE_USERS = """
+WITH k AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+         WITH ORDINALITY AS k(channel, user_key, display_name, ord)
+), found AS (
+    SELECT k.ord, i.user_id, k.display_name
+    FROM k JOIN identities AS i USING (channel, user_key)
+), wanted AS (
+    SELECT DISTINCT ON (user_id) user_id, display_name FROM found
+    ORDER BY user_id, display_name IS NULL, ord DESC
+), stale AS MATERIALIZED (
+    SELECT u.user_id, w.display_name FROM users AS u JOIN wanted AS w USING (user_id)
+    WHERE u.unreachable
+       OR (w.display_name IS NOT NULL AND u.display_name IS DISTINCT FROM w.display_name)
+    ORDER BY u.user_id
+    FOR NO KEY UPDATE OF u
+), touched AS (
+    UPDATE users AS u
+    SET unreachable = false, display_name = coalesce(s.display_name, u.display_name)
+    FROM stale AS s WHERE u.user_id = s.user_id
+)
+SELECT ord, user_id FROM found
+"""
+
+# Identities first, with user ids drawn from the users sequence: a key that a concurrent
+# first contact claimed creates no user at all (the foreign key is checked at the end of
+# the statement, when the users rows exist).
+_CREATE_USERS = """
+WITH k AS (
+    SELECT channel, user_key, display_name, nextval('users_user_id_seq'::regclass) AS user_id
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS k(channel, user_key, display_name)
+), linked AS (
+    INSERT INTO identities (user_id, channel, user_key)
+    SELECT user_id, channel, user_key FROM k ORDER BY channel, user_key
+    ON CONFLICT (channel, user_key) DO NOTHING
+    RETURNING user_id, channel, user_key
+), made AS (
+    INSERT INTO users (user_id, display_name)
+    SELECT l.user_id, k.display_name FROM linked AS l JOIN k USING (user_id)
+)
+SELECT user_id, channel, user_key FROM linked
+"""
+
+# Existing conversations come from the statement's snapshot, new ones from RETURNING; one
+# created by a concurrent transaction after that snapshot is in neither (asked again).
+_OPEN_CONVERSATIONS = """
+WITH u AS (
+    SELECT * FROM unnest($1::bigint[], $2::int[]) AS u(user_id, recent_limit)
+), made AS (
+    INSERT INTO conversations (user_id)
+    SELECT user_id FROM u
+    WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.user_id = u.user_id)
+    ORDER BY user_id
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING *
+), c AS (
+    SELECT made.*, 0 AS recent_limit FROM made
+    UNION ALL
+    SELECT c.*, u.recent_limit FROM conversations AS c JOIN u USING (user_id)
+)
+SELECT c.conversation_id, c.user_id, c.service_type, c.handoff_open, c.updated_at,
+       h.handoff_id, h.user_key, h.state, h.reason, h.correlation_id, h.opened_at,
+       h.assigned_to, h.closed_at, h.closed_by, r.directions, r.texts
+FROM c
+LEFT JOIN handoffs AS h ON h.conversation_id = c.conversation_id AND h.state <> 'closed'
+LEFT JOIN LATERAL (
+    SELECT array_agg(m.direction ORDER BY m.message_id) AS directions,
+           array_agg(m.text ORDER BY m.message_id) AS texts
+    FROM (SELECT message_id, direction, text FROM messages
+          WHERE conversation_id = c.conversation_id AND text <> ''
+          ORDER BY message_id DESC LIMIT c.recent_limit) AS m
+) AS r ON true
+"""
+
+# Each user's rows through inbox_user_key, pending ones kept after the OFFSET 0 fence: left
+# to itself the planner may AND in inbox_pending, which right after a burst holds thousands
+# of entries (live or dead) to walk for every key.
+_PENDING_BY_KEY = """
+SELECT i.* FROM unnest($1::text[], $2::int[]) AS k(user_key, lim)
+CROSS JOIN LATERAL (
+    SELECT * FROM (
+        SELECT * FROM inbox WHERE inbox.user_key = k.user_key ORDER BY inbox_id OFFSET 0
+    ) AS mine
+    WHERE processed_at IS NULL
+    LIMIT k.lim
+) AS i
+ORDER BY i.inbox_id
+"""
+
+
+Key = tuple[str, str]  # (channel, user_key)
+View = tuple[ConversationRow, HandoffRow | None, list[Turn]]
+
+
+async def _resolve_users(conn: Conn, names: dict[Key, str | None]) -> dict[Key, int]:
+    """Every key's user id, creating users and identities for the keys seen for the first time.
+
+    A key a concurrent first contact linked meanwhile resolves to that user, and still
+    clears its unreachable mark and takes the display name given here.
+    """
+
+    async def find(keys: list[Key]) -> dict[Key, int]:
+        rows = await conn.fetch(
+            _RESOLVE_USERS, [k[0] for k in keys], [k[1] for k in keys], [names[k] for k in keys]
+        )
+        return {keys[r[0] - 1]: int(r[1]) for r in rows}
+
+    users = await find(list(names))
+    missing = [k for k in names if k not in users]
+    if missing:
+        made = await conn.fetch(
+            _CREATE_USERS,
+            [k[0] for k in missing],
+            [k[1] for k in missing],
+            [names[k] for k in missing],
+        )
+        users.update({(r[1], r[2]): int(r[0]) for r in made})
+        lost = [k for k in missing if k not in users]
+        if lost:
+            users.update(await find(lost))
+    return users
+
+
+def _view(r: Any) -> View:
+    handoff = None if r["handoff_id"] is None else _handoff_row(r)
+    turns = [
+        Turn(role=Role.USER if d == Direction.INBOUND.value else Role.ASSISTANT, text=t)
+        for d, t in zip(r["directions"] or (), r["texts"] or (), strict=True)
+    ]
+    return conversation_row(r), handoff, turns
+
+
+async def _conversation_views(conn: Conn, recent_limits: dict[int, int]) -> dict[int, View]:
+    """Each user's conversation (created on first use), open handoff and newest turns."""
+    views: dict[int, View] = {}
+    for _ in range(2):  # again for conversations a concurrent open created meanwhile
+        wanted = [u for u in recent_limits if u not in views]
+        if not wanted:
+            break
+        rows = await conn.fetch(_OPEN_CONVERSATIONS, wanted, [recent_limits[u] for u in wanted])
+        views.update({int(r["user_id"]): _view(r) for r in rows})
+    return views
+
+
+async def _pending_by_key(conn: Conn, limits: dict[str, int]) -> dict[str, list[InboxRow]]:
+    wanted = {k: n for k, n in limits.items() if n != 0}
+    pending: dict[str, list[InboxRow]] = {}
+    if wanted:
+        for r in await conn.fetch(_PENDING_BY_KEY, list(wanted), list(wanted.values())):
+            pending.setdefault(r["user_key"], []).append(_inbox_row(r))
+    return pending
+
+
+async def _open_batch(
+    conn: Conn, openings: Sequence[Opening]
+) -> list[ConversationStart | Exception]:
+    """``_open_conversation`` for a whole batch in at most six statements.
+
+    A key opened twice resolves once: the last display name given wins, as it would
+    one call after the other, and each opening gets its own limits.
+    """
+    names: dict[Key, str | None] = {}
+    for o in openings:
+        key = (o.channel.value, o.user_key)
+        if o.display_name is not None or key not in names:
+            names[key] = o.display_name
+    users = await _resolve_users(conn, names)
+    recent_limits: dict[int, int] = {}
+    pending_limits: dict[str, int] = {}
+    for o in openings:
+        user_id = users.get((o.channel.value, o.user_key))
+        if user_id is not None:
+            recent_limits[user_id] = max(recent_limits.get(user_id, o.recent_limit), o.recent_limit)
+        pending_limits[o.user_key] = max(
+            pending_limits.get(o.user_key, o.pending_limit), o.pending_limit
+        )
+    views = await _conversation_views(conn, recent_limits)
+    pending = await _pending_by_key(conn, pending_limits)
+    results: list[ConversationStart | Exception] = []
+    for o in openings:
+        user_id = users.get((o.channel.value, o.user_key))
+        if user_id is None or user_id not in views:
+            results.append(StoreError(f"postgres: no user or conversation for {o.user_key!r}"))
+            continue
+        conversation, handoff, turns = views[user_id]
+        results.append(
+            ConversationStart(
+                user_id=user_id,
+                conversation=conversation,
+                handoff=handoff,
+                pending=tuple(pending.get(o.user_key, ())[: max(o.pending_limit, 0)]),
+                recent=tuple(turns[max(len(turns) - o.recent_limit, 0) :])
+                if o.recent_limit > 0
+                else (),
+            )
+        )
+    return results
 
 
 class PostgresStore:
@@ -653,12 +858,22 @@ class PostgresStore:
     async def _open_conversations(
         self, openings: Sequence[Opening]
     ) -> list[ConversationStart | Exception]:
-        """Each opening's own statements; a server error fails that opening alone.
+        """The whole batch in a few set-based statements; a server error fails one opening alone.
 
-        A lost connection fails (or, being idempotent, retries) the whole batch.
+        When the batch's statements fail on the server (one opening's bad value), each
+        opening runs again on its own statements, so the others still open; every step
+        is idempotent. A lost connection fails (or retries) the whole batch.
         """
 
         async def work(conn: Conn) -> list[ConversationStart | Exception]:
+            try:
+                return await _open_batch(conn, openings)
+            except asyncpg.PostgresError as exc:
+                if _connection_lost(exc) or isinstance(exc, _UNAVAILABLE):
+                    raise
+                log.info(
+                    "store.batch_split", backend="postgres", batch=len(openings), error=repr(exc)
+                )
             results: list[ConversationStart | Exception] = []
             for o in openings:
                 try:
