@@ -3,10 +3,9 @@
 asyncpg is asyncio-only; through ``trio_asyncio.aio_as_trio`` its cancellation is
 the cleanest measured (a cancelled trio scope cancels the server query and the
 pool stays intact). The bridge and the per-statement client work cost throughput,
-so concurrent calls are group-committed, each batch sharing one crossing: accepts and
-conversation opens run a fixed handful of set-based statements over ``unnest``
-arrays whatever the batch's size (accepts two at most, opens six); completed turns
-still run their own statements, each turn in its own transaction.
+so concurrent accepts, conversation opens and completed turns are group-committed:
+each batch shares one crossing and runs a fixed handful of set-based statements
+over ``unnest`` arrays, whatever its size (accepts two at most, opens six, turns one).
 This module is the only one that crosses the bridge; each store method crosses it
 at most once. Connection failures become ``StoreUnavailable`` within a bounded time, and
 the asyncpg pool replaces broken connections by itself.
@@ -526,6 +525,160 @@ async def _open_batch(
     return results
 
 
+# One statement, so one transaction: claim the unprocessed rows (locked in ascending
+# inbox_id order), then write only the claimed turns' rows, and touch their conversations
+# (locked in ascending conversation_id order). Rows are inserted in batch order; outbox
+# ids, drawn from the sequence in that order, map back to the replies by rank.
+_COMPLETE_TURNS = """
+WITH claimable AS MATERIALIZED (
+    SELECT inbox_id FROM inbox
+    WHERE inbox_id = ANY($1::bigint[]) AND processed_at IS NULL
+    ORDER BY inbox_id
+    FOR NO KEY UPDATE
+), claimed AS (
+    UPDATE inbox SET processed_at = now(), service_type = coalesce(t.service_type, inbox.service_type)
+    FROM claimable AS l JOIN unnest($1::bigint[], $2::text[]) AS t(inbox_id, service_type)
+         USING (inbox_id)
+    WHERE inbox.inbox_id = l.inbox_id
+    RETURNING inbox.inbox_id
+), messages_written AS (
+    INSERT INTO messages (conversation_id, direction, text, service_type, correlation_id)
+    SELECT conversation_id, direction, text, service_type, correlation_id
+    FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])
+         WITH ORDINALITY AS m(turn, conversation_id, direction, text, service_type,
+                              correlation_id, ord)
+    WHERE turn IN (SELECT inbox_id FROM claimed)
+    ORDER BY ord
+), outbox_written AS (
+    INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id)
+    SELECT correlation_id, channel, user_key, chat_id, text, inbox_id
+    FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                $15::bigint[])
+         WITH ORDINALITY AS o(turn, correlation_id, channel, user_key, chat_id, text, inbox_id,
+                              ord)
+    WHERE turn IN (SELECT inbox_id FROM claimed)
+    ORDER BY ord
+    RETURNING outbox_id
+), interactions_written AS (
+    INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias,
+                              latency_s, tokens_in, tokens_out, outcome, service_type, created_at)
+    SELECT correlation_id, conversation_id, provider, model, key_alias,
+           latency_s, tokens_in, tokens_out, outcome, service_type, created_at
+    FROM unnest($16::bigint[], $17::text[], $18::bigint[], $19::text[], $20::text[], $21::text[],
+                $22::float8[], $23::int[], $24::int[], $25::text[], $26::text[],
+                $27::timestamptz[])
+         WITH ORDINALITY AS i(turn, correlation_id, conversation_id, provider, model, key_alias,
+                              latency_s, tokens_in, tokens_out, outcome, service_type,
+                              created_at, ord)
+    WHERE turn IN (SELECT inbox_id FROM claimed)
+    ORDER BY ord
+), touched AS (
+    SELECT conversation_id,
+           (array_agg(service_type ORDER BY ord DESC)
+                FILTER (WHERE service_type IS NOT NULL))[1] AS service_type
+    FROM unnest($28::bigint[], $29::bigint[], $30::text[])
+         WITH ORDINALITY AS c(turn, conversation_id, service_type, ord)
+    WHERE turn IN (SELECT inbox_id FROM claimed)
+    GROUP BY conversation_id
+), locked AS MATERIALIZED (
+    SELECT c.conversation_id, t.service_type
+    FROM conversations AS c JOIN touched AS t USING (conversation_id)
+    ORDER BY c.conversation_id
+    FOR NO KEY UPDATE OF c
+), conversations_touched AS (
+    UPDATE conversations AS c
+    SET service_type = coalesce(l.service_type, c.service_type), updated_at = now()
+    FROM locked AS l
+    WHERE c.conversation_id = l.conversation_id
+)
+SELECT true AS claim, inbox_id AS id FROM claimed
+UNION ALL
+SELECT false, outbox_id FROM outbox_written
+"""
+
+_RETRIED = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+def _turn_columns(turns: Sequence[TurnRecord]) -> list[list[Any]]:
+    """The ``_COMPLETE_TURNS`` arguments: each column as one array, rows in batch order."""
+    claim: list[list[Any]] = [[], []]
+    messages: list[list[Any]] = [[] for _ in range(6)]
+    outbox: list[list[Any]] = [[] for _ in range(7)]
+    interactions: list[list[Any]] = [[] for _ in range(12)]
+    touched: list[list[Any]] = [[] for _ in range(3)]
+
+    def add(columns: list[list[Any]], *values: Any) -> None:
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+
+    for t in turns:
+        service = t.service_type.value if t.service_type else None
+        add(claim, t.inbox_id, service)
+        for direction, text in (
+            (Direction.INBOUND, t.inbound_text),
+            (Direction.OUTBOUND, t.outbound_text),
+        ):
+            if text is not None:
+                add(
+                    messages,
+                    t.inbox_id,
+                    t.conversation_id,
+                    direction.value,
+                    _clean(text),
+                    service,
+                    t.correlation_id,
+                )
+        for r in t.replies:
+            add(
+                outbox,
+                t.inbox_id,
+                r.correlation_id,
+                r.channel.value,
+                r.user_key,
+                r.chat_id,
+                _clean(r.text),
+                r.inbox_id,
+            )
+        if t.interaction is not None:
+            add(interactions, t.inbox_id, *_interaction_values(t.interaction))
+        if t.conversation_type is not None:
+            add(touched, t.inbox_id, t.conversation_id, t.conversation_type.value)
+        elif t.inbound_text is not None or t.outbound_text is not None:
+            add(touched, t.inbox_id, t.conversation_id, None)
+    return [*claim, *messages, *outbox, *interactions, *touched]
+
+
+async def _complete_batch(conn: Conn, turns: Sequence[TurnRecord]) -> list[tuple[int, ...]]:
+    """``_write_turn`` for a whole batch, in one statement (once more after a deadlock).
+
+    An inbox row named twice is claimed by its first turn; the later ones get ``()``,
+    as they would one after the other.
+    """
+    first: dict[int, int] = {}
+    for position, t in enumerate(turns):
+        first.setdefault(t.inbox_id, position)
+    unique = [turns[p] for p in first.values()]
+    columns = _turn_columns(unique)
+    try:
+        rows = await conn.fetch(_COMPLETE_TURNS, *columns)
+    except _RETRIED as exc:
+        log.info("store.batch_retried", backend="postgres", batch=len(turns), error=repr(exc))
+        rows = await conn.fetch(_COMPLETE_TURNS, *columns)
+    claimed = {r[1] for r in rows if r[0]}
+    outbox_ids = sorted(int(r[1]) for r in rows if not r[0])
+    expected = sum(len(t.replies) for t in unique if t.inbox_id in claimed)
+    if len(outbox_ids) != expected:
+        raise StoreError(f"postgres: {len(outbox_ids)} outbox rows written for {expected} replies")
+    ids = iter(outbox_ids)
+    written = {
+        t.inbox_id: tuple(next(ids) for _ in t.replies) for t in unique if t.inbox_id in claimed
+    }
+    return [
+        written.get(t.inbox_id, ()) if first[t.inbox_id] == position else ()
+        for position, t in enumerate(turns)
+    ]
+
+
 class PostgresStore:
     """``Store`` on PostgreSQL. Build it with ``open_postgres``."""
 
@@ -705,8 +858,8 @@ class PostgresStore:
         )
 
     async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
-        """One transaction; concurrent turns share one crossing and connection, each still in
-        its own transaction (a batch holding many rows' locks could deadlock another).
+        """One transaction; concurrent turns share it, one crossing and one statement.
+
         Safe to retry on a lost connection: a committed row is not claimed again."""
         result = await self.turn_committer.submit(turn)
         if isinstance(result, Exception):
@@ -716,7 +869,20 @@ class PostgresStore:
     async def _complete_turns(
         self, turns: Sequence[TurnRecord]
     ) -> list[tuple[int, ...] | Exception]:
+        """The whole batch in one statement; a server error fails one turn alone.
+
+        When the batch's statement fails on the server (one turn's bad row), nothing of
+        it was written, and each turn runs again in its own transaction, so the others
+        still commit.
+        """
+
         async def work(conn: Conn) -> list[tuple[int, ...] | Exception]:
+            try:
+                return list(await _complete_batch(conn, turns))
+            except asyncpg.PostgresError as exc:
+                if _connection_lost(exc) or isinstance(exc, _UNAVAILABLE):
+                    raise
+                log.info("store.batch_split", backend="postgres", batch=len(turns), error=repr(exc))
             results: list[tuple[int, ...] | Exception] = []
             for turn in turns:
                 try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import structlog
@@ -21,7 +21,10 @@ from concierge.protocol import Channel, Role, ServiceType, utcnow
 from concierge.store.base import (
     ConversationStart,
     Direction,
+    Interaction,
     NewInbound,
+    NewOutbound,
+    TurnRecord,
 )
 from concierge.store.errors import StoreError
 from concierge.store.migrate import migrate
@@ -53,6 +56,17 @@ def inbound(n: int, *, user: str) -> NewInbound:
         text=f"message {n}",
         received_at=utcnow(),
         display_name="Marie",
+    )
+
+
+def reply(text: str, *, user: str, inbox_id: int) -> NewOutbound:
+    return NewOutbound(
+        correlation_id=f"cid-{text}",
+        channel=Channel.TELEGRAM,
+        user_key=user,
+        chat_id=user.partition(":")[2],
+        text=text,
+        inbox_id=inbox_id,
     )
 
 
@@ -311,3 +325,172 @@ async def test_an_opening_the_server_refuses_fails_alone_and_the_rest_of_its_bat
     assert all(isinstance(s, ConversationStart) for n, s in enumerate(starts) if n != 17)
     assert await store.user_for_key(bad) is None
     assert await count(store, "users") == await count(store, "conversations") == CONCURRENT - 1
+
+
+# -- complete_turn ----------------------------------------------------------------------------
+class Row(NamedTuple):
+    """A user's new inbox row and their conversation."""
+
+    inbox_id: int
+    conversation_id: int
+    user: str
+    user_id: int
+
+
+async def pending_rows(store: PostgresStore, users: int) -> list[Row]:
+    rows = []
+    for n in range(users):
+        user = f"telegram:{n}"
+        start = await store.open_conversation(
+            Channel.TELEGRAM, user, pending_limit=0, recent_limit=0
+        )
+        accepted = await store.accept(inbound(0, user=user))
+        rows.append(Row(accepted.inbox_id, start.conversation.conversation_id, user, start.user_id))
+    return rows
+
+
+def turn(
+    row: Row,
+    *,
+    replies: int = 1,
+    target: int | None = None,
+    conversation_type: ServiceType | None = ServiceType.CATECHESE,
+) -> TurnRecord:
+    inbox_id, conversation_id, user, _ = row
+    written = tuple(
+        reply(f"r{inbox_id}.{k}", user=user, inbox_id=target or inbox_id) for k in range(replies)
+    )
+    return TurnRecord(
+        inbox_id=inbox_id,
+        conversation_id=conversation_id,
+        correlation_id=f"cid-{inbox_id}",
+        service_type=ServiceType.CATECHESE,
+        inbound_text=f"q{inbox_id}",
+        outbound_text=f"a{inbox_id}" if replies else None,
+        replies=written,
+        interaction=Interaction(
+            correlation_id=f"cid-{inbox_id}",
+            conversation_id=conversation_id,
+            provider="anthropic",
+            model="claude",
+            key_alias="#1",
+            latency_s=0.8,
+            tokens_in=120,
+            tokens_out=40,
+            outcome="ok",
+            service_type=ServiceType.CATECHESE,
+            created_at=utcnow(),
+        ),
+        conversation_type=conversation_type,
+    )
+
+
+async def written(store: PostgresStore) -> tuple[int, int, int]:
+    return (
+        await count(store, "messages"),
+        await count(store, "outbox"),
+        await count(store, "interactions"),
+    )
+
+
+async def test_a_batch_of_turns_writes_each_turn_as_one_call_would(store: PostgresStore) -> None:
+    rows = await pending_rows(store, CONCURRENT)
+    types = [ServiceType.CATECHESE, None, ServiceType.CONTACT_HUMAIN]
+    turns = [turn(row, replies=n % 4, conversation_type=types[n % 3]) for n, row in enumerate(rows)]
+    before = [(await store.conversation_for(row.user_id)).updated_at for row in rows]
+    with structlog.testing.capture_logs() as logs:
+        results = await all_at_once([lambda t=t: store.complete_turn(t) for t in turns])  # type: ignore[misc]
+    assert store.turn_committer.statistics().largest_batch > 1
+    assert splits(logs) == []
+    outbox = {r.outbox_id: r for r in await store.pending_outbox(Channel.TELEGRAM, limit=1000)}
+    for n, ((inbox_id, cid, _, user_id), ids) in enumerate(zip(rows, results, strict=True)):
+        assert len(ids) == n % 4
+        assert list(ids) == sorted(ids)
+        assert [(outbox[i].text, outbox[i].inbox_id) for i in ids] == [
+            (f"r{inbox_id}.{k}", inbox_id) for k in range(n % 4)
+        ]
+        recent = await store.recent_turns(cid, limit=10)
+        expected = [(Role.USER, f"q{inbox_id}")]
+        if n % 4:
+            expected.append((Role.ASSISTANT, f"a{inbox_id}"))
+        assert [(t.role, t.text) for t in recent] == expected
+        conversation = await store.conversation_for(user_id)
+        assert conversation.conversation_id == cid
+        assert conversation.service_type is (types[n % 3] or ServiceType.RENSEIGNEMENT)
+        assert conversation.updated_at > before[n]
+    assert await store.pending_inbox() == []
+    assert await count(store, "interactions") == CONCURRENT
+
+
+async def test_turns_of_one_row_in_a_batch_claim_it_once(store: PostgresStore) -> None:
+    rows = await pending_rows(store, 10)
+    turns = [turn(row) for row in rows] * 5
+    results = await all_at_once([lambda t=t: store.complete_turn(t) for t in turns])  # type: ignore[misc]
+    assert store.turn_committer.statistics().largest_batch > 1
+    for n in range(10):
+        assert sorted(len(results[n + 10 * k]) for k in range(5)) == [0, 0, 0, 0, 1]
+    assert await written(store) == (20, 10, 10)
+
+
+async def test_a_row_processed_meanwhile_by_another_transaction_is_left_alone(
+    store: PostgresStore,
+) -> None:
+    rows = await pending_rows(store, 10)
+    taken = rows[3][0]
+    held = trio.Event()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                holding,
+                store,
+                [f"UPDATE inbox SET processed_at = now() WHERE inbox_id = {taken}"],
+                held,
+            )
+            await held.wait()
+            results = await all_at_once(
+                [lambda r=r: store.complete_turn(turn(r)) for r in rows]  # type: ignore[misc]
+            )
+    assert results[3] == ()
+    assert all(len(ids) == 1 for n, ids in enumerate(results) if n != 3)
+    assert await written(store) == (18, 9, 9)
+    assert await store.recent_turns(rows[3][1], limit=10) == []
+
+
+async def test_two_overlapping_batches_each_claim_their_share_without_deadlock(
+    store: PostgresStore,
+) -> None:
+    rows = await pending_rows(store, 200)
+    forward = [turn(row) for row in rows]
+    claims: dict[int, int] = {row.inbox_id: 0 for row in rows}
+
+    async def flush(batch: list[TurnRecord]) -> None:
+        """One batch as a flusher hands it over (the two run on two connections at once)."""
+        for t, ids in zip(batch, await store._complete_turns(batch), strict=True):
+            assert not isinstance(ids, Exception)
+            claims[t.inbox_id] += len(ids)
+
+    with structlog.testing.capture_logs() as logs:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flush, forward)
+                nursery.start_soon(flush, forward[::-1])
+    assert splits(logs) == []
+    assert set(claims.values()) == {1}
+    assert await written(store) == (400, 200, 200)
+    assert await store.pending_inbox() == []
+
+
+async def test_a_turn_the_server_refuses_fails_alone_and_the_rest_of_its_batch_commits(
+    store: PostgresStore,
+) -> None:
+    rows = await pending_rows(store, CONCURRENT)
+    bad = rows[11].inbox_id
+    turns = [turn(row, target=bad + 10_000 if row.inbox_id == bad else None) for row in rows]
+    with structlog.testing.capture_logs() as logs:
+        results = await all_at_once([lambda t=t: store.complete_turn(t) for t in turns])  # type: ignore[misc]
+    assert store.turn_committer.statistics().largest_batch > 1
+    assert splits(logs)
+    assert isinstance(results[11], StoreError)
+    assert all(len(ids) == 1 for n, ids in enumerate(results) if n != 11)
+    assert [r.inbox_id for r in await store.pending_inbox()] == [bad]
+    assert await written(store) == (2 * (CONCURRENT - 1), CONCURRENT - 1, CONCURRENT - 1)
