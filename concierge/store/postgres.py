@@ -1242,6 +1242,15 @@ class PostgresStore:
         self._pool.terminate()
 
 
+async def _keep_session(conn: Conn) -> None:
+    """Release a connection without asyncpg's reset query: one round trip less per call.
+
+    The pool still rolls back an open transaction first. Nothing here changes session
+    state that the reset would undo: no SET, LISTEN, cursors or session advisory locks
+    (migrations take a transaction-scoped lock on a connection of their own).
+    """
+
+
 async def _schema_version(conn: Conn) -> int:
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
         return 0
@@ -1341,6 +1350,7 @@ async def open_postgres(
                 command_timeout=timeout_s,
                 server_settings=server_settings,
                 max_inactive_connection_lifetime=300.0,
+                reset=_keep_session,
             )
 
         try:
