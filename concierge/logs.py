@@ -9,6 +9,7 @@ to log secrets.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -49,21 +50,49 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+def _scoped(pattern: re.Pattern[str]) -> str:
+    """``pattern`` as a group that keeps its own case rule inside a larger alternation."""
+    text = pattern.pattern.removeprefix("(?i)")
+    case = "i" if pattern.flags & re.IGNORECASE or text != pattern.pattern else ""
+    return f"(?{case}:{text})" if case else f"(?:{text})"
+
+
+# One pass tells whether a string needs any of the substitutions at all (most do not).
+_ANY_PATTERN = re.compile("|".join(_scoped(pattern) for pattern, _ in _PATTERNS))
+
+
+_MEMO_CHARS = 64
+
+
+@functools.lru_cache(maxsize=1024)
+def _sensitive_field(key: str) -> bool:
+    return _SENSITIVE_FIELD.search(key) is not None
+
+
 class Redactor:
     """Mask secrets and phone numbers in every string value of an event.
 
     Known secrets (the configured keys and tokens) are replaced wherever they
     appear, whatever their shape; fields whose name says they hold a secret are
-    replaced whole.
+    replaced whole. Most values hold nothing to mask, so one combined search
+    decides before any substitution runs: an event costs a few microseconds, not
+    one regex pass per pattern per value.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         known = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
         self._known = re.compile("|".join(re.escape(s) for s in known)) if known else None
+        # Event names, levels, providers, service types: the same short strings again and again.
+        self._short = functools.lru_cache(maxsize=4096)(self._redact)
 
     def redact_text(self, text: str) -> str:
-        if self._known is not None:
+        return self._short(text) if len(text) <= _MEMO_CHARS else self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        if self._known is not None and self._known.search(text) is not None:
             text = self._known.sub(REDACTED, text)
+        if _ANY_PATTERN.search(text) is None:
+            return text
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
@@ -80,14 +109,14 @@ class Redactor:
         return value
 
     def _field(self, key: str, value: Any, depth: int = 0) -> Any:
-        if _SENSITIVE_FIELD.search(key) and isinstance(value, str | bytes) and value:
+        if _sensitive_field(key) and isinstance(value, str | bytes) and value:
             return REDACTED
         return self._value(value, depth)
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        for key, value in list(event_dict.items()):
-            if key in ("timestamp", "level"):
-                continue
+        for key, value in event_dict.items():
+            if key in ("timestamp", "level") or isinstance(value, int | float | None):
+                continue  # bool is an int: nothing to mask in any of them
             event_dict[key] = self._field(key, value)
         return event_dict
 

@@ -112,3 +112,16 @@ def test_ordinary_values_are_left_alone() -> None:
         "messe à 10h30 le dimanche",
     ):
         assert redactor.redact_text(text) == text
+
+
+def test_masking_holds_for_repeated_short_values_and_long_ones() -> None:
+    redactor = Redactor(["my-very-own-configured-secret"])
+    short = "call +33612345678"
+    long = "the parishioner wrote from 221771234567@c.us: " + "x" * 80
+    for _ in range(3):  # the second time comes from the memo: it must mask just the same
+        assert redactor.redact_text(short) == "call [phone]"
+        assert "221771234567" not in redactor.redact_text(long)
+        assert redactor.redact_text("uses my-very-own-configured-secret") == "uses [redacted]"
+    assert Redactor().redact_text("uses my-very-own-configured-secret") == (
+        "uses my-very-own-configured-secret"
+    )
