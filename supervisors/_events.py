@@ -44,6 +44,11 @@ class Reporter:
     supervisor: str
     intensity: int
     period_s: float
+    routine_at_debug: bool = False
+    """Starts and quiet exits at debug: a keyed supervisor starts one child per user."""
+
+    def _routine(self) -> Any:
+        return log.debug if self.routine_at_debug else log.info
 
     def _base(self, child: ChildRuntime) -> dict[str, Any]:
         return {
@@ -54,7 +59,7 @@ class Reporter:
         }
 
     def started(self, child: ChildRuntime) -> None:
-        log.info("supervisor.child_started", **self._base(child))
+        self._routine()("supervisor.child_started", **self._base(child))
 
     def restarted(
         self,
@@ -80,7 +85,7 @@ class Reporter:
         self, child: ChildRuntime, *, context: ErrorContext, failure: BaseException | None = None
     ) -> None:
         quiet = failure is None and context in (ErrorContext.NORMAL, ErrorContext.SHUTDOWN)
-        emit = log.info if quiet else log.warning
+        emit = self._routine() if quiet else log.warning
         emit(
             "supervisor.child_exited",
             **self._base(child),

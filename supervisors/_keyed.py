@@ -98,7 +98,9 @@ class KeyedSupervisor(Generic[T]):
         self._shutdown_s = shutdown_s
         self._max_children = max_children
         self._rng = rng if rng is not None else random.Random()
-        self._report = Reporter(supervisor=name, intensity=max_restarts, period_s=period_s)
+        self._report = Reporter(
+            supervisor=name, intensity=max_restarts, period_s=period_s, routine_at_debug=True
+        )
         self._entries: dict[str, _Entry] = {}
         self._state = SupervisorState.STOPPED
         self._total_restarts = 0

@@ -135,7 +135,10 @@ async def test_a_child_that_returns_normally_is_removed_and_can_be_started_again
             assert len(sup) == 0
             assert await sup.start_child("alice", "welcome back") == "welcome back alice #1"
     exited = [e for e in logs if e["event"] == "supervisor.child_exited"]
-    assert (exited[0]["error_context"], exited[0]["log_level"]) == ("normal", "info")
+    # One child per user: routine starts and exits are debug, not info.
+    assert (exited[0]["error_context"], exited[0]["log_level"]) == ("normal", "debug")
+    started = [e for e in logs if e["event"] == "supervisor.child_started"]
+    assert {e["log_level"] for e in started} == {"debug"}
     assert not [e for e in logs if e["event"] == "supervisor.child_restarted"]
 
 
@@ -212,7 +215,7 @@ async def test_stop_child_stops_and_removes_the_key() -> None:
             await sup.stop_child("nobody")
     assert [k for _, k in greeters.cancelled] == ["alice"]
     exited = [e for e in logs if e["event"] == "supervisor.child_exited"]
-    assert [(e["error_context"], e["log_level"]) for e in exited] == [("shutdown", "info")]
+    assert [(e["error_context"], e["log_level"]) for e in exited] == [("shutdown", "debug")]
 
 
 async def test_stop_child_during_backoff_removes_it_without_restarting() -> None:
