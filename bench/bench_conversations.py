@@ -15,7 +15,8 @@ Two measurements, printed (no asserts):
    that wait for messages, divided by the number started.
 
 Garbage collection follows the daemon's policy (``concierge.collector``) unless
-``--gc-threshold`` says otherwise.
+``--gc-threshold`` says otherwise, and the process logs as the daemon does by
+default (JSON lines at info, secrets masked) into ``--log-file`` or nowhere.
 
 Run: ``python bench/bench_conversations.py [--users 10000] [--delay 1.0] [--actors 10000]
 [--store sqlite|postgres|memory] [--gc-threshold 700,10,10]``.
@@ -48,6 +49,7 @@ from concierge.collector import run_collector, tune_gc
 from concierge.conversations import ConversationsService, build_conversations
 from concierge.ingest import Ingest
 from concierge.knowledge import load_knowledge
+from concierge.logs import configure_logging
 from concierge.protocol import (
     Channel,
     CompletionRequest,
@@ -524,6 +526,13 @@ def main() -> None:
         help="gc.set_threshold values instead of the daemon's policy, e.g. 700,10,10 "
         "(Python's own); default: the daemon's (concierge.collector)",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=("off", "debug", "info", "warning", "error"),
+        default="info",
+        help="the daemon's logging at this level (its default: info), or off",
+    )
+    parser.add_argument("--log-file", default=None, help="where the log lines go (default: nowhere)")
     args = parser.parse_args()
     if args.gc_threshold:
         gc.freeze()
@@ -532,10 +541,14 @@ def main() -> None:
     else:
         tune_gc()
         print(f"gc: the daemon's policy, thresholds {gc.get_threshold()} and a timer")
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        cache_logger_on_first_use=True,
-    )
+    if args.log_level == "off":
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+            cache_logger_on_first_use=True,
+        )
+    else:  # as the daemon logs: JSON lines, secrets masked, here into a file (or nowhere)
+        sink = open(args.log_file, "w") if args.log_file else open(os.devnull, "w")  # noqa: SIM115
+        configure_logging(level=args.log_level, fmt="json", secrets=["x"], stream=sink)
     trio.run(
         _run,
         args.users,
