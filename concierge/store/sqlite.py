@@ -7,10 +7,10 @@ only a crash of the process (``NORMAL`` in WAL mode may lose the last commits on
 power loss). Group commit pays the extra fsync once per batch. Calls that queue
 up while the thread is busy go to it together in one hop (each still its own
 transaction): under a burst, the hops, not the SQL, were most of the cost. A batch
-of accepts runs as three set-based statements whatever its size, the batch bound
-as one JSON parameter: every statement lets go of the GIL, and under a burst
-taking it back from the busy event loop was most of the worker's time. The file
-migrates itself at open.
+of accepts or opens runs as a few set-based statements whatever its size, the
+batch bound as one JSON parameter: every statement lets go of the GIL, and under
+a burst taking it back from the busy event loop was most of the worker's time.
+The file migrates itself at open.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -362,10 +362,12 @@ def _resolve_user(
 
 
 def _conversation_for(conn: sqlite3.Connection, user_id: int, now: str) -> ConversationRow:
+    # Inserting only when missing: an insert the conflict clause drops still uses up an id.
     conn.execute(
-        "INSERT INTO conversations (user_id, created_at, updated_at) VALUES (?, ?, ?) "
+        "INSERT INTO conversations (user_id, created_at, updated_at) SELECT ?1, ?2, ?2 "
+        "WHERE NOT EXISTS (SELECT 1 FROM conversations WHERE user_id = ?1) "
         "ON CONFLICT (user_id) DO NOTHING",
-        (user_id, now, now),
+        (user_id, now),
     )
     r = conn.execute("SELECT * FROM conversations WHERE user_id = ?", (user_id,)).fetchone()
     return _conversation_row(r)
@@ -403,6 +405,205 @@ def _recent_turns(conn: sqlite3.Connection, conversation_id: int, limit: int) ->
         Turn(role=Role.USER if r[0] == Direction.INBOUND.value else Role.ASSISTANT, text=r[1])
         for r in reversed(rows)
     ]
+
+
+_TURN_ROLES = {Direction.INBOUND.value: Role.USER, Direction.OUTBOUND.value: Role.ASSISTANT}
+
+
+def _whole_or_each(
+    conn: sqlite3.Connection,
+    whole: Callable[[sqlite3.Connection], list[R]],
+    each: Callable[[sqlite3.Connection], list[R | Exception]],
+    *,
+    batch: str,
+) -> list[R | Exception]:
+    """A batch's set-based transaction; if one of its items fails it, the batch item by item.
+
+    The set-based statements succeed or fail for the whole batch; replaying it one
+    savepoint per item keeps a bad item (a constraint it breaks) its own failure. An
+    ``OperationalError`` (disk, lock) is the database's: it fails the batch.
+    """
+    try:
+        results: list[R | Exception] = list(_tx(conn, whole))
+    except sqlite3.OperationalError:
+        raise
+    except Exception as exc:
+        log.warning("store.batch_replayed_per_item", batch=batch, error=repr(exc))
+        return _tx(conn, each)
+    return results
+
+
+_OPEN_FIND = """
+SELECT (SELECT coalesce(max(user_id), 0) FROM users),
+       (SELECT json_group_array(json_array(j.key, i.user_id, c.conversation_id IS NOT NULL,
+                                           u.unreachable, u.display_name))
+        FROM json_each(?) AS j
+        JOIN identities AS i ON i.channel = j.value ->> 0 AND i.user_key = j.value ->> 1
+        JOIN users AS u ON u.user_id = i.user_id
+        LEFT JOIN conversations AS c ON c.user_id = i.user_id)
+"""
+
+_OPEN_NEW_USERS = """
+INSERT INTO users (display_name, created_at)
+SELECT value ->> 2, ?1 FROM json_each(?2) ORDER BY key
+"""
+
+# The users just inserted, in id order, are the keys in insertion order.
+_OPEN_NEW_IDENTITIES = """
+INSERT INTO identities (user_id, channel, user_key, created_at)
+SELECT u.user_id, j.value ->> 0, j.value ->> 1, ?1
+FROM (SELECT user_id, row_number() OVER (ORDER BY user_id) - 1 AS n
+      FROM users WHERE user_id > ?2) AS u
+JOIN json_each(?3) AS j ON j.key = u.n
+ORDER BY u.n
+"""
+
+_OPEN_TOUCH_USERS = """
+UPDATE users SET unreachable = 0, display_name = coalesce(j.value ->> 1, users.display_name)
+FROM json_each(?) AS j WHERE users.user_id = j.value ->> 0
+"""
+
+_OPEN_NEW_CONVERSATIONS = """
+INSERT INTO conversations (user_id, created_at, updated_at)
+SELECT i.user_id, ?1, ?1
+FROM json_each(?2) AS j
+JOIN identities AS i ON i.channel = j.value ->> 0 AND i.user_key = j.value ->> 1
+WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.user_id = i.user_id)
+GROUP BY i.user_id ORDER BY min(j.key)
+ON CONFLICT (user_id) DO NOTHING
+"""
+
+# Per key: its user, conversation, open handoff, oldest pending rows and newest turns,
+# each list cut to the largest limit in the batch (each opening takes its own share).
+_OPEN_READ = """
+SELECT json_group_array(json_array(
+    j.key,
+    i.user_id,
+    json_object('conversation_id', c.conversation_id, 'user_id', c.user_id,
+                'service_type', c.service_type, 'handoff_open', c.handoff_open,
+                'updated_at', c.updated_at),
+    json((SELECT json_object('handoff_id', h.handoff_id, 'conversation_id', h.conversation_id,
+                             'user_key', h.user_key, 'state', h.state, 'reason', h.reason,
+                             'correlation_id', h.correlation_id, 'opened_at', h.opened_at,
+                             'assigned_to', h.assigned_to, 'closed_at', h.closed_at,
+                             'closed_by', h.closed_by)
+          FROM handoffs AS h WHERE h.conversation_id = c.conversation_id AND h.state <> 'closed')),
+    json((SELECT json_group_array(json_object(
+                     'inbox_id', b.inbox_id, 'correlation_id', b.correlation_id,
+                     'channel', b.channel, 'user_key', b.user_key, 'chat_id', b.chat_id,
+                     'external_id', b.external_id, 'text', b.text, 'kind', b.kind,
+                     'received_at', b.received_at, 'display_name', b.display_name,
+                     'language_hint', b.language_hint, 'processed_at', b.processed_at))
+          FROM inbox AS b
+          WHERE b.inbox_id IN (SELECT inbox_id FROM inbox
+                               WHERE processed_at IS NULL AND user_key = j.value ->> 1
+                               ORDER BY inbox_id LIMIT ?2))),
+    json((SELECT json_group_array(json_array(m.message_id, m.direction, m.text))
+          FROM messages AS m
+          WHERE m.message_id IN (SELECT message_id FROM messages
+                                 WHERE conversation_id = c.conversation_id AND text <> ''
+                                 ORDER BY message_id DESC LIMIT ?3)))))
+FROM json_each(?1) AS j
+JOIN identities AS i ON i.channel = j.value ->> 0 AND i.user_key = j.value ->> 1
+JOIN conversations AS c ON c.user_id = i.user_id
+"""
+
+
+def _largest_limit(limits: Iterable[int]) -> int:
+    """The batch's SQL limit: a negative one (no limit, as in SQLite) wins."""
+    given = list(limits)
+    return -1 if any(n < 0 for n in given) else max(given, default=0)
+
+
+def _first(items: list[T], limit: int) -> list[T]:
+    return items if limit < 0 else items[:limit]
+
+
+def _last(items: list[T], limit: int) -> list[T]:
+    return items if limit < 0 else items[max(len(items) - limit, 0) :]
+
+
+def _open_rows(
+    conn: sqlite3.Connection, openings: Sequence[Opening], now: str
+) -> list[ConversationStart]:
+    """A batch of ``_open_conversation`` in a handful of statements; a key twice shares its rows."""
+    positions: dict[tuple[str, str], int] = {}
+    keys: list[list[Any]] = []  # channel, user_key, the last display name given
+    at: list[int] = []
+    for o in openings:
+        key = (o.channel.value, o.user_key)
+        if key not in positions:
+            positions[key] = len(keys)
+            keys.append([o.channel.value, o.user_key, None])
+        position = positions[key]
+        if o.display_name is not None:
+            keys[position][2] = o.display_name
+        at.append(position)
+    payload = _json(keys)
+    top, found_json = conn.execute(_OPEN_FIND, (payload,)).fetchone()
+    found = {f[0]: f for f in json.loads(found_json)}
+    missing = [k for position, k in enumerate(keys) if position not in found]
+    if missing:
+        conn.execute(_OPEN_NEW_USERS, (now, _json(missing)))
+        conn.execute(_OPEN_NEW_IDENTITIES, (now, top, _json(missing)))
+    touched = _touched_users(openings, at, found)
+    if touched:
+        conn.execute(_OPEN_TOUCH_USERS, (_json(touched),))
+    unhoused = [
+        k for position, k in enumerate(keys) if position not in found or not found[position][2]
+    ]
+    if unhoused:
+        conn.execute(_OPEN_NEW_CONVERSATIONS, (now, _json(unhoused)))
+    read = conn.execute(
+        _OPEN_READ,
+        (
+            payload,
+            _largest_limit(o.pending_limit for o in openings),
+            _largest_limit(o.recent_limit for o in openings),
+        ),
+    ).fetchone()[0]
+    started = {r[0]: r for r in json.loads(read)}
+    return [_started(started[position], o) for position, o in zip(at, openings, strict=True)]
+
+
+def _touched_users(
+    openings: Sequence[Opening], at: Sequence[int], found: dict[int, list[Any]]
+) -> list[list[Any]]:
+    """Existing users whose row the batch changes, with the display name to store.
+
+    As the openings one after another would leave it: reachable again, and named
+    by the last display name given (the name kept when none was).
+    """
+    state: dict[int, tuple[int, str | None]] = {}
+    names: dict[int, str] = {}
+    for o, position in zip(openings, at, strict=True):
+        if position not in found:
+            continue
+        _, user_id, _, unreachable, current = found[position]
+        state[user_id] = (unreachable, current)
+        if o.display_name is not None:
+            names[user_id] = o.display_name
+    return [
+        [user_id, names.get(user_id)]
+        for user_id, (unreachable, current) in state.items()
+        if unreachable or names.get(user_id, current) != current
+    ]
+
+
+def _started(read: list[Any], o: Opening) -> ConversationStart:
+    _, user_id, conversation, handoff, pending, recent = read
+    pending.sort(key=lambda r: r["inbox_id"])
+    recent.sort(key=lambda r: r[0])
+    return ConversationStart(
+        user_id=user_id,
+        conversation=_conversation_row(conversation),
+        handoff=None if handoff is None else _handoff_row(handoff),
+        pending=tuple(_inbox_row(r) for r in _first(pending, o.pending_limit)),
+        recent=tuple(
+            Turn(role=_TURN_ROLES[direction], text=text)
+            for _, direction, text in _last(recent, o.recent_limit)
+        ),
+    )
 
 
 class _Call:
@@ -748,8 +949,13 @@ class SqliteStore:
         self, openings: Sequence[Opening]
     ) -> list[ConversationStart | Exception]:
         now = ts(utcnow())
-        return await self._write(
-            lambda conn: _in_savepoints(conn, openings, lambda c, o: _open_conversation(c, o, now))
+        return await self._run(
+            lambda conn: _whole_or_each(
+                conn,
+                lambda c: _open_rows(c, openings, now),
+                lambda c: _in_savepoints(c, openings, lambda c, o: _open_conversation(c, o, now)),
+                batch="opens",
+            )
         )
 
     async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:

@@ -1,26 +1,40 @@
-"""The embedded store's batches: a batch of accepts runs as a few set-based statements and
-answers each caller as if its call had run alone.
+"""The embedded store's batches: a batch of accepts or opens runs as a few set-based
+statements, answers each caller as if its call had run alone, and still fails a bad item alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from concierge.protocol import Channel, utcnow
+from concierge.protocol import Channel, Role, ServiceType, utcnow
 from concierge.store.base import (
     Accepted,
     AcceptStatus,
+    ConversationStart,
+    Direction,
     NewInbound,
 )
+from concierge.store.errors import StoreUnavailable
+from concierge.store.migrate import apply_sqlite
 from concierge.store.open import open_store
+from concierge.store.rows import Opening
 from concierge.store.sqlite import (
     SqliteStore,
+    _connect,
+    _in_savepoints,
+    _open_conversation,
+    _open_rows,
+    _whole_or_each,
+    ts,
 )
 from tests.store.conftest import store_settings
 from tests.store.test_sqlite_store import Blocker
@@ -79,8 +93,29 @@ def message(external_id: str, *, user: str = "telegram:1", text: str = "Bonjour"
     )
 
 
+async def rows_of(store: SqliteStore, sql: str) -> list[tuple[Any, ...]]:
+    return await store._run(lambda conn: [tuple(r) for r in conn.execute(sql)])
+
+
 def accept(store: SqliteStore, m: NewInbound) -> Call:
     return lambda: store.accept(m)
+
+
+def open_(
+    store: SqliteStore,
+    user_key: str,
+    *,
+    display_name: str | None = None,
+    pending_limit: int = 10,
+    recent_limit: int = 10,
+) -> Call:
+    return lambda: store.open_conversation(
+        Channel.TELEGRAM,
+        user_key,
+        display_name=display_name,
+        pending_limit=pending_limit,
+        recent_limit=recent_limit,
+    )
 
 
 # -- accept ---------------------------------------------------------------------------
@@ -129,3 +164,232 @@ async def test_a_nul_character_reaches_the_file_intact_batched_or_not(store: Sql
         text,
         text,
     ]
+
+
+# -- open_conversation ----------------------------------------------------------------
+async def returning_user(store: SqliteStore) -> tuple[int, int, int, list[int]]:
+    """A user with history, a pending backlog, an open handoff, marked unreachable.
+
+    Returns (user_id, conversation_id, handoff_id, pending inbox ids).
+    """
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:1", display_name="Marie", pending_limit=0, recent_limit=0
+    )
+    cid = start.conversation.conversation_id
+    for n, text in enumerate(["t0", "t1", "", "t3", "t4"]):
+        await store.record_message(
+            conversation_id=cid,
+            direction=Direction.INBOUND if n % 2 == 0 else Direction.OUTBOUND,
+            text=text,
+            service_type=ServiceType.CATECHESE,
+            correlation_id=f"c{n}",
+        )
+    handoff = await store.open_handoff(
+        conversation_id=cid, user_key="telegram:1", reason="priest", correlation_id="c9"
+    )
+    pending = [(await store.accept(message(f"p{n}"))).inbox_id for n in range(3)]
+    await store.mark_unreachable("telegram:1")
+    return start.user_id, cid, handoff.handoff_id, pending
+
+
+async def test_a_batch_of_opens_gives_each_caller_what_a_lone_open_would(
+    store: SqliteStore,
+) -> None:
+    uid, cid, handoff_id, pending = await returning_user(store)
+    waiting = await store.accept(message("w1", user="telegram:3"))  # before their first open
+    back, back_again, new, new_again, waited = await one_batch(
+        store,
+        (open_(store, "telegram:lead-1"), open_(store, "telegram:lead-2")),
+        [
+            open_(store, "telegram:1", display_name="Marie D.", pending_limit=2, recent_limit=3),
+            open_(store, "telegram:1", pending_limit=0, recent_limit=0),
+            open_(store, "telegram:2", display_name="Jean"),
+            open_(store, "telegram:2", display_name="Jean-Paul", pending_limit=1),
+            open_(store, "telegram:3"),
+        ],
+    )
+    assert store.open_committer.statistics().largest_batch == 5
+    assert isinstance(back, ConversationStart)
+    assert (back.user_id, back.conversation.conversation_id) == (uid, cid)
+    assert back.conversation.handoff_open
+    assert back.handoff is not None
+    assert back.handoff.handoff_id == handoff_id
+    assert [r.inbox_id for r in back.pending] == pending[:2]
+    assert back.pending == tuple(await store.pending_inbox(user_key="telegram:1", limit=2))
+    assert [(t.role, t.text) for t in back.recent] == [
+        (Role.ASSISTANT, "t1"),
+        (Role.ASSISTANT, "t3"),
+        (Role.USER, "t4"),
+    ]
+    assert back_again == ConversationStart(
+        user_id=uid, conversation=back.conversation, handoff=back.handoff, pending=(), recent=()
+    )
+    assert new.user_id == new_again.user_id != uid
+    assert new.conversation == new_again.conversation
+    assert (new.handoff, new.pending, new.recent) == (None, (), ())
+    assert waited.pending == tuple(await store.pending_inbox(user_key="telegram:3"))
+    assert [r.inbox_id for r in waited.pending] == [waiting.inbox_id]
+    marie = await store.user_for_key("telegram:1")
+    jean = await store.user_for_key("telegram:2")
+    assert marie is not None
+    assert jean is not None
+    assert (marie.display_name, marie.unreachable) == ("Marie D.", False)
+    assert jean.display_name == "Jean-Paul"
+    assert await rows_of(store, "SELECT count(*) FROM users") == [(5,)]
+    assert await rows_of(store, "SELECT count(*) FROM conversations") == [(5,)]
+
+
+async def test_many_concurrent_opens_share_batches(store: SqliteStore) -> None:
+    starts: dict[int, ConversationStart] = {}
+
+    async def open_one(n: int) -> None:
+        starts[n] = await store.open_conversation(
+            Channel.TELEGRAM, f"telegram:{n % 25}", pending_limit=5, recent_limit=5
+        )
+
+    async with trio.open_nursery() as nursery:
+        for n in range(50):
+            nursery.start_soon(open_one, n)
+    assert store.open_committer.statistics().largest_batch > 1
+    for n in range(25):
+        assert starts[n] == starts[n + 25]
+    assert len({s.user_id for s in starts.values()}) == 25
+    assert await rows_of(store, "SELECT count(*) FROM identities") == [(25,)]
+
+
+async def test_a_database_error_fails_the_whole_batch_and_an_item_error_replays_it(
+    store: SqliteStore,
+) -> None:
+    def locked(conn: sqlite3.Connection) -> list[int]:
+        conn.execute("INSERT INTO channel_cursors VALUES ('whole', '1', 'now')")
+        raise sqlite3.OperationalError("database is locked")
+
+    def broken(conn: sqlite3.Connection) -> list[int]:
+        conn.execute("INSERT INTO channel_cursors VALUES ('whole', '1', 'now')")
+        raise sqlite3.IntegrityError("CHECK constraint failed")
+
+    def each(conn: sqlite3.Connection) -> list[int | Exception]:
+        conn.execute("INSERT INTO channel_cursors VALUES ('each', '1', 'now')")
+        return [1, ValueError("bad item")]
+
+    with pytest.raises(StoreUnavailable, match="locked"):
+        await store._run(lambda conn: _whole_or_each(conn, locked, each, batch="test"))
+    assert await store.get_cursor("whole") is None
+    assert await store.get_cursor("each") is None
+    outcome = await store._run(lambda conn: _whole_or_each(conn, broken, each, batch="test"))
+    assert outcome[0] == 1
+    assert isinstance(outcome[1], ValueError)
+    assert await store.get_cursor("whole") is None
+    assert await store.get_cursor("each") == "1"
+
+
+# -- the set-based statements against the per-item ones ---------------------------------
+# Both run on the same state in one transaction, rolled back in between: same results,
+# same rows, same ids.
+
+KEYS = ["telegram:1", "telegram:2", "telegram:3", "telegram:4", "waha:1@c.us", "telegram:9"]
+NOW = "2026-11-27T13:15:38.000000Z"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    """Users 1-3 (3 unreachable, named Paul; 1 also on WAHA) with conversations, history,
+    pending rows, a handoff and processed rows; telegram:4 and telegram:9 have no user.
+    """
+    conn = _connect(tmp_path_factory.mktemp("seeded") / "store.sqlite3", 5.0)
+    apply_sqlite(conn)
+    old = ts(utcnow() - timedelta(days=1))
+    script = [
+        "INSERT INTO users (display_name, unreachable, created_at) VALUES "
+        f"('Marie', 0, '{old}'), (NULL, 0, '{old}'), ('Paul', 1, '{old}')",
+        "INSERT INTO identities (user_id, channel, user_key, created_at) VALUES "
+        f"(1, 'telegram', 'telegram:1', '{old}'), (2, 'telegram', 'telegram:2', '{old}'), "
+        f"(3, 'telegram', 'telegram:3', '{old}'), (1, 'waha', 'waha:1@c.us', '{old}')",
+        "INSERT INTO conversations (user_id, service_type, handoff_open, created_at, updated_at) "
+        f"VALUES (1, 'CATECHESE', 1, '{old}', '{old}'), (3, 'RENSEIGNEMENT', 0, '{old}', '{old}')",
+        "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id, opened_at) "
+        f"VALUES (1, 'telegram:1', 'open', 'priest', 'h', '{old}')",
+    ]
+    for n in range(9):
+        script.append(
+            "INSERT INTO messages (conversation_id, direction, text, service_type, correlation_id, "
+            f"created_at) VALUES ({1 + n % 2 * 1}, '{('inbound', 'outbound')[n % 2]}', "
+            f"'{'' if n == 4 else f't{n}'}', 'CATECHESE', 'c{n}', '{old}')"
+        )
+    for n, key in enumerate(["telegram:1", "telegram:4", "telegram:1", "telegram:3", "telegram:1"]):
+        script.append(
+            "INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, "
+            "kind, received_at, accepted_at, processed_at) VALUES "
+            f"('c{n}', 'telegram', '{key}', '1', 'e{n}', 'q{n}', 'text', '{old}', '{old}', "
+            f"{'NULL' if n != 3 else repr(old)})"
+        )
+    for sql in script:
+        conn.execute(sql)
+    yield conn
+    conn.close()
+
+
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def both_ways(
+    conn: sqlite3.Connection,
+    whole: Callable[[sqlite3.Connection], list[Any]],
+    each: Callable[[sqlite3.Connection], list[Any]],
+) -> tuple[tuple[list[Any], list[Any]], tuple[list[Any], list[Any]]]:
+    """(results, rows) of ``whole`` and of ``each``, from the same state, leaving it as it was."""
+    outcomes = []
+    for work in (whole, each):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes.append((work(conn), dump(conn)))
+        finally:
+            conn.execute("ROLLBACK")
+    return outcomes[0], outcomes[1]
+
+
+def assert_same(whole: tuple[list[Any], Rows], each: tuple[list[Any], Rows]) -> None:
+    assert whole[0] == each[0]
+    for table, rows in each[1].items():
+        assert (table, whole[1][table]) == (table, rows)
+
+
+def dump(conn: sqlite3.Connection) -> Rows:
+    tables = ["users", "identities", "conversations", "messages", "inbox", "outbox"]
+    tables += ["interactions", "handoffs", "sqlite_sequence"]
+    return {t: [tuple(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY 1")] for t in tables}
+
+
+openings = st.builds(
+    Opening,
+    channel=st.just(Channel.TELEGRAM),
+    user_key=st.sampled_from(KEYS),
+    display_name=st.sampled_from([None, None, "Marie", "Jean"]),
+    pending_limit=st.integers(min_value=-1, max_value=4),
+    recent_limit=st.integers(min_value=-1, max_value=5),
+)
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=st.lists(openings, min_size=1, max_size=8))
+def test_a_batch_of_opens_matches_the_opens_one_by_one(
+    seeded: sqlite3.Connection, batch: list[Opening]
+) -> None:
+    batch = [
+        Opening(
+            channel=Channel.WAHA if o.user_key.startswith("waha:") else Channel.TELEGRAM,
+            user_key=o.user_key,
+            display_name=o.display_name,
+            pending_limit=o.pending_limit,
+            recent_limit=o.recent_limit,
+        )
+        for o in batch
+    ]
+    whole, each = both_ways(
+        seeded,
+        lambda conn: _open_rows(conn, batch, NOW),
+        lambda conn: _in_savepoints(conn, batch, lambda c, o: _open_conversation(c, o, NOW)),
+    )
+    assert_same(whole, each)
