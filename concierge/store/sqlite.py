@@ -7,10 +7,10 @@ only a crash of the process (``NORMAL`` in WAL mode may lose the last commits on
 power loss). Group commit pays the extra fsync once per batch. Calls that queue
 up while the thread is busy go to it together in one hop (each still its own
 transaction): under a burst, the hops, not the SQL, were most of the cost. A batch
-of accepts or opens runs as a few set-based statements whatever its size, the
-batch bound as one JSON parameter: every statement lets go of the GIL, and under
-a burst taking it back from the busy event loop was most of the worker's time.
-The file migrates itself at open.
+of accepts, opens or turns runs as a few set-based statements whatever its size,
+the batch bound as one JSON parameter: every statement lets go of the GIL, and
+under a burst taking it back from the busy event loop was most of the worker's
+time. The file migrates itself at open.
 """
 
 from __future__ import annotations
@@ -606,6 +606,121 @@ def _started(read: list[Any], o: Opening) -> ConversationStart:
     )
 
 
+_TURN_CLAIMABLE = """
+SELECT (SELECT coalesce(max(outbox_id), 0) FROM outbox),
+       (SELECT json_group_array(inbox_id) FROM inbox
+        WHERE inbox_id IN (SELECT value ->> 0 FROM json_each(?)) AND processed_at IS NULL)
+"""
+
+_TURN_CLAIM = """
+UPDATE inbox SET processed_at = ?1, service_type = coalesce(j.value ->> 1, inbox.service_type)
+FROM json_each(?2) AS j
+WHERE inbox.inbox_id = j.value ->> 0 AND inbox.processed_at IS NULL
+"""
+
+_TURN_MESSAGES = """
+INSERT INTO messages (conversation_id, direction, text, service_type, correlation_id, created_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ?1
+FROM json_each(?2) ORDER BY key
+"""
+
+_TURN_OUTBOX = """
+INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, created_at,
+                    next_attempt_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, ?1, ?1
+FROM json_each(?2) ORDER BY key
+"""
+
+_TURN_OUTBOX_IDS = "SELECT json_group_array(outbox_id) FROM outbox WHERE outbox_id > ?"
+
+_TURN_INTERACTIONS = """
+INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias,
+                          latency_s, tokens_in, tokens_out, outcome, service_type, created_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10
+FROM json_each(?) ORDER BY key
+"""
+
+_TURN_CONVERSATIONS = """
+UPDATE conversations SET service_type = coalesce(j.value ->> 1, conversations.service_type),
+                         updated_at = ?1
+FROM json_each(?2) AS j WHERE conversations.conversation_id = j.value ->> 0
+"""
+
+
+def _turn_rows(
+    conn: sqlite3.Connection, turns: Sequence[TurnRecord], now: str
+) -> list[tuple[int, ...]]:
+    """A batch of ``_write_turn`` in a handful of statements, rows in batch order.
+
+    An inbox row named twice is claimed by its first turn; a turn whose row was
+    processed before writes nothing and gets ``()``.
+    """
+    claims: dict[int, list[Any]] = {}  # inbox id -> [inbox id, service type]: first turn's
+    for turn in turns:
+        if turn.inbox_id not in claims:
+            claims[turn.inbox_id] = [turn.inbox_id, _service(turn.service_type)]
+    payload = _json(list(claims.values()))
+    top, claimable_json = conn.execute(_TURN_CLAIMABLE, (payload,)).fetchone()
+    claimable = set(json.loads(claimable_json))
+    if not claimable:
+        return [() for _ in turns]
+    conn.execute(_TURN_CLAIM, (now, payload))
+    claimed: list[TurnRecord | None] = []
+    for turn in turns:
+        mine = turn.inbox_id in claimable
+        claimable.discard(turn.inbox_id)
+        claimed.append(turn if mine else None)
+    written = [t for t in claimed if t is not None]
+    messages = [
+        [t.conversation_id, direction.value, text, _service(t.service_type), t.correlation_id]
+        for t in written
+        for direction, text in (
+            (Direction.INBOUND, t.inbound_text),
+            (Direction.OUTBOUND, t.outbound_text),
+        )
+        if text is not None
+    ]
+    if messages:
+        conn.execute(_TURN_MESSAGES, (now, _json(messages)))
+    replies = [
+        [r.correlation_id, r.channel.value, r.user_key, r.chat_id, r.text, r.inbox_id]
+        for t in written
+        for r in t.replies
+    ]
+    outbox_ids: list[int] = []
+    if replies:
+        conn.execute(_TURN_OUTBOX, (now, _json(replies)))
+        outbox_ids = sorted(json.loads(_scalar(conn, _TURN_OUTBOX_IDS, (top,))))
+        if len(outbox_ids) != len(replies):
+            raise StoreError(f"{len(replies)} outbox rows written, {len(outbox_ids)} found")
+    interactions = [list(_interaction_values(t.interaction)) for t in written if t.interaction]
+    if interactions:
+        conn.execute(_TURN_INTERACTIONS, (_json(interactions),))
+    touched = _touched_conversations(written)
+    if touched:
+        conn.execute(_TURN_CONVERSATIONS, (now, _json(touched)))
+    ids = iter(outbox_ids)
+    return [() if t is None else tuple(next(ids) for _ in t.replies) for t in claimed]
+
+
+def _service(service_type: ServiceType | None) -> str | None:
+    return None if service_type is None else service_type.value
+
+
+def _touched_conversations(turns: Sequence[TurnRecord]) -> list[list[Any]]:
+    """Conversations the turns update, with the type to set (``None`` keeps it): the last given."""
+    touched: dict[int, str | None] = {}
+    for t in turns:
+        if t.conversation_id is None:
+            continue
+        if t.conversation_type is not None:
+            touched[t.conversation_id] = t.conversation_type.value
+        elif t.inbound_text is not None or t.outbound_text is not None:
+            touched.setdefault(t.conversation_id, None)
+    return [[conversation_id, kind] for conversation_id, kind in touched.items()]
+
+
 class _Call:
     """One caller's work on the connection, and what came of it."""
 
@@ -803,8 +918,13 @@ class SqliteStore:
         self, turns: Sequence[TurnRecord]
     ) -> list[tuple[int, ...] | Exception]:
         now = ts(utcnow())
-        return await self._write(
-            lambda conn: _in_savepoints(conn, turns, lambda c, turn: _write_turn(c, turn, now))
+        return await self._run(
+            lambda conn: _whole_or_each(
+                conn,
+                lambda c: _turn_rows(c, turns, now),
+                lambda c: _in_savepoints(c, turns, lambda c, turn: _write_turn(c, turn, now)),
+                batch="turns",
+            )
         )
 
     # -- outbox ----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The embedded store's batches: a batch of accepts or opens runs as a few set-based
+"""The embedded store's batches: a batch of accepts, opens or turns runs as a few set-based
 statements, answers each caller as if its call had run alone, and still fails a bad item alone.
 """
 
@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from structlog.testing import capture_logs
 
 from concierge.protocol import Channel, Role, ServiceType, utcnow
 from concierge.store.base import (
@@ -21,9 +22,12 @@ from concierge.store.base import (
     AcceptStatus,
     ConversationStart,
     Direction,
+    Interaction,
     NewInbound,
+    NewOutbound,
+    TurnRecord,
 )
-from concierge.store.errors import StoreUnavailable
+from concierge.store.errors import StoreError, StoreUnavailable
 from concierge.store.migrate import apply_sqlite
 from concierge.store.open import open_store
 from concierge.store.rows import Opening
@@ -33,7 +37,9 @@ from concierge.store.sqlite import (
     _in_savepoints,
     _open_conversation,
     _open_rows,
+    _turn_rows,
     _whole_or_each,
+    _write_turn,
     ts,
 )
 from tests.store.conftest import store_settings
@@ -93,12 +99,58 @@ def message(external_id: str, *, user: str = "telegram:1", text: str = "Bonjour"
     )
 
 
+def reply(text: str, *, inbox_id: int | None, user: str = "telegram:1") -> NewOutbound:
+    return NewOutbound(
+        correlation_id=f"cid-{text}",
+        channel=Channel.TELEGRAM,
+        user_key=user,
+        chat_id=user.partition(":")[2],
+        text=text,
+        inbox_id=inbox_id,
+    )
+
+
+def turn(
+    inbox_id: int,
+    conversation_id: int,
+    *replies: NewOutbound,
+    conversation_type: ServiceType | None = ServiceType.CATECHESE,
+) -> TurnRecord:
+    return TurnRecord(
+        inbox_id=inbox_id,
+        conversation_id=conversation_id,
+        correlation_id=f"cid-{inbox_id}",
+        service_type=ServiceType.CATECHESE,
+        inbound_text=f"question {inbox_id}",
+        outbound_text=replies[0].text if replies else None,
+        replies=replies,
+        interaction=Interaction(
+            correlation_id=f"cid-{inbox_id}",
+            conversation_id=conversation_id,
+            provider="anthropic",
+            model="claude",
+            key_alias="#1",
+            latency_s=0.8,
+            tokens_in=120,
+            tokens_out=40,
+            outcome="ok",
+            service_type=ServiceType.CATECHESE,
+            created_at=utcnow(),
+        ),
+        conversation_type=conversation_type,
+    )
+
+
 async def rows_of(store: SqliteStore, sql: str) -> list[tuple[Any, ...]]:
     return await store._run(lambda conn: [tuple(r) for r in conn.execute(sql)])
 
 
 def accept(store: SqliteStore, m: NewInbound) -> Call:
     return lambda: store.accept(m)
+
+
+def complete(store: SqliteStore, t: TurnRecord) -> Call:
+    return lambda: store.complete_turn(t)
 
 
 def open_(
@@ -159,11 +211,26 @@ async def test_a_nul_character_reaches_the_file_intact_batched_or_not(store: Sql
         [accept(store, message("nul", text=text)), accept(store, message("plain"))],
     )
     assert [a.status for a in [lone, *batched]] == [AcceptStatus.NEW] * 3
+    cid = (
+        await store.open_conversation(
+            Channel.TELEGRAM, "telegram:1", pending_limit=0, recent_limit=0
+        )
+    ).conversation.conversation_id
     nul = batched[0].inbox_id
     assert [r.text for r in await store.pending_inbox() if r.inbox_id in (lone.inbox_id, nul)] == [
         text,
         text,
     ]
+    await one_batch(
+        store,
+        (
+            complete(store, turn(lone.inbox_id, cid)),
+            complete(store, turn(batched[1].inbox_id, cid)),
+        ),
+        [complete(store, turn(nul, cid, reply(text, inbox_id=nul)))],
+    )
+    assert [r.text for r in await store.pending_outbox(Channel.TELEGRAM)] == [text]
+    assert [t.text for t in await store.recent_turns(cid, limit=1)] == [text]
 
 
 # -- open_conversation ----------------------------------------------------------------
@@ -255,6 +322,144 @@ async def test_many_concurrent_opens_share_batches(store: SqliteStore) -> None:
         assert starts[n] == starts[n + 25]
     assert len({s.user_id for s in starts.values()}) == 25
     assert await rows_of(store, "SELECT count(*) FROM identities") == [(25,)]
+
+
+# -- complete_turn --------------------------------------------------------------------
+async def test_a_batch_of_turns_writes_each_turn_once_in_batch_order(store: SqliteStore) -> None:
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:1", pending_limit=0, recent_limit=0
+    )
+    cid = start.conversation.conversation_id
+    a, b, done, c, d, e, f = [(await store.accept(message(f"m{n}"))).inbox_id for n in range(7)]
+    await store.mark_processed(done)
+    with capture_logs() as logs:
+        outcomes = await one_batch(
+            store,
+            (complete(store, turn(a, cid)), complete(store, turn(b, cid))),
+            [
+                complete(store, turn(c, cid, reply("c1", inbox_id=c), reply("c2", inbox_id=c))),
+                complete(store, turn(c, cid, reply("c again", inbox_id=c))),
+                complete(store, turn(done, cid, reply("too late", inbox_id=done))),
+                complete(
+                    store,
+                    TurnRecord(
+                        inbox_id=d,
+                        conversation_id=None,
+                        correlation_id="busy",
+                        service_type=None,
+                        replies=(reply("un instant", inbox_id=d),),
+                    ),
+                ),
+                complete(store, turn(e, cid, conversation_type=ServiceType.CONTACT_HUMAIN)),
+                complete(store, turn(f, cid, reply("f1", inbox_id=f), conversation_type=None)),
+            ],
+        )
+    assert not [line for line in logs if line["event"] == "store.batch_replayed_per_item"]
+    assert store.turn_committer.statistics().largest_batch == 6
+    twice, again, late, busy, quiet, last = outcomes
+    assert again == late == quiet == ()
+    assert len(twice) == 2
+    assert len(busy) == 1
+    assert len(last) == 1
+    assert list(twice) + list(busy) + list(last) == sorted([*twice, *busy, *last])
+    outbox = await store.pending_outbox(Channel.TELEGRAM)
+    assert [(r.outbox_id, r.text, r.inbox_id) for r in outbox][-4:] == [
+        (twice[0], "c1", c),
+        (twice[1], "c2", c),
+        (busy[0], "un instant", d),
+        (last[0], "f1", f),
+    ]
+    assert await store.pending_inbox() == []
+    assert await rows_of(
+        store, f"SELECT inbox_id, service_type FROM inbox WHERE inbox_id IN ({c}, {d}, {done})"
+    ) == [(done, None), (c, "CATECHESE"), (d, None)]
+    messages = await rows_of(store, "SELECT direction, text FROM messages ORDER BY message_id")
+    assert messages == [
+        ("inbound", f"question {a}"),
+        ("inbound", f"question {b}"),
+        ("inbound", f"question {c}"),
+        ("outbound", "c1"),
+        ("inbound", f"question {e}"),
+        ("inbound", f"question {f}"),
+        ("outbound", "f1"),
+    ]
+    assert await rows_of(store, "SELECT count(*) FROM interactions") == [(5,)]
+    # The last type a turn set wins; a turn that sets none keeps it.
+    assert (await store.conversation_for(start.user_id)).service_type is ServiceType.CONTACT_HUMAIN
+
+
+async def test_a_turn_that_breaks_a_constraint_fails_alone_and_its_batch_commits(
+    store: SqliteStore,
+) -> None:
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:1", pending_limit=0, recent_limit=0
+    )
+    cid = start.conversation.conversation_id
+    rows = [(await store.accept(message(f"m{n}"))).inbox_id for n in range(6)]
+    lead, lead_2, good, bad, same, late = rows
+    with capture_logs() as logs:
+        outcomes = await one_batch(
+            store,
+            (complete(store, turn(lead, cid)), complete(store, turn(lead_2, cid))),
+            [
+                complete(store, turn(good, cid, reply("good", inbox_id=good))),
+                complete(store, turn(bad, cid + 1000, reply("no such conversation", inbox_id=bad))),
+                complete(store, turn(same, cid, reply("same", inbox_id=same))),
+                complete(store, turn(same, cid, reply("same again", inbox_id=same))),
+                complete(store, turn(late, cid, reply("late", inbox_id=late))),
+            ],
+        )
+    assert [line["batch"] for line in logs if line["event"] == "store.batch_replayed_per_item"] == [
+        "turns"
+    ]
+    assert store.turn_committer.statistics().largest_batch == 5
+    done_good, failed, done_same, again, done_late = outcomes
+    assert isinstance(failed, StoreError)
+    assert not isinstance(failed, StoreUnavailable)
+    assert "FOREIGN KEY" in str(failed)
+    assert again == ()
+    assert [r.text for r in await store.pending_outbox(Channel.TELEGRAM)] == [
+        "good",
+        "same",
+        "late",
+    ]
+    assert [r.outbox_id for r in await store.pending_outbox(Channel.TELEGRAM)] == [
+        *done_good,
+        *done_same,
+        *done_late,
+    ]
+    assert [r.inbox_id for r in await store.pending_inbox()] == [bad]
+
+
+async def test_a_batch_runs_a_few_statements_whatever_its_size(store: SqliteStore) -> None:
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:1", pending_limit=0, recent_limit=0
+    )
+    cid = start.conversation.conversation_id
+    statements: list[str] = []
+    await store._run(lambda conn: conn.set_trace_callback(statements.append))
+    largest: list[int] = []
+    for size in (5, 60):
+        rows = [(await store.accept(message(f"{size}-{n}"))).inbox_id for n in range(size + 2)]
+        statements.clear()
+        await one_batch(
+            store,
+            (complete(store, turn(rows[0], cid)), complete(store, turn(rows[1], cid))),
+            [complete(store, turn(i, cid, reply(f"r{i}", inbox_id=i))) for i in rows[2:]],
+        )
+        largest.append(max(len(tx) for tx in transactions(statements)))
+    await store._run(lambda conn: conn.set_trace_callback(None))
+    assert largest[0] == largest[1] <= 10
+
+
+def transactions(statements: list[str]) -> Iterator[list[str]]:
+    current: list[str] = []
+    for sql in statements:
+        if sql.startswith("BEGIN"):
+            current = []
+        current.append(sql)
+        if sql.startswith("COMMIT"):
+            yield current
 
 
 async def test_a_database_error_fails_the_whole_batch_and_an_item_error_replays_it(
@@ -391,5 +596,63 @@ def test_a_batch_of_opens_matches_the_opens_one_by_one(
         seeded,
         lambda conn: _open_rows(conn, batch, NOW),
         lambda conn: _in_savepoints(conn, batch, lambda c, o: _open_conversation(c, o, NOW)),
+    )
+    assert_same(whole, each)
+
+
+@st.composite
+def turns(draw: st.DrawFn) -> TurnRecord:
+    inbox_id = draw(st.integers(min_value=1, max_value=6))  # 4 is processed, 6 does not exist
+    conversation_id = draw(st.sampled_from([None, 1, 2]))
+    records = conversation_id is not None and draw(st.booleans())
+    texts = [draw(st.sampled_from([None, "", "x", "y"])) if records else None for _ in range(2)]
+    replies = tuple(
+        reply(f"r{inbox_id}.{n}", inbox_id=draw(st.sampled_from([None, inbox_id % 6 or 1])))
+        for n in range(draw(st.integers(min_value=0, max_value=2)))
+    )
+    return TurnRecord(
+        inbox_id=inbox_id,
+        conversation_id=conversation_id,
+        correlation_id=f"cid-{inbox_id}",
+        service_type=draw(st.sampled_from([ServiceType.CATECHESE, ServiceType.CONTACT_HUMAIN]))
+        if records
+        else draw(st.sampled_from([None, ServiceType.CATECHESE])),
+        inbound_text=texts[0],
+        outbound_text=texts[1],
+        replies=replies,
+        interaction=None
+        if conversation_id is None or not draw(st.booleans())
+        else Interaction(
+            correlation_id=f"cid-{inbox_id}",
+            conversation_id=conversation_id,
+            provider="p",
+            model="m",
+            key_alias="k",
+            latency_s=0.25,
+            tokens_in=3,
+            tokens_out=4,
+            outcome="ok",
+            service_type=ServiceType.CATECHESE,
+            created_at=utcnow(),
+        ),
+        conversation_type=draw(
+            st.sampled_from([None, ServiceType.CONTACT_HUMAIN, ServiceType.RENSEIGNEMENT])
+        )
+        if records
+        else None,
+    )
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=st.lists(turns(), min_size=1, max_size=8))
+def test_a_batch_of_turns_matches_the_turns_one_by_one(
+    seeded: sqlite3.Connection, batch: list[TurnRecord]
+) -> None:
+    whole, each = both_ways(
+        seeded,
+        lambda conn: _turn_rows(conn, batch, NOW),
+        lambda conn: _in_savepoints(conn, batch, lambda c, t: _write_turn(c, t, NOW)),
     )
     assert_same(whole, each)
