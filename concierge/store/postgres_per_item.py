@@ -165,18 +165,26 @@ async def active_handoff(conn: Conn, conversation_id: int) -> HandoffRow | None:
     return None if r is None else _handoff_row(r)
 
 
+# One user's rows through inbox_user_key, pending ones kept after the OFFSET 0 fence, as the
+# batch of opens reads them: left to itself the planner ANDs in inbox_pending, which right
+# after a burst holds thousands of entries (live or dead) to walk for this one key.
+_PENDING_FOR_KEY = """
+SELECT * FROM (
+    SELECT * FROM inbox WHERE user_key = $1 ORDER BY inbox_id OFFSET 0
+) AS mine
+WHERE processed_at IS NULL
+ORDER BY inbox_id
+LIMIT $2
+"""
+
+
 async def pending_inbox(conn: Conn, user_key: str | None, limit: int) -> list[InboxRow]:
     if user_key is None:
         rows = await conn.fetch(
             "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1", limit
         )
     else:
-        rows = await conn.fetch(
-            "SELECT * FROM inbox WHERE processed_at IS NULL AND user_key = $1 "
-            "ORDER BY inbox_id LIMIT $2",
-            user_key,
-            limit,
-        )
+        rows = await conn.fetch(_PENDING_FOR_KEY, user_key, limit)
     return [_inbox_row(r) for r in rows]
 
 
