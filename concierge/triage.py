@@ -66,6 +66,7 @@ class TriageRules:
     _prefixed: Mapping[str, tuple[tuple[ServiceType, Pattern], ...]] = attrs.field(
         init=False, repr=False
     )
+    _prefix_lengths: tuple[int, ...] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Index patterns by their first word so a message only tries the ones it could match;
@@ -80,6 +81,8 @@ class TriageRules:
                     by_first.setdefault(pattern.tokens[0], []).append((service_type, pattern))
         object.__setattr__(self, "_by_first", {k: tuple(v) for k, v in by_first.items()})
         object.__setattr__(self, "_prefixed", {k: tuple(v) for k, v in prefixed.items()})
+        # Only the lengths some prefix pattern has are worth slicing a word at.
+        object.__setattr__(self, "_prefix_lengths", tuple(sorted({len(k) for k in prefixed})))
 
     def _matches(self, tokens: Sequence[str]) -> list[tuple[ServiceType, Pattern]]:
         found: dict[int, tuple[ServiceType, Pattern]] = {}
@@ -90,7 +93,9 @@ class TriageRules:
                 ):
                     found[id(pattern)] = (service_type, pattern)
         for token in tokens:
-            for end in range(1, len(token) + 1):
+            for end in self._prefix_lengths:
+                if end > len(token):
+                    break
                 for service_type, pattern in self._prefixed.get(token[:end], ()):
                     found[id(pattern)] = (service_type, pattern)
         return list(found.values())
