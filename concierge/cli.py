@@ -69,6 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         for line in describe(settings):
             print(line)
+        from concierge.configuration import check_configuration
+        from concierge.errors import ConfigError
+
+        try:
+            for line in check_configuration(settings.conversation.config_dir):
+                print(line)
+        except ConfigError as exc:
+            print(f"concierge: invalid configuration: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
         print("settings: ok", file=sys.stderr)
         return EXIT_OK
 
@@ -76,10 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import concierge.admin as admin
     import concierge.chat as chat
     import concierge.daemon as daemon
-    from concierge.errors import CommandError
+    from concierge.errors import CommandError, ConfigError
     from concierge.store.errors import StoreError
 
     failure: BaseException | None = None
+    bad_config: BaseException | None = None
     try:
         match args.command:
             case "run":
@@ -94,9 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return admin.list_handoffs(settings)
             case "handoff":
                 return admin.close_handoff(settings, user=args.user, by=args.by)
+    except* ConfigError as group:
+        bad_config = _first(group)
     except* (CommandError, StoreError) as group:
         # The asyncio bridge wraps errors raised while it is open in a group.
         failure = _first(group)
+    if bad_config is not None:
+        print(f"concierge: invalid configuration: {bad_config}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     if failure is not None:
         print(f"concierge: {failure}", file=sys.stderr)
         return EXIT_FAILED

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import attrs
 
+from concierge.errors import ConfigError
+
 
 def _wordset(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -50,7 +52,7 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
-class KnowledgeError(ValueError):
+class KnowledgeError(ConfigError):
     """The knowledge base (or its synonym table) cannot be loaded; the message names the file."""
 
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 import attrs
 
+from concierge.errors import ConfigError
 from concierge.knowledge import Section
 from concierge.language import ENGLISH, FRENCH, SUPPORTED
 from concierge.protocol import Role, ServiceType, Turn
@@ -52,7 +53,7 @@ _SPACES = re.compile(r"\s+")
 _MIN_LEAK_LINE = 40
 
 
-class PromptError(ValueError):
+class PromptError(ConfigError):
     """A prompt template is missing or unusable; the message names the file."""
 
 

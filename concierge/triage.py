@@ -15,11 +15,12 @@ from typing import Any
 
 import attrs
 
+from concierge.errors import ConfigError
 from concierge.knowledge import words
 from concierge.protocol import ServiceType
 
 
-class TriageError(ValueError):
+class TriageError(ConfigError):
     """The triage rules file is missing or wrong; the message names the file and the key."""
 
 

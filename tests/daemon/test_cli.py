@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -33,8 +34,8 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
         CONCIERGE_DATA_DIR=str(tmp_path / "var"),
         CONCIERGE_CONFIG_DIR=str(ROOT / "config"),
         CONCIERGE_LOG_FORMAT="json",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -120,6 +121,24 @@ def test_check_prints_settings_with_secrets_masked(tmp_path: Path) -> None:
     assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in result.stdout
     assert "CONCIERGE_PROVIDERS=anthropic,offline" in result.stdout
     assert "ANTHROPIC_API_KEYS=main (secrets hidden)" in result.stdout
+
+
+def test_check_loads_the_configuration_and_says_what_it_found(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "check")
+    assert result.returncode == 0, result.stderr
+    assert "knowledge: 24 sections from 3 files" in result.stdout
+    assert "prompts: every service type in every language" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "chat", "run"])
+def test_a_broken_configuration_is_one_line_naming_the_file(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    (config / "triage.toml").write_text("[rules\nbroken", encoding="utf-8")
+    result = run_cli(tmp_path, command, stdin="Bonjour\n", CONCIERGE_CONFIG_DIR=str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"concierge: invalid configuration: {config / 'triage.toml'}: ")
 
 
 def test_version_prints_the_version(tmp_path: Path) -> None:
