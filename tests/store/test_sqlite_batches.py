@@ -31,17 +31,9 @@ from concierge.store.errors import StoreError, StoreUnavailable
 from concierge.store.migrate import apply_sqlite
 from concierge.store.open import open_store
 from concierge.store.rows import Opening
-from concierge.store.sqlite import (
-    SqliteStore,
-    _connect,
-    _in_savepoints,
-    _open_conversation,
-    _open_rows,
-    _turn_rows,
-    _whole_or_each,
-    _write_turn,
-    ts,
-)
+from concierge.store.sqlite import SqliteStore, _connect, ts
+from concierge.store.sqlite_batches import in_savepoints, open_rows, turn_rows, whole_or_each
+from concierge.store.sqlite_per_item import open_conversation, write_turn
 from tests.store.conftest import store_settings
 from tests.store.test_sqlite_store import Blocker
 
@@ -478,10 +470,10 @@ async def test_a_database_error_fails_the_whole_batch_and_an_item_error_replays_
         return [1, ValueError("bad item")]
 
     with pytest.raises(StoreUnavailable, match="locked"):
-        await store._run(lambda conn: _whole_or_each(conn, locked, each, batch="test"))
+        await store._run(lambda conn: whole_or_each(conn, locked, each, batch="test"))
     assert await store.get_cursor("whole") is None
     assert await store.get_cursor("each") is None
-    outcome = await store._run(lambda conn: _whole_or_each(conn, broken, each, batch="test"))
+    outcome = await store._run(lambda conn: whole_or_each(conn, broken, each, batch="test"))
     assert outcome[0] == 1
     assert isinstance(outcome[1], ValueError)
     assert await store.get_cursor("whole") is None
@@ -594,8 +586,8 @@ def test_a_batch_of_opens_matches_the_opens_one_by_one(
     ]
     whole, each = both_ways(
         seeded,
-        lambda conn: _open_rows(conn, batch, NOW),
-        lambda conn: _in_savepoints(conn, batch, lambda c, o: _open_conversation(c, o, NOW)),
+        lambda conn: open_rows(conn, batch, NOW),
+        lambda conn: in_savepoints(conn, batch, lambda c, o: open_conversation(c, o, NOW)),
     )
     assert_same(whole, each)
 
@@ -652,7 +644,7 @@ def test_a_batch_of_turns_matches_the_turns_one_by_one(
 ) -> None:
     whole, each = both_ways(
         seeded,
-        lambda conn: _turn_rows(conn, batch, NOW),
-        lambda conn: _in_savepoints(conn, batch, lambda c, t: _write_turn(c, t, NOW)),
+        lambda conn: turn_rows(conn, batch, NOW),
+        lambda conn: in_savepoints(conn, batch, lambda c, t: write_turn(c, t, NOW)),
     )
     assert_same(whole, each)
