@@ -56,7 +56,9 @@ class Pacing:
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based), with up to 10 % jitter."""
-        base: float = min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(max(0, attempt - 1), 40))
+        base: float = min(
+            self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(max(0, attempt - 1), 40)
+        )
         return base * (1.0 + 0.1 * random.random())
 
 
@@ -117,14 +119,24 @@ class OutboxStats:
         counters = (
             ("concierge_outbox_sent", "Outbox rows delivered", self.sent),
             ("concierge_outbox_retries", "Failed deliveries scheduled for a retry", self.retries),
-            ("concierge_outbox_failures", "Outbox rows given up (rejected or out of attempts)", self.failures),
-            ("concierge_outbox_unreachable", "Deliveries refused because the user blocked us", self.unreachable),
+            (
+                "concierge_outbox_failures",
+                "Outbox rows given up (rejected or out of attempts)",
+                self.failures,
+            ),
+            (
+                "concierge_outbox_unreachable",
+                "Deliveries refused because the user blocked us",
+                self.unreachable,
+            ),
         )
         for name, doc, value in counters:
             family = CounterMetricFamily(name, doc, labels=["channel"])
             family.add_metric(labels, value)
             yield family
-        backlog = GaugeMetricFamily("concierge_outbox_backlog", "Due outbox rows last seen", labels=["channel"])
+        backlog = GaugeMetricFamily(
+            "concierge_outbox_backlog", "Due outbox rows last seen", labels=["channel"]
+        )
         backlog.add_metric(labels, self.backlog)
         yield backlog
 
@@ -211,7 +223,9 @@ async def run_outbox_sender(
     state = _State()
 
     async def deliver(row: OutboxRow) -> None:
-        log_ = log.bind(correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=channel.value)
+        log_ = log.bind(
+            correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=channel.value
+        )
         try:
             # the chat's slot is waited for without holding a send slot; the global token
             # is taken inside one, so sends never burst past the bucket
@@ -228,14 +242,17 @@ async def run_outbox_sender(
                     # Pace from when the send really starts: the gate may have held it.
                     started = trio.current_time()
                     state.chat_next[row.chat_id] = max(
-                        state.chat_next.get(row.chat_id, started), started + pacing.per_chat_interval_s
+                        state.chat_next.get(row.chat_id, started),
+                        started + pacing.per_chat_interval_s,
                     )
                     stats.in_flight += 1
                     try:
                         result = await sender.send(row)
                     except Exception as exc:  # a sender bug must not stop every other delivery
                         log_.exception("outbox.sender_crashed")
-                        result = SendResult(status=SendStatus.RETRY, detail=f"sender error: {exc!r}")
+                        result = SendResult(
+                            status=SendStatus.RETRY, detail=f"sender error: {exc!r}"
+                        )
                     finally:
                         stats.in_flight -= 1
                     await record(row, result, log_)
@@ -252,34 +269,57 @@ async def run_outbox_sender(
                 stats.sent += 1
                 log_.info("outbox.sent", attempt=attempt)
             case SendStatus.RETRY if attempt < pacing.max_attempts:
-                delay = result.retry_after_s if result.retry_after_s is not None else pacing.backoff_s(attempt)
+                delay = (
+                    result.retry_after_s
+                    if result.retry_after_s is not None
+                    else pacing.backoff_s(attempt)
+                )
                 retry_at = clock() + timedelta(seconds=delay)
                 await _persist(
-                    "mark_send_failed", row,
-                    lambda: store.mark_send_failed(row.outbox_id, error=result.detail, retry_at=retry_at),
+                    "mark_send_failed",
+                    row,
+                    lambda: store.mark_send_failed(
+                        row.outbox_id, error=result.detail, retry_at=retry_at
+                    ),
                 )
                 heapq.heappush(state.retries, trio.current_time() + delay)
                 stats.retries += 1
-                log_.warning("outbox.send_retried", attempt=attempt, retry_in_s=round(delay, 3), reason=result.detail)
+                log_.warning(
+                    "outbox.send_retried",
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    reason=result.detail,
+                )
             case SendStatus.RETRY:
                 await _persist(
-                    "mark_send_failed", row,
-                    lambda: store.mark_send_failed(row.outbox_id, error=result.detail, retry_at=None),
+                    "mark_send_failed",
+                    row,
+                    lambda: store.mark_send_failed(
+                        row.outbox_id, error=result.detail, retry_at=None
+                    ),
                 )
                 stats.gave_up += 1
                 log_.error("outbox.gave_up", attempt=attempt, reason=result.detail)
             case SendStatus.UNREACHABLE:
-                await _persist("mark_unreachable", row, lambda: store.mark_unreachable(row.user_key))
                 await _persist(
-                    "mark_send_failed", row,
-                    lambda: store.mark_send_failed(row.outbox_id, error=result.detail, retry_at=None),
+                    "mark_unreachable", row, lambda: store.mark_unreachable(row.user_key)
+                )
+                await _persist(
+                    "mark_send_failed",
+                    row,
+                    lambda: store.mark_send_failed(
+                        row.outbox_id, error=result.detail, retry_at=None
+                    ),
                 )
                 stats.unreachable += 1
                 log_.warning("outbox.user_unreachable", reason=result.detail)
             case SendStatus.REJECTED:
                 await _persist(
-                    "mark_send_failed", row,
-                    lambda: store.mark_send_failed(row.outbox_id, error=result.detail, retry_at=None),
+                    "mark_send_failed",
+                    row,
+                    lambda: store.mark_send_failed(
+                        row.outbox_id, error=result.detail, retry_at=None
+                    ),
                 )
                 stats.rejected += 1
                 log_.error("outbox.rejected", attempt=attempt, reason=result.detail)

@@ -87,8 +87,14 @@ async def ask(
     """
     reply_to, replies = trio.open_memory_channel[CompletionResult](1)
     request = CompletionRequest(
-        correlation_id=correlation_id, system=system, turns=tuple(turns), max_tokens=max_tokens,
-        timeout_s=timeout_s, reply_to=reply_to, query=query, language=language,
+        correlation_id=correlation_id,
+        system=system,
+        turns=tuple(turns),
+        max_tokens=max_tokens,
+        timeout_s=timeout_s,
+        reply_to=reply_to,
+        query=query,
+        language=language,
         service_type=service_type,
     )
     with replies, trio.move_on_after(timeout_s + margin_s):
@@ -96,7 +102,9 @@ async def ask(
             await pool_inbox.send(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             reply_to.close()
-            return CompletionFailed(correlation_id=correlation_id, reason="the provider pool is not running")
+            return CompletionFailed(
+                correlation_id=correlation_id, reason="the provider pool is not running"
+            )
         try:
             return await replies.receive()
         except trio.EndOfChannel:
@@ -105,7 +113,8 @@ async def ask(
             )
     # The request may never have been delivered: closing our clone is harmless either way.
     return CompletionFailed(
-        correlation_id=correlation_id, reason=f"no answer from the provider pool within {timeout_s + margin_s:g} s"
+        correlation_id=correlation_id,
+        reason=f"no answer from the provider pool within {timeout_s + margin_s:g} s",
     )
 
 
@@ -158,13 +167,20 @@ class ProviderPool:
             provider_settings = configured.get(adapter.name)
             if provider_settings is None:
                 if adapter.kind != "offline":
-                    raise ValueError(f"provider {adapter.name!r} has an adapter but no settings (CONCIERGE_PROVIDERS)")
+                    raise ValueError(
+                        f"provider {adapter.name!r} has an adapter but no settings (CONCIERGE_PROVIDERS)"
+                    )
                 provider_settings = ProviderSettings(
-                    name=adapter.name, kind="offline", model=adapter.model, base_url=None,
-                    keys=(ApiKey(alias="kb", secret=""),), timeout_s=settings.attempt_timeout_s,
+                    name=adapter.name,
+                    kind="offline",
+                    model=adapter.model,
+                    base_url=None,
+                    keys=(ApiKey(alias="kb", secret=""),),
+                    timeout_s=settings.attempt_timeout_s,
                 )
             provider = _Provider(
-                adapter=adapter, settings=provider_settings,
+                adapter=adapter,
+                settings=provider_settings,
                 ring=KeyRing(adapter.name, provider_settings.keys, clock=clock, rng=self._rng),
                 breaker=CircuitBreaker(adapter.name, settings.breaker, clock=clock, rng=self._rng),
             )
@@ -176,15 +192,18 @@ class ProviderPool:
         self._by_name = {p.name: p for p in (*network, *offline)}
         if credit_fetchers is None:
             credit_fetchers = {
-                p.name: fetch for p in network
+                p.name: fetch
+                for p in network
                 if callable(fetch := getattr(p.adapter, "fetch_key_info", None))
             }
         self._credits = (
             CreditMonitor(
-                rings={p.name: p.ring for p in network}, fetchers=credit_fetchers,
+                rings={p.name: p.ring for p in network},
+                fetchers=credit_fetchers,
                 poll_s=settings.credit_poll_s,
             )
-            if credit_fetchers else None
+            if credit_fetchers
+            else None
         )
         self._turns_completed = 0
         self._turns_failed = 0
@@ -229,7 +248,9 @@ class ProviderPool:
         else:
             self._turns_failed += 1
             log.warning(
-                "provider.turn_failed", correlation_id=request.correlation_id, reason=result.reason,
+                "provider.turn_failed",
+                correlation_id=request.correlation_id,
+                reason=result.reason,
                 attempts=len(result.failures),
             )
         return result
@@ -237,11 +258,17 @@ class ProviderPool:
     async def _turn(self, request: CompletionRequest) -> CompletionResult:
         cid = request.correlation_id
         if not request.timeout_s > 0:
-            return CompletionFailed(correlation_id=cid, reason=f"timeout_s must be positive, got {request.timeout_s!r}")
+            return CompletionFailed(
+                correlation_id=cid, reason=f"timeout_s must be positive, got {request.timeout_s!r}"
+            )
         start = self._clock()
         deadline = start + request.timeout_s
         offline = self._offline
-        reserve = min(OFFLINE_RESERVE_S, request.timeout_s * OFFLINE_RESERVE_SHARE) if offline and self._network else 0.0
+        reserve = (
+            min(OFFLINE_RESERVE_S, request.timeout_s * OFFLINE_RESERVE_SHARE)
+            if offline and self._network
+            else 0.0
+        )
         network_deadline = deadline - reserve
         failures: list[AttemptFailure] = []
         failed_here: set[str] = set()
@@ -275,7 +302,11 @@ class ProviderPool:
             if isinstance(outcome, ProviderReply):
                 return self._completion(request, offline, slot, outcome, start, attempts)
             failures.append(outcome)
-        return CompletionFailed(correlation_id=cid, reason=self._failure_reason(failures, request), failures=tuple(failures))
+        return CompletionFailed(
+            correlation_id=cid,
+            reason=self._failure_reason(failures, request),
+            failures=tuple(failures),
+        )
 
     def _pick(self, failed_here: set[str], cid: str) -> tuple[_Provider, KeySlot, Ticket] | None:
         """The first provider (untried ones before those that failed this turn) with a key and an admitting breaker."""
@@ -305,21 +336,34 @@ class ProviderPool:
     def _next_ready_at(self) -> float | None:
         """When a cooling key of a provider whose breaker admits becomes usable again."""
         times = [
-            t for p in self._network
+            t
+            for p in self._network
             if p.breaker.would_admit() and (t := p.ring.next_ready_at()) is not None
         ]
         return min(times) if times else None
 
     async def _attempt(
-        self, provider: _Provider, slot: KeySlot, ticket: Ticket | None, request: CompletionRequest, *, until: float,
+        self,
+        provider: _Provider,
+        slot: KeySlot,
+        ticket: Ticket | None,
+        request: CompletionRequest,
+        *,
+        until: float,
     ) -> ProviderReply | AttemptFailure:
         """One call with one key, its result applied to the key, the breaker and the counters."""
         cid = request.correlation_id
         started = self._clock()
         budget = max(0.0, min(provider.settings.timeout_s, until - started))
         call = ProviderCall(
-            correlation_id=cid, system=request.system, turns=request.turns, max_tokens=request.max_tokens,
-            timeout_s=budget, query=request.query, language=request.language, service_type=request.service_type,
+            correlation_id=cid,
+            system=request.system,
+            turns=request.turns,
+            max_tokens=request.max_tokens,
+            timeout_s=budget,
+            query=request.query,
+            language=request.language,
+            service_type=request.service_type,
         )
         reply: ProviderReply | None = None
         error: ProviderError | None = None
@@ -330,7 +374,9 @@ class ProviderPool:
                     reply = await provider.adapter.complete(call, slot.key)
                 except ProviderError as exc:
                     error = exc
-                except Exception as exc:  # an adapter bug or an unclassified error: the provider's problem
+                except (
+                    Exception
+                ) as exc:  # an adapter bug or an unclassified error: the provider's problem
                     error = ProviderError(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
             elapsed = self._clock() - started
             breaker = provider.breaker
@@ -365,31 +411,58 @@ class ProviderPool:
             counters.last_error = f"{outcome.value}: {error.detail}"
             counters.last_error_at = utcnow()
             log.info(
-                "provider.attempt_failed", correlation_id=cid, provider=provider.name, key=slot.key.alias,
-                outcome=outcome.value, detail=error.detail, latency_s=round(elapsed, 4),
+                "provider.attempt_failed",
+                correlation_id=cid,
+                provider=provider.name,
+                key=slot.key.alias,
+                outcome=outcome.value,
+                detail=error.detail,
+                latency_s=round(elapsed, 4),
             )
-            return AttemptFailure(provider=provider.name, key_alias=slot.key.alias, outcome=outcome, detail=error.detail)
+            return AttemptFailure(
+                provider=provider.name,
+                key_alias=slot.key.alias,
+                outcome=outcome,
+                detail=error.detail,
+            )
         finally:
             if not settled and ticket is not None:
                 provider.breaker.released(ticket)
 
-    def _note_failover(self, last: _Provider | None, nxt: _Provider, failures: list[AttemptFailure], cid: str) -> None:
+    def _note_failover(
+        self, last: _Provider | None, nxt: _Provider, failures: list[AttemptFailure], cid: str
+    ) -> None:
         if last is None or last is nxt or not failures:
             return
         last.counters.failovers += 1
         log.info(
-            "provider.failover", correlation_id=cid, from_provider=last.name, to_provider=nxt.name,
-            reason=failures[-1].outcome.value, detail=failures[-1].detail,
+            "provider.failover",
+            correlation_id=cid,
+            from_provider=last.name,
+            to_provider=nxt.name,
+            reason=failures[-1].outcome.value,
+            detail=failures[-1].detail,
         )
 
     def _completion(
-        self, request: CompletionRequest, provider: _Provider, slot: KeySlot, reply: ProviderReply,
-        start: float, attempts: int,
+        self,
+        request: CompletionRequest,
+        provider: _Provider,
+        slot: KeySlot,
+        reply: ProviderReply,
+        start: float,
+        attempts: int,
     ) -> Completion:
         return Completion(
-            correlation_id=request.correlation_id, text=reply.text, provider=provider.name, model=reply.model,
-            key_alias=slot.key.alias, latency_s=self._clock() - start, tokens_in=reply.tokens_in,
-            tokens_out=reply.tokens_out, attempts=attempts,
+            correlation_id=request.correlation_id,
+            text=reply.text,
+            provider=provider.name,
+            model=reply.model,
+            key_alias=slot.key.alias,
+            latency_s=self._clock() - start,
+            tokens_in=reply.tokens_in,
+            tokens_out=reply.tokens_out,
+            attempts=attempts,
         )
 
     def _failure_reason(self, failures: list[AttemptFailure], request: CompletionRequest) -> str:
@@ -407,7 +480,10 @@ class ProviderPool:
         return PoolStatistics(
             providers=tuple(
                 ProviderStatistics.of(
-                    name=p.name, kind=p.adapter.kind, model=p.adapter.model, breaker=p.breaker.snapshot(),
+                    name=p.name,
+                    kind=p.adapter.kind,
+                    model=p.adapter.model,
+                    breaker=p.breaker.snapshot(),
                     keys=tuple(
                         KeyStatistics.of(k, credits.reading(p.name, k.alias) if credits else None)
                         for k in p.ring.snapshot()
@@ -416,7 +492,8 @@ class ProviderPool:
                 )
                 for p in providers
             ),
-            turns_completed=self._turns_completed, turns_failed=self._turns_failed,
+            turns_completed=self._turns_completed,
+            turns_failed=self._turns_failed,
             turns_in_flight=self._in_flight,
         )
 

@@ -77,13 +77,19 @@ class TelegramPollerStats:
                 measurement="poller",
                 status=Status.WARN if self.failing else Status.PASS,
                 observed_value=self.offset,
-                details={"conflicts": self.conflicts, "errors": self.errors, "updates": self.updates},
+                details={
+                    "conflicts": self.conflicts,
+                    "errors": self.errors,
+                    "updates": self.updates,
+                },
             )
         ]
 
     def metrics(self) -> list[Metric]:
         family = CounterMetricFamily(
-            "concierge_telegram_poll_updates", "Updates fetched by getUpdates, by outcome", labels=["outcome"]
+            "concierge_telegram_poll_updates",
+            "Updates fetched by getUpdates, by outcome",
+            labels=["outcome"],
         )
         family.add_metric(["accepted"], self.accepted)
         family.add_metric(["duplicate"], self.duplicates)
@@ -110,7 +116,12 @@ async def _until_stored(
             failures += 1
             stats.store_errors += 1
             delay = backoff.delay_s(failures)
-            log.warning("telegram.poll_store_unavailable", step=what, retry_in_s=round(delay, 2), reason=str(exc))
+            log.warning(
+                "telegram.poll_store_unavailable",
+                step=what,
+                retry_in_s=round(delay, 2),
+                reason=str(exc),
+            )
             await trio.sleep(delay)
 
 
@@ -128,7 +139,9 @@ async def run_telegram_poller(
     """Long-poll getUpdates forever; every update is in the inbox before its offset is confirmed."""
     backoff = backoff or PollBackoff()
     stats = stats or TelegramPollerStats()
-    stored = await _until_stored("get_cursor", partial(store.get_cursor, OFFSET_CURSOR), backoff, stats)
+    stored = await _until_stored(
+        "get_cursor", partial(store.get_cursor, OFFSET_CURSOR), backoff, stats
+    )
     offset: int | None = None
     if stored:
         try:
@@ -151,15 +164,26 @@ async def run_telegram_poller(
                 raise
             failures += 1
             stats.failing = True
-            delay = exc.retry_after_s if exc.retry_after_s is not None else backoff.delay_s(failures)
+            delay = (
+                exc.retry_after_s if exc.retry_after_s is not None else backoff.delay_s(failures)
+            )
             if exc.is_conflict:
                 stats.conflicts += 1
-                log.warning("telegram.poll_conflict", reason=exc.description, retry_in_s=round(delay, 2),
-                            failures=failures)
+                log.warning(
+                    "telegram.poll_conflict",
+                    reason=exc.description,
+                    retry_in_s=round(delay, 2),
+                    failures=failures,
+                )
             else:
                 stats.errors += 1
-                log.warning("telegram.poll_failed", status=exc.status, reason=exc.description,
-                            retry_in_s=round(delay, 2), failures=failures)
+                log.warning(
+                    "telegram.poll_failed",
+                    status=exc.status,
+                    reason=exc.description,
+                    retry_in_s=round(delay, 2),
+                    failures=failures,
+                )
             await trio.sleep(delay)
             continue
         except TelegramError as exc:
@@ -167,7 +191,12 @@ async def run_telegram_poller(
             stats.errors += 1
             stats.failing = True
             delay = backoff.delay_s(failures)
-            log.warning("telegram.poll_failed", reason=str(exc), retry_in_s=round(delay, 2), failures=failures)
+            log.warning(
+                "telegram.poll_failed",
+                reason=str(exc),
+                retry_in_s=round(delay, 2),
+                failures=failures,
+            )
             await trio.sleep(delay)
             continue
         if failures:
@@ -189,7 +218,10 @@ async def run_telegram_poller(
             next_offset = update_id + 1 if next_offset is None else max(next_offset, update_id + 1)
         if next_offset is not None and next_offset != offset:
             await _until_stored(
-                "set_cursor", partial(store.set_cursor, OFFSET_CURSOR, str(next_offset)), backoff, stats
+                "set_cursor",
+                partial(store.set_cursor, OFFSET_CURSOR, str(next_offset)),
+                backoff,
+                stats,
             )
             offset = next_offset
             stats.offset = offset
@@ -221,8 +253,11 @@ async def _leave_webhook_mode(client: TelegramClient) -> None:
         info = await client.get_webhook_info()
         if info.get("url"):
             await client.delete_webhook(drop_pending_updates=False)
-            log.warning("telegram.webhook_deleted", reason="polling mode",
-                        pending=info.get("pending_update_count"))
+            log.warning(
+                "telegram.webhook_deleted",
+                reason="polling mode",
+                pending=info.get("pending_update_count"),
+            )
     except TelegramError as exc:
         log.warning("telegram.webhook_check_failed", reason=str(exc))
 
@@ -262,11 +297,16 @@ async def run_telegram_webhook_setup(
             delay = backoff.delay_s(failures)
             if isinstance(exc, TelegramApiError) and exc.retry_after_s is not None:
                 delay = exc.retry_after_s
-            log.warning("telegram.webhook_setup_failed", reason=str(exc), retry_in_s=round(delay, 2))
+            log.warning(
+                "telegram.webhook_setup_failed", reason=str(exc), retry_in_s=round(delay, 2)
+            )
             await trio.sleep(delay)
             continue
-        log.info("telegram.webhook_set", max_connections=settings.max_connections,
-                 allowed_updates=list(allowed_updates))
+        log.info(
+            "telegram.webhook_set",
+            max_connections=settings.max_connections,
+            allowed_updates=list(allowed_updates),
+        )
         break
     last_error_date: Any = None
     while True:
@@ -279,8 +319,11 @@ async def run_telegram_webhook_setup(
         error_date = info.get("last_error_date")
         if error_date and error_date != last_error_date:
             last_error_date = error_date
-            log.warning("telegram.webhook_delivery_failing", reason=info.get("last_error_message"),
-                        pending=info.get("pending_update_count"))
+            log.warning(
+                "telegram.webhook_delivery_failing",
+                reason=info.get("last_error_message"),
+                pending=info.get("pending_update_count"),
+            )
 
 
 async def run_telegram_typing(
@@ -308,5 +351,9 @@ async def run_telegram_typing(
             await trio.sleep(interval_s)
 
     await run_presence(
-        channel=Channel.TELEGRAM, presence=presence, keep=keep_typing, cap_s=cap_s, task_status=task_status
+        channel=Channel.TELEGRAM,
+        presence=presence,
+        keep=keep_typing,
+        cap_s=cap_s,
+        task_status=task_status,
     )

@@ -38,23 +38,39 @@ async def run_waha_presence(
     async def keep_typing(chat_id: str, correlation_id: str) -> None:
         seen = await client.send_seen(chat_id, correlation_id=correlation_id)
         if not seen.ok:
-            log.debug("waha.presence_failed", step="sendSeen", correlation_id=correlation_id,
-                      status=seen.status_code)
+            log.debug(
+                "waha.presence_failed",
+                step="sendSeen",
+                correlation_id=correlation_id,
+                status=seen.status_code,
+            )
         while True:
             typing = await client.start_typing(chat_id, correlation_id=correlation_id)
             if not typing.ok:
-                log.debug("waha.presence_failed", step="startTyping", correlation_id=correlation_id,
-                          status=typing.status_code)
+                log.debug(
+                    "waha.presence_failed",
+                    step="startTyping",
+                    correlation_id=correlation_id,
+                    status=typing.status_code,
+                )
             await trio.sleep(interval_s)
 
     async def stop_typing(chat_id: str, correlation_id: str) -> None:
         stopped = await client.stop_typing(chat_id, correlation_id=correlation_id)
         if not stopped.ok:
-            log.debug("waha.presence_failed", step="stopTyping", correlation_id=correlation_id,
-                      status=stopped.status_code)
+            log.debug(
+                "waha.presence_failed",
+                step="stopTyping",
+                correlation_id=correlation_id,
+                status=stopped.status_code,
+            )
 
     await run_presence(
-        channel=Channel.WAHA, presence=presence, keep=keep_typing, stop=stop_typing, cap_s=cap_s,
+        channel=Channel.WAHA,
+        presence=presence,
+        keep=keep_typing,
+        stop=stop_typing,
+        cap_s=cap_s,
         task_status=task_status,
     )
 
@@ -75,20 +91,28 @@ class WahaSessionWatch:
     def update(self, *, status: str | None, detail: str, at: datetime) -> None:
         if self.checked_at is None or status != self.status:
             event = "waha.session_working" if status == "WORKING" else "waha.session_not_working"
-            (log.info if status == "WORKING" else log.warning)(event, session=self.session, status=status, detail=detail)
+            (log.info if status == "WORKING" else log.warning)(
+                event, session=self.session, status=status, detail=detail
+            )
         self.status, self.detail, self.checked_at = status, detail, at
 
     def health_checks(self) -> Iterable[Check]:
         working = self.status == "WORKING"
         yield Check(
-            component="waha", measurement="session", component_id=self.session,
-            status=Status.PASS if working else Status.WARN, observed_value=self.status,
-            output=None if working else self.detail, time=self.checked_at,
+            component="waha",
+            measurement="session",
+            component_id=self.session,
+            status=Status.PASS if working else Status.WARN,
+            observed_value=self.status,
+            output=None if working else self.detail,
+            time=self.checked_at,
         )
 
     def metrics(self) -> Iterable[Metric]:
         gauge = GaugeMetricFamily(
-            "concierge_waha_session_working", "1 when the WhatsApp session is WORKING", labels=["session"]
+            "concierge_waha_session_working",
+            "1 when the WhatsApp session is WORKING",
+            labels=["session"],
         )
         gauge.add_metric([self.session], 1.0 if self.status == "WORKING" else 0.0)
         yield gauge
@@ -110,5 +134,9 @@ async def run_waha_session_watch(
         if call.ok and isinstance(status, str):
             watch.update(status=status, detail=f"session {status}", at=utcnow())
         else:
-            watch.update(status=None, detail=f"WAHA did not answer: {call.detail or call.status_code}", at=utcnow())
+            watch.update(
+                status=None,
+                detail=f"WAHA did not answer: {call.detail or call.status_code}",
+                at=utcnow(),
+            )
         await trio.sleep(interval_s)

@@ -74,7 +74,9 @@ async def bench_cache(
     return rows
 
 
-async def bench_raw_coredis(url: str, prefix: str, *, n: int, tasks: int) -> list[tuple[str, str, str, float, float, float]]:
+async def bench_raw_coredis(
+    url: str, prefix: str, *, n: int, tasks: int
+) -> list[tuple[str, str, str, float, float, float]]:
     async with coredis.Redis.from_url(url, decode_responses=True) as client:
 
         async def lrange(i: int) -> object:
@@ -82,7 +84,9 @@ async def bench_raw_coredis(url: str, prefix: str, *, n: int, tasks: int) -> lis
 
         rows = []
         for mode, count in (("sequential", 1), (f"{tasks} tasks", tasks)):
-            rows.append(("coredis (reference)", "LRANGE", mode, *await measure(lrange, n=n, tasks=count)))
+            rows.append(
+                ("coredis (reference)", "LRANGE", mode, *await measure(lrange, n=n, tasks=count))
+            )
         return rows
 
 
@@ -91,7 +95,9 @@ async def main(args: argparse.Namespace) -> None:
     if not args.skip_redis:
         prefix = f"concierge-bench:{secrets.token_hex(4)}:"
         try:
-            async with RedisSessionCache.open(args.redis_url, key_prefix=prefix, timeout_s=2.0) as cache:
+            async with RedisSessionCache.open(
+                args.redis_url, key_prefix=prefix, timeout_s=2.0
+            ) as cache:
                 rows += await bench_cache("redis", cache, n=args.n, tasks=args.tasks)
             rows += await bench_raw_coredis(args.redis_url, prefix, n=args.n, tasks=args.tasks)
         finally:
@@ -99,7 +105,9 @@ async def main(args: argparse.Namespace) -> None:
                 keys = [key async for key in admin.scan_iter(match=f"{prefix}*")]
                 if keys:
                     await admin.delete(keys)
-    print(f"{'backend':<20} {'operation':<15} {'mode':<11} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'backend':<20} {'operation':<15} {'mode':<11} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+    )
     for backend, op_name, mode, rate, p50, p99 in rows:
         print(f"{backend:<20} {op_name:<15} {mode:<11} {rate:>10,.0f} {p50:>8.3f} {p99:>8.3f}")
 

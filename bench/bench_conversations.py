@@ -532,7 +532,9 @@ def main() -> None:
         default="info",
         help="the daemon's logging at this level (its default: info), or off",
     )
-    parser.add_argument("--log-file", default=None, help="where the log lines go (default: nowhere)")
+    parser.add_argument(
+        "--log-file", default=None, help="where the log lines go (default: nowhere)"
+    )
     args = parser.parse_args()
     if args.gc_threshold:
         gc.freeze()

@@ -37,7 +37,9 @@ from tests.fakes.anthropic_api import FakeAnthropic
 
 KEY = ApiKey(alias="main", secret="sk-bench-main")
 TURNS = (Turn(role=Role.USER, text="À quelle heure est la messe dimanche ?"),)
-CALL = ProviderCall(correlation_id="bench", system="Tu es l'accueil.", turns=TURNS, max_tokens=100, timeout_s=30.0)
+CALL = ProviderCall(
+    correlation_id="bench", system="Tu es l'accueil.", turns=TURNS, max_tokens=100, timeout_s=30.0
+)
 
 
 class InstantAdapter:
@@ -55,13 +57,27 @@ class InstantAdapter:
         return None
 
 
-def settings_for(name: str, base_url: str | None, keys: tuple[ApiKey, ...] = (KEY,)) -> PoolSettings:
+def settings_for(
+    name: str, base_url: str | None, keys: tuple[ApiKey, ...] = (KEY,)
+) -> PoolSettings:
     return PoolSettings(
-        providers=(ProviderSettings(name=name, kind="anthropic", model="claude-bench", base_url=base_url,
-                                    keys=keys, timeout_s=30.0),),
-        turn_timeout_s=30.0, attempt_timeout_s=30.0, max_attempts=3, max_tokens=100,
-        breaker=BreakerSettings(window=20, min_calls=5, failure_rate=0.5, consecutive=5, open_s=30.0,
-                                open_max_s=300.0),
+        providers=(
+            ProviderSettings(
+                name=name,
+                kind="anthropic",
+                model="claude-bench",
+                base_url=base_url,
+                keys=keys,
+                timeout_s=30.0,
+            ),
+        ),
+        turn_timeout_s=30.0,
+        attempt_timeout_s=30.0,
+        max_attempts=3,
+        max_tokens=100,
+        breaker=BreakerSettings(
+            window=20, min_calls=5, failure_rate=0.5, consecutive=5, open_s=30.0, open_max_s=300.0
+        ),
         credit_poll_s=300.0,
     )
 
@@ -72,7 +88,14 @@ def ms(values: list[float], q: float) -> float:
 
 
 async def via_pool(inbox: trio.MemorySendChannel[CompletionRequest]) -> None:
-    await ask(inbox, correlation_id="bench", system=CALL.system, turns=TURNS, max_tokens=100, timeout_s=30.0)
+    await ask(
+        inbox,
+        correlation_id="bench",
+        system=CALL.system,
+        turns=TURNS,
+        max_tokens=100,
+        timeout_s=30.0,
+    )
 
 
 async def timed(fn: Callable[[], Awaitable[object]]) -> float:
@@ -81,8 +104,11 @@ async def timed(fn: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - start
 
 
-async def with_pool(adapter: Adapter, settings: PoolSettings,
-                    body: Callable[[trio.MemorySendChannel[CompletionRequest]], Awaitable[None]]) -> None:
+async def with_pool(
+    adapter: Adapter,
+    settings: PoolSettings,
+    body: Callable[[trio.MemorySendChannel[CompletionRequest]], Awaitable[None]],
+) -> None:
     pool = ProviderPool(adapters=[adapter], settings=settings)
     send, receive = trio.open_memory_channel[CompletionRequest](256)
     async with trio.open_nursery() as nursery:
@@ -101,8 +127,10 @@ async def bench_instant(calls: int) -> list[str]:
             lat.append(await timed(partial(via_pool, inbox)))
 
     await with_pool(InstantAdapter(), settings_for("instant", None), body)
-    return [f"| pool alone (instant adapter) | {calls} | {ms(lat, 0.5):.3f} | {ms(lat, 0.99):.3f} | "
-            f"{statistics.mean(lat) * 1000:.3f} |"]
+    return [
+        f"| pool alone (instant adapter) | {calls} | {ms(lat, 0.5):.3f} | {ms(lat, 0.99):.3f} | "
+        f"{statistics.mean(lat) * 1000:.3f} |"
+    ]
 
 
 async def bench_added(calls: int) -> list[str]:
@@ -112,6 +140,7 @@ async def bench_added(calls: int) -> list[str]:
         settings = settings_for("anthropic", fake.url)
         adapter = AnthropicAdapter(settings.providers[0])
         try:
+
             async def body(inbox: trio.MemorySendChannel[CompletionRequest]) -> None:
                 for _ in range(50):  # warm the connection pool and the SDK
                     await adapter.complete(CALL, KEY)
@@ -140,6 +169,7 @@ async def bench_throughput(total: int, concurrency: int, rounds: int = 3) -> lis
         settings = settings_for("anthropic", fake.url)
         adapter = AnthropicAdapter(settings.providers[0])
         try:
+
             async def run_callers(call: Callable[[], Awaitable[object]]) -> float:
                 remaining = total
 
@@ -155,7 +185,9 @@ async def bench_throughput(total: int, concurrency: int, rounds: int = 3) -> lis
                         nursery.start_soon(caller)
                 return total / (time.perf_counter() - start)
 
-            await run_callers(partial(adapter.complete, CALL, KEY))  # warm-up: opens the connections
+            await run_callers(
+                partial(adapter.complete, CALL, KEY)
+            )  # warm-up: opens the connections
             direct: list[float] = []
             pooled: list[float] = []
 
@@ -167,10 +199,14 @@ async def bench_throughput(total: int, concurrency: int, rounds: int = 3) -> lis
             await with_pool(adapter, settings, body)
         finally:
             await adapter.aclose()
-    rows.append(f"| direct, {concurrency} callers | {total} × {rounds} | "
-                f"{' / '.join(f'{r:.0f}' for r in direct)} |")
-    rows.append(f"| through the pool, {concurrency} callers | {total} × {rounds} | "
-                f"{' / '.join(f'{r:.0f}' for r in pooled)} |")
+    rows.append(
+        f"| direct, {concurrency} callers | {total} × {rounds} | "
+        f"{' / '.join(f'{r:.0f}' for r in direct)} |"
+    )
+    rows.append(
+        f"| through the pool, {concurrency} callers | {total} × {rounds} | "
+        f"{' / '.join(f'{r:.0f}' for r in pooled)} |"
+    )
     return rows
 
 

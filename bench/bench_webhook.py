@@ -55,16 +55,24 @@ from concierge.store.migrate import migrate
 from concierge.store.open import open_store
 from concierge.store.postgres import execute_admin
 
-ADMIN_DSN = os.environ.get("CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_DSN = os.environ.get(
+    "CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 SECRET = "bench_" + "S" * 40
 PATH = "/webhooks/telegram"
 
 
 def store_settings(data_dir: Path, dsn: str | None, pool_size: int) -> StoreSettings:
     return StoreSettings(
-        data_dir=data_dir, database_url=dsn, redis_url=None, pool_size=pool_size,
-        command_timeout_s=10, statement_timeout_s=10, redis_timeout_s=0.5,
-        session_ttl_s=3600, retention_days=90,
+        data_dir=data_dir,
+        database_url=dsn,
+        redis_url=None,
+        pool_size=pool_size,
+        command_timeout_s=10,
+        statement_timeout_s=10,
+        redis_timeout_s=0.5,
+        session_ttl_s=3600,
+        retention_days=90,
     )
 
 
@@ -74,8 +82,11 @@ def quiet_logs() -> None:
 
 
 # -- the servers (child processes) ------------------------------------------------------------
-async def bare_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                   send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+async def bare_app(
+    scope: dict[str, Any],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -88,7 +99,9 @@ async def bare_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[s
         return
     while (await receive()).get("more_body"):
         pass
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -115,8 +128,13 @@ async def serve_ingest(dsn: str | None, data_dir: Path, pool_size: int, face: st
             async for _ in router_receive:
                 pass
 
-        http = HttpSettings(host="127.0.0.1", port=0, max_body_bytes=1 << 20, read_timeout_s=10,
-                            graceful_timeout_s=1)
+        http = HttpSettings(
+            host="127.0.0.1",
+            port=0,
+            max_body_bytes=1 << 20,
+            read_timeout_s=10,
+            graceful_timeout_s=1,
+        )
         ingest = Ingest(store=store, router=router_send)
         board = HealthBoard(version="bench")
         app: Any
@@ -124,7 +142,9 @@ async def serve_ingest(dsn: str | None, data_dir: Path, pool_size: int, face: st
             blueprint = telegram_blueprint(ingest=ingest, secret=SECRET)
             app = create_app(board=board, settings=http, blueprints=[blueprint])
         else:
-            app = with_telegram_webhook(create_app(board=board, settings=http), ingest=ingest, secret=SECRET)
+            app = with_telegram_webhook(
+                create_app(board=board, settings=http), ingest=ingest, secret=SECRET
+            )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain)
             await serve_app(app)
@@ -135,7 +155,13 @@ def child_main(args: argparse.Namespace) -> None:
     if args.serve == "bare":
         trio.run(serve_app, bare_app)
     else:
-        trio.run(serve_ingest, args.dsn or None, Path(args.data_dir), args.pool_size, args.serve.split("-")[1])
+        trio.run(
+            serve_ingest,
+            args.dsn or None,
+            Path(args.data_dir),
+            args.pool_size,
+            args.serve.split("-")[1],
+        )
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -144,15 +170,23 @@ _update_ids = itertools.count(1_000_000)
 
 def update_body(n: int) -> bytes:
     user = 100_000 + n % 1000
-    return json.dumps({
-        "update_id": n,
-        "message": {"message_id": n, "date": 1_700_000_000, "text": "À quelle heure est la messe ?",
-                    "from": {"id": user, "is_bot": False, "first_name": "Ana", "language_code": "fr"},
-                    "chat": {"id": user, "type": "private", "first_name": "Ana"}},
-    }).encode()
+    return json.dumps(
+        {
+            "update_id": n,
+            "message": {
+                "message_id": n,
+                "date": 1_700_000_000,
+                "text": "À quelle heure est la messe ?",
+                "from": {"id": user, "is_bot": False, "first_name": "Ana", "language_code": "fr"},
+                "chat": {"id": user, "type": "private", "first_name": "Ana"},
+            },
+        }
+    ).encode()
 
 
-async def load(url: str, *, connections: int, seconds: float) -> tuple[int, list[float], dict[int, int]]:
+async def load(
+    url: str, *, connections: int, seconds: float
+) -> tuple[int, list[float], dict[int, int]]:
     """Keep ``connections`` HTTP/1.1 keep-alive connections busy for ``seconds``.
 
     Raw trio sockets with a minimal response parser: httpx topped out near 450 req/s
@@ -207,8 +241,9 @@ async def load(url: str, *, connections: int, seconds: float) -> tuple[int, list
 
 async def with_server(command: list[str], run: Callable[[str], Awaitable[Any]]) -> Any:
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(partial(
-            trio.run_process, command, stdout=-1, check=False))
+        process: trio.Process = await nursery.start(
+            partial(trio.run_process, command, stdout=-1, check=False)
+        )
         assert process.stdout is not None
         line = b""
         with trio.fail_after(60):
@@ -251,19 +286,36 @@ async def measure(args: argparse.Namespace, dsn: str | None, data_dir: Path, bac
     me = [sys.executable, __file__]
     servers: list[tuple[str, list[str], str]] = [("bare", [*me, "--serve", "bare"], "/")]
     for face in ("blueprint", "asgi"):
-        command = [*me, "--serve", f"ingest-{face}", "--data-dir", str(data_dir), "--pool-size", str(args.pool_size)]
+        command = [
+            *me,
+            "--serve",
+            f"ingest-{face}",
+            "--data-dir",
+            str(data_dir),
+            "--pool-size",
+            str(args.pool_size),
+        ]
         if dsn:
             command += ["--dsn", dsn]
         servers.append((face, command, PATH))
-    results: dict[str, list[tuple[float, list[float], dict[int, int]]]] = {name: [] for name, _, _ in servers}
+    results: dict[str, list[tuple[float, list[float], dict[int, int]]]] = {
+        name: [] for name, _, _ in servers
+    }
     rows_written = 0
     acked = 0  # 200s of ingest runs, warm-up included
     for round_ in range(1, args.rounds + 1):
         for name, command, path in servers:
-            async def run(base: str, path: str = path, name: str = name) -> tuple[int, list[float], dict[int, int]]:
+
+            async def run(
+                base: str, path: str = path, name: str = name
+            ) -> tuple[int, list[float], dict[int, int]]:
                 nonlocal acked
-                _, _, warm = await load(base + path, connections=args.connections, seconds=args.warmup)
-                measured = await load(base + path, connections=args.connections, seconds=args.seconds)
+                _, _, warm = await load(
+                    base + path, connections=args.connections, seconds=args.warmup
+                )
+                measured = await load(
+                    base + path, connections=args.connections, seconds=args.seconds
+                )
                 if name != "bare":
                     acked += warm.get(200, 0) + measured[2].get(200, 0)
                 return measured
@@ -273,30 +325,48 @@ async def measure(args: argparse.Namespace, dsn: str | None, data_dir: Path, bac
             rows_written += (await count_rows(dsn, data_dir)) - before
             rate = n / args.seconds
             results[name].append((rate, latencies, statuses))
-            print(f"round {round_} {name:9} {rate:8,.0f} req/s  p50 {pct(latencies, 0.50):6.1f} ms  "
-                  f"p99 {pct(latencies, 0.99):6.1f} ms  max {max(latencies) * 1000:6.1f} ms  {statuses}",
-                  flush=True)
-    print(f"\n{backend}: {args.connections} connections, {args.seconds:g} s per run, {args.rounds} rounds "
-          f"(median rate, pooled latencies)")
+            print(
+                f"round {round_} {name:9} {rate:8,.0f} req/s  p50 {pct(latencies, 0.50):6.1f} ms  "
+                f"p99 {pct(latencies, 0.99):6.1f} ms  max {max(latencies) * 1000:6.1f} ms  {statuses}",
+                flush=True,
+            )
+    print(
+        f"\n{backend}: {args.connections} connections, {args.seconds:g} s per run, {args.rounds} rounds "
+        f"(median rate, pooled latencies)"
+    )
     bare_rate = statistics.median(r for r, _, _ in results["bare"])
-    for name, label in (("bare", "bare ASGI 200"), ("blueprint", "ingest, Quart blueprint"),
-                        ("asgi", "ingest, bare-ASGI route")):
+    for name, label in (
+        ("bare", "bare ASGI 200"),
+        ("blueprint", "ingest, Quart blueprint"),
+        ("asgi", "ingest, bare-ASGI route"),
+    ):
         rate = statistics.median(r for r, _, _ in results[name])
         latencies = [x for _, lat, _ in results[name] for x in lat]
         ratio = "" if name == "bare" else f"  ratio {rate / bare_rate:.2f}"
-        print(f"  {label:24} {rate:8,.0f} req/s  p50 {pct(latencies, 0.5):6.1f} ms  "
-              f"p99 {pct(latencies, 0.99):6.1f} ms{ratio}")
-    non_200 = sum(c for name in ("blueprint", "asgi") for _, _, st in results[name]
-                  for code, c in st.items() if code != 200)
+        print(
+            f"  {label:24} {rate:8,.0f} req/s  p50 {pct(latencies, 0.5):6.1f} ms  "
+            f"p99 {pct(latencies, 0.99):6.1f} ms{ratio}"
+        )
+    non_200 = sum(
+        c
+        for name in ("blueprint", "asgi")
+        for _, _, st in results[name]
+        for code, c in st.items()
+        if code != 200
+    )
     print("  targets: ratio >= 0.50, p99 <= 50 ms")
-    print(f"  ingest 200s (warm-up included): {acked:,}; inbox rows written: {rows_written:,}; "
-          f"non-200 answers: {non_200}")
+    print(
+        f"  ingest 200s (warm-up included): {acked:,}; inbox rows written: {rows_written:,}; "
+        f"non-200 answers: {non_200}"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
     quiet_logs()
     load_avg = os.getloadavg()
-    print(f"load average before: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f} on {os.cpu_count()} CPUs\n")
+    print(
+        f"load average before: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f} on {os.cpu_count()} CPUs\n"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-webhook-") as tmp:
         data_dir = Path(tmp)
         if args.store in ("postgres", "auto"):
@@ -314,7 +384,9 @@ async def main(args: argparse.Namespace) -> None:
                         await migrate(store_settings(data_dir, dsn, args.pool_size))
                         await measure(args, dsn, data_dir, "postgres")
                     finally:
-                        await execute_admin(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                        await execute_admin(
+                            ADMIN_DSN, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+                        )
                     args.store = "done"
         if args.store in ("sqlite", "auto"):
             async with trio_asyncio.open_loop():
@@ -324,14 +396,18 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--store", choices=["auto", "postgres", "sqlite"], default="auto")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pool-size", type=int, default=5)
-    parser.add_argument("--serve", choices=["bare", "ingest-blueprint", "ingest-asgi"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["bare", "ingest-blueprint", "ingest-asgi"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     return parser.parse_args()

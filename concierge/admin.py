@@ -40,7 +40,9 @@ async def _bridge(settings: Settings) -> AsyncIterator[None]:
 def _run(settings: Settings, job: Callable[[], Awaitable[int]]) -> int:
     # What the command did goes to stdout; logs to stderr, quiet unless asked for.
     level = settings.log.level if settings.log.level == "debug" else "warning"
-    configure_logging(level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr)
+    configure_logging(
+        level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr
+    )
 
     async def main() -> int:
         async with _bridge(settings):
@@ -87,7 +89,9 @@ def list_handoffs(settings: Settings) -> int:
             print("no open handoffs")
         for row in rows:
             assigned = f" assigned to {row.assigned_to}" if row.assigned_to else ""
-            print(f"{row.handoff_id}\t{row.user_key}\topened {row.opened_at.isoformat()}\t{row.state.value}{assigned}\t{row.reason}")
+            print(
+                f"{row.handoff_id}\t{row.user_key}\topened {row.opened_at.isoformat()}\t{row.state.value}{assigned}\t{row.reason}"
+            )
         return 0
 
     return _run(settings, job)
@@ -100,7 +104,9 @@ def close_handoff(settings: Settings, *, user: str, by: str) -> int:
             row = await close_open_handoff(store, by=by, user_key=user)
         if row is None:
             raise CommandError(f"no open handoff for {user!r} (see `concierge handoff list`)")
-        print(f"closed handoff {row.handoff_id} of {row.user_key}; the user is told the concierge answers again")
+        print(
+            f"closed handoff {row.handoff_id} of {row.user_key}; the user is told the concierge answers again"
+        )
         return 0
 
     return _run(settings, job)

@@ -37,7 +37,9 @@ from concierge.settings import Settings
 from concierge.store.base import Store
 from supervisors import ChildSpec
 
-WAHA_OUTBOX_PACING = Pacing(per_chat_interval_s=2.0, global_rate_per_s=5.0, global_burst=10, max_in_doubt=4)
+WAHA_OUTBOX_PACING = Pacing(
+    per_chat_interval_s=2.0, global_rate_per_s=5.0, global_burst=10, max_in_doubt=4
+)
 """WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall.
 
 A WAHA send includes the "typing..." pause (up to ``WAHA_TYPING_MAX_S``), so one send
@@ -75,7 +77,9 @@ async def open_channel_parts(
     store: Store,
     ingest: Ingest,
     board: HealthBoard,
-    presence: dict[Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]],
+    presence: dict[
+        Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]
+    ],
 ) -> ChannelParts:
     """Clients are entered on ``stack`` so that they close after the supervision tree stops."""
     parts = ChannelParts()
@@ -92,25 +96,46 @@ async def open_channel_parts(
             board.register(webhook_stats)
             # Answered in bare ASGI in front of the app: the same checks at about twice
             # the ack rate of the Quart route.
-            parts.asgi_wrappers.append(partial(
-                with_telegram_webhook, ingest=ingest, secret=telegram.webhook_secret, stats=webhook_stats,
-                max_body_bytes=settings.http.max_body_bytes,
-            ))
-            parts.listeners.append(ChildSpec(
-                id="telegram.webhook_setup", start=partial(run_telegram_webhook_setup, client=client, settings=telegram)
-            ))
+            parts.asgi_wrappers.append(
+                partial(
+                    with_telegram_webhook,
+                    ingest=ingest,
+                    secret=telegram.webhook_secret,
+                    stats=webhook_stats,
+                    max_body_bytes=settings.http.max_body_bytes,
+                )
+            )
+            parts.listeners.append(
+                ChildSpec(
+                    id="telegram.webhook_setup",
+                    start=partial(run_telegram_webhook_setup, client=client, settings=telegram),
+                )
+            )
         else:
             poller_stats = TelegramPollerStats()
             board.register(poller_stats)
-            parts.listeners.append(ChildSpec(
-                id="telegram.poller",
-                start=partial(run_telegram_poller, client=client, store=store, ingest=ingest,
-                              settings=telegram, stats=poller_stats),
-                shutdown_s=3.0,
-            ))
-        parts.listeners.append(ChildSpec(
-            id="telegram.typing", start=_with_presence(run_telegram_typing, presence[Channel.TELEGRAM][1], client=client)
-        ))
+            parts.listeners.append(
+                ChildSpec(
+                    id="telegram.poller",
+                    start=partial(
+                        run_telegram_poller,
+                        client=client,
+                        store=store,
+                        ingest=ingest,
+                        settings=telegram,
+                        stats=poller_stats,
+                    ),
+                    shutdown_s=3.0,
+                )
+            )
+        parts.listeners.append(
+            ChildSpec(
+                id="telegram.typing",
+                start=_with_presence(
+                    run_telegram_typing, presence[Channel.TELEGRAM][1], client=client
+                ),
+            )
+        )
     waha = settings.waha
     if waha is not None:
         waha_startup_checks(waha)
@@ -119,13 +144,23 @@ async def open_channel_parts(
         parts.pacing[Channel.WAHA] = WAHA_OUTBOX_PACING
         waha_stats = WahaWebhookStats()
         board.register(waha_stats)
-        parts.blueprints.append(waha_blueprint(ingest=ingest, settings=waha, store=store, stats=waha_stats))
+        parts.blueprints.append(
+            waha_blueprint(ingest=ingest, settings=waha, store=store, stats=waha_stats)
+        )
         watch = WahaSessionWatch(session=waha.session)
         board.register(watch)
-        parts.listeners.append(ChildSpec(
-            id="waha.presence", start=_with_presence(run_waha_presence, presence[Channel.WAHA][1], client=waha_client)
-        ))
-        parts.listeners.append(ChildSpec(
-            id="waha.session_watch", start=partial(run_waha_session_watch, client=waha_client, watch=watch)
-        ))
+        parts.listeners.append(
+            ChildSpec(
+                id="waha.presence",
+                start=_with_presence(
+                    run_waha_presence, presence[Channel.WAHA][1], client=waha_client
+                ),
+            )
+        )
+        parts.listeners.append(
+            ChildSpec(
+                id="waha.session_watch",
+                start=partial(run_waha_session_watch, client=waha_client, watch=watch),
+            )
+        )
     return parts

@@ -35,7 +35,9 @@ ANSWER_MARGIN_S = 10.0
 def main(settings: Settings, *, as_json: bool, user: str) -> int:
     # Replies own stdout; logs go to stderr, quiet unless asked for.
     level = settings.log.level if settings.log.level == "debug" else "warning"
-    configure_logging(level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr)
+    configure_logging(
+        level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr
+    )
     code: int = trio.run(run_chat, settings, as_json, user)
     return code
 
@@ -80,7 +82,9 @@ async def run_chat(
                     text = line.strip()
                     if not text:
                         continue
-                    report = await _one_turn(rt.ingest.accept, reports_receive, user_key, user, text, wait_s)
+                    report = await _one_turn(
+                        rt.ingest.accept, reports_receive, user_key, user, text, wait_s
+                    )
                     if report is None:
                         failures += 1
                         print(f"concierge: no answer within {wait_s:g} s", file=sys.stderr)

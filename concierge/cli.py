@@ -26,18 +26,28 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", help="run the daemon")
     check = sub.add_parser("check", help="validate the settings and print them, secrets masked")
-    check.add_argument("--example", action="store_true", help="print the documented example .env instead")
-    chat = sub.add_parser("chat", help="talk to the concierge from a terminal, through the full pipeline")
+    check.add_argument(
+        "--example", action="store_true", help="print the documented example .env instead"
+    )
+    chat = sub.add_parser(
+        "chat", help="talk to the concierge from a terminal, through the full pipeline"
+    )
     chat.add_argument("--json", action="store_true", help="print one JSON object per reply")
-    chat.add_argument("--user", default="local", help="who you are in the conversation (default: local)")
+    chat.add_argument(
+        "--user", default="local", help="who you are in the conversation (default: local)"
+    )
     sub.add_parser("migrate", help="apply pending database migrations (idempotent)")
     forget = sub.add_parser("forget", help="erase a user's messages and identities")
-    forget.add_argument("--user", required=True, help="a user id, or a channel identity such as telegram:111111111")
+    forget.add_argument(
+        "--user", required=True, help="a user id, or a channel identity such as telegram:111111111"
+    )
     handoff = sub.add_parser("handoff", help="list or close human handoffs")
     handoff_sub = handoff.add_subparsers(dest="handoff_command", required=True, metavar="ACTION")
     handoff_sub.add_parser("list", help="the open handoffs")
     close = handoff_sub.add_parser("close", help="close the open handoff of a user and tell them")
-    close.add_argument("--user", required=True, help="the user's channel identity, e.g. telegram:111111111")
+    close.add_argument(
+        "--user", required=True, help="the user's channel identity, e.g. telegram:111111111"
+    )
     close.add_argument("--by", default="staff", help="who closes it (recorded)")
     sub.add_parser("version", help="print the version")
     return parser

@@ -60,4 +60,6 @@ async def run_collector(
         found = gc.collect(generation)
         took_ms = (time.perf_counter() - started) * 1000
         if took_ms >= 50:
-            log.info("gc.slow_collection", generation=generation, found=found, took_ms=round(took_ms))
+            log.info(
+                "gc.slow_collection", generation=generation, found=found, took_ms=round(took_ms)
+            )

@@ -77,20 +77,33 @@ class Runtime:
     router_receive: trio.MemoryReceiveChannel[Inbound]
     pool_send: trio.MemorySendChannel[CompletionRequest]
     pool_receive: trio.MemoryReceiveChannel[CompletionRequest]
-    nudges: dict[Channel, tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]]]
-    presence: dict[Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]]
+    nudges: dict[
+        Channel, tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]]
+    ]
+    presence: dict[
+        Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]
+    ]
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
 
     def backoff(self) -> Backoff:
         s = self.settings.supervision
-        return Backoff(initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, jitter_s=s.backoff_initial_s / 2)
+        return Backoff(
+            initial_s=s.backoff_initial_s, max_s=s.backoff_max_s, jitter_s=s.backoff_initial_s / 2
+        )
 
-    def supervisor(self, name: str, children: Sequence[ChildSpec], strategy: Strategy = Strategy.ONE_FOR_ONE) -> Supervisor:
+    def supervisor(
+        self, name: str, children: Sequence[ChildSpec], strategy: Strategy = Strategy.ONE_FOR_ONE
+    ) -> Supervisor:
         s = self.settings.supervision
         return Supervisor(
-            name=name, children=children, strategy=strategy, max_restarts=s.max_restarts,
-            period_s=s.period_s, backoff=self.backoff(), reset_after_s=s.reset_after_s,
+            name=name,
+            children=children,
+            strategy=strategy,
+            max_restarts=s.max_restarts,
+            period_s=s.period_s,
+            backoff=self.backoff(),
+            reset_after_s=s.reset_after_s,
         )
 
 
@@ -126,21 +139,40 @@ async def open_runtime(
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](POOL_QUEUE)
         for channel in (router_send, router_receive, pool_send, pool_receive):
             stack.callback(channel.close)
-        nudges: dict[Channel, tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]]] = {}
-        presence: dict[Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]] = {}
+        nudges: dict[
+            Channel,
+            tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]],
+        ] = {}
+        presence: dict[
+            Channel,
+            tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]],
+        ] = {}
         for c in channels:
             nudges[c] = trio.open_memory_channel[OutboxNudge](NUDGE_QUEUE)
             presence[c] = trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE)
         rt = Runtime(
-            settings=settings, board=HealthBoard(version=__version__), store=store, cache=cache,
-            knowledge=knowledge, adapters=adapters,
+            settings=settings,
+            board=HealthBoard(version=__version__),
+            store=store,
+            cache=cache,
+            knowledge=knowledge,
+            adapters=adapters,
             ingest=Ingest(store=store, router=router_send),
-            router_send=router_send, router_receive=router_receive,
-            pool_send=pool_send, pool_receive=pool_receive, nudges=nudges, presence=presence,
+            router_send=router_send,
+            router_receive=router_receive,
+            pool_send=pool_send,
+            pool_receive=pool_receive,
+            nudges=nudges,
+            presence=presence,
         )
         if messengers:
             rt.parts = await open_channel_parts(
-                stack, settings=settings, store=store, ingest=rt.ingest, board=rt.board, presence=presence
+                stack,
+                settings=settings,
+                store=store,
+                ingest=rt.ingest,
+                board=rt.board,
+                presence=presence,
             )
         yield rt
 
@@ -174,15 +206,38 @@ def build_tree(
     cache_monitor = CacheMonitor(backend=rt.cache.backend)
     rt.board.register(store_monitor)
     rt.board.register(cache_monitor)
-    stores = rt.supervisor("stores", [
-        ChildSpec(id="store_monitor", start=partial(
-            run_store_monitor, store=rt.store, monitor=store_monitor, interval_s=STORE_PING_S)),
-        ChildSpec(id="cache_monitor", start=partial(
-            run_cache_monitor, cache=rt.cache, monitor=cache_monitor, interval_s=STORE_PING_S)),
-        ChildSpec(id="retention", start=partial(
-            run_retention, store=rt.store, retention_days=settings.store.retention_days,
-            interval_s=RETENTION_SWEEP_S)),
-    ])
+    stores = rt.supervisor(
+        "stores",
+        [
+            ChildSpec(
+                id="store_monitor",
+                start=partial(
+                    run_store_monitor,
+                    store=rt.store,
+                    monitor=store_monitor,
+                    interval_s=STORE_PING_S,
+                ),
+            ),
+            ChildSpec(
+                id="cache_monitor",
+                start=partial(
+                    run_cache_monitor,
+                    cache=rt.cache,
+                    monitor=cache_monitor,
+                    interval_s=STORE_PING_S,
+                ),
+            ),
+            ChildSpec(
+                id="retention",
+                start=partial(
+                    run_retention,
+                    store=rt.store,
+                    retention_days=settings.store.retention_days,
+                    interval_s=RETENTION_SWEEP_S,
+                ),
+            ),
+        ],
+    )
 
     pool = ProviderPool(adapters=rt.adapters, settings=settings.pool)
     rt.board.register(pool)
@@ -191,8 +246,13 @@ def build_tree(
         await pool.run(inbox=rt.pool_receive.clone(), task_status=task_status)
 
     conversations = build_conversations(
-        settings=settings.conversation, supervision=settings.supervision, store=rt.store, cache=rt.cache,
-        knowledge=rt.knowledge, pool_inbox=rt.pool_send, router_inbox=rt.router_receive,
+        settings=settings.conversation,
+        supervision=settings.supervision,
+        store=rt.store,
+        cache=rt.cache,
+        knowledge=rt.knowledge,
+        pool_inbox=rt.pool_send,
+        router_inbox=rt.router_receive,
         router_send=rt.router_send,
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
         presence={c: pair[0] for c, pair in rt.presence.items()},
@@ -205,12 +265,19 @@ def build_tree(
     for sender in senders:
         stats = OutboxStats(channel=sender.channel)
         rt.board.register(stats)
-        outbox_children.append(ChildSpec(
-            id=f"outbox.{sender.channel.value}",
-            start=partial(_run_sender, sender=sender, store=rt.store, stats=stats,
-                          nudges=rt.nudges[sender.channel][1],
-                          pacing=rt.parts.pacing.get(sender.channel, default_pacing(sender.channel))),
-        ))
+        outbox_children.append(
+            ChildSpec(
+                id=f"outbox.{sender.channel.value}",
+                start=partial(
+                    _run_sender,
+                    sender=sender,
+                    store=rt.store,
+                    stats=stats,
+                    nudges=rt.nudges[sender.channel][1],
+                    pacing=rt.parts.pacing.get(sender.channel, default_pacing(sender.channel)),
+                ),
+            )
+        )
     outbox = rt.supervisor("outbox", outbox_children)
     rt.board.watch_supervisor(stores.statistics)
     if outbox_children:
@@ -220,7 +287,11 @@ def build_tree(
         ChildSpec(id="collector", start=run_collector),
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
         ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
-        ChildSpec(id="conversations", start=conversations.supervisor.run, shutdown_s=settings.drain_timeout_s / 2),
+        ChildSpec(
+            id="conversations",
+            start=conversations.supervisor.run,
+            shutdown_s=settings.drain_timeout_s / 2,
+        ),
     ]
     if outbox_children:
         children.append(ChildSpec(id="outbox", start=outbox.run, shutdown_s=5))
@@ -232,11 +303,15 @@ def build_tree(
         app: Any = create_app(board=rt.board, settings=settings.http, blueprints=blueprints)
         for wrap in asgi_wrappers:
             app = wrap(app)
-        children.append(ChildSpec(
-            id="http",
-            start=partial(run_http, app=app, settings=settings.http, on_bound=rt.http_binds.extend),
-            shutdown_s=settings.http.graceful_timeout_s + 2,
-        ))
+        children.append(
+            ChildSpec(
+                id="http",
+                start=partial(
+                    run_http, app=app, settings=settings.http, on_bound=rt.http_binds.extend
+                ),
+                shutdown_s=settings.http.graceful_timeout_s + 2,
+            )
+        )
     root = rt.supervisor("root", children)
     rt.board.watch_supervisor(root.statistics)
     return root
@@ -253,8 +328,12 @@ async def _run_sender(
 ) -> None:
     # A clone per incarnation: the sender closes what it is given, a restart needs it open.
     await run_outbox_sender(
-        sender=sender, store=store, nudges=nudges.clone(), pacing=pacing,
-        stats=stats, task_status=task_status,
+        sender=sender,
+        store=store,
+        nudges=nudges.clone(),
+        pacing=pacing,
+        stats=stats,
+        task_status=task_status,
     )
 
 
@@ -264,15 +343,23 @@ async def run_daemon(settings: Settings) -> int:
     async with open_runtime(settings, channels=channels, messengers=True) as rt:
         parts = rt.parts
         root = build_tree(
-            rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints,
+            rt,
+            senders=parts.senders,
+            listeners=parts.listeners,
+            blueprints=parts.blueprints,
             asgi_wrappers=parts.asgi_wrappers,
         )
         return await supervise_until_signalled(rt, root)
 
 
 async def supervise_until_signalled(rt: Runtime, root: Supervisor) -> int:
-    log.info("daemon.starting", version=__version__, store=rt.store.backend, cache=rt.cache.backend,
-             providers=[a.name for a in rt.adapters])
+    log.info(
+        "daemon.starting",
+        version=__version__,
+        store=rt.store.backend,
+        cache=rt.cache.backend,
+        providers=[a.name for a in rt.adapters],
+    )
     exit_code = 0
     try:
         async with trio.open_nursery() as nursery:
@@ -289,7 +376,11 @@ async def supervise_until_signalled(rt: Runtime, root: Supervisor) -> int:
 async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("daemon.stopping", signal=signal.Signals(signum).name, drain_timeout_s=rt.settings.drain_timeout_s)
+            log.info(
+                "daemon.stopping",
+                signal=signal.Signals(signum).name,
+                drain_timeout_s=rt.settings.drain_timeout_s,
+            )
             rt.board.draining = True
             break
         with trio.move_on_after(rt.settings.drain_timeout_s) as drain:
@@ -309,7 +400,9 @@ async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope
 
 
 def main(settings: Settings, *, run: Callable[[Settings], Any] = run_daemon) -> int:
-    configure_logging(level=settings.log.level, fmt=settings.log.format, secrets=secrets_of(settings))
+    configure_logging(
+        level=settings.log.level, fmt=settings.log.format, secrets=secrets_of(settings)
+    )
     tune_gc()
     code: int = trio.run(run, settings)
     return code

@@ -97,15 +97,21 @@ class HealthBoard:
     # -- metrics --------------------------------------------------------------------------
     def metrics(self) -> Iterable[Metric]:
         restarts = CounterMetricFamily(
-            "concierge_supervisor_restarts", "Child restarts since start", labels=["supervisor", "child"]
+            "concierge_supervisor_restarts",
+            "Child restarts since start",
+            labels=["supervisor", "child"],
         )
         running = GaugeMetricFamily(
-            "concierge_supervisor_child_running", "1 while the child runs", labels=["supervisor", "child"]
+            "concierge_supervisor_child_running",
+            "1 while the child runs",
+            labels=["supervisor", "child"],
         )
         for stats in self._supervisor_stats():
             for child in stats.children:
                 restarts.add_metric([stats.name, child.id], child.restart_count)
-                running.add_metric([stats.name, child.id], 1.0 if child.state == ChildState.RUNNING else 0.0)
+                running.add_metric(
+                    [stats.name, child.id], 1.0 if child.state == ChildState.RUNNING else 0.0
+                )
         yield restarts
         yield running
         ready = GaugeMetricFamily("concierge_ready", "1 when /readyz answers 200")
@@ -123,13 +129,15 @@ def supervisor_checks(stats: SupervisorStatistics) -> Iterable[Check]:
         status, output = Status.FAIL, f"supervisor {stats.state.value}"
     else:
         down = [
-            c for c in stats.children
+            c
+            for c in stats.children
             if c.restart_type == Restart.PERMANENT and c.state != ChildState.RUNNING
         ]
         if down or stats.restarts_in_window:
             status = Status.WARN
             output = (
-                f"{len(down)} child(ren) not running" if down
+                f"{len(down)} child(ren) not running"
+                if down
                 else f"{stats.restarts_in_window} restart(s) in the last {stats.period_s:g}s"
             )
     yield Check(

@@ -57,13 +57,17 @@ class RequestMetrics:
 
     def metrics(self) -> Iterable[Metric]:
         requests = CounterMetricFamily(
-            "concierge_http_requests", "HTTP requests by route and status", labels=["route", "method", "status"]
+            "concierge_http_requests",
+            "HTTP requests by route and status",
+            labels=["route", "method", "status"],
         )
         for (route, method, status), count in sorted(self.counts.items()):
             requests.add_metric([route, method, status], count)
         yield requests
         latency = HistogramMetricFamily(
-            "concierge_http_request_duration_seconds", "HTTP request latency by route", labels=["route"]
+            "concierge_http_request_duration_seconds",
+            "HTTP request latency by route",
+            labels=["route"],
         )
         for route, buckets in sorted(self.latency_buckets.items()):
             pairs = [(f"{b:g}", float(c)) for b, c in zip(_BUCKETS, buckets, strict=True)]
@@ -111,7 +115,9 @@ def create_app(
         started = getattr(request, "environ_started", None)
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if started is not None:
-            request_metrics.observe(route, request.method, response.status_code, time.perf_counter() - started)
+            request_metrics.observe(
+                route, request.method, response.status_code, time.perf_counter() - started
+            )
         return response
 
     @app.get("/livez")
@@ -129,7 +135,12 @@ def create_app(
     async def health() -> Response:
         body, status = board.report()
         code = 503 if status is Status.FAIL else 200
-        return _json(body, code, content_type="application/health+json", headers={"Cache-Control": "no-store"})
+        return _json(
+            body,
+            code,
+            content_type="application/health+json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -195,7 +206,9 @@ async def run_http(
     done = trio.Event()
     serve_scope = trio.CancelScope(shield=True)
 
-    async def serve_shielded(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve_shielded(
+        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with serve_scope:
             try:
                 await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)

@@ -157,7 +157,9 @@ def configure_logging(
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         # The console renderer wants the raw exc_info, not the dict traceback.
-        processors = [p for p in processors if not isinstance(p, structlog.processors.ExceptionRenderer)]
+        processors = [
+            p for p in processors if not isinstance(p, structlog.processors.ExceptionRenderer)
+        ]
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -167,7 +169,9 @@ def configure_logging(
     _route_stdlib(numeric, processors, renderer, out)
 
 
-def _route_stdlib(level: int, processors: list[Processor], renderer: Processor, out: TextIO) -> None:
+def _route_stdlib(
+    level: int, processors: list[Processor], renderer: Processor, out: TextIO
+) -> None:
     """Hypercorn, httpx and asyncpg log through stdlib ``logging``: give them the same shape."""
     handler = logging.StreamHandler(out)
     handler.setFormatter(

@@ -7,5 +7,7 @@ from concierge.settings import Settings
 
 def secrets_of(settings: Settings) -> list[str]:
     found = [value for _, value, secret in settings.effective if secret and value]
-    found += [key.secret for provider in settings.pool.providers for key in provider.keys if key.secret]
+    found += [
+        key.secret for provider in settings.pool.providers for key in provider.keys if key.secret
+    ]
     return found

@@ -157,82 +157,385 @@ class Option(Generic[T]):
 OPTIONS: dict[str, Option[Any]] = {}
 
 
-def _opt(name: str, default: str | None, doc: str, parse: Callable[[str], Any] = _text, *,
-         secret: bool = False, group: str = "general") -> str:
+def _opt(
+    name: str,
+    default: str | None,
+    doc: str,
+    parse: Callable[[str], Any] = _text,
+    *,
+    secret: bool = False,
+    group: str = "general",
+) -> str:
     OPTIONS[name] = Option(name, default, doc, parse, secret, group)
     return name
 
 
 H = "http"
 _opt("CONCIERGE_HTTP_HOST", "127.0.0.1", "address the HTTP app listens on", group=H)
-_opt("CONCIERGE_HTTP_PORT", "8000", "port the HTTP app listens on (0 picks a free one)", _integer(maximum=65535), group=H)
-_opt("CONCIERGE_HTTP_MAX_BODY_BYTES", "1048576", "largest request body accepted (413 above)", _integer(minimum=1024), group=H)
-_opt("CONCIERGE_HTTP_READ_TIMEOUT_S", "10", "seconds a client may take to send its request", _number(strict=True), group=H)
-_opt("CONCIERGE_HTTP_GRACEFUL_TIMEOUT_S", "5", "seconds in-flight requests get at shutdown", _number(), group=H)
+_opt(
+    "CONCIERGE_HTTP_PORT",
+    "8000",
+    "port the HTTP app listens on (0 picks a free one)",
+    _integer(maximum=65535),
+    group=H,
+)
+_opt(
+    "CONCIERGE_HTTP_MAX_BODY_BYTES",
+    "1048576",
+    "largest request body accepted (413 above)",
+    _integer(minimum=1024),
+    group=H,
+)
+_opt(
+    "CONCIERGE_HTTP_READ_TIMEOUT_S",
+    "10",
+    "seconds a client may take to send its request",
+    _number(strict=True),
+    group=H,
+)
+_opt(
+    "CONCIERGE_HTTP_GRACEFUL_TIMEOUT_S",
+    "5",
+    "seconds in-flight requests get at shutdown",
+    _number(),
+    group=H,
+)
 G = "general"
 _opt("CONCIERGE_DATA_DIR", "./var", "where the embedded SQLite store lives", group=G)
 _opt("CONCIERGE_CONFIG_DIR", "./config", "knowledge, prompts and triage rules", group=G)
-_opt("CONCIERGE_LOG_LEVEL", "info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"), group=G)
-_opt("CONCIERGE_LOG_FORMAT", "auto", "json, console, or auto (console on a TTY, JSON otherwise)", _choice("json", "console", "auto"), group=G)
-_opt("CONCIERGE_DRAIN_TIMEOUT_S", "20", "seconds the daemon takes at most to stop after SIGTERM", _number(strict=True), group=G)
+_opt(
+    "CONCIERGE_LOG_LEVEL",
+    "info",
+    "debug, info, warning or error",
+    _choice("debug", "info", "warning", "error"),
+    group=G,
+)
+_opt(
+    "CONCIERGE_LOG_FORMAT",
+    "auto",
+    "json, console, or auto (console on a TTY, JSON otherwise)",
+    _choice("json", "console", "auto"),
+    group=G,
+)
+_opt(
+    "CONCIERGE_DRAIN_TIMEOUT_S",
+    "20",
+    "seconds the daemon takes at most to stop after SIGTERM",
+    _number(strict=True),
+    group=G,
+)
 S = "supervision"
-_opt("CONCIERGE_MAX_RESTARTS", "5", "restarts a supervisor allows within the period before giving up", _integer(), group=S)
-_opt("CONCIERGE_RESTART_PERIOD_S", "60", "the restart-intensity window in seconds", _number(strict=True), group=S)
-_opt("CONCIERGE_BACKOFF_INITIAL_S", "0.5", "first restart delay; doubles per restart", _number(), group=S)
+_opt(
+    "CONCIERGE_MAX_RESTARTS",
+    "5",
+    "restarts a supervisor allows within the period before giving up",
+    _integer(),
+    group=S,
+)
+_opt(
+    "CONCIERGE_RESTART_PERIOD_S",
+    "60",
+    "the restart-intensity window in seconds",
+    _number(strict=True),
+    group=S,
+)
+_opt(
+    "CONCIERGE_BACKOFF_INITIAL_S",
+    "0.5",
+    "first restart delay; doubles per restart",
+    _number(),
+    group=S,
+)
 _opt("CONCIERGE_BACKOFF_MAX_S", "30", "longest restart delay", _number(), group=S)
-_opt("CONCIERGE_RESET_AFTER_S", "60", "a child up this long gets its backoff reset", _number(), group=S)
+_opt(
+    "CONCIERGE_RESET_AFTER_S",
+    "60",
+    "a child up this long gets its backoff reset",
+    _number(),
+    group=S,
+)
 D = "stores"
-_opt("DATABASE_URL", None, "PostgreSQL DSN; unset uses SQLite in the data dir", _url("postgres", "postgresql"), secret=True, group=D)
-_opt("REDIS_URL", None, "Redis URL; unset uses an in-memory session cache", _url("redis", "rediss"), secret=True, group=D)
-_opt("CONCIERGE_DB_POOL_SIZE", "5", "PostgreSQL connections in the pool", _integer(minimum=1, maximum=100), group=D)
-_opt("CONCIERGE_DB_COMMAND_TIMEOUT_S", "5", "client-side timeout of one PostgreSQL command", _number(strict=True), group=D)
-_opt("CONCIERGE_DB_STATEMENT_TIMEOUT_S", "5", "server-side statement_timeout", _number(strict=True), group=D)
-_opt("CONCIERGE_REDIS_TIMEOUT_S", "0.5", "timeout of one Redis command", _number(strict=True), group=D)
-_opt("CONCIERGE_SESSION_TTL_S", "604800", "how long a cached context window lives", _number(strict=True), group=D)
-_opt("CONCIERGE_RETENTION_DAYS", "90", "message texts older than this are erased (0 keeps them)", _integer(), group=D)
+_opt(
+    "DATABASE_URL",
+    None,
+    "PostgreSQL DSN; unset uses SQLite in the data dir",
+    _url("postgres", "postgresql"),
+    secret=True,
+    group=D,
+)
+_opt(
+    "REDIS_URL",
+    None,
+    "Redis URL; unset uses an in-memory session cache",
+    _url("redis", "rediss"),
+    secret=True,
+    group=D,
+)
+_opt(
+    "CONCIERGE_DB_POOL_SIZE",
+    "5",
+    "PostgreSQL connections in the pool",
+    _integer(minimum=1, maximum=100),
+    group=D,
+)
+_opt(
+    "CONCIERGE_DB_COMMAND_TIMEOUT_S",
+    "5",
+    "client-side timeout of one PostgreSQL command",
+    _number(strict=True),
+    group=D,
+)
+_opt(
+    "CONCIERGE_DB_STATEMENT_TIMEOUT_S",
+    "5",
+    "server-side statement_timeout",
+    _number(strict=True),
+    group=D,
+)
+_opt(
+    "CONCIERGE_REDIS_TIMEOUT_S",
+    "0.5",
+    "timeout of one Redis command",
+    _number(strict=True),
+    group=D,
+)
+_opt(
+    "CONCIERGE_SESSION_TTL_S",
+    "604800",
+    "how long a cached context window lives",
+    _number(strict=True),
+    group=D,
+)
+_opt(
+    "CONCIERGE_RETENTION_DAYS",
+    "90",
+    "message texts older than this are erased (0 keeps them)",
+    _integer(),
+    group=D,
+)
 P = "providers"
-_opt("CONCIERGE_PROVIDERS", "offline", "providers in the order they are tried, e.g. anthropic,gemini,openrouter,offline", _names, group=P)
-_opt("CONCIERGE_TURN_TIMEOUT_S", "30", "one deadline per turn covering every attempt", _number(strict=True), group=P)
-_opt("CONCIERGE_ATTEMPT_TIMEOUT_S", "20", "the longest one provider attempt may take", _number(strict=True), group=P)
-_opt("CONCIERGE_MAX_ATTEMPTS", "3", "provider attempts per turn at most", _integer(minimum=1, maximum=10), group=P)
+_opt(
+    "CONCIERGE_PROVIDERS",
+    "offline",
+    "providers in the order they are tried, e.g. anthropic,gemini,openrouter,offline",
+    _names,
+    group=P,
+)
+_opt(
+    "CONCIERGE_TURN_TIMEOUT_S",
+    "30",
+    "one deadline per turn covering every attempt",
+    _number(strict=True),
+    group=P,
+)
+_opt(
+    "CONCIERGE_ATTEMPT_TIMEOUT_S",
+    "20",
+    "the longest one provider attempt may take",
+    _number(strict=True),
+    group=P,
+)
+_opt(
+    "CONCIERGE_MAX_ATTEMPTS",
+    "3",
+    "provider attempts per turn at most",
+    _integer(minimum=1, maximum=10),
+    group=P,
+)
 _opt("CONCIERGE_MAX_TOKENS", "800", "reply length cap in tokens", _integer(minimum=16), group=P)
-_opt("CONCIERGE_BREAKER_WINDOW", "20", "recent calls the breaker's failure rate looks at", _integer(minimum=1), group=P)
-_opt("CONCIERGE_BREAKER_MIN_CALLS", "5", "calls in the window before the rate can open the breaker", _integer(minimum=1), group=P)
-_opt("CONCIERGE_BREAKER_FAILURE_RATE", "0.5", "transient-failure rate that opens the breaker", _number(strict=True), group=P)
-_opt("CONCIERGE_BREAKER_CONSECUTIVE", "5", "consecutive transient failures that open the breaker", _integer(minimum=1), group=P)
-_opt("CONCIERGE_BREAKER_OPEN_S", "30", "first open duration; grows with consecutive openings", _number(strict=True), group=P)
+_opt(
+    "CONCIERGE_BREAKER_WINDOW",
+    "20",
+    "recent calls the breaker's failure rate looks at",
+    _integer(minimum=1),
+    group=P,
+)
+_opt(
+    "CONCIERGE_BREAKER_MIN_CALLS",
+    "5",
+    "calls in the window before the rate can open the breaker",
+    _integer(minimum=1),
+    group=P,
+)
+_opt(
+    "CONCIERGE_BREAKER_FAILURE_RATE",
+    "0.5",
+    "transient-failure rate that opens the breaker",
+    _number(strict=True),
+    group=P,
+)
+_opt(
+    "CONCIERGE_BREAKER_CONSECUTIVE",
+    "5",
+    "consecutive transient failures that open the breaker",
+    _integer(minimum=1),
+    group=P,
+)
+_opt(
+    "CONCIERGE_BREAKER_OPEN_S",
+    "30",
+    "first open duration; grows with consecutive openings",
+    _number(strict=True),
+    group=P,
+)
 _opt("CONCIERGE_BREAKER_OPEN_MAX_S", "300", "longest open duration", _number(strict=True), group=P)
-_opt("CONCIERGE_CREDIT_POLL_S", "300", "how often OpenRouter key credit is polled", _number(strict=True), group=P)
+_opt(
+    "CONCIERGE_CREDIT_POLL_S",
+    "300",
+    "how often OpenRouter key credit is polled",
+    _number(strict=True),
+    group=P,
+)
 C = "conversations"
-_opt("CONCIERGE_CONVERSATION_IDLE_S", "900", "an idle conversation actor ends after this (its context stays)", _number(strict=True), group=C)
-_opt("CONCIERGE_CONVERSATION_QUEUE", "4", "messages one user may have waiting before 'one moment' replies", _integer(minimum=1, maximum=64), group=C)
+_opt(
+    "CONCIERGE_CONVERSATION_IDLE_S",
+    "900",
+    "an idle conversation actor ends after this (its context stays)",
+    _number(strict=True),
+    group=C,
+)
+_opt(
+    "CONCIERGE_CONVERSATION_QUEUE",
+    "4",
+    "messages one user may have waiting before 'one moment' replies",
+    _integer(minimum=1, maximum=64),
+    group=C,
+)
 _opt("CONCIERGE_CONTEXT_TURNS", "12", "context window size in turns", _integer(minimum=0), group=C)
-_opt("CONCIERGE_CONTEXT_CHARS", "6000", "context window size in characters", _integer(minimum=0), group=C)
-_opt("CONCIERGE_USER_RATE_PER_MIN", "6", "messages per minute one user may send (token bucket rate)", _number(strict=True), group=C)
-_opt("CONCIERGE_USER_BURST", "5", "messages one user may send at once (token bucket size)", _integer(minimum=1), group=C)
-_opt("CONCIERGE_MAX_MESSAGE_CHARS", "2000", "longer messages are refused with the limit", _integer(minimum=1), group=C)
-_opt("CONCIERGE_HANDOFF_TIMEOUT_S", "86400", "an open handoff closes by itself after this", _number(strict=True), group=C)
-_opt("CONCIERGE_STAFF_CHANNEL", None, "channel staff notifications go to (telegram or waha)", _choice("telegram", "waha"), group=C)
+_opt(
+    "CONCIERGE_CONTEXT_CHARS",
+    "6000",
+    "context window size in characters",
+    _integer(minimum=0),
+    group=C,
+)
+_opt(
+    "CONCIERGE_USER_RATE_PER_MIN",
+    "6",
+    "messages per minute one user may send (token bucket rate)",
+    _number(strict=True),
+    group=C,
+)
+_opt(
+    "CONCIERGE_USER_BURST",
+    "5",
+    "messages one user may send at once (token bucket size)",
+    _integer(minimum=1),
+    group=C,
+)
+_opt(
+    "CONCIERGE_MAX_MESSAGE_CHARS",
+    "2000",
+    "longer messages are refused with the limit",
+    _integer(minimum=1),
+    group=C,
+)
+_opt(
+    "CONCIERGE_HANDOFF_TIMEOUT_S",
+    "86400",
+    "an open handoff closes by itself after this",
+    _number(strict=True),
+    group=C,
+)
+_opt(
+    "CONCIERGE_STAFF_CHANNEL",
+    None,
+    "channel staff notifications go to (telegram or waha)",
+    _choice("telegram", "waha"),
+    group=C,
+)
 _opt("CONCIERGE_STAFF_CHAT_ID", None, "chat id staff notifications go to", group=C)
 T_ = "telegram"
-_opt("TELEGRAM_BOT_TOKEN", None, "bot token from @BotFather; unset turns Telegram off", secret=True, group=T_)
+_opt(
+    "TELEGRAM_BOT_TOKEN",
+    None,
+    "bot token from @BotFather; unset turns Telegram off",
+    secret=True,
+    group=T_,
+)
 _opt("TELEGRAM_MODE", "polling", "polling or webhook", _choice("polling", "webhook"), group=T_)
-_opt("TELEGRAM_WEBHOOK_URL", None, "public HTTPS URL of POST /webhooks/telegram (webhook mode)", _url("https", "http"), group=T_)
-_opt("TELEGRAM_WEBHOOK_SECRET", None, "secret_token for webhook mode (1-256 of A-Z a-z 0-9 _ -)", secret=True, group=T_)
-_opt("TELEGRAM_API_BASE_URL", "https://api.telegram.org", "Bot API server (a self-hosted one, or a fake in tests)", _url("https", "http"), group=T_)
-_opt("TELEGRAM_POLL_TIMEOUT_S", "50", "getUpdates long-poll timeout (at most 50)", _integer(minimum=1, maximum=50), group=T_)
-_opt("TELEGRAM_MAX_CONNECTIONS", "40", "setWebhook max_connections", _integer(minimum=1, maximum=100), group=T_)
+_opt(
+    "TELEGRAM_WEBHOOK_URL",
+    None,
+    "public HTTPS URL of POST /webhooks/telegram (webhook mode)",
+    _url("https", "http"),
+    group=T_,
+)
+_opt(
+    "TELEGRAM_WEBHOOK_SECRET",
+    None,
+    "secret_token for webhook mode (1-256 of A-Z a-z 0-9 _ -)",
+    secret=True,
+    group=T_,
+)
+_opt(
+    "TELEGRAM_API_BASE_URL",
+    "https://api.telegram.org",
+    "Bot API server (a self-hosted one, or a fake in tests)",
+    _url("https", "http"),
+    group=T_,
+)
+_opt(
+    "TELEGRAM_POLL_TIMEOUT_S",
+    "50",
+    "getUpdates long-poll timeout (at most 50)",
+    _integer(minimum=1, maximum=50),
+    group=T_,
+)
+_opt(
+    "TELEGRAM_MAX_CONNECTIONS",
+    "40",
+    "setWebhook max_connections",
+    _integer(minimum=1, maximum=100),
+    group=T_,
+)
 W = "waha"
 _opt("WAHA_URL", None, "WAHA base URL; unset turns WhatsApp off", _url("https", "http"), group=W)
 _opt("WAHA_API_KEY", None, "X-Api-Key for WAHA", secret=True, group=W)
 _opt("WAHA_SESSION", "default", "WAHA session name", group=W)
-_opt("WAHA_WEBHOOK_HMAC_KEY", None, "key WAHA signs webhooks with (HMAC-SHA512)", secret=True, group=W)
-_opt("WAHA_ALLOW_UNSIGNED", "false", "accept unsigned WAHA webhooks (not for production)", _bool, group=W)
-_opt("WAHA_TIMESTAMP_WINDOW_S", "600", "oldest X-Webhook-Timestamp accepted (covers WAHA's retries)", _number(strict=True), group=W)
+_opt(
+    "WAHA_WEBHOOK_HMAC_KEY",
+    None,
+    "key WAHA signs webhooks with (HMAC-SHA512)",
+    secret=True,
+    group=W,
+)
+_opt(
+    "WAHA_ALLOW_UNSIGNED",
+    "false",
+    "accept unsigned WAHA webhooks (not for production)",
+    _bool,
+    group=W,
+)
+_opt(
+    "WAHA_TIMESTAMP_WINDOW_S",
+    "600",
+    "oldest X-Webhook-Timestamp accepted (covers WAHA's retries)",
+    _number(strict=True),
+    group=W,
+)
 _opt("WAHA_ALLOW_GROUPS", "false", "answer messages in WhatsApp groups", _bool, group=W)
-_opt("WAHA_TYPING_CHARS_PER_S", "40", "simulated typing speed: the 'typing...' pause before a reply grows with its length", _number(strict=True), group=W)
-_opt("WAHA_TYPING_MAX_S", "4", "longest 'typing...' pause before one reply part (0 sends at once)", _number(), group=W)
-_opt("WAHA_MAX_PART_CHARS", "4000", "longer replies are split at paragraph or sentence ends into parts of at most this size", _integer(minimum=200, maximum=65000), group=W)
+_opt(
+    "WAHA_TYPING_CHARS_PER_S",
+    "40",
+    "simulated typing speed: the 'typing...' pause before a reply grows with its length",
+    _number(strict=True),
+    group=W,
+)
+_opt(
+    "WAHA_TYPING_MAX_S",
+    "4",
+    "longest 'typing...' pause before one reply part (0 sends at once)",
+    _number(),
+    group=W,
+)
+_opt(
+    "WAHA_MAX_PART_CHARS",
+    "4000",
+    "longer replies are split at paragraph or sentence ends into parts of at most this size",
+    _integer(minimum=200, maximum=65000),
+    group=W,
+)
 
 _KNOWN_KINDS = ("anthropic", "gemini", "openai", "offline")
 
@@ -246,10 +549,20 @@ class ProviderDefaults:
 
 # Names with defaults; any other name needs <NAME>_KIND.
 PROVIDER_DEFAULTS: Mapping[str, ProviderDefaults] = {
-    "anthropic": ProviderDefaults(kind="anthropic", model="claude-sonnet-4-5", base_url="https://api.anthropic.com"),
-    "gemini": ProviderDefaults(kind="gemini", model="gemini-2.5-flash", base_url="https://generativelanguage.googleapis.com"),
-    "openrouter": ProviderDefaults(kind="openai", model="openrouter/auto", base_url="https://openrouter.ai/api/v1"),
-    "glm": ProviderDefaults(kind="openai", model="glm-4.6", base_url="https://api.z.ai/api/paas/v4"),
+    "anthropic": ProviderDefaults(
+        kind="anthropic", model="claude-sonnet-4-5", base_url="https://api.anthropic.com"
+    ),
+    "gemini": ProviderDefaults(
+        kind="gemini",
+        model="gemini-2.5-flash",
+        base_url="https://generativelanguage.googleapis.com",
+    ),
+    "openrouter": ProviderDefaults(
+        kind="openai", model="openrouter/auto", base_url="https://openrouter.ai/api/v1"
+    ),
+    "glm": ProviderDefaults(
+        kind="openai", model="glm-4.6", base_url="https://api.z.ai/api/paas/v4"
+    ),
     "offline": ProviderDefaults(kind="offline", model="knowledge-base", base_url=None),
 }
 
@@ -435,37 +748,61 @@ def _provider(reader: _Reader, name: str, attempt_timeout_s: float) -> ProviderS
     defaults = PROVIDER_DEFAULTS.get(name)
     kind_raw = reader.raw(f"{prefix}_KIND") or (defaults.kind if defaults else None)
     if kind_raw is None:
-        raise SettingsError(f"{prefix}_KIND", f"provider {name!r} has no defaults: set its kind, one of {', '.join(_KNOWN_KINDS)}")
+        raise SettingsError(
+            f"{prefix}_KIND",
+            f"provider {name!r} has no defaults: set its kind, one of {', '.join(_KNOWN_KINDS)}",
+        )
     kind = reader.parse(f"{prefix}_KIND", kind_raw, _choice(*_KNOWN_KINDS))
-    model = reader.raw(f"{prefix}_MODEL") or (defaults.model if defaults and defaults.kind == kind else None)
+    model = reader.raw(f"{prefix}_MODEL") or (
+        defaults.model if defaults and defaults.kind == kind else None
+    )
     if model is None:
         raise SettingsError(f"{prefix}_MODEL", f"provider {name!r} needs a model name")
     base_url_raw = reader.raw(f"{prefix}_BASE_URL")
-    base_url = (reader.parse(f"{prefix}_BASE_URL", base_url_raw, _url("https", "http")) if base_url_raw
-                else (defaults.base_url if defaults and defaults.kind == kind else None))
+    base_url = (
+        reader.parse(f"{prefix}_BASE_URL", base_url_raw, _url("https", "http"))
+        if base_url_raw
+        else (defaults.base_url if defaults and defaults.kind == kind else None)
+    )
     if base_url is None and kind == "openai":
-        raise SettingsError(f"{prefix}_BASE_URL", f"provider {name!r} of kind openai needs a base URL")
+        raise SettingsError(
+            f"{prefix}_BASE_URL", f"provider {name!r} of kind openai needs a base URL"
+        )
     keys_raw = reader.raw(f"{prefix}_API_KEYS")
     keys: tuple[ApiKey, ...] = ()
     if kind == "offline":
         keys = (ApiKey(alias="kb", secret=""),)
     elif keys_raw is None:
-        raise SettingsError(f"{prefix}_API_KEYS", f"provider {name!r} is listed in CONCIERGE_PROVIDERS but has no keys")
+        raise SettingsError(
+            f"{prefix}_API_KEYS",
+            f"provider {name!r} is listed in CONCIERGE_PROVIDERS but has no keys",
+        )
     else:
         keys = reader.parse(f"{prefix}_API_KEYS", keys_raw, parse_api_keys)
     timeout_raw = reader.raw(f"{prefix}_TIMEOUT_S")
-    timeout_s = (reader.parse(f"{prefix}_TIMEOUT_S", timeout_raw, _number(strict=True)) if timeout_raw
-                 else attempt_timeout_s)
+    timeout_s = (
+        reader.parse(f"{prefix}_TIMEOUT_S", timeout_raw, _number(strict=True))
+        if timeout_raw
+        else attempt_timeout_s
+    )
     return ProviderSettings(
-        name=name, kind=kind, model=model, base_url=base_url, keys=keys, timeout_s=timeout_s,
-        app_url=reader.raw(f"{prefix}_APP_URL"), app_title=reader.raw(f"{prefix}_APP_TITLE"),
+        name=name,
+        kind=kind,
+        model=model,
+        base_url=base_url,
+        keys=keys,
+        timeout_s=timeout_s,
+        app_url=reader.raw(f"{prefix}_APP_URL"),
+        app_title=reader.raw(f"{prefix}_APP_TITLE"),
     )
 
 
 _SECRET_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, env_file: Path | None = None
+) -> Settings:
     """Validate everything at once; the first bad variable raises ``SettingsError``.
 
     Real environment variables win over the ``.env`` file (``./.env`` unless given).
@@ -478,43 +815,62 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | 
     r = _Reader(env)
 
     http = HttpSettings(
-        host=r.get("CONCIERGE_HTTP_HOST"), port=r.get("CONCIERGE_HTTP_PORT"),
+        host=r.get("CONCIERGE_HTTP_HOST"),
+        port=r.get("CONCIERGE_HTTP_PORT"),
         max_body_bytes=r.get("CONCIERGE_HTTP_MAX_BODY_BYTES"),
         read_timeout_s=r.get("CONCIERGE_HTTP_READ_TIMEOUT_S"),
         graceful_timeout_s=r.get("CONCIERGE_HTTP_GRACEFUL_TIMEOUT_S"),
     )
     log = LogSettings(level=r.get("CONCIERGE_LOG_LEVEL"), format=r.get("CONCIERGE_LOG_FORMAT"))
     supervision = SupervisionSettings(
-        max_restarts=r.get("CONCIERGE_MAX_RESTARTS"), period_s=r.get("CONCIERGE_RESTART_PERIOD_S"),
-        backoff_initial_s=r.get("CONCIERGE_BACKOFF_INITIAL_S"), backoff_max_s=r.get("CONCIERGE_BACKOFF_MAX_S"),
+        max_restarts=r.get("CONCIERGE_MAX_RESTARTS"),
+        period_s=r.get("CONCIERGE_RESTART_PERIOD_S"),
+        backoff_initial_s=r.get("CONCIERGE_BACKOFF_INITIAL_S"),
+        backoff_max_s=r.get("CONCIERGE_BACKOFF_MAX_S"),
         reset_after_s=r.get("CONCIERGE_RESET_AFTER_S"),
     )
     config_dir = Path(r.get("CONCIERGE_CONFIG_DIR"))
     store = StoreSettings(
-        data_dir=Path(r.get("CONCIERGE_DATA_DIR")), database_url=r.get("DATABASE_URL"),
-        redis_url=r.get("REDIS_URL"), pool_size=r.get("CONCIERGE_DB_POOL_SIZE"),
+        data_dir=Path(r.get("CONCIERGE_DATA_DIR")),
+        database_url=r.get("DATABASE_URL"),
+        redis_url=r.get("REDIS_URL"),
+        pool_size=r.get("CONCIERGE_DB_POOL_SIZE"),
         command_timeout_s=r.get("CONCIERGE_DB_COMMAND_TIMEOUT_S"),
         statement_timeout_s=r.get("CONCIERGE_DB_STATEMENT_TIMEOUT_S"),
-        redis_timeout_s=r.get("CONCIERGE_REDIS_TIMEOUT_S"), session_ttl_s=r.get("CONCIERGE_SESSION_TTL_S"),
+        redis_timeout_s=r.get("CONCIERGE_REDIS_TIMEOUT_S"),
+        session_ttl_s=r.get("CONCIERGE_SESSION_TTL_S"),
         retention_days=r.get("CONCIERGE_RETENTION_DAYS"),
     )
     attempt_timeout_s = r.get("CONCIERGE_ATTEMPT_TIMEOUT_S")
-    providers = tuple(_provider(r, name, attempt_timeout_s) for name in r.get("CONCIERGE_PROVIDERS"))
+    providers = tuple(
+        _provider(r, name, attempt_timeout_s) for name in r.get("CONCIERGE_PROVIDERS")
+    )
     open_s, open_max_s = r.get("CONCIERGE_BREAKER_OPEN_S"), r.get("CONCIERGE_BREAKER_OPEN_MAX_S")
     if open_max_s < open_s:
-        raise SettingsError("CONCIERGE_BREAKER_OPEN_MAX_S", f"must be at least CONCIERGE_BREAKER_OPEN_S ({open_s:g})")
+        raise SettingsError(
+            "CONCIERGE_BREAKER_OPEN_MAX_S",
+            f"must be at least CONCIERGE_BREAKER_OPEN_S ({open_s:g})",
+        )
     rate = r.get("CONCIERGE_BREAKER_FAILURE_RATE")
     if rate > 1:
-        raise SettingsError("CONCIERGE_BREAKER_FAILURE_RATE", f"a rate between 0 and 1, got {rate:g}")
+        raise SettingsError(
+            "CONCIERGE_BREAKER_FAILURE_RATE", f"a rate between 0 and 1, got {rate:g}"
+        )
     turn_timeout_s = r.get("CONCIERGE_TURN_TIMEOUT_S")
     max_tokens = r.get("CONCIERGE_MAX_TOKENS")
     pool = PoolSettings(
-        providers=providers, turn_timeout_s=turn_timeout_s, attempt_timeout_s=attempt_timeout_s,
-        max_attempts=r.get("CONCIERGE_MAX_ATTEMPTS"), max_tokens=max_tokens,
+        providers=providers,
+        turn_timeout_s=turn_timeout_s,
+        attempt_timeout_s=attempt_timeout_s,
+        max_attempts=r.get("CONCIERGE_MAX_ATTEMPTS"),
+        max_tokens=max_tokens,
         breaker=BreakerSettings(
-            window=r.get("CONCIERGE_BREAKER_WINDOW"), min_calls=r.get("CONCIERGE_BREAKER_MIN_CALLS"),
-            failure_rate=rate, consecutive=r.get("CONCIERGE_BREAKER_CONSECUTIVE"),
-            open_s=open_s, open_max_s=open_max_s,
+            window=r.get("CONCIERGE_BREAKER_WINDOW"),
+            min_calls=r.get("CONCIERGE_BREAKER_MIN_CALLS"),
+            failure_rate=rate,
+            consecutive=r.get("CONCIERGE_BREAKER_CONSECUTIVE"),
+            open_s=open_s,
+            open_max_s=open_max_s,
         ),
         credit_poll_s=r.get("CONCIERGE_CREDIT_POLL_S"),
     )
@@ -522,15 +878,25 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | 
     staff_chat_id = r.get("CONCIERGE_STAFF_CHAT_ID")
     if (staff_channel is None) != (staff_chat_id is None):
         missing = "CONCIERGE_STAFF_CHAT_ID" if staff_chat_id is None else "CONCIERGE_STAFF_CHANNEL"
-        raise SettingsError(missing, "staff notifications need both CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID")
+        raise SettingsError(
+            missing,
+            "staff notifications need both CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID",
+        )
     conversation = ConversationSettings(
-        config_dir=config_dir, idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
-        queue_size=r.get("CONCIERGE_CONVERSATION_QUEUE"), context_turns=r.get("CONCIERGE_CONTEXT_TURNS"),
-        context_chars=r.get("CONCIERGE_CONTEXT_CHARS"), rate_per_min=r.get("CONCIERGE_USER_RATE_PER_MIN"),
-        burst=r.get("CONCIERGE_USER_BURST"), max_message_chars=r.get("CONCIERGE_MAX_MESSAGE_CHARS"),
+        config_dir=config_dir,
+        idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
+        queue_size=r.get("CONCIERGE_CONVERSATION_QUEUE"),
+        context_turns=r.get("CONCIERGE_CONTEXT_TURNS"),
+        context_chars=r.get("CONCIERGE_CONTEXT_CHARS"),
+        rate_per_min=r.get("CONCIERGE_USER_RATE_PER_MIN"),
+        burst=r.get("CONCIERGE_USER_BURST"),
+        max_message_chars=r.get("CONCIERGE_MAX_MESSAGE_CHARS"),
         handoff_timeout_s=r.get("CONCIERGE_HANDOFF_TIMEOUT_S"),
-        staff_channel=Channel(staff_channel) if staff_channel else None, staff_chat_id=staff_chat_id,
-        session_ttl_s=store.session_ttl_s, turn_timeout_s=turn_timeout_s, max_tokens=max_tokens,
+        staff_channel=Channel(staff_channel) if staff_channel else None,
+        staff_chat_id=staff_chat_id,
+        session_ttl_s=store.session_ttl_s,
+        turn_timeout_s=turn_timeout_s,
+        max_tokens=max_tokens,
     )
     telegram = _telegram(r)
     waha = _waha(r)
@@ -540,8 +906,16 @@ def load_settings(environ: Mapping[str, str] | None = None, *, env_file: Path | 
         if name not in r.seen:
             r.get(name)
     return Settings(
-        http=http, log=log, supervision=supervision, store=store, pool=pool, conversation=conversation,
-        telegram=telegram, waha=waha, drain_timeout_s=drain_timeout_s, config_dir=config_dir,
+        http=http,
+        log=log,
+        supervision=supervision,
+        store=store,
+        pool=pool,
+        conversation=conversation,
+        telegram=telegram,
+        waha=waha,
+        drain_timeout_s=drain_timeout_s,
+        config_dir=config_dir,
         effective=tuple((name, value, secret) for name, (value, secret) in r.seen.items()),
     )
 
@@ -557,17 +931,30 @@ def _telegram(r: _Reader) -> TelegramSettings | None:
     if token is None:
         return None
     if not re.match(r"^\d+:[A-Za-z0-9_-]{20,}$", token):
-        raise SettingsError("TELEGRAM_BOT_TOKEN", "expected the form 123456789:AA... from @BotFather")
+        raise SettingsError(
+            "TELEGRAM_BOT_TOKEN", "expected the form 123456789:AA... from @BotFather"
+        )
     if secret is not None and not _SECRET_CHARS.match(secret):
-        raise SettingsError("TELEGRAM_WEBHOOK_SECRET", "1 to 256 characters of A-Z, a-z, 0-9, _ and -")
+        raise SettingsError(
+            "TELEGRAM_WEBHOOK_SECRET", "1 to 256 characters of A-Z, a-z, 0-9, _ and -"
+        )
     if mode == "webhook":
         if secret is None:
-            raise SettingsError("TELEGRAM_WEBHOOK_SECRET", "webhook mode refuses to start without a secret token")
+            raise SettingsError(
+                "TELEGRAM_WEBHOOK_SECRET", "webhook mode refuses to start without a secret token"
+            )
         if webhook_url is None:
-            raise SettingsError("TELEGRAM_WEBHOOK_URL", "webhook mode needs the public URL Telegram posts to")
+            raise SettingsError(
+                "TELEGRAM_WEBHOOK_URL", "webhook mode needs the public URL Telegram posts to"
+            )
     return TelegramSettings(
-        bot_token=token, mode=mode, webhook_url=webhook_url, webhook_secret=secret,
-        api_base_url=api_base_url, poll_timeout_s=poll_timeout_s, max_connections=max_connections,
+        bot_token=token,
+        mode=mode,
+        webhook_url=webhook_url,
+        webhook_secret=secret,
+        api_base_url=api_base_url,
+        poll_timeout_s=poll_timeout_s,
+        max_connections=max_connections,
     )
 
 
@@ -590,9 +977,16 @@ def _waha(r: _Reader) -> WahaSettings | None:
             "the WAHA channel refuses unsigned webhooks: set the HMAC key (or WAHA_ALLOW_UNSIGNED=true, not for production)",
         )
     return WahaSettings(
-        url=url, api_key=api_key, session=session, hmac_key=hmac_key,
-        allow_unsigned=allow_unsigned, timestamp_window_s=window, allow_groups=allow_groups,
-        typing_chars_per_s=typing_chars_per_s, typing_max_s=typing_max_s, max_part_chars=max_part_chars,
+        url=url,
+        api_key=api_key,
+        session=session,
+        hmac_key=hmac_key,
+        allow_unsigned=allow_unsigned,
+        timestamp_window_s=window,
+        allow_groups=allow_groups,
+        typing_chars_per_s=typing_chars_per_s,
+        typing_max_s=typing_max_s,
+        max_part_chars=max_part_chars,
     )
 
 
@@ -635,7 +1029,9 @@ def env_example() -> str:
             group = option.group
             lines += [f"# --- {group} ---"]
         lines.append(f"# {option.doc}")
-        lines.append(f"{'' if option.default is not None else '# '}{option.name}={option.default or ''}")
+        lines.append(
+            f"{'' if option.default is not None else '# '}{option.name}={option.default or ''}"
+        )
     lines += [
         "",
         "# --- per provider: <NAME>_KIND, <NAME>_API_KEYS, <NAME>_MODEL, <NAME>_BASE_URL, <NAME>_TIMEOUT_S ---",

@@ -23,7 +23,9 @@ hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "autojump(threshold=0): run on trio's MockClock with that autojump threshold")
+    config.addinivalue_line(
+        "markers", "autojump(threshold=0): run on trio's MockClock with that autojump threshold"
+    )
 
 
 @pytest.fixture

@@ -20,7 +20,10 @@ def _find_bin_dir() -> Path:
     """``CONCIERGE_PG_BIN``, else the newest Debian-style ``/usr/lib/postgresql/<v>/bin``."""
     if "CONCIERGE_PG_BIN" in os.environ:
         return Path(os.environ["CONCIERGE_PG_BIN"])
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     return versions[-1] if versions else Path("/usr/lib/postgresql/15/bin")
 
 

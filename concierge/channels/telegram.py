@@ -144,7 +144,7 @@ def parse_update(
         command = _COMMAND.match(text)
         kind = InboundKind.COMMAND if command else InboundKind.TEXT
         if command and command.group(2):
-            text = f"/{command.group(1)}{text[command.end():]}"  # /start@bot → /start
+            text = f"/{command.group(1)}{text[command.end() :]}"  # /start@bot → /start
     elif caption is not None and caption.strip():
         text, kind = caption, InboundKind.TEXT
     elif media is not None:
@@ -269,7 +269,11 @@ class TelegramClient:
         await self.aclose()
 
     async def call(
-        self, method: str, params: Mapping[str, Any] | None = None, *, timeout_s: float | None = None
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
     ) -> Any:
         """Call ``method`` with a JSON body; return its ``result`` or raise a ``TelegramError``."""
         timeout = timeout_s if timeout_s is not None else self._timeout_s
@@ -389,5 +393,6 @@ async def open_telegram_client(
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-        yield TelegramClient(token=settings.bot_token, base_url=settings.api_base_url, http=http,
-                             timeout_s=timeout_s)
+        yield TelegramClient(
+            token=settings.bot_token, base_url=settings.api_base_url, http=http, timeout_s=timeout_s
+        )

@@ -122,7 +122,11 @@ def _inline(text: str, styles: tuple[Style, ...], *, links: bool = True) -> list
                 flush()
                 content = text[i + ticks : end]
                 if content.strip(" "):
-                    content = content.strip(" ") if content.startswith(" ") and content.endswith(" ") else content
+                    content = (
+                        content.strip(" ")
+                        if content.startswith(" ") and content.endswith(" ")
+                        else content
+                    )
                 # code contains no other entity and only a blockquote may contain it
                 outer = tuple(s for s in styles if s.tag == "blockquote")
                 runs.append(Run(content, (*outer, Style("code"))))
@@ -349,7 +353,9 @@ def _pack(runs: Sequence[Run], limit: int, level: int) -> list[list[Run]]:
             meter.add(piece)
             continue
         if level >= len(_SEPARATORS):
-            raise ValueError(f"a limit of {limit} UTF-16 units cannot hold one character and its tags")
+            raise ValueError(
+                f"a limit of {limit} UTF-16 units cannot hold one character and its tags"
+            )
         sub = _pack(piece, limit, level + 1)
         parts.extend(sub[:-1])
         current = sub[-1]

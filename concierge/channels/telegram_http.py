@@ -90,7 +90,8 @@ class TelegramWebhookStats:
         family.add_metric(["failed", ""], self.failed)
         yield family
         latency = HistogramMetricFamily(
-            "concierge_telegram_webhook_duration_seconds", "Time from request to answer on the webhook"
+            "concierge_telegram_webhook_duration_seconds",
+            "Time from request to answer on the webhook",
         )
         pairs = [(f"{b:g}", float(c)) for b, c in zip(_BUCKETS, self.latency_buckets, strict=True)]
         pairs.append(("+Inf", float(self.latency_count)))
@@ -173,8 +174,11 @@ class TelegramWebhook:
         except StoreUnavailable as exc:
             counts.unavailable += 1
             log_.warning("telegram.webhook_deferred", reason=str(exc))
-            return Answer(status=503, error="store unavailable, retry later",
-                          headers={"Retry-After": str(self._retry_after_s)})
+            return Answer(
+                status=503,
+                error="store unavailable, retry later",
+                headers={"Retry-After": str(self._retry_after_s)},
+            )
         except Exception:
             counts.failed += 1
             log_.exception("telegram.webhook_failed")
@@ -196,8 +200,13 @@ def telegram_blueprint(
     path: str = WEBHOOK_PATH,
 ) -> Blueprint:
     """The webhook as a Quart route; ``previous_secrets`` stay valid while a new secret is rolled out."""
-    webhook = TelegramWebhook(ingest=ingest, secret=secret, previous_secrets=previous_secrets,
-                              stats=stats, retry_after_s=retry_after_s)
+    webhook = TelegramWebhook(
+        ingest=ingest,
+        secret=secret,
+        previous_secrets=previous_secrets,
+        stats=stats,
+        retry_after_s=retry_after_s,
+    )
     blueprint = Blueprint("telegram_webhook", __name__)
 
     async def read_body() -> bytes:
@@ -208,8 +217,12 @@ def telegram_blueprint(
     async def telegram_webhook() -> Response:
         answer = await webhook.handle(request.headers.get(SECRET_HEADER), read_body)
         content_type = "application/json" if answer.error is not None else None
-        return Response(answer.body(), status=answer.status, headers=dict(answer.headers),
-                        content_type=content_type)
+        return Response(
+            answer.body(),
+            status=answer.status,
+            headers=dict(answer.headers),
+            content_type=content_type,
+        )
 
     return blueprint
 
@@ -247,8 +260,13 @@ def with_telegram_webhook(
     worker (Quart's request machinery is most of the cost of an ack). Every other
     request goes to ``app``. Bodies over ``max_body_bytes`` get 413.
     """
-    webhook = TelegramWebhook(ingest=ingest, secret=secret, previous_secrets=previous_secrets,
-                              stats=stats, retry_after_s=retry_after_s)
+    webhook = TelegramWebhook(
+        ingest=ingest,
+        secret=secret,
+        previous_secrets=previous_secrets,
+        stats=stats,
+        retry_after_s=retry_after_s,
+    )
     header = SECRET_HEADER.lower().encode()
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
@@ -256,8 +274,12 @@ def with_telegram_webhook(
             await app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            await _respond(send, Answer(status=405, error="method not allowed on this route",
-                                        headers={"Allow": "POST"}))
+            await _respond(
+                send,
+                Answer(
+                    status=405, error="method not allowed on this route", headers={"Allow": "POST"}
+                ),
+            )
             return
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
 

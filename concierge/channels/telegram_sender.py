@@ -36,11 +36,15 @@ def classify(exc: TelegramError) -> SendResult:
     if isinstance(exc, TelegramNetworkError) or not isinstance(exc, TelegramApiError):
         return SendResult(status=SendStatus.RETRY, detail=str(exc))
     if exc.status == 429:
-        return SendResult(status=SendStatus.RETRY, detail=exc.description, retry_after_s=exc.retry_after_s)
+        return SendResult(
+            status=SendStatus.RETRY, detail=exc.description, retry_after_s=exc.retry_after_s
+        )
     if exc.status == 403:  # blocked, deactivated, kicked: the user is out of reach
         return SendResult(status=SendStatus.UNREACHABLE, detail=exc.description)
     if exc.status in (401, 404) or exc.status >= 500:  # a bad token is fixed by the operator
-        return SendResult(status=SendStatus.RETRY, detail=exc.description, retry_after_s=exc.retry_after_s)
+        return SendResult(
+            status=SendStatus.RETRY, detail=exc.description, retry_after_s=exc.retry_after_s
+        )
     return SendResult(status=SendStatus.REJECTED, detail=exc.description)
 
 

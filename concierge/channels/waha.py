@@ -125,7 +125,9 @@ class ChatId:
     kind: ChatKind
 
 
-_CHAT_ID = re.compile(r"^(?P<user>[0-9A-Za-z][0-9A-Za-z_.-]{0,63})(?::(?P<device>\d{1,5}))?@(?P<server>[A-Za-z.]{1,32})$")
+_CHAT_ID = re.compile(
+    r"^(?P<user>[0-9A-Za-z][0-9A-Za-z_.-]{0,63})(?::(?P<device>\d{1,5}))?@(?P<server>[A-Za-z.]{1,32})$"
+)
 _SERVERS = {
     "c.us": ChatKind.PHONE,
     "s.whatsapp.net": ChatKind.PHONE,
@@ -143,11 +145,15 @@ def parse_chat_id(raw: str) -> ChatId:
     """
     match = _CHAT_ID.match(raw.strip())
     if match is None:
-        raise ValueError(f"{_shown(raw)} is not a WhatsApp chat id (expected e.g. 33612345678@c.us)")
+        raise ValueError(
+            f"{_shown(raw)} is not a WhatsApp chat id (expected e.g. 33612345678@c.us)"
+        )
     user, device, server = match["user"], match["device"], match["server"].lower()
     kind = _SERVERS.get(server)
     if kind is None:
-        raise ValueError(f"{_shown(raw)} has an unknown server {server!r} (c.us, s.whatsapp.net, lid, g.us, ...)")
+        raise ValueError(
+            f"{_shown(raw)} has an unknown server {server!r} (c.us, s.whatsapp.net, lid, g.us, ...)"
+        )
     if kind in (ChatKind.PHONE, ChatKind.LID) and not user.isdigit():
         raise ValueError(f"{_shown(raw)}: a user id before @{server} must be digits")
     if device is not None and kind not in (ChatKind.PHONE, ChatKind.LID):
@@ -193,7 +199,9 @@ def verify_delivery(
     if hmac_key is not None:
         provided = lowered.get(HEADER_HMAC)
         if not provided:
-            return Rejected(reason=RejectReason.SIGNATURE_MISSING, detail="X-Webhook-Hmac header is missing")
+            return Rejected(
+                reason=RejectReason.SIGNATURE_MISSING, detail="X-Webhook-Hmac header is missing"
+            )
         algorithm = lowered.get(HEADER_ALGORITHM)
         if algorithm != HMAC_ALGORITHM:
             shown = "missing" if algorithm is None else _shown(algorithm)
@@ -203,12 +211,17 @@ def verify_delivery(
             )
         expected = sign(body, hmac_key).encode("ascii")
         if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
-            return Rejected(reason=RejectReason.SIGNATURE_INVALID, detail="X-Webhook-Hmac does not match the body")
+            return Rejected(
+                reason=RejectReason.SIGNATURE_INVALID,
+                detail="X-Webhook-Hmac does not match the body",
+            )
     stamp = lowered.get(HEADER_TIMESTAMP)
     if stamp is None:
         if hmac_key is None:
             return None
-        return Rejected(reason=RejectReason.TIMESTAMP_MISSING, detail="X-Webhook-Timestamp header is missing")
+        return Rejected(
+            reason=RejectReason.TIMESTAMP_MISSING, detail="X-Webhook-Timestamp header is missing"
+        )
     if not re.fullmatch(r"\d{1,16}", stamp):
         return Rejected(
             reason=RejectReason.TIMESTAMP_INVALID,
@@ -277,7 +290,9 @@ def parse_envelope(
         or not _EXTERNAL_ID.match(external_id)
         or len(external_id) > MAX_EXTERNAL_ID_CHARS
     ):
-        return _malformed(f"`payload.id` must be 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters")
+        return _malformed(
+            f"`payload.id` must be 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters"
+        )
     sender = payload.get("from")
     if not isinstance(sender, str):
         return _malformed("`payload.from` is missing or not a string")

@@ -86,7 +86,9 @@ class WahaClient:
 
     async def session_status(self, *, correlation_id: str = "") -> WahaCall:
         """``GET /api/sessions/{session}``: body ``status`` is ``WORKING`` when WAHA can send."""
-        return await self._call("GET", f"/api/sessions/{quote(self._session, safe='')}", None, correlation_id)
+        return await self._call(
+            "GET", f"/api/sessions/{quote(self._session, safe='')}", None, correlation_id
+        )
 
     async def _post(self, path: str, payload: dict[str, Any], correlation_id: str) -> WahaCall:
         return await self._call("POST", path, {"session": self._session, **payload}, correlation_id)
@@ -106,7 +108,9 @@ class WahaClient:
         except httpx.TimeoutException as exc:
             return WahaCall(status_code=None, detail=f"timed out ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            return WahaCall(status_code=None, detail=f"{type(exc).__name__}: {exc}"[:MAX_DETAIL_CHARS])
+            return WahaCall(
+                status_code=None, detail=f"{type(exc).__name__}: {exc}"[:MAX_DETAIL_CHARS]
+            )
         body: Any
         try:
             body = response.json() if response.content else None
@@ -157,7 +161,9 @@ async def open_waha_client(
     settings: WahaSettings, *, timeout_s: float = 15.0
 ) -> AsyncIterator[WahaClient]:
     """A ``WahaClient`` with its own connection pool, closed when the block ends."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))) as http:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+    ) as http:
         yield WahaClient(
             http=http, base_url=settings.url, session=settings.session, api_key=settings.api_key
         )

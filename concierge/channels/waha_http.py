@@ -79,15 +79,23 @@ class WahaWebhookStats:
         return sum(n for (o, _), n in self.counts.items() if o == outcome)
 
     def health_checks(self) -> Iterable[Check]:
-        details = {o: self.total(o) for o in ("accepted", "duplicate", "ignored", "rejected", "unavailable")}
+        details = {
+            o: self.total(o)
+            for o in ("accepted", "duplicate", "ignored", "rejected", "unavailable")
+        }
         yield Check(
-            component="waha", measurement="webhooks", status=Status.PASS,
-            observed_value=details["accepted"], observed_unit="messages", details={"deliveries": details},
+            component="waha",
+            measurement="webhooks",
+            status=Status.PASS,
+            observed_value=details["accepted"],
+            observed_unit="messages",
+            details={"deliveries": details},
         )
 
     def metrics(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
-            "concierge_waha_webhooks", "WAHA webhook deliveries by outcome and reason",
+            "concierge_waha_webhooks",
+            "WAHA webhook deliveries by outcome and reason",
             labels=["outcome", "reason"],
         )
         for (outcome, reason), n in sorted(self.counts.items()):
@@ -108,7 +116,9 @@ async def link_alt_identity(
     other = await store.user_for_key(alt_user_key)
     if known is not None and other is not None:
         if known.user_id != other.user_id:
-            log.warning("waha.identities_conflict", user_id=known.user_id, other_user_id=other.user_id)
+            log.warning(
+                "waha.identities_conflict", user_id=known.user_id, other_user_id=other.user_id
+            )
         return
     if known is not None:
         await store.link_identity(known.user_id, Channel.WAHA, alt_user_key)
@@ -139,15 +149,21 @@ def waha_blueprint(
         request_id = request.headers.get(HEADER_REQUEST_ID, "")[:64]
         now_s = clock()
         rejection = verify_delivery(
-            body=body, headers=dict(request.headers.items()), hmac_key=settings.hmac_key,
-            now_s=now_s, window_s=settings.timestamp_window_s,
+            body=body,
+            headers=dict(request.headers.items()),
+            hmac_key=settings.hmac_key,
+            now_s=now_s,
+            window_s=settings.timestamp_window_s,
         )
         if rejection is not None:
             return _rejected(rejection, counts, request_id)
         correlation_id = new_correlation_id()
         result = parse_envelope(
-            body, session=settings.session, allow_groups=settings.allow_groups,
-            received_at=datetime.fromtimestamp(now_s, UTC), correlation_id=correlation_id,
+            body,
+            session=settings.session,
+            allow_groups=settings.allow_groups,
+            received_at=datetime.fromtimestamp(now_s, UTC),
+            correlation_id=correlation_id,
         )
         if isinstance(result, Rejected):
             return _rejected(result, counts, request_id)
@@ -155,16 +171,25 @@ def waha_blueprint(
             counts.count("ignored", result.reason.value)
             log.debug("waha.webhook_ignored", reason=result.reason.value, request_id=request_id)
             return _json({"status": "ignored", "reason": result.reason.value}, 200)
-        return await _accept(result, ingest=ingest, store=store, counts=counts, request_id=request_id)
+        return await _accept(
+            result, ingest=ingest, store=store, counts=counts, request_id=request_id
+        )
 
     return blueprint
 
 
 async def _accept(
-    parsed: ParsedMessage, *, ingest: Ingest, store: Store, counts: WahaWebhookStats, request_id: str
+    parsed: ParsedMessage,
+    *,
+    ingest: Ingest,
+    store: Store,
+    counts: WahaWebhookStats,
+    request_id: str,
 ) -> Response:
     message = parsed.message
-    log_ = log.bind(correlation_id=message.correlation_id, request_id=request_id, event_id=parsed.event_id)
+    log_ = log.bind(
+        correlation_id=message.correlation_id, request_id=request_id, event_id=parsed.event_id
+    )
     try:
         if parsed.alt_user_key is not None:
             await _link_best_effort(store, parsed, log_)
@@ -177,16 +202,25 @@ async def _accept(
         return response
     outcome = "accepted" if accepted.is_new else "duplicate"
     counts.count(outcome, message.kind.value)
-    log_.info("waha.webhook_accepted", outcome=outcome, inbox_id=accepted.inbox_id, kind=message.kind.value)
+    log_.info(
+        "waha.webhook_accepted",
+        outcome=outcome,
+        inbox_id=accepted.inbox_id,
+        kind=message.kind.value,
+    )
     return _json({"status": outcome, "inbox_id": accepted.inbox_id}, 200)
 
 
-async def _link_best_effort(store: Store, parsed: ParsedMessage, log_: structlog.typing.FilteringBoundLogger) -> None:
+async def _link_best_effort(
+    store: Store, parsed: ParsedMessage, log_: structlog.typing.FilteringBoundLogger
+) -> None:
     """Linking LID and phone helps, but never costs a message: only an unavailable store stops it."""
     assert parsed.alt_user_key is not None
     try:
         await link_alt_identity(
-            store, user_key=parsed.message.user_key, alt_user_key=parsed.alt_user_key,
+            store,
+            user_key=parsed.message.user_key,
+            alt_user_key=parsed.alt_user_key,
             display_name=parsed.message.display_name,
         )
     except StoreUnavailable:
@@ -198,10 +232,14 @@ async def _link_best_effort(store: Store, parsed: ParsedMessage, log_: structlog
 def _rejected(rejection: Rejected, counts: WahaWebhookStats, request_id: str) -> Response:
     counts.count("rejected", rejection.reason.value)
     log.warning(
-        "waha.webhook_rejected", reason=rejection.reason.value, detail=rejection.detail,
+        "waha.webhook_rejected",
+        reason=rejection.reason.value,
+        detail=rejection.detail,
         request_id=request_id,
     )
-    return _json({"error": rejection.detail, "reason": rejection.reason.value}, rejection.http_status)
+    return _json(
+        {"error": rejection.detail, "reason": rejection.reason.value}, rejection.http_status
+    )
 
 
 def _json(payload: dict[str, object], status: int) -> Response:

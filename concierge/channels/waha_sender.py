@@ -71,7 +71,8 @@ def classify_call(call: WahaCall, *, step: str) -> SendResult:
         return SendResult(status=SendStatus.RETRY, detail=detail, retry_after_s=call.retry_after_s)
     if status in (401, 403):
         return SendResult(
-            status=SendStatus.RETRY, detail=detail,
+            status=SendStatus.RETRY,
+            detail=detail,
             retry_after_s=max(call.retry_after_s or 0.0, AUTH_RETRY_S),
         )
     if status == 422 and "session status" in call.detail.lower():
@@ -135,7 +136,9 @@ class WahaSender:
                 await self._sleep(delay_s)
             stopped = await self._client.stop_typing(chat_id, correlation_id=cid)
             if not stopped.ok:  # sending clears "typing..." anyway; let sendText decide
-                log_.debug("waha.stop_typing_failed", status=stopped.status_code, detail=stopped.detail)
+                log_.debug(
+                    "waha.stop_typing_failed", status=stopped.status_code, detail=stopped.detail
+                )
             sent = await self._client.send_text(chat_id, part, correlation_id=cid)
             if not sent.ok:
                 result = classify_call(sent, step=f"sendText part {index + 1}/{len(parts)}")
@@ -149,7 +152,9 @@ class WahaSender:
         log_.info("waha.reply_sent", parts=len(parts), resumed_at=done + 1 if done else None)
         return SendResult(status=SendStatus.SENT, detail=f"{len(parts)} part(s)")
 
-    def _presence_failed(self, call: WahaCall, step: str, log_: structlog.stdlib.BoundLogger) -> SendResult | None:
+    def _presence_failed(
+        self, call: WahaCall, step: str, log_: structlog.stdlib.BoundLogger
+    ) -> SendResult | None:
         """A transient presence failure aborts the attempt (WAHA is down); others are skipped."""
         if call.ok:
             return None
@@ -159,15 +164,21 @@ class WahaSender:
         log_.debug("waha.presence_failed", step=step, status=call.status_code, detail=call.detail)
         return None
 
-    def _retry(self, row: OutboxRow, result: SendResult, log_: structlog.stdlib.BoundLogger) -> SendResult:
+    def _retry(
+        self, row: OutboxRow, result: SendResult, log_: structlog.stdlib.BoundLogger
+    ) -> SendResult:
         self.retries += 1
         log_.warning(
-            "waha.send_deferred", detail=result.detail, retry_after_s=result.retry_after_s,
+            "waha.send_deferred",
+            detail=result.detail,
+            retry_after_s=result.retry_after_s,
             parts_done=self._progress.get(row.outbox_id, 0),
         )
         return result
 
-    def _give_up(self, row: OutboxRow, detail: str, log_: structlog.stdlib.BoundLogger) -> SendResult:
+    def _give_up(
+        self, row: OutboxRow, detail: str, log_: structlog.stdlib.BoundLogger
+    ) -> SendResult:
         self._progress.pop(row.outbox_id, None)
         self.rejected += 1
         log_.error("waha.send_rejected", detail=detail)

@@ -35,7 +35,9 @@ log = structlog.get_logger(__name__)
 _DEAD_KEY_TYPES = frozenset({"authentication_error", "permission_error", "billing_error"})
 
 
-def classify_anthropic_error(status: int, body: object, headers: Mapping[str, str]) -> ProviderError:
+def classify_anthropic_error(
+    status: int, body: object, headers: Mapping[str, str]
+) -> ProviderError:
     """Turn an error response of the Messages API into a classified ``ProviderError``.
 
     GLM's Anthropic-compatible endpoint sends its own business codes
@@ -53,8 +55,11 @@ def classify_anthropic_error(status: int, body: object, headers: Mapping[str, st
             outcome = Outcome.THROTTLED
         elif status >= 500:  # 500 api_error, 504 timeout_error, 529 overloaded_error
             outcome = Outcome.TRANSIENT
-        elif (status in (401, 402, 403) or error_type in _DEAD_KEY_TYPES
-              or (status == 400 and is_spend_limit_message(message))):
+        elif (
+            status in (401, 402, 403)
+            or error_type in _DEAD_KEY_TYPES
+            or (status == 400 and is_spend_limit_message(message))
+        ):
             outcome = Outcome.DEAD_KEY
         else:
             outcome = outcome_for_status(status)
@@ -69,7 +74,9 @@ class AnthropicAdapter(ConfiguredAdapter):
 
     KIND = "anthropic"
 
-    def __init__(self, settings: ProviderSettings, *, http_client: httpx2.AsyncClient | None = None) -> None:
+    def __init__(
+        self, settings: ProviderSettings, *, http_client: httpx2.AsyncClient | None = None
+    ) -> None:
         super().__init__(settings)
         self._http = http_client or sdk_http_client(settings)
         self._clients: dict[str, anthropic.AsyncAnthropic] = {}
@@ -96,8 +103,12 @@ class AnthropicAdapter(ConfiguredAdapter):
             return await self._complete(call, key)
         except ProviderError as exc:
             log.debug(
-                "provider.attempt_failed", provider=self.name, key=key.alias,
-                outcome=exc.outcome.value, detail=exc.detail, retry_after_s=exc.retry_after_s,
+                "provider.attempt_failed",
+                provider=self.name,
+                key=key.alias,
+                outcome=exc.outcome.value,
+                detail=exc.detail,
+                retry_after_s=exc.retry_after_s,
                 correlation_id=call.correlation_id,
             )
             raise
@@ -117,18 +128,24 @@ class AnthropicAdapter(ConfiguredAdapter):
                     **extra,
                 )
         except trio.TooSlowError:
-            raise ProviderError(Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s") from None
+            raise ProviderError(
+                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
+            ) from None
         except anthropic.APIStatusError as exc:
             raise classify_anthropic_error(exc.status_code, exc.body, exc.response.headers) from exc
         except anthropic.APITimeoutError:
-            raise ProviderError(Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s") from None
+            raise ProviderError(
+                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
+            ) from None
         except anthropic.APIConnectionError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc}") from exc
         except anthropic.AnthropicError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"unusable response: {exc}") from exc
         text = "".join(block.text for block in message.content if block.type == "text").strip()
         if message.stop_reason == "refusal":
-            raise ProviderError(Outcome.REQUEST_ERROR, "the model refused to answer (stop_reason refusal)")
+            raise ProviderError(
+                Outcome.REQUEST_ERROR, "the model refused to answer (stop_reason refusal)"
+            )
         if not text:
             raise ProviderError(
                 Outcome.TRANSIENT, f"empty reply (stop_reason {message.stop_reason})"

@@ -53,7 +53,9 @@ class ProviderError(Exception):
     ``retry_after_s`` is the server's hint for ``THROTTLED`` (``None`` when it gave none).
     """
 
-    def __init__(self, outcome: Outcome, detail: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, outcome: Outcome, detail: str, *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(f"{outcome.value}: {detail}")
         self.outcome = outcome
         self.detail = detail

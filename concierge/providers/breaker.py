@@ -93,7 +93,11 @@ class CircuitBreaker:
     @property
     def state(self) -> BreakerState:
         """The state now; an open breaker whose time is up reads as half-open."""
-        if self._state is BreakerState.OPEN and self._open_until is not None and self._clock() >= self._open_until:
+        if (
+            self._state is BreakerState.OPEN
+            and self._open_until is not None
+            and self._clock() >= self._open_until
+        ):
             return BreakerState.HALF_OPEN
         return self._state
 
@@ -108,14 +112,21 @@ class CircuitBreaker:
     def would_admit(self) -> bool:
         """Whether ``acquire`` would succeed now (without taking the probe)."""
         state = self.state
-        return state is BreakerState.CLOSED or (state is BreakerState.HALF_OPEN and not self._probe_in_flight)
+        return state is BreakerState.CLOSED or (
+            state is BreakerState.HALF_OPEN and not self._probe_in_flight
+        )
 
     def snapshot(self) -> BreakerSnapshot:
         return BreakerSnapshot(
-            state=self.state, openings=self._openings, total_openings=self._total_openings,
-            open_until=self.open_until, opened_at=self._opened_at,
-            window_failures=sum(self._window), window_calls=len(self._window),
-            consecutive_failures=self._consecutive, probe_in_flight=self._probe_in_flight,
+            state=self.state,
+            openings=self._openings,
+            total_openings=self._total_openings,
+            open_until=self.open_until,
+            opened_at=self._opened_at,
+            window_failures=sum(self._window),
+            window_calls=len(self._window),
+            consecutive_failures=self._consecutive,
+            probe_in_flight=self._probe_in_flight,
         )
 
     # -- admitting -------------------------------------------------------------------
@@ -129,7 +140,9 @@ class CircuitBreaker:
             return Ticket(generation=self._generation, probe=True)
         return None
 
-    def force_probe(self, *, correlation_id: str = "", reason: str = "every provider is open") -> Ticket | None:
+    def force_probe(
+        self, *, correlation_id: str = "", reason: str = "every provider is open"
+    ) -> Ticket | None:
         """Let one call through an open breaker before its time (when nothing else can answer)."""
         if self._state is BreakerState.OPEN and not self._probe_in_flight:
             self._to_half_open(correlation_id, reason=reason)
@@ -153,7 +166,9 @@ class CircuitBreaker:
             return
         if ticket.probe:
             self._probe_in_flight = False
-            self._open(correlation_id, reason=f"probe failed: {reason}" if reason else "probe failed")
+            self._open(
+                correlation_id, reason=f"probe failed: {reason}" if reason else "probe failed"
+            )
             return
         if self._state is not BreakerState.CLOSED:
             return
@@ -164,7 +179,9 @@ class CircuitBreaker:
         if self._consecutive >= s.consecutive:
             self._open(correlation_id, reason=f"{self._consecutive} consecutive transient failures")
         elif len(self._window) >= s.min_calls and failures / len(self._window) >= s.failure_rate:
-            self._open(correlation_id, reason=f"{failures} of the last {len(self._window)} calls failed")
+            self._open(
+                correlation_id, reason=f"{failures} of the last {len(self._window)} calls failed"
+            )
 
     def released(self, ticket: Ticket) -> None:
         """The call ended without a verdict on the provider's health (throttled, dead key, bad request, cancelled)."""
@@ -173,13 +190,22 @@ class CircuitBreaker:
 
     # -- transitions -------------------------------------------------------------------
     def _maybe_half_open(self, correlation_id: str) -> None:
-        if self._state is BreakerState.OPEN and self._open_until is not None and self._clock() >= self._open_until:
+        if (
+            self._state is BreakerState.OPEN
+            and self._open_until is not None
+            and self._clock() >= self._open_until
+        ):
             self._to_half_open(correlation_id, reason="open time elapsed")
 
     def _to_half_open(self, correlation_id: str, *, reason: str) -> None:
         self._state = BreakerState.HALF_OPEN
         self._probe_in_flight = False
-        log.info("provider.breaker_half_open", provider=self.name, correlation_id=correlation_id, reason=reason)
+        log.info(
+            "provider.breaker_half_open",
+            provider=self.name,
+            correlation_id=correlation_id,
+            reason=reason,
+        )
 
     def _open(self, correlation_id: str, *, reason: str) -> None:
         s = self._settings
@@ -196,8 +222,12 @@ class CircuitBreaker:
         self._window.clear()
         self._consecutive = 0
         log.warning(
-            "provider.breaker_opened", provider=self.name, correlation_id=correlation_id, reason=reason,
-            open_s=round(duration, 3), openings=self._openings,
+            "provider.breaker_opened",
+            provider=self.name,
+            correlation_id=correlation_id,
+            reason=reason,
+            open_s=round(duration, 3),
+            openings=self._openings,
         )
 
     def _close(self, correlation_id: str) -> None:

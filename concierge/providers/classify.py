@@ -160,7 +160,9 @@ def _epoch_or_delta(value: str, now: float) -> float | None:
 _ANTHROPIC_FAMILIES = ("requests", "tokens", "input-tokens", "output-tokens")
 
 
-def retry_after_from_headers(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+def retry_after_from_headers(
+    headers: Mapping[str, str], *, now: float | None = None
+) -> float | None:
     """The server's "come back in N seconds", from whichever header it used.
 
     Order: ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date),
@@ -170,7 +172,9 @@ def retry_after_from_headers(headers: Mapping[str, str], *, now: float | None = 
     """
     wall = time.time() if now is None else now
     lowered = {k.lower(): v for k, v in headers.items()}
-    if (ms := lowered.get("retry-after-ms")) is not None and (value := parse_duration(ms)) is not None:
+    if (ms := lowered.get("retry-after-ms")) is not None and (
+        value := parse_duration(ms)
+    ) is not None:
         return value / 1000.0
     if (ra := lowered.get("retry-after")) is not None:
         value = parse_duration(ra)

@@ -46,13 +46,21 @@ class ConfiguredAdapter:
 def sdk_http_client(settings: ProviderSettings) -> httpx2.AsyncClient:
     """The httpx2 client the Anthropic and Gemini SDKs are given (they do not accept httpx)."""
     return httpx2.AsyncClient(
-        limits=httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE),
-        timeout=httpx2.Timeout(settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s)),
+        limits=httpx2.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
+        ),
+        timeout=httpx2.Timeout(
+            settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s)
+        ),
     )
 
 
 def http_client(settings: ProviderSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE),
-        timeout=httpx.Timeout(settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s)),
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
+        ),
+        timeout=httpx.Timeout(
+            settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s)
+        ),
     )

@@ -120,7 +120,9 @@ class CreditMonitor:
         for slot in ring.slots:
             await self._poll_key(provider, ring, slot, fetch, periodic=periodic)
 
-    async def _poll_key(self, provider: str, ring: KeyRing, slot: KeySlot, fetch: CreditFetch, *, periodic: bool) -> None:
+    async def _poll_key(
+        self, provider: str, ring: KeyRing, slot: KeySlot, fetch: CreditFetch, *, periodic: bool
+    ) -> None:
         alias = slot.key.alias
         previous = self._readings.get((provider, alias), CreditReading())
         info: CreditInfo | None = None
@@ -136,14 +138,27 @@ class CreditMonitor:
             log.warning("provider.credit_poll_failed", provider=provider, key=alias, error=error)
             return
         reading = CreditReading(
-            limit=info.limit, remaining=info.remaining, usage=info.usage, checked_at=utcnow(),
+            limit=info.limit,
+            remaining=info.remaining,
+            usage=info.usage,
+            checked_at=utcnow(),
         )
         self._readings[(provider, alias)] = reading
         state = ring.state_of(slot)
         if reading.exhausted:
             if state is not KeyState.DISABLED:
-                log.warning("provider.credit_exhausted", provider=provider, key=alias, remaining=reading.remaining)
+                log.warning(
+                    "provider.credit_exhausted",
+                    provider=provider,
+                    key=alias,
+                    remaining=reading.remaining,
+                )
                 ring.disable(slot, NO_CREDIT)
         elif periodic and state is KeyState.DISABLED:
-            log.info("provider.credit_restored", provider=provider, key=alias, remaining=reading.remaining)
+            log.info(
+                "provider.credit_restored",
+                provider=provider,
+                key=alias,
+                remaining=reading.remaining,
+            )
             ring.enable(slot, reason="credit available")

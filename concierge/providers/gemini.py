@@ -38,17 +38,34 @@ log = structlog.get_logger(__name__)
 API_VERSION = "v1beta"
 """generateContent with systemInstruction is documented on v1beta; the SDK's default is v1."""
 
-_DEAD_KEY_REASONS = frozenset({
-    "API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED",
-    "API_KEY_IP_ADDRESS_BLOCKED", "CONSUMER_SUSPENDED", "SERVICE_DISABLED", "BILLING_DISABLED",
-})
+_DEAD_KEY_REASONS = frozenset(
+    {
+        "API_KEY_INVALID",
+        "API_KEY_EXPIRED",
+        "API_KEY_SERVICE_BLOCKED",
+        "API_KEY_HTTP_REFERRER_BLOCKED",
+        "API_KEY_IP_ADDRESS_BLOCKED",
+        "CONSUMER_SUSPENDED",
+        "SERVICE_DISABLED",
+        "BILLING_DISABLED",
+    }
+)
 _DEAD_KEY_STATUSES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED", "FAILED_PRECONDITION"})
 _RETRY_IN = re.compile(r"retry in (\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 # finish reasons that mean the content was refused, not that the provider failed
-_BLOCKED_FINISH = frozenset({
-    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-    "LANGUAGE", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
-})
+_BLOCKED_FINISH = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "LANGUAGE",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
 
 
 def _details(body: object) -> Sequence[Mapping[str, Any]]:
@@ -68,11 +85,15 @@ def classify_gemini_error(
     until midnight Pacific, when Google resets it.
     """
     details = _details(body)
-    reasons = {str(d.get("reason")) for d in details if str(d.get("@type", "")).endswith("ErrorInfo")}
+    reasons = {
+        str(d.get("reason")) for d in details if str(d.get("@type", "")).endswith("ErrorInfo")
+    }
     quota_ids = [
         str(v.get("quotaId", ""))
-        for d in details if str(d.get("@type", "")).endswith("QuotaFailure")
-        for v in d.get("violations", ()) if isinstance(v, Mapping)
+        for d in details
+        if str(d.get("@type", "")).endswith("QuotaFailure")
+        for v in d.get("violations", ())
+        if isinstance(v, Mapping)
     ]
     text = message or ""
     detail = error_detail(code, status, text)
@@ -99,7 +120,9 @@ class GeminiAdapter(ConfiguredAdapter):
 
     KIND = "gemini"
 
-    def __init__(self, settings: ProviderSettings, *, http_client: httpx2.AsyncClient | None = None) -> None:
+    def __init__(
+        self, settings: ProviderSettings, *, http_client: httpx2.AsyncClient | None = None
+    ) -> None:
         super().__init__(settings)
         self._http = http_client or sdk_http_client(settings)
         self._clients: dict[str, genai.Client] = {}
@@ -125,8 +148,12 @@ class GeminiAdapter(ConfiguredAdapter):
             return await self._complete(call, key)
         except ProviderError as exc:
             log.debug(
-                "provider.attempt_failed", provider=self.name, key=key.alias,
-                outcome=exc.outcome.value, detail=exc.detail, retry_after_s=exc.retry_after_s,
+                "provider.attempt_failed",
+                provider=self.name,
+                key=key.alias,
+                outcome=exc.outcome.value,
+                detail=exc.detail,
+                retry_after_s=exc.retry_after_s,
                 correlation_id=call.correlation_id,
             )
             raise
@@ -134,7 +161,10 @@ class GeminiAdapter(ConfiguredAdapter):
     async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
         """The call itself; ``complete`` logs its failures."""
         contents = [
-            types.Content(role="model" if t.role is Role.ASSISTANT else "user", parts=[types.Part(text=t.text)])
+            types.Content(
+                role="model" if t.role is Role.ASSISTANT else "user",
+                parts=[types.Part(text=t.text)],
+            )
             for t in chat_turns(call)
         ]
         config = types.GenerateContentConfig(
@@ -146,14 +176,20 @@ class GeminiAdapter(ConfiguredAdapter):
         try:
             with trio.fail_after(max(0.0, call.timeout_s)):
                 response = await client.aio.models.generate_content(
-                    model=self._settings.model, contents=contents, config=config,
+                    model=self._settings.model,
+                    contents=contents,
+                    config=config,
                 )
         except trio.TooSlowError:
-            raise ProviderError(Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s") from None
+            raise ProviderError(
+                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
+            ) from None
         except genai_errors.APIError as exc:
             raise classify_gemini_error(exc.code, exc.status, exc.message, exc.details) from exc
         except httpx2.TimeoutException:
-            raise ProviderError(Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s") from None
+            raise ProviderError(
+                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
+            ) from None
         except httpx2.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc!r}") from exc
         except (pydantic.ValidationError, ValueError) as exc:

@@ -106,7 +106,11 @@ class KeyRing:
     def next_ready_at(self) -> float | None:
         """When the first cooling key becomes usable (``None``: no key is merely cooling)."""
         now = self._clock()
-        times = [s.cooling_until for s in self.slots if s.state(now) is KeyState.COOLING and s.cooling_until is not None]
+        times = [
+            s.cooling_until
+            for s in self.slots
+            if s.state(now) is KeyState.COOLING and s.cooling_until is not None
+        ]
         return min(times) if times else None
 
     def slot(self, alias: str) -> KeySlot:
@@ -131,7 +135,10 @@ class KeyRing:
         slot.last_error = reason
         if slot.disabled_reason is None:
             log.warning(
-                "provider.key_disabled", provider=self.provider, key=slot.key.alias, reason=reason,
+                "provider.key_disabled",
+                provider=self.provider,
+                key=slot.key.alias,
+                reason=reason,
                 correlation_id=correlation_id,
             )
         slot.disabled_reason = reason
@@ -139,12 +146,17 @@ class KeyRing:
     def enable(self, slot: KeySlot, *, reason: str, correlation_id: str = "") -> None:
         if slot.disabled_reason is not None:
             log.info(
-                "provider.key_reenabled", provider=self.provider, key=slot.key.alias, reason=reason,
+                "provider.key_reenabled",
+                provider=self.provider,
+                key=slot.key.alias,
+                reason=reason,
                 correlation_id=correlation_id,
             )
         slot.disabled_reason = None
 
-    def cool(self, slot: KeySlot, retry_after_s: float | None, *, correlation_id: str = "") -> float:
+    def cool(
+        self, slot: KeySlot, retry_after_s: float | None, *, correlation_id: str = ""
+    ) -> float:
         """Skip the key until the hint (or a jittered exponential backoff) passes; returns the wait."""
         slot.failures += 1
         slot.throttle_streak += 1
@@ -157,8 +169,12 @@ class KeyRing:
             slot.last_error = "throttled"
         slot.cooling_until = self._clock() + wait
         log.info(
-            "provider.key_throttled", provider=self.provider, key=slot.key.alias, cooling_s=round(wait, 3),
-            hinted=retry_after_s is not None, correlation_id=correlation_id,
+            "provider.key_throttled",
+            provider=self.provider,
+            key=slot.key.alias,
+            cooling_s=round(wait, 3),
+            hinted=retry_after_s is not None,
+            correlation_id=correlation_id,
         )
         return wait
 
@@ -166,9 +182,15 @@ class KeyRing:
         now = self._clock()
         return tuple(
             KeySnapshot(
-                alias=s.key.alias, state=s.state(now), disabled_reason=s.disabled_reason,
-                cooling_for_s=(s.cooling_until - now) if s.state(now) is KeyState.COOLING and s.cooling_until else None,
-                successes=s.successes, failures=s.failures, last_error=s.last_error,
+                alias=s.key.alias,
+                state=s.state(now),
+                disabled_reason=s.disabled_reason,
+                cooling_for_s=(s.cooling_until - now)
+                if s.state(now) is KeyState.COOLING and s.cooling_until
+                else None,
+                successes=s.successes,
+                failures=s.failures,
+                last_error=s.last_error,
             )
             for s in self.slots
         )

@@ -107,7 +107,9 @@ def classify_openai_error(
 def is_openrouter(settings: ProviderSettings) -> bool:
     """OpenRouter is recognised by name or host; only it has the key-credit endpoint."""
     host = urlsplit(settings.base_url or "").hostname or ""
-    return settings.name == "openrouter" or host == "openrouter.ai" or host.endswith(".openrouter.ai")
+    return (
+        settings.name == "openrouter" or host == "openrouter.ai" or host.endswith(".openrouter.ai")
+    )
 
 
 def _text_of(content: object) -> str:
@@ -115,7 +117,8 @@ def _text_of(content: object) -> str:
         return content
     if isinstance(content, list):  # some servers answer with content parts
         return "".join(
-            str(part.get("text", "")) for part in content
+            str(part.get("text", ""))
+            for part in content
             if isinstance(part, Mapping) and part.get("type", "text") == "text"
         )
     return ""
@@ -130,7 +133,9 @@ class OpenAICompatAdapter(ConfiguredAdapter):
 
     KIND = "openai"
 
-    def __init__(self, settings: ProviderSettings, *, http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, settings: ProviderSettings, *, http_client: httpx.AsyncClient | None = None
+    ) -> None:
         if not settings.base_url:
             raise ValueError(f"provider {settings.name!r} of kind openai needs a base URL")
         super().__init__(settings)
@@ -151,8 +156,12 @@ class OpenAICompatAdapter(ConfiguredAdapter):
             return await self._complete(call, key)
         except ProviderError as exc:
             log.debug(
-                "provider.attempt_failed", provider=self.name, key=key.alias,
-                outcome=exc.outcome.value, detail=exc.detail, retry_after_s=exc.retry_after_s,
+                "provider.attempt_failed",
+                provider=self.name,
+                key=key.alias,
+                outcome=exc.outcome.value,
+                detail=exc.detail,
+                retry_after_s=exc.retry_after_s,
                 correlation_id=call.correlation_id,
             )
             raise
@@ -164,18 +173,24 @@ class OpenAICompatAdapter(ConfiguredAdapter):
             messages.append({"role": "system", "content": call.system})
         messages.extend({"role": t.role.value, "content": t.text} for t in chat_turns(call))
         payload = {
-            "model": self._settings.model, "messages": messages,
-            "max_tokens": call.max_tokens, "stream": False,
+            "model": self._settings.model,
+            "messages": messages,
+            "max_tokens": call.max_tokens,
+            "stream": False,
         }
         timeout = httpx.Timeout(call.timeout_s, connect=min(5.0, call.timeout_s))
         try:
             with trio.fail_after(max(0.0, call.timeout_s)):
                 response = await self._http.post(
-                    f"{self._base_url}/chat/completions", json=payload,
-                    headers=self._headers(key), timeout=timeout,
+                    f"{self._base_url}/chat/completions",
+                    json=payload,
+                    headers=self._headers(key),
+                    timeout=timeout,
                 )
         except (trio.TooSlowError, httpx.TimeoutException):
-            raise ProviderError(Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s") from None
+            raise ProviderError(
+                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc!r}") from exc
         body = _body(response)
@@ -221,7 +236,9 @@ class OpenAICompatAdapter(ConfiguredAdapter):
 class OpenRouterAdapter(OpenAICompatAdapter):
     """OpenRouter: chat completions plus ``GET /key``, which the pool's credit monitor polls."""
 
-    async def fetch_key_info(self, key: ApiKey, *, timeout_s: float = KEY_INFO_TIMEOUT_S) -> KeyCredit:
+    async def fetch_key_info(
+        self, key: ApiKey, *, timeout_s: float = KEY_INFO_TIMEOUT_S
+    ) -> KeyCredit:
         """What ``GET {base_url}/key`` says about ``key``; failures raise ``ProviderError``."""
         try:
             with trio.fail_after(timeout_s):
@@ -229,7 +246,9 @@ class OpenRouterAdapter(OpenAICompatAdapter):
                     f"{self._base_url}/key", headers=self._headers(key), timeout=timeout_s
                 )
         except (trio.TooSlowError, httpx.TimeoutException):
-            raise ProviderError(Outcome.TRANSIENT, f"key info: no answer within {timeout_s:g} s") from None
+            raise ProviderError(
+                Outcome.TRANSIENT, f"key info: no answer within {timeout_s:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"key info: connection failed: {exc!r}") from exc
         body = _body(response)
@@ -244,7 +263,9 @@ class OpenRouterAdapter(OpenAICompatAdapter):
                 remaining=_money(data.get("limit_remaining")),
                 usage=_money(data.get("usage")) or 0.0,
                 label=str(data.get("label") or ""),
-                is_free_tier=data["is_free_tier"] if isinstance(data.get("is_free_tier"), bool) else None,
+                is_free_tier=data["is_free_tier"]
+                if isinstance(data.get("is_free_tier"), bool)
+                else None,
             )
         except (TypeError, ValueError) as exc:
             raise ProviderError(Outcome.TRANSIENT, f"key info: unusable figures: {exc}") from exc

@@ -78,9 +78,14 @@ class KeyStatistics:
     @classmethod
     def of(cls, key: KeySnapshot, credit: CreditReading | None) -> KeyStatistics:
         return cls(
-            alias=key.alias, state=key.state, disabled_reason=key.disabled_reason,
-            cooling_for_s=key.cooling_for_s, successes=key.successes, failures=key.failures,
-            last_error=key.last_error, credit=credit,
+            alias=key.alias,
+            state=key.state,
+            disabled_reason=key.disabled_reason,
+            cooling_for_s=key.cooling_for_s,
+            successes=key.successes,
+            failures=key.failures,
+            last_error=key.last_error,
+            credit=credit,
         )
 
 
@@ -124,11 +129,19 @@ class ProviderStatistics:
     @property
     def down(self) -> bool:
         """Open breaker, or no key left that is not disabled."""
-        return self.breaker.state is BreakerState.OPEN or all(k.state is KeyState.DISABLED for k in self.keys)
+        return self.breaker.state is BreakerState.OPEN or all(
+            k.state is KeyState.DISABLED for k in self.keys
+        )
 
     @classmethod
     def of(
-        cls, *, name: str, kind: str, model: str, breaker: BreakerSnapshot, keys: tuple[KeyStatistics, ...],
+        cls,
+        *,
+        name: str,
+        kind: str,
+        model: str,
+        breaker: BreakerSnapshot,
+        keys: tuple[KeyStatistics, ...],
         counters: ProviderCounters,
     ) -> ProviderStatistics:
         ordered = sorted(counters.latencies)
@@ -139,12 +152,22 @@ class ProviderStatistics:
             cumulative.append((bound, running))
         cumulative.append((float("inf"), counters.latency_count))
         return cls(
-            name=name, kind=kind, model=model, offline=kind == "offline", breaker=breaker, keys=keys,
-            attempts=MappingProxyType(dict(counters.attempts)), failovers=counters.failovers,
-            latency_p50_s=percentile(ordered, 0.50), latency_p95_s=percentile(ordered, 0.95),
-            latency_p99_s=percentile(ordered, 0.99), latency_buckets=tuple(cumulative),
-            latency_sum_s=counters.latency_sum, latency_count=counters.latency_count,
-            last_error=counters.last_error, last_error_at=counters.last_error_at,
+            name=name,
+            kind=kind,
+            model=model,
+            offline=kind == "offline",
+            breaker=breaker,
+            keys=keys,
+            attempts=MappingProxyType(dict(counters.attempts)),
+            failovers=counters.failovers,
+            latency_p50_s=percentile(ordered, 0.50),
+            latency_p95_s=percentile(ordered, 0.95),
+            latency_p99_s=percentile(ordered, 0.99),
+            latency_buckets=tuple(cumulative),
+            latency_sum_s=counters.latency_sum,
+            latency_count=counters.latency_count,
+            last_error=counters.last_error,
+            last_error_at=counters.last_error_at,
         )
 
 
@@ -176,60 +199,106 @@ def health_checks(stats: PoolStatistics) -> list[Check]:
     for p in network:
         status = Status.WARN if p.down else Status.PASS
         usable = sum(1 for k in p.keys if k.state is KeyState.ENABLED)
-        checks.append(Check(
-            component="llm", measurement="circuit", component_id=p.name, status=status,
-            observed_value=p.breaker.state.label,
-            output=p.last_error if status is not Status.PASS else None,
-            details={"keysUsable": usable, "keys": len(p.keys)},
-        ))
+        checks.append(
+            Check(
+                component="llm",
+                measurement="circuit",
+                component_id=p.name,
+                status=status,
+                observed_value=p.breaker.state.label,
+                output=p.last_error if status is not Status.PASS else None,
+                details={"keysUsable": usable, "keys": len(p.keys)},
+            )
+        )
         for k in p.keys:
             if k.credit is None:
                 continue
             credit_status = Status.WARN if (k.credit.exhausted or k.credit.error) else Status.PASS
-            checks.append(Check(
-                component="llm", measurement="credits", component_id=f"{p.name}/{k.alias}",
-                status=credit_status, observed_value=k.credit.remaining, observed_unit="USD",
-                output=k.credit.error, time=k.credit.checked_at,
-                details={"limit": k.credit.limit, "usage": k.credit.usage},
-            ))
+            checks.append(
+                Check(
+                    component="llm",
+                    measurement="credits",
+                    component_id=f"{p.name}/{k.alias}",
+                    status=credit_status,
+                    observed_value=k.credit.remaining,
+                    observed_unit="USD",
+                    output=k.credit.error,
+                    time=k.credit.checked_at,
+                    details={"limit": k.credit.limit, "usage": k.credit.usage},
+                )
+            )
     down = [p.name for p in network if p.down]
     offline = any(p.offline for p in stats.providers)
     if network and len(down) == len(network):
         overall = Status.WARN if offline else Status.FAIL
-        output = ("every network provider is down; answering from the knowledge base" if offline
-                  else "every provider is down")
+        output = (
+            "every network provider is down; answering from the knowledge base"
+            if offline
+            else "every provider is down"
+        )
     elif down:
         overall, output = Status.WARN, f"down: {', '.join(down)}"
     else:
         overall, output = Status.PASS, None
-    checks.append(Check(
-        component="llm", measurement="providers", status=overall,
-        observed_value=len(network) - len(down), observed_unit="providers up", output=output,
-    ))
+    checks.append(
+        Check(
+            component="llm",
+            measurement="providers",
+            status=overall,
+            observed_value=len(network) - len(down),
+            observed_unit="providers up",
+            output=output,
+        )
+    )
     return checks
 
 
 # -- /metrics -------------------------------------------------------------------------------
 def metrics(stats: PoolStatistics) -> list[Metric]:
     attempts = CounterMetricFamily(
-        "concierge_provider_attempts", "Provider attempts by outcome", labels=["provider", "outcome"])
+        "concierge_provider_attempts",
+        "Provider attempts by outcome",
+        labels=["provider", "outcome"],
+    )
     failovers = CounterMetricFamily(
-        "concierge_provider_failovers", "Turns that left this provider for another", labels=["provider"])
+        "concierge_provider_failovers",
+        "Turns that left this provider for another",
+        labels=["provider"],
+    )
     openings = CounterMetricFamily(
-        "concierge_provider_breaker_openings", "Times the provider's breaker opened", labels=["provider"])
+        "concierge_provider_breaker_openings",
+        "Times the provider's breaker opened",
+        labels=["provider"],
+    )
     latency = HistogramMetricFamily(
-        "concierge_provider_latency_seconds", "Latency of provider attempts", labels=["provider"])
+        "concierge_provider_latency_seconds", "Latency of provider attempts", labels=["provider"]
+    )
     breaker = GaugeMetricFamily(
-        "concierge_provider_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", labels=["provider"])
+        "concierge_provider_breaker_state",
+        "Breaker state: 0 closed, 1 half-open, 2 open",
+        labels=["provider"],
+    )
     key_state = GaugeMetricFamily(
-        "concierge_provider_key_state", "Key state: 0 enabled, 1 cooling, 2 disabled", labels=["provider", "key"])
+        "concierge_provider_key_state",
+        "Key state: 0 enabled, 1 cooling, 2 disabled",
+        labels=["provider", "key"],
+    )
     limit = GaugeMetricFamily(
-        "concierge_provider_credit_limit", "Key credit limit (absent: unlimited)", labels=["provider", "key"])
+        "concierge_provider_credit_limit",
+        "Key credit limit (absent: unlimited)",
+        labels=["provider", "key"],
+    )
     remaining = GaugeMetricFamily(
-        "concierge_provider_credit_remaining", "Key credit left (absent: unlimited)", labels=["provider", "key"])
+        "concierge_provider_credit_remaining",
+        "Key credit left (absent: unlimited)",
+        labels=["provider", "key"],
+    )
     usage = GaugeMetricFamily(
-        "concierge_provider_credit_usage", "Key credit used, all time", labels=["provider", "key"])
-    turns = CounterMetricFamily("concierge_provider_turns", "Turns answered by the pool", labels=["result"])
+        "concierge_provider_credit_usage", "Key credit used, all time", labels=["provider", "key"]
+    )
+    turns = CounterMetricFamily(
+        "concierge_provider_turns", "Turns answered by the pool", labels=["result"]
+    )
     in_flight = GaugeMetricFamily("concierge_provider_turns_in_flight", "Turns being worked on")
     for p in stats.providers:
         for outcome, count in p.attempts.items():
@@ -237,7 +306,10 @@ def metrics(stats: PoolStatistics) -> list[Metric]:
         failovers.add_metric([p.name], p.failovers)
         openings.add_metric([p.name], p.breaker.total_openings)
         latency.add_metric(
-            [p.name], [(_bound(b), float(n)) for b, n in p.latency_buckets], sum_value=p.latency_sum_s)
+            [p.name],
+            [(_bound(b), float(n)) for b, n in p.latency_buckets],
+            sum_value=p.latency_sum_s,
+        )
         breaker.add_metric([p.name], int(p.breaker.state))
         for k in p.keys:
             key_state.add_metric([p.name, k.alias], int(k.state))
@@ -251,9 +323,20 @@ def metrics(stats: PoolStatistics) -> list[Metric]:
     turns.add_metric(["completed"], stats.turns_completed)
     turns.add_metric(["failed"], stats.turns_failed)
     in_flight.add_metric([], stats.turns_in_flight)
-    return [attempts, failovers, openings, latency, breaker, key_state, limit, remaining, usage, turns, in_flight]
+    return [
+        attempts,
+        failovers,
+        openings,
+        latency,
+        breaker,
+        key_state,
+        limit,
+        remaining,
+        usage,
+        turns,
+        in_flight,
+    ]
 
 
 def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(value)
-

@@ -73,7 +73,11 @@ class Availability:
         self._error = None
         if self._available is not True:
             if self._available is False:
-                log.info(f"{self.kind}.recovered", backend=self.backend, latency_ms=round(latency_s * 1000, 1))
+                log.info(
+                    f"{self.kind}.recovered",
+                    backend=self.backend,
+                    latency_ms=round(latency_s * 1000, 1),
+                )
             self._available = True
             self._down = trio.Event()
             self._back.set()
@@ -117,13 +121,19 @@ class Availability:
         up = GaugeMetricFamily(f"{name}_up", f"1 when the {what} answers", labels=["backend"])
         up.add_metric([self.backend], 1.0 if self._available else 0.0)
         yield up
-        latency = GaugeMetricFamily(f"{name}_ping_seconds", f"latency of the last {what} ping", labels=["backend"])
+        latency = GaugeMetricFamily(
+            f"{name}_ping_seconds", f"latency of the last {what} ping", labels=["backend"]
+        )
         latency.add_metric([self.backend], self._latency_s or 0.0)
         yield latency
-        failures = CounterMetricFamily(f"{name}_ping_failures", f"{what} pings or calls that failed", labels=["backend"])
+        failures = CounterMetricFamily(
+            f"{name}_ping_failures", f"{what} pings or calls that failed", labels=["backend"]
+        )
         failures.add_metric([self.backend], float(self._failures))
         yield failures
-        outages = CounterMetricFamily(f"{name}_outages", f"times the {what} went from up to down", labels=["backend"])
+        outages = CounterMetricFamily(
+            f"{name}_outages", f"times the {what} went from up to down", labels=["backend"]
+        )
         outages.add_metric([self.backend], float(self._outages))
         yield outages
 

@@ -229,11 +229,15 @@ class Store(Protocol):
         """Commit an inbox row unless (channel, external_id) exists; batched when concurrent."""
         ...
 
-    async def pending_inbox(self, *, user_key: str | None = None, limit: int = 1000) -> Sequence[InboxRow]:
+    async def pending_inbox(
+        self, *, user_key: str | None = None, limit: int = 1000
+    ) -> Sequence[InboxRow]:
         """Unprocessed rows in arrival order (per user when ``user_key`` is given)."""
         ...
 
-    async def mark_processed(self, inbox_id: int, *, service_type: ServiceType | None = None) -> None: ...
+    async def mark_processed(
+        self, inbox_id: int, *, service_type: ServiceType | None = None
+    ) -> None: ...
 
     async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
         """Write a handled row's messages, replies and interaction and mark it processed, atomically.
@@ -261,12 +265,16 @@ class Store(Protocol):
 
     async def mark_sent(self, outbox_id: int) -> None: ...
 
-    async def mark_send_failed(self, outbox_id: int, *, error: str, retry_at: datetime | None) -> None:
+    async def mark_send_failed(
+        self, outbox_id: int, *, error: str, retry_at: datetime | None
+    ) -> None:
         """Record a failed attempt; ``retry_at=None`` gives the row up (never retried)."""
         ...
 
     # -- users, identities, conversations --------------------------------------------
-    async def resolve_user(self, channel: Channel, user_key: str, *, display_name: str | None = None) -> int:
+    async def resolve_user(
+        self, channel: Channel, user_key: str, *, display_name: str | None = None
+    ) -> int:
         """The user id for a channel identity, creating the user on first contact."""
         ...
 
@@ -385,9 +393,7 @@ class SessionCache(Protocol):
 
     async def clear_context(self, user_key: str) -> None: ...
 
-    async def take_token(
-        self, bucket: str, *, rate_per_s: float, burst: int, now: float
-    ) -> bool:
+    async def take_token(self, bucket: str, *, rate_per_s: float, burst: int, now: float) -> bool:
         """Token bucket: take one token if available. ``now`` is a monotonic second count."""
         ...
 

@@ -50,7 +50,9 @@ async def open_session_cache(
         settings.redis_url, key_prefix=key_prefix, timeout_s=settings.redis_timeout_s
     ) as redis_cache:
         log.info(
-            "cache.opened", backend=redis_cache.backend, key_prefix=key_prefix,
+            "cache.opened",
+            backend=redis_cache.backend,
+            key_prefix=key_prefix,
             timeout_s=settings.redis_timeout_s,
         )
         yield redis_cache
@@ -61,8 +63,12 @@ class CacheMonitor(Availability):
 
     def __init__(self, *, backend: str, warn_latency_s: float = 0.1) -> None:
         super().__init__(
-            kind="cache", description="session cache", backend=backend,
-            warn_latency_s=warn_latency_s, down_status=Status.WARN, assume_up=False,
+            kind="cache",
+            description="session cache",
+            backend=backend,
+            warn_latency_s=warn_latency_s,
+            down_status=Status.WARN,
+            assume_up=False,
         )
 
 
@@ -77,6 +83,12 @@ async def run_cache_monitor(
 ) -> None:
     """Ping the cache; see ``run_pings``."""
     await run_pings(
-        ping=cache.ping, backend=cache.backend, monitor=monitor, errors=(CacheUnavailable,),
-        interval_s=interval_s, down_interval_s=down_interval_s, timeout_s=timeout_s, task_status=task_status,
+        ping=cache.ping,
+        backend=cache.backend,
+        monitor=monitor,
+        errors=(CacheUnavailable,),
+        interval_s=interval_s,
+        down_interval_s=down_interval_s,
+        timeout_s=timeout_s,
+        task_status=task_status,
     )

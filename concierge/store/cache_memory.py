@@ -154,7 +154,10 @@ class MemorySessionCache:
     """
 
     def __init__(
-        self, *, max_entries: int = DEFAULT_MAX_ENTRIES, clock: Callable[[], float] = trio.current_time
+        self,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self._clock = clock
         self._contexts: TtlMap[tuple[Turn, ...]] = TtlMap(max_entries=max_entries, clock=clock)

@@ -192,7 +192,10 @@ class RedisSessionCache:
         )
         async with client, trio.open_nursery() as nursery:
             cache = cls(
-                client, nursery=nursery, key_prefix=key_prefix, timeout_s=timeout_s,
+                client,
+                nursery=nursery,
+                key_prefix=key_prefix,
+                timeout_s=timeout_s,
                 max_in_flight=max_in_flight,
             )
             try:
@@ -321,7 +324,12 @@ class RedisSessionCache:
     async def take_token(self, bucket: str, *, rate_per_s: float, burst: int, now: float) -> bool:
         check_bucket(rate_per_s, burst, now)
         key = self.key("bucket", bucket)
-        args: list[str | int] = [repr(float(rate_per_s)), burst, repr(float(now)), _ms(bucket_ttl_s(rate_per_s, burst))]
+        args: list[str | int] = [
+            repr(float(rate_per_s)),
+            burst,
+            repr(float(now)),
+            _ms(bucket_ttl_s(rate_per_s, burst)),
+        ]
 
         async def call() -> Any:
             return await self._take_token(keys=[key], args=args)
@@ -340,7 +348,9 @@ class RedisSessionCache:
 
     def statistics(self) -> RedisCacheStatistics:
         return RedisCacheStatistics(
-            calls=self._calls, failures=self._failures, timeouts=self._timeouts,
+            calls=self._calls,
+            failures=self._failures,
+            timeouts=self._timeouts,
             in_flight=self._in_flight,
         )
 

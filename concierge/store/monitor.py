@@ -21,8 +21,12 @@ class StoreMonitor(Availability):
 
     def __init__(self, *, backend: str, warn_latency_s: float = 0.25) -> None:
         super().__init__(
-            kind="store", description="durable store", backend=backend,
-            warn_latency_s=warn_latency_s, down_status=Status.FAIL, assume_up=True,
+            kind="store",
+            description="durable store",
+            backend=backend,
+            warn_latency_s=warn_latency_s,
+            down_status=Status.FAIL,
+            assume_up=True,
         )
 
 
@@ -37,6 +41,12 @@ async def run_store_monitor(
 ) -> None:
     """Ping the store; see ``run_pings``."""
     await run_pings(
-        ping=store.ping, backend=store.backend, monitor=monitor, errors=(StoreError,),
-        interval_s=interval_s, down_interval_s=down_interval_s, timeout_s=timeout_s, task_status=task_status,
+        ping=store.ping,
+        backend=store.backend,
+        monitor=monitor,
+        errors=(StoreError,),
+        interval_s=interval_s,
+        down_interval_s=down_interval_s,
+        timeout_s=timeout_s,
+        task_status=task_status,
     )

@@ -93,7 +93,9 @@ def conversation_row(r: Any, instant: Instant = as_datetime) -> ConversationRow:
     )
 
 
-def interaction_values(i: Interaction, stored: Callable[[datetime], Any] = as_datetime) -> tuple[Any, ...]:
+def interaction_values(
+    i: Interaction, stored: Callable[[datetime], Any] = as_datetime
+) -> tuple[Any, ...]:
     """Column values in the order both backends' INSERT statements name them."""
     return (
         i.correlation_id,

@@ -311,7 +311,13 @@ async def test_rows_left_unprocessed_by_a_crash_are_answered_first_and_in_order(
 class CountingStore:
     """The real store, counting the calls a conversation actor makes to read its state."""
 
-    READS = ("open_conversation", "resolve_user", "conversation_for", "active_handoff", "recent_turns")
+    READS = (
+        "open_conversation",
+        "resolve_user",
+        "conversation_for",
+        "active_handoff",
+        "recent_turns",
+    )
 
     def __init__(self, inner: Store) -> None:
         self._inner = inner

@@ -32,9 +32,15 @@ pytestmark = pytest.mark.anyio
 
 
 async def enqueue(store: Store, chat: int, text: str) -> int:
-    return await store.enqueue_reply(NewOutbound(
-        correlation_id=f"c{chat}", channel=Channel.TELEGRAM, user_key=f"telegram:{chat}",
-        chat_id=str(chat), text=text))
+    return await store.enqueue_reply(
+        NewOutbound(
+            correlation_id=f"c{chat}",
+            channel=Channel.TELEGRAM,
+            user_key=f"telegram:{chat}",
+            chat_id=str(chat),
+            text=text,
+        )
+    )
 
 
 @attrs.define
@@ -48,7 +54,11 @@ class Harness:
 
 @asynccontextmanager
 async def outbox(
-    tmp_path: Path, *, pacing: Pacing | None = None, poll_interval_s: float = 5.0, store: Any = None,
+    tmp_path: Path,
+    *,
+    pacing: Pacing | None = None,
+    poll_interval_s: float = 5.0,
+    store: Any = None,
     before_start: Callable[[Store], Any] | None = None,
 ) -> AsyncIterator[Harness]:
     fake = FakeTelegram()
@@ -60,9 +70,18 @@ async def outbox(
         send, receive = trio.open_memory_channel[OutboxNudge](8)
         sender = TelegramSender(client=client)
         async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: run_outbox_sender(
-                sender=sender, store=used, nudges=receive, pacing=pacing, poll_interval_s=poll_interval_s,
-                stats=stats, clock=trio_wallclock(), task_status=task_status))
+            await nursery.start(
+                lambda task_status: run_outbox_sender(
+                    sender=sender,
+                    store=used,
+                    nudges=receive,
+                    pacing=pacing,
+                    poll_interval_s=poll_interval_s,
+                    stats=stats,
+                    clock=trio_wallclock(),
+                    task_status=task_status,
+                )
+            )
             with send:
                 yield Harness(fake=fake, store=real_store, stats=stats, nudge=send, sender=sender)
             nursery.cancel_scope.cancel()
@@ -134,7 +153,9 @@ async def test_unparsable_html_is_resent_as_plain_text(tmp_path: Path) -> None:
 @pytest.mark.autojump
 async def test_rejected_row_is_given_up_and_the_next_one_goes(tmp_path: Path) -> None:
     async with outbox(tmp_path) as h:
-        h.fake.fail_next("sendMessage", ApiFailure(status=400, description="Bad Request: chat not found"))
+        h.fake.fail_next(
+            "sendMessage", ApiFailure(status=400, description="Bad Request: chat not found")
+        )
         await enqueue(h.store, 7, "refusé")
         await enqueue(h.store, 7, "accepté")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
@@ -158,7 +179,9 @@ async def test_a_row_waiting_for_its_retry_holds_back_that_users_later_rows(tmp_
 
 
 @pytest.mark.autojump
-async def test_twenty_users_ten_rapid_messages_each_arrive_in_order_without_flood_errors(tmp_path: Path) -> None:
+async def test_twenty_users_ten_rapid_messages_each_arrive_in_order_without_flood_errors(
+    tmp_path: Path,
+) -> None:
     async with outbox(tmp_path) as h:
         h.fake.flood_interval_s = 1.0  # Telegram's per-chat limit, enforced by the fake
         for i in range(10):
@@ -280,8 +303,11 @@ async def test_a_crashing_sender_counts_as_a_failed_attempt(tmp_path: Path) -> N
         send, receive = trio.open_memory_channel[OutboxNudge](1)
         await enqueue(store, 7, "x")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: run_outbox_sender(
-                sender=sender, store=store, nudges=receive, stats=stats, clock=trio_wallclock()))
+            nursery.start_soon(
+                lambda: run_outbox_sender(
+                    sender=sender, store=store, nudges=receive, stats=stats, clock=trio_wallclock()
+                )
+            )
             await eventually(lambda: stats.sent == 1)
             nursery.cancel_scope.cancel()
         assert stats.retries == 1

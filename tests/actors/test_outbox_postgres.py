@@ -28,9 +28,15 @@ async def eventually(condition: Callable[[], bool], *, within_s: float = 60.0) -
 
 
 async def enqueue(store: Store, chat: int, text: str) -> None:
-    await store.enqueue_reply(NewOutbound(
-        correlation_id=f"c{chat}", channel=Channel.TELEGRAM, user_key=f"telegram:{chat}",
-        chat_id=str(chat), text=text))
+    await store.enqueue_reply(
+        NewOutbound(
+            correlation_id=f"c{chat}",
+            channel=Channel.TELEGRAM,
+            user_key=f"telegram:{chat}",
+            chat_id=str(chat),
+            text=text,
+        )
+    )
 
 
 async def test_per_user_order_holds_on_postgres_with_failures(tmp_path: Path) -> None:
@@ -41,9 +47,16 @@ async def test_per_user_order_holds_on_postgres_with_failures(tmp_path: Path) ->
     async with postgres_store(tmp_path) as store, in_process_client(fake) as client:
         send, receive = trio.open_memory_channel[OutboxNudge](8)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: run_outbox_sender(
-                sender=TelegramSender(client=client), store=store, nudges=receive, pacing=FAST,
-                poll_interval_s=0.2, stats=stats))
+            nursery.start_soon(
+                lambda: run_outbox_sender(
+                    sender=TelegramSender(client=client),
+                    store=store,
+                    nudges=receive,
+                    pacing=FAST,
+                    poll_interval_s=0.2,
+                    stats=stats,
+                )
+            )
             for i in range(10):
                 for user in rng.sample(range(20), 20):
                     await enqueue(store, 4000 + user, f"{user}:{i}")

@@ -40,8 +40,11 @@ from tests.fakes.telegram_api import ApiFailure, FakeTelegram
 
 pytestmark = [pytest.mark.anyio, pytest.mark.autojump]
 
-CONFLICT = ApiFailure(status=409, description="Conflict: terminated by other getUpdates request; "
-                      "make sure that only one bot instance is running")
+CONFLICT = ApiFailure(
+    status=409,
+    description="Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running",
+)
 
 
 @attrs.define
@@ -54,24 +57,43 @@ class Poller:
 
 
 @asynccontextmanager
-async def environment(tmp_path: Path, fake: FakeTelegram | None = None) -> AsyncIterator[tuple[FakeTelegram, TelegramClient, Wired]]:
+async def environment(
+    tmp_path: Path, fake: FakeTelegram | None = None
+) -> AsyncIterator[tuple[FakeTelegram, TelegramClient, Wired]]:
     fake = fake or FakeTelegram()
-    async with sqlite_store(tmp_path) as store, wired_ingest(store) as wired, in_process_client(fake) as client:
+    async with (
+        sqlite_store(tmp_path) as store,
+        wired_ingest(store) as wired,
+        in_process_client(fake) as client,
+    ):
         yield fake, client, wired
 
 
 @asynccontextmanager
 async def poller(
-    fake: FakeTelegram, client: TelegramClient, wired: Wired, *, ingest: Ingest | None = None,
+    fake: FakeTelegram,
+    client: TelegramClient,
+    wired: Wired,
+    *,
+    ingest: Ingest | None = None,
     store: Store | None = None,
 ) -> AsyncIterator[Poller]:
     stats = TelegramPollerStats()
     settings = telegram_settings(token=fake.token, poll_timeout_s=50)
     async with trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: run_telegram_poller(
-            client=client, store=store or wired.store, ingest=ingest or wired.ingest, settings=settings,
-            stats=stats, task_status=task_status))
-        yield Poller(fake=fake, client=client, wired=wired, stats=stats, cancel=nursery.cancel_scope)
+        await nursery.start(
+            lambda task_status: run_telegram_poller(
+                client=client,
+                store=store or wired.store,
+                ingest=ingest or wired.ingest,
+                settings=settings,
+                stats=stats,
+                task_status=task_status,
+            )
+        )
+        yield Poller(
+            fake=fake, client=client, wired=wired, stats=stats, cancel=nursery.cancel_scope
+        )
         nursery.cancel_scope.cancel()
 
 
@@ -109,8 +131,10 @@ async def test_restart_neither_loses_nor_replays(tmp_path: Path) -> None:
             assert first_call.params["offset"] == int(stored or 0)
             assert second.stats.updates == 3  # nothing fetched again
         rows = await wired.store.pending_inbox()
-        assert [r.text for r in rows] == [*(f"avant {i}" for i in range(5)),
-                                          *(f"pendant l'arrêt {i}" for i in range(3))]
+        assert [r.text for r in rows] == [
+            *(f"avant {i}" for i in range(5)),
+            *(f"pendant l'arrêt {i}" for i in range(3)),
+        ]
 
 
 async def test_updates_fetched_again_after_a_crash_are_deduplicated(tmp_path: Path) -> None:
@@ -140,7 +164,10 @@ async def test_conflict_is_logged_and_retried_with_growing_backoff(tmp_path: Pat
                 await eventually(rows_at_least(wired.store, 1))
         conflicts = [e for e in logs if e["event"] == "telegram.poll_conflict"]
         assert len(conflicts) == 4
-        assert all(e["log_level"] == "warning" and "only one bot instance" in e["reason"] for e in conflicts)
+        assert all(
+            e["log_level"] == "warning" and "only one bot instance" in e["reason"]
+            for e in conflicts
+        )
         times = [c.at for c in fake.calls_to("getUpdates")]
         gaps = [b - a for a, b in itertools.pairwise(times[:5])]
         for gap, base in zip(gaps, [1, 2, 4, 8], strict=True):
@@ -216,17 +243,26 @@ async def test_ignored_updates_move_the_offset_and_are_counted(tmp_path: Path) -
 
 async def test_wrong_token_stops_the_poller_loudly(tmp_path: Path) -> None:
     fake = FakeTelegram()
-    async with sqlite_store(tmp_path) as store, wired_ingest(store) as wired, \
-            httpx.AsyncClient(transport=fake.transport()) as http:
+    async with (
+        sqlite_store(tmp_path) as store,
+        wired_ingest(store) as wired,
+        httpx.AsyncClient(transport=fake.transport()) as http,
+    ):
         bad = TelegramClient(token="999:wrong", base_url="http://fake", http=http)
         with pytest.raises(TelegramApiError, match="Unauthorized"):
-            await run_telegram_poller(client=bad, store=store, ingest=wired.ingest,
-                                      settings=telegram_settings(token="999:wrong"))
+            await run_telegram_poller(
+                client=bad,
+                store=store,
+                ingest=wired.ingest,
+                settings=telegram_settings(token="999:wrong"),
+            )
 
 
 async def test_network_errors_are_retried(tmp_path: Path) -> None:
     async with environment(tmp_path) as (fake, client, wired):
-        fake.fail_next("getUpdates", FakeTelegram.server_error(), FakeTelegram.too_many_requests(retry_after=9))
+        fake.fail_next(
+            "getUpdates", FakeTelegram.server_error(), FakeTelegram.too_many_requests(retry_after=9)
+        )
         fake.add_update(fake.text_message(user_id=1, text="x"))
         async with poller(fake, client, wired) as p:
             await eventually(rows_at_least(wired.store, 1))
@@ -235,14 +271,23 @@ async def test_network_errors_are_retried(tmp_path: Path) -> None:
         assert p.stats.errors == 2
 
 
-async def test_webhook_is_registered_with_secret_and_retried_when_telegram_fails(tmp_path: Path) -> None:
+async def test_webhook_is_registered_with_secret_and_retried_when_telegram_fails(
+    tmp_path: Path,
+) -> None:
     fake = FakeTelegram()
     fake.fail_next("setWebhook", FakeTelegram.server_error())
-    settings = telegram_settings(token=fake.token, mode="webhook", webhook_url="https://bot.example/webhooks/telegram",
-                                 webhook_secret="abc_DEF-123")
+    settings = telegram_settings(
+        token=fake.token,
+        mode="webhook",
+        webhook_url="https://bot.example/webhooks/telegram",
+        webhook_secret="abc_DEF-123",
+    )
     async with in_process_client(fake) as client, trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: run_telegram_webhook_setup(
-            client=client, settings=settings, task_status=task_status))
+        await nursery.start(
+            lambda task_status: run_telegram_webhook_setup(
+                client=client, settings=settings, task_status=task_status
+            )
+        )
         await eventually(lambda: fake.webhook is not None)
         nursery.cancel_scope.cancel()
     assert fake.webhook is not None
@@ -255,8 +300,12 @@ async def test_webhook_is_registered_with_secret_and_retried_when_telegram_fails
 
 async def test_refused_webhook_registration_raises() -> None:
     fake = FakeTelegram()
-    settings = telegram_settings(token=fake.token, mode="webhook", webhook_url="https://bot.example/h",
-                                 webhook_secret="bad secret!")
+    settings = telegram_settings(
+        token=fake.token,
+        mode="webhook",
+        webhook_url="https://bot.example/h",
+        webhook_secret="bad secret!",
+    )
     async with in_process_client(fake) as client:
         with pytest.raises(TelegramApiError, match="unallowed characters"):
             await run_telegram_webhook_setup(client=client, settings=settings)
@@ -266,8 +315,11 @@ async def test_typing_is_repeated_until_the_turn_ends() -> None:
     fake = FakeTelegram()
     send, receive = trio.open_memory_channel[PresenceMsg](8)
     async with in_process_client(fake) as client, trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: run_telegram_typing(
-            client=client, presence=receive, task_status=task_status))
+        await nursery.start(
+            lambda task_status: run_telegram_typing(
+                client=client, presence=receive, task_status=task_status
+            )
+        )
         await send.send(TurnStarted(channel=Channel.TELEGRAM, chat_id="7", correlation_id="t1"))
         await send.send(TurnStarted(channel=Channel.WAHA, chat_id="x@c.us", correlation_id="w1"))
         await trio.sleep(10)
@@ -283,8 +335,11 @@ async def test_typing_stops_at_the_cap_when_no_turn_end_comes() -> None:
     fake = FakeTelegram()
     send, receive = trio.open_memory_channel[PresenceMsg](8)
     async with in_process_client(fake) as client, trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: run_telegram_typing(
-            client=client, presence=receive, cap_s=20, task_status=task_status))
+        await nursery.start(
+            lambda task_status: run_telegram_typing(
+                client=client, presence=receive, cap_s=20, task_status=task_status
+            )
+        )
         await send.send(TurnStarted(channel=Channel.TELEGRAM, chat_id="7", correlation_id="t1"))
         await trio.sleep(600)
         assert len(fake.actions) == 5  # 0, 4, 8, 12, 16

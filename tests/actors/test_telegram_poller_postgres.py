@@ -30,15 +30,27 @@ async def eventually(condition: Callable[[], bool], *, within_s: float = 30.0) -
 async def test_restart_on_postgres_neither_loses_nor_replays(tmp_path: Path) -> None:
     fake = FakeTelegram()
     settings = telegram_settings(token=fake.token, poll_timeout_s=1)
-    async with postgres_store(tmp_path) as store, wired_ingest(store) as wired, in_process_client(fake) as client:
+    async with (
+        postgres_store(tmp_path) as store,
+        wired_ingest(store) as wired,
+        in_process_client(fake) as client,
+    ):
         for run, texts in enumerate((["a", "b", "c"], ["d", "e"])):
             updates = [fake.text_message(user_id=9, text=t) for t in texts]
             for update in updates:
                 fake.add_update(update)
             stats = TelegramPollerStats()
             async with trio.open_nursery() as nursery:
-                await nursery.start(partial(run_telegram_poller, client=client, store=store,
-                                            ingest=wired.ingest, settings=settings, stats=stats))
+                await nursery.start(
+                    partial(
+                        run_telegram_poller,
+                        client=client,
+                        store=store,
+                        ingest=wired.ingest,
+                        settings=settings,
+                        stats=stats,
+                    )
+                )
                 await eventually(lambda: stats.offset == updates[-1]["update_id"] + 1)  # noqa: B023
                 nursery.cancel_scope.cancel()
             assert (stats.accepted, stats.duplicates) == (len(texts), 0), f"run {run}"

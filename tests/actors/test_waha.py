@@ -32,7 +32,11 @@ async def wait_for(condition: Callable[[], bool]) -> None:
             await trio.sleep(0.01)
 
 
-async def run(fake: FakeWaha, script: Callable[[trio.MemorySendChannel[PresenceMsg]], Awaitable[None]], **kw: float) -> None:
+async def run(
+    fake: FakeWaha,
+    script: Callable[[trio.MemorySendChannel[PresenceMsg]], Awaitable[None]],
+    **kw: float,
+) -> None:
     send, receive = trio.open_memory_channel[PresenceMsg](8)
     async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
@@ -87,10 +91,16 @@ async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: F
     assert [c.status for c in watch.health_checks()] == [Status.WARN]  # not checked yet
     async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
-        await nursery.start(partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02))
+        await nursery.start(
+            partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
+        )
         await wait_for(lambda: watch.status == "WORKING")
         [check] = watch.health_checks()
-        assert (check.status, check.observed_value, check.component_id) == (Status.PASS, "WORKING", "default")
+        assert (check.status, check.observed_value, check.component_id) == (
+            Status.PASS,
+            "WORKING",
+            "default",
+        )
         fake.session_status = "SCAN_QR_CODE"
         await wait_for(lambda: watch.status == "SCAN_QR_CODE")
         [check] = watch.health_checks()
@@ -106,7 +116,9 @@ async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
     watch = WahaSessionWatch(session="default")
     async with httpx.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=url, session="default")
-        await nursery.start(partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02))
+        await nursery.start(
+            partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
+        )
         await wait_for(lambda: watch.checked_at is not None)
         nursery.cancel_scope.cancel()
     [check] = watch.health_checks()

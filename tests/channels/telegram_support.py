@@ -28,17 +28,34 @@ from tests.fakes.telegram_api import FakeTelegram
 
 def store_settings(data_dir: Path) -> StoreSettings:
     return StoreSettings(
-        data_dir=data_dir, database_url=None, redis_url=None, pool_size=2,
-        command_timeout_s=5.0, statement_timeout_s=5.0, redis_timeout_s=0.5,
-        session_ttl_s=3600.0, retention_days=90,
+        data_dir=data_dir,
+        database_url=None,
+        redis_url=None,
+        pool_size=2,
+        command_timeout_s=5.0,
+        statement_timeout_s=5.0,
+        redis_timeout_s=0.5,
+        session_ttl_s=3600.0,
+        retention_days=90,
     )
 
 
-def telegram_settings(*, token: str, mode: str = "polling", poll_timeout_s: int = 50,
-                      webhook_url: str | None = None, webhook_secret: str | None = None) -> TelegramSettings:
+def telegram_settings(
+    *,
+    token: str,
+    mode: str = "polling",
+    poll_timeout_s: int = 50,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> TelegramSettings:
     return TelegramSettings(
-        bot_token=token, mode=mode, webhook_url=webhook_url, webhook_secret=webhook_secret,
-        api_base_url="http://fake-telegram", poll_timeout_s=poll_timeout_s, max_connections=40,
+        bot_token=token,
+        mode=mode,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        api_base_url="http://fake-telegram",
+        poll_timeout_s=poll_timeout_s,
+        max_connections=40,
     )
 
 
@@ -71,8 +88,12 @@ async def wired_ingest(store: Store) -> AsyncIterator[Wired]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain)
         with send:
-            yield Wired(store=store, ingest=Ingest(store=store, router=send), forwarded=forwarded,
-                        router_send=send)
+            yield Wired(
+                store=store,
+                ingest=Ingest(store=store, router=send),
+                forwarded=forwarded,
+                router_send=send,
+            )
         nursery.cancel_scope.cancel()
 
 
@@ -104,7 +125,9 @@ async def postgres_store(data_dir: Path) -> AsyncIterator[Store]:
     async with trio_asyncio.open_loop():
         await execute_admin(PG_DSN, f"CREATE SCHEMA {schema}")
         try:
-            settings = attrs.evolve(store_settings(data_dir), database_url=f"{PG_DSN}?search_path={schema}")
+            settings = attrs.evolve(
+                store_settings(data_dir), database_url=f"{PG_DSN}?search_path={schema}"
+            )
             await migrate(settings)
             async with open_store(settings) as store:
                 yield store

@@ -60,7 +60,10 @@ def test_limit_must_be_positive() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from("ab .!?\n\né🙏"), max_size=400), st.integers(min_value=1, max_value=80))
+@given(
+    st.text(alphabet=st.sampled_from("ab .!?\n\né🙏"), max_size=400),
+    st.integers(min_value=1, max_value=80),
+)
 def test_parts_fit_and_keep_every_non_space_character_in_order(text: str, limit: int) -> None:
     parts = split_text(text, limit=limit)
     assert all(0 < len(p) <= limit for p in parts)

@@ -36,7 +36,9 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(ingest: Ingest, wired: Wired, *, max_body_bytes: int = 4096) -> AsyncIterator[Served]:
+async def serving(
+    ingest: Ingest, wired: Wired, *, max_body_bytes: int = 4096
+) -> AsyncIterator[Served]:
     app = QuartTrio("inner")
 
     @app.get("/livez")
@@ -44,7 +46,9 @@ async def serving(ingest: Ingest, wired: Wired, *, max_body_bytes: int = 4096) -
         return "alive"
 
     stats = TelegramWebhookStats()
-    asgi = with_telegram_webhook(app, ingest=ingest, secret=SECRET, stats=stats, max_body_bytes=max_body_bytes)
+    asgi = with_telegram_webhook(
+        app, ingest=ingest, secret=SECRET, stats=stats, max_body_bytes=max_body_bytes
+    )
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -57,7 +61,11 @@ async def serving(ingest: Ingest, wired: Wired, *, max_body_bytes: int = 4096) -
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    async with sqlite_store(tmp_path) as store, wired_ingest(store) as wired, serving(wired.ingest, wired) as s:
+    async with (
+        sqlite_store(tmp_path) as store,
+        wired_ingest(store) as wired,
+        serving(wired.ingest, wired) as s,
+    ):
         yield s
 
 
@@ -126,7 +134,11 @@ async def test_other_routes_and_methods(served: Served) -> None:
 
 
 async def test_store_down_is_503_with_retry_after(tmp_path: Path) -> None:
-    async with sqlite_store(tmp_path) as store, wired_ingest(store) as wired, serving(wired.ingest, wired) as s:
+    async with (
+        sqlite_store(tmp_path) as store,
+        wired_ingest(store) as wired,
+        serving(wired.ingest, wired) as s,
+    ):
         await store.aclose()
         response = await post(s, update())
         assert response.status_code == 503
@@ -137,10 +149,17 @@ async def test_answers_are_counted_and_timed_for_metrics(served: Served) -> None
     await post(served, update())
     await post(served, update(), secret="wrong")
     families = {m.name: m for m in served.stats.metrics()}
-    outcomes = {tuple(s.labels.values()): s.value for s in families["concierge_telegram_webhook_updates"].samples}
+    outcomes = {
+        tuple(s.labels.values()): s.value
+        for s in families["concierge_telegram_webhook_updates"].samples
+    }
     assert outcomes[("accepted", "")] == 1
     assert outcomes[("unauthorized", "")] == 1
-    count = next(s for s in families["concierge_telegram_webhook_duration_seconds"].samples if s.name.endswith("_count"))
+    count = next(
+        s
+        for s in families["concierge_telegram_webhook_duration_seconds"].samples
+        if s.name.endswith("_count")
+    )
     assert count.value == 2
     [check] = served.stats.health_checks()
     assert check.key == "telegram:webhook"

@@ -37,8 +37,12 @@ async def test_get_updates_sends_offset_allowed_updates_and_a_clamped_timeout(
     assert call.params == {"offset": 5, "timeout": 50, "limit": 100, "allowed_updates": ["message"]}
 
 
-async def test_proxy_error_page_is_a_transient_api_error(fake: FakeTelegram, client: TelegramClient) -> None:
-    fake.fail_next("sendMessage", ApiFailure(status=502, description="", html="<html>Bad Gateway</html>"))
+async def test_proxy_error_page_is_a_transient_api_error(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
+    fake.fail_next(
+        "sendMessage", ApiFailure(status=502, description="", html="<html>Bad Gateway</html>")
+    )
     with pytest.raises(TelegramApiError) as caught:
         await client.send_message(chat_id="1", text="x")
     assert caught.value.status == 502
@@ -55,7 +59,9 @@ async def test_wrong_token_is_unauthorized(fake: FakeTelegram) -> None:
     assert "42:nope" not in str(caught.value)
 
 
-async def test_conflict_and_flood_wait_are_recognised(fake: FakeTelegram, client: TelegramClient) -> None:
+async def test_conflict_and_flood_wait_are_recognised(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
     fake.webhook = {"url": "https://x.example/h"}
     with pytest.raises(TelegramApiError) as conflict:
         await client.get_updates(offset=None, timeout_s=0)
@@ -72,7 +78,10 @@ async def test_dropping_pending_updates_must_be_asked_for_and_is_logged(
     with structlog.testing.capture_logs() as logs:
         await client.delete_webhook(drop_pending_updates=False)
         await client.delete_webhook(drop_pending_updates=True)
-    assert [c.params["drop_pending_updates"] for c in fake.calls_to("deleteWebhook")] == [False, True]
+    assert [c.params["drop_pending_updates"] for c in fake.calls_to("deleteWebhook")] == [
+        False,
+        True,
+    ]
     assert [e["event"] for e in logs] == ["telegram.pending_updates_dropped"]
 
 

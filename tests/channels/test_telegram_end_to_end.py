@@ -64,25 +64,54 @@ async def eventually(condition: Callable[[], bool], *, within_s: float = 30.0) -
 async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
     fake = FakeTelegram()
     settings = ConversationSettings(
-        config_dir=CONFIG_DIR, idle_s=900.0, queue_size=4, context_turns=12, context_chars=6000,
-        rate_per_min=600.0, burst=50, max_message_chars=2000, handoff_timeout_s=86400.0,
-        staff_channel=None, staff_chat_id=None, session_ttl_s=3600.0, turn_timeout_s=10.0, max_tokens=200,
+        config_dir=CONFIG_DIR,
+        idle_s=900.0,
+        queue_size=4,
+        context_turns=12,
+        context_chars=6000,
+        rate_per_min=600.0,
+        burst=50,
+        max_message_chars=2000,
+        handoff_timeout_s=86400.0,
+        staff_channel=None,
+        staff_chat_id=None,
+        session_ttl_s=3600.0,
+        turn_timeout_s=10.0,
+        max_tokens=200,
     )
-    supervision = SupervisionSettings(max_restarts=5, period_s=60.0, backoff_initial_s=0.01,
-                                      backoff_max_s=0.05, reset_after_s=60.0)
+    supervision = SupervisionSettings(
+        max_restarts=5,
+        period_s=60.0,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        reset_after_s=60.0,
+    )
     knowledge = load_knowledge(CONFIG_DIR)
-    pool = ProviderPool(adapters=[OfflineAdapter(knowledge)], settings=pool_settings(turn_timeout_s=10.0))
-    async with fake.serve(), open_store(store_settings(tmp_path)) as store, \
-            open_session_cache(store_settings(tmp_path)) as cache, httpx.AsyncClient(timeout=60.0) as http:
+    pool = ProviderPool(
+        adapters=[OfflineAdapter(knowledge)], settings=pool_settings(turn_timeout_s=10.0)
+    )
+    async with (
+        fake.serve(),
+        open_store(store_settings(tmp_path)) as store,
+        open_session_cache(store_settings(tmp_path)) as cache,
+        httpx.AsyncClient(timeout=60.0) as http,
+    ):
         client = TelegramClient(token=fake.token, base_url=fake.url, http=http)
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
         nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](64)
         presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](64)
         service = build_conversations(
-            settings=settings, supervision=supervision, store=store, cache=cache, knowledge=knowledge,
-            pool_inbox=pool_send, router_inbox=router_receive, router_send=router_send,
-            outbox_nudges={Channel.TELEGRAM: nudge_send}, presence={Channel.TELEGRAM: presence_send},
+            settings=settings,
+            supervision=supervision,
+            store=store,
+            cache=cache,
+            knowledge=knowledge,
+            pool_inbox=pool_send,
+            router_inbox=router_receive,
+            router_send=router_send,
+            outbox_nudges={Channel.TELEGRAM: nudge_send},
+            presence={Channel.TELEGRAM: presence_send},
             replay_interval_s=3600.0,
         )
         ingest = Ingest(store=store, router=router_send)
@@ -91,14 +120,32 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(pool.run, inbox=pool_receive))
             await nursery.start(service.supervisor.run)
-            await nursery.start(partial(run_outbox_sender, sender=TelegramSender(client=client), store=store,
-                                        nudges=nudge_receive, stats=outbox_stats))
-            await nursery.start(partial(run_telegram_typing, client=client, presence=presence_receive))
-            concierge = Concierge(fake=fake, ingest=ingest, outbox=outbox_stats, poller=poller_stats)
+            await nursery.start(
+                partial(
+                    run_outbox_sender,
+                    sender=TelegramSender(client=client),
+                    store=store,
+                    nudges=nudge_receive,
+                    stats=outbox_stats,
+                )
+            )
+            await nursery.start(
+                partial(run_telegram_typing, client=client, presence=presence_receive)
+            )
+            concierge = Concierge(
+                fake=fake, ingest=ingest, outbox=outbox_stats, poller=poller_stats
+            )
             if mode == "polling":
-                await nursery.start(partial(
-                    run_telegram_poller, client=client, store=store, ingest=ingest, stats=poller_stats,
-                    settings=telegram_settings(token=fake.token, poll_timeout_s=1)))
+                await nursery.start(
+                    partial(
+                        run_telegram_poller,
+                        client=client,
+                        store=store,
+                        ingest=ingest,
+                        stats=poller_stats,
+                        settings=telegram_settings(token=fake.token, poll_timeout_s=1),
+                    )
+                )
             else:
                 app = QuartTrio("e2e")
                 app.register_blueprint(telegram_blueprint(ingest=ingest, secret=SECRET))
@@ -114,8 +161,12 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
 
 async def test_polling_mode_answers_text_and_media(tmp_path: Path) -> None:
     async with running(tmp_path, mode="polling") as c:
-        c.fake.add_update(c.fake.text_message(user_id=501, text="Bonjour, à quelle heure est la messe dimanche ?"))
-        c.fake.add_update(c.fake.text_message(user_id=502, text="", voice={"file_id": "v", "duration": 3}))
+        c.fake.add_update(
+            c.fake.text_message(user_id=501, text="Bonjour, à quelle heure est la messe dimanche ?")
+        )
+        c.fake.add_update(
+            c.fake.text_message(user_id=502, text="", voice={"file_id": "v", "duration": 3})
+        )
         await eventually(lambda: c.outbox.sent == 2)
         [answer] = c.fake.texts_to(501)
         assert answer.strip()
@@ -124,7 +175,9 @@ async def test_polling_mode_answers_text_and_media(tmp_path: Path) -> None:
         assert c.poller.accepted == 2
 
 
-async def test_webhook_mode_answers_each_update_once_despite_triple_delivery(tmp_path: Path) -> None:
+async def test_webhook_mode_answers_each_update_once_despite_triple_delivery(
+    tmp_path: Path,
+) -> None:
     async with running(tmp_path, mode="webhook") as c:
         assert c.webhook_url is not None
         updates = [c.fake.text_message(user_id=600 + i, text="Bonjour") for i in range(5)]

@@ -126,7 +126,9 @@ def test_limit_below_minimum_is_refused() -> None:
 
 
 markdownish = st.lists(
-    st.sampled_from([*"ab cé\n*_~`[]()<>&#->|.!🙏\\", "https://x.y", "**", "```", "\n\n", "- ", "> "]),
+    st.sampled_from(
+        [*"ab cé\n*_~`[]()<>&#->|.!🙏\\", "https://x.y", "**", "```", "\n\n", "- ", "> "]
+    ),
     max_size=200,
 ).map("".join)
 

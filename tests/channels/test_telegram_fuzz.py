@@ -17,21 +17,28 @@ from tests.channels.telegram_support import sqlite_store, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram
 
 scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
     | st.text(max_size=20)
     | st.text(alphabet=st.sampled_from(["\x00", "\ud800", "\udfff", "a", "é", "🙏"]), max_size=8)
 )
 json_values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
 # Updates that look nearly right, so the fuzzer reaches the deep branches.
 keys = st.sampled_from(["message", "edited_message", "callback_query", "channel_post", "x"])
 chat = st.fixed_dictionaries(
-    {"id": scalars, "type": st.sampled_from(["private", "group", "supergroup", "channel"]) | scalars},
+    {
+        "id": scalars,
+        "type": st.sampled_from(["private", "group", "supergroup", "channel"]) | scalars,
+    },
 )
 sender = st.fixed_dictionaries(
     {"id": scalars}, optional={"is_bot": scalars, "first_name": scalars, "language_code": scalars}
@@ -98,7 +105,21 @@ def test_deeply_nested_json_is_malformed_not_a_crash() -> None:
 
 
 _ODD_VALUES: list[Any] = [
-    None, True, 0, -1, 2**70, 1.5, "", "\x00", "\ud800", "é🙏", "/start@bot x", [], {}, [1, "a"], {"id": 5},
+    None,
+    True,
+    0,
+    -1,
+    2**70,
+    1.5,
+    "",
+    "\x00",
+    "\ud800",
+    "é🙏",
+    "/start@bot x",
+    [],
+    {},
+    [1, "a"],
+    {"id": 5},
 ]
 
 
@@ -114,8 +135,9 @@ def _replace_somewhere(rng: random.Random, node: Any) -> Any:
         elif roll < 0.5:
             copy[key] = rng.choice(_ODD_VALUES)
         elif roll < 0.6:
-            copy[rng.choice(["photo", "sticker", "caption", "is_bot", "voice", "edited_message"])] = (
-                rng.choice(_ODD_VALUES))
+            copy[
+                rng.choice(["photo", "sticker", "caption", "is_bot", "voice", "edited_message"])
+            ] = rng.choice(_ODD_VALUES)
         else:
             copy[key] = _replace_somewhere(rng, node[key])
         return copy
@@ -139,10 +161,12 @@ def _mutations(rng: random.Random, base: bytes, count: int) -> list[bytes]:
                 case 0 if body:
                     body[rng.randrange(len(body))] = rng.randrange(256)
                 case 1:
-                    del body[rng.randrange(len(body) + 1):]
+                    del body[rng.randrange(len(body) + 1) :]
                 case 2:
                     at = rng.randrange(len(body) + 1)
-                    body[at:at] = rng.choice([b"\\u0000", b"\\ud800", b'"', b"{", b"]", b"null", b"-1e999"])
+                    body[at:at] = rng.choice(
+                        [b"\\u0000", b"\\ud800", b'"', b"{", b"]", b"null", b"-1e999"]
+                    )
                 case _:
                     at = rng.randrange(len(body) + 1)
                     body[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
@@ -157,6 +181,7 @@ async def test_webhook_answers_mangled_signed_bodies_with_200_or_400_only(tmp_pa
     async with sqlite_store(tmp_path) as store, wired_ingest(store) as wired:
         webhook = TelegramWebhook(ingest=wired.ingest, secret="s")
         for body in _mutations(rng, base, 400):
+
             async def read(body: bytes = body) -> bytes:
                 return body
 

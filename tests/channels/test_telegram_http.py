@@ -53,8 +53,11 @@ async def test_signed_update_is_committed_then_acknowledged(wired: Wired) -> Non
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
     update = FakeTelegram().text_message(user_id=42, text="Bonjour")
-    response = await client.post(PATH, data=body_of(update), headers={
-        "X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"})
+    response = await client.post(
+        PATH,
+        data=body_of(update),
+        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
+    )
     assert response.status_code == 200
     [row] = await wired.store.pending_inbox()
     assert row.external_id == str(update["update_id"])
@@ -96,30 +99,44 @@ async def test_wrong_missing_and_near_miss_secrets_are_refused_without_a_row(
 async def test_secret_is_checked_before_the_body_is_parsed(wired: Wired) -> None:
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
-    response = await client.post(PATH, data=b"{not json", headers={"X-Telegram-Bot-Api-Secret-Token": "x"})
+    response = await client.post(
+        PATH, data=b"{not json", headers={"X-Telegram-Bot-Api-Secret-Token": "x"}
+    )
     assert response.status_code == 403
     assert stats.malformed == 0
 
 
 async def test_previous_secret_is_accepted_during_rotation(wired: Wired) -> None:
     app = QuartTrio("test")
-    app.register_blueprint(telegram_blueprint(ingest=wired.ingest, secret="new", previous_secrets=("old",)))
+    app.register_blueprint(
+        telegram_blueprint(ingest=wired.ingest, secret="new", previous_secrets=("old",))
+    )
     client = app.test_client()
     for i, secret in enumerate(("new", "old")):
         update = FakeTelegram().text_message(user_id=42, text="x", update_id=10 + i)
-        response = await client.post(PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+        response = await client.post(
+            PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+        )
         assert response.status_code == 200
     assert await inbox_count(wired.store) == 2
 
 
 @pytest.mark.parametrize(
     ("body", "problem"),
-    [(b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"), (b'{"message": {}}', "update_id")],
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"message": {}}', "update_id"),
+    ],
 )
-async def test_malformed_body_is_a_clear_400_and_nothing_is_stored(wired: Wired, body: bytes, problem: str) -> None:
+async def test_malformed_body_is_a_clear_400_and_nothing_is_stored(
+    wired: Wired, body: bytes, problem: str
+) -> None:
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
-    response = await client.post(PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    response = await client.post(
+        PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    )
     assert response.status_code == 400
     error = json.loads(await response.get_data())["error"]
     assert error.startswith("not a Telegram Update")
@@ -138,7 +155,9 @@ async def test_ignored_updates_are_acknowledged_and_counted(wired: Wired) -> Non
         {"update_id": 77, "callback_query": {"id": "1"}},
     ]
     for update in updates:
-        response = await client.post(PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+        response = await client.post(
+            PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        )
         assert response.status_code == 200
     assert await inbox_count(wired.store) == 0
     assert stats.ignored == {"edited_message": 1, "not_private_chat": 1, "callback_query": 1}
@@ -147,13 +166,17 @@ async def test_ignored_updates_are_acknowledged_and_counted(wired: Wired) -> Non
 async def test_media_update_is_stored_as_media(wired: Wired) -> None:
     client = make_app(wired.ingest, TelegramWebhookStats()).test_client()
     update = FakeTelegram().text_message(user_id=3, text="", voice={"file_id": "v"})
-    response = await client.post(PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    response = await client.post(
+        PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    )
     assert response.status_code == 200
     [row] = await wired.store.pending_inbox()
     assert row.kind is InboundKind.MEDIA
 
 
-async def test_update_delivered_three_times_makes_one_row_sequentially_and_concurrently(wired: Wired) -> None:
+async def test_update_delivered_three_times_makes_one_row_sequentially_and_concurrently(
+    wired: Wired,
+) -> None:
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
     fake = FakeTelegram()
@@ -162,10 +185,14 @@ async def test_update_delivered_three_times_makes_one_row_sequentially_and_concu
     concurrent = fake.text_message(user_id=8, text="deux")
     statuses: list[int] = []
     for _ in range(3):
-        statuses.append((await client.post(PATH, data=body_of(sequential), headers=headers)).status_code)
+        statuses.append(
+            (await client.post(PATH, data=body_of(sequential), headers=headers)).status_code
+        )
 
     async def post() -> None:
-        statuses.append((await client.post(PATH, data=body_of(concurrent), headers=headers)).status_code)
+        statuses.append(
+            (await client.post(PATH, data=body_of(concurrent), headers=headers)).status_code
+        )
 
     async with trio.open_nursery() as nursery:
         for _ in range(3):
@@ -173,7 +200,8 @@ async def test_update_delivered_three_times_makes_one_row_sequentially_and_concu
     assert statuses == [200] * 6
     rows = await wired.store.pending_inbox()
     assert sorted(r.external_id for r in rows) == sorted(
-        [str(sequential["update_id"]), str(concurrent["update_id"])])
+        [str(sequential["update_id"]), str(concurrent["update_id"])]
+    )
     await trio.testing.wait_all_tasks_blocked()
     assert len(wired.forwarded) == 2  # each reaches a conversation once
     assert (stats.accepted, stats.duplicates) == (2, 4)
@@ -185,7 +213,9 @@ async def test_store_down_answers_503_with_retry_after_and_commits_nothing(tmp_p
         client = make_app(wired.ingest, stats).test_client()
         await store.aclose()  # every call now raises StoreUnavailable
         update = FakeTelegram().text_message(user_id=42, text="Bonjour")
-        response = await client.post(PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+        response = await client.post(
+            PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        )
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
         assert stats.unavailable == 1
@@ -235,7 +265,9 @@ async def test_pusher_retries_a_refused_delivery_until_the_secret_is_right(
     fake = FakeTelegram()
     update = fake.text_message(user_id=9, text="hello")
     async with httpx.AsyncClient(timeout=5.0) as http:
-        pusher = WebhookPusher(post=WebhookPusher.for_url(url, http), secret="wrong", max_attempts=3)
+        pusher = WebhookPusher(
+            post=WebhookPusher.for_url(url, http), secret="wrong", max_attempts=3
+        )
         async with pusher.running():
             pusher.push(update)
             await pusher.drain()
@@ -283,7 +315,9 @@ async def test_text_with_nul_and_lone_surrogates_is_stored_cleaned(wired: Wired)
     client = make_app(wired.ingest, TelegramWebhookStats()).test_client()
     update = FakeTelegram().text_message(user_id=4, text="a\x00b\ud800c", first_name="\ud83d")
     body = json.dumps(update).encode()  # JSON escapes carry the lone surrogates
-    response = await client.post(PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    response = await client.post(
+        PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    )
     assert response.status_code == 200
     [row] = await wired.store.pending_inbox()
     assert row.text == "ab?c"

@@ -22,8 +22,13 @@ def inbound(update: Any) -> NewInbound:
 
 
 def test_private_text_message_becomes_text_inbound() -> None:
-    update = fake.text_message(user_id=111, text="A che ora è la messa?", first_name="Ana",
-                               language_code="it", update_id=123456789)
+    update = fake.text_message(
+        user_id=111,
+        text="A che ora è la messa?",
+        first_name="Ana",
+        language_code="it",
+        update_id=123456789,
+    )
     message = inbound(update)
     assert message.channel is Channel.TELEGRAM
     assert message.kind is InboundKind.TEXT
@@ -44,7 +49,9 @@ def test_command_is_recognised_and_bot_suffix_dropped() -> None:
     assert inbound(fake.text_message(user_id=1, text="/ pas une commande")).kind is InboundKind.TEXT
 
 
-@pytest.mark.parametrize("media", ["photo", "voice", "document", "video", "audio", "video_note", "location"])
+@pytest.mark.parametrize(
+    "media", ["photo", "voice", "document", "video", "audio", "video_note", "location"]
+)
 def test_media_without_text_is_media_inbound(media: str) -> None:
     update = fake.text_message(user_id=5, text="")
     update["message"][media] = [{"file_id": "x"}]
@@ -54,8 +61,9 @@ def test_media_without_text_is_media_inbound(media: str) -> None:
 
 
 def test_caption_of_media_is_read_as_text() -> None:
-    message = inbound(fake.text_message(user_id=5, text="", photo=[{"file_id": "x"}],
-                                        caption="Est-ce l'église ?"))
+    message = inbound(
+        fake.text_message(user_id=5, text="", photo=[{"file_id": "x"}], caption="Est-ce l'église ?")
+    )
     assert message.kind is InboundKind.TEXT
     assert message.text == "Est-ce l'église ?"
 
@@ -64,10 +72,20 @@ def test_caption_of_media_is_read_as_text() -> None:
     ("update", "reason"),
     [
         (fake.text_message(user_id=1, text="edit", field="edited_message"), "edited_message"),
-        (fake.text_message(user_id=1, chat_id=-42, chat_type="group", text="hi"), "not_private_chat"),
-        (fake.text_message(user_id=1, chat_id=-10042, chat_type="supergroup", text="hi"), "not_private_chat"),
-        (fake.text_message(user_id=1, chat_id=-10043, chat_type="channel", text="hi", field="channel_post"),
-         "channel_post"),
+        (
+            fake.text_message(user_id=1, chat_id=-42, chat_type="group", text="hi"),
+            "not_private_chat",
+        ),
+        (
+            fake.text_message(user_id=1, chat_id=-10042, chat_type="supergroup", text="hi"),
+            "not_private_chat",
+        ),
+        (
+            fake.text_message(
+                user_id=1, chat_id=-10043, chat_type="channel", text="hi", field="channel_post"
+            ),
+            "channel_post",
+        ),
         ({"update_id": 9, "callback_query": {"id": "1", "data": "x"}}, "callback_query"),
         (fake.text_message(user_id=1, text="", sticker={"file_id": "s"}), "sticker"),
         (fake.text_message(user_id=1, text="", new_chat_title="x"), "service_message"),
@@ -97,12 +115,24 @@ def test_messages_from_bots_are_ignored() -> None:
         (b'{"update_id": "7"}', "update.update_id is missing or not a integer"),
         (b'{"update_id": true}', "must be an integer, got a boolean"),
         (b'{"update_id": 7, "message": []}', "update.message must be an object"),
-        (b'{"update_id": 7, "message": {"chat": {"id": "x", "type": "private"}}}', "message.chat.id"),
-        (json.dumps({"update_id": 7, "message": {"chat": {"id": 1, "type": "private"},
-                     "from": {"id": 1}, "text": 5}}).encode(), "message.text must be a string"),
+        (
+            b'{"update_id": 7, "message": {"chat": {"id": "x", "type": "private"}}}',
+            "message.chat.id",
+        ),
+        (
+            json.dumps(
+                {
+                    "update_id": 7,
+                    "message": {"chat": {"id": 1, "type": "private"}, "from": {"id": 1}, "text": 5},
+                }
+            ).encode(),
+            "message.text must be a string",
+        ),
         (b"\xff\xfe", "not valid JSON"),
     ],
 )
-def test_malformed_bodies_raise_malformed_update_naming_the_problem(body: bytes, problem: str) -> None:
+def test_malformed_bodies_raise_malformed_update_naming_the_problem(
+    body: bytes, problem: str
+) -> None:
     with pytest.raises(MalformedUpdate, match=problem):
         parse_update_body(body)

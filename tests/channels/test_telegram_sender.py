@@ -21,11 +21,21 @@ from tests.fakes.telegram_api import ApiFailure, FakeTelegram
 pytestmark = pytest.mark.anyio
 
 
-def row(text: str, *, outbox_id: int = 1, chat_id: str = "111", last_error: str | None = None) -> OutboxRow:
+def row(
+    text: str, *, outbox_id: int = 1, chat_id: str = "111", last_error: str | None = None
+) -> OutboxRow:
     now = datetime.now(UTC)
     return OutboxRow(
-        outbox_id=outbox_id, correlation_id="c0ffee", channel=Channel.TELEGRAM, user_key=f"telegram:{chat_id}",
-        chat_id=chat_id, text=text, inbox_id=None, attempts=0, created_at=now, next_attempt_at=now,
+        outbox_id=outbox_id,
+        correlation_id="c0ffee",
+        channel=Channel.TELEGRAM,
+        user_key=f"telegram:{chat_id}",
+        chat_id=chat_id,
+        text=text,
+        inbox_id=None,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
         last_error=last_error,
     )
 
@@ -56,7 +66,9 @@ async def test_short_reply_is_sent_as_html(fake: FakeTelegram, client: TelegramC
 async def test_ten_thousand_character_reply_arrives_as_ordered_parts(
     fake: FakeTelegram, client: TelegramClient
 ) -> None:
-    paragraphs = [(f"§{i} " + "Une phrase de la réponse, avec des mots. " * 13).strip() for i in range(20)]
+    paragraphs = [
+        (f"§{i} " + "Une phrase de la réponse, avec des mots. " * 13).strip() for i in range(20)
+    ]
     text = "\n\n".join(paragraphs)
     assert len(text) > 10_000
     result = await TelegramSender(client=client).send(row(text))
@@ -68,7 +80,9 @@ async def test_ten_thousand_character_reply_arrives_as_ordered_parts(
     assert [p.split(" ")[0] for p in received.split("\n\n")] == [f"§{i}" for i in range(20)]
 
 
-async def test_unparsable_entities_are_retried_as_plain_text(fake: FakeTelegram, client: TelegramClient) -> None:
+async def test_unparsable_entities_are_retried_as_plain_text(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
     fake.fail_next("sendMessage", FakeTelegram.cannot_parse_entities())
     sender = TelegramSender(client=client)
     result = await sender.send(row("**Bonjour** <toi>"))
@@ -85,8 +99,14 @@ async def test_unparsable_entities_are_retried_as_plain_text(fake: FakeTelegram,
     ("failure", "status"),
     [
         (FakeTelegram.too_many_requests(retry_after=7), SendStatus.RETRY),
-        (ApiFailure(status=403, description="Forbidden: bot was blocked by the user"), SendStatus.UNREACHABLE),
-        (ApiFailure(status=403, description="Forbidden: user is deactivated"), SendStatus.UNREACHABLE),
+        (
+            ApiFailure(status=403, description="Forbidden: bot was blocked by the user"),
+            SendStatus.UNREACHABLE,
+        ),
+        (
+            ApiFailure(status=403, description="Forbidden: user is deactivated"),
+            SendStatus.UNREACHABLE,
+        ),
         (ApiFailure(status=400, description="Bad Request: chat not found"), SendStatus.REJECTED),
         (ApiFailure(status=502, description="Bad Gateway"), SendStatus.RETRY),
         (ApiFailure(status=500, description="Internal Server Error"), SendStatus.RETRY),
@@ -103,14 +123,20 @@ async def test_failures_are_classified(
         assert result.retry_after_s == 7
 
 
-async def test_retry_after_header_is_used_without_parameters(fake: FakeTelegram, client: TelegramClient) -> None:
-    fake.fail_next("sendMessage", ApiFailure(status=429, description="Too Many Requests", retry_after=None))
+async def test_retry_after_header_is_used_without_parameters(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
+    fake.fail_next(
+        "sendMessage", ApiFailure(status=429, description="Too Many Requests", retry_after=None)
+    )
     result = await TelegramSender(client=client).send(row("Bonjour"))
     assert result.status is SendStatus.RETRY
     assert result.retry_after_s is None
     # with only the header
-    fake.fail_next("sendMessage", attrs.evolve(FakeTelegram.too_many_requests(retry_after=4),
-                                               retry_after_in_body=False))
+    fake.fail_next(
+        "sendMessage",
+        attrs.evolve(FakeTelegram.too_many_requests(retry_after=4), retry_after_in_body=False),
+    )
     result = await TelegramSender(client=client).send(row("Bonjour"))
     assert result.retry_after_s == 4
 
@@ -124,7 +150,9 @@ async def test_network_failure_is_a_retry() -> None:
     assert "1:x" not in result.detail  # the token never appears in errors
 
 
-async def test_parts_already_sent_are_not_sent_again_on_retry(fake: FakeTelegram, client: TelegramClient) -> None:
+async def test_parts_already_sent_are_not_sent_again_on_retry(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
     text = "\n\n".join(f"Partie {i}. " + "x" * 3000 for i in range(3))
     sender = TelegramSender(client=client)
     # part 1 succeeds, part 2 hits a flood wait
@@ -147,9 +175,13 @@ async def test_parts_already_sent_are_not_sent_again_on_retry(fake: FakeTelegram
     assert [m.text.split(".")[0] for m in fake.sent] == ["Partie 0", "Partie 1", "Partie 2"]
 
 
-async def test_progress_survives_a_new_sender_through_last_error(fake: FakeTelegram, client: TelegramClient) -> None:
+async def test_progress_survives_a_new_sender_through_last_error(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
     text = "\n\n".join(f"Partie {i}. " + "y" * 3000 for i in range(3))
-    result = await TelegramSender(client=client).send(row(text, last_error="parts_sent=2/3; Too Many Requests"))
+    result = await TelegramSender(client=client).send(
+        row(text, last_error="parts_sent=2/3; Too Many Requests")
+    )
     assert result.status is SendStatus.SENT
     assert [m.text.split(".")[0] for m in fake.sent] == ["Partie 2"]
     # a record for a different split is not trusted
@@ -158,7 +190,9 @@ async def test_progress_survives_a_new_sender_through_last_error(fake: FakeTeleg
     assert len(fake.sent) == 3
 
 
-async def test_empty_reply_is_rejected_without_a_call(fake: FakeTelegram, client: TelegramClient) -> None:
+async def test_empty_reply_is_rejected_without_a_call(
+    fake: FakeTelegram, client: TelegramClient
+) -> None:
     result = await TelegramSender(client=client).send(row("   "))
     assert result.status is SendStatus.REJECTED
     assert fake.calls == []

@@ -36,8 +36,13 @@ PATH = "/webhooks/waha"
 
 def waha_settings(**changes: Any) -> WahaSettings:
     base = WahaSettings(
-        url="http://127.0.0.1:3000", api_key="waha-test-key", session="default", hmac_key=KEY,
-        allow_unsigned=False, timestamp_window_s=600, allow_groups=False,
+        url="http://127.0.0.1:3000",
+        api_key="waha-test-key",
+        session="default",
+        hmac_key=KEY,
+        allow_unsigned=False,
+        timestamp_window_s=600,
+        allow_groups=False,
     )
     return attrs.evolve(base, **changes)
 
@@ -92,8 +97,15 @@ class Harness:
 @pytest.fixture
 async def real_store(tmp_path: Path) -> AsyncIterator[Store]:
     settings = StoreSettings(
-        data_dir=tmp_path, database_url=None, redis_url=None, pool_size=1, command_timeout_s=5,
-        statement_timeout_s=5, redis_timeout_s=0.5, session_ttl_s=60, retention_days=0,
+        data_dir=tmp_path,
+        database_url=None,
+        redis_url=None,
+        pool_size=1,
+        command_timeout_s=5,
+        statement_timeout_s=5,
+        redis_timeout_s=0.5,
+        session_ttl_s=60,
+        retention_days=0,
     )
     async with open_store(settings) as store:
         yield store
@@ -105,10 +117,18 @@ async def make_harness(store: Any, settings: WahaSettings | None = None) -> Asyn
     stats = WahaWebhookStats()
     settings = settings or waha_settings()
     app = QuartTrio(__name__)
-    app.register_blueprint(waha_blueprint(ingest=ingest, settings=settings, store=store, stats=stats))
+    app.register_blueprint(
+        waha_blueprint(ingest=ingest, settings=settings, store=store, stats=stats)
+    )
     with send, receive:
-        yield Harness(store=store, ingest=ingest, routed=receive, stats=stats,
-                      client=app.test_client(), settings=settings)
+        yield Harness(
+            store=store,
+            ingest=ingest,
+            routed=receive,
+            stats=stats,
+            client=app.test_client(),
+            settings=settings,
+        )
 
 
 @pytest.fixture
@@ -136,13 +156,23 @@ async def test_documented_vector_passes_the_signature_check(harness: Harness) ->
 
 
 async def test_a_signed_message_is_committed_and_routed(harness: Harness) -> None:
-    event = message_event(chat_id="33612345678@c.us", text="Bonjour", message_id="false_33612345678@c.us_AB12")
+    event = message_event(
+        chat_id="33612345678@c.us", text="Bonjour", message_id="false_33612345678@c.us_AB12"
+    )
     delivery = await harness.pusher().deliver(event)
     assert delivery.statuses == [200]
     assert json.loads(delivery.attempts[0].body)["status"] == "accepted"
     [row] = await harness.inbox()
-    assert (row.channel, row.user_key, row.chat_id) == (Channel.WAHA, "waha:33612345678@c.us", "33612345678@c.us")
-    assert (row.external_id, row.text, row.kind) == ("false_33612345678@c.us_AB12", "Bonjour", InboundKind.TEXT)
+    assert (row.channel, row.user_key, row.chat_id) == (
+        Channel.WAHA,
+        "waha:33612345678@c.us",
+        "33612345678@c.us",
+    )
+    assert (row.external_id, row.text, row.kind) == (
+        "false_33612345678@c.us_AB12",
+        "Bonjour",
+        InboundKind.TEXT,
+    )
     [routed] = harness.drain()
     assert routed.inbox_id == row.inbox_id
     assert routed.correlation_id == row.correlation_id
@@ -166,18 +196,21 @@ def _algorithm(value: str | None) -> Any:
         else:
             headers["x-webhook-hmac-algorithm"] = value
         return body, headers
+
     return change
 
 
 def _hmac(transform: Any) -> Any:
     def change(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         return body, headers | {"x-webhook-hmac": transform(headers["x-webhook-hmac"])}
+
     return change
 
 
 def _drop(name: str) -> Any:
     def change(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         return body, {k: v for k, v in headers.items() if k != name}
+
     return change
 
 
@@ -199,8 +232,18 @@ def _old_timestamp(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[st
         (_drop("x-webhook-timestamp"), "timestamp_missing"),
         (_old_timestamp, "timestamp_stale"),
     ],
-    ids=["byte-changed", "respaced", "sha256", "algorithm-missing", "uppercased", "truncated",
-         "one-char-short", "hmac-missing", "timestamp-missing", "timestamp-old"],
+    ids=[
+        "byte-changed",
+        "respaced",
+        "sha256",
+        "algorithm-missing",
+        "uppercased",
+        "truncated",
+        "one-char-short",
+        "hmac-missing",
+        "timestamp-missing",
+        "timestamp-old",
+    ],
 )
 async def test_inauthentic_deliveries_get_401_and_leave_no_inbox_row(
     harness: Harness, change: Any, reason: str
@@ -244,7 +287,11 @@ async def test_three_sequential_deliveries_make_one_inbox_row(harness: Harness) 
     pusher = harness.pusher()
     deliveries = [await pusher.deliver(event) for _ in range(3)]
     assert len({d.request_id for d in deliveries}) == 3
-    assert [json.loads(d.attempts[0].body)["status"] for d in deliveries] == ["accepted", "duplicate", "duplicate"]
+    assert [json.loads(d.attempts[0].body)["status"] for d in deliveries] == [
+        "accepted",
+        "duplicate",
+        "duplicate",
+    ]
     assert len(await harness.inbox()) == 1
     assert len(harness.drain()) == 1
 
@@ -296,8 +343,13 @@ async def test_deliveries_needing_no_answer_get_200_and_no_row(
 
 
 async def test_session_status_events_are_acknowledged_and_counted(harness: Harness) -> None:
-    event = {"id": "evt_1", "timestamp": int(time.time() * 1000), "event": "session.status",
-             "session": "default", "payload": {"name": "default", "status": "WORKING"}}
+    event = {
+        "id": "evt_1",
+        "timestamp": int(time.time() * 1000),
+        "event": "session.status",
+        "session": "default",
+        "payload": {"name": "default", "status": "WORKING"},
+    }
     delivery = await harness.pusher().deliver(event)
     assert delivery.statuses == [200]
     assert harness.stats.counts[("ignored", "event")] == 1
@@ -305,7 +357,9 @@ async def test_session_status_events_are_acknowledged_and_counted(harness: Harne
 
 async def test_groups_are_answered_when_allowed(real_store: Store) -> None:
     async for h in make_harness(real_store, waha_settings(allow_groups=True)):
-        await h.pusher().deliver(message_event(chat_id="120363041234567890@g.us", participant="33612345678@c.us"))
+        await h.pusher().deliver(
+            message_event(chat_id="120363041234567890@g.us", participant="33612345678@c.us")
+        )
         [row] = await h.inbox()
         assert row.chat_id == "120363041234567890@g.us"
 
@@ -341,10 +395,16 @@ async def test_waha_retries_after_a_503_and_the_message_lands_once(real_store: S
 
 
 # -- identities ---------------------------------------------------------------------------------
-async def test_a_lid_sender_is_linked_to_its_phone_number_when_the_payload_names_it(harness: Harness) -> None:
-    data = {"key": {"remoteJid": "4639135154355@lid", "remoteJidAlt": "33612345678@s.whatsapp.net"},
-            "pushName": "Marie"}
-    await harness.pusher().deliver(message_event(chat_id="4639135154355@lid", data=data, engine="NOWEB"))
+async def test_a_lid_sender_is_linked_to_its_phone_number_when_the_payload_names_it(
+    harness: Harness,
+) -> None:
+    data = {
+        "key": {"remoteJid": "4639135154355@lid", "remoteJidAlt": "33612345678@s.whatsapp.net"},
+        "pushName": "Marie",
+    }
+    await harness.pusher().deliver(
+        message_event(chat_id="4639135154355@lid", data=data, engine="NOWEB")
+    )
     [row] = await harness.inbox()
     assert (row.user_key, row.chat_id) == ("waha:4639135154355@lid", "4639135154355@lid")
     lid_user = await harness.store.user_for_key("waha:4639135154355@lid")
@@ -368,7 +428,9 @@ async def test_two_known_users_are_not_merged(harness: Harness) -> None:
     lid = await harness.store.resolve_user(Channel.WAHA, "waha:4639135154355@lid")
     data = {"key": {"remoteJidAlt": "33612345678@s.whatsapp.net"}}
     with structlog.testing.capture_logs() as logs:
-        delivery = await harness.pusher().deliver(message_event(chat_id="4639135154355@lid", data=data))
+        delivery = await harness.pusher().deliver(
+            message_event(chat_id="4639135154355@lid", data=data)
+        )
     assert delivery.statuses == [200]
     assert any(e["event"] == "waha.identities_conflict" for e in logs)
     phone_user = await harness.store.user_for_key("waha:33612345678@c.us")
@@ -426,13 +488,17 @@ async def test_deliveries_over_loopback_http_through_hypercorn(real_store: Store
 
     async for h in make_harness(real_store):
         app = QuartTrio(__name__)
-        app.register_blueprint(waha_blueprint(ingest=h.ingest, settings=h.settings, store=real_store))
+        app.register_blueprint(
+            waha_blueprint(ingest=h.ingest, settings=h.settings, store=real_store)
+        )
         config = Config()
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
+            binds: list[str] = await nursery.start(
+                partial(serve, app, config, shutdown_trigger=stop.wait)
+            )
             async with httpx.AsyncClient(timeout=5.0) as http:
                 pusher = WahaWebhookPusher.over_http(
                     http, f"{binds[0]}{PATH}", hmac_key=KEY, policy=RetryPolicy(attempts=2)

@@ -25,8 +25,13 @@ from tests.fakes.waha_api import WahaWebhookPusher
 
 KEY = "fuzz-key"
 SETTINGS = WahaSettings(
-    url="http://127.0.0.1:3000", api_key=None, session="default", hmac_key=KEY, allow_unsigned=False,
-    timestamp_window_s=600, allow_groups=True,
+    url="http://127.0.0.1:3000",
+    api_key=None,
+    session="default",
+    hmac_key=KEY,
+    allow_unsigned=False,
+    timestamp_window_s=600,
+    allow_groups=True,
 )
 
 
@@ -35,15 +40,25 @@ async def _post_all(bodies: list[bytes]) -> list[tuple[int, int, bool]]:
     results: list[tuple[int, int, bool]] = []
     with tempfile.TemporaryDirectory() as data_dir:
         store_settings = StoreSettings(
-            data_dir=Path(data_dir), database_url=None, redis_url=None, pool_size=1, command_timeout_s=5,
-            statement_timeout_s=5, redis_timeout_s=0.5, session_ttl_s=60, retention_days=0,
+            data_dir=Path(data_dir),
+            database_url=None,
+            redis_url=None,
+            pool_size=1,
+            command_timeout_s=5,
+            statement_timeout_s=5,
+            redis_timeout_s=0.5,
+            session_ttl_s=60,
+            retention_days=0,
         )
         async with open_store(store_settings) as store:
             send, receive = trio.open_memory_channel[Inbound](1000)
             with send, receive:
                 app = QuartTrio(__name__)
-                app.register_blueprint(waha_blueprint(
-                    ingest=Ingest(store=store, router=send), settings=SETTINGS, store=store))
+                app.register_blueprint(
+                    waha_blueprint(
+                        ingest=Ingest(store=store, router=send), settings=SETTINGS, store=store
+                    )
+                )
                 client = app.test_client()
                 for body in bodies:
                     headers = {
@@ -52,8 +67,13 @@ async def _post_all(bodies: list[bytes]) -> list[tuple[int, int, bool]]:
                         "x-webhook-timestamp": str(int(time.time() * 1000)),
                     }
                     response = await client.post("/webhooks/waha", data=body, headers=headers)
-                    parsed = parse_envelope(body, session="default", allow_groups=True,
-                                            received_at=_epoch(), correlation_id="x")
+                    parsed = parse_envelope(
+                        body,
+                        session="default",
+                        allow_groups=True,
+                        received_at=_epoch(),
+                        correlation_id="x",
+                    )
                     rows = len(await store.pending_inbox())
                     results.append((response.status_code, rows, isinstance(parsed, ParsedMessage)))
     return results
@@ -74,7 +94,9 @@ _bodies = st.one_of(
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(_bodies, min_size=1, max_size=6))
-def test_fuzz_signed_bodies_never_get_a_5xx_and_only_messages_make_rows(bodies: list[bytes]) -> None:
+def test_fuzz_signed_bodies_never_get_a_5xx_and_only_messages_make_rows(
+    bodies: list[bytes],
+) -> None:
     results = trio.run(_post_all, bodies)
     previous_rows = 0
     for status, rows, is_message in results:

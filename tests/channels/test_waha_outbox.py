@@ -21,14 +21,23 @@ from tests.fakes.waha_api import FakeWaha
 pytestmark = pytest.mark.anyio
 
 CHAT = "33612345678@c.us"
-FAST = Pacing(per_chat_interval_s=0.0, global_rate_per_s=1000.0, global_burst=100, backoff_initial_s=0.05)
+FAST = Pacing(
+    per_chat_interval_s=0.0, global_rate_per_s=1000.0, global_burst=100, backoff_initial_s=0.05
+)
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     settings = StoreSettings(
-        data_dir=tmp_path, database_url=None, redis_url=None, pool_size=1, command_timeout_s=5,
-        statement_timeout_s=5, redis_timeout_s=0.5, session_ttl_s=60, retention_days=0,
+        data_dir=tmp_path,
+        database_url=None,
+        redis_url=None,
+        pool_size=1,
+        command_timeout_s=5,
+        statement_timeout_s=5,
+        redis_timeout_s=0.5,
+        session_ttl_s=60,
+        retention_days=0,
     )
     async with open_store(settings) as opened:
         yield opened
@@ -43,19 +52,34 @@ async def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0) ->
 async def test_the_outbox_actor_delivers_a_split_reply_through_waha(
     store: Store, fake_waha: FakeWaha, waha_client: WahaClient
 ) -> None:
-    text = "\n\n".join(f"Partie {i}. " + "La messe est célébrée à dix heures. " * 8 for i in range(1, 4))
+    text = "\n\n".join(
+        f"Partie {i}. " + "La messe est célébrée à dix heures. " * 8 for i in range(1, 4)
+    )
     sender = WahaSender(client=waha_client, pacing=WahaPacing(typing_max_s=0.0, max_part_chars=400))
     stats = OutboxStats(channel=Channel.WAHA)
     fake_waha.push(FakeWaha.rate_limited(retry_after_s=0.05))  # the first sendText is throttled
     nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](8)
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(
-            run_outbox_sender, sender=sender, store=store, nudges=nudge_receive, pacing=FAST,
-            stats=stats, poll_interval_s=0.05,
-        ))
-        await store.enqueue_reply(NewOutbound(
-            correlation_id="cid-1", channel=Channel.WAHA, user_key=f"waha:{CHAT}", chat_id=CHAT, text=text,
-        ))
+        await nursery.start(
+            partial(
+                run_outbox_sender,
+                sender=sender,
+                store=store,
+                nudges=nudge_receive,
+                pacing=FAST,
+                stats=stats,
+                poll_interval_s=0.05,
+            )
+        )
+        await store.enqueue_reply(
+            NewOutbound(
+                correlation_id="cid-1",
+                channel=Channel.WAHA,
+                user_key=f"waha:{CHAT}",
+                chat_id=CHAT,
+                text=text,
+            )
+        )
         nudge_send.send_nowait(OutboxNudge(channel=Channel.WAHA, correlation_id="cid-1"))
         await wait_for(lambda: stats.sent == 1)
         nursery.cancel_scope.cancel()

@@ -23,12 +23,21 @@ CHAT = "33612345678@c.us"
 NO_PAUSE = WahaPacing(typing_max_s=0.0, max_part_chars=4000)
 
 
-def row(text: str = "La messe est à 10 h 30.", *, outbox_id: int = 1, chat_id: str = CHAT) -> OutboxRow:
+def row(
+    text: str = "La messe est à 10 h 30.", *, outbox_id: int = 1, chat_id: str = CHAT
+) -> OutboxRow:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return OutboxRow(
-        outbox_id=outbox_id, correlation_id=f"cid-{outbox_id}", channel=Channel.WAHA,
-        user_key=f"waha:{chat_id}", chat_id=chat_id, text=text, inbox_id=None, attempts=0,
-        created_at=now, next_attempt_at=now,
+        outbox_id=outbox_id,
+        correlation_id=f"cid-{outbox_id}",
+        channel=Channel.WAHA,
+        user_key=f"waha:{chat_id}",
+        chat_id=chat_id,
+        text=text,
+        inbox_id=None,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
     )
 
 
@@ -45,20 +54,27 @@ async def test_the_sender_is_a_channel_sender_for_waha(waha_client: WahaClient) 
     assert sender.channel is Channel.WAHA
 
 
-async def test_a_reply_goes_seen_typing_stop_then_text(fake_waha: FakeWaha, waha_client: WahaClient) -> None:
+async def test_a_reply_goes_seen_typing_stop_then_text(
+    fake_waha: FakeWaha, waha_client: WahaClient
+) -> None:
     sleeps = Sleeps()
     sender = WahaSender(client=waha_client, pacing=WahaPacing(), sleep=sleeps, rng=random.Random(1))
     result = await sender.send(row())
     assert result.status is SendStatus.SENT
     assert fake_waha.calls() == [
-        ("sendSeen", CHAT), ("startTyping", CHAT), ("stopTyping", CHAT), ("sendText", CHAT),
+        ("sendSeen", CHAT),
+        ("startTyping", CHAT),
+        ("stopTyping", CHAT),
+        ("sendText", CHAT),
     ]
     assert fake_waha.texts() == ["La messe est à 10 h 30."]
     assert len(sleeps.calls) == 1
     assert sleeps.calls[0] > 0
 
 
-async def test_the_chat_id_is_normalised_before_sending(fake_waha: FakeWaha, waha_client: WahaClient) -> None:
+async def test_the_chat_id_is_normalised_before_sending(
+    fake_waha: FakeWaha, waha_client: WahaClient
+) -> None:
     sender = WahaSender(client=waha_client, pacing=NO_PAUSE)
     result = await sender.send(row(chat_id="33612345678@s.whatsapp.net"))
     assert result.status is SendStatus.SENT
@@ -84,15 +100,28 @@ def test_typing_pause_jitter_stays_within_bounds() -> None:
 
 def test_pacing_comes_from_settings() -> None:
     settings = WahaSettings(
-        url="http://waha:3000", api_key=None, session="default", hmac_key="k", allow_unsigned=False,
-        timestamp_window_s=600, allow_groups=False, typing_chars_per_s=12.0, typing_max_s=2.5,
+        url="http://waha:3000",
+        api_key=None,
+        session="default",
+        hmac_key="k",
+        allow_unsigned=False,
+        timestamp_window_s=600,
+        allow_groups=False,
+        typing_chars_per_s=12.0,
+        typing_max_s=2.5,
         max_part_chars=1500,
     )
     pacing = WahaPacing.from_settings(settings)
-    assert (pacing.typing_chars_per_s, pacing.typing_max_s, pacing.max_part_chars) == (12.0, 2.5, 1500)
+    assert (pacing.typing_chars_per_s, pacing.typing_max_s, pacing.max_part_chars) == (
+        12.0,
+        2.5,
+        1500,
+    )
 
 
-async def test_a_long_reply_is_split_and_sent_in_order(fake_waha: FakeWaha, waha_client: WahaClient) -> None:
+async def test_a_long_reply_is_split_and_sent_in_order(
+    fake_waha: FakeWaha, waha_client: WahaClient
+) -> None:
     paragraphs = [f"Paragraphe {i}. " + "Texte de la réponse. " * 8 for i in range(1, 6)]
     text = "\n\n".join(p.strip() for p in paragraphs)
     sleeps = Sleeps()
@@ -126,19 +155,25 @@ async def test_rate_limit_is_retried_with_the_servers_hint(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_server_errors_are_retried(fake_waha: FakeWaha, waha_client: WahaClient, status: int) -> None:
+async def test_server_errors_are_retried(
+    fake_waha: FakeWaha, waha_client: WahaClient, status: int
+) -> None:
     fake_waha.push(Scripted(status=status, body={"statusCode": status, "message": "upstream"}))
     result = await WahaSender(client=waha_client, pacing=NO_PAUSE).send(row())
     assert result.status is SendStatus.RETRY
 
 
-async def test_a_session_that_is_not_working_yet_is_retried(fake_waha: FakeWaha, waha_client: WahaClient) -> None:
+async def test_a_session_that_is_not_working_yet_is_retried(
+    fake_waha: FakeWaha, waha_client: WahaClient
+) -> None:
     fake_waha.push(FakeWaha.session_not_working())
     result = await WahaSender(client=waha_client, pacing=NO_PAUSE).send(row())
     assert result.status is SendStatus.RETRY
 
 
-async def test_other_client_errors_reject_the_row(fake_waha: FakeWaha, waha_client: WahaClient) -> None:
+async def test_other_client_errors_reject_the_row(
+    fake_waha: FakeWaha, waha_client: WahaClient
+) -> None:
     fake_waha.push(FakeWaha.bad_request())
     result = await WahaSender(client=waha_client, pacing=NO_PAUSE).send(row())
     assert result.status is SendStatus.REJECTED
@@ -174,7 +209,9 @@ async def test_a_refused_presence_call_does_not_stop_the_reply(
     assert fake_waha.texts() == ["La messe est à 10 h 30."]
 
 
-async def test_a_retry_resumes_after_the_parts_already_sent(fake_waha: FakeWaha, waha_client: WahaClient) -> None:
+async def test_a_retry_resumes_after_the_parts_already_sent(
+    fake_waha: FakeWaha, waha_client: WahaClient
+) -> None:
     text = "\n\n".join(f"Partie {i}. " + "Du texte ici. " * 20 for i in range(1, 4))
     sender = WahaSender(client=waha_client, pacing=WahaPacing(typing_max_s=0.0, max_part_chars=300))
     parts = sender.parts_of(text)
@@ -186,7 +223,12 @@ async def test_a_retry_resumes_after_the_parts_already_sent(fake_waha: FakeWaha,
     second = await sender.send(row(text, outbox_id=42))
     assert second.status is SendStatus.SENT
     delivered = [r.json["text"] for r in fake_waha.requests_to("sendText")]
-    assert delivered == [parts[0], parts[1], parts[1], parts[2]]  # the failed attempt, then the resume
+    assert delivered == [
+        parts[0],
+        parts[1],
+        parts[1],
+        parts[2],
+    ]  # the failed attempt, then the resume
     assert [e for e, _ in fake_waha.calls()].count("sendSeen") == 1
 
 
@@ -195,7 +237,9 @@ async def test_progress_is_kept_per_row(fake_waha: FakeWaha, waha_client: WahaCl
     sender = WahaSender(client=waha_client, pacing=WahaPacing(typing_max_s=0.0, max_part_chars=300))
     fake_waha.push(Scripted(status=201), FakeWaha.server_error())
     assert (await sender.send(row(text, outbox_id=1))).status is SendStatus.RETRY
-    assert (await sender.send(row(text, outbox_id=2))).status is SendStatus.SENT  # a fresh row sends all
+    assert (
+        await sender.send(row(text, outbox_id=2))
+    ).status is SendStatus.SENT  # a fresh row sends all
     assert len(fake_waha.texts()) == 2 + 2
 
 
@@ -237,5 +281,10 @@ async def test_a_wrong_api_key_is_retried_slowly(fake_waha: FakeWaha) -> None:
         (404, "404: not found", SendStatus.REJECTED),
     ],
 )
-def test_classification_of_failed_calls(status: int | None, detail: str, expected: SendStatus) -> None:
-    assert classify_call(WahaCall(status_code=status, detail=detail), step="sendText").status is expected
+def test_classification_of_failed_calls(
+    status: int | None, detail: str, expected: SendStatus
+) -> None:
+    assert (
+        classify_call(WahaCall(status_code=status, detail=detail), step="sendText").status
+        is expected
+    )

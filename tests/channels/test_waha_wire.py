@@ -34,7 +34,9 @@ NOW_S = 1_800_000_000.0
 RECEIVED = datetime.fromtimestamp(NOW_S, UTC)
 
 
-def signed_headers(body: bytes, *, key: str = DOC_KEY, stamp_ms: int | None = None) -> dict[str, str]:
+def signed_headers(
+    body: bytes, *, key: str = DOC_KEY, stamp_ms: int | None = None
+) -> dict[str, str]:
     return {
         "X-Webhook-Hmac": hmac.new(key.encode(), body, hashlib.sha512).hexdigest(),
         "X-Webhook-Hmac-Algorithm": "sha512",
@@ -233,7 +235,17 @@ def test_chat_ids_are_normalised(raw: str, normalised: str, kind: ChatKind) -> N
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "33612345678", "@c.us", "abc@c.us", "336@example.com", "33 6@c.us", "1@g.us:2", "x:1@g.us"]
+    "raw",
+    [
+        "",
+        "33612345678",
+        "@c.us",
+        "abc@c.us",
+        "336@example.com",
+        "33 6@c.us",
+        "1@g.us:2",
+        "x:1@g.us",
+    ],
 )
 def test_invalid_chat_ids_are_refused_with_the_value_named(raw: str) -> None:
     with pytest.raises(ValueError, match=r"chat id|server|digits|device"):
@@ -246,7 +258,9 @@ def test_user_key_is_channel_scoped() -> None:
 
 # -- envelopes ---------------------------------------------------------------------------------
 def test_a_text_message_becomes_a_new_inbound() -> None:
-    event = message_event(chat_id="33612345678@c.us", text="Bonjour", message_id="false_33612345678@c.us_AAA1")
+    event = message_event(
+        chat_id="33612345678@c.us", text="Bonjour", message_id="false_33612345678@c.us_AAA1"
+    )
     result = parse(event)
     assert isinstance(result, ParsedMessage)
     message = result.message
@@ -268,7 +282,9 @@ def test_s_whatsapp_net_sender_is_normalised_to_c_us() -> None:
     assert result.message.user_key == "waha:33612345678@c.us"
 
 
-@pytest.mark.parametrize("event", ["message.any", "message.ack", "session.status", "message.reaction"])
+@pytest.mark.parametrize(
+    "event", ["message.any", "message.ack", "session.status", "message.reaction"]
+)
 def test_events_other_than_message_are_ignored(event: str) -> None:
     result = parse(message_event(event=event))
     assert result == Ignored(reason=IgnoreReason.EVENT, detail=event)
@@ -325,7 +341,9 @@ def test_a_slash_word_is_a_command() -> None:
 
 
 def test_nul_characters_and_lone_surrogates_are_dropped_from_text() -> None:
-    body = WahaWebhookPusher.encode(message_event(text="a\x00b")).replace(b"a\\u0000b", b"a\\u0000b\\ud800")
+    body = WahaWebhookPusher.encode(message_event(text="a\x00b")).replace(
+        b"a\\u0000b", b"a\\u0000b\\ud800"
+    )
     result = parse(body)
     assert isinstance(result, ParsedMessage)
     assert "\x00" not in result.message.text
@@ -373,8 +391,14 @@ def test_alt_identity_of_the_same_kind_or_garbage_is_not_used() -> None:
         (b'{"event": "message", "payload": {"from": "33612345678@c.us"}}', "`payload.id`"),
         (b'{"event": "message", "payload": {"id": "x", "from": 5}}', "`payload.from`"),
         (b'{"event": "message", "payload": {"id": "x", "from": "nobody"}}', "`payload.from`"),
-        (b'{"event": "message", "payload": {"id": "x", "from": "1@c.us", "fromMe": "no"}}', "`payload.fromMe`"),
-        (b'{"event": "message", "payload": {"id": "x", "from": "1@c.us", "body": 3}}', "`payload.body`"),
+        (
+            b'{"event": "message", "payload": {"id": "x", "from": "1@c.us", "fromMe": "no"}}',
+            "`payload.fromMe`",
+        ),
+        (
+            b'{"event": "message", "payload": {"id": "x", "from": "1@c.us", "body": 3}}',
+            "`payload.body`",
+        ),
         (b'{"event": "message", "payload": {"id": "a b", "from": "1@c.us"}}', "`payload.id`"),
         (b"[" * 100_000 + b"]" * 100_000, "valid JSON"),
     ],
@@ -390,7 +414,9 @@ def test_malformed_envelopes_are_rejected_naming_the_field(body: bytes, named: s
 # -- fuzzing -----------------------------------------------------------------------------------
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 _chat_ids = st.sampled_from(
@@ -405,12 +431,21 @@ _payloads = st.fixed_dictionaries(
         "source": st.sampled_from(["app", "api"]) | _json_values,
         "body": st.text(max_size=50) | _json_values,
         "hasMedia": st.booleans() | _json_values,
-        "_data": _json_values | st.fixed_dictionaries({}, optional={
-            "key": st.dictionaries(st.sampled_from(["remoteJidAlt", "senderPn", "senderLid"]), _chat_ids | _json_values),
-            "Info": st.dictionaries(st.sampled_from(["SenderAlt", "PushName"]), _chat_ids | _json_values),
-            "pushName": _json_values,
-            "notifyName": _json_values,
-        }),
+        "_data": _json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "key": st.dictionaries(
+                    st.sampled_from(["remoteJidAlt", "senderPn", "senderLid"]),
+                    _chat_ids | _json_values,
+                ),
+                "Info": st.dictionaries(
+                    st.sampled_from(["SenderAlt", "PushName"]), _chat_ids | _json_values
+                ),
+                "pushName": _json_values,
+                "notifyName": _json_values,
+            },
+        ),
     },
 )
 _envelopes = st.fixed_dictionaries(
@@ -423,21 +458,40 @@ _envelopes = st.fixed_dictionaries(
     },
 )
 
-_data = st.fixed_dictionaries({}, optional={
-    "key": st.dictionaries(st.sampled_from(["remoteJidAlt", "senderPn", "senderLid"]), _chat_ids | _json_values),
-    "Info": st.dictionaries(st.sampled_from(["SenderAlt", "PushName"]), _chat_ids | _json_values),
-    "pushName": st.text(max_size=150) | _json_values,
-    "notifyName": st.text(max_size=150) | _json_values,
-})
+_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "key": st.dictionaries(
+            st.sampled_from(["remoteJidAlt", "senderPn", "senderLid"]), _chat_ids | _json_values
+        ),
+        "Info": st.dictionaries(
+            st.sampled_from(["SenderAlt", "PushName"]), _chat_ids | _json_values
+        ),
+        "pushName": st.text(max_size=150) | _json_values,
+        "notifyName": st.text(max_size=150) | _json_values,
+    },
+)
 # Messages that are mostly valid: the parser's accepting paths get fuzzed too.
 _messages = st.builds(
     lambda chat, text, mid, data, media: message_event(
         chat_id=chat, text=text, message_id=mid, data=data, has_media=media
     ),
-    chat=st.sampled_from(["33612345678@c.us", "33612345678@s.whatsapp.net", "4639135154355@lid",
-                          "120363041234567890@g.us", "33612345678:7@s.whatsapp.net"]),
-    text=st.none() | st.text(max_size=300) | st.text(st.sampled_from(["a", " ", "\x00", "\ud800", "é", "🙏", "/"])),
-    mid=st.none() | st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=300),
+    chat=st.sampled_from(
+        [
+            "33612345678@c.us",
+            "33612345678@s.whatsapp.net",
+            "4639135154355@lid",
+            "120363041234567890@g.us",
+            "33612345678:7@s.whatsapp.net",
+        ]
+    ),
+    text=st.none()
+    | st.text(max_size=300)
+    | st.text(st.sampled_from(["a", " ", "\x00", "\ud800", "é", "🙏", "/"])),
+    mid=st.none()
+    | st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=300
+    ),
     data=_data,
     media=st.booleans(),
 )
@@ -463,14 +517,18 @@ def test_fuzz_arbitrary_bytes_give_only_typed_results(body: bytes) -> None:
 
 @settings(max_examples=600, deadline=None)
 @given(_envelopes, st.booleans())
-def test_fuzz_envelope_shaped_input_gives_only_typed_results(envelope: dict[str, Any], groups: bool) -> None:
+def test_fuzz_envelope_shaped_input_gives_only_typed_results(
+    envelope: dict[str, Any], groups: bool
+) -> None:
     body = json.dumps(envelope, ensure_ascii=False).encode("utf-8", "surrogatepass")
     _check_result(parse(body, allow_groups=groups))
 
 
 @settings(max_examples=400, deadline=None)
 @given(_messages, st.booleans())
-def test_fuzz_near_valid_messages_give_only_typed_results(envelope: dict[str, Any], groups: bool) -> None:
+def test_fuzz_near_valid_messages_give_only_typed_results(
+    envelope: dict[str, Any], groups: bool
+) -> None:
     result = parse(WahaWebhookPusher.encode(envelope), allow_groups=groups)
     _check_result(result)
     if isinstance(result, ParsedMessage):
@@ -478,11 +536,19 @@ def test_fuzz_near_valid_messages_give_only_typed_results(envelope: dict[str, An
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(
-    st.sampled_from(["X-Webhook-Hmac", "X-Webhook-Hmac-Algorithm", "X-Webhook-Timestamp", "Other"]),
-    st.text(max_size=140),
-), st.binary(max_size=64), st.sampled_from([DOC_KEY, None]))
-def test_fuzz_headers_give_none_or_a_typed_rejection(headers: dict[str, str], body: bytes, key: str | None) -> None:
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["X-Webhook-Hmac", "X-Webhook-Hmac-Algorithm", "X-Webhook-Timestamp", "Other"]
+        ),
+        st.text(max_size=140),
+    ),
+    st.binary(max_size=64),
+    st.sampled_from([DOC_KEY, None]),
+)
+def test_fuzz_headers_give_none_or_a_typed_rejection(
+    headers: dict[str, str], body: bytes, key: str | None
+) -> None:
     result = verify(body, headers, key=key)
     assert result is None or isinstance(result, Rejected)
     if key is not None:

@@ -27,7 +27,11 @@ def free_port() -> int:
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONCIERGE_", "TELEGRAM_", "WAHA_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONCIERGE_", "TELEGRAM_", "WAHA_"))
+    }
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     env.update(
@@ -39,10 +43,17 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    tmp_path: Path, *args: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CONCIERGE, *args], input=stdin, capture_output=True, text=True, timeout=120,
-        env=env_for(tmp_path, **env), cwd=tmp_path,
+        [*CONCIERGE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_for(tmp_path, **env),
+        cwd=tmp_path,
     )
 
 
@@ -50,8 +61,12 @@ def run_cli(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> subproce
 def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     process = subprocess.Popen(
-        [*CONCIERGE, "run"], env=env_for(tmp_path, CONCIERGE_HTTP_PORT=str(port), CONCIERGE_DRAIN_TIMEOUT_S="10"),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*CONCIERGE, "run"],
+        env=env_for(tmp_path, CONCIERGE_HTTP_PORT=str(port), CONCIERGE_DRAIN_TIMEOUT_S="10"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -75,7 +90,9 @@ def wait_ready(base: str, process: subprocess.Popen[str], budget_s: float = 60.0
     raise AssertionError("the daemon never became ready")
 
 
-def test_run_serves_probes_and_stops_cleanly_on_sigterm(daemon: tuple[subprocess.Popen[str], str]) -> None:
+def test_run_serves_probes_and_stops_cleanly_on_sigterm(
+    daemon: tuple[subprocess.Popen[str], str],
+) -> None:
     process, base = daemon
     wait_ready(base, process)
     assert httpx.get(f"{base}/livez").status_code == 200
@@ -112,7 +129,9 @@ def test_a_bad_setting_stops_the_daemon_with_one_line_naming_it(tmp_path: Path) 
 
 def test_check_prints_settings_with_secrets_masked(tmp_path: Path) -> None:
     result = run_cli(
-        tmp_path, "check", CONCIERGE_PROVIDERS="anthropic,offline",
+        tmp_path,
+        "check",
+        CONCIERGE_PROVIDERS="anthropic,offline",
         ANTHROPIC_API_KEYS="main=sk-ant-secretsecretsecret",
         TELEGRAM_BOT_TOKEN="123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
     )
@@ -160,7 +179,10 @@ def test_chat_answers_each_service_type_from_the_sample_knowledge(tmp_path: Path
     assert replies[0]["provider"] == "offline"
     assert "10h30" in replies[0]["reply"]
     assert "trois personnes" in replies[1]["reply"]
-    assert all({"reply", "service_type", "provider", "correlation_id", "latency_ms"} <= r.keys() for r in replies)
+    assert all(
+        {"reply", "service_type", "provider", "correlation_id", "latency_ms"} <= r.keys()
+        for r in replies
+    )
     assert len({r["correlation_id"] for r in replies}) == 3
 
 
@@ -175,8 +197,12 @@ def test_chat_in_english_answers_in_english(tmp_path: Path) -> None:
 
 def test_run_refuses_an_unreachable_database_with_a_clear_message(tmp_path: Path) -> None:
     port = free_port()
-    result = run_cli(tmp_path, "run", DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/nowhere",
-                     CONCIERGE_HTTP_PORT=str(free_port()))
+    result = run_cli(
+        tmp_path,
+        "run",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/nowhere",
+        CONCIERGE_HTTP_PORT=str(free_port()),
+    )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("concierge: ")
@@ -194,8 +220,12 @@ def fresh_database() -> Iterator[str]:
         subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
 
 
-def test_migrate_is_idempotent_and_run_refuses_an_unmigrated_schema(tmp_path: Path, fresh_database: str) -> None:
-    refused = run_cli(tmp_path, "run", DATABASE_URL=fresh_database, CONCIERGE_HTTP_PORT=str(free_port()))
+def test_migrate_is_idempotent_and_run_refuses_an_unmigrated_schema(
+    tmp_path: Path, fresh_database: str
+) -> None:
+    refused = run_cli(
+        tmp_path, "run", DATABASE_URL=fresh_database, CONCIERGE_HTTP_PORT=str(free_port())
+    )
     assert refused.returncode == 1
     assert "concierge migrate" in refused.stderr.strip().splitlines()[-1]
     first = run_cli(tmp_path, "migrate", DATABASE_URL=fresh_database)
@@ -208,7 +238,9 @@ def test_migrate_is_idempotent_and_run_refuses_an_unmigrated_schema(tmp_path: Pa
 
 def test_forget_erases_a_user_and_says_so(tmp_path: Path, fresh_database: str) -> None:
     assert run_cli(tmp_path, "migrate", DATABASE_URL=fresh_database).returncode == 0
-    chat = run_cli(tmp_path, "chat", "--user", "marie", stdin="Bonjour\n", DATABASE_URL=fresh_database)
+    chat = run_cli(
+        tmp_path, "chat", "--user", "marie", stdin="Bonjour\n", DATABASE_URL=fresh_database
+    )
     assert chat.returncode == 0, chat.stderr
     forgotten = run_cli(tmp_path, "forget", "--user", "console:marie", DATABASE_URL=fresh_database)
     assert forgotten.returncode == 0, forgotten.stderr

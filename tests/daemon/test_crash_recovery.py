@@ -41,7 +41,9 @@ class EchoOpenAI(FakeOpenAI):
         return super().success_body(echoed, request)
 
 
-def start_daemon(tmp_path: Path, telegram: FakeTelegram, llm: EchoOpenAI) -> subprocess.Popen[bytes]:
+def start_daemon(
+    tmp_path: Path, telegram: FakeTelegram, llm: EchoOpenAI
+) -> subprocess.Popen[bytes]:
     env = env_for(
         tmp_path,
         CONCIERGE_HTTP_PORT=str(free_port()),
@@ -59,8 +61,11 @@ def start_daemon(tmp_path: Path, telegram: FakeTelegram, llm: EchoOpenAI) -> sub
         CONCIERGE_LOG_LEVEL="warning",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "concierge.cli", "run"], env=env, cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "concierge.cli", "run"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -72,7 +77,9 @@ def answered(telegram: FakeTelegram) -> dict[int, list[str]]:
     return by_user
 
 
-async def wait_for_replies(telegram: FakeTelegram, at_least: int, *, timeout_s: float = 120) -> None:
+async def wait_for_replies(
+    telegram: FakeTelegram, at_least: int, *, timeout_s: float = 120
+) -> None:
     with trio.fail_after(timeout_s):
         while len(telegram.sent) < at_least:
             await trio.sleep(0.02)
@@ -88,9 +95,12 @@ async def test_sigkill_mid_turn_loses_nothing_and_keeps_per_user_order(tmp_path:
         llm = served
         for n in range(MESSAGES):
             for user in range(USERS):
-                telegram.add_update(telegram.text_message(
-                    user_id=700_000_000 + user, text=f"Question m-{user:02d}-{n:02d} sur les horaires, svp",
-                ))
+                telegram.add_update(
+                    telegram.text_message(
+                        user_id=700_000_000 + user,
+                        text=f"Question m-{user:02d}-{n:02d} sur les horaires, svp",
+                    )
+                )
         process = start_daemon(tmp_path, telegram, llm)
         try:
             for threshold in (15, 70, 130):
@@ -115,6 +125,8 @@ async def test_sigkill_mid_turn_loses_nothing_and_keeps_per_user_order(tmp_path:
     duplicates = total - USERS * MESSAGES
     for user, markers in replies.items():
         first_seen = list(dict.fromkeys(markers))
-        assert first_seen == [f"m-{user:02d}-{n:02d}" for n in range(MESSAGES)], f"user {user}: {markers}"
+        assert first_seen == [f"m-{user:02d}-{n:02d}" for n in range(MESSAGES)], (
+            f"user {user}: {markers}"
+        )
     print(f"{USERS * MESSAGES} messages, {kills} SIGKILLs, {duplicates} duplicate replies")
     assert duplicates <= kills, f"{duplicates} duplicate replies for {kills} kills"

@@ -39,7 +39,9 @@ async def status_of(client: httpx.AsyncClient, url: str) -> int:
     return (await client.get(url)).status_code
 
 
-async def test_postgres_outage_gives_503_then_the_backlog_drains(tmp_path: Path, postgres: PrivatePostgres) -> None:
+async def test_postgres_outage_gives_503_then_the_backlog_drains(
+    tmp_path: Path, postgres: PrivatePostgres
+) -> None:
     telegram = FakeTelegram()
     async with telegram.serve():
         settings = load_settings(
@@ -62,10 +64,15 @@ async def test_postgres_outage_gives_503_then_the_backlog_drains(tmp_path: Path,
 
         async with trio_asyncio.open_loop():
             await migrate(settings.store)
-        async with open_runtime(settings, channels=enabled_channels(settings, console=False), messengers=True) as rt:
+        async with open_runtime(
+            settings, channels=enabled_channels(settings, console=False), messengers=True
+        ) as rt:
             parts = rt.parts
             root = build_tree(
-                rt, senders=parts.senders, listeners=parts.listeners, blueprints=parts.blueprints,
+                rt,
+                senders=parts.senders,
+                listeners=parts.listeners,
+                blueprints=parts.blueprints,
                 asgi_wrappers=parts.asgi_wrappers,
             )
             async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
@@ -74,11 +81,15 @@ async def test_postgres_outage_gives_503_then_the_backlog_drains(tmp_path: Path,
                 hook = f"{base}/webhooks/telegram"
                 headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
 
-                before = telegram.text_message(user_id=333, text="A quelle heure est la messe dimanche ?")
+                before = telegram.text_message(
+                    user_id=333, text="A quelle heure est la messe dimanche ?"
+                )
                 assert (await client.post(hook, json=before, headers=headers)).status_code == 200
 
                 await trio.to_thread.run_sync(postgres.stop)
-                during = telegram.text_message(user_id=444, text="Quels sont les horaires du secrétariat ?")
+                during = telegram.text_message(
+                    user_id=444, text="Quels sont les horaires du secrétariat ?"
+                )
                 refused = await client.post(hook, json=during, headers=headers)
                 assert refused.status_code == 503
                 assert refused.headers["Retry-After"]
@@ -92,7 +103,9 @@ async def test_postgres_outage_gives_503_then_the_backlog_drains(tmp_path: Path,
 
                 await trio.to_thread.run_sync(postgres.start)
                 with trio.fail_after(30):
-                    while (await client.post(hook, json=during, headers=headers)).status_code != 200:
+                    while (
+                        await client.post(hook, json=during, headers=headers)
+                    ).status_code != 200:
                         await trio.sleep(0.2)
                     while await status_of(client, f"{base}/readyz") != 200:
                         await trio.sleep(0.2)

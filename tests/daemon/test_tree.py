@@ -43,11 +43,15 @@ def crashing_child(crashes: list[float], allowed: int) -> ChildSpec:
     return ChildSpec(id="flaky_listener", start=run)
 
 
-async def test_a_crashing_child_is_restarted_and_shows_in_logs_health_and_metrics(tmp_path: Path) -> None:
+async def test_a_crashing_child_is_restarted_and_shows_in_logs_health_and_metrics(
+    tmp_path: Path,
+) -> None:
     crashes: list[float] = []
     settings = settings_for(tmp_path)
     async with open_runtime(settings, channels=[]) as rt:
-        root = build_tree(rt, senders=[], listeners=[crashing_child(crashes, allowed=2)], http=False)
+        root = build_tree(
+            rt, senders=[], listeners=[crashing_child(crashes, allowed=2)], http=False
+        )
         with structlog.testing.capture_logs() as logs:
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)
@@ -72,11 +76,15 @@ async def test_a_crashing_child_is_restarted_and_shows_in_logs_health_and_metric
     assert flaky == [2.0]
 
 
-async def test_past_its_intensity_the_tree_gives_up_and_the_daemon_exits_non_zero(tmp_path: Path) -> None:
+async def test_past_its_intensity_the_tree_gives_up_and_the_daemon_exits_non_zero(
+    tmp_path: Path,
+) -> None:
     crashes: list[float] = []
     settings = settings_for(tmp_path, CONCIERGE_MAX_RESTARTS="1")
     async with open_runtime(settings, channels=[]) as rt:
-        root = build_tree(rt, senders=[], listeners=[crashing_child(crashes, allowed=100)], http=False)
+        root = build_tree(
+            rt, senders=[], listeners=[crashing_child(crashes, allowed=100)], http=False
+        )
         with structlog.testing.capture_logs() as logs:
             with trio.fail_after(30):
                 code = await supervise_until_signalled(rt, root)

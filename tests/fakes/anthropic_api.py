@@ -62,12 +62,18 @@ class FakeAnthropic(ScriptedServer):
     # -- realistic answers -------------------------------------------------------------
     @staticmethod
     def error(
-        status: int, error_type: str, message: str, *, headers: Mapping[str, str] | None = None,
+        status: int,
+        error_type: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
         key: str | None = None,
     ) -> Scripted:
         """An error the way the API sends it (``error_type`` as in its error docs)."""
         return Scripted(
-            status=status, body=_error_body(error_type, message), key=key,
+            status=status,
+            body=_error_body(error_type, message),
+            key=key,
             headers={"request-id": f"req_fake{next(_ids):06d}", **(headers or {})},
         )
 
@@ -77,8 +83,12 @@ class FakeAnthropic(ScriptedServer):
 
     @classmethod
     def rate_limited(
-        cls, *, retry_after_s: float | None = None, retry_after_ms: float | None = None,
-        reset_headers: Mapping[str, str] | None = None, key: str | None = None,
+        cls,
+        *,
+        retry_after_s: float | None = None,
+        retry_after_ms: float | None = None,
+        reset_headers: Mapping[str, str] | None = None,
+        key: str | None = None,
     ) -> Scripted:
         """429 ``rate_limit_error`` with any of the hints the API sends."""
         headers: dict[str, str] = dict(reset_headers or {})
@@ -87,9 +97,11 @@ class FakeAnthropic(ScriptedServer):
         if retry_after_ms is not None:
             headers["retry-after-ms"] = f"{retry_after_ms:g}"
         return cls.error(
-            429, "rate_limit_error",
+            429,
+            "rate_limit_error",
             "This request would exceed the rate limit for your organization of 50 requests per minute.",
-            headers=headers, key=key,
+            headers=headers,
+            key=key,
         )
 
     @classmethod
@@ -100,13 +112,16 @@ class FakeAnthropic(ScriptedServer):
     def low_credit(cls, *, key: str | None = None) -> Scripted:
         """The 400 Anthropic sends when the organisation's credit balance is spent."""
         return cls.error(
-            400, "invalid_request_error",
+            400,
+            "invalid_request_error",
             "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
             key=key,
         )
 
     @classmethod
-    def invalid_request(cls, message: str = "messages: field required", *, key: str | None = None) -> Scripted:
+    def invalid_request(
+        cls, message: str = "messages: field required", *, key: str | None = None
+    ) -> Scripted:
         return cls.error(400, "invalid_request_error", message, key=key)
 
     @staticmethod

@@ -50,11 +50,13 @@ class FakeGemini(ScriptedServer):
 
     def success_body(self, reply: Scripted, request: Received) -> Any:
         body: dict[str, Any] = {
-            "candidates": [{
-                "content": {"parts": [{"text": reply.text}], "role": "model"},
-                "finishReason": "STOP",
-                "index": 0,
-            }],
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": reply.text}], "role": "model"},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
             "usageMetadata": {
                 "promptTokenCount": reply.tokens_in,
                 "candidatesTokenCount": reply.tokens_out,
@@ -69,7 +71,11 @@ class FakeGemini(ScriptedServer):
     # -- realistic answers -------------------------------------------------------------
     @staticmethod
     def error(
-        code: int, status: str, message: str, *, details: Sequence[Mapping[str, Any]] = (),
+        code: int,
+        status: str,
+        message: str,
+        *,
+        details: Sequence[Mapping[str, Any]] = (),
         key: str | None = None,
     ) -> Scripted:
         """A google.rpc.Status error body with HTTP status ``code``."""
@@ -77,20 +83,26 @@ class FakeGemini(ScriptedServer):
 
     @classmethod
     def resource_exhausted(
-        cls, *, retry_delay_s: float | None = 7.0,
+        cls,
+        *,
+        retry_delay_s: float | None = 7.0,
         quota_id: str = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
         key: str | None = None,
     ) -> Scripted:
         """429 RESOURCE_EXHAUSTED with QuotaFailure and (optionally) RetryInfo."""
-        details: list[dict[str, Any]] = [{
-            "@type": _QUOTA_FAILURE,
-            "violations": [{
-                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                "quotaId": quota_id,
-                "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash"},
-                "quotaValue": "10",
-            }],
-        }]
+        details: list[dict[str, Any]] = [
+            {
+                "@type": _QUOTA_FAILURE,
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": quota_id,
+                        "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash"},
+                        "quotaValue": "10",
+                    }
+                ],
+            }
+        ]
         message = "You exceeded your current quota, please check your plan and billing details."
         if retry_delay_s is not None:
             details.append({"@type": _RETRY_INFO, "retryDelay": seconds_text(retry_delay_s)})
@@ -100,29 +112,45 @@ class FakeGemini(ScriptedServer):
     @classmethod
     def per_day_quota(cls, *, retry_delay_s: float = 36.0, key: str | None = None) -> Scripted:
         return cls.resource_exhausted(
-            retry_delay_s=retry_delay_s, quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+            retry_delay_s=retry_delay_s,
+            quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier",
             key=key,
         )
 
     @classmethod
     def invalid_key(cls, *, key: str | None = None) -> Scripted:
         return cls.error(
-            400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
-            details=[{"@type": _ERROR_INFO, "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-                      "metadata": {"service": "generativelanguage.googleapis.com"}}],
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            details=[
+                {
+                    "@type": _ERROR_INFO,
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            ],
             key=key,
         )
 
     @classmethod
     def permission_denied(cls, *, key: str | None = None) -> Scripted:
-        return cls.error(403, "PERMISSION_DENIED",
-                         "Your API key was reported as leaked. Please use another API key.", key=key)
+        return cls.error(
+            403,
+            "PERMISSION_DENIED",
+            "Your API key was reported as leaked. Please use another API key.",
+            key=key,
+        )
 
     @classmethod
     def failed_precondition(cls, *, key: str | None = None) -> Scripted:
-        return cls.error(400, "FAILED_PRECONDITION",
-                         "User location is not supported for the API use without a billing account linked.",
-                         key=key)
+        return cls.error(
+            400,
+            "FAILED_PRECONDITION",
+            "User location is not supported for the API use without a billing account linked.",
+            key=key,
+        )
 
     @classmethod
     def invalid_argument(cls, message: str = "Invalid JSON payload received.") -> Scripted:
@@ -138,17 +166,25 @@ class FakeGemini(ScriptedServer):
 
     @classmethod
     def deadline_exceeded(cls) -> Scripted:
-        return cls.error(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.")
+        return cls.error(
+            504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."
+        )
 
     @staticmethod
     def blocked_prompt(reason: str = "SAFETY") -> Scripted:
         """HTTP 200 without candidates: the prompt itself was blocked."""
-        return Scripted(body={
-            "promptFeedback": {"blockReason": reason, "safetyRatings": [
-                {"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH"}]},
-            "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
-            "modelVersion": "gemini-fake",
-        })
+        return Scripted(
+            body={
+                "promptFeedback": {
+                    "blockReason": reason,
+                    "safetyRatings": [
+                        {"category": "HARM_CATEGORY_HARASSMENT", "probability": "HIGH"}
+                    ],
+                },
+                "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
+                "modelVersion": "gemini-fake",
+            }
+        )
 
     @staticmethod
     def finished(reason: str, text: str | None = None) -> Scripted:
@@ -156,11 +192,17 @@ class FakeGemini(ScriptedServer):
         candidate: dict[str, Any] = {"finishReason": reason, "index": 0}
         if text is not None:
             candidate["content"] = {"parts": [{"text": text}], "role": "model"}
-        return Scripted(body={
-            "candidates": [candidate],
-            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 0, "totalTokenCount": 9},
-            "modelVersion": "gemini-fake",
-        })
+        return Scripted(
+            body={
+                "candidates": [candidate],
+                "usageMetadata": {
+                    "promptTokenCount": 9,
+                    "candidatesTokenCount": 0,
+                    "totalTokenCount": 9,
+                },
+                "modelVersion": "gemini-fake",
+            }
+        )
 
 
 def _status_body(

@@ -202,9 +202,7 @@ class ScriptedServer:
         """Serve on a free loopback port for the duration of the block."""
         fake = cls(*args, **kwargs)
         async with trio.open_nursery() as nursery:
-            listeners: list[trio.SocketListener] = await nursery.start(
-                _serve_tcp, fake._connection
-            )
+            listeners: list[trio.SocketListener] = await nursery.start(_serve_tcp, fake._connection)
             fake._port = listeners[0].socket.getsockname()[1]
             try:
                 yield fake
@@ -237,7 +235,11 @@ class ScriptedServer:
             if other is None:
                 raise RuntimeError(f"nothing answers endpoint {request.endpoint!r}")
             status, body, headers = other
-            return status, json.dumps(body).encode(), {"content-type": "application/json", **headers}
+            return (
+                status,
+                json.dumps(body).encode(),
+                {"content-type": "application/json", **headers},
+            )
         if reply.hang:
             await trio.sleep_forever()
         if reply.delay_s > 0:
@@ -280,16 +282,27 @@ class ScriptedServer:
         method = head.method.decode("ascii")
         route = self.route(method, parts.path)
         if route is None:
-            await _send(conn, stream, 404, json.dumps(self.not_found_body(parts.path)).encode(),
-                        {"content-type": "application/json"})
+            await _send(
+                conn,
+                stream,
+                404,
+                json.dumps(self.not_found_body(parts.path)).encode(),
+                {"content-type": "application/json"},
+            )
             return True
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
         request = Received(
-            method=method, path=parts.path, endpoint=route.endpoint, params=params,
-            headers=headers, body=body, json=parsed, key=self.key_of(headers, params),
+            method=method,
+            path=parts.path,
+            endpoint=route.endpoint,
+            params=params,
+            headers=headers,
+            body=body,
+            json=parsed,
+            key=self.key_of(headers, params),
             path_args=route.path_args,
         )
         self.requests.append(request)
@@ -353,7 +366,10 @@ async def _read_request(
 
 
 async def _send(
-    conn: h11.Connection, stream: trio.SocketStream, status: int, payload: bytes,
+    conn: h11.Connection,
+    stream: trio.SocketStream,
+    status: int,
+    payload: bytes,
     headers: Mapping[str, str],
 ) -> None:
     out = [(k, v) for k, v in headers.items() if k.lower() != "content-length"]
@@ -367,10 +383,21 @@ async def _send(
 
 
 _REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
-    403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large",
-    422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    529: "Overloaded",
 }
 
 

@@ -59,12 +59,14 @@ class FakeOpenAI(ScriptedServer):
             "created": int(time.time()),
             "model": model,
             "provider": "Fake",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": reply.text},
-                "finish_reason": "stop",
-                "native_finish_reason": "stop",
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": "stop",
+                    "native_finish_reason": "stop",
+                }
+            ],
             "usage": {
                 "prompt_tokens": reply.tokens_in,
                 "completion_tokens": reply.tokens_out,
@@ -81,16 +83,26 @@ class FakeOpenAI(ScriptedServer):
             return 401, {"error": {"code": 401, "message": "No auth credentials found"}}, {}
         data = {
             "label": f"{request.key[:8]}...{request.key[-3:]}",
-            "limit": None, "limit_reset": None, "limit_remaining": None,
+            "limit": None,
+            "limit_reset": None,
+            "limit_remaining": None,
             "include_byok_in_limit": False,
-            "usage": 0.0, "usage_daily": 0.0, "usage_weekly": 0.0, "usage_monthly": 0.0,
+            "usage": 0.0,
+            "usage_daily": 0.0,
+            "usage_weekly": 0.0,
+            "usage_monthly": 0.0,
             "is_free_tier": False,
         }
         data.update(self.key_info.get(request.key, {}))
         return 200, {"data": data}, {}
 
     def set_credit(
-        self, key: str, *, limit: float | None, remaining: float | None, usage: float = 0.0,
+        self,
+        key: str,
+        *,
+        limit: float | None,
+        remaining: float | None,
+        usage: float = 0.0,
         label: str | None = None,
     ) -> None:
         """What ``GET /key`` reports for ``key`` (``None`` limit/remaining: unlimited)."""
@@ -102,8 +114,12 @@ class FakeOpenAI(ScriptedServer):
     # -- realistic answers -------------------------------------------------------------
     @staticmethod
     def error(
-        status: int, message: str, *, code: int | str | None = None,
-        metadata: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
+        status: int,
+        message: str,
+        *,
+        code: int | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
         key: str | None = None,
     ) -> Scripted:
         """OpenRouter's shape: ``{"error": {"code", "message", "metadata"?}}`` (code = status)."""
@@ -115,7 +131,8 @@ class FakeOpenAI(ScriptedServer):
     @classmethod
     def no_credit(cls, *, key: str | None = None) -> Scripted:
         return cls.error(
-            402, "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
+            402,
+            "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
             key=key,
         )
 
@@ -127,14 +144,22 @@ class FakeOpenAI(ScriptedServer):
     def moderation(cls) -> Scripted:
         """OpenRouter's 403 for flagged input: the request's fault, not the key's."""
         return cls.error(
-            403, "Input was flagged by moderation",
-            metadata={"reasons": ["harassment"], "flagged_input": "...",
-                      "provider_name": "OpenAI", "model_slug": "openai/gpt-4o"},
+            403,
+            "Input was flagged by moderation",
+            metadata={
+                "reasons": ["harassment"],
+                "flagged_input": "...",
+                "provider_name": "OpenAI",
+                "model_slug": "openai/gpt-4o",
+            },
         )
 
     @classmethod
     def rate_limited(
-        cls, *, retry_after_s: float | None = None, reset_epoch_ms: int | None = None,
+        cls,
+        *,
+        retry_after_s: float | None = None,
+        reset_epoch_ms: int | None = None,
         key: str | None = None,
     ) -> Scripted:
         """429 with ``Retry-After`` and/or ``X-RateLimit-Reset`` (epoch milliseconds)."""
@@ -142,10 +167,20 @@ class FakeOpenAI(ScriptedServer):
         if retry_after_s is not None:
             headers["retry-after"] = f"{retry_after_s:g}"
         if reset_epoch_ms is not None:
-            headers.update({"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0",
-                            "x-ratelimit-reset": str(reset_epoch_ms)})
-        return cls.error(429, "Rate limit exceeded: free-models-per-min.",
-                         metadata={"error_type": "rate_limit_exceeded"}, headers=headers, key=key)
+            headers.update(
+                {
+                    "x-ratelimit-limit": "20",
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": str(reset_epoch_ms),
+                }
+            )
+        return cls.error(
+            429,
+            "Rate limit exceeded: free-models-per-min.",
+            metadata={"error_type": "rate_limit_exceeded"},
+            headers=headers,
+            key=key,
+        )
 
     @classmethod
     def upstream_down(cls) -> Scripted:
@@ -156,7 +191,9 @@ class FakeOpenAI(ScriptedServer):
         return cls.error(503, "No endpoints found that can handle the requested parameters.")
 
     @staticmethod
-    def glm_error(code: str, message: str, *, status: int = 429, key: str | None = None) -> Scripted:
+    def glm_error(
+        code: str, message: str, *, status: int = 429, key: str | None = None
+    ) -> Scripted:
         """z.ai / bigmodel: ``{"error": {"code": "1113", "message": ...}}`` with an HTTP status."""
         return Scripted(status=status, body={"error": {"code": code, "message": message}}, key=key)
 
@@ -168,10 +205,19 @@ class FakeOpenAI(ScriptedServer):
     @staticmethod
     def finish_error(code: int | str, message: str) -> Scripted:
         """A 200 whose only choice ended with ``finish_reason: "error"``."""
-        return Scripted(status=200, body={
-            "id": f"gen-fake-{next(_ids)}", "object": "chat.completion", "model": "fake-model",
-            "choices": [{
-                "index": 0, "message": {"role": "assistant", "content": ""},
-                "finish_reason": "error", "error": {"code": code, "message": message},
-            }],
-        })
+        return Scripted(
+            status=200,
+            body={
+                "id": f"gen-fake-{next(_ids)}",
+                "object": "chat.completion",
+                "model": "fake-model",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": ""},
+                        "finish_reason": "error",
+                        "error": {"code": code, "message": message},
+                    }
+                ],
+            },
+        )

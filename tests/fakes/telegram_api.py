@@ -48,8 +48,22 @@ __all__ = ["ApiFailure", "FakeTelegram", "PushResult", "SentMessage", "WebhookPu
 
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _ALLOWED_TAGS = {
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
-    "a", "code", "pre", "blockquote", "tg-emoji",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "span",
+    "tg-spoiler",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-emoji",
 }
 
 
@@ -65,7 +79,11 @@ class ApiFailure:
     html: str | None = None  # a broken proxy in front of the API answers this page instead
 
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": self.status,
+            "description": self.description,
+        }
         if self.retry_after is not None and self.retry_after_in_body:
             body["parameters"] = {"retry_after": self.retry_after}
         return body
@@ -103,14 +121,14 @@ class _EntityParser(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs_: list[tuple[str, str | None]]) -> None:
         if tag not in _ALLOWED_TAGS:
-            self.error = self.error or f"Unsupported start tag \"{tag}\""
+            self.error = self.error or f'Unsupported start tag "{tag}"'
         if tag in ("code", "pre") and any(t in ("code",) for t in self.stack):
-            self.error = self.error or "Can't find end tag corresponding to start tag \"code\""
+            self.error = self.error or 'Can\'t find end tag corresponding to start tag "code"'
         self.stack.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
         if not self.stack or self.stack[-1] != tag:
-            self.error = self.error or f"Can't find end tag corresponding to start tag \"{tag}\""
+            self.error = self.error or f'Can\'t find end tag corresponding to start tag "{tag}"'
             return
         self.stack.pop()
 
@@ -120,13 +138,15 @@ class _EntityParser(HTMLParser):
 
 def parse_html(raw: str) -> tuple[str, str | None]:
     """(visible text, error or None) for a message sent with ``parse_mode=HTML``."""
-    if re.search(r"<(?![a-zA-Z/])", raw) or re.search(r"&(?!(amp|lt|gt|quot|#\d+|#x[0-9a-fA-F]+);)", raw):
+    if re.search(r"<(?![a-zA-Z/])", raw) or re.search(
+        r"&(?!(amp|lt|gt|quot|#\d+|#x[0-9a-fA-F]+);)", raw
+    ):
         return raw, "Unsupported start tag or unescaped character"
     parser = _EntityParser()
     parser.feed(raw)
     parser.close()
     if parser.stack and parser.error is None:
-        parser.error = f"Can't find end tag corresponding to start tag \"{parser.stack[-1]}\""
+        parser.error = f'Can\'t find end tag corresponding to start tag "{parser.stack[-1]}"'
     return "".join(parser.text), parser.error
 
 
@@ -167,9 +187,17 @@ class FakeTelegram:
         return self._next_update_id
 
     def text_message(
-        self, *, user_id: int, text: str, chat_id: int | None = None, chat_type: str = "private",
-        first_name: str = "Ana", language_code: str | None = "fr", update_id: int | None = None,
-        field: str = "message", **extra: Any,
+        self,
+        *,
+        user_id: int,
+        text: str,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        first_name: str = "Ana",
+        language_code: str | None = "fr",
+        update_id: int | None = None,
+        field: str = "message",
+        **extra: Any,
     ) -> dict[str, Any]:
         """A realistic Update carrying a text message (``field`` may be ``edited_message``)."""
         sender: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
@@ -178,15 +206,20 @@ class FakeTelegram:
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "from": sender,
-            "chat": {"id": chat_id if chat_id is not None else user_id, "type": chat_type,
-                     "first_name": first_name},
+            "chat": {
+                "id": chat_id if chat_id is not None else user_id,
+                "type": chat_type,
+                "first_name": first_name,
+            },
             "date": 1_700_000_000,
         }
         if text:
             message["text"] = text
         message.update(extra)
-        return {"update_id": update_id if update_id is not None else self.next_update_id(),
-                field: message}
+        return {
+            "update_id": update_id if update_id is not None else self.next_update_id(),
+            field: message,
+        }
 
     def add_update(self, update: Mapping[str, Any]) -> None:
         """Queue an update for getUpdates (wakes a waiting long poll)."""
@@ -201,13 +234,19 @@ class FakeTelegram:
 
     @staticmethod
     def too_many_requests(*, retry_after: int) -> ApiFailure:
-        return ApiFailure(status=429, description=f"Too Many Requests: retry after {retry_after}",
-                          retry_after=retry_after)
+        return ApiFailure(
+            status=429,
+            description=f"Too Many Requests: retry after {retry_after}",
+            retry_after=retry_after,
+        )
 
     @staticmethod
     def cannot_parse_entities() -> ApiFailure:
-        return ApiFailure(status=400, description="Bad Request: can't parse entities: "
-                          "Unsupported start tag \"foo\" at byte offset 7")
+        return ApiFailure(
+            status=400,
+            description="Bad Request: can't parse entities: "
+            'Unsupported start tag "foo" at byte offset 7',
+        )
 
     @staticmethod
     def server_error() -> ApiFailure:
@@ -246,7 +285,9 @@ class FakeTelegram:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
+    async def handle(
+        self, path: str, body: bytes
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         """Answer one HTTP call to ``path`` (``/bot<token>/<method>``); a str body is an HTML page."""
         match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)", path)
         if match is None:
@@ -257,7 +298,11 @@ class FakeTelegram:
         try:
             params = json.loads(body) if body else {}
         except ValueError:
-            return 400, {"ok": False, "error_code": 400, "description": "Bad Request: invalid JSON"}, {}
+            return (
+                400,
+                {"ok": False, "error_code": 400, "description": "Bad Request: invalid JSON"},
+                {},
+            )
         if not isinstance(params, dict):
             params = {}
         self.calls.append(Call(method=method, params=params, at=trio.current_time()))
@@ -266,27 +311,43 @@ class FakeTelegram:
             failure = queue.popleft()
             if failure.hang:
                 await trio.sleep_forever()
-            headers = {"retry-after": str(failure.retry_after)} if failure.retry_after is not None else {}
+            headers = (
+                {"retry-after": str(failure.retry_after)} if failure.retry_after is not None else {}
+            )
             if failure.html is not None:
                 return failure.status, failure.html, headers
             return failure.status, failure.body(), headers
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
-            return 404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}, {}
+            return (
+                404,
+                {"ok": False, "error_code": 404, "description": "Not Found: method not found"},
+                {},
+            )
         status, result = await handler(params)
         if status != 200:
             assert isinstance(result, ApiFailure)
-            headers = {"retry-after": str(result.retry_after)} if result.retry_after is not None else {}
+            headers = (
+                {"retry-after": str(result.retry_after)} if result.retry_after is not None else {}
+            )
             return status, result.body(), headers
         return 200, {"ok": True, "result": result}, {}
 
     async def _m_getMe(self, params: Mapping[str, Any]) -> tuple[int, Any]:
-        return 200, {"id": 222222222, "is_bot": True, "first_name": "Parish Bot", "username": "parish_bot"}
+        return 200, {
+            "id": 222222222,
+            "is_bot": True,
+            "first_name": "Parish Bot",
+            "username": "parish_bot",
+        }
 
     async def _m_getUpdates(self, params: Mapping[str, Any]) -> tuple[int, Any]:
         if self.webhook is not None:
-            return 409, ApiFailure(status=409, description="Conflict: can't use getUpdates method "
-                                   "while webhook is active; use deleteWebhook to delete the webhook first")
+            return 409, ApiFailure(
+                status=409,
+                description="Conflict: can't use getUpdates method "
+                "while webhook is active; use deleteWebhook to delete the webhook first",
+            )
         offset = params.get("offset")
         if isinstance(offset, int) and offset > 0:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
@@ -304,10 +365,15 @@ class FakeTelegram:
                 await self._changed.wait()
                 if generation != self._poll_generation:
                     self.conflicts += 1
-                    return 409, ApiFailure(status=409, description="Conflict: terminated by other "
-                                           "getUpdates request; make sure that only one bot instance is running")
+                    return 409, ApiFailure(
+                        status=409,
+                        description="Conflict: terminated by other "
+                        "getUpdates request; make sure that only one bot instance is running",
+                    )
                 if self._webhook_active():
-                    return 409, ApiFailure(status=409, description="Conflict: terminated by setWebhook request")
+                    return 409, ApiFailure(
+                        status=409, description="Conflict: terminated by setWebhook request"
+                    )
         return 200, self._deliverable()[:limit]
 
     def _webhook_active(self) -> bool:
@@ -321,12 +387,16 @@ class FakeTelegram:
     async def _m_setWebhook(self, params: Mapping[str, Any]) -> tuple[int, Any]:
         url = params.get("url")
         if not isinstance(url, str):
-            return 400, ApiFailure(status=400, description="Bad Request: bad webhook: URL is missing")
+            return 400, ApiFailure(
+                status=400, description="Bad Request: bad webhook: URL is missing"
+            )
         secret = params.get("secret_token")
         if secret is not None and (not isinstance(secret, str) or len(secret) > 256):
             return 400, ApiFailure(status=400, description="Bad Request: secret token is too long")
         if secret is not None and not _SECRET.match(secret):
-            return 400, ApiFailure(status=400, description="Bad Request: secret token contains unallowed characters")
+            return 400, ApiFailure(
+                status=400, description="Bad Request: secret token contains unallowed characters"
+            )
         if params.get("drop_pending_updates"):
             self._updates.clear()
         if not url:
@@ -343,8 +413,11 @@ class FakeTelegram:
         return 200, True
 
     async def _m_getWebhookInfo(self, params: Mapping[str, Any]) -> tuple[int, Any]:
-        info: dict[str, Any] = {"url": "", "has_custom_certificate": False,
-                                "pending_update_count": len(self._updates)}
+        info: dict[str, Any] = {
+            "url": "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
         if self.webhook is not None:
             info["url"] = self.webhook["url"]
             info["max_connections"] = self.webhook.get("max_connections", 40)
@@ -374,7 +447,9 @@ class FakeTelegram:
         if parse_mode == "HTML":
             text, problem = parse_html(raw)
             if problem is not None:
-                return 400, ApiFailure(status=400, description=f"Bad Request: can't parse entities: {problem}")
+                return 400, ApiFailure(
+                    status=400, description=f"Bad Request: can't parse entities: {problem}"
+                )
         elif parse_mode is not None:
             return 400, ApiFailure(status=400, description="Bad Request: unsupported parse_mode")
         if len(raw.encode()) > 1 << 15:
@@ -383,31 +458,58 @@ class FakeTelegram:
             return 400, ApiFailure(status=400, description="Bad Request: message is too long")
         now = trio.current_time()
         last = self._last_sent_at.get(chat_id)
-        if self.flood_interval_s is not None and last is not None and now - last < self.flood_interval_s:
+        if (
+            self.flood_interval_s is not None
+            and last is not None
+            and now - last < self.flood_interval_s
+        ):
             retry = max(1, math.ceil(self.flood_interval_s - (now - last)))
             failure = self.too_many_requests(retry_after=retry)
             return 429, failure
         self._last_sent_at[chat_id] = now
-        message = SentMessage(message_id=next(self._message_ids), chat_id=chat_id, text=text,
-                              raw=raw, parse_mode=parse_mode if isinstance(parse_mode, str) else None, at=now)
+        message = SentMessage(
+            message_id=next(self._message_ids),
+            chat_id=chat_id,
+            text=text,
+            raw=raw,
+            parse_mode=parse_mode if isinstance(parse_mode, str) else None,
+            at=now,
+        )
         self.sent.append(message)
-        return 200, {"message_id": message.message_id, "date": 1_700_000_005, "text": text,
-                     "from": {"id": 222222222, "is_bot": True, "first_name": "Parish Bot"},
-                     "chat": {"id": int(chat_id), "type": "private"}}
+        return 200, {
+            "message_id": message.message_id,
+            "date": 1_700_000_005,
+            "text": text,
+            "from": {"id": 222222222, "is_bot": True, "first_name": "Parish Bot"},
+            "chat": {"id": int(chat_id), "type": "private"},
+        }
 
     async def _m_sendChatAction(self, params: Mapping[str, Any]) -> tuple[int, Any]:
         chat_id = str(params.get("chat_id", ""))
         error = self._chat_error(chat_id)
         if error is not None:
             return error.status, error
-        if params.get("action") not in ("typing", "upload_photo", "record_voice", "upload_document"):
-            return 400, ApiFailure(status=400, description="Bad Request: wrong parameter action in request")
-        self.actions.append(Call(method="sendChatAction", params=dict(params), at=trio.current_time()))
+        if params.get("action") not in (
+            "typing",
+            "upload_photo",
+            "record_voice",
+            "upload_document",
+        ):
+            return 400, ApiFailure(
+                status=400, description="Bad Request: wrong parameter action in request"
+            )
+        self.actions.append(
+            Call(method="sendChatAction", params=dict(params), at=trio.current_time())
+        )
         return 200, True
 
     # -- ASGI --------------------------------------------------------------------------------
-    async def _asgi(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _asgi(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -427,8 +529,7 @@ class FakeTelegram:
         status, body, headers = await self.handle(scope["path"], b"".join(chunks))
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         kind = b"text/html" if isinstance(body, str) else b"application/json"
-        raw_headers = [(b"content-type", kind),
-                       (b"content-length", str(len(payload)).encode())]
+        raw_headers = [(b"content-type", kind), (b"content-length", str(len(payload)).encode())]
         raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": payload})
@@ -465,7 +566,11 @@ class WebhookPusher:
     """
 
     def __init__(
-        self, *, post: Poster, secret: str | None, time_scale: float = 0.001,
+        self,
+        *,
+        post: Poster,
+        secret: str | None,
+        time_scale: float = 0.001,
         max_attempts: int = 50,
     ) -> None:
         self._post = post
@@ -547,11 +652,15 @@ class WebhookPusher:
                         retry_after = None
             self.statuses.append(status)
             if 200 <= status < 300:
-                return PushResult(update_id=int(update["update_id"]), status=status, attempts=attempt)
+                return PushResult(
+                    update_id=int(update["update_id"]), status=status, attempts=attempt
+                )
             wait = retry_after if retry_after is not None else delay
             delay = min(delay * 2, 60.0)
             await trio.sleep(wait * self._scale)
-        return PushResult(update_id=int(update["update_id"]), status=status, attempts=self._max_attempts)
+        return PushResult(
+            update_id=int(update["update_id"]), status=status, attempts=self._max_attempts
+        )
 
 
 def _queue_of(update: Mapping[str, Any]) -> str:

@@ -130,14 +130,23 @@ class FakeWaha(ScriptedServer):
             return None
         payload = request.json
         if not isinstance(payload, dict) or not isinstance(payload.get("chatId"), str):
-            return 400, {"message": ["chatId must be a string"], "error": "Bad Request", "statusCode": 400}
+            return 400, {
+                "message": ["chatId must be a string"],
+                "error": "Bad Request",
+                "statusCode": 400,
+            }
         if payload.get("session") != self.session:
             return 422, {
                 "message": f"We didn't find a session with name '{payload.get('session')}'",
-                "error": "Unprocessable Entity", "statusCode": 422,
+                "error": "Unprocessable Entity",
+                "statusCode": 422,
             }
         if request.endpoint == "sendText" and not isinstance(payload.get("text"), str):
-            return 400, {"message": ["text must be a string"], "error": "Bad Request", "statusCode": 400}
+            return 400, {
+                "message": ["text must be a string"],
+                "error": "Bad Request",
+                "statusCode": 400,
+            }
         return None
 
     # -- what tests read -----------------------------------------------------------------
@@ -157,27 +166,39 @@ class FakeWaha(ScriptedServer):
     def rate_limited(*, retry_after_s: float | None = None) -> Scripted:
         headers = {"retry-after": f"{retry_after_s:g}"} if retry_after_s is not None else {}
         return Scripted(
-            status=429, headers=headers,
+            status=429,
+            headers=headers,
             body={"statusCode": 429, "message": "ThrottlerException: Too Many Requests"},
         )
 
     @staticmethod
     def server_error(message: str = "2 UNKNOWN: server returned error 463") -> Scripted:
-        return Scripted(status=500, body={
-            "statusCode": 500, "timestamp": "2026-01-01T00:00:00.000Z",
-            "exception": {"message": message, "name": "Error"},
-        })
+        return Scripted(
+            status=500,
+            body={
+                "statusCode": 500,
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "exception": {"message": message, "name": "Error"},
+            },
+        )
 
     @staticmethod
     def session_not_working(status: str = "STARTING") -> Scripted:
-        return Scripted(status=422, body={
-            "error": "Session status is not as expected. Try again later or restart the session",
-            "session": "default", "status": status, "expected": ["WORKING"],
-        })
+        return Scripted(
+            status=422,
+            body={
+                "error": "Session status is not as expected. Try again later or restart the session",
+                "session": "default",
+                "status": status,
+                "expected": ["WORKING"],
+            },
+        )
 
     @staticmethod
     def bad_request(message: str = "chatId must be a valid WhatsApp id") -> Scripted:
-        return Scripted(status=400, body={"message": [message], "error": "Bad Request", "statusCode": 400})
+        return Scripted(
+            status=400, body={"message": [message], "error": "Bad Request", "statusCode": 400}
+        )
 
 
 # -- the webhook side --------------------------------------------------------------------------
@@ -209,8 +230,14 @@ def message_event(
         "participant": participant,
         "body": text,
         "hasMedia": has_media,
-        "media": {"url": "http://127.0.0.1:3000/api/files/x.jpg", "mimetype": "image/jpeg",
-                  "filename": None, "error": None} if has_media else None,
+        "media": {
+            "url": "http://127.0.0.1:3000/api/files/x.jpg",
+            "mimetype": "image/jpeg",
+            "filename": None,
+            "error": None,
+        }
+        if has_media
+        else None,
         "ack": 1,
         "ackName": "SERVER",
         "replyTo": None,
@@ -301,18 +328,27 @@ class WahaWebhookPusher:
                 response = await http.post(url, content=body, headers=headers)
             except httpx.TransportError:
                 return Attempt(status=None)
-            return Attempt(status=response.status_code, retry_after=response.headers.get("retry-after"),
-                           body=response.content)
+            return Attempt(
+                status=response.status_code,
+                retry_after=response.headers.get("retry-after"),
+                body=response.content,
+            )
 
         return cls(post=post, **kwargs)
 
     @classmethod
-    def over_test_client(cls, client: Any, path: str = "/webhooks/waha", **kwargs: Any) -> WahaWebhookPusher:
+    def over_test_client(
+        cls, client: Any, path: str = "/webhooks/waha", **kwargs: Any
+    ) -> WahaWebhookPusher:
         """Deliver through a Quart test client (``app.test_client()``)."""
+
         async def post(body: bytes, headers: dict[str, str]) -> Attempt:
             response = await client.post(path, data=body, headers=headers)
-            return Attempt(status=response.status_code, retry_after=response.headers.get("Retry-After"),
-                           body=await response.get_data())
+            return Attempt(
+                status=response.status_code,
+                retry_after=response.headers.get("Retry-After"),
+                body=await response.get_data(),
+            )
 
         return cls(post=post, **kwargs)
 
@@ -337,7 +373,9 @@ class WahaWebhookPusher:
             "x-webhook-timestamp": str(timestamp_ms),
         }
         if self.hmac_key is not None:
-            headers["x-webhook-hmac"] = hmac.new(self.hmac_key.encode(), body, hashlib.sha512).hexdigest()
+            headers["x-webhook-hmac"] = hmac.new(
+                self.hmac_key.encode(), body, hashlib.sha512
+            ).hexdigest()
             headers["x-webhook-hmac-algorithm"] = "sha512"
         return headers
 

@@ -27,8 +27,12 @@ def make_settings() -> MakeSettings:
 
     def make(kind: str, base_url: str | None, **overrides: Any) -> ProviderSettings:
         values: dict[str, Any] = {
-            "name": kind, "kind": kind, "model": f"{kind}-test-model", "base_url": base_url,
-            "keys": (KEY, OTHER_KEY), "timeout_s": 5.0,
+            "name": kind,
+            "kind": kind,
+            "model": f"{kind}-test-model",
+            "base_url": base_url,
+            "keys": (KEY, OTHER_KEY),
+            "timeout_s": 5.0,
         }
         values.update(overrides)
         return ProviderSettings(**values)

@@ -18,7 +18,9 @@ TURNS = (Turn(role=Role.USER, text="À quelle heure est la messe ?"),)
 
 @asynccontextmanager
 async def running_pool(
-    adapters: Sequence[Adapter], settings: PoolSettings, **kwargs: object,
+    adapters: Sequence[Adapter],
+    settings: PoolSettings,
+    **kwargs: object,
 ) -> AsyncIterator[tuple[ProviderPool, trio.MemorySendChannel[CompletionRequest]]]:
     pool = ProviderPool(adapters=adapters, settings=settings, **kwargs)  # type: ignore[arg-type]
     send, receive = trio.open_memory_channel[CompletionRequest](64)
@@ -30,9 +32,17 @@ async def running_pool(
 
 
 async def ask_pool(
-    inbox: trio.MemorySendChannel[CompletionRequest], *, timeout_s: float = 30.0, cid: str = "cid-1",
+    inbox: trio.MemorySendChannel[CompletionRequest],
+    *,
+    timeout_s: float = 30.0,
+    cid: str = "cid-1",
 ) -> CompletionResult:
     return await ask(
-        inbox, correlation_id=cid, system="Tu es l'accueil.", turns=TURNS, max_tokens=100,
-        timeout_s=timeout_s, query=TURNS[-1].text,
+        inbox,
+        correlation_id=cid,
+        system="Tu es l'accueil.",
+        turns=TURNS,
+        max_tokens=100,
+        timeout_s=timeout_s,
+        query=TURNS[-1].text,
     )

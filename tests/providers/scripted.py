@@ -56,8 +56,15 @@ class Credit:
 
 
 class ScriptedAdapter:
-    def __init__(self, name: str, *, kind: str = "anthropic", model: str = "scripted-model",
-                 script: Iterable[Step] = (), default: Step = Reply()) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str = "anthropic",
+        model: str = "scripted-model",
+        script: Iterable[Step] = (),
+        default: Step = Reply(),
+    ) -> None:
         self._name = name
         self._kind = kind
         self._model = model
@@ -129,21 +136,44 @@ class ScriptedCreditAdapter(ScriptedAdapter):
         return self.credits.get(key.alias, Credit())
 
 
-def provider_settings(name: str, *, kind: str = "anthropic", keys: Iterable[str] = ("k1",),
-                      timeout_s: float = 10.0) -> ProviderSettings:
+def provider_settings(
+    name: str, *, kind: str = "anthropic", keys: Iterable[str] = ("k1",), timeout_s: float = 10.0
+) -> ProviderSettings:
     return ProviderSettings(
-        name=name, kind=kind, model="scripted-model", base_url=None,
-        keys=tuple(ApiKey(alias=alias, secret=f"secret-{name}-{alias}") for alias in keys), timeout_s=timeout_s,
+        name=name,
+        kind=kind,
+        model="scripted-model",
+        base_url=None,
+        keys=tuple(ApiKey(alias=alias, secret=f"secret-{name}-{alias}") for alias in keys),
+        timeout_s=timeout_s,
     )
 
 
-def pool_settings(*providers: ProviderSettings, max_attempts: int = 3, turn_timeout_s: float = 30.0,
-                  consecutive: int = 5, window: int = 20, min_calls: int = 5, failure_rate: float = 0.5,
-                  open_s: float = 30.0, open_max_s: float = 300.0, credit_poll_s: float = 300.0) -> PoolSettings:
+def pool_settings(
+    *providers: ProviderSettings,
+    max_attempts: int = 3,
+    turn_timeout_s: float = 30.0,
+    consecutive: int = 5,
+    window: int = 20,
+    min_calls: int = 5,
+    failure_rate: float = 0.5,
+    open_s: float = 30.0,
+    open_max_s: float = 300.0,
+    credit_poll_s: float = 300.0,
+) -> PoolSettings:
     return PoolSettings(
-        providers=providers, turn_timeout_s=turn_timeout_s, attempt_timeout_s=10.0, max_attempts=max_attempts,
+        providers=providers,
+        turn_timeout_s=turn_timeout_s,
+        attempt_timeout_s=10.0,
+        max_attempts=max_attempts,
         max_tokens=100,
-        breaker=BreakerSettings(window=window, min_calls=min_calls, failure_rate=failure_rate,
-                                consecutive=consecutive, open_s=open_s, open_max_s=open_max_s),
+        breaker=BreakerSettings(
+            window=window,
+            min_calls=min_calls,
+            failure_rate=failure_rate,
+            consecutive=consecutive,
+            open_s=open_s,
+            open_max_s=open_max_s,
+        ),
         credit_poll_s=credit_poll_s,
     )

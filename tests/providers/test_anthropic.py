@@ -84,14 +84,20 @@ async def test_nothing_to_send_is_a_request_error_without_a_call(
     ("scripted", "outcome"),
     [
         (FakeAnthropic.invalid_request(), Outcome.REQUEST_ERROR),
-        (FakeAnthropic.error(413, "request_too_large", "Request exceeds the maximum size"), Outcome.REQUEST_ERROR),
+        (
+            FakeAnthropic.error(413, "request_too_large", "Request exceeds the maximum size"),
+            Outcome.REQUEST_ERROR,
+        ),
         (FakeAnthropic.error(422, "invalid_request_error", "unprocessable"), Outcome.REQUEST_ERROR),
         (FakeAnthropic.refusal(), Outcome.REQUEST_ERROR),
         (FakeAnthropic.invalid_key(), Outcome.DEAD_KEY),
         (FakeAnthropic.error(403, "permission_error", "not allowed"), Outcome.DEAD_KEY),
         (FakeAnthropic.error(402, "billing_error", "payment failed"), Outcome.DEAD_KEY),
         (FakeAnthropic.low_credit(), Outcome.DEAD_KEY),
-        (FakeAnthropic.invalid_request("You have reached your specified API usage limits."), Outcome.DEAD_KEY),
+        (
+            FakeAnthropic.invalid_request("You have reached your specified API usage limits."),
+            Outcome.DEAD_KEY,
+        ),
         (FakeAnthropic.overloaded(), Outcome.TRANSIENT),
         (FakeAnthropic.error(500, "api_error", "Internal server error"), Outcome.TRANSIENT),
         (FakeAnthropic.error(504, "timeout_error", "timeout"), Outcome.TRANSIENT),
@@ -99,13 +105,28 @@ async def test_nothing_to_send_is_a_request_error_without_a_call(
         (Scripted(text=""), Outcome.TRANSIENT),
     ],
     ids=[
-        "400", "413", "422", "refusal", "401", "403", "402-billing", "400-credit-balance",
-        "400-usage-limit", "529", "500", "504", "502-html", "empty-reply",
+        "400",
+        "413",
+        "422",
+        "refusal",
+        "401",
+        "403",
+        "402-billing",
+        "400-credit-balance",
+        "400-usage-limit",
+        "529",
+        "500",
+        "504",
+        "502-html",
+        "empty-reply",
     ],
 )
 async def test_error_answers_are_classified(
-    adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall,
-    scripted: Scripted, outcome: Outcome,
+    adapter: AnthropicAdapter,
+    anthropic_fake: FakeAnthropic,
+    make_call: MakeCall,
+    scripted: Scripted,
+    outcome: Outcome,
 ) -> None:
     anthropic_fake.push(scripted)
     error = await failure_of(adapter, make_call)
@@ -124,8 +145,11 @@ async def test_error_answers_are_classified(
     ids=["retry-after", "retry-after-ms", "no-hint"],
 )
 async def test_rate_limit_is_throttled_with_the_servers_hint(
-    adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall,
-    scripted: Scripted, hint: float | None,
+    adapter: AnthropicAdapter,
+    anthropic_fake: FakeAnthropic,
+    make_call: MakeCall,
+    scripted: Scripted,
+    hint: float | None,
 ) -> None:
     anthropic_fake.push(scripted)
     error = await failure_of(adapter, make_call)
@@ -139,12 +163,16 @@ async def test_rate_limit_reset_headers_give_the_hint(
 ) -> None:
     reset = (datetime.now(UTC) + timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
     soon = (datetime.now(UTC) + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
-    anthropic_fake.push(FakeAnthropic.rate_limited(reset_headers={
-        "anthropic-ratelimit-requests-remaining": "3",
-        "anthropic-ratelimit-requests-reset": soon,
-        "anthropic-ratelimit-tokens-remaining": "0",
-        "anthropic-ratelimit-tokens-reset": reset,
-    }))
+    anthropic_fake.push(
+        FakeAnthropic.rate_limited(
+            reset_headers={
+                "anthropic-ratelimit-requests-remaining": "3",
+                "anthropic-ratelimit-requests-reset": soon,
+                "anthropic-ratelimit-tokens-remaining": "0",
+                "anthropic-ratelimit-tokens-reset": reset,
+            }
+        )
+    )
     error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s is not None
@@ -154,8 +182,17 @@ async def test_rate_limit_reset_headers_give_the_hint(
 async def test_glm_business_code_in_a_429_disables_the_key(
     adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall
 ) -> None:
-    anthropic_fake.push(Scripted(status=429, body={"error": {
-        "code": "1113", "message": "Insufficient balance or no resource package. Please recharge."}}))
+    anthropic_fake.push(
+        Scripted(
+            status=429,
+            body={
+                "error": {
+                    "code": "1113",
+                    "message": "Insufficient balance or no resource package. Please recharge.",
+                }
+            },
+        )
+    )
     error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.DEAD_KEY
     assert "1113" in error.detail
@@ -173,7 +210,9 @@ async def test_a_hang_past_the_attempt_timeout_is_transient(
     assert reply.text
 
 
-async def test_nothing_listening_is_transient(make_settings: MakeSettings, make_call: MakeCall) -> None:
+async def test_nothing_listening_is_transient(
+    make_settings: MakeSettings, make_call: MakeCall
+) -> None:
     async with FakeAnthropic.serve() as fake:
         url = fake.url
     adapter = AnthropicAdapter(make_settings("anthropic", url))

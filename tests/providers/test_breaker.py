@@ -21,10 +21,25 @@ class Clock:
         return self.now
 
 
-def make(clock: Clock, *, window: int = 20, min_calls: int = 5, rate: float = 0.5, consecutive: int = 5,
-         open_s: float = 30.0, open_max_s: float = 300.0, seed: int = 1) -> CircuitBreaker:
-    settings = BreakerSettings(window=window, min_calls=min_calls, failure_rate=rate, consecutive=consecutive,
-                               open_s=open_s, open_max_s=open_max_s)
+def make(
+    clock: Clock,
+    *,
+    window: int = 20,
+    min_calls: int = 5,
+    rate: float = 0.5,
+    consecutive: int = 5,
+    open_s: float = 30.0,
+    open_max_s: float = 300.0,
+    seed: int = 1,
+) -> CircuitBreaker:
+    settings = BreakerSettings(
+        window=window,
+        min_calls=min_calls,
+        failure_rate=rate,
+        consecutive=consecutive,
+        open_s=open_s,
+        open_max_s=open_max_s,
+    )
     return CircuitBreaker("primary", settings, clock=clock, rng=random.Random(seed))
 
 
@@ -239,8 +254,9 @@ class BreakerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
-        self.settings = BreakerSettings(window=6, min_calls=3, failure_rate=0.5, consecutive=3,
-                                        open_s=10.0, open_max_s=40.0)
+        self.settings = BreakerSettings(
+            window=6, min_calls=3, failure_rate=0.5, consecutive=3, open_s=10.0, open_max_s=40.0
+        )
         self.breaker = CircuitBreaker("p", self.settings, clock=self.clock, rng=random.Random(7))
         self.outstanding: list[Ticket] = []
         self.probes_out = 0
@@ -290,7 +306,9 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @invariant()
     def at_most_one_probe_in_flight(self) -> None:
-        live_probes = [t for t in self.outstanding if t.probe and t.generation == self.breaker._generation]
+        live_probes = [
+            t for t in self.outstanding if t.probe and t.generation == self.breaker._generation
+        ]
         assert len(live_probes) <= 1
         if live_probes:
             assert self.breaker.acquire() is None
@@ -305,5 +323,7 @@ class BreakerMachine(RuleBasedStateMachine):
             assert self.settings.open_s <= duration <= self.settings.open_max_s * (1 + JITTER)
 
 
-BreakerMachine.TestCase.settings = hyp_settings(max_examples=300, stateful_step_count=50, deadline=None)
+BreakerMachine.TestCase.settings = hyp_settings(
+    max_examples=300, stateful_step_count=50, deadline=None
+)
 test_breaker_invariants = BreakerMachine.TestCase

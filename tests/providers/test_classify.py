@@ -21,10 +21,18 @@ NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 @pytest.mark.parametrize(
     ("status", "outcome"),
     [
-        (200, Outcome.OK), (400, Outcome.REQUEST_ERROR), (401, Outcome.DEAD_KEY),
-        (402, Outcome.DEAD_KEY), (403, Outcome.DEAD_KEY), (404, Outcome.REQUEST_ERROR),
-        (408, Outcome.TRANSIENT), (413, Outcome.REQUEST_ERROR), (422, Outcome.REQUEST_ERROR),
-        (429, Outcome.THROTTLED), (500, Outcome.TRANSIENT), (503, Outcome.TRANSIENT),
+        (200, Outcome.OK),
+        (400, Outcome.REQUEST_ERROR),
+        (401, Outcome.DEAD_KEY),
+        (402, Outcome.DEAD_KEY),
+        (403, Outcome.DEAD_KEY),
+        (404, Outcome.REQUEST_ERROR),
+        (408, Outcome.TRANSIENT),
+        (413, Outcome.REQUEST_ERROR),
+        (422, Outcome.REQUEST_ERROR),
+        (429, Outcome.THROTTLED),
+        (500, Outcome.TRANSIENT),
+        (503, Outcome.TRANSIENT),
         (529, Outcome.TRANSIENT),
     ],
 )
@@ -40,10 +48,15 @@ def test_status_alone_maps_to_an_outcome(status: int, outcome: Outcome) -> None:
         ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
         ({"Retry-After": "Fri, 15 Jan 2027 08:00:30 GMT"}, 30.0),
         ({"anthropic-ratelimit-requests-reset": "2027-01-15T08:00:20Z"}, 20.0),
-        ({"anthropic-ratelimit-requests-reset": "2027-01-15T08:00:20Z",
-          "anthropic-ratelimit-requests-remaining": "4",
-          "anthropic-ratelimit-output-tokens-reset": "2027-01-15T08:01:00Z",
-          "anthropic-ratelimit-output-tokens-remaining": "0"}, 60.0),
+        (
+            {
+                "anthropic-ratelimit-requests-reset": "2027-01-15T08:00:20Z",
+                "anthropic-ratelimit-requests-remaining": "4",
+                "anthropic-ratelimit-output-tokens-reset": "2027-01-15T08:01:00Z",
+                "anthropic-ratelimit-output-tokens-remaining": "0",
+            },
+            60.0,
+        ),
         ({"X-RateLimit-Reset": str(int((NOW + 45) * 1000))}, 45.0),
         ({"x-ratelimit-reset": str(int(NOW + 5))}, 5.0),
         ({"x-ratelimit-reset": "12"}, 12.0),
@@ -52,8 +65,18 @@ def test_status_alone_maps_to_an_outcome(status: int, outcome: Outcome) -> None:
         ({}, None),
     ],
     ids=[
-        "seconds", "fractional", "ms-first", "http-date", "anthropic-reset", "exhausted-limit-wins",
-        "epoch-ms", "epoch-s", "delta", "past-is-zero", "garbage", "none",
+        "seconds",
+        "fractional",
+        "ms-first",
+        "http-date",
+        "anthropic-reset",
+        "exhausted-limit-wins",
+        "epoch-ms",
+        "epoch-s",
+        "delta",
+        "past-is-zero",
+        "garbage",
+        "none",
     ],
 )
 def test_retry_hint_is_read_from_whichever_header_the_server_used(
@@ -68,20 +91,45 @@ def test_retry_hint_is_read_from_whichever_header_the_server_used(
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("7s", 7.0), ("36.4s", 36.4), ("250ms", 0.25), ("2m", 120.0), ("3", 3.0), (5, 5.0),
-     ("-1s", None), ("abc", None), (None, None)],
+    [
+        ("7s", 7.0),
+        ("36.4s", 36.4),
+        ("250ms", 0.25),
+        ("2m", 120.0),
+        ("3", 3.0),
+        (5, 5.0),
+        ("-1s", None),
+        ("abc", None),
+        (None, None),
+    ],
 )
-def test_durations_parse_like_protobuf_and_plain_numbers(text: object, seconds: float | None) -> None:
+def test_durations_parse_like_protobuf_and_plain_numbers(
+    text: object, seconds: float | None
+) -> None:
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
     ("code", "outcome"),
-    [("1113", Outcome.DEAD_KEY), (1002, Outcome.DEAD_KEY), ("1309", Outcome.DEAD_KEY),
-     ("1302", Outcome.THROTTLED), ("1304", Outcome.THROTTLED), ("1308", Outcome.THROTTLED),
-     ("1313", Outcome.THROTTLED), ("1305", Outcome.TRANSIENT), ("1312", Outcome.TRANSIENT),
-     ("1214", Outcome.REQUEST_ERROR), ("1261", Outcome.REQUEST_ERROR), ("1301", Outcome.REQUEST_ERROR),
-     ("1999", None), (429, None), ("rate_limit", None), (True, None), (None, None)],
+    [
+        ("1113", Outcome.DEAD_KEY),
+        (1002, Outcome.DEAD_KEY),
+        ("1309", Outcome.DEAD_KEY),
+        ("1302", Outcome.THROTTLED),
+        ("1304", Outcome.THROTTLED),
+        ("1308", Outcome.THROTTLED),
+        ("1313", Outcome.THROTTLED),
+        ("1305", Outcome.TRANSIENT),
+        ("1312", Outcome.TRANSIENT),
+        ("1214", Outcome.REQUEST_ERROR),
+        ("1261", Outcome.REQUEST_ERROR),
+        ("1301", Outcome.REQUEST_ERROR),
+        ("1999", None),
+        (429, None),
+        ("rate_limit", None),
+        (True, None),
+        (None, None),
+    ],
 )
 def test_glm_business_codes(code: object, outcome: Outcome | None) -> None:
     assert glm_outcome(code) is outcome

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def adapter(gemini_fake: FakeGemini, make_settings: MakeSettings) -> AsyncIterator[GeminiAdapter]:
+async def adapter(
+    gemini_fake: FakeGemini, make_settings: MakeSettings
+) -> AsyncIterator[GeminiAdapter]:
     adapter = GeminiAdapter(make_settings("gemini", gemini_fake.url, model="gemini-test"))
     try:
         yield adapter
@@ -49,7 +51,9 @@ async def test_request_carries_system_turns_max_tokens_model_and_key(
     assert first.headers["x-goog-api-key"] == KEY.secret
     assert first.json["systemInstruction"]["parts"] == [{"text": "Tu es l'accueil de la paroisse."}]
     assert [c["role"] for c in first.json["contents"]] == ["user", "model", "user"]
-    assert first.json["contents"][-1]["parts"] == [{"text": "À quelle heure est la messe dimanche ?"}]
+    assert first.json["contents"][-1]["parts"] == [
+        {"text": "À quelle heure est la messe dimanche ?"}
+    ]
     assert first.json["generationConfig"]["maxOutputTokens"] == 99
     assert second.key == OTHER_KEY.secret
 
@@ -72,14 +76,27 @@ async def test_request_carries_system_turns_max_tokens_model_and_key(
         (FakeGemini.finished("STOP"), Outcome.TRANSIENT),
     ],
     ids=[
-        "400-invalid-argument", "404", "blocked-safety", "blocked-prohibited", "finish-safety",
-        "finish-safety-partial", "400-api-key-invalid", "403", "400-failed-precondition",
-        "500", "503", "504", "empty-candidate",
+        "400-invalid-argument",
+        "404",
+        "blocked-safety",
+        "blocked-prohibited",
+        "finish-safety",
+        "finish-safety-partial",
+        "400-api-key-invalid",
+        "403",
+        "400-failed-precondition",
+        "500",
+        "503",
+        "504",
+        "empty-candidate",
     ],
 )
 async def test_error_answers_are_classified(
-    adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall,
-    scripted: Scripted, outcome: Outcome,
+    adapter: GeminiAdapter,
+    gemini_fake: FakeGemini,
+    make_call: MakeCall,
+    scripted: Scripted,
+    outcome: Outcome,
 ) -> None:
     gemini_fake.push(scripted)
     error = await failure_of(adapter, make_call)
@@ -101,7 +118,9 @@ async def test_per_minute_quota_is_throttled_until_the_retry_delay(
 async def test_retry_delay_falls_back_to_the_message(
     adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
 ) -> None:
-    gemini_fake.push(FakeGemini.error(429, "RESOURCE_EXHAUSTED", "Quota exceeded. Please retry in 36.4s."))
+    gemini_fake.push(
+        FakeGemini.error(429, "RESOURCE_EXHAUSTED", "Quota exceeded. Please retry in 36.4s.")
+    )
     error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.THROTTLED
     assert error.retry_after_s == 36.4
@@ -120,11 +139,19 @@ async def test_daily_quota_is_throttled_until_midnight_pacific(
 def test_daily_quota_hint_counts_to_the_next_pacific_midnight() -> None:
     pacific = ZoneInfo("America/Los_Angeles")
     now = datetime(2026, 11, 27, 22, 0, tzinfo=pacific).timestamp()
-    body = {"error": {"details": [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"},
-    ]}}
+    body = {
+        "error": {
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}
+                    ],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"},
+            ]
+        }
+    }
     error = classify_gemini_error(429, "RESOURCE_EXHAUSTED", "quota", body, now=now)
     assert error.retry_after_s == 2 * 3600
 
@@ -140,7 +167,9 @@ async def test_a_hang_past_the_attempt_timeout_is_transient(
     assert (await adapter.complete(make_call(), KEY)).text
 
 
-async def test_nothing_listening_is_transient(make_settings: MakeSettings, make_call: MakeCall) -> None:
+async def test_nothing_listening_is_transient(
+    make_settings: MakeSettings, make_call: MakeCall
+) -> None:
     async with FakeGemini.serve() as fake:
         url = fake.url
     adapter = GeminiAdapter(make_settings("gemini", url))

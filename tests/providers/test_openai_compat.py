@@ -24,11 +24,19 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def adapter(openai_fake: FakeOpenAI, make_settings: MakeSettings) -> AsyncIterator[OpenRouterAdapter]:
-    adapter = OpenRouterAdapter(make_settings(
-        "openai", openai_fake.url + "/api/v1", name="openrouter", model="openai/gpt-test",
-        app_url="https://paroisse.example", app_title="Accueil paroisse",
-    ))
+async def adapter(
+    openai_fake: FakeOpenAI, make_settings: MakeSettings
+) -> AsyncIterator[OpenRouterAdapter]:
+    adapter = OpenRouterAdapter(
+        make_settings(
+            "openai",
+            openai_fake.url + "/api/v1",
+            name="openrouter",
+            model="openai/gpt-test",
+            app_url="https://paroisse.example",
+            app_title="Accueil paroisse",
+        )
+    )
     try:
         yield adapter
     finally:
@@ -43,7 +51,11 @@ async def test_reply_text_and_token_counts_are_parsed(
     assert reply.text == "La messe est à 10 h 30."
     assert (reply.tokens_in, reply.tokens_out) == (50, 10)
     assert reply.model == "openai/gpt-test"
-    assert (adapter.name, adapter.kind, adapter.model) == ("openrouter", "openai", "openai/gpt-test")
+    assert (adapter.name, adapter.kind, adapter.model) == (
+        "openrouter",
+        "openai",
+        "openai/gpt-test",
+    )
 
 
 async def test_request_carries_system_turns_max_tokens_model_key_and_attribution(
@@ -66,7 +78,9 @@ async def test_request_carries_system_turns_max_tokens_model_key_and_attribution
 async def test_a_glm_endpoint_gets_no_attribution_headers(
     openai_fake: FakeOpenAI, make_settings: MakeSettings, make_call: MakeCall
 ) -> None:
-    adapter = OpenAICompatAdapter(make_settings("openai", openai_fake.url + "/api/paas/v4/", name="glm"))
+    adapter = OpenAICompatAdapter(
+        make_settings("openai", openai_fake.url + "/api/paas/v4/", name="glm")
+    )
     try:
         await adapter.complete(make_call(system=""), KEY)
     finally:
@@ -86,25 +100,54 @@ async def test_a_glm_endpoint_gets_no_attribution_headers(
         (FakeOpenAI.no_credit(), Outcome.DEAD_KEY),
         (FakeOpenAI.invalid_key(), Outcome.DEAD_KEY),
         (FakeOpenAI.error(403, "Key disabled"), Outcome.DEAD_KEY),
-        (FakeOpenAI.error(429, "You exceeded your current quota", code="insufficient_quota"), Outcome.DEAD_KEY),
+        (
+            FakeOpenAI.error(429, "You exceeded your current quota", code="insufficient_quota"),
+            Outcome.DEAD_KEY,
+        ),
         (FakeOpenAI.upstream_down(), Outcome.TRANSIENT),
         (FakeOpenAI.unavailable(), Outcome.TRANSIENT),
         (FakeOpenAI.error(408, "Request timed out"), Outcome.TRANSIENT),
         (Scripted(status=500, raw=b"Internal Server Error"), Outcome.TRANSIENT),
         (Scripted(status=200, raw=b"<html>not json</html>"), Outcome.TRANSIENT),
         (Scripted(text=""), Outcome.TRANSIENT),
-        (Scripted(text="", extra={"choices": [{"index": 0, "finish_reason": "content_filter",
-                                               "message": {"role": "assistant", "content": None}}]}),
-         Outcome.REQUEST_ERROR),
+        (
+            Scripted(
+                text="",
+                extra={
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "content_filter",
+                            "message": {"role": "assistant", "content": None},
+                        }
+                    ]
+                },
+            ),
+            Outcome.REQUEST_ERROR,
+        ),
     ],
     ids=[
-        "400", "403-moderation", "402", "401", "403", "429-insufficient-quota", "502", "503",
-        "408", "500-text", "200-not-json", "empty-reply", "content-filter",
+        "400",
+        "403-moderation",
+        "402",
+        "401",
+        "403",
+        "429-insufficient-quota",
+        "502",
+        "503",
+        "408",
+        "500-text",
+        "200-not-json",
+        "empty-reply",
+        "content-filter",
     ],
 )
 async def test_error_answers_are_classified(
-    adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall,
-    scripted: Scripted, outcome: Outcome,
+    adapter: OpenRouterAdapter,
+    openai_fake: FakeOpenAI,
+    make_call: MakeCall,
+    scripted: Scripted,
+    outcome: Outcome,
 ) -> None:
     openai_fake.push(scripted)
     error = await failure_of(adapter, make_call)
@@ -127,7 +170,11 @@ async def test_error_answers_are_classified(
     ],
 )
 async def test_glm_business_codes_in_a_429_decide_the_outcome(
-    adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall, code: str, outcome: Outcome
+    adapter: OpenRouterAdapter,
+    openai_fake: FakeOpenAI,
+    make_call: MakeCall,
+    code: str,
+    outcome: Outcome,
 ) -> None:
     openai_fake.push(FakeOpenAI.glm_error(code, "business error"))
     error = await failure_of(adapter, make_call)
@@ -155,8 +202,12 @@ async def test_rate_limit_reset_in_epoch_milliseconds_gives_the_hint(
 
 
 def test_rate_limit_reset_header_is_read_against_the_given_clock() -> None:
-    error = classify_openai_error(429, {"error": {"code": 429, "message": "Rate limit exceeded"}},
-                                  {"X-RateLimit-Reset": "1700000030000"}, now=1_700_000_000.0)
+    error = classify_openai_error(
+        429,
+        {"error": {"code": 429, "message": "Rate limit exceeded"}},
+        {"X-RateLimit-Reset": "1700000030000"},
+        now=1_700_000_000.0,
+    )
     assert error.retry_after_s == 30.0
 
 
@@ -170,11 +221,21 @@ def test_rate_limit_reset_header_is_read_against_the_given_clock() -> None:
         (FakeOpenAI.finish_error(429, "Rate limit exceeded upstream"), Outcome.THROTTLED),
         (FakeOpenAI.finish_error("server_error", "upstream stopped"), Outcome.TRANSIENT),
     ],
-    ids=["200-429", "200-402", "200-502", "200-glm-1113", "finish-error-429", "finish-error-unknown"],
+    ids=[
+        "200-429",
+        "200-402",
+        "200-502",
+        "200-glm-1113",
+        "finish-error-429",
+        "finish-error-unknown",
+    ],
 )
 async def test_errors_inside_a_200_are_classified_by_their_code(
-    adapter: OpenRouterAdapter, openai_fake: FakeOpenAI, make_call: MakeCall,
-    scripted: Scripted, outcome: Outcome,
+    adapter: OpenRouterAdapter,
+    openai_fake: FakeOpenAI,
+    make_call: MakeCall,
+    scripted: Scripted,
+    outcome: Outcome,
 ) -> None:
     openai_fake.push(scripted)
     error = await failure_of(adapter, make_call)
@@ -192,7 +253,9 @@ async def test_a_hang_past_the_attempt_timeout_is_transient(
     assert (await adapter.complete(make_call(), KEY)).text
 
 
-async def test_nothing_listening_is_transient(make_settings: MakeSettings, make_call: MakeCall) -> None:
+async def test_nothing_listening_is_transient(
+    make_settings: MakeSettings, make_call: MakeCall
+) -> None:
     async with FakeOpenAI.serve() as fake:
         url = fake.url
     adapter = OpenAICompatAdapter(make_settings("openai", url + "/v1"))
@@ -208,7 +271,9 @@ async def test_key_info_reports_an_unlimited_key(
     adapter: OpenRouterAdapter, openai_fake: FakeOpenAI
 ) -> None:
     credit = await adapter.fetch_key_info(KEY)
-    assert credit == KeyCredit(limit=None, remaining=None, usage=0.0, label=credit.label, is_free_tier=False)
+    assert credit == KeyCredit(
+        limit=None, remaining=None, usage=0.0, label=credit.label, is_free_tier=False
+    )
     sent = openai_fake.requests_to("key")[0]
     assert sent.path == "/api/v1/key"
     assert sent.key == KEY.secret
@@ -219,7 +284,12 @@ async def test_key_info_reports_limit_remaining_and_usage(
 ) -> None:
     openai_fake.set_credit(OTHER_KEY.secret, limit=10.0, remaining=0.25, usage=9.75, label="parish")
     credit = await adapter.fetch_key_info(OTHER_KEY)
-    assert (credit.limit, credit.remaining, credit.usage, credit.label) == (10.0, 0.25, 9.75, "parish")
+    assert (credit.limit, credit.remaining, credit.usage, credit.label) == (
+        10.0,
+        0.25,
+        9.75,
+        "parish",
+    )
 
 
 async def test_key_info_for_a_dead_key_raises_dead_key(

@@ -53,7 +53,11 @@ async def test_a_completion_says_who_answered() -> None:
         result = await ask_pool(inbox, cid="cid-who")
     assert isinstance(result, Completion)
     assert (result.text, result.provider, result.key_alias, result.attempts) == (
-        "La messe est à 10 h 30.", "primary", "main", 1)
+        "La messe est à 10 h 30.",
+        "primary",
+        "main",
+        1,
+    )
     assert result.correlation_id == "cid-who"
     call, _ = primary.calls[0]
     assert call.correlation_id == "cid-who"
@@ -105,8 +109,16 @@ async def test_throttling_without_a_hint_backs_off_exponentially() -> None:
     for expected_max in (1.0, 2.0):
         before = trio.current_time()
         send, _ = trio.open_memory_channel[CompletionResult](1)
-        result = await pool.complete(CompletionRequest(
-            correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=0.1, reply_to=send))
+        result = await pool.complete(
+            CompletionRequest(
+                correlation_id="c",
+                system="s",
+                turns=TURNS,
+                max_tokens=10,
+                timeout_s=0.1,
+                reply_to=send,
+            )
+        )
         assert isinstance(result, CompletionFailed)
         assert slot.cooling_until is not None
         assert expected_max / 2 <= slot.cooling_until - before <= expected_max
@@ -145,7 +157,9 @@ async def test_an_adapter_crash_counts_as_transient() -> None:
 async def test_a_hanging_provider_is_abandoned_at_its_own_timeout() -> None:
     primary = ScriptedAdapter("primary", default=Hang())
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary", timeout_s=5.0), provider_settings("secondary"))
+    settings = pool_settings(
+        provider_settings("primary", timeout_s=5.0), provider_settings("secondary")
+    )
     async with running_pool([primary, secondary], settings) as (_, inbox):
         start = trio.current_time()
         result = await ask_pool(inbox, timeout_s=30.0)
@@ -183,7 +197,9 @@ async def test_each_attempt_gets_what_is_left_of_the_turn() -> None:
 
 async def test_at_most_max_attempts_network_calls_per_turn() -> None:
     adapters = [ScriptedAdapter(f"p{i}", default=TRANSIENT) for i in range(5)]
-    settings = pool_settings(*(provider_settings(a.name, keys=("k1", "k2")) for a in adapters), max_attempts=3)
+    settings = pool_settings(
+        *(provider_settings(a.name, keys=("k1", "k2")) for a in adapters), max_attempts=3
+    )
     async with running_pool(adapters, settings) as (_, inbox):
         result = await ask_pool(inbox)
     assert isinstance(result, CompletionFailed)
@@ -204,7 +220,9 @@ async def test_a_single_provider_is_retried_with_its_next_key_after_a_transient_
 
 @pytest.mark.autojump
 async def test_a_retry_hint_longer_than_the_turn_fails_over_at_once() -> None:
-    primary = ScriptedAdapter("primary", default=Fail(outcome=Outcome.THROTTLED, retry_after_s=100.0))
+    primary = ScriptedAdapter(
+        "primary", default=Fail(outcome=Outcome.THROTTLED, retry_after_s=100.0)
+    )
     secondary = ScriptedAdapter("secondary")
     settings = pool_settings(provider_settings("primary"), provider_settings("secondary"))
     async with running_pool([primary, secondary], settings) as (_, inbox):
@@ -217,7 +235,9 @@ async def test_a_retry_hint_longer_than_the_turn_fails_over_at_once() -> None:
 
 
 @pytest.mark.autojump
-async def test_a_short_retry_hint_fails_over_rather_than_sleeping_when_another_provider_can_answer() -> None:
+async def test_a_short_retry_hint_fails_over_rather_than_sleeping_when_another_provider_can_answer() -> (
+    None
+):
     primary = ScriptedAdapter("primary")
     primary.push(Fail(outcome=Outcome.THROTTLED, retry_after_s=2.0))
     secondary = ScriptedAdapter("secondary")
@@ -259,7 +279,9 @@ async def test_with_nothing_else_eligible_a_hint_beyond_the_deadline_fails_at_on
 
 
 async def test_a_request_error_is_not_retried_elsewhere() -> None:
-    primary = ScriptedAdapter("primary", default=Fail(outcome=Outcome.REQUEST_ERROR, detail="400 prompt is too long"))
+    primary = ScriptedAdapter(
+        "primary", default=Fail(outcome=Outcome.REQUEST_ERROR, detail="400 prompt is too long")
+    )
     secondary = ScriptedAdapter("secondary")
     settings = pool_settings(provider_settings("primary"), provider_settings("secondary"))
     async with running_pool([primary, secondary], settings) as (pool, inbox):
@@ -271,10 +293,14 @@ async def test_a_request_error_is_not_retried_elsewhere() -> None:
 
 
 async def test_the_offline_provider_answers_last_wherever_it_is_listed() -> None:
-    offline = ScriptedAdapter("offline", kind="offline", default=Reply(text="D'après nos informations…"))
+    offline = ScriptedAdapter(
+        "offline", kind="offline", default=Reply(text="D'après nos informations…")
+    )
     primary = ScriptedAdapter("primary", default=TRANSIENT)
     secondary = ScriptedAdapter("secondary", default=TRANSIENT)
-    settings = pool_settings(provider_settings("primary"), provider_settings("secondary"), max_attempts=3)
+    settings = pool_settings(
+        provider_settings("primary"), provider_settings("secondary"), max_attempts=3
+    )
     async with running_pool([offline, primary, secondary], settings) as (_, inbox):
         result = await ask_pool(inbox)
     assert isinstance(result, Completion)
@@ -296,7 +322,9 @@ async def test_the_offline_provider_is_not_counted_against_max_attempts() -> Non
 
 async def test_the_offline_provider_answers_after_a_request_error() -> None:
     offline = ScriptedAdapter("offline", kind="offline")
-    primary = ScriptedAdapter("primary", default=Fail(outcome=Outcome.REQUEST_ERROR, detail="blocked"))
+    primary = ScriptedAdapter(
+        "primary", default=Fail(outcome=Outcome.REQUEST_ERROR, detail="blocked")
+    )
     settings = pool_settings(provider_settings("primary"))
     async with running_pool([primary, offline], settings) as (_, inbox):
         result = await ask_pool(inbox)
@@ -348,11 +376,17 @@ async def test_a_pool_that_stops_mid_turn_gives_the_caller_a_failure_at_once() -
     result: list[object] = []
 
     async def caller() -> None:
-        result.append(await ask(send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=30.0))
+        result.append(
+            await ask(
+                send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=30.0
+            )
+        )
 
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as pool_nursery:
-            await pool_nursery.start(lambda task_status: pool.run(inbox=receive, task_status=task_status))
+            await pool_nursery.start(
+                lambda task_status: pool.run(inbox=receive, task_status=task_status)
+            )
             outer.start_soon(caller)
             await trio.sleep(1.0)
             pool_nursery.cancel_scope.cancel()
@@ -365,7 +399,9 @@ async def test_a_pool_that_stops_mid_turn_gives_the_caller_a_failure_at_once() -
 async def test_asking_a_pool_that_is_not_running_fails_cleanly() -> None:
     send, receive = trio.open_memory_channel[CompletionRequest](1)
     receive.close()
-    result = await ask(send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=5.0)
+    result = await ask(
+        send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=5.0
+    )
     assert isinstance(result, CompletionFailed)
     assert "not running" in result.reason
 
@@ -374,15 +410,25 @@ async def test_asking_a_pool_that_is_not_running_fails_cleanly() -> None:
 async def test_asking_a_pool_that_never_answers_times_out() -> None:
     send, receive = trio.open_memory_channel[CompletionRequest](1)
     with receive:
-        result = await ask(send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=5.0,
-                           margin_s=1.0)
+        result = await ask(
+            send,
+            correlation_id="c",
+            system="s",
+            turns=TURNS,
+            max_tokens=10,
+            timeout_s=5.0,
+            margin_s=1.0,
+        )
     assert isinstance(result, CompletionFailed)
     assert "within 6 s" in result.reason
 
 
 def test_an_adapter_without_settings_is_refused() -> None:
     with pytest.raises(ValueError, match="'ghost' has an adapter but no settings"):
-        ProviderPool(adapters=[ScriptedAdapter("ghost")], settings=pool_settings(provider_settings("primary")))
+        ProviderPool(
+            adapters=[ScriptedAdapter("ghost")],
+            settings=pool_settings(provider_settings("primary")),
+        )
 
 
 def test_a_pool_without_adapters_is_refused() -> None:

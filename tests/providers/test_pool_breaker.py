@@ -30,8 +30,9 @@ TRANSIENT = Fail(outcome=Outcome.TRANSIENT, detail="503 unavailable")
 async def test_an_open_breaker_sends_traffic_elsewhere_until_one_probe_closes_it() -> None:
     primary = ScriptedAdapter("primary", default=TRANSIENT)
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary"), provider_settings("secondary"),
-                             consecutive=3, open_s=30.0)
+    settings = pool_settings(
+        provider_settings("primary"), provider_settings("secondary"), consecutive=3, open_s=30.0
+    )
     with capture_logs() as logs:
         async with running_pool([primary, secondary], settings) as (pool, inbox):
             for i in range(3):
@@ -51,7 +52,9 @@ async def test_an_open_breaker_sends_traffic_elsewhere_until_one_probe_closes_it
     opened = [e for e in logs if e["event"] == "provider.breaker_opened"]
     assert len(opened) == 1
     assert opened[0]["correlation_id"] == "c2"
-    assert [e["correlation_id"] for e in logs if e["event"] == "provider.breaker_closed"] == ["probe"]
+    assert [e["correlation_id"] for e in logs if e["event"] == "provider.breaker_closed"] == [
+        "probe"
+    ]
     assert any(e["event"] == "provider.breaker_half_open" for e in logs)
 
 
@@ -59,8 +62,9 @@ async def test_an_open_breaker_sends_traffic_elsewhere_until_one_probe_closes_it
 async def test_half_open_lets_exactly_one_of_many_concurrent_requests_probe() -> None:
     primary = ScriptedAdapter("primary", default=TRANSIENT)
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary"), provider_settings("secondary"),
-                             consecutive=1, open_s=10.0)
+    settings = pool_settings(
+        provider_settings("primary"), provider_settings("secondary"), consecutive=1, open_s=10.0
+    )
     async with running_pool([primary, secondary], settings) as (pool, inbox):
         await ask_pool(inbox)
         await trio.sleep(11.0)
@@ -76,7 +80,9 @@ async def test_half_open_lets_exactly_one_of_many_concurrent_requests_probe() ->
                 nursery.start_soon(one, i)
         assert len(primary.calls) - calls_before == 1
         assert sum(1 for r in results if isinstance(r, Completion) and r.provider == "primary") == 1
-        assert sum(1 for r in results if isinstance(r, Completion) and r.provider == "secondary") == 9
+        assert (
+            sum(1 for r in results if isinstance(r, Completion) and r.provider == "secondary") == 9
+        )
         assert pool.statistics().provider("primary").breaker.state is BreakerState.CLOSED
 
 
@@ -84,9 +90,14 @@ async def test_half_open_lets_exactly_one_of_many_concurrent_requests_probe() ->
 async def test_throttling_and_dead_keys_never_open_the_breaker() -> None:
     primary = ScriptedAdapter("primary")
     for _ in range(4):
-        primary.push(Fail(outcome=Outcome.THROTTLED, retry_after_s=0.5), Fail(outcome=Outcome.REQUEST_ERROR))
-    settings = pool_settings(provider_settings("primary", keys=("k1", "k2", "k3", "k4", "k5")), consecutive=2,
-                             min_calls=2)
+        primary.push(
+            Fail(outcome=Outcome.THROTTLED, retry_after_s=0.5), Fail(outcome=Outcome.REQUEST_ERROR)
+        )
+    settings = pool_settings(
+        provider_settings("primary", keys=("k1", "k2", "k3", "k4", "k5")),
+        consecutive=2,
+        min_calls=2,
+    )
     async with running_pool([primary], settings) as (pool, inbox):
         for _ in range(4):
             await ask_pool(inbox)
@@ -105,8 +116,13 @@ async def test_throttling_and_dead_keys_never_open_the_breaker() -> None:
 async def test_when_every_provider_is_open_one_request_goes_to_the_least_recently_opened() -> None:
     first = ScriptedAdapter("first", default=TRANSIENT)
     second = ScriptedAdapter("second", default=TRANSIENT)
-    settings = pool_settings(provider_settings("first"), provider_settings("second"),
-                             consecutive=1, open_s=100.0, max_attempts=2)
+    settings = pool_settings(
+        provider_settings("first"),
+        provider_settings("second"),
+        consecutive=1,
+        open_s=100.0,
+        max_attempts=2,
+    )
     async with running_pool([first, second], settings) as (pool, inbox):
         result = await ask_pool(inbox, cid="opens-both")
         assert isinstance(result, CompletionFailed)
@@ -161,8 +177,9 @@ async def test_an_attempt_cut_short_by_the_turn_deadline_is_not_held_against_the
 async def test_a_provider_timeout_counts_as_a_transient_failure() -> None:
     primary = ScriptedAdapter("primary", default=Hang())
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary", timeout_s=2.0), provider_settings("secondary"),
-                             consecutive=1)
+    settings = pool_settings(
+        provider_settings("primary", timeout_s=2.0), provider_settings("secondary"), consecutive=1
+    )
     async with running_pool([primary, secondary], settings) as (pool, inbox):
         await ask_pool(inbox, timeout_s=30.0)
         assert pool.statistics().provider("primary").breaker.state is BreakerState.OPEN
@@ -172,8 +189,11 @@ async def test_breaker_and_key_state_survive_a_restart_of_the_actor() -> None:
     primary = ScriptedAdapter("primary", default=TRANSIENT)
     primary.by_key["dead"] = Fail(outcome=Outcome.DEAD_KEY)
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary", keys=("dead", "k1")), provider_settings("secondary"),
-                             consecutive=1)
+    settings = pool_settings(
+        provider_settings("primary", keys=("dead", "k1")),
+        provider_settings("secondary"),
+        consecutive=1,
+    )
     pool = ProviderPool(adapters=[primary, secondary], settings=settings)
     for _ in range(2):  # the supervisor runs the same pool object again
         send, receive = trio.open_memory_channel[CompletionRequest](4)

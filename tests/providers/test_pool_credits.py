@@ -26,7 +26,9 @@ async def test_a_key_without_credit_leaves_rotation_until_credit_returns() -> No
     router = ScriptedCreditAdapter("openrouter")
     router.credits["k1"] = Credit(limit=10.0, remaining=0.0, usage=10.0)
     router.credits["k2"] = Credit(limit=10.0, remaining=4.5, usage=5.5)
-    settings = pool_settings(provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=60.0)
+    settings = pool_settings(
+        provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=60.0
+    )
     with capture_logs() as logs:
         async with running_pool([router], settings) as (pool, inbox):
             await trio.sleep(0.1)  # the first poll runs as the pool starts
@@ -37,7 +39,11 @@ async def test_a_key_without_credit_leaves_rotation_until_credit_returns() -> No
             keys = pool.statistics().provider("openrouter").keys
             assert [k.state for k in keys] == [KeyState.DISABLED, KeyState.ENABLED]
             assert keys[1].credit is not None
-            assert (keys[1].credit.limit, keys[1].credit.remaining, keys[1].credit.usage) == (10.0, 4.5, 5.5)
+            assert (keys[1].credit.limit, keys[1].credit.remaining, keys[1].credit.usage) == (
+                10.0,
+                4.5,
+                5.5,
+            )
 
             router.credits["k1"] = Credit(limit=20.0, remaining=10.0, usage=10.0)
             await trio.sleep(60.0)
@@ -54,7 +60,9 @@ async def test_a_key_without_credit_leaves_rotation_until_credit_returns() -> No
 @pytest.mark.autojump
 async def test_unlimited_keys_stay_in_rotation() -> None:
     router = ScriptedCreditAdapter("openrouter")
-    settings = pool_settings(provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=60.0)
+    settings = pool_settings(
+        provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=60.0
+    )
     async with running_pool([router], settings) as (_, inbox):
         await trio.sleep(0.1)
         await ask_pool(inbox)
@@ -64,10 +72,14 @@ async def test_unlimited_keys_stay_in_rotation() -> None:
 
 
 @pytest.mark.autojump
-async def test_a_dead_key_answer_triggers_a_poll_at_once_but_only_a_periodic_poll_reenables() -> None:
+async def test_a_dead_key_answer_triggers_a_poll_at_once_but_only_a_periodic_poll_reenables() -> (
+    None
+):
     router = ScriptedCreditAdapter("openrouter")
     router.by_key["k1"] = Fail(outcome=Outcome.DEAD_KEY, detail="402 insufficient credits")
-    settings = pool_settings(provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=300.0)
+    settings = pool_settings(
+        provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=300.0
+    )
     async with running_pool([router], settings) as (pool, inbox):
         await trio.sleep(1.0)
         polls_before = len(router.credit_polls)
@@ -91,9 +103,14 @@ async def test_a_failing_credit_poll_is_reported_and_changes_nothing() -> None:
         await trio.lowlevel.checkpoint()
         raise ConnectionError("refused")
 
-    settings = pool_settings(provider_settings("openrouter", kind="openai", keys=("k1",)), credit_poll_s=60.0)
+    settings = pool_settings(
+        provider_settings("openrouter", kind="openai", keys=("k1",)), credit_poll_s=60.0
+    )
     with capture_logs() as logs:
-        async with running_pool([router], settings, credit_fetchers={"openrouter": broken}) as (pool, inbox):
+        async with running_pool([router], settings, credit_fetchers={"openrouter": broken}) as (
+            pool,
+            inbox,
+        ):
             await trio.sleep(0.1)
             result = await ask_pool(inbox)
             key = pool.statistics().provider("openrouter").keys[0]

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def adapters(
-    anthropic_fake: FakeAnthropic, gemini_fake: FakeGemini, make_settings: MakeSettings,
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
+    make_settings: MakeSettings,
 ) -> AsyncIterator[tuple[AnthropicAdapter, GeminiAdapter]]:
     claude = AnthropicAdapter(make_settings("anthropic", anthropic_fake.url, timeout_s=1.0))
     gemini = GeminiAdapter(make_settings("gemini", gemini_fake.url, timeout_s=5.0))
@@ -44,7 +46,9 @@ def settings_for(*adapters: AnthropicAdapter | GeminiAdapter | OpenRouterAdapter
 
 
 async def test_an_overloaded_first_provider_fails_over_to_the_next(
-    adapters: tuple[AnthropicAdapter, GeminiAdapter], anthropic_fake: FakeAnthropic, gemini_fake: FakeGemini,
+    adapters: tuple[AnthropicAdapter, GeminiAdapter],
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
 ) -> None:
     claude, gemini = adapters
     anthropic_fake.default = FakeAnthropic.overloaded()
@@ -60,7 +64,9 @@ async def test_an_overloaded_first_provider_fails_over_to_the_next(
 
 
 async def test_a_hanging_first_provider_fails_over_at_its_timeout(
-    adapters: tuple[AnthropicAdapter, GeminiAdapter], anthropic_fake: FakeAnthropic, gemini_fake: FakeGemini,
+    adapters: tuple[AnthropicAdapter, GeminiAdapter],
+    anthropic_fake: FakeAnthropic,
+    gemini_fake: FakeGemini,
 ) -> None:
     claude, gemini = adapters
     anthropic_fake.default = Scripted(hang=True)
@@ -73,7 +79,8 @@ async def test_a_hanging_first_provider_fails_over_at_its_timeout(
 
 
 async def test_a_throttled_key_rotates_to_the_next_key_of_the_same_provider(
-    adapters: tuple[AnthropicAdapter, GeminiAdapter], anthropic_fake: FakeAnthropic,
+    adapters: tuple[AnthropicAdapter, GeminiAdapter],
+    anthropic_fake: FakeAnthropic,
 ) -> None:
     claude, gemini = adapters
     anthropic_fake.push(FakeAnthropic.rate_limited(retry_after_s=30))
@@ -88,7 +95,8 @@ async def test_a_throttled_key_rotates_to_the_next_key_of_the_same_provider(
 
 
 async def test_a_hundred_concurrent_turns_are_all_in_flight_at_once(
-    anthropic_fake: FakeAnthropic, make_settings: MakeSettings,
+    anthropic_fake: FakeAnthropic,
+    make_settings: MakeSettings,
 ) -> None:
     claude = AnthropicAdapter(make_settings("anthropic", anthropic_fake.url, timeout_s=30.0))
     anthropic_fake.hold()
@@ -123,9 +131,12 @@ async def wait_for(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> 
 
 
 async def test_openrouter_keys_leave_rotation_without_credit_and_return_with_it(
-    openai_fake: FakeOpenAI, make_settings: MakeSettings,
+    openai_fake: FakeOpenAI,
+    make_settings: MakeSettings,
 ) -> None:
-    router = OpenRouterAdapter(make_settings("openai", f"{openai_fake.url}/api/v1", name="openrouter"))
+    router = OpenRouterAdapter(
+        make_settings("openai", f"{openai_fake.url}/api/v1", name="openrouter")
+    )
     openai_fake.set_credit("sk-test-main", limit=10.0, remaining=0.0, usage=10.0)
     settings = pool_settings(router._settings, credit_poll_s=0.2)
     try:

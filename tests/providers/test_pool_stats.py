@@ -43,7 +43,9 @@ async def test_statistics_count_outcomes_latency_and_last_error() -> None:
     primary = ScriptedAdapter("primary")
     primary.push(*(Reply(delay_s=i / 10) for i in range(1, 11)), TRANSIENT)
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary", keys=("a", "b")), provider_settings("secondary"))
+    settings = pool_settings(
+        provider_settings("primary", keys=("a", "b")), provider_settings("secondary")
+    )
     async with running_pool([primary, secondary], settings) as (pool, inbox):
         for _ in range(11):
             await ask_pool(inbox)
@@ -65,17 +67,24 @@ async def test_statistics_count_outcomes_latency_and_last_error() -> None:
 
 async def test_health_passes_when_every_provider_is_up() -> None:
     settings = pool_settings(provider_settings("primary"), provider_settings("secondary"))
-    async with running_pool([ScriptedAdapter("primary"), ScriptedAdapter("secondary")], settings) as (pool, _):
+    async with running_pool(
+        [ScriptedAdapter("primary"), ScriptedAdapter("secondary")], settings
+    ) as (pool, _):
         checks = list(pool.health_checks())
     assert {c.key for c in checks} == {"llm:circuit", "llm:providers"}
     assert all(c.status is Status.PASS for c in checks)
-    assert [c.component_id for c in checks if c.measurement == "circuit"] == ["primary", "secondary"]
+    assert [c.component_id for c in checks if c.measurement == "circuit"] == [
+        "primary",
+        "secondary",
+    ]
 
 
 async def test_an_open_breaker_warns_and_all_providers_down_fails() -> None:
     primary = ScriptedAdapter("primary", default=TRANSIENT)
     secondary = ScriptedAdapter("secondary")
-    settings = pool_settings(provider_settings("primary"), provider_settings("secondary"), consecutive=1)
+    settings = pool_settings(
+        provider_settings("primary"), provider_settings("secondary"), consecutive=1
+    )
     async with running_pool([primary, secondary], settings) as (pool, inbox):
         await ask_pool(inbox)
         checks = {(c.key, c.component_id): c for c in pool.health_checks()}
@@ -119,7 +128,9 @@ async def test_credits_show_in_health_and_metrics() -> None:
     settings = pool_settings(provider_settings("openrouter", kind="openai", keys=("k1", "k2")))
     async with running_pool([router], settings) as (pool, _):
         await trio.sleep(1.0)
-        credit_checks = {c.component_id: c for c in pool.health_checks() if c.measurement == "credits"}
+        credit_checks = {
+            c.component_id: c for c in pool.health_checks() if c.measurement == "credits"
+        }
         text = exposition(pool)
     assert credit_checks["openrouter/k1"].status is Status.PASS
     assert credit_checks["openrouter/k2"].status is Status.WARN
@@ -135,7 +146,9 @@ async def test_credits_show_in_health_and_metrics() -> None:
 async def test_metrics_expose_attempts_latency_and_breaker_state() -> None:
     primary = ScriptedAdapter("primary", default=TRANSIENT)
     secondary = ScriptedAdapter("secondary", default=Reply(delay_s=0.3))
-    settings = pool_settings(provider_settings("primary"), provider_settings("secondary"), consecutive=1)
+    settings = pool_settings(
+        provider_settings("primary"), provider_settings("secondary"), consecutive=1
+    )
     async with running_pool([primary, secondary], settings) as (pool, inbox):
         await ask_pool(inbox)
         await ask_pool(inbox)
@@ -162,10 +175,15 @@ def exposition(pool: object) -> str:
 
 
 async def test_the_pool_is_an_observable_component() -> None:
-    pool = ProviderPool(adapters=[ScriptedAdapter("primary")], settings=pool_settings(provider_settings("primary")))
+    pool = ProviderPool(
+        adapters=[ScriptedAdapter("primary")], settings=pool_settings(provider_settings("primary"))
+    )
     observable: Observable = pool  # checked by mypy: /health and /metrics gather it
     assert [c.key for c in observable.health_checks()] == ["llm:circuit", "llm:providers"]
     assert {m.name for m in observable.metrics()} >= {
-        "concierge_provider_attempts", "concierge_provider_latency_seconds", "concierge_provider_breaker_state",
-        "concierge_provider_key_state", "concierge_provider_credit_remaining",
+        "concierge_provider_attempts",
+        "concierge_provider_latency_seconds",
+        "concierge_provider_breaker_state",
+        "concierge_provider_key_state",
+        "concierge_provider_credit_remaining",
     }

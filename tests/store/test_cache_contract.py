@@ -62,7 +62,7 @@ async def redis_ttls(prefix: str) -> dict[str, float]:
     """Seconds left for every key under ``prefix`` (-1 = no TTL), prefix stripped."""
     async with coredis.Redis.from_url(REDIS_URL, decode_responses=True) as admin:
         keys = [key async for key in admin.scan_iter(match=f"{prefix}*")]
-        return {key[len(prefix):]: await admin.pttl(key) / 1000 for key in keys}
+        return {key[len(prefix) :]: await admin.pttl(key) / 1000 for key in keys}
 
 
 async def ttls(cache: Cache) -> dict[str, float]:
@@ -89,7 +89,9 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
         return
     prefix = f"{RUN_PREFIX}{secrets.token_hex(4)}:"
     try:
-        async with RedisSessionCache.open(REDIS_URL, key_prefix=prefix, timeout_s=2.0) as redis_cache:
+        async with RedisSessionCache.open(
+            REDIS_URL, key_prefix=prefix, timeout_s=2.0
+        ) as redis_cache:
             yield redis_cache
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -239,7 +241,9 @@ async def test_every_key_written_carries_a_ttl(cache: Cache) -> None:
         (lambda c: c.take_token("b", rate_per_s=1, burst=1, now=math.nan), "now"),
     ],
 )
-async def test_bad_arguments_are_refused_naming_the_argument(cache: Cache, call: object, name: str) -> None:
+async def test_bad_arguments_are_refused_naming_the_argument(
+    cache: Cache, call: object, name: str
+) -> None:
     with pytest.raises(ValueError, match=name):
         await call(cache)  # type: ignore[operator]
     assert await ttls(cache) == {}
@@ -364,8 +368,14 @@ async def test_redis_unreadable_window_is_a_miss_and_is_dropped(
 async def test_factory_opens_redis_when_a_url_is_set(tmp_path: Path) -> None:
     prefix = f"{RUN_PREFIX}{secrets.token_hex(4)}:"
     settings = StoreSettings(
-        data_dir=tmp_path, database_url=None, redis_url=REDIS_URL, pool_size=1,
-        command_timeout_s=1, statement_timeout_s=1, redis_timeout_s=0.5, session_ttl_s=60,
+        data_dir=tmp_path,
+        database_url=None,
+        redis_url=REDIS_URL,
+        pool_size=1,
+        command_timeout_s=1,
+        statement_timeout_s=1,
+        redis_timeout_s=0.5,
+        session_ttl_s=60,
         retention_days=0,
     )
     try:
@@ -434,7 +444,9 @@ class TokenBucketMachine(RuleBasedStateMachine):
         assert_within_allowance(self.grants, rate_per_s=self.rate_per_s, burst=self.burst)
 
 
-TokenBucketMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=50, deadline=None)
+TokenBucketMachine.TestCase.settings = settings(
+    max_examples=500, stateful_step_count=50, deadline=None
+)
 test_token_bucket_rule_properties = TokenBucketMachine.TestCase
 
 bucket_runs = st.tuples(
@@ -457,7 +469,9 @@ def replay_reference(rate_per_s: float, burst: int, steps: Sequence[float]) -> l
     return decisions
 
 
-async def replay_cache(cache: Cache, rate_per_s: float, burst: int, steps: Sequence[float]) -> tuple[list[bool], list[float]]:
+async def replay_cache(
+    cache: Cache, rate_per_s: float, burst: int, steps: Sequence[float]
+) -> tuple[list[bool], list[float]]:
     now, decisions, grants = 1000.0, [], []
     for dt in steps:
         now += dt
@@ -468,7 +482,9 @@ async def replay_cache(cache: Cache, rate_per_s: float, burst: int, steps: Seque
     return decisions, grants
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(run=bucket_runs)
 @pytest.mark.anyio
 async def test_memory_bucket_follows_the_rule_and_stays_within_allowance(
@@ -480,7 +496,9 @@ async def test_memory_bucket_follows_the_rule_and_stays_within_allowance(
     assert_within_allowance(grants, rate_per_s=rate_per_s, burst=burst)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(run=bucket_runs)
 @pytest.mark.anyio
 async def test_redis_bucket_script_takes_the_same_decisions_as_the_rule(
@@ -510,7 +528,11 @@ async def test_monitor_passes_for_the_memory_cache() -> None:
             )
         )
         [check] = monitor.health_checks()
-        assert (check.key, check.status, check.component_type) == ("memory:responseTime", Status.PASS, "datastore")
+        assert (check.key, check.status, check.component_type) == (
+            "memory:responseTime",
+            Status.PASS,
+            "datastore",
+        )
         metrics = {m.name: m.samples[0] for m in monitor.metrics()}
         assert metrics["concierge_cache_up"].value == 1.0
         assert metrics["concierge_cache_up"].labels == {"backend": "memory"}
@@ -521,7 +543,11 @@ def test_monitor_warns_on_a_slow_ping_and_never_fails() -> None:
     monitor = CacheMonitor(backend="redis", warn_latency_s=0.1)
     monitor.record_success(0.25)
     [check] = monitor.health_checks()
-    assert (check.status, check.observed_value, check.output) == (Status.WARN, 250.0, "slower than 100 ms")
+    assert (check.status, check.observed_value, check.output) == (
+        Status.WARN,
+        250.0,
+        "slower than 100 ms",
+    )
     monitor.record_failure("redis ping failed: connection refused")
     [check] = monitor.health_checks()
     assert (check.status, check.output) == (Status.WARN, "redis ping failed: connection refused")

@@ -122,7 +122,9 @@ async def test_calls_in_flight_when_redis_dies_fail_and_free_their_connections(
                 except CacheUnavailable as exc:
                     failures.append(exc)
 
-            with trio.fail_after(3):  # well inside the 5 s timeout: the loss is noticed, not waited out
+            with trio.fail_after(
+                3
+            ):  # well inside the 5 s timeout: the loss is noticed, not waited out
                 async with trio.open_nursery() as nursery:
                     for i in range(6):
                         nursery.start_soon(call, i)
@@ -138,7 +140,9 @@ async def test_calls_in_flight_when_redis_dies_fail_and_free_their_connections(
 async def test_cache_opens_while_redis_is_down_and_works_once_it_starts() -> None:
     server = PrivateRedis()
     try:
-        async with RedisSessionCache.open(server.url, key_prefix="t:", timeout_s=TIMEOUT_S) as cache:
+        async with RedisSessionCache.open(
+            server.url, key_prefix="t:", timeout_s=TIMEOUT_S
+        ) as cache:
             await assert_unavailable(cache.ping, "ping")
             await server.start()
             with trio.fail_after(BOUND_S):
@@ -178,7 +182,9 @@ async def test_replies_reach_their_own_callers_after_timed_out_calls(
     await redis_server.command("CLIENT", "PAUSE", 2000)
     # Sent while paused, abandoned at the timeout: their replies arrive later.
     await assert_unavailable(lambda: cache.get_context("a"), "get_context")
-    await assert_unavailable(lambda: cache.take_token("bucket", rate_per_s=1, burst=1, now=1.0), "take_token")
+    await assert_unavailable(
+        lambda: cache.take_token("bucket", rate_per_s=1, burst=1, now=1.0), "take_token"
+    )
     await assert_unavailable(lambda: cache.seen("k", ttl_s=60), "seen")
     await wait_until_answering(cache)
     assert [t.text for t in await cache.get_context("b") or ()] == ["b"]
@@ -214,11 +220,18 @@ async def test_monitor_warns_while_redis_is_down_and_passes_once_it_is_back(
 ) -> None:
     monitor = CacheMonitor(backend=cache.backend)
     [check] = monitor.health_checks()
-    assert (check.key, check.status, check.output) == ("redis:responseTime", Status.WARN, "not checked yet")
+    assert (check.key, check.status, check.output) == (
+        "redis:responseTime",
+        Status.WARN,
+        "not checked yet",
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(
             lambda task_status: run_cache_monitor(
-                cache=cache, monitor=monitor, interval_s=0.05, down_interval_s=0.05,
+                cache=cache,
+                monitor=monitor,
+                interval_s=0.05,
+                down_interval_s=0.05,
                 task_status=task_status,
             )
         )
@@ -254,7 +267,10 @@ async def test_monitor_warns_while_redis_is_paused(
     async with trio.open_nursery() as nursery:
         await nursery.start(
             lambda task_status: run_cache_monitor(
-                cache=cache, monitor=monitor, interval_s=0.05, down_interval_s=0.05,
+                cache=cache,
+                monitor=monitor,
+                interval_s=0.05,
+                down_interval_s=0.05,
                 task_status=task_status,
             )
         )

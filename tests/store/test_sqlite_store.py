@@ -85,7 +85,6 @@ def test_instants_are_fixed_width_utc_text_and_naive_ones_are_refused() -> None:
         ts(utcnow().replace(tzinfo=None))
 
 
-
 class Blocker:
     """Work that holds the worker thread until released, so calls queue behind it."""
 
