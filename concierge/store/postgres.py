@@ -709,13 +709,16 @@ async def execute_admin(dsn: str, *statements: str, timeout_s: float = 10.0) -> 
 
 @asynccontextmanager
 async def open_postgres(
-    settings: StoreSettings, *, max_batch: int = 256, flushers: int | None = None
+    settings: StoreSettings, *, max_batch: int = 256, flushers: int = 1
 ) -> AsyncIterator[PostgresStore]:
     """Open the pool, check the schema version, run the group-commit flushers; close on exit.
 
-    Two flushers (one batch committing while the next fills) measured best; more
-    split the load into smaller batches. One pooled connection stays free for the
-    other queries.
+    One flusher per kind of write: every batch costs the event loop one crossing of
+    the bridge whatever its size, so while one commits the next gathers more. A
+    second flusher (one batch committing while the next fills) gave the same accept
+    throughput (19.4k/s against 19.2k/s, 50 callers) but twice the batches, and
+    10,000 new users were answered 0.3-0.5 s later. Other queries use the rest of
+    the pool.
 
     Raises ``StoreUnavailable`` when the server cannot be reached and
     ``SchemaOutdated`` when ``concierge migrate`` has not been run.
@@ -761,7 +764,7 @@ async def open_postgres(
             op_timeout_s=timeout_s * 3,
             acquire_timeout_s=timeout_s,
             max_batch=max_batch,
-            flushers=flushers if flushers is not None else max(1, min(settings.pool_size - 1, 2)),
+            flushers=flushers,
         )
         try:
             found = await store._call(_schema_version)
