@@ -75,13 +75,8 @@ class Ingest:
             display_name=message.display_name,
             language_hint=message.language_hint,
         )
-        with trio.move_on_after(self._forward_timeout_s):
-            try:
-                await self._router.send(inbound)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # shutting down: the row replays at the next start
-            else:
-                return accepted
+        if await self._forward(inbound):
+            return accepted
         self.deferred += 1
         log.warning(
             "ingest.forward_deferred",
@@ -89,3 +84,21 @@ class Ingest:
             inbox_id=accepted.inbox_id,
         )
         return accepted
+
+    async def _forward(self, inbound: Inbound) -> bool:
+        """Hand ``inbound`` to the router within ``forward_timeout_s``; False if it did not go."""
+        try:
+            # The store call was the checkpoint: a router with room takes it at once.
+            self._router.send_nowait(inbound)
+            return True
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # shutting down: the row replays at the next start
+        with trio.move_on_after(self._forward_timeout_s):
+            try:
+                await self._router.send(inbound)
+                return True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        return False
