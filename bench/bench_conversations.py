@@ -550,7 +550,9 @@ def main() -> None:
         )
     else:  # as the daemon logs: JSON lines, secrets masked, here into a file (or nowhere)
         sink = open(args.log_file, "w") if args.log_file else open(os.devnull, "w")  # noqa: SIM115
-        configure_logging(level=args.log_level, fmt="json", secrets=["x"], stream=sink)
+        configure_logging(
+            level=args.log_level, fmt="json", secrets=["x"], stream=sink, cache_loggers=True
+        )
     trio.run(
         _run,
         args.users,

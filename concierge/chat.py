@@ -36,7 +36,11 @@ def main(settings: Settings, *, as_json: bool, user: str) -> int:
     # Replies own stdout; logs go to stderr, quiet unless asked for.
     level = settings.log.level if settings.log.level == "debug" else "warning"
     configure_logging(
-        level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr
+        level=level,
+        fmt=settings.log.format,
+        secrets=secrets_of(settings),
+        stream=sys.stderr,
+        cache_loggers=True,
     )
     code: int = trio.run(run_chat, settings, as_json, user)
     return code

@@ -401,7 +401,10 @@ async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope
 
 def main(settings: Settings, *, run: Callable[[Settings], Any] = run_daemon) -> int:
     configure_logging(
-        level=settings.log.level, fmt=settings.log.format, secrets=secrets_of(settings)
+        level=settings.log.level,
+        fmt=settings.log.format,
+        secrets=secrets_of(settings),
+        cache_loggers=True,
     )
     tune_gc()
     code: int = trio.run(run, settings)

@@ -143,8 +143,14 @@ def configure_logging(
     fmt: str = "auto",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    cache_loggers: bool = False,
 ) -> None:
-    """Set up structlog (and route stdlib ``logging`` through it) for the whole process."""
+    """Set up structlog (and route stdlib ``logging`` through it) for the whole process.
+
+    ``cache_loggers``: each module's logger binds once instead of at every call (a
+    few microseconds per line, filtered or not). For processes that configure
+    logging once (the commands); tests that swap the configuration leave it off.
+    """
     out = stream if stream is not None else sys.stdout
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
@@ -164,7 +170,7 @@ def configure_logging(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
     _route_stdlib(numeric, processors, renderer, out)
 

@@ -125,3 +125,13 @@ def test_masking_holds_for_repeated_short_values_and_long_ones() -> None:
     assert Redactor().redact_text("uses my-very-own-configured-secret") == (
         "uses my-very-own-configured-secret"
     )
+
+
+def test_commands_cache_their_loggers_and_tests_do_not() -> None:
+    try:
+        configure_logging(level="info", fmt="json", stream=io.StringIO())
+        assert structlog.get_config()["cache_logger_on_first_use"] is False
+        configure_logging(level="info", fmt="json", stream=io.StringIO(), cache_loggers=True)
+        assert structlog.get_config()["cache_logger_on_first_use"] is True
+    finally:
+        structlog.reset_defaults()
