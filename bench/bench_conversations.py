@@ -304,6 +304,19 @@ async def open_bench_store(
                     print(f"could not drop the bench database {name}: {exc!r}", file=sys.stderr)
 
 
+def yardstick_s() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this machine's CPU is right now.
+
+    Shared machines vary by half or more from hour to hour; a figure is only
+    comparable with others taken at a similar yardstick.
+    """
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def rss_kib(field: str = "VmRSS") -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -553,6 +566,7 @@ def main() -> None:
         configure_logging(
             level=args.log_level, fmt="json", secrets=["x"], stream=sink, cache_loggers=True
         )
+    print(f"yardstick: a 10-million-step Python loop takes {yardstick_s():.2f} s on this CPU now")
     trio.run(
         _run,
         args.users,
