@@ -46,7 +46,7 @@ from concierge.store.base import (
 from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrate import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
-from concierge.store.postgres_batches import flush_openings, flush_turns
+from concierge.store.postgres_batches import flush_openings, flush_turns, pending_by_key
 from concierge.store.postgres_driver import (
     DRIVER_ERRORS as _DRIVER_ERRORS,
     Conn,
@@ -154,6 +154,13 @@ class PostgresStore:
                 wait_timeout_s=op_timeout_s * 2,
                 name="postgres.turns",
             )
+        )
+        self.pending_reader: GroupCommitter[tuple[str, int], list[InboxRow]] = GroupCommitter(
+            flush=self._pending_batch,
+            max_batch=max_batch,
+            flushers=flushers,
+            wait_timeout_s=op_timeout_s * 2,
+            name="postgres.pending",
         )
         self.open_committer: GroupCommitter[Opening, ConversationStart | Exception] = (
             GroupCommitter(
@@ -285,7 +292,18 @@ class PostgresStore:
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
     ) -> Sequence[InboxRow]:
-        return await self._call(lambda conn: _pending_inbox(conn, user_key, limit))
+        if user_key is None:
+            return await self._call(lambda conn: _pending_inbox(conn, None, limit))
+        # Actors starting without a handed-over message (restarts) each read their backlog:
+        # many at once share one statement and one crossing of the bridge.
+        return await self.pending_reader.submit((user_key, limit))
+
+    async def _pending_batch(self, asks: Sequence[tuple[str, int]]) -> list[list[InboxRow]]:
+        limits: dict[str, int] = {}
+        for user_key, limit in asks:
+            limits[user_key] = max(limits.get(user_key, 0), limit)
+        found = await self._call(lambda conn: pending_by_key(conn, limits))
+        return [found.get(user_key, [])[:limit] for user_key, limit in asks]
 
     async def mark_processed(
         self, inbox_id: int, *, service_type: ServiceType | None = None
@@ -782,6 +800,7 @@ async def open_postgres(
                 flushing(store.committer),
                 flushing(store.turn_committer),
                 flushing(store.open_committer),
+                flushing(store.pending_reader),
             ):
                 yield store
         finally:

@@ -194,7 +194,8 @@ async def _conversation_views(conn: Conn, recent_limits: dict[int, int]) -> dict
     return views
 
 
-async def _pending_by_key(conn: Conn, limits: dict[str, int]) -> dict[str, list[InboxRow]]:
+async def pending_by_key(conn: Conn, limits: dict[str, int]) -> dict[str, list[InboxRow]]:
+    """Each user's oldest unprocessed rows, at most ``limits[user_key]`` (0: none), oldest first."""
     wanted = {k: n for k, n in limits.items() if n != 0}
     pending: dict[str, list[InboxRow]] = {}
     if wanted:
@@ -227,7 +228,7 @@ async def _open_batch(
             pending_limits.get(o.user_key, o.pending_limit), o.pending_limit
         )
     views = await _conversation_views(conn, recent_limits)
-    pending = await _pending_by_key(conn, pending_limits)
+    pending = await pending_by_key(conn, pending_limits)
     results: list[ConversationStart | Exception] = []
     for o in openings:
         user_id = users.get((o.channel.value, o.user_key))

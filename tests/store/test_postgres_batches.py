@@ -494,3 +494,31 @@ async def test_a_turn_the_server_refuses_fails_alone_and_the_rest_of_its_batch_c
     assert all(len(ids) == 1 for n, ids in enumerate(results) if n != 11)
     assert [r.inbox_id for r in await store.pending_inbox()] == [bad]
     assert await written(store) == (2 * (CONCURRENT - 1), CONCURRENT - 1, CONCURRENT - 1)
+
+
+async def test_backlog_reads_of_many_users_share_a_statement_and_keep_their_own_limits(
+    store: PostgresStore,
+) -> None:
+    users = [f"telegram:{700 + i}" for i in range(CONCURRENT)]
+    for user in users:
+        for n in range(3):
+            await store.accept(inbound(n, user=user))
+    first = await store.pending_inbox(user_key=users[0], limit=1)
+    await store.complete_turn(
+        TurnRecord(
+            inbox_id=first[0].inbox_id,
+            conversation_id=None,
+            correlation_id="cid-done",
+            service_type=None,
+        )
+    )
+    asks = [(user, 1 + i % 3) for i, user in enumerate(users)] + [(users[1], 0), ("telegram:1", 5)]
+    results = await all_at_once(
+        [lambda u=u, n=n: store.pending_inbox(user_key=u, limit=n) for u, n in asks]
+    )
+    assert store.pending_reader.statistics().largest_batch > 1
+    for (user, limit), rows in zip(asks, results, strict=True):
+        mine = [f"{user}:{n}" for n in range(3)] if user in users else []  # telegram:1 has none
+        expected = mine[1 if user == users[0] else 0 :][:limit]
+        assert [row.external_id for row in rows] == expected, (user, limit)
+        assert all(row.user_key == user and row.processed_at is None for row in rows)
