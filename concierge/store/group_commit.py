@@ -10,14 +10,15 @@ at once: nothing waits for a batch to fill.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 import attrs
 import structlog
 import trio
 
+from concierge.store.background import running
 from concierge.store.errors import StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -245,23 +246,6 @@ class GroupCommitter(Generic[In, Out]):
                 slot.settle(error=closed)
 
 
-@asynccontextmanager
-async def flushing(committer: GroupCommitter[Any, Any]) -> AsyncIterator[None]:
-    """Run ``committer``'s flushers around a block; stop them when it ends.
-
-    The block's own exception comes out as itself, not wrapped in the nursery's
-    ``ExceptionGroup``: callers of ``open_store`` catch ``StoreError`` and friends
-    as usual.
-    """
-    single: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(committer.run)
-            yield
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        single = group.exceptions[0]
-    if single is not None:
-        raise single
+def flushing(committer: GroupCommitter[Any, Any]) -> AbstractAsyncContextManager[None]:
+    """Run ``committer``'s flushers around a block; stop them when it ends."""
+    return running(committer.run)

@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from concierge.protocol import Channel, ServiceType, Turn, utcnow
+from concierge.store.background import running
 from concierge.store.base import (
     Accepted,
     ConversationRow,
@@ -65,7 +66,7 @@ from concierge.store.sqlite_per_item import (
     recent_turns as _recent_turns,
     resolve_user as _resolve_user,
 )
-from concierge.store.sqlite_worker import WorkerHops, serving
+from concierge.store.sqlite_worker import WorkerHops
 
 log = structlog.get_logger(__name__)
 
@@ -560,7 +561,7 @@ async def open_sqlite(
     log.info("store.opened", backend="sqlite", path=str(path))
     try:
         async with (
-            serving(store.hops),
+            running(store.hops.run),
             flushing(store.committer),
             flushing(store.turn_committer),
             flushing(store.open_committer),

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -115,20 +114,3 @@ class WorkerHops:
             self.calls += len(calls)
             for call in calls:
                 trio.lowlevel.reschedule(call.task)
-
-
-@asynccontextmanager
-async def serving(hops: WorkerHops) -> AsyncIterator[None]:
-    """Run ``hops`` around a block; its own exception comes out unwrapped."""
-    single: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(hops.run)
-            yield
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) != 1:
-            raise
-        single = group.exceptions[0]
-    if single is not None:
-        raise single
