@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 import structlog
@@ -32,10 +32,12 @@ class _Slot(Generic[In, Out]):
     item: In
     deadline: float
     done: trio.Event = attrs.field(factory=trio.Event)
-    result: Out | None = None
+    result: Out | Exception | None = None
     error: Exception | None = None
 
-    def settle(self, *, result: Out | None = None, error: Exception | None = None) -> None:
+    def settle(
+        self, *, result: Out | Exception | None = None, error: Exception | None = None
+    ) -> None:
         """The first outcome wins: a caller the watchdog released keeps its timeout."""
         if self.done.is_set():
             return
@@ -61,10 +63,18 @@ def _reraise(error: Exception) -> Exception:
     return StoreError(f"group commit failed: {error!r}")
 
 
+def _own(result: Out | Exception) -> Out:
+    """An item's own result, or the error its flush found for it alone."""
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 class GroupCommitter(Generic[In, Out]):
     """Batch ``submit`` calls into ``flush(items) -> results`` (same length, same order).
 
-    A failing flush raises to every caller of that batch. ``run`` must be started
+    A failing flush raises to every caller of that batch; an exception a flush returns
+    in an item's place is raised to that item's caller alone. ``run`` must be started
     in a nursery that outlives the callers; when it ends, queued callers get
     ``StoreUnavailable`` instead of waiting forever.
 
@@ -77,7 +87,7 @@ class GroupCommitter(Generic[In, Out]):
     def __init__(
         self,
         *,
-        flush: Callable[[Sequence[In]], Awaitable[Sequence[Out]]],
+        flush: Callable[[Sequence[In]], Awaitable[Sequence[Out | Exception]]],
         max_batch: int = 256,
         flushers: int = 1,
         wait_timeout_s: float = 30.0,
@@ -141,7 +151,7 @@ class GroupCommitter(Generic[In, Out]):
         await slot.done.wait()
         if slot.error is not None:
             raise _reraise(slot.error) from slot.error
-        return slot.result  # type: ignore[return-value]
+        return _own(cast("Out | Exception", slot.result))  # settled with a result: not None
 
     async def _direct(self, item: In) -> Out:
         """Nothing in flight: a lone caller commits in its own task, saving two task hops."""
@@ -157,7 +167,7 @@ class GroupCommitter(Generic[In, Out]):
         self._batches += 1
         self._items += 1
         self._largest = max(self._largest, 1)
-        return result
+        return _own(result)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the flushers until cancelled; fail whatever is still queued on the way out."""

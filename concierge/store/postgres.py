@@ -146,14 +146,12 @@ class PostgresStore:
             wait_timeout_s=op_timeout_s * 2,
             name="postgres.inbox",
         )
-        self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...] | Exception] = (
-            GroupCommitter(
-                flush=self._complete_turns,
-                max_batch=max_batch,
-                flushers=flushers,
-                wait_timeout_s=op_timeout_s * 2,
-                name="postgres.turns",
-            )
+        self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...]] = GroupCommitter(
+            flush=self._complete_turns,
+            max_batch=max_batch,
+            flushers=flushers,
+            wait_timeout_s=op_timeout_s * 2,
+            name="postgres.turns",
         )
         self.pending_reader: GroupCommitter[tuple[str, int], list[InboxRow]] = GroupCommitter(
             flush=self._pending_batch,
@@ -162,14 +160,12 @@ class PostgresStore:
             wait_timeout_s=op_timeout_s * 2,
             name="postgres.pending",
         )
-        self.open_committer: GroupCommitter[Opening, ConversationStart | Exception] = (
-            GroupCommitter(
-                flush=self._open_conversations,
-                max_batch=max_batch,
-                flushers=flushers,
-                wait_timeout_s=op_timeout_s * 2,
-                name="postgres.opens",
-            )
+        self.open_committer: GroupCommitter[Opening, ConversationStart] = GroupCommitter(
+            flush=self._open_conversations,
+            max_batch=max_batch,
+            flushers=flushers,
+            wait_timeout_s=op_timeout_s * 2,
+            name="postgres.opens",
         )
 
     @property
@@ -321,10 +317,7 @@ class PostgresStore:
         """One transaction; concurrent turns share it, one crossing and one statement.
 
         Safe to retry on a lost connection: a committed row is not claimed again."""
-        result = await self.turn_committer.submit(turn)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await self.turn_committer.submit(turn)
 
     async def _complete_turns(
         self, turns: Sequence[TurnRecord]
@@ -444,7 +437,7 @@ class PostgresStore:
         recent_limit: int,
     ) -> ConversationStart:
         """One crossing of the bridge, one connection; concurrent opens share both."""
-        result = await self.open_committer.submit(
+        return await self.open_committer.submit(
             Opening(
                 channel=channel,
                 user_key=user_key,
@@ -453,9 +446,6 @@ class PostgresStore:
                 recent_limit=recent_limit,
             )
         )
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     async def _open_conversations(
         self, openings: Sequence[Opening]

@@ -111,18 +111,14 @@ class SqliteStore:
         self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
             flush=self._accept_batch, max_batch=max_batch, flushers=1, name="sqlite.inbox"
         )
-        self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...] | Exception] = (
-            GroupCommitter(
-                flush=self._complete_turns, max_batch=max_batch, flushers=1, name="sqlite.turns"
-            )
+        self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...]] = GroupCommitter(
+            flush=self._complete_turns, max_batch=max_batch, flushers=1, name="sqlite.turns"
         )
-        self.open_committer: GroupCommitter[Opening, ConversationStart | Exception] = (
-            GroupCommitter(
-                flush=self._open_conversations,
-                max_batch=max_batch,
-                flushers=1,
-                name="sqlite.opens",
-            )
+        self.open_committer: GroupCommitter[Opening, ConversationStart] = GroupCommitter(
+            flush=self._open_conversations,
+            max_batch=max_batch,
+            flushers=1,
+            name="sqlite.opens",
         )
 
     @property
@@ -174,10 +170,7 @@ class SqliteStore:
 
     async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
         """One transaction; concurrent turns share one (each in its own savepoint)."""
-        result = await self.turn_committer.submit(turn)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return await self.turn_committer.submit(turn)
 
     async def _complete_turns(
         self, turns: Sequence[TurnRecord]
@@ -310,7 +303,7 @@ class SqliteStore:
         recent_limit: int,
     ) -> ConversationStart:
         """One transaction; concurrent opens share one (each in its own savepoint)."""
-        result = await self.open_committer.submit(
+        return await self.open_committer.submit(
             Opening(
                 channel=channel,
                 user_key=user_key,
@@ -319,9 +312,6 @@ class SqliteStore:
                 recent_limit=recent_limit,
             )
         )
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     async def _open_conversations(
         self, openings: Sequence[Opening]

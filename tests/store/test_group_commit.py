@@ -184,3 +184,27 @@ async def test_writes_beyond_the_queue_bound_are_refused_at_once_with_the_bound(
 def test_a_queue_bound_below_the_batch_size_is_refused() -> None:
     with pytest.raises(ValueError, match="max_queued"):
         GroupCommitter(flush=Recorder().flush, max_batch=8, max_queued=4)
+
+
+async def test_an_exception_in_an_items_place_is_raised_to_that_caller_alone() -> None:
+    async def flush(items: Sequence[int]) -> list[int | Exception]:
+        await trio.lowlevel.checkpoint()
+        return [ValueError(f"bad {i}") if i == 3 else i * 2 for i in items]
+
+    committer = GroupCommitter(flush=flush, max_batch=8)
+    outcomes: dict[int, object] = {}
+
+    async def call(n: int) -> None:
+        try:
+            outcomes[n] = await committer.submit(n)
+        except ValueError as exc:
+            outcomes[n] = exc
+
+    async with flushing(committer), trio.open_nursery() as nursery:
+        for n in range(6):
+            nursery.start_soon(call, n)
+    failed = outcomes.pop(3)
+    assert isinstance(failed, ValueError)
+    assert str(failed) == "bad 3"
+    assert outcomes == {n: n * 2 for n in (0, 1, 2, 4, 5)}
+    assert committer.statistics().largest_batch > 1
