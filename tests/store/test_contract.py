@@ -25,7 +25,6 @@ from concierge.store.base import (
     AcceptStatus,
     Direction,
     HandoffState,
-    Interaction,
     NewInbound,
     NewOutbound,
     Store,
@@ -36,6 +35,7 @@ from concierge.store.migrate import migrate
 from concierge.store.open import forget_user, open_store
 from concierge.store.postgres import PostgresStore
 from concierge.store.sqlite import SqliteStore
+from tests.store.records import interaction, reply
 
 pytestmark = pytest.mark.anyio
 
@@ -58,17 +58,6 @@ def inbound(
         text=text,
         received_at=utcnow(),
         display_name="Marie",
-    )
-
-
-def reply(text: str, *, user: str = "telegram:111", inbox_id: int | None = None) -> NewOutbound:
-    return NewOutbound(
-        correlation_id=f"cid-{text}",
-        channel=Channel.TELEGRAM,
-        user_key=user,
-        chat_id=user.partition(":")[2],
-        text=text,
-        inbox_id=inbox_id,
     )
 
 
@@ -364,22 +353,6 @@ async def _pending_row(store: Store, external_id: str = "m1") -> tuple[int, int]
     return accepted.inbox_id, conv.conversation_id
 
 
-def _interaction(conversation_id: int, correlation_id: str) -> Interaction:
-    return Interaction(
-        correlation_id=correlation_id,
-        conversation_id=conversation_id,
-        provider="anthropic",
-        model="claude",
-        key_alias="#1",
-        latency_s=0.8,
-        tokens_in=120,
-        tokens_out=40,
-        outcome="ok",
-        service_type=ServiceType.CATECHESE,
-        created_at=utcnow(),
-    )
-
-
 def _turn(
     inbox_id: int, conversation_id: int, *replies: NewOutbound, text: str = "Bonjour"
 ) -> TurnRecord:
@@ -391,7 +364,7 @@ def _turn(
         inbound_text=text,
         outbound_text=replies[0].text if replies else None,
         replies=replies,
-        interaction=_interaction(conversation_id, f"cid-{inbox_id}"),
+        interaction=interaction(conversation_id, f"cid-{inbox_id}"),
         conversation_type=ServiceType.CATECHESE,
     )
 
@@ -581,19 +554,7 @@ async def _conversation_with_history(store: Store) -> tuple[int, int]:
         correlation_id="c1",
     )
     await store.record_interaction(
-        Interaction(
-            correlation_id="c1",
-            conversation_id=conv.conversation_id,
-            provider="anthropic",
-            model="claude",
-            key_alias="#1",
-            latency_s=0.8,
-            tokens_in=120,
-            tokens_out=40,
-            outcome="ok",
-            service_type=ServiceType.RENSEIGNEMENT,
-            created_at=utcnow(),
-        )
+        interaction(conv.conversation_id, "c1", service_type=ServiceType.RENSEIGNEMENT)
     )
     await store.mark_processed(accepted.inbox_id)
     sent = await store.enqueue_reply(reply("La messe est à 10h", inbox_id=accepted.inbox_id))

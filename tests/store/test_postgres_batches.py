@@ -21,15 +21,14 @@ from concierge.protocol import Channel, Role, ServiceType, utcnow
 from concierge.store.base import (
     ConversationStart,
     Direction,
-    Interaction,
     NewInbound,
-    NewOutbound,
     TurnRecord,
 )
 from concierge.store.errors import StoreError
 from concierge.store.migrate import migrate
 from concierge.store.postgres import PostgresStore, open_postgres
 from tests.store.conftest import fresh_schema, store_settings
+from tests.store.records import interaction, reply
 
 pytestmark = pytest.mark.anyio
 
@@ -56,17 +55,6 @@ def inbound(n: int, *, user: str) -> NewInbound:
         text=f"message {n}",
         received_at=utcnow(),
         display_name="Marie",
-    )
-
-
-def reply(text: str, *, user: str, inbox_id: int) -> NewOutbound:
-    return NewOutbound(
-        correlation_id=f"cid-{text}",
-        channel=Channel.TELEGRAM,
-        user_key=user,
-        chat_id=user.partition(":")[2],
-        text=text,
-        inbox_id=inbox_id,
     )
 
 
@@ -368,19 +356,7 @@ def turn(
         inbound_text=f"q{inbox_id}",
         outbound_text=f"a{inbox_id}" if replies else None,
         replies=written,
-        interaction=Interaction(
-            correlation_id=f"cid-{inbox_id}",
-            conversation_id=conversation_id,
-            provider="anthropic",
-            model="claude",
-            key_alias="#1",
-            latency_s=0.8,
-            tokens_in=120,
-            tokens_out=40,
-            outcome="ok",
-            service_type=ServiceType.CATECHESE,
-            created_at=utcnow(),
-        ),
+        interaction=interaction(conversation_id, f"cid-{inbox_id}"),
         conversation_type=conversation_type,
     )
 

@@ -34,7 +34,9 @@ from concierge.store.rows import Opening
 from concierge.store.sqlite import SqliteStore, _connect, ts
 from concierge.store.sqlite_batches import in_savepoints, open_rows, turn_rows, whole_or_each
 from concierge.store.sqlite_per_item import open_conversation, write_turn
+from tests.store import records
 from tests.store.conftest import store_settings
+from tests.store.records import interaction
 from tests.store.test_sqlite_store import Blocker
 
 pytestmark = pytest.mark.anyio
@@ -91,15 +93,8 @@ def message(external_id: str, *, user: str = "telegram:1", text: str = "Bonjour"
     )
 
 
-def reply(text: str, *, inbox_id: int | None, user: str = "telegram:1") -> NewOutbound:
-    return NewOutbound(
-        correlation_id=f"cid-{text}",
-        channel=Channel.TELEGRAM,
-        user_key=user,
-        chat_id=user.partition(":")[2],
-        text=text,
-        inbox_id=inbox_id,
-    )
+def reply(text: str, *, inbox_id: int | None) -> NewOutbound:
+    return records.reply(text, inbox_id=inbox_id, user="telegram:1")
 
 
 def turn(
@@ -116,19 +111,7 @@ def turn(
         inbound_text=f"question {inbox_id}",
         outbound_text=replies[0].text if replies else None,
         replies=replies,
-        interaction=Interaction(
-            correlation_id=f"cid-{inbox_id}",
-            conversation_id=conversation_id,
-            provider="anthropic",
-            model="claude",
-            key_alias="#1",
-            latency_s=0.8,
-            tokens_in=120,
-            tokens_out=40,
-            outcome="ok",
-            service_type=ServiceType.CATECHESE,
-            created_at=utcnow(),
-        ),
+        interaction=interaction(conversation_id, f"cid-{inbox_id}"),
         conversation_type=conversation_type,
     )
 
