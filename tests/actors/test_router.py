@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -311,42 +312,51 @@ class SlowRegistry:
         del self.handovers[key]
 
 
+@asynccontextmanager
+async def routing(
+    registry: SlowRegistry, store: Store, stats: RouterStats
+) -> AsyncIterator[tuple[trio.MemorySendChannel[Inbound], trio.Nursery]]:
+    """A router in front of ``registry``; yields its inbox and the nursery it runs in."""
+    inbox_send, inbox = trio.open_memory_channel[Inbound](16)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                run_router,
+                inbox=inbox,
+                conversations=registry,
+                store=store,
+                outbox_nudges={},
+                stats=stats,
+                queue_size=3,
+            )
+        )
+        yield inbox_send, nursery
+
+
 async def test_messages_wait_in_order_while_their_actor_starts_and_others_are_not_held_up(
     tmp_path: Path,
 ) -> None:
     registry = SlowRegistry(queue_size=3, slow=conversation_key("console:slow"))
     stats = RouterStats()
-    async with running_concierge(tmp_path) as h:  # for its store and inbox rows
-        inbox_send, inbox = trio.open_memory_channel[Inbound](16)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    run_router,
-                    inbox=inbox,
-                    conversations=registry,
-                    store=h.store,
-                    outbox_nudges={},
-                    stats=stats,
-                    queue_size=3,
-                )
-            )
-            slow = [await h.accept(f"message {i}", user="slow") for i in range(4)]
-            for msg in slow:
-                await inbox_send.send(msg)
-            await wait_until(lambda: stats.busy_replies == 1)
-            fast = await h.accept("message rapide", user="fast")
-            await inbox_send.send(fast)
-            await wait_until(lambda: stats.routed == 1)
-            assert registry.children[conversation_key("console:fast")].receive_nowait() == fast
-            assert conversation_key("console:slow") not in registry.sends
-            registry.start(conversation_key("console:slow"))
-            await wait_until(lambda: stats.routed == 4)
-            child = registry.children[conversation_key("console:slow")]
-            assert [child.receive_nowait().inbox_id for _ in range(3)] == [
-                m.inbox_id for m in slow[:3]
-            ]
-            assert await h.replies_to("slow") == [reply_text(R.BUSY, "fr")]
-            nursery.cancel_scope.cancel()
+    async with (
+        running_concierge(tmp_path) as h,  # for its store and inbox rows
+        routing(registry, h.store, stats) as (inbox_send, nursery),
+    ):
+        slow = [await h.accept(f"message {i}", user="slow") for i in range(4)]
+        for msg in slow:
+            await inbox_send.send(msg)
+        await wait_until(lambda: stats.busy_replies == 1)
+        fast = await h.accept("message rapide", user="fast")
+        await inbox_send.send(fast)
+        await wait_until(lambda: stats.routed == 1)
+        assert registry.children[conversation_key("console:fast")].receive_nowait() == fast
+        assert conversation_key("console:slow") not in registry.sends
+        registry.start(conversation_key("console:slow"))
+        await wait_until(lambda: stats.routed == 4)
+        child = registry.children[conversation_key("console:slow")]
+        assert [child.receive_nowait().inbox_id for _ in range(3)] == [m.inbox_id for m in slow[:3]]
+        assert await h.replies_to("slow") == [reply_text(R.BUSY, "fr")]
+        nursery.cancel_scope.cancel()
 
 
 async def test_rows_left_by_an_actor_that_failed_to_start_wait_for_the_replay(
@@ -354,31 +364,21 @@ async def test_rows_left_by_an_actor_that_failed_to_start_wait_for_the_replay(
 ) -> None:
     registry = SlowRegistry(queue_size=3, slow=conversation_key("console:slow"))
     stats = RouterStats()
-    async with running_concierge(tmp_path) as h:
-        inbox_send, inbox = trio.open_memory_channel[Inbound](16)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    run_router,
-                    inbox=inbox,
-                    conversations=registry,
-                    store=h.store,
-                    outbox_nudges={},
-                    stats=stats,
-                    queue_size=3,
-                )
-            )
-            lost = await h.accept("premier message", user="slow")
-            await inbox_send.send(lost)
-            await wait_until(lambda: stats.actors_started == 1)
-            registry.fail(conversation_key("console:slow"))
-            registry.slow = ""  # the next start succeeds
-            again = await h.accept("second message", user="slow")
-            await inbox_send.send(again)
-            await wait_until(lambda: stats.routed == 1)
-            child = registry.children[conversation_key("console:slow")]
-            assert child.receive_nowait() == again
-            assert stats.start_failures == 1
-            pending = await h.store.pending_inbox(user_key="console:slow")
-            assert [row.inbox_id for row in pending] == [lost.inbox_id, again.inbox_id]
-            nursery.cancel_scope.cancel()
+    async with (
+        running_concierge(tmp_path) as h,
+        routing(registry, h.store, stats) as (inbox_send, nursery),
+    ):
+        lost = await h.accept("premier message", user="slow")
+        await inbox_send.send(lost)
+        await wait_until(lambda: stats.actors_started == 1)
+        registry.fail(conversation_key("console:slow"))
+        registry.slow = ""  # the next start succeeds
+        again = await h.accept("second message", user="slow")
+        await inbox_send.send(again)
+        await wait_until(lambda: stats.routed == 1)
+        child = registry.children[conversation_key("console:slow")]
+        assert child.receive_nowait() == again
+        assert stats.start_failures == 1
+        pending = await h.store.pending_inbox(user_key="console:slow")
+        assert [row.inbox_id for row in pending] == [lost.inbox_id, again.inbox_id]
+        nursery.cancel_scope.cancel()
