@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
-from concierge.store.errors import StoreError, StoreUnavailable
+from concierge.store.errors import StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +29,14 @@ class Recorder:
         if self.fail_on is not None and self.fail_on in items:
             raise StoreUnavailable("server went away")
         return [i * 2 for i in items]
+
+
+async def record(committer: GroupCommitter[int, int], outcomes: dict[int, object], n: int) -> None:
+    """Submit ``n``; keep its result, or the exception it raised."""
+    try:
+        outcomes[n] = await committer.submit(n)
+    except Exception as exc:
+        outcomes[n] = exc
 
 
 async def test_callers_arriving_during_a_flush_share_the_next_batch_each_with_its_result() -> None:
@@ -57,11 +66,7 @@ async def test_a_failed_batch_raises_to_every_caller_in_it_and_only_them() -> No
     committer = GroupCommitter(flush=recorder.flush, max_batch=8)
     outcomes: dict[int, object] = {}
 
-    async def call(n: int) -> None:
-        try:
-            outcomes[n] = await committer.submit(n)
-        except StoreError as exc:
-            outcomes[n] = exc
+    call = partial(record, committer, outcomes)
 
     async with flushing(committer), trio.open_nursery() as nursery:
         nursery.start_soon(call, 0)
@@ -81,11 +86,7 @@ async def test_callers_queued_when_the_committer_stops_get_store_unavailable() -
     committer = GroupCommitter(flush=recorder.flush, max_batch=2)
     outcomes: dict[int, object] = {}
 
-    async def call(n: int) -> None:
-        try:
-            outcomes[n] = await committer.submit(n)
-        except StoreUnavailable as exc:
-            outcomes[n] = exc
+    call = partial(record, committer, outcomes)
 
     async with trio.open_nursery() as nursery:
         async with flushing(committer):
@@ -124,10 +125,7 @@ async def test_a_stuck_flush_releases_its_callers_and_the_queued_ones_in_time() 
     released_at: dict[int, float] = {}
 
     async def call(n: int) -> None:
-        try:
-            outcomes[n] = await committer.submit(n)
-        except StoreUnavailable as exc:
-            outcomes[n] = exc
+        await record(committer, outcomes, n)
         released_at[n] = trio.current_time()
 
     start = trio.current_time()
@@ -164,11 +162,7 @@ async def test_writes_beyond_the_queue_bound_are_refused_at_once_with_the_bound(
     committer = GroupCommitter(flush=recorder.flush, max_batch=1, max_queued=2)
     outcomes: dict[int, object] = {}
 
-    async def call(n: int) -> None:
-        try:
-            outcomes[n] = await committer.submit(n)
-        except StoreUnavailable as exc:
-            outcomes[n] = exc
+    call = partial(record, committer, outcomes)
 
     async with flushing(committer), trio.open_nursery() as nursery:
         for n in range(5):  # 0 direct, 1 in flight, 2-3 queued, 4 over the bound
@@ -194,11 +188,7 @@ async def test_an_exception_in_an_items_place_is_raised_to_that_caller_alone() -
     committer = GroupCommitter(flush=flush, max_batch=8)
     outcomes: dict[int, object] = {}
 
-    async def call(n: int) -> None:
-        try:
-            outcomes[n] = await committer.submit(n)
-        except ValueError as exc:
-            outcomes[n] = exc
+    call = partial(record, committer, outcomes)
 
     async with flushing(committer), trio.open_nursery() as nursery:
         for n in range(6):
