@@ -203,6 +203,9 @@ class MemoryStore:
 
     async def conversation_for(self, user_id: int) -> ConversationRow:
         await trio.lowlevel.checkpoint()
+        return self._conversation(user_id)
+
+    def _conversation(self, user_id: int) -> ConversationRow:
         return self.conversations.setdefault(
             user_id,
             ConversationRow(
@@ -225,16 +228,7 @@ class MemoryStore:
     ) -> ConversationStart:
         await trio.lowlevel.checkpoint()
         user_id = self.users.setdefault(user_key, len(self.users) + 1)
-        row = self.conversations.setdefault(
-            user_id,
-            ConversationRow(
-                conversation_id=user_id,
-                user_id=user_id,
-                service_type=ServiceType.RENSEIGNEMENT,
-                handoff_open=False,
-                updated_at=utcnow(),
-            ),
-        )
+        row = self._conversation(user_id)
         pending = list(self.unprocessed.get(user_key, {}))[:pending_limit]
         recent = self.messages.get(row.conversation_id, [])[-recent_limit:] if recent_limit else []
         return ConversationStart(
