@@ -28,7 +28,6 @@ import argparse
 import gc
 import logging
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ import trio
 import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scratch_store import bench_store_settings, scratch_store  # this folder: run as a script
 
 from actors.provider_pool import ProviderPool
 from concierge.collector import run_collector, tune_gc
@@ -86,9 +87,6 @@ from concierge.store.base import (
     TurnRecord,
 )
 from concierge.store.cache import open_session_cache
-from concierge.store.migrate import migrate
-from concierge.store.open import open_store
-from concierge.store.postgres import execute_admin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -278,24 +276,9 @@ async def open_bench_store(
 ) -> AsyncIterator[Store]:
     if kind == "memory":
         yield MemoryStore()  # type: ignore[misc]
-    elif kind == "sqlite":
-        async with open_store(settings) as store:
-            yield store
-    else:
-        name = f"concierge_bench_{secrets.token_hex(4)}"
-        base, _, _ = admin_dsn.rpartition("/")
-        await execute_admin(admin_dsn, f'CREATE DATABASE "{name}"')
-        try:
-            made = attrs.evolve(settings, database_url=f"{base}/{name}")
-            await migrate(made)
-            async with open_store(made) as store:
-                yield store
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await execute_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                except Exception as exc:
-                    print(f"could not drop the bench database {name}: {exc!r}", file=sys.stderr)
+        return
+    async with scratch_store(kind, settings, admin_dsn) as store:
+        yield store
 
 
 def yardstick_s() -> float:
@@ -379,17 +362,7 @@ async def _run(
     knowledge = load_knowledge(ROOT / "config")
     adapter = DelayAdapter(delay_s)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
-        store_settings = StoreSettings(
-            data_dir=Path(tmp),
-            database_url=None,
-            redis_url=None,
-            pool_size=pool_size,
-            command_timeout_s=30.0,
-            statement_timeout_s=30.0,
-            redis_timeout_s=0.5,
-            session_ttl_s=3600.0,
-            retention_days=90,
-        )
+        store_settings = bench_store_settings(Path(tmp), pool_size=pool_size)
         async with (
             open_bench_store(store_kind, store_settings, admin_dsn) as store,
             open_session_cache(store_settings) as cache,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import trio
 import trio_asyncio
+from scratch_store import bench_store_settings  # this folder: run as a script
 
 from concierge.protocol import Channel, utcnow
 from concierge.settings import StoreSettings
@@ -134,17 +135,7 @@ def asyncio_baseline(dsn: str, n: int, concurrency: int, pool_size: int) -> dict
 
 
 def settings_for(data_dir: Path, dsn: str | None, pool_size: int) -> StoreSettings:
-    return StoreSettings(
-        data_dir=data_dir,
-        database_url=dsn,
-        redis_url=None,
-        pool_size=pool_size,
-        command_timeout_s=10,
-        statement_timeout_s=10,
-        redis_timeout_s=0.5,
-        session_ttl_s=3600,
-        retention_days=90,
-    )
+    return bench_store_settings(data_dir, database_url=dsn, pool_size=pool_size, timeout_s=10)
 
 
 async def main(args: argparse.Namespace) -> None:

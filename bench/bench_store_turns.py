@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -33,8 +32,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scratch_store import bench_store_settings, scratch_store  # this folder: run as a script
+
 from concierge.protocol import Channel, ServiceType, new_correlation_id, utcnow
-from concierge.settings import StoreSettings
 from concierge.store.base import (
     ConversationStart,
     Interaction,
@@ -43,9 +43,6 @@ from concierge.store.base import (
     Store,
     TurnRecord,
 )
-from concierge.store.migrate import migrate
-from concierge.store.open import open_store
-from concierge.store.postgres import execute_admin
 
 ADMIN_DSN = os.environ.get(
     "CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -54,38 +51,12 @@ QUESTION = "A quelle heure est la messe dimanche ?"
 ANSWER = "La messe dominicale est célébrée le dimanche à 10 h 30 en l'église Saint-Martin. " * 3
 
 
-def _settings(data_dir: Path, database_url: str | None, pool_size: int) -> StoreSettings:
-    return StoreSettings(
-        data_dir=data_dir,
-        database_url=database_url,
-        redis_url=None,
-        pool_size=pool_size,
-        command_timeout_s=30.0,
-        statement_timeout_s=30.0,
-        redis_timeout_s=0.5,
-        session_ttl_s=3600.0,
-        retention_days=90,
-    )
-
-
 @asynccontextmanager
 async def _store(kind: str, pool_size: int) -> AsyncIterator[Store]:
     with tempfile.TemporaryDirectory() as tmp:
-        if kind == "sqlite":
-            async with open_store(_settings(Path(tmp), None, pool_size)) as store:
-                yield store
-            return
-        name = f"concierge_bench_{secrets.token_hex(4)}"
-        base, _, _ = ADMIN_DSN.rpartition("/")
-        await execute_admin(ADMIN_DSN, f'CREATE DATABASE "{name}"')
-        try:
-            settings = _settings(Path(tmp), f"{base}/{name}", pool_size)
-            await migrate(settings)
-            async with open_store(settings) as store:
-                yield store
-        finally:
-            with trio.CancelScope(shield=True):
-                await execute_admin(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        settings = bench_store_settings(Path(tmp), pool_size=pool_size)
+        async with scratch_store(kind, settings, ADMIN_DSN) as store:
+            yield store
 
 
 async def _phase(

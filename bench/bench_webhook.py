@@ -45,6 +45,8 @@ import trio_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scratch_store import bench_store_settings  # this folder: run as a script
+
 from concierge.channels.telegram_http import telegram_blueprint, with_telegram_webhook
 from concierge.health import HealthBoard
 from concierge.http import create_app
@@ -63,17 +65,7 @@ PATH = "/webhooks/telegram"
 
 
 def store_settings(data_dir: Path, dsn: str | None, pool_size: int) -> StoreSettings:
-    return StoreSettings(
-        data_dir=data_dir,
-        database_url=dsn,
-        redis_url=None,
-        pool_size=pool_size,
-        command_timeout_s=10,
-        statement_timeout_s=10,
-        redis_timeout_s=0.5,
-        session_ttl_s=3600,
-        retention_days=90,
-    )
+    return bench_store_settings(data_dir, database_url=dsn, pool_size=pool_size, timeout_s=10)
 
 
 def quiet_logs() -> None:
