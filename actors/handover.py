@@ -24,10 +24,6 @@ class Handover:
     def __len__(self) -> int:
         return 0 if self._messages is None else len(self._messages)
 
-    @property
-    def taken(self) -> bool:
-        return self._messages is None
-
     def add(self, msg: Inbound) -> None:
         if self._messages is None:
             raise RuntimeError("this handover was taken: send to the actor's queue instead")
