@@ -21,6 +21,7 @@ test: $(STAMP)  ## the whole suite; needs PostgreSQL and Redis on 127.0.0.1
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -20,45 +20,46 @@ import attrs
 import structlog
 import trio
 
-from actors.handoff import staff_notice
-from actors.handover import Handover
 from actors.provider_pool import ask
-from concierge.commands import Command, ParsedCommand, parse_command
-from concierge.context import ContextWindow
-from concierge.ingest import inbound_from_row
-from concierge.knowledge import KnowledgeBase
-from concierge.language import detect_language
-from concierge.prompts import PromptBook
+from actors.startup_queue import Handover
+from concierge.domain import (
+    Command,
+    ContextWindow,
+    KnowledgeBase,
+    ParsedCommand,
+    PromptBook,
+    Reply,
+    TriageRules,
+    UserRateLimiter,
+    detect_language,
+    inbound_from_row,
+    parse_command,
+    reply_text,
+    staff_notice,
+)
 from concierge.protocol import (
     Channel,
     Completion,
     CompletionFailed,
     CompletionRequest,
+    HandoffRow,
     Inbound,
     InboundKind,
+    InboxRow,
+    Interaction,
+    NewOutbound,
     OutboxNudge,
     PresenceMsg,
     ServiceType,
     Turn,
     TurnCompleted,
     TurnEnded,
+    TurnRecord,
     TurnStarted,
     utcnow,
 )
-from concierge.ratelimit import UserRateLimiter
-from concierge.replies import Reply, reply_text
 from concierge.settings import ConversationSettings
-from concierge.store.base import (
-    HandoffRow,
-    InboxRow,
-    Interaction,
-    NewOutbound,
-    SessionCache,
-    Store,
-    TurnRecord,
-)
-from concierge.store.errors import StoreError
-from concierge.triage import TriageRules
+from concierge.store import SessionCache, Store, StoreError
 
 log = structlog.get_logger(__name__)
 

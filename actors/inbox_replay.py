@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 import structlog
 import trio
 
-from concierge.ingest import inbound_from_row
+from concierge.domain import inbound_from_row
 from concierge.protocol import Inbound, utcnow
-from concierge.store.base import Store
+from concierge.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -25,11 +25,10 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from concierge.channels.base import ChannelSender, SendResult, SendStatus
+from concierge.channels import ChannelSender, SendResult, SendStatus
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, OutboxNudge, utcnow
-from concierge.store.base import OutboxRow, Store
-from concierge.store.errors import StoreUnavailable
+from concierge.protocol import Channel, OutboxNudge, OutboxRow, utcnow
+from concierge.store import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

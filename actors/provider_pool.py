@@ -44,18 +44,26 @@ from concierge.protocol import (
     Turn,
     utcnow,
 )
-from concierge.providers import pool_stats
-from concierge.providers.base import Adapter, ApiKey, ProviderCall, ProviderError, ProviderReply
-from concierge.providers.breaker import BreakerState, CircuitBreaker, Ticket
-from concierge.providers.credits import CreditFetch, CreditMonitor
-from concierge.providers.keys import KeyRing, KeySlot
-from concierge.providers.pool_stats import (
+from concierge.providers import (
+    Adapter,
+    BreakerState,
+    CircuitBreaker,
+    CreditFetch,
+    CreditMonitor,
+    KeyRing,
+    KeySlot,
     KeyStatistics,
     PoolStatistics,
+    ProviderCall,
     ProviderCounters,
+    ProviderError,
+    ProviderReply,
     ProviderStatistics,
+    Ticket,
+    pool_health_checks,
+    pool_metrics,
 )
-from concierge.settings import PoolSettings, ProviderSettings
+from concierge.settings import ApiKey, PoolSettings, ProviderSettings
 
 log = structlog.get_logger(__name__)
 
@@ -498,10 +506,10 @@ class ProviderPool:
         )
 
     def health_checks(self) -> Iterable[Check]:
-        return pool_stats.health_checks(self.statistics())
+        return pool_health_checks(self.statistics())
 
     def metrics(self) -> Iterable[Metric]:
-        return pool_stats.metrics(self.statistics())
+        return pool_metrics(self.statistics())
 
     async def poll_credits(self) -> None:
         """Poll every credit-reporting provider now, as the periodic poll does."""

@@ -14,8 +14,7 @@ import structlog
 import trio
 
 from concierge.protocol import utcnow
-from concierge.store.base import Store
-from concierge.store.errors import StoreUnavailable
+from concierge.store import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

@@ -24,12 +24,11 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from actors.handover import Handover
-from concierge.language import detect_language
+from actors.startup_queue import Handover
+from concierge.domain import Reply, detect_language, reply_text
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, Inbound, OutboxNudge
-from concierge.replies import Reply, reply_text
-from concierge.store.base import NewOutbound, Store, TurnRecord
+from concierge.protocol import Channel, Inbound, NewOutbound, OutboxNudge, TurnRecord
+from concierge.store import Store
 from supervisors import ChildAlreadyRunning
 
 log = structlog.get_logger(__name__)

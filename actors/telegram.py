@@ -19,7 +19,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from actors.presence import run_presence
-from concierge.channels.telegram import (
+from concierge.channels import (
     ALLOWED_UPDATES,
     Ignored,
     MalformedUpdate,
@@ -28,12 +28,11 @@ from concierge.channels.telegram import (
     TelegramError,
     parse_update,
 )
-from concierge.ingest import Ingest
+from concierge.domain import Ingest
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, PresenceMsg
 from concierge.settings import TelegramSettings
-from concierge.store.base import Store
-from concierge.store.errors import StoreUnavailable
+from concierge.store import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

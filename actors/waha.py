@@ -16,7 +16,7 @@ import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from actors.presence import run_presence
-from concierge.channels.waha_client import WahaClient
+from concierge.channels import WahaClient
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, PresenceMsg, utcnow
 

@@ -45,27 +45,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch_store import bench_store_settings, scratch_store  # this folder: run as a script
 
-from actors.provider_pool import ProviderPool
-from concierge.collector import run_collector, tune_gc
-from concierge.conversations import ConversationsService, build_conversations
-from concierge.ingest import Ingest
-from concierge.knowledge import load_knowledge
-from concierge.logs import configure_logging
+from actors import ProviderPool
+from concierge.app.conversations import ConversationsService, build_conversations
+from concierge.app.gc_policy import run_collector, tune_gc
+from concierge.domain import Ingest, load_knowledge
+from concierge.observability import configure_logging
 from concierge.protocol import (
+    Accepted,
+    AcceptStatus,
     Channel,
     CompletionRequest,
+    ConversationRow,
+    ConversationStart,
+    Direction,
     Inbound,
+    InboxRow,
+    Interaction,
+    NewInbound,
+    NewOutbound,
     OutboxNudge,
     PresenceMsg,
     Role,
     ServiceType,
     Turn,
     TurnCompleted,
+    TurnRecord,
     new_correlation_id,
     utcnow,
 )
-from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
+from concierge.providers import ProviderCall, ProviderReply
 from concierge.settings import (
+    ApiKey,
     BreakerSettings,
     ConversationSettings,
     PoolSettings,
@@ -73,20 +83,7 @@ from concierge.settings import (
     StoreSettings,
     SupervisionSettings,
 )
-from concierge.store.base import (
-    Accepted,
-    AcceptStatus,
-    ConversationRow,
-    ConversationStart,
-    Direction,
-    InboxRow,
-    Interaction,
-    NewInbound,
-    NewOutbound,
-    Store,
-    TurnRecord,
-)
-from concierge.store.cache import open_session_cache
+from concierge.store import Store, open_session_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,11 +28,12 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.provider_pool import ProviderPool, ask, run_provider_pool
+from actors import ProviderPool
+from actors.provider_pool import ask, run_provider_pool
 from concierge.protocol import CompletionRequest, Role, Turn
+from concierge.providers import Adapter, ProviderCall, ProviderReply
 from concierge.providers.anthropic import AnthropicAdapter
-from concierge.providers.base import Adapter, ApiKey, ProviderCall, ProviderReply
-from concierge.settings import BreakerSettings, PoolSettings, ProviderSettings
+from concierge.settings import ApiKey, BreakerSettings, PoolSettings, ProviderSettings
 from tests.fakes.anthropic_api import FakeAnthropic
 
 KEY = ApiKey(alias="main", secret="sk-bench-main")

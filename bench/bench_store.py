@@ -26,10 +26,9 @@ import trio
 import trio_asyncio
 from scratch_store import bench_store_settings  # this folder: run as a script
 
-from concierge.protocol import Channel, utcnow
+from concierge.protocol import Accepted, Channel, NewInbound, utcnow
 from concierge.settings import StoreSettings
-from concierge.store.base import Accepted, NewInbound
-from concierge.store.migrate import migrate
+from concierge.store import migrate
 from concierge.store.postgres import PostgresStore, execute_admin, open_postgres
 from concierge.store.sqlite import SqliteStore, open_sqlite
 

@@ -34,15 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch_store import bench_store_settings, scratch_store  # this folder: run as a script
 
-from concierge.protocol import Channel, ServiceType, new_correlation_id, utcnow
-from concierge.store.base import (
+from concierge.protocol import (
+    Channel,
     ConversationStart,
     Interaction,
     NewInbound,
     NewOutbound,
-    Store,
+    ServiceType,
     TurnRecord,
+    new_correlation_id,
+    utcnow,
 )
+from concierge.store import Store
 
 ADMIN_DSN = os.environ.get(
     "CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"

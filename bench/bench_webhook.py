@@ -47,14 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch_store import bench_store_settings  # this folder: run as a script
 
-from concierge.channels.telegram_http import telegram_blueprint, with_telegram_webhook
-from concierge.health import HealthBoard
-from concierge.http import create_app
-from concierge.ingest import Ingest
+from concierge.app.http import create_app
+from concierge.channels import with_telegram_webhook
+from concierge.channels.telegram_http import telegram_blueprint
+from concierge.domain import Ingest
+from concierge.observability import HealthBoard
 from concierge.protocol import Inbound
 from concierge.settings import HttpSettings, StoreSettings
-from concierge.store.migrate import migrate
-from concierge.store.open import open_store
+from concierge.store import migrate, open_store
 from concierge.store.postgres import execute_admin
 
 ADMIN_DSN = os.environ.get(

@@ -13,9 +13,7 @@ import attrs
 import trio
 
 from concierge.settings import StoreSettings
-from concierge.store.base import Store
-from concierge.store.migrate import migrate
-from concierge.store.open import open_store
+from concierge.store import Store, migrate, open_store
 from concierge.store.postgres import execute_admin
 
 

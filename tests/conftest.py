@@ -10,10 +10,16 @@ threshold would see as idle and race past (a loaded machine makes that likely).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import hypothesis
 import pytest
 import trio.testing
+
+from concierge.domain import KnowledgeBase, PromptBook, TriageRules, load_knowledge, load_triage
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+"""The shipped configuration: knowledge, prompts and triage rules."""
 
 # CI is a shared 2-core machine: no per-example deadline (timing is not what property
 # tests check), and a fixed seed so a red run is the same red run when repeated.
@@ -35,3 +41,18 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
         threshold = float(marker.kwargs.get("threshold", 0.0))
         return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=threshold)})
     return "trio"
+
+
+@pytest.fixture(scope="session")
+def knowledge() -> KnowledgeBase:
+    return load_knowledge(CONFIG_DIR)
+
+
+@pytest.fixture(scope="session")
+def triage_rules() -> TriageRules:
+    return load_triage(CONFIG_DIR / "triage.toml")
+
+
+@pytest.fixture(scope="session")
+def prompt_book() -> PromptBook:
+    return PromptBook.load(CONFIG_DIR / "prompts")

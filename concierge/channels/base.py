@@ -11,8 +11,7 @@ from typing import Protocol
 
 import attrs
 
-from concierge.protocol import Channel
-from concierge.store.base import OutboxRow
+from concierge.protocol import Channel, OutboxRow
 
 
 class SendStatus(enum.StrEnum):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import trio
 
 from concierge.channels.base import SendResult, SendStatus
-from concierge.protocol import Channel
-from concierge.store.base import OutboxRow
+from concierge.protocol import Channel, OutboxRow
 
 
 class ConsoleSender:

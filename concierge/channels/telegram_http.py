@@ -23,10 +23,10 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from quart import Blueprint, Response, request
 
-from concierge.channels.telegram import Ignored, MalformedUpdate, parse_update_body
-from concierge.ingest import Ingest
+from concierge.channels.telegram_wire import Ignored, MalformedUpdate, parse_update_body
+from concierge.domain import Ingest
 from concierge.observability import Check, Status
-from concierge.store.errors import StoreUnavailable
+from concierge.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 

@@ -16,15 +16,14 @@ from collections import OrderedDict
 import structlog
 
 from concierge.channels.base import SendResult, SendStatus
-from concierge.channels.telegram import (
+from concierge.channels.telegram_client import (
     TelegramApiError,
     TelegramClient,
     TelegramError,
     TelegramNetworkError,
 )
 from concierge.channels.telegram_format import TELEGRAM_MAX_UNITS, Part, format_reply
-from concierge.protocol import Channel
-from concierge.store.base import OutboxRow
+from concierge.protocol import Channel, OutboxRow
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, Metric
 from quart import Blueprint, Response, jsonify, request
 
-from concierge.channels.waha import (
+from concierge.channels.waha_wire import (
     HEADER_REQUEST_ID,
     Ignored,
     ParsedMessage,
@@ -32,12 +32,11 @@ from concierge.channels.waha import (
     parse_envelope,
     verify_delivery,
 )
-from concierge.ingest import Ingest
+from concierge.domain import Ingest
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, new_correlation_id
 from concierge.settings import SettingsError, WahaSettings
-from concierge.store.base import Store
-from concierge.store.errors import StoreUnavailable
+from concierge.store import Store, StoreUnavailable
 
 __all__ = ["WahaWebhookStats", "link_alt_identity", "waha_blueprint", "waha_startup_checks"]
 

@@ -22,11 +22,10 @@ import trio
 
 from concierge.channels.base import SendResult, SendStatus
 from concierge.channels.split import split_text
-from concierge.channels.waha import parse_chat_id
 from concierge.channels.waha_client import WahaCall, WahaClient
-from concierge.protocol import Channel
+from concierge.channels.waha_wire import parse_chat_id
+from concierge.protocol import Channel, OutboxRow
 from concierge.settings import WahaSettings
-from concierge.store.base import OutboxRow
 
 __all__ = ["WahaPacing", "WahaSender", "classify_call"]
 

@@ -16,7 +16,7 @@ import structlog
 import trio
 
 from concierge.protocol import Outcome
-from concierge.providers.base import ApiKey, ProviderCall, ProviderError, ProviderReply
+from concierge.providers.adapter import ProviderCall, ProviderReply
 from concierge.providers.classify import (
     error_detail,
     glm_outcome,
@@ -24,9 +24,10 @@ from concierge.providers.classify import (
     outcome_for_status,
     retry_after_from_headers,
 )
-from concierge.providers.configured import ConfiguredAdapter, sdk_http_client
+from concierge.providers.errors import ProviderError
+from concierge.providers.network import ConfiguredAdapter, sdk_http_client
 from concierge.providers.turns import chat_turns
-from concierge.settings import ProviderSettings
+from concierge.settings import ApiKey, ProviderSettings
 
 __all__ = ["AnthropicAdapter", "classify_anthropic_error"]
 

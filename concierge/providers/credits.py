@@ -19,8 +19,8 @@ import structlog
 import trio
 
 from concierge.protocol import utcnow
-from concierge.providers.base import ApiKey
 from concierge.providers.keys import KeyRing, KeySlot, KeyState
+from concierge.settings import ApiKey
 
 log = structlog.get_logger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from concierge.providers.adapter import Adapter
 from concierge.providers.anthropic import AnthropicAdapter
-from concierge.providers.base import Adapter
 from concierge.providers.gemini import GeminiAdapter
 from concierge.providers.openai_compat import OpenAICompatAdapter, OpenRouterAdapter, is_openrouter
 from concierge.settings import ProviderSettings

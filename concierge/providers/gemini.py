@@ -20,16 +20,17 @@ from google import genai
 from google.genai import errors as genai_errors, types
 
 from concierge.protocol import Outcome, Role
-from concierge.providers.base import ApiKey, ProviderCall, ProviderError, ProviderReply
+from concierge.providers.adapter import ProviderCall, ProviderReply
 from concierge.providers.classify import (
     error_detail,
     outcome_for_status,
     parse_duration,
     seconds_until_pacific_midnight,
 )
-from concierge.providers.configured import ConfiguredAdapter, sdk_http_client
+from concierge.providers.errors import ProviderError
+from concierge.providers.network import ConfiguredAdapter, sdk_http_client
 from concierge.providers.turns import chat_turns
-from concierge.settings import ProviderSettings
+from concierge.settings import ApiKey, ProviderSettings
 
 __all__ = ["API_VERSION", "GeminiAdapter", "classify_gemini_error"]
 

@@ -17,7 +17,7 @@ import attrs
 import structlog
 import trio
 
-from concierge.providers.base import ApiKey
+from concierge.settings import ApiKey
 
 log = structlog.get_logger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import Collection
 
 import trio
 
-from concierge.knowledge import Hit, KnowledgeBase, excerpt
-from concierge.language import ENGLISH, FRENCH
+from concierge.domain import ENGLISH, FRENCH, Hit, KnowledgeBase, excerpt
 from concierge.protocol import Role, ServiceType
-from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
+from concierge.providers.adapter import ProviderCall, ProviderReply
+from concierge.settings import ApiKey
 
 CATECHESIS_SOURCES: tuple[str, ...] = ("foi-et-priere",)
 _FENCE = re.compile(r"</?user_message>")

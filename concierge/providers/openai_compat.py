@@ -18,16 +18,17 @@ import structlog
 import trio
 
 from concierge.protocol import Outcome
-from concierge.providers.base import ApiKey, ProviderCall, ProviderError, ProviderReply
+from concierge.providers.adapter import ProviderCall, ProviderReply
 from concierge.providers.classify import (
     error_detail,
     glm_outcome,
     outcome_for_status,
     retry_after_from_headers,
 )
-from concierge.providers.configured import ConfiguredAdapter, http_client as http_client_for
+from concierge.providers.errors import ProviderError
+from concierge.providers.network import ConfiguredAdapter, http_client as http_client_for
 from concierge.providers.turns import chat_turns
-from concierge.settings import ProviderSettings
+from concierge.settings import ApiKey, ProviderSettings
 
 __all__ = [
     "KeyCredit",

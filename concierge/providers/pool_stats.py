@@ -186,7 +186,7 @@ class PoolStatistics:
 
 
 # -- /health ------------------------------------------------------------------------------
-def health_checks(stats: PoolStatistics) -> list[Check]:
+def pool_health_checks(stats: PoolStatistics) -> list[Check]:
     """``llm:circuit`` per provider, ``llm:credits`` per polled key, ``llm:providers`` overall.
 
     Overall: pass when every network provider can take traffic; warn when some
@@ -254,7 +254,7 @@ def health_checks(stats: PoolStatistics) -> list[Check]:
 
 
 # -- /metrics -------------------------------------------------------------------------------
-def metrics(stats: PoolStatistics) -> list[Metric]:
+def pool_metrics(stats: PoolStatistics) -> list[Metric]:
     attempts = CounterMetricFamily(
         "concierge_provider_attempts",
         "Provider attempts by outcome",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from concierge.protocol import Outcome, Role, Turn
-from concierge.providers.base import ProviderCall, ProviderError
+from concierge.providers.adapter import ProviderCall
+from concierge.providers.errors import ProviderError
 
 
 def chat_turns(call: ProviderCall) -> tuple[Turn, ...]:

@@ -1,0 +1,31 @@
+"""Durable records (SQLite, PostgreSQL) and the session cache (memory, Redis).
+
+Callers type what they hold by the interfaces in ``roles``; ``open_store`` and
+``open_session_cache`` pick the backend from the settings.
+"""
+
+from __future__ import annotations
+
+from .cache import (
+    CacheMonitor as CacheMonitor,
+    open_session_cache as open_session_cache,
+    run_cache_monitor as run_cache_monitor,
+)
+from .connect import (
+    migrate as migrate,
+    open_store as open_store,
+)
+from .errors import (
+    CacheUnavailable as CacheUnavailable,
+    StoreError as StoreError,
+    StoreUnavailable as StoreUnavailable,
+    UnknownUser as UnknownUser,
+)
+from .monitor import (
+    StoreMonitor as StoreMonitor,
+    run_store_monitor as run_store_monitor,
+)
+from .roles import (
+    SessionCache as SessionCache,
+    Store as Store,
+)

@@ -17,10 +17,10 @@ import trio
 from concierge.observability import Status
 from concierge.settings import StoreSettings
 from concierge.store.availability import Availability, run_pings
-from concierge.store.base import SessionCache
 from concierge.store.cache_memory import DEFAULT_MAX_ENTRIES, MemorySessionCache
 from concierge.store.cache_redis import DEFAULT_KEY_PREFIX, RedisSessionCache
 from concierge.store.errors import CacheUnavailable
+from concierge.store.roles import SessionCache
 
 log = structlog.get_logger(__name__)
 

@@ -12,8 +12,8 @@ import trio
 
 from concierge.observability import Status
 from concierge.store.availability import Availability, run_pings
-from concierge.store.base import Store
 from concierge.store.errors import StoreError
+from concierge.store.roles import Store
 
 
 class StoreMonitor(Availability):

@@ -26,11 +26,10 @@ import structlog
 import trio
 import trio_asyncio
 
-from concierge.protocol import Channel, ServiceType, Turn
-from concierge.settings import StoreSettings
-from concierge.store.base import (
+from concierge.protocol import (
     Accepted,
     AcceptStatus,
+    Channel,
     ConversationRow,
     ConversationStart,
     Direction,
@@ -40,12 +39,15 @@ from concierge.store.base import (
     NewInbound,
     NewOutbound,
     OutboxRow,
+    ServiceType,
+    Turn,
     TurnRecord,
     UserRow,
 )
+from concierge.settings import StoreSettings
 from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
-from concierge.store.migrate import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
+from concierge.store.migrations import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
 from concierge.store.postgres_batches import flush_openings, flush_turns, pending_by_key
 from concierge.store.postgres_driver import (
     DRIVER_ERRORS as _DRIVER_ERRORS,

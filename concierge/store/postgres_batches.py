@@ -14,13 +14,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from concierge.protocol import Role, Turn
-from concierge.store.base import (
+from concierge.protocol import (
     ConversationRow,
     ConversationStart,
     Direction,
     HandoffRow,
     InboxRow,
+    Role,
+    Turn,
     TurnRecord,
 )
 from concierge.store.errors import StoreError

@@ -7,13 +7,15 @@ through these; a batch the server refuses falls back to ``open_conversation`` an
 
 from __future__ import annotations
 
-from concierge.protocol import Channel, Role, Turn
-from concierge.store.base import (
+from concierge.protocol import (
+    Channel,
     ConversationRow,
     ConversationStart,
     Direction,
     HandoffRow,
     InboxRow,
+    Role,
+    Turn,
     TurnRecord,
 )
 from concierge.store.postgres_driver import Conn, clean as _clean

@@ -12,14 +12,16 @@ from typing import Any
 
 import attrs
 
-from concierge.protocol import Channel, InboundKind, ServiceType
-from concierge.store.base import (
+from concierge.protocol import (
+    Channel,
     ConversationRow,
     HandoffRow,
     HandoffState,
+    InboundKind,
     InboxRow,
     Interaction,
     OutboxRow,
+    ServiceType,
 )
 
 Instant = Callable[[Any], datetime]

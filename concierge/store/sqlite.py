@@ -24,10 +24,9 @@ from typing import TypeVar
 import structlog
 import trio
 
-from concierge.protocol import Channel, ServiceType, Turn, utcnow
-from concierge.store.background import running
-from concierge.store.base import (
+from concierge.protocol import (
     Accepted,
+    Channel,
     ConversationRow,
     ConversationStart,
     Direction,
@@ -37,12 +36,16 @@ from concierge.store.base import (
     NewInbound,
     NewOutbound,
     OutboxRow,
+    ServiceType,
+    Turn,
     TurnRecord,
     UserRow,
+    utcnow,
 )
+from concierge.store.background import running
 from concierge.store.errors import StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
-from concierge.store.migrate import apply_sqlite
+from concierge.store.migrations import apply_sqlite
 from concierge.store.rows import Opening
 from concierge.store.sqlite_batches import (
     accept_rows as _accept_rows,

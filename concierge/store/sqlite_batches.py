@@ -17,13 +17,15 @@ from typing import Any, TypeVar
 
 import structlog
 
-from concierge.protocol import Role, ServiceType, Turn
-from concierge.store.base import (
+from concierge.protocol import (
     Accepted,
     AcceptStatus,
     ConversationStart,
     Direction,
     NewInbound,
+    Role,
+    ServiceType,
+    Turn,
     TurnRecord,
 )
 from concierge.store.errors import StoreError

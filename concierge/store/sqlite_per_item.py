@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from concierge.protocol import Channel, Role, Turn
-from concierge.store.base import (
+from concierge.protocol import (
+    Channel,
     ConversationRow,
     ConversationStart,
     Direction,
     HandoffRow,
     InboxRow,
+    Role,
+    Turn,
     TurnRecord,
 )
 from concierge.store.rows import Opening

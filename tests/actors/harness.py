@@ -16,24 +16,25 @@ from typing import Any
 import attrs
 import trio
 
-from actors.provider_pool import ProviderPool
-from concierge.conversations import ConversationsService, build_conversations
-from concierge.knowledge import KnowledgeBase, load_knowledge
+from actors import ProviderPool
+from concierge.app.conversations import ConversationsService, build_conversations
+from concierge.domain import KnowledgeBase, load_knowledge
 from concierge.protocol import (
     Channel,
     CompletionRequest,
     Inbound,
     InboundKind,
+    NewInbound,
     OutboxNudge,
+    OutboxRow,
     PresenceMsg,
     TurnCompleted,
+    TurnRecord,
     new_correlation_id,
 )
-from concierge.providers.base import Adapter
-from concierge.providers.offline import OfflineAdapter
+from concierge.providers import Adapter, OfflineAdapter
 from concierge.settings import ConversationSettings, StoreSettings, SupervisionSettings
-from concierge.store.base import NewInbound, OutboxRow, SessionCache, Store, TurnRecord
-from concierge.store.open import open_store
+from concierge.store import SessionCache, Store, open_store
 from tests.providers.scripted import pool_settings, provider_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -198,7 +199,7 @@ async def running_concierge(
 
     ``wrap_store`` / ``wrap_cache`` may put a fault-injecting proxy around the real ones.
     """
-    from concierge.store.cache import open_session_cache
+    from concierge.store import open_session_cache
 
     knowledge = knowledge or load_knowledge(CONFIG_DIR)
     if adapters is None:

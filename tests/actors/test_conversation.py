@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 
+from concierge.domain import Reply as R, reply_text
 from concierge.protocol import (
     Channel,
     InboundKind,
@@ -17,10 +18,9 @@ from concierge.protocol import (
     TurnEnded,
     TurnStarted,
 )
-from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
-from concierge.replies import Reply as R, reply_text
-from concierge.store.base import Store
-from concierge.store.errors import CacheUnavailable
+from concierge.providers import ProviderCall, ProviderReply
+from concierge.settings import ApiKey
+from concierge.store import CacheUnavailable, Store
 from tests.actors.harness import running_concierge
 from tests.providers.scripted import Fail, Reply, ScriptedAdapter
 

@@ -10,10 +10,11 @@ import pytest
 import structlog
 import trio
 
-from actors.handoff import chat_of, close_handoff, run_handoff_sweeper, sweep_handoffs
+from actors import run_handoff_sweeper
+from concierge.domain import Reply as R, close_handoff, reply_text, sweep_handoffs
+from concierge.domain.handoffs import chat_of
 from concierge.protocol import Channel, ServiceType, utcnow
-from concierge.replies import Reply as R, reply_text
-from concierge.store.base import Store
+from concierge.store import Store
 from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
 

@@ -13,13 +13,11 @@ import attrs
 import pytest
 import trio
 
-from actors.outbox import OutboxStats, Pacing, run_outbox_sender
-from concierge.channels.base import SendResult, SendStatus
-from concierge.channels.telegram_sender import TelegramSender
+from actors import OutboxStats, Pacing, run_outbox_sender
+from concierge.channels import SendResult, SendStatus, TelegramSender
 from concierge.observability import Status
-from concierge.protocol import Channel, OutboxNudge
-from concierge.store.base import NewOutbound, OutboxRow, Store
-from concierge.store.errors import StoreUnavailable
+from concierge.protocol import Channel, NewOutbound, OutboxNudge, OutboxRow
+from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import (
     eventually,
     in_process_client,

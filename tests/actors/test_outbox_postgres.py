@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.outbox import OutboxStats, Pacing, run_outbox_sender
-from concierge.channels.telegram_sender import TelegramSender
-from concierge.protocol import Channel, OutboxNudge
-from concierge.store.base import NewOutbound, Store
+from actors import OutboxStats, Pacing, run_outbox_sender
+from concierge.channels import TelegramSender
+from concierge.protocol import Channel, NewOutbound, OutboxNudge
+from concierge.store import Store
 from tests.channels.telegram_support import in_process_client, postgres_store
 from tests.fakes.telegram_api import FakeTelegram
 

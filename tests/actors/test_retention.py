@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.retention import run_retention
-from concierge.protocol import Channel, ServiceType, utcnow
-from concierge.store.base import Direction
-from concierge.store.open import open_store
+from actors import run_retention
+from concierge.protocol import Channel, Direction, ServiceType, utcnow
+from concierge.store import open_store
 from tests.store.conftest import store_settings
 
 pytestmark = pytest.mark.anyio

@@ -13,14 +13,15 @@ import pytest
 import trio
 import trio.testing
 
-from actors.handover import Handover
+from actors import RouterStats, run_router
 from actors.inbox_replay import replay_once
-from actors.router import RouterStats, conversation_key, run_router
-from concierge.protocol import Inbound, utcnow
-from concierge.providers.base import ApiKey, ProviderCall, ProviderReply
-from concierge.replies import Reply as R, reply_text
-from concierge.store.base import SessionCache, Store, TurnRecord
-from concierge.store.errors import StoreUnavailable
+from actors.router import conversation_key
+from actors.startup_queue import Handover
+from concierge.domain import Reply as R, reply_text
+from concierge.protocol import Inbound, TurnRecord, utcnow
+from concierge.providers import ProviderCall, ProviderReply
+from concierge.settings import ApiKey
+from concierge.store import SessionCache, Store, StoreUnavailable
 from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
 

@@ -14,19 +14,17 @@ import pytest
 import structlog
 import trio
 
-from actors.telegram import (
-    OFFSET_CURSOR,
-    PollBackoff,
+from actors import (
     TelegramPollerStats,
     run_telegram_poller,
     run_telegram_typing,
     run_telegram_webhook_setup,
 )
-from concierge.channels.telegram import TelegramApiError, TelegramClient
-from concierge.ingest import Ingest
-from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
-from concierge.store.base import Accepted, NewInbound, Store
-from concierge.store.errors import StoreUnavailable
+from actors.telegram import OFFSET_CURSOR, PollBackoff
+from concierge.channels import TelegramApiError, TelegramClient
+from concierge.domain import Ingest
+from concierge.protocol import Accepted, Channel, NewInbound, PresenceMsg, TurnEnded, TurnStarted
+from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import (
     Wired,
     eventually,

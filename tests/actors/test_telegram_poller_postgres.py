@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.telegram import OFFSET_CURSOR, TelegramPollerStats, run_telegram_poller
+from actors import TelegramPollerStats, run_telegram_poller
+from actors.telegram import OFFSET_CURSOR
 from tests.channels.telegram_support import (
     in_process_client,
     postgres_store,

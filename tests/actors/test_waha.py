@@ -9,8 +9,8 @@ import httpx
 import pytest
 import trio
 
-from actors.waha import WahaSessionWatch, run_waha_presence, run_waha_session_watch
-from concierge.channels.waha_client import WahaClient
+from actors import WahaSessionWatch, run_waha_presence, run_waha_session_watch
+from concierge.channels import WahaClient
 from concierge.observability import Status
 from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
 from tests.fakes.waha_api import FakeWaha

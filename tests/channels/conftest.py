@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from concierge.channels.waha_client import WahaClient
+from concierge.channels import WahaClient
 from tests.fakes.waha_api import FakeWaha
 
 WAHA_API_KEY = "waha-test-key"

@@ -15,13 +15,11 @@ import httpx
 import trio
 import trio_asyncio
 
-from concierge.channels.telegram import TelegramClient
-from concierge.ingest import Ingest
+from concierge.channels import TelegramClient
+from concierge.domain import Ingest
 from concierge.protocol import Inbound
 from concierge.settings import StoreSettings, TelegramSettings
-from concierge.store.base import Store
-from concierge.store.migrate import migrate
-from concierge.store.open import open_store
+from concierge.store import Store, migrate, open_store
 from concierge.store.postgres import execute_admin
 from tests.fakes.telegram_api import FakeTelegram
 

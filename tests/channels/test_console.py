@@ -5,10 +5,9 @@ from datetime import UTC, datetime
 import pytest
 import trio
 
-from concierge.channels.base import SendStatus
-from concierge.channels.console import ConsoleSender, open_console
-from concierge.protocol import Channel
-from concierge.store.base import OutboxRow
+from concierge.channels import SendStatus, open_console
+from concierge.channels.console import ConsoleSender
+from concierge.protocol import Channel, OutboxRow
 
 pytestmark = pytest.mark.anyio
 

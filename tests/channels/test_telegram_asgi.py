@@ -16,8 +16,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from concierge.channels.telegram_http import TelegramWebhookStats, with_telegram_webhook
-from concierge.ingest import Ingest
+from concierge.channels import TelegramWebhookStats, with_telegram_webhook
+from concierge.domain import Ingest
 from tests.channels.telegram_support import Wired, sqlite_store, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram
 

@@ -8,7 +8,8 @@ import httpx
 import pytest
 import structlog
 
-from concierge.channels.telegram import TelegramApiError, TelegramClient, TelegramNetworkError
+from concierge.channels import TelegramApiError, TelegramClient
+from concierge.channels.telegram_client import TelegramNetworkError
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
 
 pytestmark = pytest.mark.anyio

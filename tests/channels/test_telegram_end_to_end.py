@@ -20,20 +20,22 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from actors.outbox import OutboxStats, run_outbox_sender
-from actors.provider_pool import ProviderPool
-from actors.telegram import TelegramPollerStats, run_telegram_poller, run_telegram_typing
-from concierge.channels.telegram import TelegramClient
+from actors import (
+    OutboxStats,
+    ProviderPool,
+    TelegramPollerStats,
+    run_outbox_sender,
+    run_telegram_poller,
+    run_telegram_typing,
+)
+from concierge.app.conversations import build_conversations
+from concierge.channels import TelegramClient, TelegramSender
 from concierge.channels.telegram_http import telegram_blueprint
-from concierge.channels.telegram_sender import TelegramSender
-from concierge.conversations import build_conversations
-from concierge.ingest import Ingest
-from concierge.knowledge import load_knowledge
+from concierge.domain import Ingest, load_knowledge
 from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
-from concierge.providers.offline import OfflineAdapter
+from concierge.providers import OfflineAdapter
 from concierge.settings import ConversationSettings, SupervisionSettings
-from concierge.store.cache import open_session_cache
-from concierge.store.open import open_store
+from concierge.store import open_session_cache, open_store
 from tests.channels.telegram_support import store_settings, telegram_settings
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.providers.scripted import pool_settings

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from concierge.channels.telegram import Ignored, MalformedUpdate, parse_update, parse_update_body
+from concierge.channels import Ignored, MalformedUpdate, parse_update
 from concierge.channels.telegram_http import TelegramWebhook
-from concierge.store.base import NewInbound
+from concierge.channels.telegram_wire import parse_update_body
+from concierge.protocol import NewInbound
 from tests.channels.telegram_support import sqlite_store, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram
 

@@ -15,11 +15,11 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
 
-from concierge.channels.telegram_http import TelegramWebhookStats, telegram_blueprint
-from concierge.ingest import Ingest
-from concierge.protocol import InboundKind
-from concierge.store.base import Accepted, NewInbound, Store
-from concierge.store.errors import StoreUnavailable
+from concierge.channels import TelegramWebhookStats
+from concierge.channels.telegram_http import telegram_blueprint
+from concierge.domain import Ingest
+from concierge.protocol import Accepted, InboundKind, NewInbound
+from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import Wired, sqlite_store, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 

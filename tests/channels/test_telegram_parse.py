@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from concierge.channels.telegram import Ignored, MalformedUpdate, parse_update, parse_update_body
-from concierge.protocol import Channel, InboundKind
-from concierge.store.base import NewInbound
+from concierge.channels import Ignored, MalformedUpdate, parse_update
+from concierge.channels.telegram_wire import parse_update_body
+from concierge.protocol import Channel, InboundKind, NewInbound
 from tests.fakes.telegram_api import FakeTelegram
 
 fake = FakeTelegram()

@@ -10,12 +10,9 @@ import attrs
 import httpx
 import pytest
 
-from concierge.channels.base import SendStatus
-from concierge.channels.telegram import TelegramClient
+from concierge.channels import SendStatus, TelegramClient, TelegramSender
 from concierge.channels.telegram_format import utf16_len
-from concierge.channels.telegram_sender import TelegramSender
-from concierge.protocol import Channel
-from concierge.store.base import OutboxRow
+from concierge.protocol import Channel, OutboxRow
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
 
 pytestmark = pytest.mark.anyio

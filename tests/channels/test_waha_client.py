@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from concierge.channels.waha_client import WahaClient, parse_retry_after
+from concierge.channels import WahaClient
+from concierge.channels.waha_client import parse_retry_after
 from tests.channels.conftest import WAHA_API_KEY
 from tests.fakes.llm_common import Scripted
 from tests.fakes.waha_api import FakeWaha

@@ -18,13 +18,11 @@ import structlog
 import trio
 from quart_trio import QuartTrio
 
-from concierge.channels.waha_http import WahaWebhookStats, waha_blueprint, waha_startup_checks
-from concierge.ingest import Ingest
-from concierge.protocol import Channel, Inbound, InboundKind
+from concierge.channels import WahaWebhookStats, waha_blueprint, waha_startup_checks
+from concierge.domain import Ingest
+from concierge.protocol import Accepted, Channel, Inbound, InboundKind, NewInbound
 from concierge.settings import SettingsError, StoreSettings, WahaSettings
-from concierge.store.base import Accepted, NewInbound, Store
-from concierge.store.errors import StoreUnavailable
-from concierge.store.open import open_store
+from concierge.store import Store, StoreUnavailable, open_store
 from tests.fakes.waha_api import RetryPolicy, WahaWebhookPusher, message_event
 
 pytestmark = pytest.mark.anyio

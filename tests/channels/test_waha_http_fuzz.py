@@ -14,12 +14,12 @@ import trio
 from hypothesis import given, settings, strategies as st
 from quart_trio import QuartTrio
 
-from concierge.channels.waha import ParsedMessage, parse_envelope
-from concierge.channels.waha_http import waha_blueprint
-from concierge.ingest import Ingest
+from concierge.channels import waha_blueprint
+from concierge.channels.waha_wire import ParsedMessage, parse_envelope
+from concierge.domain import Ingest
 from concierge.protocol import Inbound
 from concierge.settings import StoreSettings, WahaSettings
-from concierge.store.open import open_store
+from concierge.store import open_store
 from tests.channels.test_waha_wire import _envelopes, _messages
 from tests.fakes.waha_api import WahaWebhookPusher
 

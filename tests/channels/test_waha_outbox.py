@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.outbox import OutboxStats, Pacing, run_outbox_sender
-from concierge.channels.waha_client import WahaClient
-from concierge.channels.waha_sender import WahaPacing, WahaSender
-from concierge.protocol import Channel, OutboxNudge
+from actors import OutboxStats, Pacing, run_outbox_sender
+from concierge.channels import WahaClient, WahaPacing, WahaSender
+from concierge.protocol import Channel, NewOutbound, OutboxNudge
 from concierge.settings import StoreSettings
-from concierge.store.base import NewOutbound, Store
-from concierge.store.open import open_store
+from concierge.store import Store, open_store
 from tests.fakes.waha_api import FakeWaha
 
 pytestmark = pytest.mark.anyio

@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from concierge.channels.base import ChannelSender, SendStatus
-from concierge.channels.waha_client import WahaCall, WahaClient
-from concierge.channels.waha_sender import WahaPacing, WahaSender, classify_call
-from concierge.protocol import Channel
+from concierge.channels import ChannelSender, SendStatus, WahaClient, WahaPacing, WahaSender
+from concierge.channels.waha_client import WahaCall
+from concierge.channels.waha_sender import classify_call
+from concierge.protocol import Channel, OutboxRow
 from concierge.settings import WahaSettings
-from concierge.store.base import OutboxRow
 from tests.fakes.llm_common import Scripted
 from tests.fakes.waha_api import FakeWaha
 

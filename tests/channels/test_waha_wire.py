@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from concierge.channels.waha import (
+from concierge.channels.waha_wire import (
     ChatKind,
     Ignored,
     IgnoreReason,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from concierge.protocol import Role, Turn
-from concierge.providers.base import Adapter, ApiKey, ProviderCall, ProviderError
-from concierge.settings import ProviderSettings
+from concierge.providers import Adapter, ProviderCall, ProviderError
+from concierge.settings import ApiKey, ProviderSettings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.openai_api import FakeOpenAI

@@ -8,9 +8,10 @@ from functools import partial
 
 import trio
 
-from actors.provider_pool import ProviderPool, ask, run_provider_pool
+from actors import ProviderPool
+from actors.provider_pool import ask, run_provider_pool
 from concierge.protocol import CompletionRequest, CompletionResult, Role, Turn
-from concierge.providers.base import Adapter
+from concierge.providers import Adapter
 from concierge.settings import PoolSettings
 
 TURNS = (Turn(role=Role.USER, text="À quelle heure est la messe ?"),)

@@ -15,8 +15,8 @@ import trio
 import trio.lowlevel
 
 from concierge.protocol import Outcome
-from concierge.providers.base import ApiKey, ProviderCall, ProviderError, ProviderReply
-from concierge.settings import BreakerSettings, PoolSettings, ProviderSettings
+from concierge.providers import ProviderCall, ProviderError, ProviderReply
+from concierge.settings import ApiKey, BreakerSettings, PoolSettings, ProviderSettings
 
 
 @attrs.frozen(kw_only=True)

@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from concierge.protocol import Outcome, Role, Turn
+from concierge.providers import ProviderError
 from concierge.providers.anthropic import AnthropicAdapter
-from concierge.providers.base import ProviderError
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.llm_common import Scripted
 from tests.providers.conftest import KEY, OTHER_KEY, MakeCall, MakeSettings, failure_of

@@ -9,7 +9,8 @@ from hypothesis import settings as hyp_settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from structlog.testing import capture_logs
 
-from concierge.providers.breaker import JITTER, BreakerState, CircuitBreaker, Ticket
+from concierge.providers import BreakerState, CircuitBreaker, Ticket
+from concierge.providers.breaker import JITTER
 from concierge.settings import BreakerSettings
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from concierge.providers import Adapter, ProviderCall, ProviderReply, build_adapter
 from concierge.providers.anthropic import AnthropicAdapter
-from concierge.providers.base import Adapter, ApiKey, ProviderCall, ProviderReply
-from concierge.providers.factory import build_adapter
 from concierge.providers.gemini import GeminiAdapter
 from concierge.providers.openai_compat import OpenAICompatAdapter, OpenRouterAdapter
-from concierge.settings import ProviderSettings
+from concierge.settings import ApiKey, ProviderSettings
 from tests.providers.conftest import MakeSettings
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from concierge.protocol import Outcome
-from concierge.providers.base import ProviderError
+from concierge.providers import ProviderError
 from concierge.providers.gemini import GeminiAdapter, classify_gemini_error
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.llm_common import Scripted

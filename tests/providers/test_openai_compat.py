@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from concierge.protocol import Outcome
-from concierge.providers.base import ProviderError
+from concierge.providers import ProviderError
 from concierge.providers.openai_compat import (
     KeyCredit,
     OpenAICompatAdapter,

@@ -9,7 +9,8 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from actors.provider_pool import ProviderPool, ask
+from actors import ProviderPool
+from actors.provider_pool import ask
 from concierge.protocol import (
     Completion,
     CompletionFailed,

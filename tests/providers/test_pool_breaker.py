@@ -8,9 +8,9 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from actors.provider_pool import ProviderPool
+from actors import ProviderPool
 from concierge.protocol import Completion, CompletionFailed, CompletionRequest, Outcome
-from concierge.providers.breaker import BreakerState
+from concierge.providers import BreakerState
 from tests.providers.pool_helpers import ask_pool, running_pool
 from tests.providers.scripted import (
     Fail,

@@ -8,8 +8,8 @@ import pytest
 import trio
 
 from concierge.protocol import Completion, Outcome
+from concierge.providers import BreakerState
 from concierge.providers.anthropic import AnthropicAdapter
-from concierge.providers.breaker import BreakerState
 from concierge.providers.gemini import GeminiAdapter
 from concierge.providers.keys import KeyState
 from concierge.providers.openai_compat import OpenRouterAdapter

@@ -7,10 +7,11 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
-from actors.provider_pool import ProviderPool
-from concierge.observability import Observable, Status
+from actors import ProviderPool
+from concierge.observability import Status
+from concierge.observability.checks import Observable
 from concierge.protocol import Outcome
-from concierge.providers.breaker import BreakerState
+from concierge.providers import BreakerState
 from concierge.providers.keys import KeyState
 from concierge.providers.pool_stats import percentile
 from tests.providers.pool_helpers import ask_pool, running_pool

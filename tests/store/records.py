@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from concierge.protocol import Channel, ServiceType, utcnow
-from concierge.store.base import Interaction, NewOutbound
+from concierge.protocol import Channel, Interaction, NewOutbound, ServiceType, utcnow
 
 
 def reply(text: str, *, inbox_id: int | None = None, user: str = "telegram:111") -> NewOutbound:

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
 from concierge.settings import StoreSettings
-from concierge.store.cache import CacheMonitor, open_session_cache, run_cache_monitor
+from concierge.store import CacheMonitor, open_session_cache, run_cache_monitor
 from concierge.store.cache_memory import (
     BUCKET_TTL_MARGIN_S,
     BucketState,

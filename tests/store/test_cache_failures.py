@@ -15,9 +15,8 @@ import trio
 
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
-from concierge.store.cache import CacheMonitor, run_cache_monitor
+from concierge.store import CacheMonitor, CacheUnavailable, run_cache_monitor
 from concierge.store.cache_redis import RedisSessionCache
-from concierge.store.errors import CacheUnavailable
 from tests.redisserver import PrivateRedis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

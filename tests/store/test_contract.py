@@ -18,21 +18,29 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from concierge.protocol import Channel, Role, ServiceType, utcnow
-from concierge.settings import StoreSettings
-from concierge.store.base import (
+from concierge.domain import forget_user
+from concierge.protocol import (
     Accepted,
     AcceptStatus,
+    Channel,
     Direction,
     HandoffState,
     NewInbound,
     NewOutbound,
-    Store,
+    Role,
+    ServiceType,
     TurnRecord,
+    utcnow,
 )
-from concierge.store.errors import StoreError, StoreUnavailable, UnknownUser
-from concierge.store.migrate import migrate
-from concierge.store.open import forget_user, open_store
+from concierge.settings import StoreSettings
+from concierge.store import (
+    Store,
+    StoreError,
+    StoreUnavailable,
+    UnknownUser,
+    migrate,
+    open_store,
+)
 from concierge.store.postgres import PostgresStore
 from concierge.store.sqlite import SqliteStore
 from tests.store.records import interaction, reply
@@ -595,15 +603,15 @@ async def test_forget_helper_accepts_a_channel_identity_or_an_internal_id(
     async with open_store(settings) as store:
         first = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
         second = await store.resolve_user(Channel.WAHA, "waha:33600000000@c.us")
-    by_key = await forget_user(settings, "telegram:111")
-    by_id = await forget_user(settings, str(second))
-    assert (by_key.user_id, by_id.user_id) == (first, second)
-    with pytest.raises(UnknownUser, match="telegram:111"):
-        await forget_user(settings, "telegram:111")
-    with pytest.raises(UnknownUser, match="999999"):
-        await forget_user(settings, 999999)
-    with pytest.raises(ValueError, match="--user 'marie'"):
-        await forget_user(settings, "marie")
+        by_key = await forget_user(store, "telegram:111")
+        by_id = await forget_user(store, str(second))
+        assert (by_key.user_id, by_id.user_id) == (first, second)
+        with pytest.raises(UnknownUser, match="telegram:111"):
+            await forget_user(store, "telegram:111")
+        with pytest.raises(UnknownUser, match="999999"):
+            await forget_user(store, 999999)
+        with pytest.raises(ValueError, match="--user 'marie'"):
+            await forget_user(store, "marie")
 
 
 # -- lifecycle --------------------------------------------------------------------------------
@@ -631,8 +639,8 @@ _CRASH_SCRIPT = textwrap.dedent("""
     import trio
     from concierge.protocol import Channel, utcnow
     from concierge.settings import StoreSettings
-    from concierge.store.base import NewInbound, NewOutbound
-    from concierge.store.open import open_store
+    from concierge.protocol import NewInbound, NewOutbound
+    from concierge.store import open_store
 
     args = json.loads(sys.argv[1])
     settings = StoreSettings(

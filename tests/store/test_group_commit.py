@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from concierge.store.errors import StoreUnavailable
+from concierge.store import StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 
 pytestmark = pytest.mark.anyio

@@ -10,8 +10,7 @@ import trio
 import trio.testing
 
 from concierge.observability import Status
-from concierge.store.monitor import StoreMonitor, run_store_monitor
-from concierge.store.open import open_store
+from concierge.store import StoreMonitor, open_store, run_store_monitor
 from tests.store.conftest import store_settings
 
 pytestmark = pytest.mark.anyio

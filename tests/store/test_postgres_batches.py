@@ -17,15 +17,17 @@ import pytest
 import structlog
 import trio
 
-from concierge.protocol import Channel, Role, ServiceType, utcnow
-from concierge.store.base import (
+from concierge.protocol import (
+    Channel,
     ConversationStart,
     Direction,
     NewInbound,
+    Role,
+    ServiceType,
     TurnRecord,
+    utcnow,
 )
-from concierge.store.errors import StoreError
-from concierge.store.migrate import migrate
+from concierge.store import StoreError, migrate
 from concierge.store.postgres import PostgresStore, open_postgres
 from tests.store.conftest import fresh_schema, store_settings
 from tests.store.records import interaction, reply

@@ -13,13 +13,9 @@ import pytest
 import trio
 
 from concierge.observability import Status
-from concierge.protocol import Channel, utcnow
+from concierge.protocol import Channel, NewInbound, utcnow
 from concierge.settings import StoreSettings
-from concierge.store.base import NewInbound
-from concierge.store.errors import StoreUnavailable
-from concierge.store.migrate import migrate
-from concierge.store.monitor import StoreMonitor, run_store_monitor
-from concierge.store.open import open_store
+from concierge.store import StoreMonitor, StoreUnavailable, migrate, open_store, run_store_monitor
 from concierge.store.postgres import PostgresStore, execute_admin
 from tests.pgserver import PrivatePostgres
 from tests.store.conftest import fresh_schema, store_settings

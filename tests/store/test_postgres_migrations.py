@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from concierge.store import migrate, open_store
 from concierge.store.errors import SchemaOutdated
-from concierge.store.migrate import latest_version, migrate
-from concierge.store.open import open_store
+from concierge.store.migrations import latest_version
 from concierge.store.postgres import execute_admin
 from tests.store.conftest import fresh_schema, store_settings
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from concierge.protocol import Channel, utcnow
-from concierge.store.base import InboxRow, NewInbound
-from concierge.store.migrate import migrate
+from concierge.protocol import Channel, InboxRow, NewInbound, utcnow
+from concierge.store import migrate
 from concierge.store.postgres import PostgresStore, open_postgres
 from concierge.store.postgres_batches import flush_openings
 from concierge.store.postgres_per_item import pending_inbox

@@ -16,20 +16,22 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from structlog.testing import capture_logs
 
-from concierge.protocol import Channel, Role, ServiceType, utcnow
-from concierge.store.base import (
+from concierge.protocol import (
     Accepted,
     AcceptStatus,
+    Channel,
     ConversationStart,
     Direction,
     Interaction,
     NewInbound,
     NewOutbound,
+    Role,
+    ServiceType,
     TurnRecord,
+    utcnow,
 )
-from concierge.store.errors import StoreError, StoreUnavailable
-from concierge.store.migrate import apply_sqlite
-from concierge.store.open import open_store
+from concierge.store import StoreError, StoreUnavailable, open_store
+from concierge.store.migrations import apply_sqlite
 from concierge.store.rows import Opening
 from concierge.store.sqlite import SqliteStore, _connect, ts
 from concierge.store.sqlite_batches import in_savepoints, open_rows, turn_rows, whole_or_each

@@ -12,11 +12,9 @@ import pytest
 import trio
 import trio.testing
 
-from concierge.protocol import Channel, utcnow
-from concierge.store.base import NewInbound
-from concierge.store.errors import StoreError, StoreUnavailable
-from concierge.store.migrate import migrate
-from concierge.store.open import open_store, sqlite_path
+from concierge.protocol import Channel, NewInbound, utcnow
+from concierge.store import StoreError, StoreUnavailable, migrate, open_store
+from concierge.store.connect import sqlite_path
 from concierge.store.sqlite import SqliteStore, ts
 from tests.store.conftest import store_settings
 

@@ -1,0 +1,35 @@
+"""The handoff sweeper: close handoffs nobody took up within ``CONCIERGE_HANDOFF_TIMEOUT_S``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import structlog
+import trio
+
+from concierge.domain import sweep_handoffs
+from concierge.protocol import Channel, OutboxNudge, utcnow
+from concierge.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+async def run_handoff_sweeper(
+    *,
+    store: Store,
+    timeout_s: float,
+    interval_s: float = 60.0,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None = None,
+    now: Callable[[], datetime] = utcnow,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Every ``interval_s``, close the handoffs that timed out and tell their users."""
+    task_status.started()
+    while True:
+        closed = await sweep_handoffs(
+            store, timeout_s=timeout_s, outbox_nudges=outbox_nudges, now=now()
+        )
+        if closed:
+            log.info("handoff.timeouts_swept", closed=closed)
+        await trio.sleep(interval_s)

@@ -1,0 +1,119 @@
+"""One-shot operator commands: ``migrate``, ``forget``, ``handoff list|close``.
+
+Each opens the configured durable store, does one thing, prints what it did and
+exits; the running daemon picks changes up from the store (a closed handoff's
+message to the user sits in the outbox until a sender delivers it).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import trio
+import trio_asyncio
+
+from concierge.app.errors import CommandError
+from concierge.domain import close_handoff as close_open_handoff, forget_user
+from concierge.observability import configure_logging
+from concierge.protocol import utcnow
+from concierge.settings import Settings, secrets_of
+from concierge.store import (
+    Store,
+    StoreError,
+    UnknownUser,
+    migrate as apply_migrations,
+    open_store,
+)
+
+
+@asynccontextmanager
+async def _bridge(settings: Settings) -> AsyncIterator[None]:
+    """PostgreSQL runs through trio-asyncio: one loop for the command's lifetime."""
+    if settings.store.database_url is None:
+        yield
+        return
+    async with trio_asyncio.open_loop():
+        yield
+
+
+def _run(settings: Settings, job: Callable[[], Awaitable[int]]) -> int:
+    # What the command did goes to stdout; logs to stderr, quiet unless asked for.
+    level = settings.log.level if settings.log.level == "debug" else "warning"
+    configure_logging(
+        level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr
+    )
+
+    async def main() -> int:
+        async with _bridge(settings):
+            try:
+                return await job()
+            except UnknownUser as exc:
+                raise CommandError(str(exc)) from None
+            except (StoreError, OSError) as exc:
+                raise CommandError(f"the durable store failed: {exc}") from None
+
+    code: int = trio.run(main)
+    return code
+
+
+def migrate(settings: Settings) -> int:
+    async def job() -> int:
+        applied = await apply_migrations(settings.store)
+        if applied:
+            print(f"applied migrations: {', '.join(str(v) for v in applied)}")
+        else:
+            print("schema up to date: nothing to apply")
+        return 0
+
+    return _run(settings, job)
+
+
+def forget(settings: Settings, user: str) -> int:
+    async def job() -> int:
+        try:
+            async with open_store(settings.store) as store:
+                forgotten = await forget_user(store, user)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        print(f"forgot user {forgotten.user_id}: {forgotten.rows} rows erased")
+        return 0
+
+    return _run(settings, job)
+
+
+def list_handoffs(settings: Settings) -> int:
+    async def job() -> int:
+        async with open_store(settings.store) as store:
+            rows = await store.handoffs_opened_before(utcnow() + timedelta(days=1))
+        if not rows:
+            print("no open handoffs")
+        for row in rows:
+            assigned = f" assigned to {row.assigned_to}" if row.assigned_to else ""
+            print(
+                f"{row.handoff_id}\t{row.user_key}\topened {row.opened_at.isoformat()}\t{row.state.value}{assigned}\t{row.reason}"
+            )
+        return 0
+
+    return _run(settings, job)
+
+
+def close_handoff(settings: Settings, *, user: str, by: str) -> int:
+    async def job() -> int:
+        store: Store
+        async with open_store(settings.store) as store:
+            row = await close_open_handoff(store, by=by, user_key=user)
+        if row is None:
+            raise CommandError(f"no open handoff for {user!r} (see `concierge handoff list`)")
+        print(
+            f"closed handoff {row.handoff_id} of {row.user_key}; the user is told the concierge answers again"
+        )
+        return 0
+
+    return _run(settings, job)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the concierge command")

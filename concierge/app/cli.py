@@ -1,0 +1,129 @@
+"""The ``concierge`` command: run, check, chat, migrate, forget, handoff, version.
+
+Settings problems end the command with one line naming the variable and exit
+status 2; a root supervisor that gives up ends ``run`` with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from concierge import __version__
+from concierge.settings import Settings, SettingsError, describe, env_example, load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="concierge",
+        description="An AI concierge for a community on Telegram and WhatsApp.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the daemon")
+    check = sub.add_parser("check", help="validate the settings and print them, secrets masked")
+    check.add_argument(
+        "--example", action="store_true", help="print the documented example .env instead"
+    )
+    chat = sub.add_parser(
+        "chat", help="talk to the concierge from a terminal, through the full pipeline"
+    )
+    chat.add_argument("--json", action="store_true", help="print one JSON object per reply")
+    chat.add_argument(
+        "--user", default="local", help="who you are in the conversation (default: local)"
+    )
+    sub.add_parser("migrate", help="apply pending database migrations (idempotent)")
+    forget = sub.add_parser("forget", help="erase a user's messages and identities")
+    forget.add_argument(
+        "--user", required=True, help="a user id, or a channel identity such as telegram:111111111"
+    )
+    handoff = sub.add_parser("handoff", help="list or close human handoffs")
+    handoff_sub = handoff.add_subparsers(dest="handoff_command", required=True, metavar="ACTION")
+    handoff_sub.add_parser("list", help="the open handoffs")
+    close = handoff_sub.add_parser("close", help="close the open handoff of a user and tell them")
+    close.add_argument(
+        "--user", required=True, help="the user's channel identity, e.g. telegram:111111111"
+    )
+    close.add_argument("--by", default="staff", help="who closes it (recorded)")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"concierge {__version__}")
+        return EXIT_OK
+    if args.command == "check" and args.example:
+        print(env_example(), end="")
+        return EXIT_OK
+    try:
+        settings = _settings()
+    except SettingsError as exc:
+        print(f"concierge: invalid setting {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    if args.command == "check":
+        for line in describe(settings):
+            print(line)
+        from concierge.app.config_files import check_configuration
+        from concierge.domain import ConfigError
+
+        try:
+            for line in check_configuration(settings.conversation.config_dir):
+                print(line)
+        except ConfigError as exc:
+            print(f"concierge: invalid configuration: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
+        print("settings: ok", file=sys.stderr)
+        return EXIT_OK
+
+    # Imported here so that `version` and `check` start fast and never touch the stack.
+    import concierge.app.admin as admin
+    import concierge.app.chat as chat
+    import concierge.app.daemon as daemon
+    from concierge.app.errors import CommandError
+    from concierge.domain import ConfigError
+    from concierge.store import StoreError
+
+    failure: BaseException | None = None
+    bad_config: BaseException | None = None
+    try:
+        match args.command:
+            case "run":
+                return daemon.main(settings)
+            case "chat":
+                return chat.main(settings, as_json=args.json, user=args.user)
+            case "migrate":
+                return admin.migrate(settings)
+            case "forget":
+                return admin.forget(settings, args.user)
+            case "handoff" if args.handoff_command == "list":
+                return admin.list_handoffs(settings)
+            case "handoff":
+                return admin.close_handoff(settings, user=args.user, by=args.by)
+    except* ConfigError as group:
+        bad_config = _first(group)
+    except* (CommandError, StoreError) as group:
+        # The asyncio bridge wraps errors raised while it is open in a group.
+        failure = _first(group)
+    if bad_config is not None:
+        print(f"concierge: invalid configuration: {bad_config}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    if failure is not None:
+        print(f"concierge: {failure}", file=sys.stderr)
+        return EXIT_FAILED
+    raise AssertionError(f"unhandled command {args.command!r}")

@@ -1,0 +1,228 @@
+"""Build the conversations subtree: keyed conversation actors, router, inbox replay, handoff sweeper.
+
+The composition root calls ``build_conversations`` once and plugs
+``service.supervisor.run`` into the root supervisor; ``service`` (and
+``service.router``) feed ``/health`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import partial
+
+import attrs
+import trio
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from actors import (
+    ConversationDeps,
+    ConversationMetrics,
+    RouterStats,
+    run_conversation,
+    run_handoff_sweeper,
+    run_inbox_replay,
+    run_router,
+)
+from concierge.domain import KnowledgeBase, PromptBook, TriageRules, UserRateLimiter, load_triage
+from concierge.observability import Check
+from concierge.protocol import (
+    Channel,
+    CompletionRequest,
+    Inbound,
+    OutboxNudge,
+    PresenceMsg,
+    TurnCompleted,
+)
+from concierge.settings import ConversationSettings, SupervisionSettings
+from concierge.store import SessionCache, Store
+from supervisors import Backoff, ChildSpec, KeyedSupervisor, Restart, Strategy, Supervisor
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ConversationsService:
+    """What the composition root needs from the conversations subtree.
+
+    ``supervisor`` goes into the root supervisor (``ChildSpec(start=service.supervisor.run)``);
+    the service itself is an ``Observable`` (router counters plus turn counters).
+    """
+
+    supervisor: Supervisor
+    conversations: KeyedSupervisor[trio.MemorySendChannel[Inbound]]
+    router: RouterStats
+    turn_metrics: ConversationMetrics
+    limiter: UserRateLimiter
+    triage: TriageRules
+    prompts: PromptBook
+
+    def statistics(self) -> dict[str, object]:
+        m = self.turn_metrics
+        return {
+            **self.router.statistics(),
+            "turns": dict(m.turns),
+            "provider_failures": m.provider_failures,
+            "rate_limited": m.rate_limited,
+            "too_long": m.too_long,
+            "handoffs_opened": m.handoffs_opened,
+            "silent_in_handoff": m.silent_in_handoff,
+            "replies_withheld": m.replies_withheld,
+            "reaped": m.reaped,
+            "turns_abandoned": m.turns_abandoned,
+        }
+
+    def health_checks(self) -> Iterable[Check]:
+        return self.router.health_checks()
+
+    def metrics(self) -> Iterable[Metric]:
+        yield from self.router.metrics()
+        m = self.turn_metrics
+        turns = CounterMetricFamily(
+            "concierge_turns", "Turns completed, by service type", labels=["service_type"]
+        )
+        for service_type, count in sorted(m.turns.items()):
+            turns.add_metric([service_type], count)
+        yield turns
+        refused = CounterMetricFamily(
+            "concierge_turns_refused", "Messages answered without a provider", labels=["reason"]
+        )
+        refused.add_metric(["rate_limited"], m.rate_limited)
+        refused.add_metric(["too_long"], m.too_long)
+        refused.add_metric(["media"], m.media_refused)
+        refused.add_metric(["in_handoff"], m.silent_in_handoff)
+        yield refused
+        failures = CounterMetricFamily(
+            "concierge_turn_provider_failures", "Turns no provider could answer"
+        )
+        failures.add_metric([], m.provider_failures)
+        yield failures
+        withheld = CounterMetricFamily(
+            "concierge_replies_withheld", "Replies withheld because they echoed the prompt"
+        )
+        withheld.add_metric([], m.replies_withheld)
+        yield withheld
+        abandoned = CounterMetricFamily(
+            "concierge_turns_abandoned",
+            "Messages given up after crashing their conversation repeatedly",
+        )
+        abandoned.add_metric([], m.turns_abandoned)
+        yield abandoned
+        handoffs = CounterMetricFamily("concierge_handoffs_opened", "Handoffs to a person opened")
+        handoffs.add_metric([], m.handoffs_opened)
+        yield handoffs
+
+
+def build_conversations(
+    *,
+    settings: ConversationSettings,
+    supervision: SupervisionSettings,
+    store: Store,
+    cache: SessionCache,
+    knowledge: KnowledgeBase,
+    pool_inbox: trio.MemorySendChannel[CompletionRequest],
+    router_inbox: trio.MemoryReceiveChannel[Inbound],
+    router_send: trio.MemorySendChannel[Inbound],
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+    presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]],
+    turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None,
+    max_conversations: int | None = None,
+    replay_interval_s: float = 30.0,
+    replay_grace_s: float | None = None,
+    handoff_sweep_s: float | None = None,
+) -> ConversationsService:
+    """Wire the subtree; raises ``TriageError``/``PromptError`` naming a missing or invalid file.
+
+    ``router_send`` is the router inbox's send side, used by the inbox replayer. The
+    grace before a row counts as stuck defaults to the time a full queue takes to drain.
+    """
+    triage = load_triage(settings.config_dir / "triage.toml")
+    prompts = PromptBook.load(settings.config_dir / "prompts")
+    limiter = UserRateLimiter(cache=cache, rate_per_min=settings.rate_per_min, burst=settings.burst)
+    metrics = ConversationMetrics()
+    deps = ConversationDeps(
+        settings=settings,
+        store=store,
+        cache=cache,
+        knowledge=knowledge,
+        triage=triage,
+        prompts=prompts,
+        limiter=limiter,
+        pool_inbox=pool_inbox,
+        outbox_nudges=outbox_nudges,
+        presence=presence,
+        turn_reports=turn_reports,
+        metrics=metrics,
+    )
+    backoff = Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s)
+    conversations: KeyedSupervisor[trio.MemorySendChannel[Inbound]] = KeyedSupervisor(
+        name="conversations",
+        start=partial(run_conversation, deps=deps),
+        restart=Restart.TRANSIENT,
+        max_restarts=supervision.max_restarts,
+        period_s=supervision.period_s,
+        backoff=backoff,
+        reset_after_s=supervision.reset_after_s,
+        shutdown_s=2.0,
+        max_children=max_conversations,
+    )
+    stats = RouterStats(live_actors=lambda: metrics.live)
+    grace_s = (
+        replay_grace_s
+        if replay_grace_s is not None
+        else settings.turn_timeout_s * (settings.queue_size + 2)
+    )
+    sweep_s = (
+        handoff_sweep_s
+        if handoff_sweep_s is not None
+        else min(60.0, settings.handoff_timeout_s / 10)
+    )
+    supervisor = Supervisor(
+        name="conversations_tree",
+        children=[
+            ChildSpec(id="conversations", start=conversations.run, shutdown_s=5.0),
+            ChildSpec(
+                id="router",
+                start=partial(
+                    run_router,
+                    inbox=router_inbox,
+                    conversations=conversations,
+                    store=store,
+                    outbox_nudges=outbox_nudges,
+                    stats=stats,
+                    queue_size=settings.queue_size,
+                ),
+            ),
+            ChildSpec(
+                id="inbox_replay",
+                start=partial(
+                    run_inbox_replay,
+                    store=store,
+                    router=router_send,
+                    grace_s=grace_s,
+                    interval_s=replay_interval_s,
+                ),
+            ),
+            ChildSpec(
+                id="handoff_sweeper",
+                start=partial(
+                    run_handoff_sweeper,
+                    store=store,
+                    timeout_s=settings.handoff_timeout_s,
+                    interval_s=sweep_s,
+                    outbox_nudges=outbox_nudges,
+                ),
+            ),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+        max_restarts=supervision.max_restarts,
+        period_s=supervision.period_s,
+        backoff=backoff,
+        reset_after_s=supervision.reset_after_s,
+    )
+    return ConversationsService(
+        supervisor=supervisor,
+        conversations=conversations,
+        router=stats,
+        turn_metrics=metrics,
+        limiter=limiter,
+        triage=triage,
+        prompts=prompts,
+    )

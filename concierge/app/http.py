@@ -1,0 +1,230 @@
+"""The HTTP face of the daemon: probes, metrics and the channels' webhooks.
+
+A QuartTrio app served by ``hypercorn.trio.serve`` as a supervised child. It holds
+no work of its own: webhook blueprints commit to the inbox and return, and
+everything else is read from the ``HealthBoard``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from quart import Blueprint, Response, request
+from quart_trio import QuartTrio
+
+from concierge.observability import HealthBoard, Status
+from concierge.protocol import new_correlation_id
+from concierge.settings import HttpSettings
+
+log = structlog.get_logger(__name__)
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@attrs.define
+class RequestMetrics:
+    """Requests by route and status, and their latency; exported as Prometheus families."""
+
+    counts: dict[tuple[str, str, str], int] = attrs.field(factory=dict)
+    latency_buckets: dict[str, list[int]] = attrs.field(factory=dict)
+    latency_sum: dict[str, float] = attrs.field(factory=dict)
+    latency_count: dict[str, int] = attrs.field(factory=dict)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        buckets = self.latency_buckets.setdefault(route, [0] * len(_BUCKETS))
+        for i, bound in enumerate(_BUCKETS):
+            if seconds <= bound:
+                buckets[i] += 1
+        self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
+        self.latency_count[route] = self.latency_count.get(route, 0) + 1
+
+    def metrics(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "concierge_http_requests",
+            "HTTP requests by route and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(self.counts.items()):
+            requests.add_metric([route, method, status], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "concierge_http_request_duration_seconds",
+            "HTTP request latency by route",
+            labels=["route"],
+        )
+        for route, buckets in sorted(self.latency_buckets.items()):
+            pairs = [(f"{b:g}", float(c)) for b, c in zip(_BUCKETS, buckets, strict=True)]
+            pairs.append(("+Inf", float(self.latency_count[route])))
+            latency.add_metric([route], pairs, self.latency_sum[route])
+        yield latency
+
+
+class _Collector:
+    def __init__(self, sources: Sequence[Callable[[], Iterable[Metric]]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        for source in self._sources:
+            yield from source()
+
+
+def create_app(
+    *,
+    board: HealthBoard,
+    settings: HttpSettings,
+    blueprints: Sequence[Blueprint] = (),
+) -> QuartTrio:
+    """Build the app; ``blueprints`` carry the channels' webhook routes."""
+    app = QuartTrio("concierge")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.read_timeout_s
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    request_metrics = RequestMetrics()
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    registry.register(_Collector([board.metrics, request_metrics.metrics]))
+    app.extensions["concierge.request_metrics"] = request_metrics
+
+    @app.before_request
+    async def _bind_request() -> None:
+        structlog.contextvars.clear_contextvars()
+        cid = request.headers.get("X-Request-Id", "")[:64] or new_correlation_id()
+        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
+
+    @app.after_request
+    async def _count(response: Response) -> Response:
+        started = getattr(request, "environ_started", None)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        if started is not None:
+            request_metrics.observe(
+                route, request.method, response.status_code, time.perf_counter() - started
+            )
+        return response
+
+    @app.get("/livez")
+    async def livez() -> Response:
+        return _json({"status": "pass"}, 200)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        reasons = board.not_ready_reasons()
+        if reasons:
+            return _json({"status": "fail", "reasons": reasons}, 503, headers={"Retry-After": "5"})
+        return _json({"status": "pass"}, 200)
+
+    @app.get("/health")
+    async def health() -> Response:
+        body, status = board.report()
+        code = 503 if status is Status.FAIL else 200
+        return _json(
+            body,
+            code,
+            content_type="application/health+json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return Response(encoder(registry), status=200, content_type=content_type)
+
+    @app.errorhandler(413)
+    async def too_large(_: Exception) -> Response:
+        return _json({"error": f"request body larger than {settings.max_body_bytes} bytes"}, 413)
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        return _json({"error": "no such route"}, 404)
+
+    @app.errorhandler(405)
+    async def wrong_method(_: Exception) -> Response:
+        return _json({"error": "method not allowed on this route"}, 405)
+
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _json(
+    body: dict[str, Any],
+    status: int,
+    *,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(json.dumps(body), status=status, content_type=content_type, headers=headers)
+
+
+def hypercorn_config(settings: HttpSettings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = settings.graceful_timeout_s
+    config.read_timeout = int(max(1, settings.read_timeout_s))
+    config.keep_alive_timeout = 5
+    config.h11_max_incomplete_size = 16 * 1024
+    config.accesslog = None
+    # Hypercorn's own messages go through the process's structured logging.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+async def run_http(
+    *,
+    app: Any,
+    settings: HttpSettings,
+    on_bound: Callable[[list[str]], None] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` (the QuartTrio app, maybe behind bare-ASGI routes) until cancelled.
+
+    Cancellation (the supervisor stopping this child) is graceful: the listener
+    closes at once and in-flight requests get ``graceful_timeout_s`` to finish.
+    The server runs in a shielded scope so that the cancel reaches it as
+    hypercorn's own shutdown trigger rather than as a cut.
+    """
+    config = hypercorn_config(settings)
+    stop = trio.Event()
+    done = trio.Event()
+    serve_scope = trio.CancelScope(shield=True)
+
+    async def serve_shielded(
+        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with serve_scope:
+            try:
+                await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+            finally:
+                done.set()
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(serve_shielded)
+        log.info("http.listening", binds=binds)
+        if on_bound is not None:
+            on_bound(binds)
+        task_status.started()
+        try:
+            await done.wait()
+            raise RuntimeError("the HTTP server stopped by itself")
+        finally:
+            stop.set()
+            with trio.CancelScope(shield=True), trio.move_on_after(settings.graceful_timeout_s + 1):
+                await done.wait()
+            serve_scope.cancel()

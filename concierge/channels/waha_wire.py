@@ -1,0 +1,397 @@
+"""WAHA (WhatsApp HTTP API) webhook wire format: verify a delivery, parse its envelope, normalise chat ids.
+
+Pure functions, no I/O. ``verify_delivery`` checks the HMAC and timestamp headers
+against the raw body; ``parse_envelope`` turns a verified body into a
+``ParsedMessage``, an ``Ignored`` or a ``Rejected``, and never raises.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from concierge.protocol import Channel, InboundKind, NewInbound
+
+__all__ = [
+    "HMAC_ALGORITHM",
+    "ChatId",
+    "ChatKind",
+    "IgnoreReason",
+    "Ignored",
+    "ParsedMessage",
+    "RejectReason",
+    "Rejected",
+    "normalise_chat_id",
+    "parse_chat_id",
+    "parse_envelope",
+    "sign",
+    "user_key_for",
+    "verify_delivery",
+]
+
+HMAC_ALGORITHM = "sha512"
+HEADER_HMAC = "x-webhook-hmac"
+HEADER_ALGORITHM = "x-webhook-hmac-algorithm"
+HEADER_TIMESTAMP = "x-webhook-timestamp"
+HEADER_REQUEST_ID = "x-webhook-request-id"
+# How far ahead of our clock a delivery's timestamp may be (clock skew between hosts).
+FUTURE_SKEW_S = 60.0
+MAX_EXTERNAL_ID_CHARS = 256
+MAX_DISPLAY_NAME_CHARS = 100
+
+
+class RejectReason(enum.StrEnum):
+    """Why a delivery is refused; nothing of it is stored."""
+
+    SIGNATURE_MISSING = "signature_missing"
+    SIGNATURE_INVALID = "signature_invalid"
+    ALGORITHM_INVALID = "algorithm_invalid"
+    TIMESTAMP_MISSING = "timestamp_missing"
+    TIMESTAMP_INVALID = "timestamp_invalid"
+    TIMESTAMP_STALE = "timestamp_stale"
+    TIMESTAMP_FUTURE = "timestamp_future"
+    MALFORMED = "malformed"
+
+    @property
+    def http_status(self) -> int:
+        """401 for anything about authenticity, 400 for a signed body we cannot read."""
+        return 400 if self is RejectReason.MALFORMED else 401
+
+
+class IgnoreReason(enum.StrEnum):
+    """Why a valid delivery needs no answer (acknowledged with 200 so WAHA stops retrying)."""
+
+    EVENT = "event"  # not a `message` event: message.any, message.ack, session.status, ...
+    SESSION = "session"  # another WAHA session than ours
+    FROM_ME = "from_me"  # our own message: answering it would loop
+    API_SOURCE = "api_source"  # sent through the WAHA API (by us or another tool)
+    GROUP = "group"  # a group chat while WAHA_ALLOW_GROUPS is off
+    BROADCAST = "broadcast"  # status updates, broadcast lists, channels (newsletters)
+
+
+@attrs.frozen(kw_only=True)
+class Rejected:
+    reason: RejectReason
+    detail: str
+
+    @property
+    def http_status(self) -> int:
+        return self.reason.http_status
+
+
+@attrs.frozen(kw_only=True)
+class Ignored:
+    reason: IgnoreReason
+    detail: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ParsedMessage:
+    """A user's message ready for the inbox.
+
+    ``alt_user_key`` is the same person's other identity when the payload reveals it
+    (a phone number next to an ``@lid``, or the reverse); ``event_id`` is the
+    envelope's ``evt_...`` id, for logs.
+    """
+
+    message: NewInbound
+    alt_user_key: str | None = None
+    event_id: str | None = None
+
+
+ParseResult = ParsedMessage | Ignored | Rejected
+
+
+# -- chat ids -------------------------------------------------------------------------------
+class ChatKind(enum.StrEnum):
+    PHONE = "phone"  # 12132132130@c.us (@s.whatsapp.net is the same account)
+    LID = "lid"  # hidden user id: 123456789012345@lid
+    GROUP = "group"  # 120363000000000000@g.us
+    BROADCAST = "broadcast"  # status@broadcast, broadcast lists, @newsletter channels
+
+
+@attrs.frozen
+class ChatId:
+    value: str
+    kind: ChatKind
+
+
+_CHAT_ID = re.compile(
+    r"^(?P<user>[0-9A-Za-z][0-9A-Za-z_.-]{0,63})(?::(?P<device>\d{1,5}))?@(?P<server>[A-Za-z.]{1,32})$"
+)
+_SERVERS = {
+    "c.us": ChatKind.PHONE,
+    "s.whatsapp.net": ChatKind.PHONE,
+    "lid": ChatKind.LID,
+    "g.us": ChatKind.GROUP,
+    "broadcast": ChatKind.BROADCAST,
+    "newsletter": ChatKind.BROADCAST,
+}
+
+
+def parse_chat_id(raw: str) -> ChatId:
+    """Normalise a WhatsApp chat id: ``@s.whatsapp.net`` becomes ``@c.us``, device suffixes go.
+
+    Raises ``ValueError`` naming what is wrong when ``raw`` is no WhatsApp chat id.
+    """
+    match = _CHAT_ID.match(raw.strip())
+    if match is None:
+        raise ValueError(
+            f"{_shown(raw)} is not a WhatsApp chat id (expected e.g. 33612345678@c.us)"
+        )
+    user, device, server = match["user"], match["device"], match["server"].lower()
+    kind = _SERVERS.get(server)
+    if kind is None:
+        raise ValueError(
+            f"{_shown(raw)} has an unknown server {server!r} (c.us, s.whatsapp.net, lid, g.us, ...)"
+        )
+    if kind in (ChatKind.PHONE, ChatKind.LID) and not user.isdigit():
+        raise ValueError(f"{_shown(raw)}: a user id before @{server} must be digits")
+    if device is not None and kind not in (ChatKind.PHONE, ChatKind.LID):
+        raise ValueError(f"{_shown(raw)}: only user ids carry a :device suffix")
+    if server == "s.whatsapp.net":
+        server = "c.us"
+    return ChatId(value=f"{user}@{server}", kind=kind)
+
+
+def normalise_chat_id(raw: str) -> str:
+    """``parse_chat_id(raw).value``: the id replies are sent to."""
+    return parse_chat_id(raw).value
+
+
+def user_key_for(chat_id: str) -> str:
+    """The channel-scoped user key of a normalised chat id: ``waha:33612345678@c.us``."""
+    return f"{Channel.WAHA.value}:{chat_id}"
+
+
+# -- verification -----------------------------------------------------------------------------
+def sign(body: bytes, key: str) -> str:
+    """WAHA's signature: hex HMAC-SHA512 of the exact body bytes with the key's UTF-8 bytes."""
+    return hmac.new(key.encode("utf-8"), body, hashlib.sha512).hexdigest()
+
+
+def verify_delivery(
+    *,
+    body: bytes,
+    headers: Mapping[str, str],
+    hmac_key: str | None,
+    now_s: float,
+    window_s: float,
+    future_skew_s: float = FUTURE_SKEW_S,
+) -> Rejected | None:
+    """``None`` when the delivery is authentic and fresh, else why not.
+
+    With a key, ``X-Webhook-Hmac`` (lower-case hex of HMAC-SHA512 over the raw body),
+    ``X-Webhook-Hmac-Algorithm: sha512`` and ``X-Webhook-Timestamp`` (ms) are all
+    required: every WAHA build that signs sends all three. Without a key (unsigned
+    mode) only a timestamp that is present is checked.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if hmac_key is not None:
+        provided = lowered.get(HEADER_HMAC)
+        if not provided:
+            return Rejected(
+                reason=RejectReason.SIGNATURE_MISSING, detail="X-Webhook-Hmac header is missing"
+            )
+        algorithm = lowered.get(HEADER_ALGORITHM)
+        if algorithm != HMAC_ALGORITHM:
+            shown = "missing" if algorithm is None else _shown(algorithm)
+            return Rejected(
+                reason=RejectReason.ALGORITHM_INVALID,
+                detail=f"X-Webhook-Hmac-Algorithm must be {HMAC_ALGORITHM}, got {shown}",
+            )
+        expected = sign(body, hmac_key).encode("ascii")
+        if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
+            return Rejected(
+                reason=RejectReason.SIGNATURE_INVALID,
+                detail="X-Webhook-Hmac does not match the body",
+            )
+    stamp = lowered.get(HEADER_TIMESTAMP)
+    if stamp is None:
+        if hmac_key is None:
+            return None
+        return Rejected(
+            reason=RejectReason.TIMESTAMP_MISSING, detail="X-Webhook-Timestamp header is missing"
+        )
+    if not re.fullmatch(r"\d{1,16}", stamp):
+        return Rejected(
+            reason=RejectReason.TIMESTAMP_INVALID,
+            detail=f"X-Webhook-Timestamp must be Unix milliseconds, got {_shown(stamp)}",
+        )
+    age_s = now_s - int(stamp) / 1000.0
+    if age_s > window_s:
+        return Rejected(
+            reason=RejectReason.TIMESTAMP_STALE,
+            detail=f"X-Webhook-Timestamp is {age_s:.0f} s old (window {window_s:g} s)",
+        )
+    if -age_s > future_skew_s:
+        return Rejected(
+            reason=RejectReason.TIMESTAMP_FUTURE,
+            detail=f"X-Webhook-Timestamp is {-age_s:.0f} s in the future",
+        )
+    return None
+
+
+# -- parsing ----------------------------------------------------------------------------------
+_COMMAND = re.compile(r"^/[A-Za-z][A-Za-z0-9_]*(?:\s|$)")
+_EXTERNAL_ID = re.compile(r"^[\x21-\x7e]+$")
+
+
+def parse_envelope(
+    body: bytes,
+    *,
+    session: str,
+    allow_groups: bool,
+    received_at: datetime,
+    correlation_id: str,
+) -> ParseResult:
+    """Read one webhook body; only a ``message`` event from a person yields a ``ParsedMessage``.
+
+    Never raises: unreadable input is a ``Rejected`` (``MALFORMED``) naming the field.
+    """
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):
+        return _malformed("the body is not valid JSON")
+    if not isinstance(envelope, dict):
+        return _malformed("the body is not a JSON object")
+    event = envelope.get("event")
+    if not isinstance(event, str):
+        return _malformed("`event` is missing or not a string")
+    if event != "message":
+        return Ignored(reason=IgnoreReason.EVENT, detail=event[:64])
+    event_session = envelope.get("session", session)
+    if not isinstance(event_session, str):
+        return _malformed("`session` is not a string")
+    if event_session != session:
+        return Ignored(reason=IgnoreReason.SESSION, detail=event_session[:64])
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        return _malformed("`payload` is missing or not an object")
+    from_me = payload.get("fromMe", False)
+    if not isinstance(from_me, bool):
+        return _malformed("`payload.fromMe` is not a boolean")
+    if from_me:
+        return Ignored(reason=IgnoreReason.FROM_ME)
+    if payload.get("source") == "api":
+        return Ignored(reason=IgnoreReason.API_SOURCE)
+    external_id = payload.get("id")
+    if (
+        not isinstance(external_id, str)
+        or not _EXTERNAL_ID.match(external_id)
+        or len(external_id) > MAX_EXTERNAL_ID_CHARS
+    ):
+        return _malformed(
+            f"`payload.id` must be 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters"
+        )
+    sender = payload.get("from")
+    if not isinstance(sender, str):
+        return _malformed("`payload.from` is missing or not a string")
+    try:
+        chat = parse_chat_id(sender)
+    except ValueError as exc:
+        return _malformed(f"`payload.from`: {exc}")
+    if chat.kind is ChatKind.BROADCAST:
+        return Ignored(reason=IgnoreReason.BROADCAST)
+    if chat.kind is ChatKind.GROUP and not allow_groups:
+        return Ignored(reason=IgnoreReason.GROUP)
+    text = payload.get("body")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        return _malformed("`payload.body` is not a string")
+    has_media = payload.get("hasMedia", False)
+    if not isinstance(has_media, bool):
+        return _malformed("`payload.hasMedia` is not a boolean")
+    text = _clean(text)
+    if not text.strip():
+        kind, text = InboundKind.MEDIA, ""  # media without caption, location, contact card, ...
+    elif _COMMAND.match(text.lstrip()):
+        kind = InboundKind.COMMAND
+    else:
+        kind = InboundKind.TEXT
+    data = payload.get("_data")
+    data = data if isinstance(data, dict) else {}
+    event_id = envelope.get("id")
+    message = NewInbound(
+        correlation_id=correlation_id,
+        channel=Channel.WAHA,
+        user_key=user_key_for(chat.value),
+        chat_id=chat.value,
+        external_id=external_id,
+        text=text,
+        kind=kind,
+        received_at=received_at,
+        display_name=_display_name(data),
+    )
+    return ParsedMessage(
+        message=message,
+        alt_user_key=_alt_user_key(chat, data),
+        event_id=event_id[:64] if isinstance(event_id, str) else None,
+    )
+
+
+def _malformed(detail: str) -> Rejected:
+    return Rejected(reason=RejectReason.MALFORMED, detail=detail)
+
+
+def _clean(text: str) -> str:
+    """Drop NUL (PostgreSQL refuses it in text) and lone surrogates (not encodable as UTF-8)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _shown(value: str) -> str:
+    """A header or id value fit to quote in an error message: short and printable."""
+    short = value[:40] + ("..." if len(value) > 40 else "")
+    return repr(short.encode("ascii", "backslashreplace").decode("ascii"))
+
+
+def _display_name(data: Mapping[str, Any]) -> str | None:
+    """The sender's WhatsApp name: ``notifyName`` (WEBJS), ``pushName`` (NOWEB), ``Info.PushName`` (GOWS)."""
+    info = data.get("Info")
+    for value in (
+        data.get("notifyName"),
+        data.get("pushName"),
+        info.get("PushName") if isinstance(info, dict) else None,
+    ):
+        if isinstance(value, str):
+            name = " ".join(_clean(value).split())[:MAX_DISPLAY_NAME_CHARS]
+            if name:
+                return name
+    return None
+
+
+def _alt_user_key(chat: ChatId, data: Mapping[str, Any]) -> str | None:
+    """The sender's other identity when the engine's raw data names it (LID <-> phone).
+
+    NOWEB puts it in ``_data.key.remoteJidAlt`` / ``senderPn`` / ``senderLid``, GOWS in
+    ``_data.Info.SenderAlt``; WEBJS carries none (ask ``GET /api/{session}/lids/{lid}``).
+    """
+    if chat.kind not in (ChatKind.PHONE, ChatKind.LID):
+        return None
+    wanted = ChatKind.PHONE if chat.kind is ChatKind.LID else ChatKind.LID
+    key = data.get("key")
+    info = data.get("Info")
+    candidates: list[Any] = []
+    if isinstance(key, dict):
+        candidates += [key.get("remoteJidAlt"), key.get("senderPn"), key.get("senderLid")]
+    if isinstance(info, dict):
+        candidates.append(info.get("SenderAlt"))
+    for candidate in candidates:
+        if not isinstance(candidate, str) or not candidate:
+            continue
+        try:
+            alt = parse_chat_id(candidate)
+        except ValueError:
+            continue
+        if alt.kind is wanted:
+            return user_key_for(alt.value)
+    return None

@@ -1,0 +1,192 @@
+"""Human handoff: the staff notice when one opens, and closing it with word to the user.
+
+While a handoff is open the conversation actor stays silent (it still records
+messages). ``close_handoff`` is what a staff command calls; the sweeper closes
+handoffs nobody took up within ``CONCIERGE_HANDOFF_TIMEOUT_S``. Either way the
+user is told, in the language of their last messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import structlog
+import trio
+
+from concierge.domain.language import detect_language
+from concierge.domain.replies import Reply, reply_text
+from concierge.protocol import (
+    Channel,
+    HandoffRow,
+    NewOutbound,
+    OutboxNudge,
+    Role,
+    new_correlation_id,
+    utcnow,
+)
+from concierge.settings import ConversationSettings
+from concierge.store import Store
+
+log = structlog.get_logger(__name__)
+
+STAFF_EXCERPT_CHARS = 300
+
+
+def chat_of(user_key: str) -> tuple[Channel, str] | None:
+    """The channel and chat id a user key addresses (``telegram:111`` → telegram, ``111``).
+
+    Private chats use the user's own id as chat id on every channel, which is the
+    only kind of chat a handoff is opened for.
+    """
+    prefix, sep, chat_id = user_key.partition(":")
+    if not sep or not chat_id:
+        return None
+    try:
+        return Channel(prefix), chat_id
+    except ValueError:
+        return None
+
+
+def _nudge(
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None,
+    channel: Channel,
+    correlation_id: str,
+) -> None:
+    send = (outbox_nudges or {}).get(channel)
+    if send is None:
+        return
+    try:
+        send.send_nowait(OutboxNudge(channel=channel, correlation_id=correlation_id))
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+def staff_notice(
+    *,
+    settings: ConversationSettings,
+    handoff: HandoffRow,
+    channel: Channel,
+    who: str,
+    excerpt: str,
+) -> NewOutbound | None:
+    """The notification for the staff chat, or ``None`` when no staff chat is configured."""
+    if settings.staff_channel is None or settings.staff_chat_id is None:
+        return None
+    short = (
+        excerpt if len(excerpt) <= STAFF_EXCERPT_CHARS else excerpt[: STAFF_EXCERPT_CHARS - 1] + "…"
+    )
+    text = reply_text(
+        Reply.STAFF_HANDOFF,
+        "fr",
+        handoff_id=handoff.handoff_id,
+        reason=handoff.reason,
+        who=who,
+        channel=channel.value,
+        excerpt=short,
+    )
+    return NewOutbound(
+        correlation_id=handoff.correlation_id,
+        channel=settings.staff_channel,
+        user_key=f"{settings.staff_channel.value}:{settings.staff_chat_id}",
+        chat_id=settings.staff_chat_id,
+        text=text,
+    )
+
+
+async def _user_language(store: Store, conversation_id: int) -> str:
+    turns = await store.recent_turns(conversation_id, limit=6)
+    text = " ".join(t.text for t in turns if t.role is Role.USER)
+    return detect_language(text)
+
+
+async def _find_open(
+    store: Store, *, handoff_id: int | None, user_key: str | None
+) -> HandoffRow | None:
+    if user_key is not None:
+        user = await store.user_for_key(user_key)
+        if user is None:
+            return None
+        conversation = await store.conversation_for(user.user_id)
+        row = await store.active_handoff(conversation.conversation_id)
+        if row is None or (handoff_id is not None and row.handoff_id != handoff_id):
+            return None
+        return row
+    for row in await store.handoffs_opened_before(utcnow() + timedelta(days=1)):
+        if row.handoff_id == handoff_id:
+            return row
+    return None
+
+
+async def close_handoff(
+    store: Store,
+    *,
+    by: str,
+    handoff_id: int | None = None,
+    user_key: str | None = None,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None = None,
+    reply: Reply = Reply.HANDOFF_CLOSED,
+) -> HandoffRow | None:
+    """Close an open handoff (by id or by user) and tell the user the concierge answers again.
+
+    ``by`` names who closed it (a staff member, or ``timeout``). Returns the row
+    that was closed, or ``None`` when no such handoff was open.
+    """
+    if handoff_id is None and user_key is None:
+        raise ValueError("close_handoff needs a handoff_id or a user_key")
+    row = await _find_open(store, handoff_id=handoff_id, user_key=user_key)
+    if row is None:
+        return None
+    await store.close_handoff(row.handoff_id, closed_by=by)
+    log.info(
+        "handoff.closed",
+        handoff_id=row.handoff_id,
+        conversation_id=row.conversation_id,
+        closed_by=by,
+        reason=reply.value,
+    )
+    address = chat_of(row.user_key)
+    if address is None:
+        log.warning(
+            "handoff.user_not_told",
+            handoff_id=row.handoff_id,
+            reason="no chat address in the user key",
+        )
+        return row
+    channel, chat_id = address
+    correlation_id = new_correlation_id()
+    language = await _user_language(store, row.conversation_id)
+    await store.enqueue_reply(
+        NewOutbound(
+            correlation_id=correlation_id,
+            channel=channel,
+            user_key=row.user_key,
+            chat_id=chat_id,
+            text=reply_text(reply, language),
+        )
+    )
+    _nudge(outbox_nudges, channel, correlation_id)
+    return row
+
+
+async def sweep_handoffs(
+    store: Store,
+    *,
+    timeout_s: float,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Close every handoff open for longer than ``timeout_s``; return how many."""
+    cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
+    closed = 0
+    for row in await store.handoffs_opened_before(cutoff):
+        if await close_handoff(
+            store,
+            by="timeout",
+            handoff_id=row.handoff_id,
+            user_key=row.user_key,
+            outbox_nudges=outbox_nudges,
+            reply=Reply.HANDOFF_TIMEOUT,
+        ):
+            closed += 1
+    return closed

@@ -1,0 +1,104 @@
+"""The one way a platform message enters: commit to the durable inbox, then hand to the router.
+
+Webhook handlers and pollers call ``Ingest.accept``; it returns only after the
+inbox row is committed (or raises ``StoreUnavailable``: answer 503, commit
+nothing). Forwarding to the router is bounded: a message that cannot be handed
+over in time stays an unprocessed inbox row, which the replayer picks up, so an
+ack never waits on a slow conversation and a crash never loses a message.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from concierge.protocol import Accepted, Inbound, InboxRow, NewInbound
+from concierge.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+def inbound_from_row(row: InboxRow) -> Inbound:
+    return Inbound(
+        correlation_id=row.correlation_id,
+        channel=row.channel,
+        user_key=row.user_key,
+        chat_id=row.chat_id,
+        external_id=row.external_id,
+        text=row.text,
+        kind=row.kind,
+        received_at=row.received_at,
+        inbox_id=row.inbox_id,
+        display_name=row.display_name,
+        language_hint=row.language_hint,
+    )
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        router: trio.MemorySendChannel[Inbound],
+        forward_timeout_s: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._router = router
+        self._forward_timeout_s = forward_timeout_s
+        self.accepted = 0
+        self.duplicates = 0
+        self.deferred = 0
+
+    async def accept(self, message: NewInbound) -> Accepted:
+        """Commit ``message``; forward it to the router if it is new."""
+        accepted = await self._store.accept(message)
+        if not accepted.is_new:
+            self.duplicates += 1
+            log.info(
+                "ingest.duplicate_ignored",
+                correlation_id=message.correlation_id,
+                channel=message.channel.value,
+                external_id=message.external_id,
+            )
+            return accepted
+        self.accepted += 1
+        inbound = Inbound(
+            correlation_id=message.correlation_id,
+            channel=message.channel,
+            user_key=message.user_key,
+            chat_id=message.chat_id,
+            external_id=message.external_id,
+            text=message.text,
+            kind=message.kind,
+            received_at=message.received_at,
+            inbox_id=accepted.inbox_id,
+            display_name=message.display_name,
+            language_hint=message.language_hint,
+        )
+        if await self._forward(inbound):
+            return accepted
+        self.deferred += 1
+        log.warning(
+            "ingest.forward_deferred",
+            correlation_id=message.correlation_id,
+            inbox_id=accepted.inbox_id,
+        )
+        return accepted
+
+    async def _forward(self, inbound: Inbound) -> bool:
+        """Hand ``inbound`` to the router within ``forward_timeout_s``; False if it did not go."""
+        try:
+            # The store call was the checkpoint: a router with room takes it at once.
+            self._router.send_nowait(inbound)
+            return True
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # shutting down: the row replays at the next start
+        with trio.move_on_after(self._forward_timeout_s):
+            try:
+                await self._router.send(inbound)
+                return True
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        return False

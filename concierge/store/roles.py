@@ -1,0 +1,222 @@
+"""The durable store and session cache interfaces: the only way actors reach data.
+
+Two protocols: ``Store`` holds what the concierge must not lose (SQLite embedded,
+PostgreSQL in production); ``SessionCache`` holds what it can rebuild (memory
+embedded, Redis in production).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from concierge.protocol import (
+    Accepted,
+    Channel,
+    ConversationRow,
+    ConversationStart,
+    Direction,
+    HandoffRow,
+    InboxRow,
+    Interaction,
+    NewInbound,
+    NewOutbound,
+    OutboxRow,
+    ServiceType,
+    Turn,
+    TurnRecord,
+    UserRow,
+)
+
+
+class Store(Protocol):
+    """Durable records. Every method commits before it returns."""
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgres`` (for health checks and logs)."""
+        ...
+
+    async def ping(self) -> float:
+        """Round-trip one trivial query; return its latency in seconds."""
+        ...
+
+    # -- inbox: the durability boundary --------------------------------------------
+    async def accept(self, message: NewInbound) -> Accepted:
+        """Commit an inbox row unless (channel, external_id) exists; batched when concurrent."""
+        ...
+
+    async def pending_inbox(
+        self, *, user_key: str | None = None, limit: int = 1000
+    ) -> Sequence[InboxRow]:
+        """Unprocessed rows in arrival order (per user when ``user_key`` is given)."""
+        ...
+
+    async def mark_processed(
+        self, inbox_id: int, *, service_type: ServiceType | None = None
+    ) -> None: ...
+
+    async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
+        """Write a handled row's messages, replies and interaction and mark it processed, atomically.
+
+        A row already processed is left alone and ``()`` returned: a row replayed after
+        a crash that followed its commit is never answered twice. Otherwise returns the
+        new outbox ids in the order of ``turn.replies``.
+        """
+        ...
+
+    # -- outbox ----------------------------------------------------------------------
+    async def enqueue_reply(self, reply: NewOutbound) -> int:
+        """Write a reply to send; return its outbox id."""
+        ...
+
+    async def pending_outbox(
+        self, channel: Channel, *, now: datetime | None = None, limit: int = 100
+    ) -> Sequence[OutboxRow]:
+        """Unsent rows due by ``now`` in creation order.
+
+        A row waits while an earlier unsent row of the same user waits for its retry,
+        so one user's replies never overtake each other.
+        """
+        ...
+
+    async def mark_sent(self, outbox_id: int) -> None: ...
+
+    async def mark_send_failed(
+        self, outbox_id: int, *, error: str, retry_at: datetime | None
+    ) -> None:
+        """Record a failed attempt; ``retry_at=None`` gives the row up (never retried)."""
+        ...
+
+    # -- users, identities, conversations --------------------------------------------
+    async def resolve_user(
+        self, channel: Channel, user_key: str, *, display_name: str | None = None
+    ) -> int:
+        """The user id for a channel identity, creating the user on first contact."""
+        ...
+
+    async def link_identity(self, user_id: int, channel: Channel, user_key: str) -> None:
+        """Attach another channel identity to an existing user."""
+        ...
+
+    async def user_for_key(self, user_key: str) -> UserRow | None: ...
+
+    async def mark_unreachable(self, user_key: str) -> None:
+        """The platform says this user blocked us: stop sending to them.
+
+        Their unsent replies are given up; ``resolve_user`` (they wrote again) clears the flag.
+        """
+        ...
+
+    async def conversation_for(self, user_id: int) -> ConversationRow:
+        """The user's conversation, created on first use."""
+        ...
+
+    async def open_conversation(
+        self,
+        channel: Channel,
+        user_key: str,
+        *,
+        display_name: str | None = None,
+        pending_limit: int,
+        recent_limit: int,
+    ) -> ConversationStart:
+        """``resolve_user``, ``conversation_for``, ``active_handoff``, ``pending_inbox`` for the
+        user and ``recent_turns``, in one round trip: a new actor's reads, at once, under a burst.
+        """
+        ...
+
+    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None: ...
+
+    async def record_message(
+        self,
+        *,
+        conversation_id: int,
+        direction: Direction,
+        text: str,
+        service_type: ServiceType,
+        correlation_id: str,
+    ) -> int: ...
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
+        """The last ``limit`` messages, oldest first: rebuilds a lost session cache."""
+        ...
+
+    async def record_interaction(self, interaction: Interaction) -> None: ...
+
+    # -- channel cursors -------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None: ...
+
+    async def set_cursor(self, name: str, value: str) -> None: ...
+
+    # -- handoffs --------------------------------------------------------------------
+    async def open_handoff(
+        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+    ) -> HandoffRow:
+        """Open a handoff (or return the one already open for this conversation)."""
+        ...
+
+    async def active_handoff(self, conversation_id: int) -> HandoffRow | None: ...
+
+    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None: ...
+
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None: ...
+
+    async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
+        """Open or assigned handoffs older than ``cutoff`` (for the timeout sweep)."""
+        ...
+
+    # -- data protection -------------------------------------------------------------
+    async def erase_texts_before(self, cutoff: datetime) -> int:
+        """Blank message, inbox and sent outbox texts older than ``cutoff``; keep metadata."""
+        ...
+
+    async def forget_user(self, user_id: int) -> int:
+        """Erase a user's messages and identities; return the rows touched."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SessionCache(Protocol):
+    """What can be rebuilt: context windows, rate-limit buckets, a dedupe fast path.
+
+    Every key carries a TTL. A cache that is down raises ``CacheUnavailable``;
+    callers fall back to the durable store and carry on.
+    """
+
+    @property
+    def backend(self) -> str:
+        """``memory`` or ``redis``."""
+        ...
+
+    async def ping(self) -> float: ...
+
+    async def get_context(self, user_key: str) -> Sequence[Turn] | None:
+        """The cached context window (maybe empty), or ``None`` when it must be rebuilt."""
+        ...
+
+    async def set_context(self, user_key: str, turns: Sequence[Turn], *, ttl_s: float) -> None: ...
+
+    async def append_context(
+        self, user_key: str, turns: Sequence[Turn], *, max_turns: int, ttl_s: float
+    ) -> None:
+        """Append turns and trim to the newest ``max_turns``.
+
+        Only a cached window grows: when there is none (expired, evicted, Redis
+        restarted) it stays missing, so the next read rebuilds it whole.
+        """
+        ...
+
+    async def clear_context(self, user_key: str) -> None: ...
+
+    async def take_token(self, bucket: str, *, rate_per_s: float, burst: int, now: float) -> bool:
+        """Token bucket: take one token if available. ``now`` is a monotonic second count."""
+        ...
+
+    async def seen(self, key: str, *, ttl_s: float) -> bool:
+        """Mark ``key`` seen; return whether it already was (dedupe fast path)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,115 @@
+"""PostgreSQL going away under the running daemon: refuse with 503, never ack without a row, recover."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from concierge.app.daemon import build_tree, enabled_channels, open_runtime
+from concierge.settings import load_settings
+from concierge.store import migrate
+from tests.fakes.telegram_api import FakeTelegram
+from tests.pgserver import PrivatePostgres, available
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.slow,
+    pytest.mark.skipif(not available(), reason="PostgreSQL server binaries are not installed"),
+]
+
+CONFIG_DIR = Path(__file__).parents[2] / "config"
+SECRET = "outage-test-secret"
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+async def status_of(client: httpx.AsyncClient, url: str) -> int:
+    return (await client.get(url)).status_code
+
+
+async def test_postgres_outage_gives_503_then_the_backlog_drains(
+    tmp_path: Path, postgres: PrivatePostgres
+) -> None:
+    telegram = FakeTelegram()
+    async with telegram.serve():
+        settings = load_settings(
+            {
+                "DATABASE_URL": postgres.dsn,
+                "CONCIERGE_DATA_DIR": str(tmp_path),
+                "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR),
+                "CONCIERGE_HTTP_PORT": "0",
+                "CONCIERGE_LOG_LEVEL": "warning",
+                "CONCIERGE_DB_COMMAND_TIMEOUT_S": "2",
+                "TELEGRAM_BOT_TOKEN": telegram.token,
+                "TELEGRAM_API_BASE_URL": telegram.url,
+                "TELEGRAM_MODE": "webhook",
+                "TELEGRAM_WEBHOOK_URL": "https://concierge.example.org/webhooks/telegram",
+                "TELEGRAM_WEBHOOK_SECRET": SECRET,
+            },
+            env_file=tmp_path / "absent.env",
+        )
+        import trio_asyncio
+
+        async with trio_asyncio.open_loop():
+            await migrate(settings.store)
+        async with open_runtime(
+            settings, channels=enabled_channels(settings, console=False), messengers=True
+        ) as rt:
+            parts = rt.parts
+            root = build_tree(
+                rt,
+                senders=parts.senders,
+                listeners=parts.listeners,
+                blueprints=parts.blueprints,
+                asgi_wrappers=parts.asgi_wrappers,
+            )
+            async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
+                await nursery.start(root.run)
+                base = rt.http_binds[0]
+                hook = f"{base}/webhooks/telegram"
+                headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+
+                before = telegram.text_message(
+                    user_id=333, text="A quelle heure est la messe dimanche ?"
+                )
+                assert (await client.post(hook, json=before, headers=headers)).status_code == 200
+
+                await trio.to_thread.run_sync(postgres.stop)
+                during = telegram.text_message(
+                    user_id=444, text="Quels sont les horaires du secrétariat ?"
+                )
+                refused = await client.post(hook, json=during, headers=headers)
+                assert refused.status_code == 503
+                assert refused.headers["Retry-After"]
+                with trio.fail_after(30):
+                    while await status_of(client, f"{base}/readyz") != 503:
+                        await trio.sleep(0.2)
+                health = await client.get(f"{base}/health")
+                assert health.status_code == 503
+                assert health.json()["checks"]["postgres:responseTime"][0]["status"] == "fail"
+                assert (await client.get(f"{base}/livez")).status_code == 200
+
+                await trio.to_thread.run_sync(postgres.start)
+                with trio.fail_after(30):
+                    while (
+                        await client.post(hook, json=during, headers=headers)
+                    ).status_code != 200:
+                        await trio.sleep(0.2)
+                    while await status_of(client, f"{base}/readyz") != 200:
+                        await trio.sleep(0.2)
+                    while not (telegram.texts_to(333) and telegram.texts_to(444)):
+                        await trio.sleep(0.1)
+                assert "10h30" in telegram.texts_to(333)[0]
+                await root.shutdown()
