@@ -3,7 +3,7 @@
 Each turn checks limits, commands and an open handoff, triages the message,
 builds the prompt from the context window and the knowledge base, and asks the
 provider pool; what it decided (replies, messages, interaction, service type)
-is then written with the inbox row's mark in one ``Store.complete_turn``, so a
+is then written with the inbox row's mark in one ``Turns.complete_turn``, so a
 crash leaves the row either answered or pending, never answered and pending.
 The actor ends after ``idle_s`` without messages; its context stays in the
 session cache and the store, so the next message starts a fresh actor that
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import attrs
 import structlog
@@ -32,7 +32,6 @@ from concierge.domain import (
     TriageRules,
     UserRateLimiter,
     detect_language,
-    inbound_from_row,
     parse_command,
     reply_text,
     staff_notice,
@@ -40,26 +39,26 @@ from concierge.domain import (
 from concierge.protocol import (
     Channel,
     Completion,
-    CompletionFailed,
-    CompletionRequest,
+    ConversationMsg,
     HandoffRow,
     Inbound,
     InboundKind,
-    InboxRow,
     Interaction,
-    NewOutbound,
+    OutboundReply,
+    OutboxMsg,
     OutboxNudge,
     PresenceMsg,
+    ProviderCall,
+    ProviderPoolMsg,
     ServiceType,
     Turn,
     TurnCompleted,
     TurnEnded,
     TurnRecord,
     TurnStarted,
-    utcnow,
 )
 from concierge.settings import ConversationSettings
-from concierge.store import SessionCache, Store, StoreError
+from concierge.store import Conversations, Handoffs, Inbox, SessionCache, StoreError, Turns
 
 log = structlog.get_logger(__name__)
 
@@ -118,19 +117,24 @@ class ConversationMetrics:
         self.turns[service_type.value] = self.turns.get(service_type.value, 0) + 1
 
 
+class ConversationStore(Inbox, Turns, Conversations, Handoffs, Protocol):
+    """What a conversation actor reads and writes: its user's pending rows, its opening read
+    and history, its turns, and the handoffs it opens and checks."""
+
+
 @attrs.frozen(kw_only=True)
 class ConversationDeps:
     """Everything a conversation actor needs; shared by all of them."""
 
     settings: ConversationSettings
-    store: Store
+    store: ConversationStore
     cache: SessionCache
     knowledge: KnowledgeBase
     triage: TriageRules
     prompts: PromptBook
     limiter: UserRateLimiter
-    pool_inbox: trio.MemorySendChannel[CompletionRequest]
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]]
+    pool_inbox: trio.MemorySendChannel[ProviderPoolMsg]
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]]
     presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]]
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
@@ -163,7 +167,7 @@ class _Outcome:
     interaction: Interaction | None = None
     set_type: bool = False
     """Whether the conversation takes ``service_type`` from now on."""
-    staff: NewOutbound | None = None
+    staff: OutboundReply | None = None
     """A notification to staff, written with the reply."""
     handoff_id: int | None = None
     remember: bool = False
@@ -215,7 +219,7 @@ class Conversation:
 
     async def open(
         self, channel: Channel, display_name: str | None, *, pending_limit: int
-    ) -> tuple[InboxRow, ...]:
+    ) -> tuple[Inbound, ...]:
         """Read the user, conversation, handoff and history in one store call.
 
         Returns the user's unprocessed inbox rows (at most ``pending_limit``).
@@ -429,23 +433,20 @@ class Conversation:
             user_text=msg.text,
         )
         presence = deps.presence.get(msg.channel)
-        _offer(
-            presence,
-            TurnStarted(
-                channel=msg.channel, chat_id=msg.chat_id, correlation_id=msg.correlation_id
-            ),
-        )
+        _offer(presence, TurnStarted.of(msg))
         try:
             result = await ask(
                 deps.pool_inbox,
-                correlation_id=msg.correlation_id,
-                system=prompt.system,
-                turns=prompt.turns,
-                max_tokens=deps.settings.max_tokens,
-                timeout_s=deps.settings.turn_timeout_s,
-                query=msg.text,
-                language=language,
-                service_type=service_type,
+                ProviderCall(
+                    correlation_id=msg.correlation_id,
+                    system=prompt.system,
+                    turns=prompt.turns,
+                    max_tokens=deps.settings.max_tokens,
+                    timeout_s=deps.settings.turn_timeout_s,
+                    query=msg.text,
+                    language=language,
+                    service_type=service_type,
+                ),
             )
             provider = ""
             outcome = "ok"
@@ -473,54 +474,17 @@ class Conversation:
                 service_type=service_type,
                 provider=provider,
                 recorded=msg.text,
-                interaction=self._interaction(msg, result, service_type, outcome),
+                interaction=Interaction.of(
+                    result,
+                    conversation_id=self.conversation_id,
+                    outcome=outcome,
+                    service_type=service_type,
+                ),
                 set_type=True,
                 remember=outcome == "ok",
             )
         finally:
-            _offer(
-                presence,
-                TurnEnded(
-                    channel=msg.channel, chat_id=msg.chat_id, correlation_id=msg.correlation_id
-                ),
-            )
-
-    def _interaction(
-        self,
-        msg: Inbound,
-        result: Completion | CompletionFailed,
-        service_type: ServiceType,
-        outcome: str,
-    ) -> Interaction:
-        assert self.conversation_id is not None
-        if isinstance(result, Completion):
-            return Interaction(
-                correlation_id=msg.correlation_id,
-                conversation_id=self.conversation_id,
-                provider=result.provider,
-                model=result.model,
-                key_alias=result.key_alias,
-                latency_s=result.latency_s,
-                tokens_in=result.tokens_in,
-                tokens_out=result.tokens_out,
-                outcome=outcome,
-                service_type=service_type,
-                created_at=utcnow(),
-            )
-        last = result.failures[-1] if result.failures else None
-        return Interaction(
-            correlation_id=msg.correlation_id,
-            conversation_id=self.conversation_id,
-            provider=last.provider if last else "",
-            model="",
-            key_alias=last.key_alias if last else "",
-            latency_s=0.0,
-            tokens_in=0,
-            tokens_out=0,
-            outcome=outcome,
-            service_type=service_type,
-            created_at=utcnow(),
-        )
+            _offer(presence, TurnEnded.of(msg))
 
     # -- helpers -------------------------------------------------------------------------
     def _fixed(self, msg: Inbound, text: str, service_type: ServiceType) -> _Outcome:
@@ -534,20 +498,11 @@ class Conversation:
         left its queue) is left as it is: nothing is written or sent twice.
         """
         deps = self._deps
-        replies: list[NewOutbound] = []
+        replies: list[OutboundReply] = []
         if outcome.staff is not None:
             replies.append(outcome.staff)
         if outcome.reply:
-            replies.append(
-                NewOutbound(
-                    correlation_id=msg.correlation_id,
-                    channel=msg.channel,
-                    user_key=self.user_key,
-                    chat_id=msg.chat_id,
-                    text=outcome.reply,
-                    inbox_id=msg.inbox_id,
-                )
-            )
+            replies.append(OutboundReply.answering(msg, text=outcome.reply))
         retype = outcome.set_type and outcome.service_type is not self.service_type
         recorded = outcome.recorded
         # What the opening read is out of date once this turn is written.
@@ -603,8 +558,8 @@ class Conversation:
         return handoff
 
 
-def _take_queued(receive: trio.MemoryReceiveChannel[Inbound]) -> list[Inbound]:
-    queued: list[Inbound] = []
+def _take_queued(receive: trio.MemoryReceiveChannel[ConversationMsg]) -> list[ConversationMsg]:
+    queued: list[ConversationMsg] = []
     while True:
         try:
             queued.append(receive.receive_nowait())
@@ -614,12 +569,12 @@ def _take_queued(receive: trio.MemoryReceiveChannel[Inbound]) -> list[Inbound]:
 
 async def _opening(
     conversation: Conversation,
-    store: Store,
-    receive: trio.MemoryReceiveChannel[Inbound],
-    handed: list[Inbound],
+    store: Inbox,
+    receive: trio.MemoryReceiveChannel[ConversationMsg],
+    handed: list[ConversationMsg],
     *,
     limit: int,
-) -> list[Inbound]:
+) -> list[ConversationMsg]:
     """Open the conversation; return this user's unprocessed rows plus what was handed over.
 
     Deduped, in arrival order. Taking the queued copies out at once keeps a message
@@ -634,9 +589,9 @@ async def _opening(
         rows = await store.pending_inbox(user_key=conversation.user_key, limit=1)
         if not rows:  # nothing to replay: the first message opens the conversation
             return []
-        first = inbound_from_row(rows[0])
+        first = rows[0]
     pending = await conversation.open(first.channel, first.display_name, pending_limit=limit)
-    backlog = {row.inbox_id: inbound_from_row(row) for row in pending}
+    backlog = {row.inbox_id: row for row in pending}
     for msg in handed + _take_queued(receive):
         backlog.setdefault(msg.inbox_id, msg)
     return [backlog[inbox_id] for inbox_id in sorted(backlog)]
@@ -648,7 +603,9 @@ async def run_conversation(
     handover: Handover | None = None,
     *,
     deps: ConversationDeps,
-    task_status: trio.TaskStatus[trio.MemorySendChannel[Inbound]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[
+        trio.MemorySendChannel[ConversationMsg]
+    ] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve one user until ``idle_s`` passes without a message.
 
@@ -662,9 +619,9 @@ async def run_conversation(
     deps.metrics.live += 1
     deps.metrics.started += 1
     try:
-        # Not ``open_memory_channel[Inbound](...)``: the subscripted call costs ~30 µs per actor.
-        send: trio.MemorySendChannel[Inbound]
-        receive: trio.MemoryReceiveChannel[Inbound]
+        # Not ``open_memory_channel[ConversationMsg](...)``: the subscripted call costs ~30 µs per actor.
+        send: trio.MemorySendChannel[ConversationMsg]
+        receive: trio.MemoryReceiveChannel[ConversationMsg]
         send, receive = trio.open_memory_channel(deps.settings.queue_size)
         conversation = Conversation(user_key, deps)
         with receive:
@@ -675,7 +632,7 @@ async def run_conversation(
             ):
                 await conversation.handle(queued)
             while True:
-                msg: Inbound | None = None
+                msg: ConversationMsg | None = None
                 with trio.move_on_after(deps.settings.idle_s):
                     try:
                         msg = await receive.receive()

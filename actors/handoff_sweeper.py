@@ -8,19 +8,18 @@ from datetime import datetime
 import structlog
 import trio
 
-from concierge.domain import sweep_handoffs
-from concierge.protocol import Channel, OutboxNudge, utcnow
-from concierge.store import Store
+from concierge.domain import HandoffDesk, sweep_handoffs
+from concierge.protocol import Channel, OutboxMsg, utcnow
 
 log = structlog.get_logger(__name__)
 
 
 async def run_handoff_sweeper(
     *,
-    store: Store,
+    store: HandoffDesk,
     timeout_s: float,
     interval_s: float = 60.0,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None = None,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     now: Callable[[], datetime] = utcnow,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:

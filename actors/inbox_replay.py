@@ -16,9 +16,8 @@ from datetime import datetime, timedelta
 import structlog
 import trio
 
-from concierge.domain import inbound_from_row
-from concierge.protocol import Inbound, utcnow
-from concierge.store import Store
+from concierge.protocol import RouterMsg, utcnow
+from concierge.store import Inbox
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +42,8 @@ class _Recent:
 
 async def replay_once(
     *,
-    store: Store,
-    router: trio.MemorySendChannel[Inbound],
+    store: Inbox,
+    router: trio.MemorySendChannel[RouterMsg],
     cutoff: datetime,
     recent: _Recent | None = None,
     resend_after_s: float = 0.0,
@@ -61,7 +60,7 @@ async def replay_once(
         if recent is not None and recent.fresh(row.inbox_id, now, resend_after_s):
             continue
         with trio.move_on_after(send_timeout_s) as scope:
-            await router.send(inbound_from_row(row))
+            await router.send(row)
         if scope.cancelled_caught:
             log.warning("inbox.replay_stalled", inbox_id=row.inbox_id, sent=sent)
             break
@@ -75,8 +74,8 @@ async def replay_once(
 
 async def run_inbox_replay(
     *,
-    store: Store,
-    router: trio.MemorySendChannel[Inbound],
+    store: Inbox,
+    router: trio.MemorySendChannel[RouterMsg],
     grace_s: float,
     interval_s: float = 30.0,
     start_batch: int = 20_000,

@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from concierge.channels import ChannelSender, SendResult, SendStatus
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, OutboxNudge, OutboxRow, utcnow
-from concierge.store import Store, StoreUnavailable
+from concierge.protocol import Channel, OutboxMsg, OutboxRow, utcnow
+from concierge.store import Outbox, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -172,7 +172,7 @@ class _State:
         self.wake.set()
 
 
-async def _nudged(nudges: trio.MemoryReceiveChannel[OutboxNudge], state: _State) -> None:
+async def _nudged(nudges: trio.MemoryReceiveChannel[OutboxMsg], state: _State) -> None:
     with nudges:
         async for _ in nudges:
             state.poke()
@@ -200,8 +200,8 @@ async def _persist(what: str, row: OutboxRow, op: Callable[[], Awaitable[None]])
 async def run_outbox_sender(
     *,
     sender: ChannelSender,
-    store: Store,
-    nudges: trio.MemoryReceiveChannel[OutboxNudge],
+    store: Outbox,
+    nudges: trio.MemoryReceiveChannel[OutboxMsg],
     pacing: Pacing | None = None,
     poll_interval_s: float = 5.0,
     stats: OutboxStats | None = None,

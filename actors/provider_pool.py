@@ -1,6 +1,6 @@
 """The provider pool actor: answers ``CompletionRequest``s through the configured providers.
 
-Each request runs in its own task under one deadline (``request.timeout_s``) that
+Each request runs in its own task under one deadline (its call's ``timeout_s``) that
 covers every attempt; ``ask`` is the caller's side of the exchange. Decisions:
 
 - Providers are tried in configured order, untried ones before any that already
@@ -40,8 +40,9 @@ from concierge.protocol import (
     CompletionRequest,
     CompletionResult,
     Outcome,
-    ServiceType,
-    Turn,
+    ProviderCall,
+    ProviderPoolMsg,
+    ProviderReply,
     utcnow,
 )
 from concierge.providers import (
@@ -54,10 +55,8 @@ from concierge.providers import (
     KeySlot,
     KeyStatistics,
     PoolStatistics,
-    ProviderCall,
     ProviderCounters,
     ProviderError,
-    ProviderReply,
     ProviderStatistics,
     Ticket,
     pool_health_checks,
@@ -76,36 +75,20 @@ deadline so the offline provider still has time to answer from the knowledge bas
 
 
 async def ask(
-    pool_inbox: trio.MemorySendChannel[CompletionRequest],
+    pool_inbox: trio.MemorySendChannel[ProviderPoolMsg],
+    call: ProviderCall,
     *,
-    correlation_id: str,
-    system: str,
-    turns: Sequence[Turn],
-    max_tokens: int,
-    timeout_s: float,
-    query: str = "",
-    language: str = "fr",
-    service_type: ServiceType = ServiceType.RENSEIGNEMENT,
     margin_s: float = ASK_MARGIN_S,
 ) -> CompletionResult:
-    """Ask the pool for one reply; never raises for a pool that is slow, stopped or crashed.
+    """Ask the pool to answer ``call``; never raises for a pool that is slow, stopped or crashed.
 
-    Sending and waiting share one bound (``timeout_s + margin_s``); anything that
+    Sending and waiting share one bound (``call.timeout_s + margin_s``); anything that
     prevents an answer comes back as ``CompletionFailed``.
     """
+    correlation_id = call.correlation_id
     reply_to, replies = trio.open_memory_channel[CompletionResult](1)
-    request = CompletionRequest(
-        correlation_id=correlation_id,
-        system=system,
-        turns=tuple(turns),
-        max_tokens=max_tokens,
-        timeout_s=timeout_s,
-        reply_to=reply_to,
-        query=query,
-        language=language,
-        service_type=service_type,
-    )
-    with replies, trio.move_on_after(timeout_s + margin_s):
+    request = CompletionRequest(call=call, reply_to=reply_to)
+    with replies, trio.move_on_after(call.timeout_s + margin_s):
         try:
             await pool_inbox.send(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -122,7 +105,7 @@ async def ask(
     # The request may never have been delivered: closing our clone is harmless either way.
     return CompletionFailed(
         correlation_id=correlation_id,
-        reason=f"no answer from the provider pool within {timeout_s + margin_s:g} s",
+        reason=f"no answer from the provider pool within {call.timeout_s + margin_s:g} s",
     )
 
 
@@ -221,7 +204,7 @@ class ProviderPool:
     async def run(
         self,
         *,
-        inbox: trio.MemoryReceiveChannel[CompletionRequest],
+        inbox: trio.MemoryReceiveChannel[ProviderPoolMsg],
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve ``inbox`` until it closes, one task per request; then finish in-flight turns."""
@@ -239,41 +222,41 @@ class ProviderPool:
         self._in_flight += 1
         try:
             with request.reply_to:
-                result = await self.complete(request)
+                result = await self.complete(request.call)
                 try:
                     request.reply_to.send_nowait(result)
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    log.info("provider.reply_dropped", correlation_id=request.correlation_id)
+                    log.info("provider.reply_dropped", correlation_id=request.call.correlation_id)
         finally:
             self._in_flight -= 1
 
     # -- one turn -------------------------------------------------------------------------
-    async def complete(self, request: CompletionRequest) -> CompletionResult:
-        """Answer one request within ``request.timeout_s`` (the caller's reply channel is not used)."""
-        result = await self._turn(request)
+    async def complete(self, call: ProviderCall) -> CompletionResult:
+        """Answer ``call`` within its ``timeout_s``, trying providers and keys as needed."""
+        result = await self._turn(call)
         if isinstance(result, Completion):
             self._turns_completed += 1
         else:
             self._turns_failed += 1
             log.warning(
                 "provider.turn_failed",
-                correlation_id=request.correlation_id,
+                correlation_id=call.correlation_id,
                 reason=result.reason,
                 attempts=len(result.failures),
             )
         return result
 
-    async def _turn(self, request: CompletionRequest) -> CompletionResult:
-        cid = request.correlation_id
-        if not request.timeout_s > 0:
+    async def _turn(self, call: ProviderCall) -> CompletionResult:
+        cid = call.correlation_id
+        if not call.timeout_s > 0:
             return CompletionFailed(
-                correlation_id=cid, reason=f"timeout_s must be positive, got {request.timeout_s!r}"
+                correlation_id=cid, reason=f"timeout_s must be positive, got {call.timeout_s!r}"
             )
         start = self._clock()
-        deadline = start + request.timeout_s
+        deadline = start + call.timeout_s
         offline = self._offline
         reserve = (
-            min(OFFLINE_RESERVE_S, request.timeout_s * OFFLINE_RESERVE_SHARE)
+            min(OFFLINE_RESERVE_S, call.timeout_s * OFFLINE_RESERVE_SHARE)
             if offline and self._network
             else 0.0
         )
@@ -295,9 +278,9 @@ class ProviderPool:
             provider, slot, ticket = pick
             self._note_failover(last, provider, failures, cid)
             attempts += 1
-            outcome = await self._attempt(provider, slot, ticket, request, until=network_deadline)
+            outcome = await self._attempt(provider, slot, ticket, call, until=network_deadline)
             if isinstance(outcome, ProviderReply):
-                return self._completion(request, provider, slot, outcome, start, attempts)
+                return self._completion(call, provider, slot, outcome, start, attempts)
             failures.append(outcome)
             last = provider
             if outcome.outcome is Outcome.TRANSIENT:
@@ -306,13 +289,13 @@ class ProviderPool:
             self._note_failover(last, offline, failures, cid)
             slot = offline.ring.take() or offline.ring.slots[0]
             attempts += 1
-            outcome = await self._attempt(offline, slot, None, request, until=deadline)
+            outcome = await self._attempt(offline, slot, None, call, until=deadline)
             if isinstance(outcome, ProviderReply):
-                return self._completion(request, offline, slot, outcome, start, attempts)
+                return self._completion(call, offline, slot, outcome, start, attempts)
             failures.append(outcome)
         return CompletionFailed(
             correlation_id=cid,
-            reason=self._failure_reason(failures, request),
+            reason=self._failure_reason(failures, call),
             failures=tuple(failures),
         )
 
@@ -355,24 +338,15 @@ class ProviderPool:
         provider: _Provider,
         slot: KeySlot,
         ticket: Ticket | None,
-        request: CompletionRequest,
+        turn: ProviderCall,
         *,
         until: float,
     ) -> ProviderReply | AttemptFailure:
         """One call with one key, its result applied to the key, the breaker and the counters."""
-        cid = request.correlation_id
+        cid = turn.correlation_id
         started = self._clock()
         budget = max(0.0, min(provider.settings.timeout_s, until - started))
-        call = ProviderCall(
-            correlation_id=cid,
-            system=request.system,
-            turns=request.turns,
-            max_tokens=request.max_tokens,
-            timeout_s=budget,
-            query=request.query,
-            language=request.language,
-            service_type=request.service_type,
-        )
+        call = attrs.evolve(turn, timeout_s=budget)
         reply: ProviderReply | None = None
         error: ProviderError | None = None
         settled = False
@@ -454,32 +428,29 @@ class ProviderPool:
 
     def _completion(
         self,
-        request: CompletionRequest,
+        call: ProviderCall,
         provider: _Provider,
         slot: KeySlot,
         reply: ProviderReply,
         start: float,
         attempts: int,
     ) -> Completion:
-        return Completion(
-            correlation_id=request.correlation_id,
-            text=reply.text,
+        return Completion.answered(
+            reply,
+            correlation_id=call.correlation_id,
             provider=provider.name,
-            model=reply.model,
             key_alias=slot.key.alias,
             latency_s=self._clock() - start,
-            tokens_in=reply.tokens_in,
-            tokens_out=reply.tokens_out,
             attempts=attempts,
         )
 
-    def _failure_reason(self, failures: list[AttemptFailure], request: CompletionRequest) -> str:
+    def _failure_reason(self, failures: list[AttemptFailure], call: ProviderCall) -> str:
         if not failures:
             return "no provider is available (breakers open, keys disabled or cooling)"
         if failures[-1].outcome is Outcome.REQUEST_ERROR:
             return f"the request was refused by {failures[-1].provider}: {failures[-1].detail}"
         tried = ", ".join(f"{f.provider}/{f.key_alias} {f.outcome.value}" for f in failures)
-        return f"no provider answered within {request.timeout_s:g} s ({tried})"
+        return f"no provider answered within {call.timeout_s:g} s ({tried})"
 
     # -- observing --------------------------------------------------------------------------
     def statistics(self) -> PoolStatistics:
@@ -521,7 +492,7 @@ class ProviderPool:
 async def run_provider_pool(
     *,
     pool: ProviderPool,
-    inbox: trio.MemoryReceiveChannel[CompletionRequest],
+    inbox: trio.MemoryReceiveChannel[ProviderPoolMsg],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The actor entry point: serve ``inbox`` until it closes."""

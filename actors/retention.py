@@ -14,14 +14,14 @@ import structlog
 import trio
 
 from concierge.protocol import utcnow
-from concierge.store import Store, StoreUnavailable
+from concierge.store import Erasure, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 
 async def run_retention(
     *,
-    store: Store,
+    store: Erasure,
     retention_days: int,
     interval_s: float,
     now: Callable[[], datetime] = utcnow,

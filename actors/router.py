@@ -27,8 +27,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from actors.startup_queue import Handover
 from concierge.domain import Reply, detect_language, reply_text
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, Inbound, NewOutbound, OutboxNudge, TurnRecord
-from concierge.store import Store
+from concierge.protocol import (
+    Channel,
+    ConversationMsg,
+    Inbound,
+    OutboundReply,
+    OutboxMsg,
+    OutboxNudge,
+    RouterMsg,
+    TurnRecord,
+)
+from concierge.store import Turns
 from supervisors import ChildAlreadyRunning
 
 log = structlog.get_logger(__name__)
@@ -50,7 +59,7 @@ class ConversationRegistry(Protocol):
 
     def __contains__(self, key: object) -> bool: ...
 
-    def get(self, key: str) -> trio.MemorySendChannel[Inbound] | None: ...
+    def get(self, key: str) -> trio.MemorySendChannel[ConversationMsg] | None: ...
 
     def start_child_soon(self, key: str, *args: Any) -> None:
         """Start the key's actor, not waiting; raises ``ChildAlreadyRunning`` while it is hosted."""
@@ -158,8 +167,8 @@ class _Router:
         self,
         *,
         conversations: ConversationRegistry,
-        store: Store,
-        outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+        store: Turns,
+        outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]],
         stats: RouterStats,
         busy_notice_s: float,
         queue_size: int,
@@ -234,14 +243,7 @@ class _Router:
             if self.notices.due(msg.user_key, trio.current_time()):
                 stats.busy_replies += 1
                 text = reply_text(Reply.BUSY, detect_language(msg.text, hint=msg.language_hint))
-                notice = NewOutbound(
-                    correlation_id=msg.correlation_id,
-                    channel=msg.channel,
-                    user_key=msg.user_key,
-                    chat_id=msg.chat_id,
-                    text=text,
-                    inbox_id=msg.inbox_id,
-                )
+                notice = OutboundReply.answering(msg, text=text)
                 # The notice and the row's mark commit together: a crash cannot repeat it.
                 written = await self.store.complete_turn(
                     TurnRecord(
@@ -275,10 +277,10 @@ class _Router:
 
 async def run_router(
     *,
-    inbox: trio.MemoryReceiveChannel[Inbound],
+    inbox: trio.MemoryReceiveChannel[RouterMsg],
     conversations: ConversationRegistry,
-    store: Store,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+    store: Turns,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]],
     stats: RouterStats,
     busy_notice_s: float = 30.0,
     queue_size: int = 4,

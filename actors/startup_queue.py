@@ -11,25 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from concierge.protocol import Inbound
+from concierge.protocol import ConversationMsg
 
 
 class Handover:
     __slots__ = ("_messages", "_on_taken")
 
-    def __init__(self, first: Inbound, *, on_taken: Callable[[Handover, int], None]) -> None:
-        self._messages: list[Inbound] | None = [first]
+    def __init__(
+        self, first: ConversationMsg, *, on_taken: Callable[[Handover, int], None]
+    ) -> None:
+        self._messages: list[ConversationMsg] | None = [first]
         self._on_taken: Callable[[Handover, int], None] | None = on_taken
 
     def __len__(self) -> int:
         return 0 if self._messages is None else len(self._messages)
 
-    def add(self, msg: Inbound) -> None:
+    def add(self, msg: ConversationMsg) -> None:
         if self._messages is None:
             raise RuntimeError("this handover was taken: send to the actor's queue instead")
         self._messages.append(msg)
 
-    def take(self) -> list[Inbound]:
+    def take(self) -> list[ConversationMsg]:
         """The messages, in arrival order; ``[]`` once taken (a restart)."""
         messages, self._messages = self._messages or [], None
         on_taken, self._on_taken = self._on_taken, None

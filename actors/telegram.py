@@ -32,7 +32,7 @@ from concierge.domain import Ingest
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, PresenceMsg
 from concierge.settings import TelegramSettings
-from concierge.store import Store, StoreUnavailable
+from concierge.store import Cursors, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -127,7 +127,7 @@ async def _until_stored(
 async def run_telegram_poller(
     *,
     client: TelegramClient,
-    store: Store,
+    store: Cursors,
     ingest: Ingest,
     settings: TelegramSettings,
     allowed_updates: Sequence[str] = ALLOWED_UPDATES,

@@ -36,7 +36,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
-import attrs
 import structlog
 import trio
 import trio.testing
@@ -57,14 +56,13 @@ from concierge.protocol import (
     CompletionRequest,
     ConversationRow,
     ConversationStart,
-    Direction,
     Inbound,
-    InboxRow,
-    Interaction,
-    NewInbound,
-    NewOutbound,
+    InboundMessage,
+    OutboundReply,
     OutboxNudge,
     PresenceMsg,
+    ProviderCall,
+    ProviderReply,
     Role,
     ServiceType,
     Turn,
@@ -73,7 +71,6 @@ from concierge.protocol import (
     new_correlation_id,
     utcnow,
 )
-from concierge.providers import ProviderCall, ProviderReply
 from concierge.settings import (
     ApiKey,
     BreakerSettings,
@@ -117,39 +114,30 @@ class MemoryStore:
     backend = "memory (bench only)"
 
     def __init__(self) -> None:
-        self.inbox: dict[int, InboxRow] = {}
+        self.inbox: dict[int, Inbound] = {}
+        self.processed: set[int] = set()
         self.unprocessed: dict[str, dict[int, None]] = {}
         self.by_external: dict[tuple[str, str], int] = {}
-        self.outbox: list[NewOutbound] = []
+        self.outbox: list[OutboundReply] = []
         self.users: dict[str, int] = {}
         self.conversations: dict[int, ConversationRow] = {}
         self.messages: dict[int, list[Turn]] = {}
         self.interactions = 0
 
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         await trio.lowlevel.checkpoint()
         key = (message.channel.value, message.external_id)
         if key in self.by_external:
             return Accepted(status=AcceptStatus.DUPLICATE, inbox_id=self.by_external[key])
         inbox_id = len(self.inbox) + 1
         self.by_external[key] = inbox_id
-        self.inbox[inbox_id] = InboxRow(
-            inbox_id=inbox_id,
-            correlation_id=message.correlation_id,
-            channel=message.channel,
-            user_key=message.user_key,
-            chat_id=message.chat_id,
-            external_id=message.external_id,
-            text=message.text,
-            kind=message.kind,
-            received_at=message.received_at,
-        )
+        self.inbox[inbox_id] = Inbound.committed(message, inbox_id=inbox_id)
         self.unprocessed.setdefault(message.user_key, {})[inbox_id] = None
         return Accepted(status=AcceptStatus.NEW, inbox_id=inbox_id)
 
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
-    ) -> list[InboxRow]:
+    ) -> list[Inbound]:
         await trio.lowlevel.checkpoint()
         if user_key is None:
             ids = sorted(i for pending in self.unprocessed.values() for i in pending)
@@ -157,26 +145,22 @@ class MemoryStore:
             ids = list(self.unprocessed.get(user_key, {}))
         return [self.inbox[i] for i in ids[:limit]]
 
-    async def mark_processed(
-        self, inbox_id: int, *, service_type: ServiceType | None = None
-    ) -> None:
+    async def mark_processed(self, inbox_id: int) -> None:
         await trio.lowlevel.checkpoint()
-        row = self.inbox[inbox_id]
-        self.inbox[inbox_id] = attrs.evolve(row, processed_at=utcnow())
-        self.unprocessed.get(row.user_key, {}).pop(inbox_id, None)
+        self.processed.add(inbox_id)
+        self.unprocessed.get(self.inbox[inbox_id].user_key, {}).pop(inbox_id, None)
 
-    async def enqueue_reply(self, reply: NewOutbound) -> int:
+    async def enqueue_reply(self, reply: OutboundReply) -> int:
         await trio.lowlevel.checkpoint()
         self.outbox.append(reply)
         return len(self.outbox)
 
     async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
         await trio.lowlevel.checkpoint()
-        row = self.inbox[turn.inbox_id]
-        if row.processed_at is not None:
+        if turn.inbox_id in self.processed:
             return ()
-        self.inbox[turn.inbox_id] = attrs.evolve(row, processed_at=utcnow())
-        self.unprocessed.get(row.user_key, {}).pop(turn.inbox_id, None)
+        self.processed.add(turn.inbox_id)
+        self.unprocessed.get(self.inbox[turn.inbox_id].user_key, {}).pop(turn.inbox_id, None)
         if turn.conversation_id is not None:
             for role, text in (
                 (Role.USER, turn.inbound_text),
@@ -234,30 +218,9 @@ class MemoryStore:
             recent=tuple(recent),
         )
 
-    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def record_message(
-        self,
-        *,
-        conversation_id: int,
-        direction: Direction,
-        text: str,
-        service_type: ServiceType,
-        correlation_id: str,
-    ) -> int:
-        await trio.lowlevel.checkpoint()
-        role = Role.USER if direction is Direction.INBOUND else Role.ASSISTANT
-        self.messages.setdefault(conversation_id, []).append(Turn(role=role, text=text))
-        return 0
-
     async def recent_turns(self, conversation_id: int, *, limit: int) -> list[Turn]:
         await trio.lowlevel.checkpoint()
         return self.messages.get(conversation_id, [])[-limit:]
-
-    async def record_interaction(self, interaction: Interaction) -> None:
-        await trio.lowlevel.checkpoint()
-        self.interactions += 1
 
     async def active_handoff(self, conversation_id: int) -> None:
         await trio.lowlevel.checkpoint()
@@ -419,7 +382,7 @@ async def _run(
 
                 async def one(i: int) -> None:
                     await ingest.accept(
-                        NewInbound(
+                        InboundMessage(
                             correlation_id=new_correlation_id(),
                             channel=Channel.CONSOLE,
                             user_key=f"console:bench{i}",

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors import ProviderPool
 from actors.provider_pool import ask, run_provider_pool
-from concierge.protocol import CompletionRequest, Role, Turn
-from concierge.providers import Adapter, ProviderCall, ProviderReply
+from concierge.protocol import CompletionRequest, ProviderCall, ProviderReply, Role, Turn
+from concierge.providers import Adapter
 from concierge.providers.anthropic import AnthropicAdapter
 from concierge.settings import ApiKey, BreakerSettings, PoolSettings, ProviderSettings
 from tests.fakes.anthropic_api import FakeAnthropic
@@ -89,14 +89,7 @@ def ms(values: list[float], q: float) -> float:
 
 
 async def via_pool(inbox: trio.MemorySendChannel[CompletionRequest]) -> None:
-    await ask(
-        inbox,
-        correlation_id="bench",
-        system=CALL.system,
-        turns=TURNS,
-        max_tokens=100,
-        timeout_s=30.0,
-    )
+    await ask(inbox, CALL)
 
 
 async def timed(fn: Callable[[], Awaitable[object]]) -> float:

@@ -26,7 +26,7 @@ import trio
 import trio_asyncio
 from scratch_store import bench_store_settings  # this folder: run as a script
 
-from concierge.protocol import Accepted, Channel, NewInbound, utcnow
+from concierge.protocol import Accepted, Channel, InboundMessage, utcnow
 from concierge.settings import StoreSettings
 from concierge.store import migrate
 from concierge.store.postgres import PostgresStore, execute_admin, open_postgres
@@ -36,11 +36,11 @@ ADMIN_DSN = os.environ.get(
     "CONCIERGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
-Accept = Callable[[NewInbound], Awaitable[Accepted]]
+Accept = Callable[[InboundMessage], Awaitable[Accepted]]
 
 
-def message(prefix: str, n: int) -> NewInbound:
-    return NewInbound(
+def message(prefix: str, n: int) -> InboundMessage:
+    return InboundMessage(
         correlation_id=f"{prefix}{n:x}",
         channel=Channel.TELEGRAM,
         user_key=f"telegram:{n % 200}",

@@ -37,9 +37,9 @@ from scratch_store import bench_store_settings, scratch_store  # this folder: ru
 from concierge.protocol import (
     Channel,
     ConversationStart,
+    InboundMessage,
     Interaction,
-    NewInbound,
-    NewOutbound,
+    OutboundReply,
     ServiceType,
     TurnRecord,
     new_correlation_id,
@@ -95,7 +95,7 @@ def _turn(i: int, inbox_id: int, start: ConversationStart) -> TurnRecord:
         inbound_text=QUESTION,
         outbound_text=ANSWER,
         replies=(
-            NewOutbound(
+            OutboundReply(
                 correlation_id=cid,
                 channel=Channel.TELEGRAM,
                 user_key=f"telegram:{i}",
@@ -129,7 +129,7 @@ async def _run(kind: str, users: int, concurrency: int, pool_size: int) -> None:
 
         async def accept(i: int) -> None:
             accepted = await store.accept(
-                NewInbound(
+                InboundMessage(
                     correlation_id=new_correlation_id(),
                     channel=Channel.TELEGRAM,
                     user_key=f"telegram:{i}",

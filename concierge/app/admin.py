@@ -91,9 +91,8 @@ def list_handoffs(settings: Settings) -> int:
         if not rows:
             print("no open handoffs")
         for row in rows:
-            assigned = f" assigned to {row.assigned_to}" if row.assigned_to else ""
             print(
-                f"{row.handoff_id}\t{row.user_key}\topened {row.opened_at.isoformat()}\t{row.state.value}{assigned}\t{row.reason}"
+                f"{row.handoff_id}\t{row.user_key}\topened {row.opened_at.isoformat()}\t{row.state.value}\t{row.reason}"
             )
         return 0
 

@@ -24,7 +24,7 @@ from concierge.protocol import (
     Accepted,
     Channel,
     InboundKind,
-    NewInbound,
+    InboundMessage,
     OutboxRow,
     TurnCompleted,
     new_correlation_id,
@@ -108,14 +108,14 @@ async def run_chat(
 
 
 async def _one_turn(
-    accept: Callable[[NewInbound], Awaitable[Accepted]],
+    accept: Callable[[InboundMessage], Awaitable[Accepted]],
     reports: trio.MemoryReceiveChannel[TurnCompleted],
     user_key: str,
     user: str,
     text: str,
     wait_s: float,
 ) -> TurnCompleted | None:
-    message = NewInbound(
+    message = InboundMessage(
         correlation_id=new_correlation_id(),
         channel=Channel.CONSOLE,
         user_key=user_key,

@@ -27,10 +27,11 @@ from concierge.domain import KnowledgeBase, PromptBook, TriageRules, UserRateLim
 from concierge.observability import Check
 from concierge.protocol import (
     Channel,
-    CompletionRequest,
-    Inbound,
-    OutboxNudge,
+    ConversationMsg,
+    OutboxMsg,
     PresenceMsg,
+    ProviderPoolMsg,
+    RouterMsg,
     TurnCompleted,
 )
 from concierge.settings import ConversationSettings, SupervisionSettings
@@ -47,7 +48,7 @@ class ConversationsService:
     """
 
     supervisor: Supervisor
-    conversations: KeyedSupervisor[trio.MemorySendChannel[Inbound]]
+    conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]]
     router: RouterStats
     turn_metrics: ConversationMetrics
     limiter: UserRateLimiter
@@ -117,10 +118,10 @@ def build_conversations(
     store: Store,
     cache: SessionCache,
     knowledge: KnowledgeBase,
-    pool_inbox: trio.MemorySendChannel[CompletionRequest],
-    router_inbox: trio.MemoryReceiveChannel[Inbound],
-    router_send: trio.MemorySendChannel[Inbound],
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]],
+    pool_inbox: trio.MemorySendChannel[ProviderPoolMsg],
+    router_inbox: trio.MemoryReceiveChannel[RouterMsg],
+    router_send: trio.MemorySendChannel[RouterMsg],
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]],
     presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]],
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None,
     max_conversations: int | None = None,
@@ -152,7 +153,7 @@ def build_conversations(
         metrics=metrics,
     )
     backoff = Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s)
-    conversations: KeyedSupervisor[trio.MemorySendChannel[Inbound]] = KeyedSupervisor(
+    conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]] = KeyedSupervisor(
         name="conversations",
         start=partial(run_conversation, deps=deps),
         restart=Restart.TRANSIENT,

@@ -36,10 +36,10 @@ from concierge.domain import Ingest, KnowledgeBase, load_knowledge
 from concierge.observability import HealthBoard, configure_logging
 from concierge.protocol import (
     Channel,
-    CompletionRequest,
-    Inbound,
-    OutboxNudge,
+    OutboxMsg,
     PresenceMsg,
+    ProviderPoolMsg,
+    RouterMsg,
     TurnCompleted,
 )
 from concierge.providers import Adapter, OfflineAdapter, build_adapter
@@ -78,12 +78,12 @@ class Runtime:
     knowledge: KnowledgeBase
     adapters: list[Adapter]
     ingest: Ingest
-    router_send: trio.MemorySendChannel[Inbound]
-    router_receive: trio.MemoryReceiveChannel[Inbound]
-    pool_send: trio.MemorySendChannel[CompletionRequest]
-    pool_receive: trio.MemoryReceiveChannel[CompletionRequest]
+    router_send: trio.MemorySendChannel[RouterMsg]
+    router_receive: trio.MemoryReceiveChannel[RouterMsg]
+    pool_send: trio.MemorySendChannel[ProviderPoolMsg]
+    pool_receive: trio.MemoryReceiveChannel[ProviderPoolMsg]
     nudges: dict[
-        Channel, tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]]
+        Channel, tuple[trio.MemorySendChannel[OutboxMsg], trio.MemoryReceiveChannel[OutboxMsg]]
     ]
     presence: dict[
         Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]
@@ -140,20 +140,20 @@ async def open_runtime(
             for p in settings.pool.providers
         ]
         stack.push_async_callback(_close_adapters, adapters)
-        router_send, router_receive = trio.open_memory_channel[Inbound](ROUTER_QUEUE)
-        pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](POOL_QUEUE)
+        router_send, router_receive = trio.open_memory_channel[RouterMsg](ROUTER_QUEUE)
+        pool_send, pool_receive = trio.open_memory_channel[ProviderPoolMsg](POOL_QUEUE)
         for channel in (router_send, router_receive, pool_send, pool_receive):
             stack.callback(channel.close)
         nudges: dict[
             Channel,
-            tuple[trio.MemorySendChannel[OutboxNudge], trio.MemoryReceiveChannel[OutboxNudge]],
+            tuple[trio.MemorySendChannel[OutboxMsg], trio.MemoryReceiveChannel[OutboxMsg]],
         ] = {}
         presence: dict[
             Channel,
             tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]],
         ] = {}
         for c in channels:
-            nudges[c] = trio.open_memory_channel[OutboxNudge](NUDGE_QUEUE)
+            nudges[c] = trio.open_memory_channel[OutboxMsg](NUDGE_QUEUE)
             presence[c] = trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE)
         rt = Runtime(
             settings=settings,
@@ -327,7 +327,7 @@ async def _run_sender(
     sender: ChannelSender,
     store: Store,
     stats: OutboxStats,
-    nudges: trio.MemoryReceiveChannel[OutboxNudge],
+    nudges: trio.MemoryReceiveChannel[OutboxMsg],
     pacing: Pacing,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import structlog
 
-from concierge.protocol import Channel, InboundKind, NewInbound, new_correlation_id, utcnow
+from concierge.protocol import Channel, InboundKind, InboundMessage, new_correlation_id, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +70,7 @@ class Ignored:
     reason: str
 
 
-ParsedUpdate = NewInbound | Ignored
+ParsedUpdate = InboundMessage | Ignored
 
 
 def _field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -143,7 +143,7 @@ def parse_update(
         return Ignored(update_id=update_id, reason="service_message")
     first_name = sender.get("first_name")
     language = sender.get("language_code")
-    return NewInbound(
+    return InboundMessage(
         correlation_id=correlation_id or new_correlation_id(),
         channel=Channel.TELEGRAM,
         user_key=f"telegram:{user_id}",

@@ -36,7 +36,7 @@ from concierge.domain import Ingest
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, new_correlation_id
 from concierge.settings import SettingsError, WahaSettings
-from concierge.store import Store, StoreUnavailable
+from concierge.store import Identities, StoreUnavailable
 
 __all__ = ["WahaWebhookStats", "link_alt_identity", "waha_blueprint", "waha_startup_checks"]
 
@@ -103,7 +103,7 @@ class WahaWebhookStats:
 
 
 async def link_alt_identity(
-    store: Store, *, user_key: str, alt_user_key: str, display_name: str | None
+    store: Identities, *, user_key: str, alt_user_key: str, display_name: str | None
 ) -> None:
     """Make the phone id and the ``@lid`` of one person the same user.
 
@@ -133,7 +133,7 @@ def waha_blueprint(
     *,
     ingest: Ingest,
     settings: WahaSettings,
-    store: Store,
+    store: Identities,
     clock: Callable[[], float] = time.time,
     stats: WahaWebhookStats | None = None,
 ) -> Blueprint:
@@ -181,7 +181,7 @@ async def _accept(
     parsed: ParsedMessage,
     *,
     ingest: Ingest,
-    store: Store,
+    store: Identities,
     counts: WahaWebhookStats,
     request_id: str,
 ) -> Response:
@@ -211,7 +211,7 @@ async def _accept(
 
 
 async def _link_best_effort(
-    store: Store, parsed: ParsedMessage, log_: structlog.typing.FilteringBoundLogger
+    store: Identities, parsed: ParsedMessage, log_: structlog.typing.FilteringBoundLogger
 ) -> None:
     """Linking LID and phone helps, but never costs a message: only an unavailable store stops it."""
     assert parsed.alt_user_key is not None

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from concierge.protocol import Channel, InboundKind, NewInbound
+from concierge.protocol import Channel, InboundKind, InboundMessage
 
 __all__ = [
     "HMAC_ALGORITHM",
@@ -102,7 +102,7 @@ class ParsedMessage:
     envelope's ``evt_...`` id, for logs.
     """
 
-    message: NewInbound
+    message: InboundMessage
     alt_user_key: str | None = None
     event_id: str | None = None
 
@@ -321,7 +321,7 @@ def parse_envelope(
     data = payload.get("_data")
     data = data if isinstance(data, dict) else {}
     event_id = envelope.get("id")
-    message = NewInbound(
+    message = InboundMessage(
         correlation_id=correlation_id,
         channel=Channel.WAHA,
         user_key=user_key_for(chat.value),

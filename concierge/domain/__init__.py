@@ -17,14 +17,12 @@ from .context import ContextWindow as ContextWindow
 from .erasure import Forgotten as Forgotten, forget_user as forget_user
 from .errors import ConfigError as ConfigError
 from .handoffs import (
+    HandoffDesk as HandoffDesk,
     close_handoff as close_handoff,
     staff_notice as staff_notice,
     sweep_handoffs as sweep_handoffs,
 )
-from .ingest import (
-    Ingest as Ingest,
-    inbound_from_row as inbound_from_row,
-)
+from .ingest import Ingest as Ingest
 from .knowledge import (
     Hit as Hit,
     KnowledgeBase as KnowledgeBase,

@@ -14,7 +14,7 @@ import structlog
 
 from concierge.domain.commands import is_reset, parse_command
 from concierge.protocol import Role, Turn
-from concierge.store import CacheUnavailable, SessionCache, Store
+from concierge.store import CacheUnavailable, Conversations, SessionCache
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,7 @@ class ContextWindow:
     """Reads, extends and clears users' windows on the cache, with the store as the fallback."""
 
     cache: SessionCache
-    store: Store
+    store: Conversations
     max_turns: int
     max_chars: int
     ttl_s: float
@@ -78,7 +78,7 @@ class ContextWindow:
         """The window for the next prompt: the cache's, or rebuilt from the store.
 
         ``recorded``: the conversation's last ``history_limit`` messages when the caller
-        read them already (as ``Store.recent_turns``, nothing written since); a rebuild
+        read them already (as ``Conversations.recent_turns``, nothing written since); a rebuild
         then uses them instead of reading again.
         """
         turns: Sequence[Turn] | None

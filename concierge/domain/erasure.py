@@ -6,12 +6,18 @@ that outlive message texts still add up.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 import structlog
 
-from concierge.store import Store, UnknownUser
+from concierge.store import Erasure, Identities, UnknownUser
 
 log = structlog.get_logger(__name__)
+
+
+class ErasureDesk(Identities, Erasure, Protocol):
+    """What ``forget_user`` needs: finding a user by identity, and erasing them."""
 
 
 @attrs.frozen(kw_only=True)
@@ -35,7 +41,7 @@ def _parse_user(user: int | str) -> int | str:
     return text
 
 
-async def forget_user(store: Store, user: int | str) -> Forgotten:
+async def forget_user(store: ErasureDesk, user: int | str) -> Forgotten:
     """Erase one user's messages, inbox/outbox rows and identities (``concierge forget``).
 
     ``user`` is the internal user id (an int or a string of digits) or a channel

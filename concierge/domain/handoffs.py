@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 import trio
@@ -19,16 +20,22 @@ from concierge.domain.replies import Reply, reply_text
 from concierge.protocol import (
     Channel,
     HandoffRow,
-    NewOutbound,
+    OutboundReply,
+    OutboxMsg,
     OutboxNudge,
     Role,
     new_correlation_id,
     utcnow,
 )
 from concierge.settings import ConversationSettings
-from concierge.store import Store
+from concierge.store import Conversations, Handoffs, Identities, Outbox
 
 log = structlog.get_logger(__name__)
+
+
+class HandoffDesk(Identities, Conversations, Handoffs, Outbox, Protocol):
+    """What closing a handoff needs: find it by user, close it, tell the user in their language."""
+
 
 STAFF_EXCERPT_CHARS = 300
 
@@ -49,7 +56,7 @@ def chat_of(user_key: str) -> tuple[Channel, str] | None:
 
 
 def _nudge(
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None,
     channel: Channel,
     correlation_id: str,
 ) -> None:
@@ -69,7 +76,7 @@ def staff_notice(
     channel: Channel,
     who: str,
     excerpt: str,
-) -> NewOutbound | None:
+) -> OutboundReply | None:
     """The notification for the staff chat, or ``None`` when no staff chat is configured."""
     if settings.staff_channel is None or settings.staff_chat_id is None:
         return None
@@ -85,7 +92,7 @@ def staff_notice(
         channel=channel.value,
         excerpt=short,
     )
-    return NewOutbound(
+    return OutboundReply(
         correlation_id=handoff.correlation_id,
         channel=settings.staff_channel,
         user_key=f"{settings.staff_channel.value}:{settings.staff_chat_id}",
@@ -94,14 +101,14 @@ def staff_notice(
     )
 
 
-async def _user_language(store: Store, conversation_id: int) -> str:
+async def _user_language(store: Conversations, conversation_id: int) -> str:
     turns = await store.recent_turns(conversation_id, limit=6)
     text = " ".join(t.text for t in turns if t.role is Role.USER)
     return detect_language(text)
 
 
 async def _find_open(
-    store: Store, *, handoff_id: int | None, user_key: str | None
+    store: HandoffDesk, *, handoff_id: int | None, user_key: str | None
 ) -> HandoffRow | None:
     if user_key is not None:
         user = await store.user_for_key(user_key)
@@ -119,12 +126,12 @@ async def _find_open(
 
 
 async def close_handoff(
-    store: Store,
+    store: HandoffDesk,
     *,
     by: str,
     handoff_id: int | None = None,
     user_key: str | None = None,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None = None,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     reply: Reply = Reply.HANDOFF_CLOSED,
 ) -> HandoffRow | None:
     """Close an open handoff (by id or by user) and tell the user the concierge answers again.
@@ -157,7 +164,7 @@ async def close_handoff(
     correlation_id = new_correlation_id()
     language = await _user_language(store, row.conversation_id)
     await store.enqueue_reply(
-        NewOutbound(
+        OutboundReply(
             correlation_id=correlation_id,
             channel=channel,
             user_key=row.user_key,
@@ -170,10 +177,10 @@ async def close_handoff(
 
 
 async def sweep_handoffs(
-    store: Store,
+    store: HandoffDesk,
     *,
     timeout_s: float,
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxNudge]] | None = None,
+    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     now: datetime | None = None,
 ) -> int:
     """Close every handoff open for longer than ``timeout_s``; return how many."""

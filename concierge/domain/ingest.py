@@ -12,34 +12,18 @@ from __future__ import annotations
 import structlog
 import trio
 
-from concierge.protocol import Accepted, Inbound, InboxRow, NewInbound
-from concierge.store import Store
+from concierge.protocol import Accepted, Inbound, InboundMessage, RouterMsg
+from concierge.store import Inbox
 
 log = structlog.get_logger(__name__)
-
-
-def inbound_from_row(row: InboxRow) -> Inbound:
-    return Inbound(
-        correlation_id=row.correlation_id,
-        channel=row.channel,
-        user_key=row.user_key,
-        chat_id=row.chat_id,
-        external_id=row.external_id,
-        text=row.text,
-        kind=row.kind,
-        received_at=row.received_at,
-        inbox_id=row.inbox_id,
-        display_name=row.display_name,
-        language_hint=row.language_hint,
-    )
 
 
 class Ingest:
     def __init__(
         self,
         *,
-        store: Store,
-        router: trio.MemorySendChannel[Inbound],
+        store: Inbox,
+        router: trio.MemorySendChannel[RouterMsg],
         forward_timeout_s: float = 2.0,
     ) -> None:
         self._store = store
@@ -49,7 +33,7 @@ class Ingest:
         self.duplicates = 0
         self.deferred = 0
 
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         """Commit ``message``; forward it to the router if it is new."""
         accepted = await self._store.accept(message)
         if not accepted.is_new:
@@ -62,20 +46,7 @@ class Ingest:
             )
             return accepted
         self.accepted += 1
-        inbound = Inbound(
-            correlation_id=message.correlation_id,
-            channel=message.channel,
-            user_key=message.user_key,
-            chat_id=message.chat_id,
-            external_id=message.external_id,
-            text=message.text,
-            kind=message.kind,
-            received_at=message.received_at,
-            inbox_id=accepted.inbox_id,
-            display_name=message.display_name,
-            language_hint=message.language_hint,
-        )
-        if await self._forward(inbound):
+        if await self._forward(Inbound.committed(message, inbox_id=accepted.inbox_id)):
             return accepted
         self.deferred += 1
         log.warning(

@@ -1,9 +1,9 @@
 """Every message that crosses an actor boundary, in one place.
 
-Messages are frozen, keyword-only attrs classes with immutable payloads (tuples,
-not lists). Each carries the ``correlation_id`` minted at ingress so that logs,
-outbound API calls and the interaction record can be joined on it. Each actor
-has one inbox type, a union alias at the bottom of this module.
+Messages are frozen, keyword-only, slotted attrs classes with immutable payloads
+(tuples, not lists). Each carries the ``correlation_id`` minted at ingress so that
+logs, outbound API calls and the interaction record can be joined on it. Each actor
+has one inbox type, an alias at the bottom of this module.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 import attrs
 import trio
+
+from concierge.protocol.convert import converter
 
 
 def new_correlation_id() -> str:
@@ -78,12 +80,12 @@ class Turn:
 
 
 @attrs.frozen(kw_only=True)
-class Inbound:
-    """A user's message after it was committed to the durable inbox.
+class InboundMessage:
+    """A user's message as a channel parsed it, before the durable inbox has it.
 
     ``user_key`` is channel-scoped (``telegram:111111111``, ``waha:221770000000@c.us``);
     ``chat_id`` is what the channel needs to answer; ``external_id`` is the
-    platform's message id, the dedupe key; ``inbox_id`` is the durable row.
+    platform's message id, the dedupe key.
     """
 
     correlation_id: str
@@ -94,9 +96,53 @@ class Inbound:
     text: str
     kind: InboundKind = InboundKind.TEXT
     received_at: datetime
-    inbox_id: int
     display_name: str | None = None
     language_hint: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Inbound(InboundMessage):
+    """A user's message committed to the durable inbox: ``inbox_id`` is its row.
+
+    What ingest hands the router and what the store reads back for a row still pending.
+    """
+
+    inbox_id: int
+
+    @staticmethod
+    def committed(message: InboundMessage, *, inbox_id: int) -> Inbound:
+        return _committed(message, inbox_id=inbox_id)
+
+
+_committed = converter(InboundMessage, Inbound, "inbox_id")
+
+
+@attrs.frozen(kw_only=True)
+class ProviderCall:
+    """What one provider is asked: the prompt, the reply's size and the time it may take.
+
+    ``query`` is the user's latest text, which the offline provider matches against
+    the knowledge base; ``language`` is ``fr`` or ``en``.
+    """
+
+    correlation_id: str
+    system: str
+    turns: tuple[Turn, ...]
+    max_tokens: int
+    timeout_s: float
+    query: str = ""
+    language: str = "fr"
+    service_type: ServiceType = ServiceType.RENSEIGNEMENT
+
+
+@attrs.frozen(kw_only=True)
+class ProviderReply:
+    """What one provider answered to a ``ProviderCall``."""
+
+    text: str
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +158,31 @@ class Completion:
     tokens_in: int = 0
     tokens_out: int = 0
     attempts: int = 1
+
+    @staticmethod
+    def answered(
+        reply: ProviderReply,
+        *,
+        correlation_id: str,
+        provider: str,
+        key_alias: str,
+        latency_s: float,
+        attempts: int,
+    ) -> Completion:
+        """What the pool answers when ``provider`` gave ``reply``."""
+        return _answered(
+            reply,
+            correlation_id=correlation_id,
+            provider=provider,
+            key_alias=key_alias,
+            latency_s=latency_s,
+            attempts=attempts,
+        )
+
+
+_answered = converter(
+    ProviderReply, Completion, "correlation_id", "provider", "key_alias", "latency_s", "attempts"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -138,23 +209,15 @@ CompletionResult = Completion | CompletionFailed
 
 @attrs.frozen(kw_only=True)
 class CompletionRequest:
-    """Ask the provider pool for one reply.
+    """Ask the provider pool for one reply to ``call``.
 
-    ``timeout_s`` is the turn's whole budget, covering every attempt. The pool
-    answers exactly once on ``reply_to`` (a channel of size 1) and closes it.
-    ``query`` is the user's latest text, which the offline provider matches
-    against the knowledge base; ``language`` is ``fr`` or ``en``.
+    ``call.timeout_s`` is the turn's whole budget, covering every attempt; each attempt
+    gets the same call with its own share of that budget. The pool answers exactly once
+    on ``reply_to`` (a channel of size 1) and closes it.
     """
 
-    correlation_id: str
-    system: str
-    turns: tuple[Turn, ...]
-    max_tokens: int
-    timeout_s: float
+    call: ProviderCall
     reply_to: trio.MemorySendChannel[CompletionResult]
-    query: str = ""
-    language: str = "fr"
-    service_type: ServiceType = ServiceType.RENSEIGNEMENT
 
 
 @attrs.frozen(kw_only=True)
@@ -169,8 +232,8 @@ class OutboxNudge:
 
 
 @attrs.frozen(kw_only=True)
-class TurnStarted:
-    """A conversation began working on a message (channels show "typing...")."""
+class _Presence:
+    """Where a turn's "typing..." shows: the chat of the message being answered."""
 
     channel: Channel
     chat_id: str
@@ -178,12 +241,25 @@ class TurnStarted:
 
 
 @attrs.frozen(kw_only=True)
-class TurnEnded:
+class TurnStarted(_Presence):
+    """A conversation began working on a message (channels show "typing...")."""
+
+    @staticmethod
+    def of(message: InboundMessage) -> TurnStarted:
+        return _started(message)
+
+
+@attrs.frozen(kw_only=True)
+class TurnEnded(_Presence):
     """The conversation finished (or abandoned) the turn ``TurnStarted`` announced."""
 
-    channel: Channel
-    chat_id: str
-    correlation_id: str
+    @staticmethod
+    def of(message: InboundMessage) -> TurnEnded:
+        return _ended(message)
+
+
+_started = converter(InboundMessage, TurnStarted)
+_ended = converter(InboundMessage, TurnEnded)
 
 
 @attrs.frozen(kw_only=True)
@@ -203,7 +279,7 @@ class TurnCompleted:
     latency_s: float
 
 
-# One inbox type per actor.
+# One inbox type per actor, named for it: a message it learns to take joins its union here.
 RouterMsg = Inbound
 ConversationMsg = Inbound
 ProviderPoolMsg = CompletionRequest

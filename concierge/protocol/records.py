@@ -10,7 +10,16 @@ from datetime import datetime
 
 import attrs
 
-from concierge.protocol.messages import Channel, InboundKind, ServiceType, Turn
+from concierge.protocol.convert import converter
+from concierge.protocol.messages import (
+    Channel,
+    Completion,
+    CompletionFailed,
+    Inbound,
+    ServiceType,
+    Turn,
+    utcnow,
+)
 
 
 class AcceptStatus(enum.StrEnum):
@@ -25,24 +34,7 @@ class Direction(enum.StrEnum):
 
 class HandoffState(enum.StrEnum):
     OPEN = "open"
-    ASSIGNED = "assigned"
     CLOSED = "closed"
-
-
-@attrs.frozen(kw_only=True)
-class NewInbound:
-    """A normalised platform message, before it has an inbox row."""
-
-    correlation_id: str
-    channel: Channel
-    user_key: str
-    chat_id: str
-    external_id: str
-    text: str
-    kind: InboundKind = InboundKind.TEXT
-    received_at: datetime
-    display_name: str | None = None
-    language_hint: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -58,24 +50,12 @@ class Accepted:
 
 
 @attrs.frozen(kw_only=True)
-class InboxRow:
-    inbox_id: int
-    correlation_id: str
-    channel: Channel
-    user_key: str
-    chat_id: str
-    external_id: str
-    text: str
-    kind: InboundKind
-    received_at: datetime
-    display_name: str | None = None
-    language_hint: str | None = None
-    processed_at: datetime | None = None
+class OutboundReply:
+    """A message to send, as written to the outbox before anything is sent.
 
-
-@attrs.frozen(kw_only=True)
-class NewOutbound:
-    """A reply to write to the outbox before anything is sent."""
+    ``inbox_id`` is the message it answers (``None`` for one nobody asked for, such as
+    a staff notification or a handoff's end).
+    """
 
     correlation_id: str
     channel: Channel
@@ -84,20 +64,26 @@ class NewOutbound:
     text: str
     inbox_id: int | None = None
 
+    @staticmethod
+    def answering(message: Inbound, *, text: str) -> OutboundReply:
+        """The reply ``text`` to ``message``, in its chat."""
+        return _answering(message, text=text)
+
+
+_answering = converter(Inbound, OutboundReply, "text")
+
 
 @attrs.frozen(kw_only=True)
-class OutboxRow:
+class OutboxRow(OutboundReply):
+    """An unsent outbox row, with the bookkeeping of its attempts so far.
+
+    ``last_error`` also carries a sender's progress through a reply sent in parts.
+    """
+
     outbox_id: int
-    correlation_id: str
-    channel: Channel
-    user_key: str
-    chat_id: str
-    text: str
-    inbox_id: int | None
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
-    sent_at: datetime | None = None
     last_error: str | None = None
 
 
@@ -134,6 +120,57 @@ class Interaction:
     service_type: ServiceType
     created_at: datetime
 
+    @staticmethod
+    def of(
+        result: Completion | CompletionFailed,
+        *,
+        conversation_id: int,
+        outcome: str,
+        service_type: ServiceType,
+    ) -> Interaction:
+        """The record of a turn's provider call; ``outcome`` says what became of it.
+
+        An answer carries its provider, model, key, latency and tokens; a turn no
+        provider answered records the last provider and key tried, if any.
+        """
+        if isinstance(result, Completion):
+            return _answered(
+                result,
+                conversation_id=conversation_id,
+                outcome=outcome,
+                service_type=service_type,
+                created_at=utcnow(),
+            )
+        last = result.failures[-1] if result.failures else None
+        return _unanswered(
+            result,
+            conversation_id=conversation_id,
+            provider=last.provider if last else "",
+            model="",
+            key_alias=last.key_alias if last else "",
+            latency_s=0.0,
+            tokens_in=0,
+            tokens_out=0,
+            outcome=outcome,
+            service_type=service_type,
+            created_at=utcnow(),
+        )
+
+
+_INTERACTION = ("conversation_id", "outcome", "service_type", "created_at")
+_answered = converter(Completion, Interaction, *_INTERACTION)
+_unanswered = converter(
+    CompletionFailed,
+    Interaction,
+    *_INTERACTION,
+    "provider",
+    "model",
+    "key_alias",
+    "latency_s",
+    "tokens_in",
+    "tokens_out",
+)
+
 
 @attrs.frozen(kw_only=True)
 class HandoffRow:
@@ -144,7 +181,6 @@ class HandoffRow:
     reason: str
     correlation_id: str
     opened_at: datetime
-    assigned_to: str | None = None
     closed_at: datetime | None = None
     closed_by: str | None = None
 
@@ -167,7 +203,7 @@ class TurnRecord:
     """The user's message to record as an INBOUND message; ``None`` records none."""
     outbound_text: str | None = None
     """The reply to record as an OUTBOUND message; ``None`` records none."""
-    replies: tuple[NewOutbound, ...] = ()
+    replies: tuple[OutboundReply, ...] = ()
     """Outbox rows, written in this order."""
     interaction: Interaction | None = None
     conversation_type: ServiceType | None = None
@@ -200,8 +236,8 @@ class ConversationStart:
     user_id: int
     conversation: ConversationRow
     handoff: HandoffRow | None
-    """The conversation's open or assigned handoff, if any."""
-    pending: tuple[InboxRow, ...]
+    """The conversation's open handoff, if any."""
+    pending: tuple[Inbound, ...]
     """The user's unprocessed inbox rows in arrival order, as ``pending_inbox(user_key=...)``."""
     recent: tuple[Turn, ...]
     """The conversation's last recorded messages, oldest first, as ``recent_turns``."""

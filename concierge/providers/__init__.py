@@ -7,11 +7,7 @@ breakers and credit monitors hold the health the pool decides on.
 
 from __future__ import annotations
 
-from .adapter import (
-    Adapter as Adapter,
-    ProviderCall as ProviderCall,
-    ProviderReply as ProviderReply,
-)
+from .adapter import Adapter as Adapter
 from .breaker import (
     BreakerState as BreakerState,
     CircuitBreaker as CircuitBreaker,

@@ -9,32 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import attrs
-
-from concierge.protocol import ServiceType, Turn
+from concierge.protocol import ProviderCall, ProviderReply
 from concierge.settings import ApiKey
-
-
-@attrs.frozen(kw_only=True)
-class ProviderCall:
-    """One attempt's input, cut from a ``CompletionRequest``."""
-
-    correlation_id: str
-    system: str
-    turns: tuple[Turn, ...]
-    max_tokens: int
-    timeout_s: float
-    query: str = ""
-    language: str = "fr"
-    service_type: ServiceType = ServiceType.RENSEIGNEMENT
-
-
-@attrs.frozen(kw_only=True)
-class ProviderReply:
-    text: str
-    model: str
-    tokens_in: int = 0
-    tokens_out: int = 0
 
 
 class Adapter(Protocol):

@@ -15,8 +15,7 @@ import httpx2
 import structlog
 import trio
 
-from concierge.protocol import Outcome
-from concierge.providers.adapter import ProviderCall, ProviderReply
+from concierge.protocol import Outcome, ProviderCall, ProviderReply
 from concierge.providers.classify import (
     error_detail,
     glm_outcome,

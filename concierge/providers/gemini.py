@@ -19,8 +19,7 @@ import trio
 from google import genai
 from google.genai import errors as genai_errors, types
 
-from concierge.protocol import Outcome, Role
-from concierge.providers.adapter import ProviderCall, ProviderReply
+from concierge.protocol import Outcome, ProviderCall, ProviderReply, Role
 from concierge.providers.classify import (
     error_detail,
     outcome_for_status,

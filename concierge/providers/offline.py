@@ -14,8 +14,7 @@ from collections.abc import Collection
 import trio
 
 from concierge.domain import ENGLISH, FRENCH, Hit, KnowledgeBase, excerpt
-from concierge.protocol import Role, ServiceType
-from concierge.providers.adapter import ProviderCall, ProviderReply
+from concierge.protocol import ProviderCall, ProviderReply, Role, ServiceType
 from concierge.settings import ApiKey
 
 CATECHESIS_SOURCES: tuple[str, ...] = ("foi-et-priere",)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from concierge.protocol import Outcome, Role, Turn
-from concierge.providers.adapter import ProviderCall
+from concierge.protocol import Outcome, ProviderCall, Role, Turn
 from concierge.providers.errors import ProviderError
 
 

@@ -1,6 +1,11 @@
 """Durable records (SQLite, PostgreSQL) and the session cache (memory, Redis).
 
-Callers type what they hold by the interfaces in ``roles``; ``open_store`` and
+Callers type what they hold by the interfaces in ``roles``: the durable store is cut
+into the roles its callers have (``Inbox``, ``Turns``, ``Conversations``,
+``Handoffs``, ``Outbox``, ``Identities``, ``Cursors``, ``Erasure``, ``Health``), and
+each actor, adapter and domain function asks for the narrowest it needs, so what
+one can touch is in its signature. ``Store``, every role at once, is what the
+backends implement and the composition root holds. ``open_store`` and
 ``open_session_cache`` pick the backend from the settings.
 """
 
@@ -26,6 +31,15 @@ from .monitor import (
     run_store_monitor as run_store_monitor,
 )
 from .roles import (
+    Conversations as Conversations,
+    Cursors as Cursors,
+    Erasure as Erasure,
+    Handoffs as Handoffs,
+    Health as Health,
+    Identities as Identities,
+    Inbox as Inbox,
+    Outbox as Outbox,
     SessionCache as SessionCache,
     Store as Store,
+    Turns as Turns,
 )

@@ -13,7 +13,7 @@ import trio
 from concierge.observability import Status
 from concierge.store.availability import Availability, run_pings
 from concierge.store.errors import StoreError
-from concierge.store.roles import Store
+from concierge.store.roles import Health
 
 
 class StoreMonitor(Availability):
@@ -32,7 +32,7 @@ class StoreMonitor(Availability):
 
 async def run_store_monitor(
     *,
-    store: Store,
+    store: Health,
     monitor: StoreMonitor,
     interval_s: float,
     down_interval_s: float = 1.0,

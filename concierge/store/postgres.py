@@ -32,14 +32,11 @@ from concierge.protocol import (
     Channel,
     ConversationRow,
     ConversationStart,
-    Direction,
     HandoffRow,
-    InboxRow,
-    Interaction,
-    NewInbound,
-    NewOutbound,
+    Inbound,
+    InboundMessage,
+    OutboundReply,
     OutboxRow,
-    ServiceType,
     Turn,
     TurnRecord,
     UserRow,
@@ -57,7 +54,6 @@ from concierge.store.postgres_driver import (
     connection_lost as _connection_lost,
 )
 from concierge.store.postgres_per_item import (
-    INSERT_INTERACTION as _INSERT_INTERACTION,
     active_handoff as _active_handoff,
     conversation_for as _conversation_for,
     pending_inbox as _pending_inbox,
@@ -67,7 +63,6 @@ from concierge.store.postgres_per_item import (
 from concierge.store.rows import (
     Opening,
     handoff_row as _handoff_row,
-    interaction_values as _interaction_values,
     outbox_row as _outbox_row,
 )
 
@@ -141,7 +136,7 @@ class PostgresStore:
         self._op_timeout_s = op_timeout_s
         self._acquire_timeout_s = acquire_timeout_s
         self._release_timeout_s = min(acquire_timeout_s, 1.0)
-        self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
+        self.committer: GroupCommitter[InboundMessage, Accepted] = GroupCommitter(
             flush=self._accept_batch,
             max_batch=max_batch,
             flushers=flushers,
@@ -155,7 +150,7 @@ class PostgresStore:
             wait_timeout_s=op_timeout_s * 2,
             name="postgres.turns",
         )
-        self.pending_reader: GroupCommitter[tuple[str, int], list[InboxRow]] = GroupCommitter(
+        self.pending_reader: GroupCommitter[tuple[str, int], list[Inbound]] = GroupCommitter(
             flush=self._pending_batch,
             max_batch=max_batch,
             flushers=flushers,
@@ -235,16 +230,16 @@ class PostgresStore:
         return time.perf_counter() - started
 
     # -- inbox -----------------------------------------------------------------------
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         return await self.committer.submit(message)
 
-    async def accept_one(self, message: NewInbound) -> Accepted:
+    async def accept_one(self, message: InboundMessage) -> Accepted:
         """``accept`` without group commit (one statement per call; for comparison)."""
         return (await self._accept_batch([message]))[0]
 
-    async def _accept_batch(self, batch: Sequence[NewInbound]) -> list[Accepted]:
+    async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
         first: dict[tuple[str, str], int] = {}  # key -> position of its first occurrence
-        unique: list[NewInbound] = []
+        unique: list[InboundMessage] = []
         for position, m in enumerate(batch):
             key = (m.channel.value, m.external_id)
             if key not in first:
@@ -289,29 +284,25 @@ class PostgresStore:
 
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
-    ) -> Sequence[InboxRow]:
+    ) -> Sequence[Inbound]:
         if user_key is None:
             return await self._call(lambda conn: _pending_inbox(conn, None, limit))
         # Actors starting without a handed-over message (restarts) each read their backlog:
         # many at once share one statement and one crossing of the bridge.
         return await self.pending_reader.submit((user_key, limit))
 
-    async def _pending_batch(self, asks: Sequence[tuple[str, int]]) -> list[list[InboxRow]]:
+    async def _pending_batch(self, asks: Sequence[tuple[str, int]]) -> list[list[Inbound]]:
         limits: dict[str, int] = {}
         for user_key, limit in asks:
             limits[user_key] = max(limits.get(user_key, 0), limit)
         found = await self._call(lambda conn: pending_by_key(conn, limits))
         return [found.get(user_key, [])[:limit] for user_key, limit in asks]
 
-    async def mark_processed(
-        self, inbox_id: int, *, service_type: ServiceType | None = None
-    ) -> None:
+    async def mark_processed(self, inbox_id: int) -> None:
         await self._call(
             lambda conn: conn.execute(
-                "UPDATE inbox SET processed_at = coalesce(processed_at, now()), "
-                "service_type = coalesce($2, service_type) WHERE inbox_id = $1",
+                "UPDATE inbox SET processed_at = coalesce(processed_at, now()) WHERE inbox_id = $1",
                 inbox_id,
-                service_type.value if service_type else None,
             )
         )
 
@@ -328,7 +319,7 @@ class PostgresStore:
         return await self._call(lambda conn: flush_turns(conn, turns))
 
     # -- outbox ----------------------------------------------------------------------
-    async def enqueue_reply(self, reply: NewOutbound) -> int:
+    async def enqueue_reply(self, reply: OutboundReply) -> int:
         value = await self._call(
             lambda conn: conn.fetchval(
                 "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id) "
@@ -455,48 +446,8 @@ class PostgresStore:
         """One connection and one crossing for the batch; ``flush_openings`` says what runs."""
         return await self._call(lambda conn: flush_openings(conn, openings))
 
-    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
-        await self._call(
-            lambda conn: conn.execute(
-                "UPDATE conversations SET service_type = $2, updated_at = now() WHERE conversation_id = $1",
-                conversation_id,
-                service_type.value,
-            )
-        )
-
-    async def record_message(
-        self,
-        *,
-        conversation_id: int,
-        direction: Direction,
-        text: str,
-        service_type: ServiceType,
-        correlation_id: str,
-    ) -> int:
-        value = await self._call(
-            lambda conn: conn.fetchval(
-                "WITH m AS (INSERT INTO messages (conversation_id, direction, text, service_type, "
-                "correlation_id) VALUES ($1, $2, $3, $4, $5) RETURNING message_id), "
-                "c AS (UPDATE conversations SET updated_at = now() WHERE conversation_id = $1) "
-                "SELECT message_id FROM m",
-                conversation_id,
-                direction.value,
-                _clean(text),
-                service_type.value,
-                correlation_id,
-            ),
-            retry=False,
-        )
-        return int(value)
-
     async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
         return await self._call(lambda conn: _recent_turns(conn, conversation_id, limit))
-
-    async def record_interaction(self, interaction: Interaction) -> None:
-        await self._call(
-            lambda conn: conn.execute(_INSERT_INTERACTION, *_interaction_values(interaction)),
-            retry=False,
-        )
 
     # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
@@ -543,16 +494,6 @@ class PostgresStore:
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
         return await self._call(lambda conn: _active_handoff(conn, conversation_id))
-
-    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
-        await self._call(
-            lambda conn: conn.execute(
-                "UPDATE handoffs SET state = 'assigned', assigned_to = $2, assigned_at = now() "
-                "WHERE handoff_id = $1 AND state <> 'closed'",
-                handoff_id,
-                staff,
-            )
-        )
 
     async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
         await self._call(

@@ -19,7 +19,7 @@ from concierge.protocol import (
     ConversationStart,
     Direction,
     HandoffRow,
-    InboxRow,
+    Inbound,
     Role,
     Turn,
     TurnRecord,
@@ -113,7 +113,7 @@ WITH u AS (
 )
 SELECT c.conversation_id, c.user_id, c.service_type, c.handoff_open, c.updated_at,
        h.handoff_id, h.user_key, h.state, h.reason, h.correlation_id, h.opened_at,
-       h.assigned_to, h.closed_at, h.closed_by, r.directions, r.texts
+       h.closed_at, h.closed_by, r.directions, r.texts
 FROM c
 LEFT JOIN handoffs AS h ON h.conversation_id = c.conversation_id AND h.state <> 'closed'
 LEFT JOIN LATERAL (
@@ -195,10 +195,10 @@ async def _conversation_views(conn: Conn, recent_limits: dict[int, int]) -> dict
     return views
 
 
-async def pending_by_key(conn: Conn, limits: dict[str, int]) -> dict[str, list[InboxRow]]:
+async def pending_by_key(conn: Conn, limits: dict[str, int]) -> dict[str, list[Inbound]]:
     """Each user's oldest unprocessed rows, at most ``limits[user_key]`` (0: none), oldest first."""
     wanted = {k: n for k, n in limits.items() if n != 0}
-    pending: dict[str, list[InboxRow]] = {}
+    pending: dict[str, list[Inbound]] = {}
     if wanted:
         for r in await conn.fetch(_PENDING_BY_KEY, list(wanted), list(wanted.values())):
             pending.setdefault(r["user_key"], []).append(_inbox_row(r))

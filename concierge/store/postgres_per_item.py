@@ -13,7 +13,7 @@ from concierge.protocol import (
     ConversationStart,
     Direction,
     HandoffRow,
-    InboxRow,
+    Inbound,
     Role,
     Turn,
     TurnRecord,
@@ -27,7 +27,7 @@ from concierge.store.rows import (
     interaction_values as _interaction_values,
 )
 
-INSERT_INTERACTION = (
+_INSERT_INTERACTION = (
     "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
     "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -78,7 +78,7 @@ async def write_turn(conn: Conn, turn: TurnRecord) -> tuple[int, ...]:
             )
         )
     if turn.interaction is not None:
-        await conn.execute(INSERT_INTERACTION, *_interaction_values(turn.interaction))
+        await conn.execute(_INSERT_INTERACTION, *_interaction_values(turn.interaction))
     if turn.conversation_type is not None:
         await conn.execute(
             "UPDATE conversations SET service_type = $2, updated_at = now() "
@@ -180,7 +180,7 @@ LIMIT $2
 """
 
 
-async def pending_inbox(conn: Conn, user_key: str | None, limit: int) -> list[InboxRow]:
+async def pending_inbox(conn: Conn, user_key: str | None, limit: int) -> list[Inbound]:
     if user_key is None:
         rows = await conn.fetch(
             "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT $1", limit

@@ -1,8 +1,20 @@
 """The durable store and session cache interfaces: the only way actors reach data.
 
-Two protocols: ``Store`` holds what the concierge must not lose (SQLite embedded,
-PostgreSQL in production); ``SessionCache`` holds what it can rebuild (memory
-embedded, Redis in production).
+``Store`` holds what the concierge must not lose (SQLite embedded, PostgreSQL in
+production); ``SessionCache`` holds what it can rebuild (memory embedded, Redis in
+production).
+
+``Store`` is cut into the roles its callers have, one protocol each, so that a
+caller is typed by what it does and a reader sees at once which records an actor
+can touch: ``Inbox`` (messages in: ingest and the replayer), ``Turns`` (an inbox
+row settled, with what its turn wrote: conversations and the router),
+``Conversations`` (a conversation's opening read and its history), ``Handoffs``,
+``Outbox`` (replies written and delivered), ``Identities`` (users and their channel
+identities), ``Cursors`` (a poller's place in a platform's stream), ``Erasure``
+(retention and ``concierge forget``) and ``Health``. A caller that needs several
+names the union it needs where it lives (``ConversationStore`` in the conversation
+actor, ``HandoffDesk`` in the handoff logic). ``Store`` is the union of every role;
+the backends implement it and only the composition root holds one.
 """
 
 from __future__ import annotations
@@ -16,22 +28,19 @@ from concierge.protocol import (
     Channel,
     ConversationRow,
     ConversationStart,
-    Direction,
     HandoffRow,
-    InboxRow,
-    Interaction,
-    NewInbound,
-    NewOutbound,
+    Inbound,
+    InboundMessage,
+    OutboundReply,
     OutboxRow,
-    ServiceType,
     Turn,
     TurnRecord,
     UserRow,
 )
 
 
-class Store(Protocol):
-    """Durable records. Every method commits before it returns."""
+class Health(Protocol):
+    """What the store monitor asks: which backend, and how fast it answers."""
 
     @property
     def backend(self) -> str:
@@ -42,20 +51,23 @@ class Store(Protocol):
         """Round-trip one trivial query; return its latency in seconds."""
         ...
 
-    # -- inbox: the durability boundary --------------------------------------------
-    async def accept(self, message: NewInbound) -> Accepted:
+
+class Inbox(Protocol):
+    """The durability boundary: platform messages committed, and read back while pending."""
+
+    async def accept(self, message: InboundMessage) -> Accepted:
         """Commit an inbox row unless (channel, external_id) exists; batched when concurrent."""
         ...
 
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
-    ) -> Sequence[InboxRow]:
+    ) -> Sequence[Inbound]:
         """Unprocessed rows in arrival order (per user when ``user_key`` is given)."""
         ...
 
-    async def mark_processed(
-        self, inbox_id: int, *, service_type: ServiceType | None = None
-    ) -> None: ...
+
+class Turns(Protocol):
+    """An inbox row settled: marked processed, with everything its turn wrote, at once."""
 
     async def complete_turn(self, turn: TurnRecord) -> tuple[int, ...]:
         """Write a handled row's messages, replies and interaction and mark it processed, atomically.
@@ -66,8 +78,59 @@ class Store(Protocol):
         """
         ...
 
-    # -- outbox ----------------------------------------------------------------------
-    async def enqueue_reply(self, reply: NewOutbound) -> int:
+    async def mark_processed(self, inbox_id: int) -> None:
+        """Settle a row nobody answers (the user was already told to send it again)."""
+        ...
+
+
+class Conversations(Protocol):
+    """A user's conversation: what a new actor reads at once, and the recorded history."""
+
+    async def open_conversation(
+        self,
+        channel: Channel,
+        user_key: str,
+        *,
+        display_name: str | None = None,
+        pending_limit: int,
+        recent_limit: int,
+    ) -> ConversationStart:
+        """The user (created on first contact), conversation, open handoff, pending rows and
+        ``recent_turns``, in one round trip: a new actor's reads, at once, under a burst.
+        """
+        ...
+
+    async def conversation_for(self, user_id: int) -> ConversationRow:
+        """The user's conversation, created on first use."""
+        ...
+
+    async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
+        """The last ``limit`` messages, oldest first: rebuilds a lost session cache."""
+        ...
+
+
+class Handoffs(Protocol):
+    """A person taking a conversation over: opened by its actor, closed by staff or timeout."""
+
+    async def open_handoff(
+        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+    ) -> HandoffRow:
+        """Open a handoff (or return the one already open for this conversation)."""
+        ...
+
+    async def active_handoff(self, conversation_id: int) -> HandoffRow | None: ...
+
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None: ...
+
+    async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
+        """Open handoffs older than ``cutoff`` (for the timeout sweep and ``handoff list``)."""
+        ...
+
+
+class Outbox(Protocol):
+    """Replies written before anything is sent, then delivered by each channel's sender."""
+
+    async def enqueue_reply(self, reply: OutboundReply) -> int:
         """Write a reply to send; return its outbox id."""
         ...
 
@@ -89,7 +152,17 @@ class Store(Protocol):
         """Record a failed attempt; ``retry_at=None`` gives the row up (never retried)."""
         ...
 
-    # -- users, identities, conversations --------------------------------------------
+    async def mark_unreachable(self, user_key: str) -> None:
+        """The platform says this user blocked us: stop sending to them.
+
+        Their unsent replies are given up; ``resolve_user`` (they wrote again) clears the flag.
+        """
+        ...
+
+
+class Identities(Protocol):
+    """Users and the channel identities that reach them."""
+
     async def resolve_user(
         self, channel: Channel, user_key: str, *, display_name: str | None = None
     ) -> int:
@@ -102,72 +175,18 @@ class Store(Protocol):
 
     async def user_for_key(self, user_key: str) -> UserRow | None: ...
 
-    async def mark_unreachable(self, user_key: str) -> None:
-        """The platform says this user blocked us: stop sending to them.
 
-        Their unsent replies are given up; ``resolve_user`` (they wrote again) clears the flag.
-        """
-        ...
+class Cursors(Protocol):
+    """Where a poller stands in a platform's stream of updates, kept across restarts."""
 
-    async def conversation_for(self, user_id: int) -> ConversationRow:
-        """The user's conversation, created on first use."""
-        ...
-
-    async def open_conversation(
-        self,
-        channel: Channel,
-        user_key: str,
-        *,
-        display_name: str | None = None,
-        pending_limit: int,
-        recent_limit: int,
-    ) -> ConversationStart:
-        """``resolve_user``, ``conversation_for``, ``active_handoff``, ``pending_inbox`` for the
-        user and ``recent_turns``, in one round trip: a new actor's reads, at once, under a burst.
-        """
-        ...
-
-    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None: ...
-
-    async def record_message(
-        self,
-        *,
-        conversation_id: int,
-        direction: Direction,
-        text: str,
-        service_type: ServiceType,
-        correlation_id: str,
-    ) -> int: ...
-
-    async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
-        """The last ``limit`` messages, oldest first: rebuilds a lost session cache."""
-        ...
-
-    async def record_interaction(self, interaction: Interaction) -> None: ...
-
-    # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None: ...
 
     async def set_cursor(self, name: str, value: str) -> None: ...
 
-    # -- handoffs --------------------------------------------------------------------
-    async def open_handoff(
-        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
-    ) -> HandoffRow:
-        """Open a handoff (or return the one already open for this conversation)."""
-        ...
 
-    async def active_handoff(self, conversation_id: int) -> HandoffRow | None: ...
+class Erasure(Protocol):
+    """Data protection: texts past retention, and a user who asked to be forgotten."""
 
-    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None: ...
-
-    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None: ...
-
-    async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
-        """Open or assigned handoffs older than ``cutoff`` (for the timeout sweep)."""
-        ...
-
-    # -- data protection -------------------------------------------------------------
     async def erase_texts_before(self, cutoff: datetime) -> int:
         """Blank message, inbox and sent outbox texts older than ``cutoff``; keep metadata."""
         ...
@@ -175,6 +194,21 @@ class Store(Protocol):
     async def forget_user(self, user_id: int) -> int:
         """Erase a user's messages and identities; return the rows touched."""
         ...
+
+
+class Store(
+    Health,
+    Inbox,
+    Turns,
+    Conversations,
+    Handoffs,
+    Outbox,
+    Identities,
+    Cursors,
+    Erasure,
+    Protocol,
+):
+    """Durable records, every role at once. Every method commits before it returns."""
 
     async def aclose(self) -> None: ...
 

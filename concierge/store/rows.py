@@ -1,7 +1,9 @@
 """Records from database rows, shared by both durable backends.
 
-The backends agree on column names; they differ only in how an instant comes
-back (PostgreSQL: a ``datetime``; SQLite: ISO text), so each passes ``instant``.
+A pending inbox row comes back as the very ``Inbound`` that ingest hands the router,
+so a replayed message needs no further conversion. The backends agree on column
+names; they differ only in how an instant comes back (PostgreSQL: a ``datetime``;
+SQLite: ISO text), so each passes ``instant``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from concierge.protocol import (
     ConversationRow,
     HandoffRow,
     HandoffState,
+    Inbound,
     InboundKind,
-    InboxRow,
     Interaction,
     OutboxRow,
     ServiceType,
@@ -36,8 +38,8 @@ def _maybe(value: Any, instant: Instant) -> datetime | None:
     return None if value is None else instant(value)
 
 
-def inbox_row(r: Any, instant: Instant = as_datetime) -> InboxRow:
-    return InboxRow(
+def inbox_row(r: Any, instant: Instant = as_datetime) -> Inbound:
+    return Inbound(
         inbox_id=r["inbox_id"],
         correlation_id=r["correlation_id"],
         channel=Channel(r["channel"]),
@@ -49,7 +51,6 @@ def inbox_row(r: Any, instant: Instant = as_datetime) -> InboxRow:
         received_at=instant(r["received_at"]),
         display_name=r["display_name"],
         language_hint=r["language_hint"],
-        processed_at=_maybe(r["processed_at"], instant),
     )
 
 
@@ -65,7 +66,6 @@ def outbox_row(r: Any, instant: Instant = as_datetime) -> OutboxRow:
         attempts=r["attempts"],
         created_at=instant(r["created_at"]),
         next_attempt_at=instant(r["next_attempt_at"]),
-        sent_at=_maybe(r["sent_at"], instant),
         last_error=r["last_error"],
     )
 
@@ -79,7 +79,6 @@ def handoff_row(r: Any, instant: Instant = as_datetime) -> HandoffRow:
         reason=r["reason"],
         correlation_id=r["correlation_id"],
         opened_at=instant(r["opened_at"]),
-        assigned_to=r["assigned_to"],
         closed_at=_maybe(r["closed_at"], instant),
         closed_by=r["closed_by"],
     )

@@ -29,14 +29,11 @@ from concierge.protocol import (
     Channel,
     ConversationRow,
     ConversationStart,
-    Direction,
     HandoffRow,
-    InboxRow,
-    Interaction,
-    NewInbound,
-    NewOutbound,
+    Inbound,
+    InboundMessage,
+    OutboundReply,
     OutboxRow,
-    ServiceType,
     Turn,
     TurnRecord,
     UserRow,
@@ -55,13 +52,11 @@ from concierge.store.sqlite_batches import (
 from concierge.store.sqlite_driver import (
     dt as _dt,
     handoff_row as _handoff_row,
-    interaction_values as _interaction_values,
     outbox_row as _outbox_row,
     ts as ts,
     tx as _tx,
 )
 from concierge.store.sqlite_per_item import (
-    INSERT_INTERACTION as _INSERT_INTERACTION,
     INSERT_OUTBOX as _INSERT_OUTBOX,
     active_handoff as _active_handoff,
     conversation_for as _conversation_for,
@@ -111,7 +106,7 @@ class SqliteStore:
         self.path = path
         self.hops = WorkerHops(conn, max_calls=max_batch)
         self._closed = False
-        self.committer: GroupCommitter[NewInbound, Accepted] = GroupCommitter(
+        self.committer: GroupCommitter[InboundMessage, Accepted] = GroupCommitter(
             flush=self._accept_batch, max_batch=max_batch, flushers=1, name="sqlite.inbox"
         )
         self.turn_committer: GroupCommitter[TurnRecord, tuple[int, ...]] = GroupCommitter(
@@ -143,31 +138,28 @@ class SqliteStore:
         return time.perf_counter() - started
 
     # -- inbox -----------------------------------------------------------------------
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         return await self.committer.submit(message)
 
-    async def accept_one(self, message: NewInbound) -> Accepted:
+    async def accept_one(self, message: InboundMessage) -> Accepted:
         """``accept`` without group commit (one transaction per call; for comparison)."""
         return (await self._accept_batch([message]))[0]
 
-    async def _accept_batch(self, batch: Sequence[NewInbound]) -> list[Accepted]:
+    async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
         now = ts(utcnow())
         return await self._write(lambda conn: _accept_rows(conn, batch, now))
 
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
-    ) -> Sequence[InboxRow]:
+    ) -> Sequence[Inbound]:
         return await self._run(lambda conn: _pending_inbox(conn, user_key, limit))
 
-    async def mark_processed(
-        self, inbox_id: int, *, service_type: ServiceType | None = None
-    ) -> None:
+    async def mark_processed(self, inbox_id: int) -> None:
         now = ts(utcnow())
         await self._write(
             lambda conn: conn.execute(
-                "UPDATE inbox SET processed_at = coalesce(processed_at, ?), "
-                "service_type = coalesce(?, service_type) WHERE inbox_id = ?",
-                (now, service_type.value if service_type else None, inbox_id),
+                "UPDATE inbox SET processed_at = coalesce(processed_at, ?) WHERE inbox_id = ?",
+                (now, inbox_id),
             )
         )
 
@@ -182,7 +174,7 @@ class SqliteStore:
         return await self._run(lambda conn: flush_turns(conn, turns, now))
 
     # -- outbox ----------------------------------------------------------------------
-    async def enqueue_reply(self, reply: NewOutbound) -> int:
+    async def enqueue_reply(self, reply: OutboundReply) -> int:
         now = ts(utcnow())
 
         def work(conn: sqlite3.Connection) -> int:
@@ -322,46 +314,8 @@ class SqliteStore:
         now = ts(utcnow())
         return await self._run(lambda conn: flush_openings(conn, openings, now))
 
-    async def set_service_type(self, conversation_id: int, service_type: ServiceType) -> None:
-        now = ts(utcnow())
-        await self._write(
-            lambda conn: conn.execute(
-                "UPDATE conversations SET service_type = ?, updated_at = ? WHERE conversation_id = ?",
-                (service_type.value, now, conversation_id),
-            )
-        )
-
-    async def record_message(
-        self,
-        *,
-        conversation_id: int,
-        direction: Direction,
-        text: str,
-        service_type: ServiceType,
-        correlation_id: str,
-    ) -> int:
-        now = ts(utcnow())
-
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "INSERT INTO messages (conversation_id, direction, text, service_type, "
-                "correlation_id, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING message_id",
-                (conversation_id, direction.value, text, service_type.value, correlation_id, now),
-            ).fetchone()
-            conn.execute(
-                "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?",
-                (now, conversation_id),
-            )
-            return int(row[0])
-
-        return await self._write(work)
-
     async def recent_turns(self, conversation_id: int, *, limit: int) -> Sequence[Turn]:
         return await self._run(lambda conn: _recent_turns(conn, conversation_id, limit))
-
-    async def record_interaction(self, interaction: Interaction) -> None:
-        values = _interaction_values(interaction)
-        await self._write(lambda conn: conn.execute(_INSERT_INTERACTION, values))
 
     # -- channel cursors -------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
@@ -408,16 +362,6 @@ class SqliteStore:
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
         return await self._run(lambda conn: _active_handoff(conn, conversation_id))
-
-    async def assign_handoff(self, handoff_id: int, *, staff: str) -> None:
-        now = ts(utcnow())
-        await self._write(
-            lambda conn: conn.execute(
-                "UPDATE handoffs SET state = 'assigned', assigned_to = ?, assigned_at = ? "
-                "WHERE handoff_id = ? AND state <> 'closed'",
-                (staff, now, handoff_id),
-            )
-        )
 
     async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
         now = ts(utcnow())

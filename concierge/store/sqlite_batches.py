@@ -22,7 +22,7 @@ from concierge.protocol import (
     AcceptStatus,
     ConversationStart,
     Direction,
-    NewInbound,
+    InboundMessage,
     Role,
     ServiceType,
     Turn,
@@ -100,7 +100,9 @@ JOIN inbox AS i ON i.channel = j.value ->> 1 AND i.external_id = j.value ->> 4
 """
 
 
-def accept_rows(conn: sqlite3.Connection, batch: Sequence[NewInbound], now: str) -> list[Accepted]:
+def accept_rows(
+    conn: sqlite3.Connection, batch: Sequence[InboundMessage], now: str
+) -> list[Accepted]:
     """Insert a batch's new inbox rows in order; the first of a key is NEW, the rest DUPLICATE."""
     positions: dict[tuple[str, str], int] = {}
     values: list[list[object]] = []  # one per key, in order of first arrival
@@ -223,15 +225,14 @@ SELECT json_group_array(json_array(
     json((SELECT json_object('handoff_id', h.handoff_id, 'conversation_id', h.conversation_id,
                              'user_key', h.user_key, 'state', h.state, 'reason', h.reason,
                              'correlation_id', h.correlation_id, 'opened_at', h.opened_at,
-                             'assigned_to', h.assigned_to, 'closed_at', h.closed_at,
-                             'closed_by', h.closed_by)
+                             'closed_at', h.closed_at, 'closed_by', h.closed_by)
           FROM handoffs AS h WHERE h.conversation_id = c.conversation_id AND h.state <> 'closed')),
     json((SELECT json_group_array(json_object(
                      'inbox_id', b.inbox_id, 'correlation_id', b.correlation_id,
                      'channel', b.channel, 'user_key', b.user_key, 'chat_id', b.chat_id,
                      'external_id', b.external_id, 'text', b.text, 'kind', b.kind,
                      'received_at', b.received_at, 'display_name', b.display_name,
-                     'language_hint', b.language_hint, 'processed_at', b.processed_at))
+                     'language_hint', b.language_hint))
           FROM inbox AS b
           WHERE b.inbox_id IN (SELECT inbox_id FROM inbox
                                WHERE processed_at IS NULL AND user_key = j.value ->> 1

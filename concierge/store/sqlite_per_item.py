@@ -15,7 +15,7 @@ from concierge.protocol import (
     ConversationStart,
     Direction,
     HandoffRow,
-    InboxRow,
+    Inbound,
     Role,
     Turn,
     TurnRecord,
@@ -38,7 +38,7 @@ _INSERT_MESSAGE = (
     "created_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 
-INSERT_INTERACTION = (
+_INSERT_INTERACTION = (
     "INSERT INTO interactions (correlation_id, conversation_id, provider, model, key_alias, "
     "latency_s, tokens_in, tokens_out, outcome, service_type, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -83,7 +83,7 @@ def write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: str) -> tuple[in
         for r in turn.replies
     )
     if turn.interaction is not None:
-        conn.execute(INSERT_INTERACTION, _interaction_values(turn.interaction))
+        conn.execute(_INSERT_INTERACTION, _interaction_values(turn.interaction))
     if turn.conversation_type is not None:
         conn.execute(
             "UPDATE conversations SET service_type = ?, updated_at = ? WHERE conversation_id = ?",
@@ -158,7 +158,7 @@ def active_handoff(conn: sqlite3.Connection, conversation_id: int) -> HandoffRow
     return None if r is None else _handoff_row(r)
 
 
-def pending_inbox(conn: sqlite3.Connection, user_key: str | None, limit: int) -> list[InboxRow]:
+def pending_inbox(conn: sqlite3.Connection, user_key: str | None, limit: int) -> list[Inbound]:
     if user_key is None:
         rows = conn.execute(
             "SELECT * FROM inbox WHERE processed_at IS NULL ORDER BY inbox_id LIMIT ?", (limit,)

@@ -24,7 +24,7 @@ from concierge.protocol import (
     CompletionRequest,
     Inbound,
     InboundKind,
-    NewInbound,
+    InboundMessage,
     OutboxNudge,
     OutboxRow,
     PresenceMsg,
@@ -106,7 +106,7 @@ class Harness:
     ) -> Inbound:
         """Commit an inbox row as ingest does, without handing it to the router."""
         self._counter += 1
-        message = NewInbound(
+        message = InboundMessage(
             correlation_id=new_correlation_id(),
             channel=Channel.CONSOLE,
             user_key=f"console:{user}",

@@ -13,12 +13,13 @@ from concierge.protocol import (
     Channel,
     InboundKind,
     Outcome,
+    ProviderCall,
+    ProviderReply,
     Role,
     ServiceType,
     TurnEnded,
     TurnStarted,
 )
-from concierge.providers import ProviderCall, ProviderReply
 from concierge.settings import ApiKey
 from concierge.store import CacheUnavailable, Store
 from tests.actors.harness import running_concierge

@@ -16,7 +16,7 @@ import trio
 from actors import OutboxStats, Pacing, run_outbox_sender
 from concierge.channels import SendResult, SendStatus, TelegramSender
 from concierge.observability import Status
-from concierge.protocol import Channel, NewOutbound, OutboxNudge, OutboxRow
+from concierge.protocol import Channel, OutboundReply, OutboxNudge, OutboxRow
 from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import (
     eventually,
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 
 async def enqueue(store: Store, chat: int, text: str) -> int:
     return await store.enqueue_reply(
-        NewOutbound(
+        OutboundReply(
             correlation_id=f"c{chat}",
             channel=Channel.TELEGRAM,
             user_key=f"telegram:{chat}",

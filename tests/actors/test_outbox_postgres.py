@@ -11,7 +11,7 @@ import trio
 
 from actors import OutboxStats, Pacing, run_outbox_sender
 from concierge.channels import TelegramSender
-from concierge.protocol import Channel, NewOutbound, OutboxNudge
+from concierge.protocol import Channel, OutboundReply, OutboxNudge
 from concierge.store import Store
 from tests.channels.telegram_support import in_process_client, postgres_store
 from tests.fakes.telegram_api import FakeTelegram
@@ -29,7 +29,7 @@ async def eventually(condition: Callable[[], bool], *, within_s: float = 60.0) -
 
 async def enqueue(store: Store, chat: int, text: str) -> None:
     await store.enqueue_reply(
-        NewOutbound(
+        OutboundReply(
             correlation_id=f"c{chat}",
             channel=Channel.TELEGRAM,
             user_key=f"telegram:{chat}",

@@ -10,9 +10,10 @@ import pytest
 import trio
 
 from actors import run_retention
-from concierge.protocol import Channel, Direction, ServiceType, utcnow
+from concierge.protocol import Channel, utcnow
 from concierge.store import open_store
 from tests.store.conftest import store_settings
+from tests.store.records import record_history
 
 pytestmark = pytest.mark.anyio
 
@@ -23,13 +24,7 @@ async def test_texts_older_than_the_retention_are_erased_at_each_sweep(tmp_path:
         conv = await store.conversation_for(
             await store.resolve_user(Channel.TELEGRAM, "telegram:1")
         )
-        await store.record_message(
-            conversation_id=conv.conversation_id,
-            direction=Direction.INBOUND,
-            text="Bonjour",
-            service_type=ServiceType.RENSEIGNEMENT,
-            correlation_id="c1",
-        )
+        await record_history(store, conv.conversation_id, ["Bonjour"], user="telegram:1")
         later = utcnow() + timedelta(days=91)
         async with trio.open_nursery() as nursery:
             await nursery.start(
@@ -43,7 +38,7 @@ async def test_texts_older_than_the_retention_are_erased_at_each_sweep(tmp_path:
                 )
             )
             with trio.fail_after(5):
-                assert await receive.receive() == 1
+                assert await receive.receive() == 2  # the message and its inbox row
             nursery.cancel_scope.cancel()
         assert await store.recent_turns(conv.conversation_id, limit=5) == []
 
@@ -54,13 +49,7 @@ async def test_recent_texts_are_kept(tmp_path: Path) -> None:
         conv = await store.conversation_for(
             await store.resolve_user(Channel.TELEGRAM, "telegram:1")
         )
-        await store.record_message(
-            conversation_id=conv.conversation_id,
-            direction=Direction.INBOUND,
-            text="Bonjour",
-            service_type=ServiceType.RENSEIGNEMENT,
-            correlation_id="c1",
-        )
+        await record_history(store, conv.conversation_id, ["Bonjour"], user="telegram:1")
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 partial(run_retention, store=store, retention_days=90, interval_s=3600, swept=send)

@@ -18,8 +18,7 @@ from actors.inbox_replay import replay_once
 from actors.router import conversation_key
 from actors.startup_queue import Handover
 from concierge.domain import Reply as R, reply_text
-from concierge.protocol import Inbound, TurnRecord, utcnow
-from concierge.providers import ProviderCall, ProviderReply
+from concierge.protocol import Inbound, ProviderCall, ProviderReply, TurnRecord, utcnow
 from concierge.settings import ApiKey
 from concierge.store import SessionCache, Store, StoreUnavailable
 from tests.actors.harness import WAIT_S, CrashOnce, running_concierge

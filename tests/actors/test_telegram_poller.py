@@ -23,7 +23,14 @@ from actors import (
 from actors.telegram import OFFSET_CURSOR, PollBackoff
 from concierge.channels import TelegramApiError, TelegramClient
 from concierge.domain import Ingest
-from concierge.protocol import Accepted, Channel, NewInbound, PresenceMsg, TurnEnded, TurnStarted
+from concierge.protocol import (
+    Accepted,
+    Channel,
+    InboundMessage,
+    PresenceMsg,
+    TurnEnded,
+    TurnStarted,
+)
 from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import (
     Wired,
@@ -207,7 +214,7 @@ class FlakyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         if self.failures > 0:
             self.failures -= 1
             raise StoreUnavailable("database restarting")

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from concierge.channels import Ignored, MalformedUpdate, parse_update
 from concierge.channels.telegram_http import TelegramWebhook
 from concierge.channels.telegram_wire import parse_update_body
-from concierge.protocol import NewInbound
+from concierge.protocol import InboundMessage
 from tests.channels.telegram_support import sqlite_store, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram
 
@@ -68,8 +68,8 @@ def check(value: Any) -> None:
         result = parse_update(value)
     except MalformedUpdate:
         return
-    assert isinstance(result, NewInbound | Ignored)
-    if isinstance(result, NewInbound):
+    assert isinstance(result, InboundMessage | Ignored)
+    if isinstance(result, InboundMessage):
         assert result.user_key.startswith("telegram:")
         assert result.text
         for field in (result.text, result.display_name or "", result.language_hint or ""):
@@ -96,7 +96,7 @@ def test_arbitrary_bodies_give_a_result_or_malformed_update(body: bytes) -> None
         result = parse_update_body(body)
     except MalformedUpdate:
         return
-    assert isinstance(result, NewInbound | Ignored)
+    assert isinstance(result, InboundMessage | Ignored)
 
 
 def test_deeply_nested_json_is_malformed_not_a_crash() -> None:

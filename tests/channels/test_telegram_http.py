@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from concierge.channels import TelegramWebhookStats
 from concierge.channels.telegram_http import telegram_blueprint
 from concierge.domain import Ingest
-from concierge.protocol import Accepted, InboundKind, NewInbound
+from concierge.protocol import Accepted, InboundKind, InboundMessage
 from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import Wired, sqlite_store, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
@@ -285,7 +285,7 @@ class FlakyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         if self.failures > 0:
             self.failures -= 1
             raise StoreUnavailable("database is restarting")

@@ -1,4 +1,4 @@
-"""Telegram Update → NewInbound, a typed Ignored, or MalformedUpdate."""
+"""Telegram Update → InboundMessage, a typed Ignored, or MalformedUpdate."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 
 from concierge.channels import Ignored, MalformedUpdate, parse_update
 from concierge.channels.telegram_wire import parse_update_body
-from concierge.protocol import Channel, InboundKind, NewInbound
+from concierge.protocol import Channel, InboundKind, InboundMessage
 from tests.fakes.telegram_api import FakeTelegram
 
 fake = FakeTelegram()
 
 
-def inbound(update: Any) -> NewInbound:
+def inbound(update: Any) -> InboundMessage:
     parsed = parse_update(update)
-    assert isinstance(parsed, NewInbound)
+    assert isinstance(parsed, InboundMessage)
     return parsed
 
 

@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 
 from concierge.channels import WahaWebhookStats, waha_blueprint, waha_startup_checks
 from concierge.domain import Ingest
-from concierge.protocol import Accepted, Channel, Inbound, InboundKind, NewInbound
+from concierge.protocol import Accepted, Channel, Inbound, InboundKind, InboundMessage
 from concierge.settings import SettingsError, StoreSettings, WahaSettings
 from concierge.store import Store, StoreUnavailable, open_store
 from tests.fakes.waha_api import RetryPolicy, WahaWebhookPusher, message_event
@@ -52,7 +52,7 @@ class FlakyStore:
         self._store = store
         self.failures = failures
 
-    async def accept(self, message: NewInbound) -> Accepted:
+    async def accept(self, message: InboundMessage) -> Accepted:
         if self.failures > 0:
             self.failures -= 1
             raise StoreUnavailable("database is restarting")

@@ -11,7 +11,7 @@ import trio
 
 from actors import OutboxStats, Pacing, run_outbox_sender
 from concierge.channels import WahaClient, WahaPacing, WahaSender
-from concierge.protocol import Channel, NewOutbound, OutboxNudge
+from concierge.protocol import Channel, OutboundReply, OutboxNudge
 from concierge.settings import StoreSettings
 from concierge.store import Store, open_store
 from tests.fakes.waha_api import FakeWaha
@@ -70,7 +70,7 @@ async def test_the_outbox_actor_delivers_a_split_reply_through_waha(
             )
         )
         await store.enqueue_reply(
-            NewOutbound(
+            OutboundReply(
                 correlation_id="cid-1",
                 channel=Channel.WAHA,
                 user_key=f"waha:{CHAT}",

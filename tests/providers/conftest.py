@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from concierge.protocol import Role, Turn
-from concierge.providers import Adapter, ProviderCall, ProviderError
+from concierge.protocol import ProviderCall, Role, Turn
+from concierge.providers import Adapter, ProviderError
 from concierge.settings import ApiKey, ProviderSettings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.gemini_api import FakeGemini

@@ -10,7 +10,7 @@ import trio
 
 from actors import ProviderPool
 from actors.provider_pool import ask, run_provider_pool
-from concierge.protocol import CompletionRequest, CompletionResult, Role, Turn
+from concierge.protocol import CompletionRequest, CompletionResult, ProviderCall, Role, Turn
 from concierge.providers import Adapter
 from concierge.settings import PoolSettings
 
@@ -40,10 +40,12 @@ async def ask_pool(
 ) -> CompletionResult:
     return await ask(
         inbox,
-        correlation_id=cid,
-        system="Tu es l'accueil.",
-        turns=TURNS,
-        max_tokens=100,
-        timeout_s=timeout_s,
-        query=TURNS[-1].text,
+        ProviderCall(
+            correlation_id=cid,
+            system="Tu es l'accueil.",
+            turns=TURNS,
+            max_tokens=100,
+            timeout_s=timeout_s,
+            query=TURNS[-1].text,
+        ),
     )

@@ -14,8 +14,8 @@ import attrs
 import trio
 import trio.lowlevel
 
-from concierge.protocol import Outcome
-from concierge.providers import ProviderCall, ProviderError, ProviderReply
+from concierge.protocol import Outcome, ProviderCall, ProviderReply
+from concierge.providers import ProviderError
 from concierge.settings import ApiKey, BreakerSettings, PoolSettings, ProviderSettings
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from concierge.providers import Adapter, ProviderCall, ProviderReply, build_adapter
+from concierge.protocol import ProviderCall, ProviderReply
+from concierge.providers import Adapter, build_adapter
 from concierge.providers.anthropic import AnthropicAdapter
 from concierge.providers.gemini import GeminiAdapter
 from concierge.providers.openai_compat import OpenAICompatAdapter, OpenRouterAdapter

@@ -4,8 +4,8 @@ import pytest
 
 from actors.provider_pool import ask
 from concierge.domain import KnowledgeBase
-from concierge.protocol import Completion, ServiceType
-from concierge.providers import OfflineAdapter, ProviderCall
+from concierge.protocol import Completion, ProviderCall, ServiceType
+from concierge.providers import OfflineAdapter
 from concierge.settings import ApiKey
 from tests.providers.pool_helpers import running_pool
 from tests.providers.scripted import pool_settings
@@ -100,13 +100,15 @@ async def test_the_pool_answers_from_the_knowledge_base_without_any_key(
     async with running_pool([offline], pool_settings()) as (_pool, inbox):
         result = await ask(
             inbox,
-            correlation_id="c2",
-            system="s",
-            turns=(),
-            max_tokens=100,
-            timeout_s=5.0,
-            query="Quels sont les horaires du secrétariat ?",
-            language="fr",
+            ProviderCall(
+                correlation_id="c2",
+                system="s",
+                turns=(),
+                max_tokens=100,
+                timeout_s=5.0,
+                query="Quels sont les horaires du secrétariat ?",
+                language="fr",
+            ),
         )
     assert isinstance(result, Completion)
     assert result.provider == "offline"

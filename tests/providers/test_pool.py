@@ -15,8 +15,8 @@ from concierge.protocol import (
     Completion,
     CompletionFailed,
     CompletionRequest,
-    CompletionResult,
     Outcome,
+    ProviderCall,
 )
 from tests.providers.pool_helpers import TURNS, ask_pool, running_pool
 from tests.providers.scripted import (
@@ -109,16 +109,8 @@ async def test_throttling_without_a_hint_backs_off_exponentially() -> None:
     slot = pool._by_name["primary"].ring.slots[0]
     for expected_max in (1.0, 2.0):
         before = trio.current_time()
-        send, _ = trio.open_memory_channel[CompletionResult](1)
         result = await pool.complete(
-            CompletionRequest(
-                correlation_id="c",
-                system="s",
-                turns=TURNS,
-                max_tokens=10,
-                timeout_s=0.1,
-                reply_to=send,
-            )
+            ProviderCall(correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=0.1)
         )
         assert isinstance(result, CompletionFailed)
         assert slot.cooling_until is not None
@@ -379,7 +371,10 @@ async def test_a_pool_that_stops_mid_turn_gives_the_caller_a_failure_at_once() -
     async def caller() -> None:
         result.append(
             await ask(
-                send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=30.0
+                send,
+                ProviderCall(
+                    correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=30.0
+                ),
             )
         )
 
@@ -401,7 +396,8 @@ async def test_asking_a_pool_that_is_not_running_fails_cleanly() -> None:
     send, receive = trio.open_memory_channel[CompletionRequest](1)
     receive.close()
     result = await ask(
-        send, correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=5.0
+        send,
+        ProviderCall(correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=5.0),
     )
     assert isinstance(result, CompletionFailed)
     assert "not running" in result.reason
@@ -413,11 +409,7 @@ async def test_asking_a_pool_that_never_answers_times_out() -> None:
     with receive:
         result = await ask(
             send,
-            correlation_id="c",
-            system="s",
-            turns=TURNS,
-            max_tokens=10,
-            timeout_s=5.0,
+            ProviderCall(correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=5.0),
             margin_s=1.0,
         )
     assert isinstance(result, CompletionFailed)

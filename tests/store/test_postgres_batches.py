@@ -20,8 +20,7 @@ import trio
 from concierge.protocol import (
     Channel,
     ConversationStart,
-    Direction,
-    NewInbound,
+    InboundMessage,
     Role,
     ServiceType,
     TurnRecord,
@@ -30,7 +29,7 @@ from concierge.protocol import (
 from concierge.store import StoreError, migrate
 from concierge.store.postgres import PostgresStore, open_postgres
 from tests.store.conftest import fresh_schema, store_settings
-from tests.store.records import interaction, reply
+from tests.store.records import interaction, record_history, reply
 
 pytestmark = pytest.mark.anyio
 
@@ -47,8 +46,8 @@ async def store(
         yield opened
 
 
-def inbound(n: int, *, user: str) -> NewInbound:
-    return NewInbound(
+def inbound(n: int, *, user: str) -> InboundMessage:
+    return InboundMessage(
         correlation_id=f"cid-{user}-{n}",
         channel=Channel.TELEGRAM,
         user_key=user,
@@ -131,14 +130,7 @@ async def returning_user(store: PostgresStore, user_key: str, *, messages: int) 
         await store.resolve_user(Channel.TELEGRAM, user_key, display_name="Ancien nom")
     )
     cid = conversation.conversation_id
-    for n in range(messages):
-        await store.record_message(
-            conversation_id=cid,
-            direction=Direction.INBOUND if n % 2 == 0 else Direction.OUTBOUND,
-            text=f"{user_key} t{n}",
-            service_type=ServiceType.CATECHESE,
-            correlation_id=f"c{n}",
-        )
+    await record_history(store, cid, [f"{user_key} t{n}" for n in range(messages)], user=user_key)
     return cid
 
 
@@ -499,4 +491,9 @@ async def test_backlog_reads_of_many_users_share_a_statement_and_keep_their_own_
         mine = [f"{user}:{n}" for n in range(3)] if user in users else []  # telegram:1 has none
         expected = mine[1 if user == users[0] else 0 :][:limit]
         assert [row.external_id for row in rows] == expected, (user, limit)
-        assert all(row.user_key == user and row.processed_at is None for row in rows)
+        assert all(row.user_key == user for row in rows)
+    returned = ",".join(str(row.inbox_id) for rows in results for row in rows)
+    processed = (
+        f"SELECT count(*) FROM inbox WHERE inbox_id IN ({returned}) AND processed_at IS NOT NULL"
+    )
+    assert await store.fetchval(processed) == 0

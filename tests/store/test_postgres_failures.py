@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from concierge.observability import Status
-from concierge.protocol import Channel, NewInbound, utcnow
+from concierge.protocol import Channel, InboundMessage, utcnow
 from concierge.settings import StoreSettings
 from concierge.store import StoreMonitor, StoreUnavailable, migrate, open_store, run_store_monitor
 from concierge.store.postgres import PostgresStore, execute_admin
@@ -23,8 +23,8 @@ from tests.store.conftest import fresh_schema, store_settings
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-def inbound(external_id: str) -> NewInbound:
-    return NewInbound(
+def inbound(external_id: str) -> InboundMessage:
+    return InboundMessage(
         correlation_id=f"cid-{external_id}",
         channel=Channel.TELEGRAM,
         user_key="telegram:1",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from concierge.protocol import Channel, InboxRow, NewInbound, utcnow
+from concierge.protocol import Channel, Inbound, InboundMessage, utcnow
 from concierge.store import migrate
 from concierge.store.postgres import PostgresStore, open_postgres
 from concierge.store.postgres_batches import flush_openings
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 OTHERS = 3000
 ME = "telegram:424242"
 
-Read = Callable[[Any, str, int], Awaitable[Sequence[InboxRow]]]
+Read = Callable[[Any, str, int], Awaitable[Sequence[Inbound]]]
 
 
 @pytest.fixture
@@ -41,12 +41,12 @@ async def store(
         yield opened
 
 
-async def single_call(conn: Any, user_key: str, limit: int) -> Sequence[InboxRow]:
+async def single_call(conn: Any, user_key: str, limit: int) -> Sequence[Inbound]:
     """What ``pending_inbox(user_key=...)`` runs."""
     return await pending_inbox(conn, user_key, limit)
 
 
-async def batch_of_opens(conn: Any, user_key: str, limit: int) -> Sequence[InboxRow]:
+async def batch_of_opens(conn: Any, user_key: str, limit: int) -> Sequence[Inbound]:
     """What a batch of ``open_conversation`` calls runs, for one of them."""
     opening = Opening(
         channel=Channel.TELEGRAM,
@@ -76,7 +76,7 @@ async def test_one_users_pending_rows_are_read_without_walking_everyones(
     )
     mine = [
         await store.accept(
-            NewInbound(
+            InboundMessage(
                 correlation_id=f"cid-{n}",
                 channel=Channel.TELEGRAM,
                 user_key=ME,
@@ -90,7 +90,7 @@ async def test_one_users_pending_rows_are_read_without_walking_everyones(
     ]
     await store.mark_processed(mine[1].inbox_id)
 
-    async def work(conn: Any) -> tuple[Sequence[InboxRow], dict[str, int]]:
+    async def work(conn: Any) -> tuple[Sequence[Inbound], dict[str, int]]:
         indexes = ("inbox_pending", "inbox_user_key")
         async with conn.transaction():
             before = {i: await index_scans(conn, i) for i in indexes}

@@ -21,10 +21,9 @@ from concierge.protocol import (
     AcceptStatus,
     Channel,
     ConversationStart,
-    Direction,
+    InboundMessage,
     Interaction,
-    NewInbound,
-    NewOutbound,
+    OutboundReply,
     Role,
     ServiceType,
     TurnRecord,
@@ -38,7 +37,7 @@ from concierge.store.sqlite_batches import in_savepoints, open_rows, turn_rows, 
 from concierge.store.sqlite_per_item import open_conversation, write_turn
 from tests.store import records
 from tests.store.conftest import store_settings
-from tests.store.records import interaction
+from tests.store.records import interaction, record_history
 from tests.store.test_sqlite_store import Blocker
 
 pytestmark = pytest.mark.anyio
@@ -82,8 +81,8 @@ async def one_batch(
     return [outcomes[i] for i in range(2, len(calls) + 2)]
 
 
-def message(external_id: str, *, user: str = "telegram:1", text: str = "Bonjour") -> NewInbound:
-    return NewInbound(
+def message(external_id: str, *, user: str = "telegram:1", text: str = "Bonjour") -> InboundMessage:
+    return InboundMessage(
         correlation_id=f"cid-{external_id}-{text}",
         channel=Channel.TELEGRAM,
         user_key=user,
@@ -95,14 +94,14 @@ def message(external_id: str, *, user: str = "telegram:1", text: str = "Bonjour"
     )
 
 
-def reply(text: str, *, inbox_id: int | None) -> NewOutbound:
+def reply(text: str, *, inbox_id: int | None) -> OutboundReply:
     return records.reply(text, inbox_id=inbox_id, user="telegram:1")
 
 
 def turn(
     inbox_id: int,
     conversation_id: int,
-    *replies: NewOutbound,
+    *replies: OutboundReply,
     conversation_type: ServiceType | None = ServiceType.CATECHESE,
 ) -> TurnRecord:
     return TurnRecord(
@@ -122,7 +121,7 @@ async def rows_of(store: SqliteStore, sql: str) -> list[tuple[Any, ...]]:
     return await store._run(lambda conn: [tuple(r) for r in conn.execute(sql)])
 
 
-def accept(store: SqliteStore, m: NewInbound) -> Call:
+def accept(store: SqliteStore, m: InboundMessage) -> Call:
     return lambda: store.accept(m)
 
 
@@ -219,14 +218,7 @@ async def returning_user(store: SqliteStore) -> tuple[int, int, int, list[int]]:
         Channel.TELEGRAM, "telegram:1", display_name="Marie", pending_limit=0, recent_limit=0
     )
     cid = start.conversation.conversation_id
-    for n, text in enumerate(["t0", "t1", "", "t3", "t4"]):
-        await store.record_message(
-            conversation_id=cid,
-            direction=Direction.INBOUND if n % 2 == 0 else Direction.OUTBOUND,
-            text=text,
-            service_type=ServiceType.CATECHESE,
-            correlation_id=f"c{n}",
-        )
+    await record_history(store, cid, ["t0", "t1", "", "t3", "t4"], user="telegram:1")
     handoff = await store.open_handoff(
         conversation_id=cid, user_key="telegram:1", reason="priest", correlation_id="c9"
     )

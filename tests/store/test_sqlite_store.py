@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from concierge.protocol import Channel, NewInbound, utcnow
+from concierge.protocol import Channel, InboundMessage, utcnow
 from concierge.store import StoreError, StoreUnavailable, migrate, open_store
 from concierge.store.connect import sqlite_path
 from concierge.store.sqlite import SqliteStore, ts
@@ -61,7 +61,7 @@ async def test_a_second_process_can_write_while_the_store_is_open(tmp_path: Path
     settings = store_settings(data_dir=tmp_path)
     async with open_store(settings) as store:
         await store.accept(
-            NewInbound(
+            InboundMessage(
                 correlation_id="c",
                 channel=Channel.TELEGRAM,
                 user_key="telegram:1",
