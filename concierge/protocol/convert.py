@@ -25,17 +25,16 @@ def converter(source: type[AttrsInstance], into: type[T], *given: str) -> Callab
     what the conversion adds or decides, and win over a shared field of that name.
     """
     have = attrs.fields_dict(source)
-    carried = [a.name for a in attrs.fields(into) if a.name in have and a.name not in given]
-    missing = [a.name for a in attrs.fields(into) if a.name not in have and a.name not in given]
-    if any(attrs.fields_dict(into)[name].default is attrs.NOTHING for name in missing):
+    fields = [a for a in attrs.fields(into) if a.name not in given]
+    carried = [a.name for a in fields if a.name in have]
+    missing = [a.name for a in fields if a.name not in have and a.default is attrs.NOTHING]
+    if missing:
         raise TypeError(f"{source.__name__} -> {into.__name__}: nothing gives {missing}")
-    arguments = [f"{name}=record.{name}" for name in carried] + [f"{n}={n}" for n in given]
-    keywords = "".join(f", {name}" for name in given)
-    code = (
-        f"def {source.__name__}_to_{into.__name__}(record{', *' if given else ''}{keywords}):\n"
-        f"    return into({', '.join(arguments)})\n"
-    )
+    name = f"{source.__name__}_to_{into.__name__}"
+    parameters = ", ".join(["record", *(["*", *given] if given else [])])
+    arguments = ", ".join([f"{n}=record.{n}" for n in carried] + [f"{n}={n}" for n in given])
     namespace: dict[str, Any] = {"into": into}
-    exec(code, namespace)  # the code is made of attrs field names only
-    convert: Callable[..., T] = namespace[f"{source.__name__}_to_{into.__name__}"]
+    # The code is made of attrs field names only.
+    exec(f"def {name}({parameters}):\n    return into({arguments})\n", namespace)
+    convert: Callable[..., T] = namespace[name]
     return convert
