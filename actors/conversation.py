@@ -118,8 +118,8 @@ class ConversationMetrics:
 
 
 class ConversationStore(Inbox, Turns, Conversations, Handoffs, Protocol):
-    """What a conversation actor reads and writes: its user's pending rows, its opening read
-    and history, its turns, and the handoffs it opens and checks."""
+    """What a conversation actor reaches: its user's pending rows, its opening read and
+    history, its turns, and the handoffs it opens and checks."""
 
 
 @attrs.frozen(kw_only=True)

@@ -1,6 +1,6 @@
 """The outbox sender: deliver a channel's durable outbox rows, paced, retried, in per-user order.
 
-One actor per channel. Each round reads the due rows (``Store.pending_outbox`` returns
+One actor per channel. Each round reads the due rows (``Outbox.pending_outbox`` returns
 only each user's oldest unsent row, so a row waiting for its retry holds back that
 user's later rows) and starts one delivery per user that is not already being served.
 A delivery waits for its chat's pacing slot and a global token bucket, asks the

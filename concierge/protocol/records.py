@@ -39,7 +39,7 @@ class HandoffState(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class Accepted:
-    """What ``Store.accept`` decided; ``inbox_id`` is the existing row on a duplicate."""
+    """What ``Inbox.accept`` decided; ``inbox_id`` is the existing row on a duplicate."""
 
     status: AcceptStatus
     inbox_id: int
@@ -187,7 +187,7 @@ class HandoffRow:
 
 @attrs.frozen(kw_only=True)
 class TurnRecord:
-    """Everything one handled inbox row writes, committed together by ``Store.complete_turn``.
+    """Everything one handled inbox row writes, committed together by ``Turns.complete_turn``.
 
     One transaction, so a crash leaves either all of it or none of it: a replayed
     row is answered again only if its reply was never written.
@@ -231,7 +231,7 @@ class TurnRecord:
 
 @attrs.frozen(kw_only=True)
 class ConversationStart:
-    """What a conversation actor reads when it starts, from one ``Store.open_conversation``."""
+    """What a conversation actor reads when it starts, from one ``Conversations.open_conversation``."""
 
     user_id: int
     conversation: ConversationRow
