@@ -16,6 +16,8 @@ from pathlib import Path
 
 import trio
 
+from tests.waiting import eventually
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -74,16 +76,17 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        with trio.fail_after(timeout_s):
-            while True:
-                if self._process.returncode is not None:
-                    raise RuntimeError(f"redis-server exited with {self._process.returncode}")
-                try:
-                    if await self.command("PING") == b"+PONG":
-                        return
-                except OSError:
-                    pass
-                await trio.sleep(0.02)
+        process = self._process
+
+        async def answering() -> bool:
+            if process.returncode is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            try:
+                return await self.command("PING") == b"+PONG"
+            except OSError:
+                return False
+
+        await eventually(answering, f"redis-server on port {self.port}", timeout_s=timeout_s)
 
     async def kill(self) -> None:
         """SIGKILL: the server vanishes without a goodbye, as in a crash."""

@@ -15,8 +15,9 @@ from concierge.domain import Reply as R, close_handoff, reply_text, sweep_handof
 from concierge.domain.handoffs import chat_of
 from concierge.protocol import Channel, ServiceType, utcnow
 from concierge.store import Store
-from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
+from tests.actors.harness import CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -155,9 +156,11 @@ async def test_the_sweeper_actor_closes_timed_out_handoffs(tmp_path: Path) -> No
                     now=lambda: utcnow() + timedelta(minutes=5),
                 )
             )
-            with trio.fail_after(WAIT_S):
-                while len(await h.replies_to("u1")) < 2:
-                    await trio.sleep(0.01)
+
+            async def timed_out() -> bool:
+                return len(await h.replies_to("u1")) >= 2
+
+            await eventually(timed_out, "the handoff's timeout notice")
             nursery.cancel_scope.cancel()
         assert (await h.replies_to("u1"))[-1] == reply_text(R.HANDOFF_TIMEOUT, "fr")
 

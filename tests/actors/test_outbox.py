@@ -18,13 +18,9 @@ from concierge.channels import SendResult, SendStatus, TelegramSender
 from concierge.observability import Status
 from concierge.protocol import Channel, OutboundReply, OutboxNudge, OutboxRow
 from concierge.store import Store, StoreUnavailable
-from tests.channels.telegram_support import (
-    eventually,
-    in_process_client,
-    sqlite_store,
-    trio_wallclock,
-)
+from tests.channels.telegram_support import in_process_client, sqlite_store, trio_wallclock
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +88,7 @@ async def test_rows_left_unsent_are_sent_at_start(tmp_path: Path) -> None:
             await enqueue(store, 7, f"reste {i}")
 
     async with outbox(tmp_path, before_start=leftovers) as h:
-        await eventually(lambda: h.stats.sent == 3)
+        await eventually(lambda: h.stats.sent == 3, "the three leftover rows to be sent")
         assert h.fake.texts_to(7) == ["reste 0", "reste 1", "reste 2"]
         assert await h.store.pending_outbox(Channel.TELEGRAM) == []
 
@@ -100,10 +96,16 @@ async def test_rows_left_unsent_are_sent_at_start(tmp_path: Path) -> None:
 async def test_nudge_wakes_the_sender_before_the_poll_interval(tmp_path: Path) -> None:
     # real clock: a store call in a thread would let a MockClock jump to the poll deadline
     async with outbox(tmp_path, poll_interval_s=3600) as h:
-        await eventually(lambda: h.stats.backlog == 0 and h.stats.in_flight == 0, within_s=10)
+        await eventually(
+            lambda: h.stats.backlog == 0 and h.stats.in_flight == 0,
+            "the sender to settle with nothing due",
+            timeout_s=10,
+        )
         await enqueue(h.store, 7, "vite")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 1, within_s=60)  # far below the hour
+        await eventually(
+            lambda: h.stats.sent == 1, "the nudged row to be sent", timeout_s=60
+        )  # far below the hour
 
 
 @pytest.mark.autojump
@@ -112,7 +114,7 @@ async def test_flood_wait_is_honoured_then_the_row_is_sent(tmp_path: Path) -> No
         h.fake.fail_next("sendMessage", FakeTelegram.too_many_requests(retry_after=30))
         await enqueue(h.store, 7, "après la pause")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 1)
+        await eventually(lambda: h.stats.sent == 1, "the row to be sent after the flood wait")
         first, second = h.fake.calls_to("sendMessage")
         assert second.at - first.at >= 30
         assert h.stats.retries == 1
@@ -128,7 +130,10 @@ async def test_blocked_user_is_marked_unreachable_and_never_retried(tmp_path: Pa
         await enqueue(h.store, 7, "deux")
         await enqueue(h.store, 8, "pour un autre")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.unreachable == 1 and h.stats.sent == 1)
+        await eventually(
+            lambda: h.stats.unreachable == 1 and h.stats.sent == 1,
+            "one user marked unreachable and the other user's row sent",
+        )
         await trio.sleep(3600)  # an hour later: nothing more was tried
         assert [c.params["chat_id"] for c in h.fake.calls_to("sendMessage")] == ["7", "8"]
         user = await h.store.user_for_key("telegram:7")
@@ -143,7 +148,7 @@ async def test_unparsable_html_is_resent_as_plain_text(tmp_path: Path) -> None:
         h.fake.fail_next("sendMessage", FakeTelegram.cannot_parse_entities())
         await enqueue(h.store, 7, "**Bonjour**")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 1)
+        await eventually(lambda: h.stats.sent == 1, "the row to be resent as plain text")
         assert [m.raw for m in h.fake.sent] == ["Bonjour"]
         assert h.stats.retries == 0
 
@@ -157,7 +162,7 @@ async def test_rejected_row_is_given_up_and_the_next_one_goes(tmp_path: Path) ->
         await enqueue(h.store, 7, "refusé")
         await enqueue(h.store, 7, "accepté")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 1)
+        await eventually(lambda: h.stats.sent == 1, "the row after the rejected one to be sent")
         assert h.fake.texts_to(7) == ["accepté"]
         assert (h.stats.failures, h.stats.retries) == (1, 0)
 
@@ -167,11 +172,11 @@ async def test_a_row_waiting_for_its_retry_holds_back_that_users_later_rows(tmp_
     async with outbox(tmp_path) as h:
         h.fake.fail_next("sendMessage", FakeTelegram.server_error(), FakeTelegram.server_error())
         await enqueue(h.store, 7, "premier")
-        await trio.sleep(0.5)  # the first attempt fails before the later rows exist
+        await eventually(lambda: h.stats.retries == 1, "the first attempt to fail")
         for text in ("deuxième", "troisième"):
             await enqueue(h.store, 7, text)
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 3)
+        await eventually(lambda: h.stats.sent == 3, "the three rows to be sent in order")
         assert h.fake.texts_to(7) == ["premier", "deuxième", "troisième"]
         assert h.stats.retries == 2
 
@@ -186,7 +191,7 @@ async def test_twenty_users_ten_rapid_messages_each_arrive_in_order_without_floo
             for user in range(20):
                 await enqueue(h.store, 1000 + user, f"{user}:{i}")
             await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 200)
+        await eventually(lambda: h.stats.sent == 200, "all 200 rows to be sent")
         for user in range(20):
             assert h.fake.texts_to(1000 + user) == [f"{user}:{i}" for i in range(10)]
         assert h.stats.retries == 0  # pacing kept every chat under one message per second
@@ -208,7 +213,9 @@ async def test_order_holds_per_user_when_sends_fail_at_random(tmp_path: Path) ->
             for user in range(20):
                 await enqueue(h.store, 2000 + user, f"{user}:{i}")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 200, step_s=1.0)
+        await eventually(
+            lambda: h.stats.sent == 200, "all 200 rows to be sent despite the failures", step_s=1.0
+        )
         for user in range(20):
             assert h.fake.texts_to(2000 + user) == [f"{user}:{i}" for i in range(10)]
         assert h.stats.retries == 40
@@ -221,7 +228,7 @@ async def test_global_rate_spreads_a_burst_to_many_chats(tmp_path: Path) -> None
         for user in range(50):
             await enqueue(h.store, 3000 + user, "annonce")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 50)
+        await eventually(lambda: h.stats.sent == 50, "the 50 announcements to be sent")
         first = min(m.at for m in h.fake.sent)
         times = sorted(m.at - first for m in h.fake.sent)
         for t in times:  # never more than burst + rate·t sends by time t
@@ -236,7 +243,7 @@ async def test_row_is_given_up_after_max_attempts(tmp_path: Path) -> None:
         h.fake.fail_next("sendMessage", *[FakeTelegram.server_error()] * 5)
         await enqueue(h.store, 7, "jamais")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.failures == 1)
+        await eventually(lambda: h.stats.failures == 1, "the row to be given up")
         await trio.sleep(3600)
         assert len(h.fake.calls_to("sendMessage")) == 3
         assert h.stats.retries == 2
@@ -271,12 +278,12 @@ async def test_store_outage_is_waited_out_and_reported(tmp_path: Path) -> None:
     async with outbox(tmp_path, store=wrap) as h:
         down = holder["store"]
         await enqueue(h.store, 7, "après la panne")
-        await eventually(lambda: down.reads >= 3)
+        await eventually(lambda: down.reads >= 3, "three failed outbox reads")
         assert h.stats.store_down
         [check] = h.stats.health_checks()
         assert check.status is Status.WARN
         down.down = False
-        await eventually(lambda: h.stats.sent == 1)
+        await eventually(lambda: h.stats.sent == 1, "the row to be sent once the store is back")
         assert not h.stats.store_down
 
 
@@ -306,7 +313,7 @@ async def test_a_crashing_sender_counts_as_a_failed_attempt(tmp_path: Path) -> N
                     sender=sender, store=store, nudges=receive, stats=stats, clock=trio_wallclock()
                 )
             )
-            await eventually(lambda: stats.sent == 1)
+            await eventually(lambda: stats.sent == 1, "the row to be sent after the crash")
             nursery.cancel_scope.cancel()
         assert stats.retries == 1
         send.close()
@@ -317,7 +324,7 @@ async def test_metrics_and_health_describe_the_sender(tmp_path: Path) -> None:
     async with outbox(tmp_path) as h:
         await enqueue(h.store, 7, "x")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 1)
+        await eventually(lambda: h.stats.sent == 1, "the row to be sent")
         names = {m.name: m for m in h.stats.metrics()}
         assert names["concierge_outbox_sent"].samples[0].value == 1
         [check] = h.stats.health_checks()
@@ -347,7 +354,7 @@ async def test_a_stale_read_never_sends_a_row_twice(tmp_path: Path) -> None:
         for i in range(5):
             await enqueue(h.store, 7, f"m{i}")
         await h.nudge.send(OutboxNudge(channel=Channel.TELEGRAM))
-        await eventually(lambda: h.stats.sent == 5)
+        await eventually(lambda: h.stats.sent == 5, "the five rows to be sent")
         await trio.sleep(30)
         assert h.fake.texts_to(7) == [f"m{i}" for i in range(5)]
 

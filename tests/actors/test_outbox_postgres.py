@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,11 @@ from concierge.protocol import Channel, OutboundReply, OutboxNudge
 from concierge.store import Store
 from tests.channels.telegram_support import in_process_client, postgres_store
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
 FAST = Pacing(per_chat_interval_s=0.01, backoff_initial_s=0.05, backoff_max_s=0.2)
-
-
-async def eventually(condition: Callable[[], bool], *, within_s: float = 60.0) -> None:
-    with trio.fail_after(within_s):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 async def enqueue(store: Store, chat: int, text: str) -> None:
@@ -61,7 +55,7 @@ async def test_per_user_order_holds_on_postgres_with_failures(tmp_path: Path) ->
                 for user in rng.sample(range(20), 20):
                     await enqueue(store, 4000 + user, f"{user}:{i}")
                 await send.send(OutboxNudge(channel=Channel.TELEGRAM))
-            await eventually(lambda: stats.sent == 200)
+            await eventually(lambda: stats.sent == 200, "all 200 rows to be sent")
             nursery.cancel_scope.cancel()
         send.close()
     for user in range(20):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
@@ -21,8 +21,9 @@ from concierge.domain import Reply as R, reply_text
 from concierge.protocol import Inbound, ProviderCall, ProviderReply, TurnRecord, utcnow
 from concierge.settings import ApiKey
 from concierge.store import SessionCache, Store, StoreUnavailable
-from tests.actors.harness import WAIT_S, CrashOnce, running_concierge
+from tests.actors.harness import CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -42,12 +43,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
 
 def echo() -> ScriptedAdapter:
     return ScriptedAdapter("scripted", default=lambda call, key: Reply(text=f"echo: {call.query}"))
-
-
-async def wait_until(predicate: Callable[[], bool], wait_s: float = WAIT_S) -> None:
-    with trio.fail_after(wait_s):
-        while not predicate():
-            await trio.sleep(0.005)
 
 
 class HoldAdapter:
@@ -83,7 +78,10 @@ async def test_a_full_queue_gets_one_busy_reply_and_the_message_is_marked_proces
         third = await h.send("et en semaine ?")  # queue full: busy reply
         fourth = await h.send("allô ?")  # still full: no second notice
         stats = h.service.router
-        await wait_until(lambda: stats.busy_replies + stats.busy_dropped == 2)
+        await eventually(
+            lambda: stats.busy_replies + stats.busy_dropped == 2,
+            "one busy reply and one dropped notice",
+        )
         assert (stats.busy_replies, stats.busy_dropped) == (1, 1)
         assert await h.replies_to("u1") == [reply_text(R.BUSY, "fr")]
         pending = {row.inbox_id for row in await h.store.pending_inbox()}
@@ -161,7 +159,7 @@ async def test_a_crash_after_the_reply_is_durable_does_not_answer_twice(tmp_path
         doomed = await h.accept("horaires des confessions ?", user="alice")
         faulty[0].after_commit.add(doomed.correlation_id)
         await h.router_send.send(doomed)
-        await wait_until(lambda: not faulty[0].after_commit)
+        await eventually(lambda: not faulty[0].after_commit, "the crash after the commit")
         assert (await h.ask("et le samedi ?", user="alice")).user_key == "console:alice"
         children = {c.id: c for c in h.service.conversations.statistics().children}
         assert children[conversation_key("console:alice")].restart_count == 1
@@ -345,14 +343,14 @@ async def test_messages_wait_in_order_while_their_actor_starts_and_others_are_no
         slow = [await h.accept(f"message {i}", user="slow") for i in range(4)]
         for msg in slow:
             await inbox_send.send(msg)
-        await wait_until(lambda: stats.busy_replies == 1)
+        await eventually(lambda: stats.busy_replies == 1, "the busy reply to the slow user")
         fast = await h.accept("message rapide", user="fast")
         await inbox_send.send(fast)
-        await wait_until(lambda: stats.routed == 1)
+        await eventually(lambda: stats.routed == 1, "the fast user's message to be routed")
         assert registry.children[conversation_key("console:fast")].receive_nowait() == fast
         assert conversation_key("console:slow") not in registry.sends
         registry.start(conversation_key("console:slow"))
-        await wait_until(lambda: stats.routed == 4)
+        await eventually(lambda: stats.routed == 4, "the slow user's messages to be routed")
         child = registry.children[conversation_key("console:slow")]
         assert [child.receive_nowait().inbox_id for _ in range(3)] == [m.inbox_id for m in slow[:3]]
         assert await h.replies_to("slow") == [reply_text(R.BUSY, "fr")]
@@ -370,12 +368,12 @@ async def test_rows_left_by_an_actor_that_failed_to_start_wait_for_the_replay(
     ):
         lost = await h.accept("premier message", user="slow")
         await inbox_send.send(lost)
-        await wait_until(lambda: stats.actors_started == 1)
+        await eventually(lambda: stats.actors_started == 1, "the slow user's actor to start")
         registry.fail(conversation_key("console:slow"))
         registry.slow = ""  # the next start succeeds
         again = await h.accept("second message", user="slow")
         await inbox_send.send(again)
-        await wait_until(lambda: stats.routed == 1)
+        await eventually(lambda: stats.routed == 1, "the second message to be routed")
         child = registry.children[conversation_key("console:slow")]
         assert child.receive_nowait() == again
         assert stats.start_failures == 1

@@ -34,7 +34,6 @@ from concierge.protocol import (
 from concierge.store import Store, StoreUnavailable
 from tests.channels.telegram_support import (
     Wired,
-    eventually,
     in_process_client,
     rows_at_least,
     sqlite_store,
@@ -42,6 +41,7 @@ from tests.channels.telegram_support import (
     wired_ingest,
 )
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.autojump]
 
@@ -107,7 +107,10 @@ async def test_updates_are_committed_and_the_offset_persisted(tmp_path: Path) ->
         updates = [fake.text_message(user_id=10 + i, text=f"q{i}") for i in range(5)]
         for update in updates:
             fake.add_update(update)
-        await eventually(lambda: p.stats.offset == updates[-1]["update_id"] + 1)
+        await eventually(
+            lambda: p.stats.offset == updates[-1]["update_id"] + 1,
+            "the offset to move past the last update",
+        )
         assert await wired.store.get_cursor(OFFSET_CURSOR) == str(updates[-1]["update_id"] + 1)
         rows = await wired.store.pending_inbox()
         assert [r.external_id for r in rows] == [str(u["update_id"]) for u in updates]
@@ -122,7 +125,10 @@ async def test_restart_neither_loses_nor_replays(tmp_path: Path) -> None:
             before = [fake.text_message(user_id=1, text=f"avant {i}") for i in range(5)]
             for update in before:
                 fake.add_update(update)
-            await eventually(lambda: first.stats.offset == before[-1]["update_id"] + 1)
+            await eventually(
+                lambda: first.stats.offset == before[-1]["update_id"] + 1,
+                "the first poller's offset to move past the updates before the stop",
+            )
         stored = await wired.store.get_cursor(OFFSET_CURSOR)
         later = [fake.text_message(user_id=1, text=f"pendant l'arrêt {i}") for i in range(3)]
         for update in later:
@@ -130,7 +136,7 @@ async def test_restart_neither_loses_nor_replays(tmp_path: Path) -> None:
         await trio.sleep(1)
         restarted = trio.current_time()
         async with poller(fake, client, wired) as second:
-            await eventually(rows_at_least(wired.store, 8))
+            await eventually(rows_at_least(wired.store, 8), "the eight updates in the inbox")
             await trio.sleep(5)
             first_call = next(c for c in fake.calls_to("getUpdates") if c.at >= restarted)
             assert first_call.params["offset"] == int(stored or 0)
@@ -148,13 +154,19 @@ async def test_updates_fetched_again_after_a_crash_are_deduplicated(tmp_path: Pa
         async with poller(fake, client, wired) as first:
             for update in updates:
                 fake.add_update(update)
-            await eventually(lambda: first.stats.offset == updates[-1]["update_id"] + 1)
+            await eventually(
+                lambda: first.stats.offset == updates[-1]["update_id"] + 1,
+                "the first poller's offset to move past the last update",
+            )
         # the crash came before the offset was stored: Telegram serves the batch again
         await wired.store.set_cursor(OFFSET_CURSOR, str(updates[0]["update_id"]))
         for update in updates:
             fake.add_update(update)
         async with poller(fake, client, wired) as second:
-            await eventually(lambda: second.stats.offset == updates[-1]["update_id"] + 1)
+            await eventually(
+                lambda: second.stats.offset == updates[-1]["update_id"] + 1,
+                "the second poller's offset to move past the last update",
+            )
             assert second.stats.updates == 3
             assert second.stats.accepted == 0
         assert len(await wired.store.pending_inbox()) == 3
@@ -166,7 +178,7 @@ async def test_conflict_is_logged_and_retried_with_growing_backoff(tmp_path: Pat
         fake.add_update(fake.text_message(user_id=1, text="enfin"))
         with structlog.testing.capture_logs() as logs:
             async with poller(fake, client, wired) as p:
-                await eventually(rows_at_least(wired.store, 1))
+                await eventually(rows_at_least(wired.store, 1), "the update in the inbox")
         conflicts = [e for e in logs if e["event"] == "telegram.poll_conflict"]
         assert len(conflicts) == 4
         assert all(
@@ -187,7 +199,9 @@ async def test_two_pollers_conflict_without_processing_anything_twice(tmp_path: 
             for i in range(10):
                 fake.add_update(fake.text_message(user_id=1, text=f"m{i}"))
                 await trio.sleep(3)
-            await eventually(rows_at_least(wired.store, 10), step_s=1.0)
+            await eventually(
+                rows_at_least(wired.store, 10), "the ten updates in the inbox", step_s=1.0
+            )
             assert a.stats.conflicts + b.stats.conflicts > 0
         rows = await wired.store.pending_inbox()
         assert [r.text for r in rows] == [f"m{i}" for i in range(10)]
@@ -198,7 +212,7 @@ async def test_leftover_webhook_is_removed_keeping_pending_updates(tmp_path: Pat
         fake.webhook = {"url": "https://old.example/hook"}
         fake.add_update(fake.text_message(user_id=1, text="en attente"))
         async with poller(fake, client, wired):
-            await eventually(rows_at_least(wired.store, 1))
+            await eventually(rows_at_least(wired.store, 1), "the update in the inbox")
         [delete] = fake.calls_to("deleteWebhook")
         assert delete.params["drop_pending_updates"] is False
 
@@ -232,7 +246,10 @@ async def test_store_outage_holds_the_offset_until_the_update_is_committed(tmp_p
         update = fake.text_message(user_id=1, text="pendant la panne")
         fake.add_update(update)
         async with poller(fake, client, wired, ingest=ingest, store=flaky) as p:
-            await eventually(lambda: flaky.cursor_writes == [str(update["update_id"] + 1)])
+            await eventually(
+                lambda: flaky.cursor_writes == [str(update["update_id"] + 1)],
+                "the offset past the update to be written once",
+            )
             assert p.stats.store_errors >= 3
         assert [r.text for r in await wired.store.pending_inbox()] == ["pendant la panne"]
 
@@ -241,7 +258,10 @@ async def test_ignored_updates_move_the_offset_and_are_counted(tmp_path: Path) -
     async with environment(tmp_path) as (fake, client, wired), poller(fake, client, wired) as p:
         group = fake.text_message(user_id=1, chat_id=-5, chat_type="group", text="salut")
         fake.add_update(group)
-        await eventually(lambda: p.stats.offset == group["update_id"] + 1)
+        await eventually(
+            lambda: p.stats.offset == group["update_id"] + 1,
+            "the offset to move past the media group",
+        )
         assert p.stats.ignored == {"not_private_chat": 1}
         assert await wired.store.pending_inbox() == []
 
@@ -270,7 +290,7 @@ async def test_network_errors_are_retried(tmp_path: Path) -> None:
         )
         fake.add_update(fake.text_message(user_id=1, text="x"))
         async with poller(fake, client, wired) as p:
-            await eventually(rows_at_least(wired.store, 1))
+            await eventually(rows_at_least(wired.store, 1), "the update in the inbox")
         times = [c.at for c in fake.calls_to("getUpdates")]
         assert times[2] - times[1] >= 9  # retry_after honoured
         assert p.stats.errors == 2
@@ -293,7 +313,7 @@ async def test_webhook_is_registered_with_secret_and_retried_when_telegram_fails
                 client=client, settings=settings, task_status=task_status
             )
         )
-        await eventually(lambda: fake.webhook is not None)
+        await eventually(lambda: fake.webhook is not None, "the webhook to be registered")
         nursery.cancel_scope.cancel()
     assert fake.webhook is not None
     assert fake.webhook["secret_token"] == "abc_DEF-123"

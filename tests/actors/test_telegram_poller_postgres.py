@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -18,14 +17,9 @@ from tests.channels.telegram_support import (
     wired_ingest,
 )
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
-
-
-async def eventually(condition: Callable[[], bool], *, within_s: float = 30.0) -> None:
-    with trio.fail_after(within_s):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 async def test_restart_on_postgres_neither_loses_nor_replays(tmp_path: Path) -> None:
@@ -52,7 +46,10 @@ async def test_restart_on_postgres_neither_loses_nor_replays(tmp_path: Path) -> 
                         stats=stats,
                     )
                 )
-                await eventually(lambda: stats.offset == updates[-1]["update_id"] + 1)  # noqa: B023
+                await eventually(
+                    lambda: stats.offset == updates[-1]["update_id"] + 1,  # noqa: B023
+                    "the offset to move past this run's updates",
+                )
                 nursery.cancel_scope.cancel()
             assert (stats.accepted, stats.duplicates) == (len(texts), 0), f"run {run}"
         assert await store.get_cursor(OFFSET_CURSOR) == str(updates[-1]["update_id"] + 1)

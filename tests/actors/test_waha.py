@@ -14,6 +14,7 @@ from concierge.channels import WahaClient
 from concierge.observability import Status
 from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
 from tests.fakes.waha_api import FakeWaha
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -24,12 +25,6 @@ CHAT = "33612345678@c.us"
 async def fake() -> AsyncIterator[FakeWaha]:
     async with FakeWaha.serve(api_key="k") as waha:
         yield waha
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(10):
-        while not condition():
-            await trio.sleep(0.01)
 
 
 async def run(
@@ -48,9 +43,12 @@ async def run(
 async def test_a_turn_shows_seen_then_typing_until_it_ends(fake: FakeWaha) -> None:
     async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
         send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
-        await wait_for(lambda: [e for e, _ in fake.calls()].count("startTyping") >= 2)
+        await eventually(
+            lambda: [e for e, _ in fake.calls()].count("startTyping") >= 2,
+            "typing to be shown twice",
+        )
         send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
-        await wait_for(lambda: ("stopTyping", CHAT) in fake.calls())
+        await eventually(lambda: ("stopTyping", CHAT) in fake.calls(), "typing to stop")
 
     await run(fake, script, interval_s=0.05)
     endpoints = [e for e, _ in fake.calls()]
@@ -61,7 +59,7 @@ async def test_a_turn_shows_seen_then_typing_until_it_ends(fake: FakeWaha) -> No
 async def test_typing_stops_at_the_cap_without_an_end(fake: FakeWaha) -> None:
     async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
         send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
-        await wait_for(lambda: ("stopTyping", CHAT) in fake.calls())
+        await eventually(lambda: ("stopTyping", CHAT) in fake.calls(), "typing to stop at the cap")
 
     await run(fake, script, interval_s=0.05, cap_s=0.2)
 
@@ -70,13 +68,17 @@ async def test_other_channels_and_stale_ends_are_ignored(fake: FakeWaha) -> None
     async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
         send.send_nowait(TurnStarted(channel=Channel.TELEGRAM, chat_id="111", correlation_id="t"))
         send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
-        await wait_for(lambda: ("startTyping", CHAT) in fake.calls())
+        await eventually(lambda: ("startTyping", CHAT) in fake.calls(), "typing to start")
         send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="old"))
         typed = typing_count()
-        await wait_for(lambda: typing_count() >= typed + 2)  # still typing after the stale end
+        await eventually(
+            lambda: typing_count() >= typed + 2, "typing to go on after the stale end"
+        )  # still typing after the stale end
         assert ("stopTyping", CHAT) not in fake.calls()
         send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
-        await wait_for(lambda: ("stopTyping", CHAT) in fake.calls())
+        await eventually(
+            lambda: ("stopTyping", CHAT) in fake.calls(), "typing to stop at the turn's own end"
+        )
 
     def typing_count() -> int:
         return [e for e, _ in fake.calls()].count("startTyping")
@@ -94,7 +96,7 @@ async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: F
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
         )
-        await wait_for(lambda: watch.status == "WORKING")
+        await eventually(lambda: watch.status == "WORKING", "the session to be seen WORKING")
         [check] = watch.health_checks()
         assert (check.status, check.observed_value, check.component_id) == (
             Status.PASS,
@@ -102,7 +104,9 @@ async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: F
             "default",
         )
         fake.session_status = "SCAN_QR_CODE"
-        await wait_for(lambda: watch.status == "SCAN_QR_CODE")
+        await eventually(
+            lambda: watch.status == "SCAN_QR_CODE", "the session to be seen SCAN_QR_CODE"
+        )
         [check] = watch.health_checks()
         assert check.status is Status.WARN
         [gauge] = watch.metrics()
@@ -119,7 +123,7 @@ async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
         )
-        await wait_for(lambda: watch.checked_at is not None)
+        await eventually(lambda: watch.checked_at is not None, "a first session check")
         nursery.cancel_scope.cancel()
     [check] = watch.health_checks()
     assert check.status is Status.WARN

@@ -7,7 +7,7 @@ conversations, outbox, listeners, HTTP app on a loopback port) the way
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from concierge.app.daemon import Runtime, build_tree, enabled_channels, open_run
 from concierge.settings import load_settings
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.fakes.waha_api import FakeWaha, RetryPolicy, WahaWebhookPusher, message_event
+from tests.waiting import eventually, owes_nothing
 
 pytestmark = pytest.mark.anyio
 
@@ -56,12 +57,6 @@ async def daemon(tmp_path: Path, **env: str) -> AsyncIterator[Runtime]:
             await root.shutdown()
 
 
-async def eventually(condition: Callable[[], bool], *, timeout_s: float = 30) -> None:
-    with trio.fail_after(timeout_s):
-        while not condition():
-            await trio.sleep(0.02)
-
-
 async def test_polling_mode_answers_a_private_message(tmp_path: Path) -> None:
     fake = FakeTelegram()
     async with (
@@ -76,10 +71,10 @@ async def test_polling_mode_answers_a_private_message(tmp_path: Path) -> None:
         fake.add_update(
             fake.text_message(user_id=111111111, text="A quelle heure est la messe dimanche ?")
         )
-        await eventually(lambda: bool(fake.texts_to(111111111)))
+        await eventually(lambda: bool(fake.texts_to(111111111)), "a reply to the private message")
         (reply,) = fake.texts_to(111111111)
         assert "10h30" in reply
-        await eventually(lambda: fake.pending_update_count == 0)
+        await eventually(lambda: fake.pending_update_count == 0, "every update to be fetched")
         async with httpx.AsyncClient() as client:
             health = (await client.get(f"{rt.http_binds[0]}/health")).json()
         assert health["status"] in {"pass", "warn"}
@@ -98,7 +93,7 @@ async def test_webhook_mode_registers_and_answers_once_despite_redelivery(tmp_pa
             TELEGRAM_WEBHOOK_SECRET=SECRET,
         ) as rt,
     ):
-        await eventually(lambda: fake.webhook is not None)
+        await eventually(lambda: fake.webhook is not None, "the webhook to be registered")
         assert fake.webhook is not None
         assert fake.webhook["secret_token"] == SECRET
         url = f"{rt.http_binds[0]}/webhooks/telegram"
@@ -116,8 +111,9 @@ async def test_webhook_mode_registers_and_answers_once_despite_redelivery(tmp_pa
                 url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET + "x"}
             )
             assert forged.status_code == 403
-        await eventually(lambda: bool(fake.texts_to(222222222)))
-        await trio.sleep(0.5)  # a second answer, if any, would have arrived by now
+        await eventually(lambda: bool(fake.texts_to(222222222)), "a reply to the webhook update")
+        await eventually(owes_nothing(rt.store), "the store to owe no further reply")
+        assert (rt.ingest.accepted, rt.ingest.duplicates) == (1, 2)
         assert len(fake.texts_to(222222222)) == 1
 
 
@@ -152,8 +148,8 @@ async def test_waha_answers_a_signed_message_and_refuses_a_forged_one(tmp_path: 
             assert (
                 await pusher.deliver(event)
             ).delivered  # a redelivery is acknowledged, not answered
-        await eventually(lambda: bool(fake.texts()))
-        await trio.sleep(0.5)
+        await eventually(lambda: bool(fake.texts()), "a reply through WAHA")
+        await eventually(owes_nothing(rt.store), "the store to owe no further reply")
         (reply,) = fake.texts()
         assert "10h30" in reply
         endpoints = [endpoint for endpoint, _ in fake.calls()]

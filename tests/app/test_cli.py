@@ -10,11 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parents[2]
 CONCIERGE = [sys.executable, "-m", "concierge"]
@@ -77,33 +79,37 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
             process.wait(10)
 
 
-def wait_ready(base: str, process: subprocess.Popen[str], budget_s: float = 60.0) -> None:
-    deadline = time.monotonic() + budget_s
-    while time.monotonic() < deadline:
+def ready(
+    client: httpx.AsyncClient, process: subprocess.Popen[str]
+) -> Callable[[], Awaitable[bool]]:
+    """A condition: the daemon answers ``/readyz`` with 200 (an exit fails at once)."""
+
+    async def check() -> bool:
         assert process.poll() is None, process.stderr.read() if process.stderr else "exited"
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
+            return (await client.get("/readyz")).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the daemon never became ready")
+            return False
+
+    return check
 
 
-def test_run_serves_probes_and_stops_cleanly_on_sigterm(
+@pytest.mark.anyio
+async def test_run_serves_probes_and_stops_cleanly_on_sigterm(
     daemon: tuple[subprocess.Popen[str], str],
 ) -> None:
     process, base = daemon
-    wait_ready(base, process)
-    assert httpx.get(f"{base}/livez").status_code == 200
-    health = httpx.get(f"{base}/health")
-    assert health.status_code == 200
-    assert health.headers["content-type"] == "application/health+json"
-    report = health.json()
-    assert report["status"] == "pass"
-    assert "sqlite:responseTime" in report["checks"]
-    assert "supervisor.root:restarts" in report["checks"]
-    metrics = httpx.get(f"{base}/metrics").text
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        await eventually(ready(client, process), "the daemon to be ready", step_s=0.05)
+        assert (await client.get("/livez")).status_code == 200
+        health = await client.get("/health")
+        assert health.status_code == 200
+        assert health.headers["content-type"] == "application/health+json"
+        report = health.json()
+        assert report["status"] == "pass"
+        assert "sqlite:responseTime" in report["checks"]
+        assert "supervisor.root:restarts" in report["checks"]
+        metrics = (await client.get("/metrics")).text
     assert 'concierge_supervisor_restarts_total{child="http",supervisor="root"} 0.0' in metrics
     assert "concierge_http_requests_total" in metrics
     assert "process_resident_memory_bytes" in metrics

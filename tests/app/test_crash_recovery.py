@@ -12,16 +12,19 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-import trio
 
 from tests.app.test_cli import env_for, free_port
+from tests.channels.telegram_support import sqlite_store
 from tests.fakes.llm_common import Received, Scripted
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import eventually, owes_nothing
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -43,10 +46,12 @@ class EchoOpenAI(FakeOpenAI):
 
 def start_daemon(
     tmp_path: Path, telegram: FakeTelegram, llm: EchoOpenAI
-) -> subprocess.Popen[bytes]:
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The daemon as a process, and the base URL of its HTTP server."""
+    port = free_port()
     env = env_for(
         tmp_path,
-        CONCIERGE_HTTP_PORT=str(free_port()),
+        CONCIERGE_HTTP_PORT=str(port),
         TELEGRAM_BOT_TOKEN=telegram.token,
         TELEGRAM_API_BASE_URL=telegram.url,
         TELEGRAM_POLL_TIMEOUT_S="1",
@@ -60,13 +65,14 @@ def start_daemon(
         CONCIERGE_CONVERSATION_QUEUE="16",
         CONCIERGE_LOG_LEVEL="warning",
     )
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "concierge", "run"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return process, f"http://127.0.0.1:{port}"
 
 
 def answered(telegram: FakeTelegram) -> dict[int, list[str]]:
@@ -77,12 +83,27 @@ def answered(telegram: FakeTelegram) -> dict[int, list[str]]:
     return by_user
 
 
-async def wait_for_replies(
-    telegram: FakeTelegram, at_least: int, *, timeout_s: float = 120
-) -> None:
-    with trio.fail_after(timeout_s):
-        while len(telegram.sent) < at_least:
-            await trio.sleep(0.02)
+def all_answered(telegram: FakeTelegram) -> bool:
+    return all(len(set(m)) >= MESSAGES for m in answered(telegram).values())
+
+
+def nothing_in_doubt(client: httpx.AsyncClient, base: str) -> Callable[[], Awaitable[bool]]:
+    """A condition: the outbox's last look at the store found no unsent row.
+
+    Every row the platform has taken was due when it was sent and stays due until it
+    is recorded as sent, so a backlog of zero seen after the last delivery means no
+    delivery is left in doubt: a restart would re-send nothing.
+    """
+
+    async def check() -> bool:
+        try:
+            report = (await client.get(f"{base}/health")).json()
+        except httpx.TransportError:
+            return False  # restarting
+        (outbox,) = report["checks"]["outbox.telegram:backlog"]
+        return bool(outbox["observedValue"] == 0 and outbox["inFlight"] == 0)
+
+    return check
 
 
 async def test_sigkill_mid_turn_loses_nothing_and_keeps_per_user_order(tmp_path: Path) -> None:
@@ -101,18 +122,25 @@ async def test_sigkill_mid_turn_loses_nothing_and_keeps_per_user_order(tmp_path:
                         text=f"Question m-{user:02d}-{n:02d} sur les horaires, svp",
                     )
                 )
-        process = start_daemon(tmp_path, telegram, llm)
+        process, base = start_daemon(tmp_path, telegram, llm)
         try:
             for threshold in (15, 70, 130):
-                await wait_for_replies(telegram, threshold)
+                await eventually(
+                    lambda: len(telegram.sent) >= threshold,  # noqa: B023
+                    f"{threshold} replies before the next SIGKILL",
+                    timeout_s=120,
+                )
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(10)
                 kills += 1
-                process = start_daemon(tmp_path, telegram, llm)
-            with trio.fail_after(180):
-                while any(len(set(m)) < MESSAGES for m in answered(telegram).values()):
-                    await trio.sleep(0.05)
-            await trio.sleep(1.0)  # late duplicates, if any, land now
+                process, base = start_daemon(tmp_path, telegram, llm)
+            await eventually(
+                lambda: all_answered(telegram), "every message to be answered", timeout_s=180
+            )
+            async with httpx.AsyncClient(timeout=5) as client:
+                await eventually(
+                    nothing_in_doubt(client, base), "every delivery to be recorded as sent"
+                )
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -120,6 +148,8 @@ async def test_sigkill_mid_turn_loses_nothing_and_keeps_per_user_order(tmp_path:
             except subprocess.TimeoutExpired:
                 process.kill()
         assert process.returncode == 0
+    async with sqlite_store(tmp_path / "var") as store:
+        assert await owes_nothing(store)(), "a restart would still send or answer something"
     replies = answered(telegram)
     total = sum(len(markers) for markers in replies.values())
     duplicates = total - USERS * MESSAGES

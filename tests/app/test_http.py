@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -12,6 +13,7 @@ from concierge.app.http import create_app
 from concierge.observability import Check, HealthBoard, Status
 from concierge.settings import HttpSettings
 from supervisors import ChildSpec, Supervisor
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -135,12 +137,12 @@ async def test_served_app_answers_on_a_socket_and_lets_in_flight_requests_finish
     from concierge.app.http import run_http
 
     slow = Blueprint("slow", __name__)
-    entered = trio.Event()
+    entered, release = trio.Event(), trio.Event()
 
     @slow.get("/slow")
     async def slow_route() -> str:
         entered.set()
-        await trio.sleep(0.3)
+        await release.wait()
         return "done"
 
     app = create_app(board=HealthBoard(version="1"), settings=SETTINGS, blueprints=[slow])
@@ -149,13 +151,13 @@ async def test_served_app_answers_on_a_socket_and_lets_in_flight_requests_finish
     async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
         server_scope = trio.CancelScope()
 
-        async def serve() -> None:
+        async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with server_scope:
-                await run_http(app=app, settings=SETTINGS, on_bound=binds.extend)
+                await run_http(
+                    app=app, settings=SETTINGS, on_bound=binds.extend, task_status=task_status
+                )
 
-        nursery.start_soon(serve)
-        while not binds:
-            await trio.sleep(0.01)
+        await nursery.start(serve)
         base = binds[0]
         assert (await client.get(f"{base}/livez")).status_code == 200
 
@@ -165,4 +167,22 @@ async def test_served_app_answers_on_a_socket_and_lets_in_flight_requests_finish
         nursery.start_soon(call_slow)
         await entered.wait()
         server_scope.cancel()  # the supervisor stopping the child
+        await eventually(refuses_connections(base), "the listener to close")
+        release.set()  # the request still in flight may now finish
     assert results == [200]
+
+
+def refuses_connections(base: str) -> Callable[[], Awaitable[bool]]:
+    """A condition: nothing accepts a new TCP connection at ``base`` any more."""
+    url = urlsplit(base)
+    host, port = url.hostname or "", url.port or 80
+
+    async def check() -> bool:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError:
+            return True
+        await stream.aclose()
+        return False
+
+    return check

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from concierge.settings import load_settings
 from concierge.store import migrate
 from tests.fakes.telegram_api import FakeTelegram
 from tests.pgserver import PrivatePostgres, available
+from tests.waiting import eventually
 
 pytestmark = [
     pytest.mark.anyio,
@@ -35,8 +37,15 @@ def postgres() -> Iterator[PrivatePostgres]:
         server.destroy()
 
 
-async def status_of(client: httpx.AsyncClient, url: str) -> int:
-    return (await client.get(url)).status_code
+def answers(
+    client: httpx.AsyncClient, method: str, url: str, status: int, **request: Any
+) -> Callable[[], Awaitable[bool]]:
+    """A condition: a request made now gets ``status`` back."""
+
+    async def check() -> bool:
+        return (await client.request(method, url, **request)).status_code == status
+
+    return check
 
 
 async def test_postgres_outage_gives_503_then_the_backlog_drains(
@@ -93,23 +102,28 @@ async def test_postgres_outage_gives_503_then_the_backlog_drains(
                 refused = await client.post(hook, json=during, headers=headers)
                 assert refused.status_code == 503
                 assert refused.headers["Retry-After"]
-                with trio.fail_after(30):
-                    while await status_of(client, f"{base}/readyz") != 503:
-                        await trio.sleep(0.2)
+                await eventually(
+                    answers(client, "GET", f"{base}/readyz", 503),
+                    "readiness to fail",
+                    step_s=0.2,
+                )
                 health = await client.get(f"{base}/health")
                 assert health.status_code == 503
                 assert health.json()["checks"]["postgres:responseTime"][0]["status"] == "fail"
                 assert (await client.get(f"{base}/livez")).status_code == 200
 
                 await trio.to_thread.run_sync(postgres.start)
-                with trio.fail_after(30):
-                    while (
-                        await client.post(hook, json=during, headers=headers)
-                    ).status_code != 200:
-                        await trio.sleep(0.2)
-                    while await status_of(client, f"{base}/readyz") != 200:
-                        await trio.sleep(0.2)
-                    while not (telegram.texts_to(333) and telegram.texts_to(444)):
-                        await trio.sleep(0.1)
+                await eventually(
+                    answers(client, "POST", hook, 200, json=during, headers=headers),
+                    "the refused update to be accepted on redelivery",
+                    step_s=0.2,
+                )
+                await eventually(
+                    answers(client, "GET", f"{base}/readyz", 200), "readiness back", step_s=0.2
+                )
+                await eventually(
+                    lambda: bool(telegram.texts_to(333) and telegram.texts_to(444)),
+                    "both users to be answered",
+                )
                 assert "10h30" in telegram.texts_to(333)[0]
                 await root.shutdown()

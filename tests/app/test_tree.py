@@ -8,10 +8,11 @@ import pytest
 import structlog
 import trio
 
-from concierge.app.daemon import build_tree, open_runtime, supervise_until_signalled
+from concierge.app.daemon import Runtime, build_tree, open_runtime, supervise_until_signalled
 from concierge.observability import Status
 from concierge.settings import Settings, load_settings
-from supervisors import ChildSpec
+from supervisors import ChildSpec, ChildState
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +44,12 @@ def crashing_child(crashes: list[float], allowed: int) -> ChildSpec:
     return ChildSpec(id="flaky_listener", start=run)
 
 
+def running_after_restarts(rt: Runtime, child_id: str, restarts: int) -> bool:
+    """Whether a supervisor the health board watches runs ``child_id`` after ``restarts``."""
+    children = [c for stats in rt.board.supervisors for c in stats().children if c.id == child_id]
+    return any(c.restart_count == restarts and c.state is ChildState.RUNNING for c in children)
+
+
 async def test_a_crashing_child_is_restarted_and_shows_in_logs_health_and_metrics(
     tmp_path: Path,
 ) -> None:
@@ -55,9 +62,10 @@ async def test_a_crashing_child_is_restarted_and_shows_in_logs_health_and_metric
         with structlog.testing.capture_logs() as logs:
             async with trio.open_nursery() as nursery:
                 await nursery.start(root.run)
-                while len(crashes) < 2:
-                    await trio.sleep(0.01)
-                await trio.sleep(0.2)  # let the second restart's backoff pass
+                await eventually(
+                    lambda: running_after_restarts(rt, "flaky_listener", 2),
+                    "the listener to run again after its second restart",
+                )
                 body, status = rt.board.report()
                 metrics = list(rt.board.metrics())
                 await root.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -132,28 +131,6 @@ async def postgres_store(data_dir: Path) -> AsyncIterator[Store]:
         finally:
             with trio.CancelScope(shield=True):
                 await execute_admin(PG_DSN, f"DROP SCHEMA {schema} CASCADE")
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], *, within_s: float = 60.0, step_s: float = 0.05
-) -> None:
-    """Wait until ``condition`` (sync or async) holds, checking every ``step_s`` of trio time.
-
-    The budget is real time: on an autojumping MockClock, trio time races ahead while
-    a store call runs in a worker thread (a slow fsync can be worth minutes of it).
-    That also makes the store's own commit timeouts fire early, so a committed row
-    may be reported as a failure and then as a duplicate: tests count rows, not calls.
-    """
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition still false after {within_s:g} s")
-        await trio.sleep(step_s)
 
 
 def rows_at_least(store: Store, count: int) -> Callable[[], Awaitable[bool]]:

@@ -7,7 +7,7 @@ outbox sender, Telegram sender, poller or webhook, typing) run in one nursery ag
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -35,10 +35,11 @@ from concierge.domain import Ingest, load_knowledge
 from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
 from concierge.providers import OfflineAdapter
 from concierge.settings import ConversationSettings, SupervisionSettings
-from concierge.store import open_session_cache, open_store
+from concierge.store import Store, open_session_cache, open_store
 from tests.channels.telegram_support import store_settings, telegram_settings
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.providers.scripted import pool_settings
+from tests.waiting import eventually, owes_nothing
 
 pytestmark = pytest.mark.anyio
 
@@ -50,16 +51,11 @@ MEDIA_REPLY = "Je ne peux lire que du texte pour le moment"
 @attrs.define
 class Concierge:
     fake: FakeTelegram
+    store: Store
     ingest: Ingest
     outbox: OutboxStats
     poller: TelegramPollerStats
     webhook_url: str | None = None
-
-
-async def eventually(condition: Callable[[], bool], *, within_s: float = 30.0) -> None:
-    with trio.fail_after(within_s):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 @asynccontextmanager
@@ -135,7 +131,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
                 partial(run_telegram_typing, client=client, presence=presence_receive)
             )
             concierge = Concierge(
-                fake=fake, ingest=ingest, outbox=outbox_stats, poller=poller_stats
+                fake=fake, store=store, ingest=ingest, outbox=outbox_stats, poller=poller_stats
             )
             if mode == "polling":
                 await nursery.start(
@@ -169,7 +165,9 @@ async def test_polling_mode_answers_text_and_media(tmp_path: Path) -> None:
         c.fake.add_update(
             c.fake.text_message(user_id=502, text="", voice={"file_id": "v", "duration": 3})
         )
-        await eventually(lambda: c.outbox.sent == 2)
+        await eventually(
+            lambda: c.outbox.sent == 2, "the text and the media message to be answered"
+        )
         [answer] = c.fake.texts_to(501)
         assert answer.strip()
         [media] = c.fake.texts_to(502)
@@ -191,8 +189,9 @@ async def test_webhook_mode_answers_each_update_once_despite_triple_delivery(
                     for _ in range(3):
                         pusher.push(update)
                 await pusher.drain()
-        await eventually(lambda: c.outbox.sent == 6)
-        await trio.sleep(0.5)  # a duplicate reply would have had time to go out
+        await eventually(lambda: c.outbox.sent == 6, "the six updates to be answered")
+        await eventually(owes_nothing(c.store), "the store to owe no further reply")
+        assert (c.ingest.accepted, c.ingest.duplicates) == (6, 12)
         for i in range(5):
             assert len(c.fake.texts_to(600 + i)) == 1
         [media] = c.fake.texts_to(700)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from concierge.protocol import Channel, OutboundReply, OutboxNudge
 from concierge.settings import StoreSettings
 from concierge.store import Store, open_store
 from tests.fakes.waha_api import FakeWaha
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -39,12 +40,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     )
     async with open_store(settings) as opened:
         yield opened
-
-
-async def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not condition():
-            await trio.sleep(0.01)
 
 
 async def test_the_outbox_actor_delivers_a_split_reply_through_waha(
@@ -79,7 +74,7 @@ async def test_the_outbox_actor_delivers_a_split_reply_through_waha(
             )
         )
         nudge_send.send_nowait(OutboxNudge(channel=Channel.WAHA, correlation_id="cid-1"))
-        await wait_for(lambda: stats.sent == 1)
+        await eventually(lambda: stats.sent == 1, "the split reply to be delivered")
         nursery.cancel_scope.cancel()
     parts = sender.parts_of(text)
     assert len(parts) > 1

@@ -13,6 +13,7 @@ from actors.provider_pool import ask, run_provider_pool
 from concierge.protocol import CompletionRequest, CompletionResult, ProviderCall, Role, Turn
 from concierge.providers import Adapter
 from concierge.settings import PoolSettings
+from tests.waiting import eventually
 
 TURNS = (Turn(role=Role.USER, text="À quelle heure est la messe ?"),)
 
@@ -49,3 +50,12 @@ async def ask_pool(
             query=TURNS[-1].text,
         ),
     )
+
+
+async def credits_read(pool: ProviderPool, provider: str) -> None:
+    """Wait until the pool holds a credit reading (or a failed one) for every key of ``provider``."""
+
+    def read() -> bool:
+        return all(k.credit is not None for k in pool.statistics().provider(provider).keys)
+
+    await eventually(read, f"a credit poll of every {provider} key")

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from concierge.protocol import Completion, Outcome
 from concierge.providers.keys import KeyState
-from tests.providers.pool_helpers import ask_pool, running_pool
+from tests.providers.pool_helpers import ask_pool, credits_read, running_pool
 from tests.providers.scripted import (
     Credit,
     Fail,
@@ -31,7 +31,7 @@ async def test_a_key_without_credit_leaves_rotation_until_credit_returns() -> No
     )
     with capture_logs() as logs:
         async with running_pool([router], settings) as (pool, inbox):
-            await trio.sleep(0.1)  # the first poll runs as the pool starts
+            await credits_read(pool, "openrouter")  # the first poll runs as the pool starts
             for _ in range(4):
                 result = await ask_pool(inbox)
                 assert isinstance(result, Completion)
@@ -63,8 +63,8 @@ async def test_unlimited_keys_stay_in_rotation() -> None:
     settings = pool_settings(
         provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=60.0
     )
-    async with running_pool([router], settings) as (_, inbox):
-        await trio.sleep(0.1)
+    async with running_pool([router], settings) as (pool, inbox):
+        await credits_read(pool, "openrouter")
         await ask_pool(inbox)
         await ask_pool(inbox)
     assert router.keys_used == ["k1", "k2"]
@@ -81,7 +81,7 @@ async def test_a_dead_key_answer_triggers_a_poll_at_once_but_only_a_periodic_pol
         provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=300.0
     )
     async with running_pool([router], settings) as (pool, inbox):
-        await trio.sleep(1.0)
+        await credits_read(pool, "openrouter")
         polls_before = len(router.credit_polls)
         result = await ask_pool(inbox)
         assert isinstance(result, Completion)
@@ -111,7 +111,7 @@ async def test_a_failing_credit_poll_is_reported_and_changes_nothing() -> None:
             pool,
             inbox,
         ):
-            await trio.sleep(0.1)
+            await credits_read(pool, "openrouter")
             result = await ask_pool(inbox)
             key = pool.statistics().provider("openrouter").keys[0]
     assert isinstance(result, Completion)

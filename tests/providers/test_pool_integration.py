@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -21,6 +21,7 @@ from tests.fakes.openai_api import FakeOpenAI
 from tests.providers.conftest import MakeSettings
 from tests.providers.pool_helpers import ask_pool, running_pool
 from tests.providers.scripted import pool_settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -124,12 +125,6 @@ async def test_a_hundred_concurrent_turns_are_all_in_flight_at_once(
     assert stats.provider("anthropic").breaker.state is BreakerState.CLOSED
 
 
-async def wait_for(condition: Callable[[], bool], *, timeout_s: float = 5.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not condition():
-            await trio.sleep(0.01)
-
-
 async def test_openrouter_keys_leave_rotation_without_credit_and_return_with_it(
     openai_fake: FakeOpenAI,
     make_settings: MakeSettings,
@@ -145,7 +140,10 @@ async def test_openrouter_keys_leave_rotation_without_credit_and_return_with_it(
             def key_states() -> list[KeyState]:
                 return [k.state for k in pool.statistics().provider("openrouter").keys]
 
-            await wait_for(lambda: key_states() == [KeyState.DISABLED, KeyState.ENABLED])
+            await eventually(
+                lambda: key_states() == [KeyState.DISABLED, KeyState.ENABLED],
+                "the key without credit to leave rotation",
+            )
             results = [await ask_pool(inbox, timeout_s=10.0) for _ in range(3)]
             assert all(isinstance(r, Completion) and r.key_alias == "spare" for r in results)
             credit = pool.statistics().provider("openrouter").keys[0].credit
@@ -153,7 +151,10 @@ async def test_openrouter_keys_leave_rotation_without_credit_and_return_with_it(
             assert (credit.limit, credit.remaining, credit.usage) == (10.0, 0.0, 10.0)
 
             openai_fake.set_credit("sk-test-main", limit=20.0, remaining=10.0, usage=10.0)
-            await wait_for(lambda: key_states() == [KeyState.ENABLED, KeyState.ENABLED])
+            await eventually(
+                lambda: key_states() == [KeyState.ENABLED, KeyState.ENABLED],
+                "the key to return once its credit is back",
+            )
 
             # a 402 on a chat call disables the key at once and triggers a poll
             openai_fake.push(FakeOpenAI.no_credit(key="sk-test-main"))
@@ -162,7 +163,10 @@ async def test_openrouter_keys_leave_rotation_without_credit_and_return_with_it(
             results = [await ask_pool(inbox, timeout_s=10.0) for _ in range(2)]
             assert all(isinstance(r, Completion) and r.key_alias == "spare" for r in results)
             assert key_states()[0] is KeyState.DISABLED
-            await wait_for(lambda: len(openai_fake.requests_to("key")) > polls_before)
+            await eventually(
+                lambda: len(openai_fake.requests_to("key")) > polls_before,
+                "a credit poll after the 402",
+            )
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await router.aclose()

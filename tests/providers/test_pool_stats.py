@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
@@ -14,7 +13,7 @@ from concierge.protocol import Outcome
 from concierge.providers import BreakerState
 from concierge.providers.keys import KeyState
 from concierge.providers.pool_stats import percentile
-from tests.providers.pool_helpers import ask_pool, running_pool
+from tests.providers.pool_helpers import ask_pool, credits_read, running_pool
 from tests.providers.scripted import (
     Credit,
     Fail,
@@ -128,7 +127,7 @@ async def test_credits_show_in_health_and_metrics() -> None:
     router.credits["k2"] = Credit(limit=5.0, remaining=0.0, usage=5.0)
     settings = pool_settings(provider_settings("openrouter", kind="openai", keys=("k1", "k2")))
     async with running_pool([router], settings) as (pool, _):
-        await trio.sleep(1.0)
+        await credits_read(pool, "openrouter")
         credit_checks = {
             c.component_id: c for c in pool.health_checks() if c.measurement == "credits"
         }

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
 from concierge.store import CacheMonitor, CacheUnavailable, run_cache_monitor
 from concierge.store.cache_redis import RedisSessionCache
 from tests.redisserver import PrivateRedis
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -68,15 +70,17 @@ async def assert_unavailable(call: Callable[[], Awaitable[object]], name: str) -
     return caught.value
 
 
-async def wait_until_answering(cache: RedisSessionCache) -> None:
-    """Poll until a ping succeeds (after a pause ends or a restart)."""
-    with trio.fail_after(10):
-        while True:
-            try:
-                await cache.ping()
-                return
-            except CacheUnavailable:
-                await trio.sleep(0.05)
+def answering(cache: RedisSessionCache) -> Callable[[], Awaitable[bool]]:
+    """A condition: a ping succeeds (once a pause ends or after a restart)."""
+
+    async def check() -> bool:
+        try:
+            await cache.ping()
+        except CacheUnavailable:
+            return False
+        return True
+
+    return check
 
 
 async def test_every_call_fails_fast_with_cache_unavailable_when_redis_is_killed(
@@ -127,7 +131,9 @@ async def test_calls_in_flight_when_redis_dies_fail_and_free_their_connections(
                 async with trio.open_nursery() as nursery:
                     for i in range(6):
                         nursery.start_soon(call, i)
-                    await trio.sleep(0.2)
+                    # every call is parked on the paused Redis (or on a connection slot)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert slow_cache.statistics().in_flight == 6
                     await redis_server.kill()
             assert len(failures) == 6
             await redis_server.start()
@@ -168,7 +174,7 @@ async def test_paused_redis_makes_calls_time_out_at_the_configured_bound(
     for error in errors.values():
         assert f"took longer than {TIMEOUT_S:g} s" in str(error)
     assert cache.statistics().timeouts == len(errors)
-    await wait_until_answering(cache)
+    await eventually(answering(cache), "Redis to answer again", step_s=0.05)
     assert [t.text for t in await cache.get_context("kept") or ()] == ["kept"]
 
 
@@ -185,7 +191,7 @@ async def test_replies_reach_their_own_callers_after_timed_out_calls(
         lambda: cache.take_token("bucket", rate_per_s=1, burst=1, now=1.0), "take_token"
     )
     await assert_unavailable(lambda: cache.seen("k", ttl_s=60), "seen")
-    await wait_until_answering(cache)
+    await eventually(answering(cache), "Redis to answer again", step_s=0.05)
     assert [t.text for t in await cache.get_context("b") or ()] == ["b"]
     assert [t.text for t in await cache.get_context("c") or ()] == ["c"]
     assert await cache.seen("k", ttl_s=60) is True  # the abandoned SET NX ran once Redis resumed
@@ -296,7 +302,7 @@ async def test_callers_giving_up_while_a_connection_opens_do_not_starve_the_pool
             await assert_unavailable(fresh.ping, "ping")
             with trio.move_on_after(0.01):
                 await fresh.seen("k", ttl_s=60)
-        await wait_until_answering(fresh)
+        await eventually(answering(fresh), "Redis to answer again", step_s=0.05)
         with trio.fail_after(BOUND_S):
             await fresh.set_context("u", [user("q")], ttl_s=60)
             assert await fresh.get_context("u") == (user("q"),)
@@ -314,5 +320,5 @@ async def test_calls_beyond_the_in_flight_bound_fail_at_once(redis_server: Priva
         assert bounded.statistics().in_flight == 2
         # Refused before it is sent: the message says so, not "took longer than".
         await assert_unavailable(lambda: bounded.get_context("u"), "2 calls already wait")
-        await wait_until_answering(bounded)
+        await eventually(answering(bounded), "Redis to answer again", step_s=0.05)
         assert bounded.statistics().in_flight == 0

@@ -19,6 +19,7 @@ from concierge.store import StoreMonitor, StoreUnavailable, migrate, open_store,
 from concierge.store.postgres import PostgresStore, execute_admin
 from tests.pgserver import PrivatePostgres
 from tests.store.conftest import fresh_schema, store_settings
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -186,12 +187,13 @@ async def test_a_hung_backend_times_out_instead_of_hanging_and_the_store_recover
                 await store.ping()
         finally:
             os.kill(pid, signal.SIGCONT)
-        with trio.fail_after(10):
-            while True:  # the pool replaces or resets the timed-out connection
-                try:
-                    await store.ping()
-                except StoreUnavailable:
-                    await trio.sleep(0.1)
-                else:
-                    break
+
+        async def answering() -> bool:
+            try:
+                await store.ping()
+            except StoreUnavailable:
+                return False
+            return True
+
+        await eventually(answering, "the pool to replace or reset the timed-out connection")
         assert (await store.accept(inbound("after-hang"))).is_new

@@ -17,6 +17,7 @@ from concierge.store import StoreError, StoreUnavailable, migrate, open_store
 from concierge.store.connect import sqlite_path
 from concierge.store.sqlite import SqliteStore, ts
 from tests.store.conftest import store_settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -96,9 +97,7 @@ class Blocker:
         return "blocked"
 
     async def wait_entered(self) -> None:
-        with trio.fail_after(10):
-            while not self.entered.is_set():
-                await trio.sleep(0.005)
+        await eventually(self.entered.is_set, "the blocker to hold the worker thread")
 
 
 async def test_calls_queued_while_the_thread_is_busy_share_one_hop_each_with_its_own_outcome(
