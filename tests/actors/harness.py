@@ -33,9 +33,10 @@ from concierge.protocol import (
     new_correlation_id,
 )
 from concierge.providers import Adapter, OfflineAdapter
-from concierge.settings import ConversationSettings, StoreSettings, SupervisionSettings
+from concierge.settings import ConversationSettings, SupervisionSettings
 from concierge.store import SessionCache, Store, open_store
 from tests.providers.scripted import pool_settings, provider_settings
+from tests.stores import store_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 WAIT_S = 20.0
@@ -69,20 +70,6 @@ SUPERVISION = SupervisionSettings(
     backoff_max_s=0.05,
     reset_after_s=60.0,
 )
-
-
-def store_settings(data_dir: Path) -> StoreSettings:
-    return StoreSettings(
-        data_dir=data_dir,
-        database_url=None,
-        redis_url=None,
-        pool_size=1,
-        command_timeout_s=5.0,
-        statement_timeout_s=5.0,
-        redis_timeout_s=0.5,
-        session_ttl_s=3600.0,
-        retention_days=90,
-    )
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -210,8 +197,8 @@ async def running_concierge(
         adapters=adapters, settings=pool_settings(*network, turn_timeout_s=settings.turn_timeout_s)
     )
     async with (
-        open_store(store_settings(tmp_path)) as real_store,
-        open_session_cache(store_settings(tmp_path)) as real_cache,
+        open_store(store_settings(data_dir=tmp_path)) as real_store,
+        open_session_cache(store_settings(data_dir=tmp_path)) as real_cache,
     ):
         the_store = wrap_store(real_store) if wrap_store is not None else real_store
         cache = wrap_cache(real_cache) if wrap_cache is not None else real_cache

@@ -18,8 +18,9 @@ from concierge.channels import SendResult, SendStatus, TelegramSender
 from concierge.observability import Status
 from concierge.protocol import Channel, OutboundReply, OutboxNudge, OutboxRow
 from concierge.store import Store, StoreUnavailable
-from tests.channels.telegram_support import in_process_client, sqlite_store, trio_wallclock
+from tests.channels.telegram_support import in_process_client, trio_wallclock
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
+from tests.stores import sqlite_store
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio

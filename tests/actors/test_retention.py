@@ -12,8 +12,8 @@ import trio
 from actors import run_retention
 from concierge.protocol import Channel, utcnow
 from concierge.store import open_store
-from tests.store.conftest import store_settings
 from tests.store.records import record_history
+from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
 

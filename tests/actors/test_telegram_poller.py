@@ -36,11 +36,11 @@ from tests.channels.telegram_support import (
     Wired,
     in_process_client,
     rows_at_least,
-    sqlite_store,
     telegram_settings,
     wired_ingest,
 )
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
+from tests.stores import sqlite_store
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.autojump]

@@ -13,48 +13,23 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trio
 
-from concierge.app.daemon import Runtime, build_tree, enabled_channels, open_runtime
-from concierge.settings import load_settings
+from concierge.app.daemon import Runtime
+from tests.app.running import daemon_settings, running_daemon
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.fakes.waha_api import FakeWaha, RetryPolicy, WahaWebhookPusher, message_event
 from tests.waiting import eventually, owes_nothing
 
 pytestmark = pytest.mark.anyio
 
-CONFIG_DIR = Path(__file__).parents[2] / "config"
 SECRET = "s3cret-token_for-the-webhook"
 HMAC_KEY = "my-secret-key"
 
 
 @asynccontextmanager
 async def daemon(tmp_path: Path, **env: str) -> AsyncIterator[Runtime]:
-    settings = load_settings(
-        {
-            "CONCIERGE_DATA_DIR": str(tmp_path / "var"),
-            "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR),
-            "CONCIERGE_HTTP_PORT": "0",
-            "CONCIERGE_LOG_LEVEL": "warning",
-            **env,
-        },
-        env_file=tmp_path / "absent.env",
-    )
-    async with open_runtime(
-        settings, channels=enabled_channels(settings, console=False), messengers=True
-    ) as rt:
-        parts = rt.parts
-        root = build_tree(
-            rt,
-            senders=parts.senders,
-            listeners=parts.listeners,
-            blueprints=parts.blueprints,
-            asgi_wrappers=parts.asgi_wrappers,
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(root.run)
-            yield rt
-            await root.shutdown()
+    async with running_daemon(daemon_settings(tmp_path, **env)) as rt:
+        yield rt
 
 
 async def test_polling_mode_answers_a_private_message(tmp_path: Path) -> None:

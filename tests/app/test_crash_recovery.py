@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from tests.app.test_cli import env_for, free_port
-from tests.channels.telegram_support import sqlite_store
 from tests.fakes.llm_common import Received, Scripted
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
+from tests.stores import sqlite_store
 from tests.waiting import eventually, owes_nothing
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio_asyncio
 
-from concierge.app.daemon import build_tree, enabled_channels, open_runtime
-from concierge.settings import load_settings
 from concierge.store import migrate
+from tests.app.running import daemon_settings, running_daemon
 from tests.fakes.telegram_api import FakeTelegram
 from tests.pgserver import PrivatePostgres, available
 from tests.waiting import eventually
@@ -23,7 +23,6 @@ pytestmark = [
     pytest.mark.skipif(not available(), reason="PostgreSQL server binaries are not installed"),
 ]
 
-CONFIG_DIR = Path(__file__).parents[2] / "config"
 SECRET = "outage-test-secret"
 
 
@@ -53,77 +52,56 @@ async def test_postgres_outage_gives_503_then_the_backlog_drains(
 ) -> None:
     telegram = FakeTelegram()
     async with telegram.serve():
-        settings = load_settings(
-            {
-                "DATABASE_URL": postgres.dsn,
-                "CONCIERGE_DATA_DIR": str(tmp_path),
-                "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR),
-                "CONCIERGE_HTTP_PORT": "0",
-                "CONCIERGE_LOG_LEVEL": "warning",
-                "CONCIERGE_DB_COMMAND_TIMEOUT_S": "2",
-                "TELEGRAM_BOT_TOKEN": telegram.token,
-                "TELEGRAM_API_BASE_URL": telegram.url,
-                "TELEGRAM_MODE": "webhook",
-                "TELEGRAM_WEBHOOK_URL": "https://concierge.example.org/webhooks/telegram",
-                "TELEGRAM_WEBHOOK_SECRET": SECRET,
-            },
-            env_file=tmp_path / "absent.env",
+        settings = daemon_settings(
+            tmp_path,
+            DATABASE_URL=postgres.dsn,
+            CONCIERGE_DB_COMMAND_TIMEOUT_S="2",
+            TELEGRAM_BOT_TOKEN=telegram.token,
+            TELEGRAM_API_BASE_URL=telegram.url,
+            TELEGRAM_MODE="webhook",
+            TELEGRAM_WEBHOOK_URL="https://concierge.example.org/webhooks/telegram",
+            TELEGRAM_WEBHOOK_SECRET=SECRET,
         )
-        import trio_asyncio
-
         async with trio_asyncio.open_loop():
             await migrate(settings.store)
-        async with open_runtime(
-            settings, channels=enabled_channels(settings, console=False), messengers=True
-        ) as rt:
-            parts = rt.parts
-            root = build_tree(
-                rt,
-                senders=parts.senders,
-                listeners=parts.listeners,
-                blueprints=parts.blueprints,
-                asgi_wrappers=parts.asgi_wrappers,
+        async with running_daemon(settings) as rt, httpx.AsyncClient(timeout=10) as client:
+            base = rt.http_binds[0]
+            hook = f"{base}/webhooks/telegram"
+            headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+
+            before = telegram.text_message(
+                user_id=333, text="A quelle heure est la messe dimanche ?"
             )
-            async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
-                await nursery.start(root.run)
-                base = rt.http_binds[0]
-                hook = f"{base}/webhooks/telegram"
-                headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            assert (await client.post(hook, json=before, headers=headers)).status_code == 200
 
-                before = telegram.text_message(
-                    user_id=333, text="A quelle heure est la messe dimanche ?"
-                )
-                assert (await client.post(hook, json=before, headers=headers)).status_code == 200
+            await trio.to_thread.run_sync(postgres.stop)
+            during = telegram.text_message(
+                user_id=444, text="Quels sont les horaires du secrétariat ?"
+            )
+            refused = await client.post(hook, json=during, headers=headers)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"]
+            await eventually(
+                answers(client, "GET", f"{base}/readyz", 503),
+                "readiness to fail",
+                step_s=0.2,
+            )
+            health = await client.get(f"{base}/health")
+            assert health.status_code == 503
+            assert health.json()["checks"]["postgres:responseTime"][0]["status"] == "fail"
+            assert (await client.get(f"{base}/livez")).status_code == 200
 
-                await trio.to_thread.run_sync(postgres.stop)
-                during = telegram.text_message(
-                    user_id=444, text="Quels sont les horaires du secrétariat ?"
-                )
-                refused = await client.post(hook, json=during, headers=headers)
-                assert refused.status_code == 503
-                assert refused.headers["Retry-After"]
-                await eventually(
-                    answers(client, "GET", f"{base}/readyz", 503),
-                    "readiness to fail",
-                    step_s=0.2,
-                )
-                health = await client.get(f"{base}/health")
-                assert health.status_code == 503
-                assert health.json()["checks"]["postgres:responseTime"][0]["status"] == "fail"
-                assert (await client.get(f"{base}/livez")).status_code == 200
-
-                await trio.to_thread.run_sync(postgres.start)
-                await eventually(
-                    answers(client, "POST", hook, 200, json=during, headers=headers),
-                    "the refused update to be accepted on redelivery",
-                    step_s=0.2,
-                )
-                await eventually(
-                    answers(client, "GET", f"{base}/readyz", 200), "readiness back", step_s=0.2
-                )
-                await eventually(
-                    lambda: bool(telegram.texts_to(333) and telegram.texts_to(444)),
-                    "both users to be answered",
-                )
-                assert "10h30" in telegram.texts_to(333)[0]
-                await root.shutdown()
+            await trio.to_thread.run_sync(postgres.start)
+            await eventually(
+                answers(client, "POST", hook, 200, json=during, headers=headers),
+                "the refused update to be accepted on redelivery",
+                step_s=0.2,
+            )
+            await eventually(
+                answers(client, "GET", f"{base}/readyz", 200), "readiness back", step_s=0.2
+            )
+            await eventually(
+                lambda: bool(telegram.texts_to(333) and telegram.texts_to(444)),
+                "both users to be answered",
+            )
+            assert "10h30" in telegram.texts_to(333)[0]

@@ -10,27 +10,22 @@ import trio
 
 from concierge.app.daemon import Runtime, build_tree, open_runtime, supervise_until_signalled
 from concierge.observability import Status
-from concierge.settings import Settings, load_settings
+from concierge.settings import Settings
 from supervisors import ChildSpec, ChildState
+from tests.app.running import daemon_settings
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
-CONFIG_DIR = Path(__file__).parents[2] / "config"
-
 
 def settings_for(tmp_path: Path, **extra: str) -> Settings:
-    env = {
-        "CONCIERGE_DATA_DIR": str(tmp_path / "var"),
-        "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR),
-        "CONCIERGE_HTTP_PORT": "0",
+    supervision = {
         "CONCIERGE_MAX_RESTARTS": "3",
         "CONCIERGE_RESTART_PERIOD_S": "60",
         "CONCIERGE_BACKOFF_INITIAL_S": "0.01",
         "CONCIERGE_BACKOFF_MAX_S": "0.05",
-        **extra,
     }
-    return load_settings(env, env_file=tmp_path / "absent.env")
+    return daemon_settings(tmp_path, **(supervision | extra))
 
 
 def crashing_child(crashes: list[float], allowed: int) -> ChildSpec:

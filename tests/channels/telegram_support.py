@@ -17,24 +17,11 @@ import trio_asyncio
 from concierge.channels import TelegramClient
 from concierge.domain import Ingest
 from concierge.protocol import Inbound
-from concierge.settings import StoreSettings, TelegramSettings
+from concierge.settings import TelegramSettings
 from concierge.store import Store, migrate, open_store
 from concierge.store.postgres import execute_admin
 from tests.fakes.telegram_api import FakeTelegram
-
-
-def store_settings(data_dir: Path) -> StoreSettings:
-    return StoreSettings(
-        data_dir=data_dir,
-        database_url=None,
-        redis_url=None,
-        pool_size=2,
-        command_timeout_s=5.0,
-        statement_timeout_s=5.0,
-        redis_timeout_s=0.5,
-        session_ttl_s=3600.0,
-        retention_days=90,
-    )
+from tests.stores import store_settings
 
 
 def telegram_settings(
@@ -54,12 +41,6 @@ def telegram_settings(
         poll_timeout_s=poll_timeout_s,
         max_connections=40,
     )
-
-
-@asynccontextmanager
-async def sqlite_store(data_dir: Path) -> AsyncIterator[Store]:
-    async with open_store(store_settings(data_dir)) as store:
-        yield store
 
 
 @attrs.define
@@ -122,8 +103,8 @@ async def postgres_store(data_dir: Path) -> AsyncIterator[Store]:
     async with trio_asyncio.open_loop():
         await execute_admin(PG_DSN, f"CREATE SCHEMA {schema}")
         try:
-            settings = attrs.evolve(
-                store_settings(data_dir), database_url=f"{PG_DSN}?search_path={schema}"
+            settings = store_settings(
+                data_dir=data_dir, database_url=f"{PG_DSN}?search_path={schema}", pool_size=2
             )
             await migrate(settings)
             async with open_store(settings) as store:

@@ -1,31 +1,18 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 import trio
 
 from concierge.channels import SendStatus, open_console
 from concierge.channels.console import ConsoleSender
 from concierge.protocol import Channel, OutboxRow
+from tests.store.records import outbox_row
 
 pytestmark = pytest.mark.anyio
 
 
 def _row(outbox_id: int) -> OutboxRow:
-    now = datetime.now(UTC)
-    return OutboxRow(
-        outbox_id=outbox_id,
-        correlation_id="c",
-        channel=Channel.CONSOLE,
-        user_key="console:u",
-        chat_id="u",
-        text=f"réponse {outbox_id}",
-        inbox_id=None,
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-    )
+    return outbox_row(Channel.CONSOLE, "u", f"réponse {outbox_id}", outbox_id=outbox_id)
 
 
 async def test_rows_are_delivered_in_order_to_the_reader() -> None:

@@ -18,8 +18,9 @@ from quart_trio import QuartTrio
 
 from concierge.channels import TelegramWebhookStats, with_telegram_webhook
 from concierge.domain import Ingest
-from tests.channels.telegram_support import Wired, sqlite_store, wired_ingest
+from tests.channels.telegram_support import Wired, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram
+from tests.stores import sqlite_store
 
 pytestmark = pytest.mark.anyio
 

@@ -34,16 +34,17 @@ from concierge.channels.telegram_http import telegram_blueprint
 from concierge.domain import Ingest, load_knowledge
 from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
 from concierge.providers import OfflineAdapter
-from concierge.settings import ConversationSettings, SupervisionSettings
 from concierge.store import Store, open_session_cache, open_store
-from tests.channels.telegram_support import store_settings, telegram_settings
+from tests.actors.harness import CONFIG_DIR, SUPERVISION, conversation_settings
+from tests.channels.telegram_support import telegram_settings
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.providers.scripted import pool_settings
+from tests.stores import store_settings
 from tests.waiting import eventually, owes_nothing
 
 pytestmark = pytest.mark.anyio
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
 SECRET = "e2e_secret-" + "x" * 30
 MEDIA_REPLY = "Je ne peux lire que du texte pour le moment"
 
@@ -61,37 +62,15 @@ class Concierge:
 @asynccontextmanager
 async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
     fake = FakeTelegram()
-    settings = ConversationSettings(
-        config_dir=CONFIG_DIR,
-        idle_s=900.0,
-        queue_size=4,
-        context_turns=12,
-        context_chars=6000,
-        rate_per_min=600.0,
-        burst=50,
-        max_message_chars=2000,
-        handoff_timeout_s=86400.0,
-        staff_channel=None,
-        staff_chat_id=None,
-        session_ttl_s=3600.0,
-        turn_timeout_s=10.0,
-        max_tokens=200,
-    )
-    supervision = SupervisionSettings(
-        max_restarts=5,
-        period_s=60.0,
-        backoff_initial_s=0.01,
-        backoff_max_s=0.05,
-        reset_after_s=60.0,
-    )
+    settings = conversation_settings()
     knowledge = load_knowledge(CONFIG_DIR)
     pool = ProviderPool(
         adapters=[OfflineAdapter(knowledge)], settings=pool_settings(turn_timeout_s=10.0)
     )
     async with (
         fake.serve(),
-        open_store(store_settings(tmp_path)) as store,
-        open_session_cache(store_settings(tmp_path)) as cache,
+        open_store(store_settings(data_dir=tmp_path)) as store,
+        open_session_cache(store_settings(data_dir=tmp_path)) as cache,
         httpx.AsyncClient(timeout=60.0) as http,
     ):
         client = TelegramClient(token=fake.token, base_url=fake.url, http=http)
@@ -101,7 +80,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
         presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](64)
         service = build_conversations(
             settings=settings,
-            supervision=supervision,
+            supervision=SUPERVISION,
             store=store,
             cache=cache,
             knowledge=knowledge,

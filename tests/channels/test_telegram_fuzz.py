@@ -14,8 +14,9 @@ from concierge.channels import Ignored, MalformedUpdate, parse_update
 from concierge.channels.telegram_http import TelegramWebhook
 from concierge.channels.telegram_wire import parse_update_body
 from concierge.protocol import InboundMessage
-from tests.channels.telegram_support import sqlite_store, wired_ingest
+from tests.channels.telegram_support import wired_ingest
 from tests.fakes.telegram_api import FakeTelegram
+from tests.stores import sqlite_store
 
 scalars = (
     st.none()

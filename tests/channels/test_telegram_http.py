@@ -20,8 +20,9 @@ from concierge.channels.telegram_http import telegram_blueprint
 from concierge.domain import Ingest
 from concierge.protocol import Accepted, InboundKind, InboundMessage
 from concierge.store import Store, StoreUnavailable
-from tests.channels.telegram_support import Wired, sqlite_store, wired_ingest
+from tests.channels.telegram_support import Wired, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
+from tests.stores import sqlite_store
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -14,27 +13,13 @@ from concierge.channels import SendStatus, TelegramClient, TelegramSender
 from concierge.channels.telegram_format import utf16_len
 from concierge.protocol import Channel, OutboxRow
 from tests.fakes.telegram_api import ApiFailure, FakeTelegram
+from tests.store.records import outbox_row
 
 pytestmark = pytest.mark.anyio
 
 
-def row(
-    text: str, *, outbox_id: int = 1, chat_id: str = "111", last_error: str | None = None
-) -> OutboxRow:
-    now = datetime.now(UTC)
-    return OutboxRow(
-        outbox_id=outbox_id,
-        correlation_id="c0ffee",
-        channel=Channel.TELEGRAM,
-        user_key=f"telegram:{chat_id}",
-        chat_id=chat_id,
-        text=text,
-        inbox_id=None,
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-        last_error=last_error,
-    )
+def row(text: str, *, last_error: str | None = None) -> OutboxRow:
+    return outbox_row(Channel.TELEGRAM, "111", text, last_error=last_error)
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ from quart_trio import QuartTrio
 from concierge.channels import WahaWebhookStats, waha_blueprint, waha_startup_checks
 from concierge.domain import Ingest
 from concierge.protocol import Accepted, Channel, Inbound, InboundKind, InboundMessage
-from concierge.settings import SettingsError, StoreSettings, WahaSettings
-from concierge.store import Store, StoreUnavailable, open_store
+from concierge.settings import SettingsError, WahaSettings
+from concierge.store import Store, StoreUnavailable
 from tests.fakes.waha_api import RetryPolicy, WahaWebhookPusher, message_event
+from tests.stores import sqlite_store
 
 pytestmark = pytest.mark.anyio
 
@@ -94,18 +95,7 @@ class Harness:
 
 @pytest.fixture
 async def real_store(tmp_path: Path) -> AsyncIterator[Store]:
-    settings = StoreSettings(
-        data_dir=tmp_path,
-        database_url=None,
-        redis_url=None,
-        pool_size=1,
-        command_timeout_s=5,
-        statement_timeout_s=5,
-        redis_timeout_s=0.5,
-        session_ttl_s=60,
-        retention_days=0,
-    )
-    async with open_store(settings) as store:
+    async with sqlite_store(tmp_path) as store:
         yield store
 
 

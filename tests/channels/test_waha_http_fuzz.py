@@ -18,10 +18,10 @@ from concierge.channels import waha_blueprint
 from concierge.channels.waha_wire import ParsedMessage, parse_envelope
 from concierge.domain import Ingest
 from concierge.protocol import Inbound
-from concierge.settings import StoreSettings, WahaSettings
-from concierge.store import open_store
+from concierge.settings import WahaSettings
 from tests.channels.test_waha_wire import _envelopes, _messages
 from tests.fakes.waha_api import WahaWebhookPusher
+from tests.stores import sqlite_store
 
 KEY = "fuzz-key"
 SETTINGS = WahaSettings(
@@ -39,18 +39,7 @@ async def _post_all(bodies: list[bytes]) -> list[tuple[int, int, bool]]:
     """(status, inbox rows after, parser said message) for each body, against a fresh store."""
     results: list[tuple[int, int, bool]] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        store_settings = StoreSettings(
-            data_dir=Path(data_dir),
-            database_url=None,
-            redis_url=None,
-            pool_size=1,
-            command_timeout_s=5,
-            statement_timeout_s=5,
-            redis_timeout_s=0.5,
-            session_ttl_s=60,
-            retention_days=0,
-        )
-        async with open_store(store_settings) as store:
+        async with sqlite_store(Path(data_dir)) as store:
             send, receive = trio.open_memory_channel[Inbound](1000)
             with send, receive:
                 app = QuartTrio(__name__)

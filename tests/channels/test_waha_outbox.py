@@ -12,9 +12,9 @@ import trio
 from actors import OutboxStats, Pacing, run_outbox_sender
 from concierge.channels import WahaClient, WahaPacing, WahaSender
 from concierge.protocol import Channel, OutboundReply, OutboxNudge
-from concierge.settings import StoreSettings
-from concierge.store import Store, open_store
+from concierge.store import Store
 from tests.fakes.waha_api import FakeWaha
+from tests.stores import sqlite_store
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -27,18 +27,7 @@ FAST = Pacing(
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    settings = StoreSettings(
-        data_dir=tmp_path,
-        database_url=None,
-        redis_url=None,
-        pool_size=1,
-        command_timeout_s=5,
-        statement_timeout_s=5,
-        redis_timeout_s=0.5,
-        session_ttl_s=60,
-        retention_days=0,
-    )
-    async with open_store(settings) as opened:
+    async with sqlite_store(tmp_path) as opened:
         yield opened
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ from concierge.protocol import Channel, OutboxRow
 from concierge.settings import WahaSettings
 from tests.fakes.llm_common import Scripted
 from tests.fakes.waha_api import FakeWaha
+from tests.store.records import outbox_row
 
 pytestmark = pytest.mark.anyio
 
@@ -25,19 +25,7 @@ NO_PAUSE = WahaPacing(typing_max_s=0.0, max_part_chars=4000)
 def row(
     text: str = "La messe est à 10 h 30.", *, outbox_id: int = 1, chat_id: str = CHAT
 ) -> OutboxRow:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    return OutboxRow(
-        outbox_id=outbox_id,
-        correlation_id=f"cid-{outbox_id}",
-        channel=Channel.WAHA,
-        user_key=f"waha:{chat_id}",
-        chat_id=chat_id,
-        text=text,
-        inbox_id=None,
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-    )
+    return outbox_row(Channel.WAHA, chat_id, text, outbox_id=outbox_id)
 
 
 class Sleeps:

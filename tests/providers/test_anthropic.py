@@ -6,10 +6,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import trio
 
 from concierge.protocol import Outcome, Role, Turn
-from concierge.providers import ProviderError
 from concierge.providers.anthropic import AnthropicAdapter
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.llm_common import Scripted
@@ -196,48 +194,3 @@ async def test_glm_business_code_in_a_429_disables_the_key(
     error = await failure_of(adapter, make_call)
     assert error.outcome is Outcome.DEAD_KEY
     assert "1113" in error.detail
-
-
-async def test_a_hang_past_the_attempt_timeout_is_transient(
-    adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall
-) -> None:
-    anthropic_fake.push(Scripted(hang=True))
-    error = await failure_of(adapter, make_call, timeout_s=0.3)
-    assert error.outcome is Outcome.TRANSIENT
-    with trio.fail_after(5):
-        await anthropic_fake.wait_idle()  # the fake saw the client give up
-    reply = await adapter.complete(make_call(), KEY)  # and the adapter is still usable
-    assert reply.text
-
-
-async def test_nothing_listening_is_transient(
-    make_settings: MakeSettings, make_call: MakeCall
-) -> None:
-    async with FakeAnthropic.serve() as fake:
-        url = fake.url
-    adapter = AnthropicAdapter(make_settings("anthropic", url))
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await adapter.complete(make_call(), KEY)
-    finally:
-        await adapter.aclose()
-    assert caught.value.outcome is Outcome.TRANSIENT
-
-
-async def test_a_hundred_calls_are_in_flight_at_once(
-    adapter: AnthropicAdapter, anthropic_fake: FakeAnthropic, make_call: MakeCall
-) -> None:
-    anthropic_fake.hold()
-    replies: list[str] = []
-
-    async def one() -> None:
-        replies.append((await adapter.complete(make_call(timeout_s=30), KEY)).text)
-
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            for _ in range(100):
-                nursery.start_soon(one)
-            await anthropic_fake.wait_in_flight(100)
-            anthropic_fake.release()
-    assert len(replies) == 100
-    assert anthropic_fake.max_in_flight == 100

@@ -7,10 +7,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-import trio
 
 from concierge.protocol import Outcome
-from concierge.providers import ProviderError
 from concierge.providers.gemini import GeminiAdapter, classify_gemini_error
 from tests.fakes.gemini_api import FakeGemini
 from tests.fakes.llm_common import Scripted
@@ -154,47 +152,3 @@ def test_daily_quota_hint_counts_to_the_next_pacific_midnight() -> None:
     }
     error = classify_gemini_error(429, "RESOURCE_EXHAUSTED", "quota", body, now=now)
     assert error.retry_after_s == 2 * 3600
-
-
-async def test_a_hang_past_the_attempt_timeout_is_transient(
-    adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
-) -> None:
-    gemini_fake.push(Scripted(hang=True))
-    error = await failure_of(adapter, make_call, timeout_s=0.3)
-    assert error.outcome is Outcome.TRANSIENT
-    with trio.fail_after(5):
-        await gemini_fake.wait_idle()
-    assert (await adapter.complete(make_call(), KEY)).text
-
-
-async def test_nothing_listening_is_transient(
-    make_settings: MakeSettings, make_call: MakeCall
-) -> None:
-    async with FakeGemini.serve() as fake:
-        url = fake.url
-    adapter = GeminiAdapter(make_settings("gemini", url))
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await adapter.complete(make_call(), KEY)
-    finally:
-        await adapter.aclose()
-    assert caught.value.outcome is Outcome.TRANSIENT
-
-
-async def test_a_hundred_calls_are_in_flight_at_once(
-    adapter: GeminiAdapter, gemini_fake: FakeGemini, make_call: MakeCall
-) -> None:
-    gemini_fake.hold()
-    replies: list[str] = []
-
-    async def one() -> None:
-        replies.append((await adapter.complete(make_call(timeout_s=30), KEY)).text)
-
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            for _ in range(100):
-                nursery.start_soon(one)
-            await gemini_fake.wait_in_flight(100)
-            gemini_fake.release()
-    assert len(replies) == 100
-    assert gemini_fake.max_in_flight == 100

@@ -23,29 +23,9 @@ from concierge.settings import StoreSettings
 from concierge.store import Store, migrate, open_store
 from concierge.store.postgres import execute_admin
 from tests.pgserver import PrivatePostgres, available
+from tests.stores import store_settings
 
 ADMIN_DSN = os.environ.get("CONCIERGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def store_settings(
-    *,
-    data_dir: Path,
-    database_url: str | None = None,
-    pool_size: int = 5,
-    command_timeout_s: float = 5.0,
-    statement_timeout_s: float = 5.0,
-) -> StoreSettings:
-    return StoreSettings(
-        data_dir=data_dir,
-        database_url=database_url,
-        redis_url=None,
-        pool_size=pool_size,
-        command_timeout_s=command_timeout_s,
-        statement_timeout_s=statement_timeout_s,
-        redis_timeout_s=0.5,
-        session_ttl_s=3600.0,
-        retention_days=90,
-    )
 
 
 def with_database(dsn: str, database: str) -> str:

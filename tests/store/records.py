@@ -1,4 +1,5 @@
-"""Records the store tests write: replies, interactions and history as turns produce them."""
+"""Records as tests build them: replies, interactions and history as turns produce them,
+and an outbox row as the store hands it to a sender."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from concierge.protocol import (
     InboundMessage,
     Interaction,
     OutboundReply,
+    OutboxRow,
     ServiceType,
     TurnRecord,
     utcnow,
@@ -90,3 +92,28 @@ async def record_history(
         )
         inbox_ids.append(accepted.inbox_id)
     return inbox_ids
+
+
+def outbox_row(
+    channel: Channel,
+    chat_id: str,
+    text: str,
+    *,
+    outbox_id: int = 1,
+    last_error: str | None = None,
+) -> OutboxRow:
+    """An unsent row, due now, never tried (``last_error`` says how an earlier try ended)."""
+    now = utcnow()
+    return OutboxRow(
+        outbox_id=outbox_id,
+        correlation_id=f"cid-{outbox_id}",
+        channel=channel,
+        user_key=f"{channel.value}:{chat_id}",
+        chat_id=chat_id,
+        text=text,
+        inbox_id=None,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        last_error=last_error,
+    )

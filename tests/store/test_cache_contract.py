@@ -22,7 +22,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
-from concierge.settings import StoreSettings
 from concierge.store import CacheMonitor, open_session_cache, run_cache_monitor
 from concierge.store.cache_memory import (
     BUCKET_TTL_MARGIN_S,
@@ -31,6 +30,7 @@ from concierge.store.cache_memory import (
     refill_and_take,
 )
 from concierge.store.cache_redis import RedisSessionCache
+from tests.stores import store_settings
 from tests.waiting import eventually
 
 REDIS_URL = os.environ.get("CONCIERGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -371,17 +371,7 @@ async def test_redis_unreadable_window_is_a_miss_and_is_dropped(
 @pytest.mark.anyio
 async def test_factory_opens_redis_when_a_url_is_set(tmp_path: Path) -> None:
     prefix = f"{RUN_PREFIX}{secrets.token_hex(4)}:"
-    settings = StoreSettings(
-        data_dir=tmp_path,
-        database_url=None,
-        redis_url=REDIS_URL,
-        pool_size=1,
-        command_timeout_s=1,
-        statement_timeout_s=1,
-        redis_timeout_s=0.5,
-        session_ttl_s=60,
-        retention_days=0,
-    )
+    settings = store_settings(data_dir=tmp_path, redis_url=REDIS_URL)
     try:
         async with open_session_cache(settings, key_prefix=prefix) as cache:
             assert cache.backend == "redis"

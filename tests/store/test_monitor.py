@@ -11,7 +11,7 @@ import trio.testing
 
 from concierge.observability import Status
 from concierge.store import StoreMonitor, open_store, run_store_monitor
-from tests.store.conftest import store_settings
+from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
 

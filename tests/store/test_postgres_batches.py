@@ -28,8 +28,9 @@ from concierge.protocol import (
 )
 from concierge.store import StoreError, migrate
 from concierge.store.postgres import PostgresStore, open_postgres
-from tests.store.conftest import fresh_schema, store_settings
+from tests.store.conftest import fresh_schema
 from tests.store.records import interaction, record_history, reply
+from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,8 @@ from concierge.settings import StoreSettings
 from concierge.store import StoreMonitor, StoreUnavailable, migrate, open_store, run_store_monitor
 from concierge.store.postgres import PostgresStore, execute_admin
 from tests.pgserver import PrivatePostgres
-from tests.store.conftest import fresh_schema, store_settings
+from tests.store.conftest import fresh_schema
+from tests.stores import store_settings
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

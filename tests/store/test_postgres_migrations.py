@@ -12,7 +12,8 @@ from concierge.store import migrate, open_store
 from concierge.store.errors import SchemaOutdated
 from concierge.store.migrations import latest_version
 from concierge.store.postgres import execute_admin
-from tests.store.conftest import fresh_schema, store_settings
+from tests.store.conftest import fresh_schema
+from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,8 @@ from concierge.store.postgres import PostgresStore, open_postgres
 from concierge.store.postgres_batches import flush_openings
 from concierge.store.postgres_per_item import pending_inbox
 from concierge.store.rows import Opening
-from tests.store.conftest import fresh_schema, store_settings
+from tests.store.conftest import fresh_schema
+from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -36,9 +36,9 @@ from concierge.store.sqlite import SqliteStore, _connect, ts
 from concierge.store.sqlite_batches import in_savepoints, open_rows, turn_rows, whole_or_each
 from concierge.store.sqlite_per_item import open_conversation, write_turn
 from tests.store import records
-from tests.store.conftest import store_settings
 from tests.store.records import interaction, record_history
 from tests.store.test_sqlite_store import Blocker
+from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from concierge.protocol import Channel, InboundMessage, utcnow
 from concierge.store import StoreError, StoreUnavailable, migrate, open_store
 from concierge.store.connect import sqlite_path
 from concierge.store.sqlite import SqliteStore, ts
-from tests.store.conftest import store_settings
+from tests.stores import store_settings
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio

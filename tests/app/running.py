@@ -1,0 +1,48 @@
+"""The daemon's tree built as ``concierge run`` builds it, running in the test's own process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from concierge.app.daemon import Runtime, build_tree, enabled_channels, open_runtime
+from concierge.settings import Settings, load_settings
+
+CONFIG_DIR = Path(__file__).parents[2] / "config"
+
+
+def daemon_settings(tmp_path: Path, **env: str) -> Settings:
+    """The daemon's settings from ``env`` over a data directory in ``tmp_path`` and any HTTP port."""
+    return load_settings(
+        {
+            "CONCIERGE_DATA_DIR": str(tmp_path / "var"),
+            "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR),
+            "CONCIERGE_HTTP_PORT": "0",
+            "CONCIERGE_LOG_LEVEL": "warning",
+            **env,
+        },
+        env_file=tmp_path / "absent.env",
+    )
+
+
+@asynccontextmanager
+async def running_daemon(settings: Settings) -> AsyncIterator[Runtime]:
+    """Every channel the settings enable, the HTTP server included; shut down on exit."""
+    async with open_runtime(
+        settings, channels=enabled_channels(settings, console=False), messengers=True
+    ) as rt:
+        parts = rt.parts
+        root = build_tree(
+            rt,
+            senders=parts.senders,
+            listeners=parts.listeners,
+            blueprints=parts.blueprints,
+            asgi_wrappers=parts.asgi_wrappers,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            yield rt
+            await root.shutdown()
