@@ -19,7 +19,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import trio
@@ -109,8 +109,8 @@ def asyncio_baseline(dsn: str, n: int, concurrency: int, pool_size: int) -> dict
             prefix = secrets.token_hex(3)
             counter = iter(range(n))
 
-            async def caller(prefix: str = prefix, counter: object = counter) -> None:
-                for i in counter:  # type: ignore[attr-defined]
+            async def caller(prefix: str = prefix, counter: Iterator[int] = counter) -> None:
+                for i in counter:
                     m = message(prefix, i)
                     await pool.fetchval(
                         sql,

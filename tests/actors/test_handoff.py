@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -21,7 +22,7 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
-STAFF = {"staff_channel": Channel.TELEGRAM, "staff_chat_id": "-1001234"}
+STAFF: dict[str, Any] = {"staff_channel": Channel.TELEGRAM, "staff_chat_id": "-1001234"}
 
 
 def echo() -> ScriptedAdapter:

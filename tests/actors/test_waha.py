@@ -30,12 +30,22 @@ async def fake() -> AsyncIterator[FakeWaha]:
 async def run(
     fake: FakeWaha,
     script: Callable[[trio.MemorySendChannel[PresenceMsg]], Awaitable[None]],
-    **kw: float,
+    *,
+    interval_s: float,
+    cap_s: float = 120.0,
 ) -> None:
     send, receive = trio.open_memory_channel[PresenceMsg](8)
     async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
-        await nursery.start(partial(run_waha_presence, client=client, presence=receive, **kw))
+        await nursery.start(
+            partial(
+                run_waha_presence,
+                client=client,
+                presence=receive,
+                interval_s=interval_s,
+                cap_s=cap_s,
+            )
+        )
         await script(send)
         nursery.cancel_scope.cancel()
 

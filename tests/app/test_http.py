@@ -104,7 +104,7 @@ async def test_metrics_expose_components_requests_and_process() -> None:
     await client.get("/nope")
     response = await client.get("/metrics")
     assert response.status_code == 200
-    text = (await response.get_data()).decode()
+    text = await response.get_data(as_text=True)
     assert "concierge_thing_up 1.0" in text
     assert 'concierge_http_requests_total{method="GET",route="/livez",status="200"} 1.0' in text
     assert 'route="unmatched",status="404"' in text

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import attrs
 import httpx
@@ -138,17 +137,7 @@ async def test_parts_already_sent_are_not_sent_again_on_retry(
     text = "\n\n".join(f"Partie {i}. " + "x" * 3000 for i in range(3))
     sender = TelegramSender(client=client)
     # part 1 succeeds, part 2 hits a flood wait
-    original = fake._m_sendMessage
-    calls = 0
-
-    async def second_fails(params: Mapping[str, Any]) -> tuple[int, Any]:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            return 429, FakeTelegram.too_many_requests(retry_after=1)
-        return await original(params)
-
-    fake._m_sendMessage = second_fails  # type: ignore[method-assign]
+    fake.fail_next("sendMessage", None, FakeTelegram.too_many_requests(retry_after=1))
     first = await sender.send(row(text))
     assert first.status is SendStatus.RETRY
     assert first.detail.startswith("parts_sent=1/3;")

@@ -7,8 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from concierge.domain import UserRateLimiter
 from concierge.domain.ratelimit import TokenBucket
-from concierge.protocol import Turn
 from concierge.store import CacheUnavailable
+from concierge.store.cache_memory import MemorySessionCache
 
 RATES = st.floats(min_value=0.01, max_value=50.0, allow_nan=False, allow_infinity=False)
 BURSTS = st.integers(min_value=1, max_value=20)
@@ -68,30 +68,26 @@ def test_bucket_refuses_nonsense() -> None:
         TokenBucket(rate_per_s=0, burst=1)
 
 
-class _BucketCache:
-    """The ``take_token`` part of a session cache, backed by ``TokenBucket`` (or down)."""
-
-    backend = "test"
+class _BucketCache(MemorySessionCache):
+    """The in-memory session cache, noting the buckets it was asked for; ``down`` breaks them."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.down = False
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: set[str] = set()
 
     async def take_token(self, bucket: str, *, rate_per_s: float, burst: int, now: float) -> bool:
         if self.down:
             raise CacheUnavailable("down")
-        b = self.buckets.setdefault(bucket, TokenBucket(rate_per_s=rate_per_s, burst=burst))
-        return b.take(now)
-
-    async def get_context(self, user_key: str) -> Sequence[Turn] | None:
-        raise NotImplementedError
+        self.buckets.add(bucket)
+        return await super().take_token(bucket, rate_per_s=rate_per_s, burst=burst, now=now)
 
 
 @pytest.mark.anyio
 async def test_limiter_uses_the_cache_buckets_per_user() -> None:
     clock = [0.0]
     cache = _BucketCache()
-    limiter = UserRateLimiter(cache=cache, rate_per_min=6, burst=2, clock=lambda: clock[0])  # type: ignore[arg-type]
+    limiter = UserRateLimiter(cache=cache, rate_per_min=6, burst=2, clock=lambda: clock[0])
     assert [await limiter.allow("a") for _ in range(3)] == [True, True, False]
     assert await limiter.allow("b")
     clock[0] = 10.0  # 6 per minute: one token back after 10 s
@@ -105,7 +101,7 @@ async def test_limiter_uses_the_cache_buckets_per_user() -> None:
 async def test_limiter_keeps_limiting_in_process_when_the_cache_is_down() -> None:
     cache = _BucketCache()
     cache.down = True
-    limiter = UserRateLimiter(cache=cache, rate_per_min=6, burst=3, clock=lambda: 0.0)  # type: ignore[arg-type]
+    limiter = UserRateLimiter(cache=cache, rate_per_min=6, burst=3, clock=lambda: 0.0)
     assert [await limiter.allow("a") for _ in range(5)] == [True, True, True, False, False]
     assert await limiter.allow("b")
     assert limiter.fallbacks == 6

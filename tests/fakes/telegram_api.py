@@ -156,7 +156,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.sent: list[SentMessage] = []
         self.actions: list[Call] = []
-        self.failures: dict[str, deque[ApiFailure]] = {}
+        self.failures: dict[str, deque[ApiFailure | None]] = {}
         self.blocked: set[str] = set()
         self.deactivated: set[str] = set()
         self.flood_interval_s: float | None = None
@@ -226,7 +226,8 @@ class FakeTelegram:
         self._updates.append(dict(update))
         self._wake()
 
-    def fail_next(self, method: str, *failures: ApiFailure) -> None:
+    def fail_next(self, method: str, *failures: ApiFailure | None) -> None:
+        """Answer the next calls of ``method`` with ``failures`` in turn (``None``: as usual)."""
         self.failures.setdefault(method, deque()).extend(failures)
 
     def block(self, *, chat_id: int | str) -> None:
@@ -307,8 +308,8 @@ class FakeTelegram:
             params = {}
         self.calls.append(Call(method=method, params=params, at=trio.current_time()))
         queue = self.failures.get(method)
-        if queue:
-            failure = queue.popleft()
+        failure = queue.popleft() if queue else None
+        if failure is not None:
             if failure.hang:
                 await trio.sleep_forever()
             headers = (

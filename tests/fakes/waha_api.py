@@ -272,7 +272,7 @@ class RetryPolicy:
         if self.policy == "linear":
             return self.delay_s * retry
         if self.policy == "exponential":
-            return self.delay_s * 2 ** (retry - 1) * (1 + rng.uniform(0, 0.2))
+            return self.delay_s * 2.0 ** (retry - 1) * (1 + rng.uniform(0, 0.2))
         raise ValueError(f"unknown retry policy {self.policy!r} (constant, linear, exponential)")
 
 

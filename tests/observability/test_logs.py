@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -13,7 +15,7 @@ from concierge.observability.logs import Redactor
 
 
 @pytest.fixture
-def json_log() -> io.StringIO:
+def json_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging(
         level="info", fmt="json", secrets=["my-very-own-configured-secret"], stream=stream
@@ -22,7 +24,7 @@ def json_log() -> io.StringIO:
     structlog.reset_defaults()
 
 
-def lines(stream: io.StringIO) -> list[dict[str, object]]:
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
@@ -47,7 +49,7 @@ def test_tracebacks_are_structured_and_exception_group_aware(json_log: io.String
     except ExceptionGroup as exc:
         structlog.get_logger("t").error("x.failed", exc_info=exc)
     (event,) = lines(json_log)
-    (top,) = event["exception"]  # type: ignore[misc]
+    (top,) = event["exception"]
     assert top["is_group"] is True
     assert [e[0]["exc_type"] for e in top["exceptions"]] == ["ValueError", "KeyError"]
     assert "locals" not in json.dumps(top)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -11,7 +11,7 @@ import trio
 from actors import ProviderPool
 from actors.provider_pool import ask, run_provider_pool
 from concierge.protocol import CompletionRequest, CompletionResult, ProviderCall, Role, Turn
-from concierge.providers import Adapter
+from concierge.providers import Adapter, CreditFetch
 from concierge.settings import PoolSettings
 from tests.waiting import eventually
 
@@ -22,9 +22,9 @@ TURNS = (Turn(role=Role.USER, text="À quelle heure est la messe ?"),)
 async def running_pool(
     adapters: Sequence[Adapter],
     settings: PoolSettings,
-    **kwargs: object,
+    credit_fetchers: Mapping[str, CreditFetch] | None = None,
 ) -> AsyncIterator[tuple[ProviderPool, trio.MemorySendChannel[CompletionRequest]]]:
-    pool = ProviderPool(adapters=adapters, settings=settings, **kwargs)  # type: ignore[arg-type]
+    pool = ProviderPool(adapters=adapters, settings=settings, credit_fetchers=credit_fetchers)
     send, receive = trio.open_memory_channel[CompletionRequest](64)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(run_provider_pool, pool=pool, inbox=receive))

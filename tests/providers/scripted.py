@@ -125,8 +125,8 @@ class ScriptedAdapter:
 class ScriptedCreditAdapter(ScriptedAdapter):
     """A scripted OpenAI-compatible provider that also reports key credit."""
 
-    def __init__(self, name: str, **kwargs: object) -> None:
-        super().__init__(name, kind="openai", **kwargs)  # type: ignore[arg-type]
+    def __init__(self, name: str) -> None:
+        super().__init__(name, kind="openai")
         self.credits: dict[str, Credit] = {}
         self.credit_polls: list[str] = []
 

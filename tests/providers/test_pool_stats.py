@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from actors import ProviderPool
@@ -164,10 +167,10 @@ async def test_metrics_expose_attempts_latency_and_breaker_state() -> None:
     assert 'concierge_provider_turns_total{result="completed"} 2.0' in text
 
 
-def exposition(pool: object) -> str:
+def exposition(source: Observable) -> str:
     class Adapter(Collector):
-        def collect(self):  # type: ignore[no-untyped-def]
-            return pool.metrics()  # type: ignore[attr-defined]
+        def collect(self) -> Iterable[Metric]:
+            return source.metrics()
 
     registry = CollectorRegistry()
     registry.register(Adapter())

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from concierge.settings import SettingsError, describe, env_example, load_settings
+from concierge.settings import Settings, SettingsError, describe, env_example, load_settings
 from concierge.settings.options import OPTIONS
 
 NO_FILE = Path("/nonexistent/.env")
 
 
-def load(**env: str):  # type: ignore[no-untyped-def]
+def load(**env: str) -> Settings:
     return load_settings(env, env_file=NO_FILE)
 
 

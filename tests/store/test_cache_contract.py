@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -243,10 +243,10 @@ async def test_every_key_written_carries_a_ttl(cache: Cache) -> None:
     ],
 )
 async def test_bad_arguments_are_refused_naming_the_argument(
-    cache: Cache, call: object, name: str
+    cache: Cache, call: Callable[[Cache], Awaitable[object]], name: str
 ) -> None:
     with pytest.raises(ValueError, match=name):
-        await call(cache)  # type: ignore[operator]
+        await call(cache)
     assert await ttls(cache) == {}
 
 
@@ -555,7 +555,7 @@ def test_monitor_warns_on_a_slow_ping_and_never_fails() -> None:
 @pytest.mark.anyio
 async def test_every_operation_is_a_cancellation_point(cache: Cache) -> None:
     await cache.set_context("telegram:1", [user("Bonjour")], ttl_s=60)
-    operations = {
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
         "get_context": lambda: cache.get_context("telegram:1"),
         "set_context": lambda: cache.set_context("telegram:1", [user("Salut")], ttl_s=60),
         "append_context": lambda: cache.append_context(

@@ -130,7 +130,8 @@ async def test_concurrent_accepts_share_transactions_and_each_gets_its_own_row(
     assert len({r.inbox_id for r in results.values()}) == 60
     rows = await store.pending_inbox()
     assert {r.external_id: r.inbox_id for r in rows} == {k: v.inbox_id for k, v in results.items()}
-    stats = store.committer.statistics()  # type: ignore[attr-defined]
+    assert isinstance(store, SqliteStore | PostgresStore)
+    stats = store.committer.statistics()
     assert stats.largest_batch > 1
     assert stats.batches < 60
 

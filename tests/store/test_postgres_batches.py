@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -155,7 +156,8 @@ async def test_a_batch_of_new_and_returning_users_reads_what_separate_calls_read
     with structlog.testing.capture_logs() as logs:
         starts = await all_at_once(
             [
-                lambda u=u, n=n: store.open_conversation(  # type: ignore[misc]
+                partial(
+                    store.open_conversation,
                     Channel.TELEGRAM,
                     u,
                     display_name=f"Nom {u}",
@@ -193,7 +195,8 @@ async def test_the_same_user_opened_many_times_in_a_batch_is_one_user_with_each_
     with structlog.testing.capture_logs() as logs:
         starts = await all_at_once(
             [
-                lambda user=user, n=n: store.open_conversation(  # type: ignore[misc]
+                partial(
+                    store.open_conversation,
                     Channel.TELEGRAM,
                     user,
                     display_name=names[n % len(names)],
@@ -244,8 +247,13 @@ async def test_a_first_contact_that_loses_the_race_resolves_to_the_winners_user(
             await held.wait()
             starts = await all_at_once(
                 [
-                    lambda u=u: store.open_conversation(  # type: ignore[misc]
-                        Channel.TELEGRAM, u, display_name="Perdant", pending_limit=1, recent_limit=1
+                    partial(
+                        store.open_conversation,
+                        Channel.TELEGRAM,
+                        u,
+                        display_name="Perdant",
+                        pending_limit=1,
+                        recent_limit=1,
                     )
                     for u in [winner, *others, winner]
                 ]
@@ -292,7 +300,8 @@ async def test_an_opening_the_server_refuses_fails_alone_and_the_rest_of_its_bat
     with structlog.testing.capture_logs() as logs:
         starts = await all_at_once(
             [
-                lambda u=u: store.open_conversation(  # type: ignore[misc]
+                partial(
+                    store.open_conversation,
                     Channel.TELEGRAM,
                     u,
                     display_name="nul\x00" if u == bad else "Marie",
@@ -370,7 +379,7 @@ async def test_a_batch_of_turns_writes_each_turn_as_one_call_would(store: Postgr
     turns = [turn(row, replies=n % 4, conversation_type=types[n % 3]) for n, row in enumerate(rows)]
     before = [(await store.conversation_for(row.user_id)).updated_at for row in rows]
     with structlog.testing.capture_logs() as logs:
-        results = await all_at_once([lambda t=t: store.complete_turn(t) for t in turns])  # type: ignore[misc]
+        results = await all_at_once([partial(store.complete_turn, t) for t in turns])
     assert store.turn_committer.statistics().largest_batch > 1
     assert splits(logs) == []
     outbox = {r.outbox_id: r for r in await store.pending_outbox(Channel.TELEGRAM, limit=1000)}
@@ -396,7 +405,7 @@ async def test_a_batch_of_turns_writes_each_turn_as_one_call_would(store: Postgr
 async def test_turns_of_one_row_in_a_batch_claim_it_once(store: PostgresStore) -> None:
     rows = await pending_rows(store, 10)
     turns = [turn(row) for row in rows] * 5
-    results = await all_at_once([lambda t=t: store.complete_turn(t) for t in turns])  # type: ignore[misc]
+    results = await all_at_once([partial(store.complete_turn, t) for t in turns])
     assert store.turn_committer.statistics().largest_batch > 1
     for n in range(10):
         assert sorted(len(results[n + 10 * k]) for k in range(5)) == [0, 0, 0, 0, 1]
@@ -418,9 +427,7 @@ async def test_a_row_processed_meanwhile_by_another_transaction_is_left_alone(
                 held,
             )
             await held.wait()
-            results = await all_at_once(
-                [lambda r=r: store.complete_turn(turn(r)) for r in rows]  # type: ignore[misc]
-            )
+            results = await all_at_once([partial(store.complete_turn, turn(r)) for r in rows])
     assert results[3] == ()
     assert all(len(ids) == 1 for n, ids in enumerate(results) if n != 3)
     assert await written(store) == (18, 9, 9)
@@ -458,7 +465,7 @@ async def test_a_turn_the_server_refuses_fails_alone_and_the_rest_of_its_batch_c
     bad = rows[11].inbox_id
     turns = [turn(row, target=bad + 10_000 if row.inbox_id == bad else None) for row in rows]
     with structlog.testing.capture_logs() as logs:
-        results = await all_at_once([lambda t=t: store.complete_turn(t) for t in turns])  # type: ignore[misc]
+        results = await all_at_once([partial(store.complete_turn, t) for t in turns])
     assert store.turn_committer.statistics().largest_batch > 1
     assert splits(logs)
     assert isinstance(results[11], StoreError)
@@ -485,7 +492,7 @@ async def test_backlog_reads_of_many_users_share_a_statement_and_keep_their_own_
     )
     asks = [(user, 1 + i % 3) for i, user in enumerate(users)] + [(users[1], 0), ("telegram:1", 5)]
     results = await all_at_once(
-        [lambda u=u, n=n: store.pending_inbox(user_key=u, limit=n) for u, n in asks]
+        [partial(store.pending_inbox, user_key=u, limit=n) for u, n in asks]
     )
     assert store.pending_reader.statistics().largest_batch > 1
     for (user, limit), rows in zip(asks, results, strict=True):

@@ -510,7 +510,7 @@ def both_ways(
     conn: sqlite3.Connection,
     whole: Callable[[sqlite3.Connection], list[Any]],
     each: Callable[[sqlite3.Connection], list[Any]],
-) -> tuple[tuple[list[Any], list[Any]], tuple[list[Any], list[Any]]]:
+) -> tuple[tuple[list[Any], Rows], tuple[list[Any], Rows]]:
     """(results, rows) of ``whole`` and of ``each``, from the same state, leaving it as it was."""
     outcomes = []
     for work in (whole, each):
