@@ -1,7 +1,7 @@
 """One user's conversation: their messages one at a time, in order, from inbox row to outbox row.
 
-Each turn checks limits, commands and an open handoff, triages the message,
-builds the prompt from the context window and the knowledge base, and asks the
+Each turn checks limits, commands and an open handoff, answers greetings and
+small talk with a fixed text, triages the message, builds the prompt from the context window and the knowledge base, and asks the
 provider pool; what it decided (replies, messages, interaction, service type)
 is then written with the inbox row's mark in one ``Turns.complete_turn``, so a
 crash leaves the row either answered or pending, never answered and pending.
@@ -26,14 +26,13 @@ from concierge.domain import (
     Command,
     ContextWindow,
     KnowledgeBase,
+    Languages,
     ParsedCommand,
     PromptBook,
     Reply,
     TriageRules,
     UserRateLimiter,
-    detect_language,
     parse_command,
-    reply_text,
     staff_notice,
 )
 from concierge.protocol import (
@@ -107,6 +106,7 @@ class ConversationMetrics:
     too_long: int = 0
     media_refused: int = 0
     commands: int = 0
+    small_talk: int = 0
     handoffs_opened: int = 0
     silent_in_handoff: int = 0
     replies_withheld: int = 0
@@ -129,6 +129,7 @@ class ConversationDeps:
     settings: ConversationSettings
     store: ConversationStore
     cache: SessionCache
+    languages: Languages
     knowledge: KnowledgeBase
     triage: TriageRules
     prompts: PromptBook
@@ -304,10 +305,10 @@ class Conversation:
         log.error(
             "conversation.turn_abandoned", conversation_id=self.conversation_id, attempts=attempts
         )
-        language = self.language or detect_language(msg.text, hint=msg.language_hint)
+        language = self.language or deps.languages.detect(msg.text, hint=msg.language_hint)
         service_type = self.service_type or deps.triage.default
         return _Outcome(
-            reply=reply_text(Reply.PROVIDER_FAILED, language), service_type=service_type
+            reply=deps.languages.reply(Reply.PROVIDER_FAILED, language), service_type=service_type
         )
 
     # -- one turn ------------------------------------------------------------------------
@@ -316,7 +317,7 @@ class Conversation:
         settings = deps.settings
         assert self.conversation_id is not None
         current = self.service_type or deps.triage.default
-        self.language = language = detect_language(
+        self.language = language = deps.languages.detect(
             msg.text, previous=self.language, hint=msg.language_hint
         )
 
@@ -335,17 +336,21 @@ class Conversation:
                 conversation_id=self.conversation_id,
                 noticed=self.limited_noticed,
             )
-            notice = "" if self.limited_noticed else reply_text(Reply.RATE_LIMITED, language)
+            notice = (
+                "" if self.limited_noticed else deps.languages.reply(Reply.RATE_LIMITED, language)
+            )
             self.limited_noticed = True
             return _Outcome(reply=notice, service_type=current, recorded=msg.text)
         self.limited_noticed = False
 
         if msg.kind is InboundKind.MEDIA:
             deps.metrics.media_refused += 1
-            return self._fixed(msg, reply_text(Reply.MEDIA_UNSUPPORTED, language), current)
+            return self._fixed(
+                msg, deps.languages.reply(Reply.MEDIA_UNSUPPORTED, language), current
+            )
 
         if not msg.text.strip():  # nothing to answer (an empty caption, stray whitespace)
-            return self._fixed(msg, reply_text(Reply.HELP, language), current)
+            return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
 
         if len(msg.text) > settings.max_message_chars:
             deps.metrics.too_long += 1
@@ -355,7 +360,7 @@ class Conversation:
                 length=len(msg.text),
                 limit=settings.max_message_chars,
             )
-            text = reply_text(
+            text = deps.languages.reply(
                 Reply.TOO_LONG, language, length=len(msg.text), limit=settings.max_message_chars
             )
             recorded = msg.text[: settings.max_message_chars] + " […]"
@@ -365,6 +370,11 @@ class Conversation:
         if command is not None:
             deps.metrics.commands += 1
             return await self._command(msg, command, language, current)
+
+        small_talk = deps.languages.small_talk.classify(msg.text)
+        if small_talk is not None:
+            deps.metrics.small_talk += 1
+            return self._fixed(msg, deps.languages.reply(small_talk.reply, language), current)
 
         decision = deps.triage.classify(msg.text, current=self.service_type)
         if decision.service_type is ServiceType.CONTACT_HUMAIN:
@@ -377,14 +387,14 @@ class Conversation:
         deps = self._deps
         match command.command:
             case Command.START:
-                return self._fixed(msg, reply_text(Reply.WELCOME, language), current)
+                return self._fixed(msg, deps.languages.reply(Reply.WELCOME, language), current)
             case Command.RESET:
                 await deps.window.clear(self.user_key)
-                return self._fixed(msg, reply_text(Reply.RESET_DONE, language), current)
+                return self._fixed(msg, deps.languages.reply(Reply.RESET_DONE, language), current)
             case Command.HUMAN:
                 return await self._open_handoff(msg, language, reason="command")
             case Command.HELP | Command.UNKNOWN:
-                return self._fixed(msg, reply_text(Reply.HELP, language), current)
+                return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
 
     async def _open_handoff(self, msg: Inbound, language: str, *, reason: str) -> _Outcome:
         deps = self._deps
@@ -405,13 +415,14 @@ class Conversation:
             channel=msg.channel.value,
         )
         return _Outcome(
-            reply=reply_text(Reply.HANDOFF_OPENED, language),
+            reply=deps.languages.reply(Reply.HANDOFF_OPENED, language),
             service_type=ServiceType.CONTACT_HUMAIN,
             recorded=msg.text,
             set_type=True,
             handoff_id=handoff.handoff_id,
             staff=staff_notice(
                 settings=deps.settings,
+                languages=deps.languages,
                 handoff=handoff,
                 channel=msg.channel,
                 who=msg.display_name or self.user_key,
@@ -424,11 +435,11 @@ class Conversation:
         assert self.conversation_id is not None
         recorded, self._recorded = self._recorded, None
         history = await deps.window.load(self.user_key, self.conversation_id, recorded=recorded)
-        hits = deps.knowledge.search(msg.text, limit=deps.knowledge_sections)
+        sections = deps.knowledge.best_sections(msg.text, limit=deps.knowledge_sections)
         prompt = deps.prompts.build(
             service_type=service_type,
             language=language,
-            sections=[h.section for h in hits],
+            sections=sections,
             history=history,
             user_text=msg.text,
         )
@@ -455,7 +466,7 @@ class Conversation:
                 log.warning(
                     "conversation.reply_withheld", reason="prompt_echo", provider=result.provider
                 )
-                text = reply_text(Reply.PROVIDER_FAILED, language)
+                text = deps.languages.reply(Reply.PROVIDER_FAILED, language)
                 provider, outcome = result.provider, "withheld"
             elif isinstance(result, Completion):
                 text = result.text
@@ -467,7 +478,7 @@ class Conversation:
                     reason=result.reason,
                     attempts=len(result.failures),
                 )
-                text = reply_text(Reply.PROVIDER_FAILED, language)
+                text = deps.languages.reply(Reply.PROVIDER_FAILED, language)
                 outcome = "failed"
             return _Outcome(
                 reply=text,

@@ -8,7 +8,7 @@ from datetime import datetime
 import structlog
 import trio
 
-from concierge.domain import HandoffDesk, sweep_handoffs
+from concierge.domain import HandoffDesk, Languages, sweep_handoffs
 from concierge.protocol import Channel, OutboxMsg, utcnow
 
 log = structlog.get_logger(__name__)
@@ -17,6 +17,7 @@ log = structlog.get_logger(__name__)
 async def run_handoff_sweeper(
     *,
     store: HandoffDesk,
+    languages: Languages,
     timeout_s: float,
     interval_s: float = 60.0,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
@@ -27,7 +28,11 @@ async def run_handoff_sweeper(
     task_status.started()
     while True:
         closed = await sweep_handoffs(
-            store, timeout_s=timeout_s, outbox_nudges=outbox_nudges, now=now()
+            store,
+            languages=languages,
+            timeout_s=timeout_s,
+            outbox_nudges=outbox_nudges,
+            now=now(),
         )
         if closed:
             log.info("handoff.timeouts_swept", closed=closed)

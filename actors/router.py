@@ -25,7 +25,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.startup_queue import Handover
-from concierge.domain import Reply, detect_language, reply_text
+from concierge.domain import Languages, Reply
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -169,11 +169,13 @@ class _Router:
         conversations: ConversationRegistry,
         store: Turns,
         outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]],
+        languages: Languages,
         stats: RouterStats,
         busy_notice_s: float,
         queue_size: int,
     ) -> None:
         self.conversations = conversations
+        self.languages = languages
         self.store = store
         self.outbox_nudges = outbox_nudges
         self.stats = stats
@@ -242,7 +244,8 @@ class _Router:
         with trio.fail_after(STORE_TIMEOUT_S):
             if self.notices.due(msg.user_key, trio.current_time()):
                 stats.busy_replies += 1
-                text = reply_text(Reply.BUSY, detect_language(msg.text, hint=msg.language_hint))
+                language = self.languages.detect(msg.text, hint=msg.language_hint)
+                text = self.languages.reply(Reply.BUSY, language)
                 notice = OutboundReply.answering(msg, text=text)
                 # The notice and the row's mark commit together: a crash cannot repeat it.
                 written = await self.store.complete_turn(
@@ -281,6 +284,7 @@ async def run_router(
     conversations: ConversationRegistry,
     store: Turns,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]],
+    languages: Languages,
     stats: RouterStats,
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
@@ -295,6 +299,7 @@ async def run_router(
         conversations=conversations,
         store=store,
         outbox_nudges=outbox_nudges,
+        languages=languages,
         stats=stats,
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,

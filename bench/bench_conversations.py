@@ -47,7 +47,7 @@ from scratch_store import bench_store_settings, scratch_store  # this folder: ru
 from actors import ProviderPool
 from concierge.app.conversations import ConversationsService, build_conversations
 from concierge.app.gc_policy import run_collector, tune_gc
-from concierge.domain import Ingest, load_knowledge
+from concierge.domain import Ingest, load_knowledge, load_languages
 from concierge.observability import configure_logging
 from concierge.protocol import (
     Accepted,
@@ -319,7 +319,8 @@ async def _run(
     supervision = SupervisionSettings(
         max_restarts=5, period_s=60.0, backoff_initial_s=0.1, backoff_max_s=1.0, reset_after_s=60.0
     )
-    knowledge = load_knowledge(ROOT / "config")
+    languages = load_languages(ROOT / "config" / "languages")
+    knowledge = load_knowledge(ROOT / "config", languages.analyzer())
     adapter = DelayAdapter(delay_s)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         store_settings = bench_store_settings(Path(tmp), pool_size=pool_size)
@@ -337,6 +338,7 @@ async def _run(
                 supervision=supervision,
                 store=store,
                 cache=cache,
+                languages=languages,
                 knowledge=knowledge,
                 pool_inbox=pool_send,
                 router_inbox=router_receive,

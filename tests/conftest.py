@@ -10,16 +10,13 @@ threshold would see as idle and race past (a loaded machine makes that likely).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import hypothesis
 import pytest
 import trio.testing
 
-from concierge.domain import KnowledgeBase, PromptBook, TriageRules, load_knowledge, load_triage
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
-"""The shipped configuration: knowledge, prompts and triage rules."""
+from concierge.domain import KnowledgeBase, Languages, PromptBook, TriageRules
+from tests import shipped
 
 # CI is a shared 2-core machine: no per-example deadline (timing is not what property
 # tests check), and a fixed seed so a red run is the same red run when repeated.
@@ -44,15 +41,20 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
 
 
 @pytest.fixture(scope="session")
+def languages() -> Languages:
+    return shipped.languages()
+
+
+@pytest.fixture(scope="session")
 def knowledge() -> KnowledgeBase:
-    return load_knowledge(CONFIG_DIR)
+    return shipped.knowledge()
 
 
 @pytest.fixture(scope="session")
 def triage_rules() -> TriageRules:
-    return load_triage(CONFIG_DIR / "triage.toml")
+    return shipped.triage()
 
 
 @pytest.fixture(scope="session")
 def prompt_book() -> PromptBook:
-    return PromptBook.load(CONFIG_DIR / "prompts")
+    return shipped.prompts()

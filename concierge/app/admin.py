@@ -16,7 +16,7 @@ import trio
 import trio_asyncio
 
 from concierge.app.errors import CommandError
-from concierge.domain import close_handoff as close_open_handoff, forget_user
+from concierge.domain import close_handoff as close_open_handoff, forget_user, load_languages
 from concierge.observability import configure_logging
 from concierge.protocol import utcnow
 from concierge.settings import Settings, secrets_of
@@ -100,10 +100,12 @@ def list_handoffs(settings: Settings) -> int:
 
 
 def close_handoff(settings: Settings, *, user: str, by: str) -> int:
+    languages = load_languages(settings.config_dir / "languages")
+
     async def job() -> int:
         store: Store
         async with open_store(settings.store) as store:
-            row = await close_open_handoff(store, by=by, user_key=user)
+            row = await close_open_handoff(store, languages=languages, by=by, user_key=user)
         if row is None:
             raise CommandError(f"no open handoff for {user!r} (see `concierge handoff list`)")
         print(

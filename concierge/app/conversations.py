@@ -23,7 +23,14 @@ from actors import (
     run_inbox_replay,
     run_router,
 )
-from concierge.domain import KnowledgeBase, PromptBook, TriageRules, UserRateLimiter, load_triage
+from concierge.domain import (
+    KnowledgeBase,
+    Languages,
+    PromptBook,
+    TriageRules,
+    UserRateLimiter,
+    load_triage,
+)
 from concierge.observability import Check
 from concierge.protocol import (
     Channel,
@@ -117,6 +124,7 @@ def build_conversations(
     supervision: SupervisionSettings,
     store: Store,
     cache: SessionCache,
+    languages: Languages,
     knowledge: KnowledgeBase,
     pool_inbox: trio.MemorySendChannel[ProviderPoolMsg],
     router_inbox: trio.MemoryReceiveChannel[RouterMsg],
@@ -134,14 +142,15 @@ def build_conversations(
     ``router_send`` is the router inbox's send side, used by the inbox replayer. The
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
     """
-    triage = load_triage(settings.config_dir / "triage.toml")
-    prompts = PromptBook.load(settings.config_dir / "prompts")
+    triage = load_triage(settings.config_dir / "triage.toml", languages)
+    prompts = PromptBook.load(settings.config_dir / "prompts", languages)
     limiter = UserRateLimiter(cache=cache, rate_per_min=settings.rate_per_min, burst=settings.burst)
     metrics = ConversationMetrics()
     deps = ConversationDeps(
         settings=settings,
         store=store,
         cache=cache,
+        languages=languages,
         knowledge=knowledge,
         triage=triage,
         prompts=prompts,
@@ -187,6 +196,7 @@ def build_conversations(
                     conversations=conversations,
                     store=store,
                     outbox_nudges=outbox_nudges,
+                    languages=languages,
                     stats=stats,
                     queue_size=settings.queue_size,
                 ),
@@ -206,6 +216,7 @@ def build_conversations(
                 start=partial(
                     run_handoff_sweeper,
                     store=store,
+                    languages=languages,
                     timeout_s=settings.handoff_timeout_s,
                     interval_s=sweep_s,
                     outbox_nudges=outbox_nudges,

@@ -32,7 +32,7 @@ from concierge.app.conversations import build_conversations
 from concierge.app.gc_policy import run_collector, tune_gc
 from concierge.app.http import create_app, run_http
 from concierge.channels import ChannelSender
-from concierge.domain import Ingest, KnowledgeBase, load_knowledge
+from concierge.domain import Ingest, KnowledgeBase, Languages, load_knowledge, load_languages
 from concierge.observability import HealthBoard, configure_logging
 from concierge.protocol import (
     Channel,
@@ -75,6 +75,7 @@ class Runtime:
     board: HealthBoard
     store: Store
     cache: SessionCache
+    languages: Languages
     knowledge: KnowledgeBase
     adapters: list[Adapter]
     ingest: Ingest
@@ -134,11 +135,10 @@ async def open_runtime(
             await stack.enter_async_context(trio_asyncio.open_loop())
         store = await stack.enter_async_context(open_store(settings.store))
         cache = await stack.enter_async_context(open_session_cache(settings.store))
-        knowledge = load_knowledge(settings.config_dir)
-        adapters = [
-            build_adapter(p, offline_factory=partial(_offline_adapter, knowledge=knowledge))
-            for p in settings.pool.providers
-        ]
+        languages = load_languages(settings.config_dir / "languages")
+        knowledge = load_knowledge(settings.config_dir, languages.analyzer())
+        offline = partial(_offline_adapter, knowledge=knowledge, languages=languages)
+        adapters = [build_adapter(p, offline_factory=offline) for p in settings.pool.providers]
         stack.push_async_callback(_close_adapters, adapters)
         router_send, router_receive = trio.open_memory_channel[RouterMsg](ROUTER_QUEUE)
         pool_send, pool_receive = trio.open_memory_channel[ProviderPoolMsg](POOL_QUEUE)
@@ -160,6 +160,7 @@ async def open_runtime(
             board=HealthBoard(version=__version__),
             store=store,
             cache=cache,
+            languages=languages,
             knowledge=knowledge,
             adapters=adapters,
             ingest=Ingest(store=store, router=router_send),
@@ -182,8 +183,10 @@ async def open_runtime(
         yield rt
 
 
-def _offline_adapter(settings: ProviderSettings, *, knowledge: KnowledgeBase) -> Adapter:
-    return OfflineAdapter(knowledge, name=settings.name, model=settings.model)
+def _offline_adapter(
+    settings: ProviderSettings, *, knowledge: KnowledgeBase, languages: Languages
+) -> Adapter:
+    return OfflineAdapter(knowledge, languages, name=settings.name, model=settings.model)
 
 
 async def _close_adapters(adapters: list[Adapter]) -> None:
@@ -255,6 +258,7 @@ def build_tree(
         supervision=settings.supervision,
         store=rt.store,
         cache=rt.cache,
+        languages=rt.languages,
         knowledge=rt.knowledge,
         pool_inbox=rt.pool_send,
         router_inbox=rt.router_receive,

@@ -1,8 +1,8 @@
 """The concierge's own logic: what a message means and what to answer.
 
-Triage, the knowledge base, prompts, fixed replies, languages, commands, the
-context window, per-user limits, handoffs, and ingest (the one way a message
-enters). It reaches data only through the store's interfaces and never imports
+Triage, the knowledge base, prompts, fixed replies, languages, small talk,
+commands, the context window, per-user limits, handoffs, and ingest (the one way
+a message enters). It reaches data only through the store's interfaces and never imports
 ``actors`` or the application.
 """
 
@@ -26,21 +26,26 @@ from .ingest import Ingest as Ingest
 from .knowledge import (
     Hit as Hit,
     KnowledgeBase as KnowledgeBase,
-    excerpt as excerpt,
     load_knowledge as load_knowledge,
 )
 from .language import (
-    ENGLISH as ENGLISH,
-    FRENCH as FRENCH,
-    detect_language as detect_language,
+    LanguagePack as LanguagePack,
+    Languages as Languages,
 )
+from .language_files import load_languages as load_languages
 from .prompts import PromptBook as PromptBook
 from .ratelimit import UserRateLimiter as UserRateLimiter
 from .replies import (
+    OfflineText as OfflineText,
     Reply as Reply,
-    reply_text as reply_text,
 )
+from .sections import (
+    Passage as Passage,
+    Section as Section,
+)
+from .smalltalk import SmallTalk as SmallTalk
 from .triage import (
+    TriageResult as TriageResult,
     TriageRules as TriageRules,
     load_triage as load_triage,
 )

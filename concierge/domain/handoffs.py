@@ -15,8 +15,8 @@ from typing import Protocol
 import structlog
 import trio
 
-from concierge.domain.language import detect_language
-from concierge.domain.replies import Reply, reply_text
+from concierge.domain.language import Languages
+from concierge.domain.replies import Reply
 from concierge.protocol import (
     Channel,
     HandoffRow,
@@ -72,6 +72,7 @@ def _nudge(
 def staff_notice(
     *,
     settings: ConversationSettings,
+    languages: Languages,
     handoff: HandoffRow,
     channel: Channel,
     who: str,
@@ -83,9 +84,9 @@ def staff_notice(
     short = (
         excerpt if len(excerpt) <= STAFF_EXCERPT_CHARS else excerpt[: STAFF_EXCERPT_CHARS - 1] + "…"
     )
-    text = reply_text(
+    text = languages.reply(
         Reply.STAFF_HANDOFF,
-        "fr",
+        languages.default,
         handoff_id=handoff.handoff_id,
         reason=handoff.reason,
         who=who,
@@ -101,10 +102,10 @@ def staff_notice(
     )
 
 
-async def _user_language(store: Conversations, conversation_id: int) -> str:
+async def _user_language(store: Conversations, languages: Languages, conversation_id: int) -> str:
     turns = await store.recent_turns(conversation_id, limit=6)
     text = " ".join(t.text for t in turns if t.role is Role.USER)
-    return detect_language(text)
+    return languages.detect(text)
 
 
 async def _find_open(
@@ -128,6 +129,7 @@ async def _find_open(
 async def close_handoff(
     store: HandoffDesk,
     *,
+    languages: Languages,
     by: str,
     handoff_id: int | None = None,
     user_key: str | None = None,
@@ -162,14 +164,14 @@ async def close_handoff(
         return row
     channel, chat_id = address
     correlation_id = new_correlation_id()
-    language = await _user_language(store, row.conversation_id)
+    language = await _user_language(store, languages, row.conversation_id)
     await store.enqueue_reply(
         OutboundReply(
             correlation_id=correlation_id,
             channel=channel,
             user_key=row.user_key,
             chat_id=chat_id,
-            text=reply_text(reply, language),
+            text=languages.reply(reply, language),
         )
     )
     _nudge(outbox_nudges, channel, correlation_id)
@@ -179,6 +181,7 @@ async def close_handoff(
 async def sweep_handoffs(
     store: HandoffDesk,
     *,
+    languages: Languages,
     timeout_s: float,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     now: datetime | None = None,
@@ -189,6 +192,7 @@ async def sweep_handoffs(
     for row in await store.handoffs_opened_before(cutoff):
         if await close_handoff(
             store,
+            languages=languages,
             by="timeout",
             handoff_id=row.handoff_id,
             user_key=row.user_key,

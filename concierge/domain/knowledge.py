@@ -1,209 +1,210 @@
-"""The community's facts: Markdown files split into sections, searched with BM25.
+"""The community's facts: Markdown files cut into passages, searched with BM25.
 
-Handwritten rather than ``bm25s``: a parish knowledge base is a few dozen
-sections, the scoring is twenty lines, and folding accents, French/English
-stopwords and a small bilingual synonym table matter more than index speed.
-Nothing here touches the network.
+Handwritten rather than ``bm25s``: a parish knowledge base is a hundred passages,
+and what finds the fact is how a question's words meet the text's, not index
+speed. Both sides are folded (no accents) and stemmed with Snowball; a query word
+also reaches its synonyms (``config/synonyms.toml``: English to French, verbs to
+nouns) and, when the text does not have it, the text's words it is a typo or a
+derivation of ("chorrale", "coordonne" for "coordinatrice"). A passage scores with
+its section's headings and its own label ("Téléphone : …") as strong context, and
+the rest of its section as weak context. Everything is indexed once, at load;
+a question costs a few dictionary look-ups per word.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import math
-import re
 import tomllib
-import unicodedata
-from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
 
 from concierge.domain.errors import ConfigError
-
-
-def _wordset(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-STOPWORDS_FR = _wordset(
-    """
-    a ai au aux avec avez avoir c ca ce ces cet cette ceci cela celle celui ci d dans de des
-    du elle elles en est et etre eu fait faut il ils j je l la le les leur leurs lui m ma mais
-    me meme mes moi mon n ne ni nos notre nous o on ont ou par pas peu peut plus pour pouvez
-    qu que quel quelle quelles quels qui s sa sans se ses si son sont sur t ta te tes toi ton
-    tu un une unes uns vos votre vous y voudrais voudrait veux veut bonjour bonsoir merci svp
-    stp comment quand combien quoi ya faire puis peux peut dois doit savoir aimerais souhaite
-    souhaiterais voudrions
-    """
-)
-STOPWORDS_EN = _wordset(
-    """
-    a about am an and any are as at be been but by can could do does did for from get got had
-    has have he her him his how i if in into is it its me my no not of on or our please she so
-    than that the their them then there these they this those to too us was we were what when
-    where which who whom why will with would you your hi hello thanks thank
-    """
-)
-STOPWORDS = STOPWORDS_FR | STOPWORDS_EN
-
-_TOKEN = re.compile(r"[a-z0-9]+")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+from concierge.domain.sections import Passage, Section, split_passages, split_sections
+from concierge.domain.text import Analyzer
 
 
 class KnowledgeError(ConfigError):
     """The knowledge base (or its synonym table) cannot be loaded; the message names the file."""
 
 
-def fold(text: str) -> str:
-    """Lower case without accents, so ``Catéchèse`` and ``catechese`` are one word."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return stripped.casefold().replace("œ", "oe").replace("æ", "ae")
-
-
-def _stem(token: str) -> str:
-    """A very light plural strip: ``messes`` → ``messe``, ``horaires`` → ``horaire``."""
-    if len(token) > 3 and token[-1] in "sx" and token[-2] not in "su" and not token.isdigit():
-        return token[:-1]
-    return token
-
-
-_CACHED_WORDS_CHARS = 4000
-
-
-def words(text: str) -> tuple[str, ...]:
-    """Folded tokens (stopwords kept): what triage and language detection look at.
-
-    Memoised for ordinary messages: one message's text goes through language
-    detection, triage and retrieval in the same turn. Long texts are not kept.
-    """
-    if len(text) <= _CACHED_WORDS_CHARS:
-        return _cached_words(text)
-    return tuple(_TOKEN.findall(fold(text)))
-
-
-@functools.lru_cache(maxsize=512)
-def _cached_words(text: str) -> tuple[str, ...]:
-    return tuple(_TOKEN.findall(fold(text)))
-
-
-def terms(text: str) -> list[str]:
-    """Folded, stemmed tokens without stopwords: what retrieval scores."""
-    return [_stem(t) for t in words(text) if t not in STOPWORDS]
-
-
-@attrs.frozen(kw_only=True)
-class Section:
-    """The text under one heading (without its subsections) and the headings above it."""
-
-    source: str
-    path: tuple[str, ...]
-    body: str
-
-    @property
-    def title(self) -> str:
-        return self.path[-1]
-
-    @property
-    def ref(self) -> str:
-        """``source › heading › heading``: how a reply or prompt names where a fact comes from."""
-        return " › ".join((self.source, *self.path[1:])) if len(self.path) > 1 else self.source
-
-
 @attrs.frozen(kw_only=True)
 class Hit:
-    section: Section
+    """A passage that matches a question, with its score and the share of the question it covers."""
+
+    passage: Passage
     score: float
-    coverage: float = 1.0
+    coverage: float
+
+    @property
+    def section(self) -> Section:
+        return self.passage.section
 
 
-def split_sections(source: str, markdown: str) -> list[Section]:
-    """Split one Markdown file at its headings; empty sections (only subsections) are dropped."""
-    sections: list[Section] = []
-    path: list[tuple[int, str]] = []
-    body: list[str] = []
+@attrs.frozen(kw_only=True)
+class _Group:
+    """One query word: the index terms that stand for it, each with how much it counts."""
 
-    def flush() -> None:
-        text = "\n".join(body).strip()
-        if text and path:
-            sections.append(Section(source=source, path=tuple(t for _, t in path), body=text))
-        elif text:
-            sections.append(Section(source=source, path=(source,), body=text))
-        body.clear()
+    alternatives: Mapping[str, float]
+    weight: float
+    """Its share in coverage: rare words weigh more; a stopword reached by synonym weighs 0."""
 
-    for line in markdown.splitlines():
-        match = _HEADING.match(line)
-        if match is None:
-            body.append(line)
-            continue
-        flush()
-        level = len(match.group(1))
-        while path and path[-1][0] >= level:
-            path.pop()
-        path.append((level, match.group(2)))
-    flush()
-    return sections
+
+# How much an occurrence counts, by where it is (an occurrence in the text counts 1).
+TITLE_BOOST = 2.0
+PARENT_BOOST = 0.6
+LABEL_BOOST = 1.5
+CONTEXT_BOOST = 0.5
+# How much a query word's stand-ins count against the word itself.
+SYNONYM = 0.9
+DERIVED = 0.8
+TYPO = 0.7
+MIN_DERIVED_PREFIX = 5
+MIN_TYPO_LENGTH = 5
 
 
 class KnowledgeBase:
-    """Sections indexed for BM25 (k1=1.5, b=0.5: long sections are not penalised much); headings count twice."""
+    """Passages indexed for BM25 (k1=1.2, b=0.3: passages are short and alike in length)."""
 
-    K1 = 1.5
-    B = 0.5
+    K1 = 1.2
+    B = 0.3
 
     def __init__(
-        self, sections: Sequence[Section], *, synonyms: Mapping[str, Sequence[str]] | None = None
+        self,
+        sections: Sequence[Section],
+        *,
+        analyzer: Analyzer,
+        synonyms: Mapping[str, Sequence[str]] | None = None,
+        cache_size: int = 1024,
     ) -> None:
+        """``cache_size`` questions (and four times as many words) keep their results."""
         self.sections: tuple[Section, ...] = tuple(sections)
+        self.passages: tuple[Passage, ...] = tuple(
+            p for section in self.sections for p in split_passages(section)
+        )
+        self.analyzer = analyzer
+        self.synonyms: Mapping[str, Sequence[str]] = dict(synonyms or {})
         self._synonyms: dict[str, tuple[str, ...]] = {}
         for word, expansions in (synonyms or {}).items():
-            key = _stem(fold(word))
-            self._synonyms[key] = tuple(t for e in expansions for t in terms(e))
-        self._docs: list[Counter[str]] = []
+            found = tuple(t for e in expansions for t in analyzer.terms(e, keep_stopwords=True))
+            for key in analyzer.keys(word):
+                self._synonyms[key] = tuple(dict.fromkeys((*self._synonyms.get(key, ()), *found)))
+        self._index()
+        self._expand = functools.lru_cache(maxsize=cache_size * 4)(self._expand_uncached)
+        self._ranked = functools.lru_cache(maxsize=cache_size)(self._ranked_uncached)
+
+    # -- indexing ------------------------------------------------------------------------
+    def _index(self) -> None:
+        terms = self.analyzer.terms
+        docs: list[dict[str, float]] = []
+        lengths: list[int] = []
+        df: dict[str, int] = {}
+        section_terms: dict[Section, set[str]] = {}
         for section in self.sections:
-            heading_terms = [t for h in section.path for t in terms(h)]
-            self._docs.append(Counter(terms(section.body) + heading_terms * 2))
-        self._lengths = [sum(doc.values()) for doc in self._docs]
-        self._avg_length = (sum(self._lengths) / len(self._lengths)) if self._lengths else 0.0
-        df: Counter[str] = Counter()
-        for doc in self._docs:
-            df.update(doc.keys())
-        n = len(self._docs)
+            heading = {t for h in section.path for t in terms(h)}
+            section_terms[section] = heading | set(terms(section.body))
+            for t in section_terms[section]:
+                df[t] = df.get(t, 0) + 1
+        for passage in self.passages:
+            section = passage.section
+            body = terms(passage.text)
+            doc: dict[str, float] = {}
+            for t in body:
+                doc[t] = doc.get(t, 0.0) + 1.0
+            for t in set(terms(passage.label)):
+                doc[t] = doc.get(t, 0.0) + LABEL_BOOST
+            for t in set(terms(section.title)):
+                doc[t] = doc.get(t, 0.0) + TITLE_BOOST
+            for t in {t for h in section.path[:-1] for t in terms(h)}:
+                doc[t] = doc.get(t, 0.0) + PARENT_BOOST
+            for t in section_terms[section] - doc.keys():
+                doc[t] = CONTEXT_BOOST
+            docs.append(doc)
+            lengths.append(len(body))
+        n = len(self.sections)
         self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-        # term -> [(section index, BM25 weight of the term in that section)]
+        self._max_idf = max(self._idf.values(), default=1.0)
+        average = (sum(lengths) / len(lengths)) if lengths else 1.0
+        # term -> [(passage index, BM25 weight of the term in that passage)]
         self._postings: dict[str, list[tuple[int, float]]] = {}
-        for i, (doc, length) in enumerate(zip(self._docs, self._lengths, strict=True)):
-            norm = self.K1 * (1 - self.B + self.B * length / self._avg_length)
+        for i, (doc, length) in enumerate(zip(docs, lengths, strict=True)):
+            norm = self.K1 * (1 - self.B + self.B * length / average)
             for term, tf in doc.items():
                 weight = self._idf[term] * tf * (self.K1 + 1) / (tf + norm)
                 self._postings.setdefault(term, []).append((i, weight))
+        self._by_prefix: dict[str, list[str]] = {}
+        self._by_delete: dict[str, list[str]] = {}
+        for term in self._postings:
+            if len(term) >= MIN_DERIVED_PREFIX:
+                self._by_prefix.setdefault(term[:MIN_DERIVED_PREFIX], []).append(term)
+            if len(term) >= MIN_TYPO_LENGTH - 1:
+                for key in {term, *_deletes(term)}:
+                    self._by_delete.setdefault(key, []).append(term)
 
     @property
     def sources(self) -> frozenset[str]:
         return frozenset(s.source for s in self.sections)
 
-    def query_groups(self, query: str) -> list[tuple[str, ...]]:
-        """One group per query word: the word's term and its synonyms (English reaches French).
+    # -- queries -------------------------------------------------------------------------
+    def _expand_uncached(self, word: str) -> _Group | None:
+        """What one folded query word stands for in the index, or ``None`` for a bare stopword."""
+        stem = self.analyzer.stem(word)
+        synonyms = self._synonyms.get(word) or self._synonyms.get(stem, ())
+        alternatives: dict[str, float] = {}
+        if " " in word:  # a phrase of the synonym table: only its synonyms stand for it
+            weight = max((self._idf.get(t, 0.0) for t in synonyms), default=0.0)
+        elif self.analyzer.is_stopword(word):
+            if not synonyms:
+                return None
+            weight = 0.0
+        else:
+            alternatives[stem] = 1.0
+            weight = self._idf.get(stem, self._max_idf)
+            if stem not in self._postings:
+                for term in _near(stem, self._by_prefix, self._by_delete):
+                    factor = DERIVED if term[:4] == stem[:4] else TYPO
+                    alternatives.setdefault(term, factor)
+                    for synonym in self._synonyms.get(term, ()):
+                        alternatives.setdefault(synonym, factor * SYNONYM)
+        for term in synonyms:
+            alternatives.setdefault(term, SYNONYM)
+        return _Group(alternatives=alternatives, weight=weight)
 
-        Stopwords count only through their synonyms (``heure`` is not a stopword, ``when``
-        is, and neither says much on its own).
-        """
-        groups: dict[str, tuple[str, ...]] = {}
-        for word in words(query):
-            term = _stem(word)
-            expansions = self._synonyms.get(term, ())
-            if word in STOPWORDS:
-                if expansions:
-                    groups.setdefault(term, expansions)
-            else:
-                groups.setdefault(term, (term, *expansions))
-        return list(groups.values())
+    def groups(self, query: str) -> list[_Group]:
+        """One group per query word (or two-word phrase of the synonym table) the index knows."""
+        tokens = self.analyzer.words(query)
+        found: dict[str, _Group | None] = {}
+        skip = False
+        for first, second in zip(tokens, (*tokens[1:], ""), strict=True):
+            if skip:
+                skip = False
+                continue
+            phrase = f"{first} {second}"
+            if second and phrase in self._synonyms:
+                found[phrase] = self._expand(phrase)
+                skip = True
+            elif first not in found:
+                found[first] = self._expand(first)
+        return [g for g in found.values() if g is not None]
 
-    def query_terms(self, query: str) -> list[str]:
-        """Every term a search for ``query`` scores."""
-        return list(dict.fromkeys(t for group in self.query_groups(query) for t in group))
+    def _ranked_uncached(self, query: str) -> tuple[tuple[int, float, float], ...]:
+        """Every matching passage as (index, score, coverage), best first, ties in file order."""
+        groups = self.groups(query)
+        total = sum(g.weight for g in groups)
+        scores: dict[int, float] = {}
+        covered: dict[int, float] = {}
+        for group in groups:
+            best: dict[int, float] = {}
+            for term, factor in group.alternatives.items():
+                for i, weight in self._postings.get(term, ()):
+                    best[i] = max(best.get(i, 0.0), weight * factor)
+            for i, score in best.items():
+                scores[i] = scores.get(i, 0.0) + score
+                covered[i] = covered.get(i, 0.0) + group.weight
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+        return tuple((i, s, covered[i] / total if total else 1.0) for i, s in ranked)
 
     def search(
         self,
@@ -211,43 +212,71 @@ class KnowledgeBase:
         *,
         limit: int = 3,
         sources: Collection[str] | None = None,
-        min_score: float = 1.0,
         min_coverage: float = 0.0,
     ) -> list[Hit]:
-        """Best sections for ``query``, best first.
+        """The passages that best answer ``query``, best first.
 
         ``sources`` restricts to some files; ``min_coverage`` is the share of the
-        query's words (or their synonyms) a section must contain.
+        question (its words weighted by rarity) a passage and its headings must contain.
         """
-        groups = self.query_groups(query)
-        if not groups:
-            return []
-        scores: dict[int, float] = {}
-        covered: dict[int, int] = {}
-        seen_terms: set[str] = set()
-        for group in groups:
-            in_group: set[int] = set()
-            for term in group:
-                for i, weight in self._postings.get(term, ()):
-                    in_group.add(i)
-                    if term not in seen_terms:
-                        scores[i] = scores.get(i, 0.0) + weight
-                seen_terms.add(term)
-            for i in in_group:
-                covered[i] = covered.get(i, 0) + 1
-        n = len(groups)
-        ranked = [
-            (-score, i)
-            for i, score in scores.items()
-            if score >= min_score
-            and covered[i] / n >= min_coverage
-            and (sources is None or self.sections[i].source in sources)
-        ]
-        # Best first, ties in file order; only the kept few become Hits.
-        return [
-            Hit(section=self.sections[i], score=-negative, coverage=covered[i] / n)
-            for negative, i in heapq.nsmallest(limit, ranked)
-        ]
+        return list(self._hits(query, sources=sources, min_coverage=min_coverage, limit=limit))
+
+    def _hits(
+        self, query: str, *, sources: Collection[str] | None, min_coverage: float, limit: int
+    ) -> Iterator[Hit]:
+        kept = 0
+        for i, score, coverage in self._ranked(query[:_MAX_QUERY_CHARS]):
+            if kept == limit:
+                return
+            passage = self.passages[i]
+            if coverage < min_coverage or (
+                sources is not None and passage.section.source not in sources
+            ):
+                continue
+            kept += 1
+            yield Hit(passage=passage, score=score, coverage=coverage)
+
+    def best_sections(self, query: str, *, limit: int = 3) -> list[Section]:
+        """The sections of the best passages, without repeats: what a prompt quotes."""
+        found: dict[Section, None] = {}
+        for hit in self._hits(query, sources=None, min_coverage=0.0, limit=limit * 4):
+            found.setdefault(hit.section)
+            if len(found) == limit:
+                break
+        return list(found)
+
+
+_MAX_QUERY_CHARS = 1000
+"""Only the start of a long message is searched: a question is at its start."""
+
+
+def _deletes(term: str) -> set[str]:
+    return {term[:i] + term[i + 1 :] for i in range(len(term))}
+
+
+def _near(
+    stem: str, by_prefix: Mapping[str, list[str]], by_delete: Mapping[str, list[str]]
+) -> list[str]:
+    """Index terms ``stem`` may stand for: derivations sharing its start, one-letter typos."""
+    found: list[str] = []
+    if len(stem) >= MIN_DERIVED_PREFIX:
+        for term in by_prefix.get(stem[:MIN_DERIVED_PREFIX], ()):
+            shared = len(_common_prefix(stem, term))
+            if shared >= min(len(stem), len(term)) - 2:
+                found.append(term)
+    if len(stem) >= MIN_TYPO_LENGTH:
+        for key in (stem, *_deletes(stem)):
+            found.extend(by_delete.get(key, ()))
+    return list(dict.fromkeys(found))
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
 
 
 def _load_synonyms(path: Path) -> dict[str, list[str]]:
@@ -266,7 +295,7 @@ def _load_synonyms(path: Path) -> dict[str, list[str]]:
     return result
 
 
-def load_knowledge(config_dir: Path) -> KnowledgeBase:
+def load_knowledge(config_dir: Path, analyzer: Analyzer) -> KnowledgeBase:
     """Read ``config_dir/knowledge/*.md`` (and ``config_dir/synonyms.toml`` when present)."""
     directory = config_dir / "knowledge"
     if not directory.is_dir():
@@ -282,14 +311,4 @@ def load_knowledge(config_dir: Path) -> KnowledgeBase:
         sections.extend(split_sections(path.stem, text))
     synonyms_path = config_dir / "synonyms.toml"
     synonyms = _load_synonyms(synonyms_path) if synonyms_path.is_file() else {}
-    return KnowledgeBase(sections, synonyms=synonyms)
-
-
-def excerpt(section: Section, query_terms: Iterable[str], *, max_chars: int = 700) -> str:
-    """The section's text, or its lines that mention the query when it is long."""
-    if len(section.body) <= max_chars:
-        return section.body
-    wanted = set(query_terms)
-    lines = [line for line in section.body.splitlines() if wanted & set(terms(line))]
-    text = "\n".join(lines) if lines else section.body
-    return text if len(text) <= max_chars else text[: max_chars - 1].rsplit(" ", 1)[0] + "…"
+    return KnowledgeBase(sections, analyzer=analyzer, synonyms=synonyms)

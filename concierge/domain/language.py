@@ -1,83 +1,160 @@
-"""Guess whether a message is French or English, French by default.
+"""The languages the concierge speaks, as data: one file each under ``config/languages/``.
 
-A stopword vote is enough for two languages and short chat messages, and needs
-no model: ``lingua`` would add tens of megabytes to tell apart the two languages
-the parish uses. Short or mixed messages keep the conversation's language.
+A language file says how to recognise the language (a vote of frequent words,
+letters and patterns: enough for short chat messages, and no model to ship), the
+words retrieval skips, its greetings and small talk, follow-up markers and triage
+keywords, and every fixed text. Adding a language is adding its file; nothing here
+names one. A message too short or too mixed to tell keeps the conversation's
+language, then the platform's hint, then the default language.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from concierge.domain.knowledge import fold, words
+import attrs
 
-FRENCH = "fr"
-ENGLISH = "en"
-SUPPORTED = (FRENCH, ENGLISH)
+from concierge.domain.errors import ConfigError
+from concierge.domain.replies import OfflineText, PromptText, Reply
+from concierge.domain.smalltalk import SmallTalk, SmallTalkRules
+from concierge.domain.text import Analyzer, Stemmer, fold, words
+
 SAMPLE_CHARS = 1000
 """Only the start of a message is looked at: enough to tell, and cheap for huge inputs."""
+LETTER_VOTES = 1.5
+WEAK_VOTE = 0.5
 
 
-def _wordset(text: str) -> frozenset[str]:
-    return frozenset(text.split())
+class LanguageError(ConfigError):
+    """A language file is missing or wrong; the message names the file and the key."""
 
 
-# Words frequent in one language and rare in the other (folded: no accents).
-_FR = _wordset(
-    """
-    le la les un une des du de au aux et est sont je tu il elle nous vous ils elles mon ma mes
-    ton ta tes son sa ses notre votre leur leurs ce cette ces qui que quoi quel quelle quels
-    quelles ou quand comment pourquoi combien avec pour dans sur sans chez pas ne plus tres
-    bonjour bonsoir salut merci svp stp oui non voudrais veux peux puis faire fait avez avoir
-    etre suis sommes etes c ca cest j je l d qu n m s y aujourd hui demain heure heures messe
-    dimanche samedi eglise paroisse pere priere enfant enfants aussi mais donc alors car
-    """
-)
-_EN = _wordset(
-    """
-    the a an and is are was were i you he she we they my your his her our their this that these
-    those what which who when where why how with for from to of in on at by not no yes please
-    thanks thank hello hi hey good morning evening can could would should will do does did have
-    has am be been there here it its me us time mass sunday saturday church parish priest pray
-    prayer child children also but so because
-    """
-)
-# Ambiguous when they appear alone ("a", "on" exist in both); they still count in longer text.
-_SHARED = frozenset({"a", "on", "me", "son", "pour", "des", "est", "pas", "plus", "no", "can"})
-_FRENCH_LETTERS = frozenset("éèêàâçîïôûùœë")
-_FR_ELISION = re.compile(r"\b(?:qu|[ldjcnsmt])'[a-z]")
-_EN_CONTRACTION = re.compile(r"[a-z]'(?:t|s|m|re|ll|ve|d)\b")
+@attrs.frozen(kw_only=True)
+class Detection:
+    """What marks a message as written in one language."""
+
+    words: frozenset[str]
+    weak_words: frozenset[str] = frozenset()
+    letters: frozenset[str] = frozenset()
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def votes(self, tokens: Sequence[str], lowered: str, folded: str) -> float:
+        score = 0.0
+        for token in tokens:
+            if token in self.weak_words:
+                score += WEAK_VOTE
+            elif token in self.words:
+                score += 1.0
+        if self.letters and any(c in self.letters for c in lowered):
+            score += LETTER_VOTES
+        return score + sum(len(p.findall(folded)) for p in self.patterns)
 
 
-def normalise_hint(hint: str | None) -> str | None:
-    """A platform's language code (``fr-FR``, ``en``) reduced to a supported language or ``None``."""
-    if not hint:
-        return None
-    code = hint.strip().lower().replace("_", "-").split("-")[0]
-    return code if code in SUPPORTED else None
+@attrs.frozen(kw_only=True)
+class LanguagePack:
+    """One language file, validated; ``texts`` already include its fallback's."""
+
+    code: str
+    name: str
+    default: bool
+    stemmer: str | None
+    fallback: str | None
+    prompts: str
+    """The language whose prompt templates providers get for this one."""
+    detection: Detection
+    stopwords: frozenset[str]
+    follow_up: tuple[str, ...]
+    question_words: frozenset[str]
+    small_talk: Mapping[SmallTalk, tuple[str, ...]]
+    filler: frozenset[str]
+    triage: Mapping[str, Any]
+    """The ``[triage.<SERVICE>]`` tables, as the triage rules read them."""
+    texts: Mapping[str, str]
+    offline: Mapping[str, str]
+    prompt: Mapping[str, str]
 
 
-def detect_language(text: str, *, previous: str | None = None, hint: str | None = None) -> str:
-    """``fr`` or ``en`` for ``text``; a tie keeps ``previous``, then the platform ``hint``, then French."""
-    text = text[:SAMPLE_CHARS]
-    tokens = words(text)
-    fr = en = 0.0
-    for token in tokens:
-        weight = 0.5 if token in _SHARED else 1.0
-        if token in _FR:
-            fr += weight
-        if token in _EN:
-            en += weight
-    if any(c in _FRENCH_LETTERS for c in text.lower()):
-        fr += 1.5
-    folded = fold(text).replace("’", "'")
-    fr += len(_FR_ELISION.findall(folded))
-    en += len(_EN_CONTRACTION.findall(folded))
-    if fr > en:
-        return FRENCH
-    if en > fr:
-        return ENGLISH
-    for fallback in (normalise_hint(previous), normalise_hint(hint)):
-        if fallback is not None:
-            return fallback
-    return FRENCH
+class Languages:
+    """Every language file loaded: detection, fixed texts, and what other parts take from them."""
+
+    def __init__(self, packs: Sequence[LanguagePack]) -> None:
+        if not packs:
+            raise LanguageError("no language file: at least one is needed")
+        defaults = [p.code for p in packs if p.default]
+        if len(defaults) != 1:
+            raise LanguageError(
+                f"exactly one language file must say default = true, got {defaults or 'none'}"
+            )
+        self._packs = {p.code: p for p in packs}
+        self.default: str = defaults[0]
+        self.codes: tuple[str, ...] = tuple(self._packs)
+        self.small_talk = SmallTalkRules(
+            {
+                kind: [p for pack in packs for p in pack.small_talk.get(kind, ())]
+                for kind in SmallTalk
+            },
+            filler=[w for pack in packs for w in pack.filler],
+        )
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._packs
+
+    def pack(self, code: str | None) -> LanguagePack:
+        """The language ``code`` names, or the default one."""
+        return self._packs.get(code or "", self._packs[self.default])
+
+    @property
+    def packs(self) -> tuple[LanguagePack, ...]:
+        return tuple(self._packs.values())
+
+    def analyzer(self) -> Analyzer:
+        """How retrieval reads: the default language's stemmer (the knowledge base is written
+        in it) and every language's stopwords (questions come in all of them)."""
+        return Analyzer(
+            stemmer=Stemmer(self.pack(self.default).stemmer),
+            stopwords=frozenset(w for p in self._packs.values() for w in p.stopwords),
+        )
+
+    def normalise_hint(self, hint: str | None) -> str | None:
+        """A platform's language code (``fr-FR``, ``en``) reduced to a known language or ``None``."""
+        if not hint:
+            return None
+        code = hint.strip().lower().replace("_", "-").split("-")[0]
+        return code if code in self._packs else None
+
+    def detect(self, text: str, *, previous: str | None = None, hint: str | None = None) -> str:
+        """The language of ``text``; a tie keeps ``previous``, then the ``hint``, then the default."""
+        text = text[:SAMPLE_CHARS]
+        tokens = words(text)
+        lowered = text.lower()
+        folded = fold(text).replace("’", "'")
+        votes = {
+            code: pack.detection.votes(tokens, lowered, folded)
+            for code, pack in self._packs.items()
+        }
+        best = max(votes.values())
+        tied = [code for code, vote in votes.items() if vote == best]
+        if len(tied) == 1:
+            return tied[0]
+        for fallback in (self.normalise_hint(previous), self.normalise_hint(hint)):
+            if fallback is not None and (best == 0 or fallback in tied):
+                return fallback
+        return self.default if self.default in tied or best == 0 else tied[0]
+
+    def reply(self, reply: Reply, language: str | None, **params: Any) -> str:
+        """The text of ``reply`` in ``language`` (the default one for anything unknown), filled in."""
+        text = self.pack(language).texts[reply]
+        return text.format(**params) if params else text
+
+    def offline(self, key: OfflineText, language: str | None, **params: Any) -> str:
+        text = self.pack(language).offline[key]
+        return text.format(**params) if params else text
+
+    def prompt_text(self, key: PromptText, language: str | None) -> str:
+        """What the code adds to a provider's instructions; ``""`` when the language has none."""
+        pack = self.pack(language)
+        if key is PromptText.ANSWER_IN:
+            return pack.prompt.get(key, "")
+        return self.pack(pack.prompts).prompt[key]

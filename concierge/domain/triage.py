@@ -1,22 +1,27 @@
-"""Decide which service a message asks for, from operator-edited rules (``config/triage.toml``).
+"""Decide which service a message asks for, from operator-edited rules.
 
-Rules are words and phrases matched on accent- and case-folded text; they decide
-the clear cases, and an ambiguous message keeps the conversation's current
-service. No model is involved: triage must be predictable and cheap, and the
-rules are what an operator can read and fix.
+The rules are ``config/triage.toml`` (how scores decide) and each language file's
+``[triage.<SERVICE>]`` keywords: words and phrases matched on accent- and
+case-folded text. They decide each message on its own. A message they cannot
+place is the default service, unless it is a follow-up that only makes sense in
+context ("et le samedi ?", "what about Friday?", two words without a question
+word): that one keeps the conversation's current service. No model is involved:
+triage must be predictable and cheap, and the rules are what an operator can read
+and fix.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from concierge.domain.errors import ConfigError
-from concierge.domain.knowledge import words
+from concierge.domain.language import Languages
+from concierge.domain.text import words
 from concierge.protocol import ServiceType
 
 
@@ -48,12 +53,21 @@ class Pattern:
 
 @attrs.frozen(kw_only=True)
 class TriageResult:
-    """The decision, whether a rule made it (``confident``), and the patterns that matched."""
+    """The decision, whether a rule made it (``confident``), and the patterns that matched.
+
+    ``follow_up`` says an unplaced message was taken as a follow-up (it kept the
+    current service, if there was one).
+    """
 
     service_type: ServiceType
     confident: bool
     scores: Mapping[ServiceType, int]
     matched: tuple[str, ...]
+    follow_up: bool = False
+
+
+FOLLOW_UP_MAX_WORDS = 2
+"""An unplaced message this short, without a question word, is a follow-up ("en semaine ?")."""
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +75,9 @@ class TriageRules:
     default: ServiceType
     handoff_threshold: int
     patterns: Mapping[ServiceType, tuple[Pattern, ...]]
+    follow_up: tuple[tuple[str, ...], ...] = ()
+    """Phrases that make an unplaced message a follow-up when it starts or ends with one."""
+    question_words: frozenset[str] = frozenset()
     _by_first: Mapping[str, tuple[tuple[ServiceType, Pattern], ...]] = attrs.field(
         init=False, repr=False
     )
@@ -122,10 +139,31 @@ class TriageRules:
             return TriageResult(
                 service_type=decided, confident=True, scores=scores, matched=tuple(matched)
             )
-        fallback = current if current not in (None, ServiceType.CONTACT_HUMAIN) else self.default
-        assert fallback is not None
+        follow_up = self.is_follow_up(tokens)
+        keep = follow_up and current not in (None, ServiceType.CONTACT_HUMAIN)
         return TriageResult(
-            service_type=fallback, confident=False, scores=scores, matched=tuple(matched)
+            service_type=current if keep and current is not None else self.default,
+            confident=False,
+            scores=scores,
+            matched=tuple(matched),
+            follow_up=follow_up,
+        )
+
+    def is_follow_up(self, tokens: Sequence[str]) -> bool:
+        """Whether a message only makes sense after the previous one.
+
+        It starts or ends with a follow-up phrase ("et", "aussi", "what about"), or
+        it is a couple of words without a question word of its own ("le samedi ?").
+        A message with its own question ("qui est le curé ?") is never one.
+        """
+        if not tokens:
+            return False
+        for phrase in self.follow_up:
+            n = len(phrase)
+            if tuple(tokens[:n]) == phrase or (len(tokens) > n and tuple(tokens[-n:]) == phrase):
+                return True
+        return len(tokens) <= FOLLOW_UP_MAX_WORDS and not any(
+            t in self.question_words for t in tokens
         )
 
 
@@ -147,8 +185,13 @@ def _int(table: Mapping[str, Any], key: str, *, where: str, default: int) -> int
     return value
 
 
-def parse_rules(data: Mapping[str, Any], *, source: str = "triage rules") -> TriageRules:
-    """Validate a parsed rules document (the TOML's tables)."""
+def parse_rules(
+    data: Mapping[str, Any],
+    *,
+    source: str = "triage rules",
+    languages: Languages | None = None,
+) -> TriageRules:
+    """Validate a parsed rules document, adding each language's keywords and follow-up phrases."""
     names = ", ".join(t.value for t in ServiceType)
     raw_default = data.get("default", ServiceType.RENSEIGNEMENT.value)
     try:
@@ -162,10 +205,37 @@ def parse_rules(data: Mapping[str, Any], *, source: str = "triage rules") -> Tri
             f"{source}: default cannot be CONTACT_HUMAIN (an unclear message must not open a handoff)"
         )
     threshold = _int(data, "handoff_threshold", where=source, default=3)
-    patterns: dict[ServiceType, tuple[Pattern, ...]] = {}
-    for key, table in data.items():
-        if key in ("default", "handoff_threshold"):
-            continue
+    services = {k: v for k, v in data.items() if k not in _SETTINGS}
+    packs = languages.packs if languages is not None else ()
+    tables: list[tuple[str, Mapping[str, Any], bool]] = [(source, services, True)]
+    tables.extend((f"language {p.code} [triage]", p.triage, False) for p in packs)
+    patterns: dict[ServiceType, list[Pattern]] = {}
+    for where, table, own in tables:
+        for service_type, found in _service_patterns(where, table, services, weights_here=own):
+            patterns.setdefault(service_type, []).extend(found)
+    return TriageRules(
+        default=default,
+        handoff_threshold=threshold,
+        patterns={t: tuple(p) for t, p in patterns.items()},
+        follow_up=tuple(
+            dict.fromkeys(words(p) for pack in packs for p in pack.follow_up if words(p))
+        ),
+        question_words=frozenset(w for pack in packs for w in pack.question_words),
+    )
+
+
+_SETTINGS = ("default", "handoff_threshold")
+
+
+def _service_patterns(
+    source: str, services: Mapping[str, Any], weighting: Mapping[str, Any], *, weights_here: bool
+) -> Iterable[tuple[ServiceType, list[Pattern]]]:
+    """Each ``[SERVICE]`` table's patterns, weighted as ``triage.toml`` (``weighting``) says."""
+    names = ", ".join(t.value for t in ServiceType)
+    allowed = (
+        {"strong", "weak", "strong_weight", "weak_weight"} if weights_here else {"strong", "weak"}
+    )
+    for key, table in services.items():
         try:
             service_type = ServiceType(key)
         except ValueError:
@@ -173,21 +243,24 @@ def parse_rules(data: Mapping[str, Any], *, source: str = "triage rules") -> Tri
         if not isinstance(table, dict):
             raise TriageError(f"{source}: [{key}] must be a table")
         where = f"{source} [{key}]"
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise TriageError(f"{where}: unknown key {unknown[0]}, expected {sorted(allowed)}")
+        weights = weighting.get(key, {})
         found: list[Pattern] = []
         for strength in ("strong", "weak"):
             entries = table.get(strength, [])
             if not isinstance(entries, list):
                 raise TriageError(f"{where}.{strength}: expected a list of strings")
             weight = _int(
-                table, f"{strength}_weight", where=where, default=3 if strength == "strong" else 1
+                weights, f"{strength}_weight", where=where, default=3 if strength == "strong" else 1
             )
             found.extend(_pattern(e, where=f"{where}.{strength}", weight=weight) for e in entries)
-        patterns[service_type] = tuple(found)
-    return TriageRules(default=default, handoff_threshold=threshold, patterns=patterns)
+        yield service_type, found
 
 
-def load_triage(path: Path) -> TriageRules:
-    """Read and validate ``config/triage.toml``."""
+def load_triage(path: Path, languages: Languages) -> TriageRules:
+    """Read and validate ``config/triage.toml``, with the languages' keywords."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -196,4 +269,4 @@ def load_triage(path: Path) -> TriageRules:
         ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise TriageError(f"{path}: cannot read the triage rules: {exc}") from None
-    return parse_rules(data, source=str(path))
+    return parse_rules(data, source=str(path), languages=languages)

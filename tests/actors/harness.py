@@ -18,7 +18,7 @@ import trio
 
 from actors import ProviderPool
 from concierge.app.conversations import ConversationsService, build_conversations
-from concierge.domain import KnowledgeBase, load_knowledge
+from concierge.domain import KnowledgeBase
 from concierge.protocol import (
     Channel,
     CompletionRequest,
@@ -35,10 +35,11 @@ from concierge.protocol import (
 from concierge.providers import Adapter, OfflineAdapter
 from concierge.settings import ConversationSettings, SupervisionSettings
 from concierge.store import SessionCache, Store, open_store
+from tests import shipped
 from tests.providers.scripted import pool_settings, provider_settings
 from tests.stores import store_settings
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = shipped.CONFIG_DIR
 WAIT_S = 20.0
 
 
@@ -188,9 +189,10 @@ async def running_concierge(
     """
     from concierge.store import open_session_cache
 
-    knowledge = knowledge or load_knowledge(CONFIG_DIR)
+    knowledge = knowledge or shipped.knowledge()
+    languages = shipped.languages()
     if adapters is None:
-        adapters = [OfflineAdapter(knowledge)]
+        adapters = [OfflineAdapter(knowledge, languages)]
     network = [provider_settings(a.name, kind=a.kind) for a in adapters if a.kind != "offline"]
     settings = conversation_settings(**overrides)
     pool = ProviderPool(
@@ -212,6 +214,7 @@ async def running_concierge(
             supervision=supervision,
             store=the_store,
             cache=cache,
+            languages=languages,
             knowledge=knowledge,
             pool_inbox=pool_send,
             router_inbox=router_receive,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from concierge.domain import Reply as R, reply_text
+from concierge.domain import Reply as R
 from concierge.protocol import (
     Channel,
     InboundKind,
@@ -24,6 +24,7 @@ from concierge.settings import ApiKey
 from concierge.store import CacheUnavailable, Store
 from tests.actors.harness import running_concierge
 from tests.providers.scripted import Fail, Reply, ScriptedAdapter
+from tests.shipped import reply_text
 
 pytestmark = pytest.mark.anyio
 
@@ -158,6 +159,57 @@ async def test_commands_answer_without_a_provider(tmp_path: Path) -> None:
         assert (await h.ask("/help")).reply == reply_text(R.HELP, "fr")
         assert (await h.ask("/quoi")).reply == reply_text(R.HELP, "fr")
         assert adapter.calls == []
+
+
+async def test_greetings_thanks_and_small_talk_get_their_text_in_the_users_language(
+    tmp_path: Path,
+) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:
+        assert (await h.ask("Bonjour !")).reply == reply_text(R.GREETING, "fr")
+        assert (await h.ask("merci beaucoup", user="u2")).reply == reply_text(R.THANKS, "fr")
+        assert (await h.ask("hello", user="u3")).reply == reply_text(R.GREETING, "en")
+        assert (await h.ask("Salaam aleekum", user="u4")).reply == reply_text(R.GREETING, "wo")
+        assert (await h.ask("Jërëjëf", user="u4")).reply == reply_text(R.THANKS, "wo")
+        assert adapter.calls == []
+        assert h.service.turn_metrics.small_talk == 5
+        # A greeting with a question is a question.
+        report = await h.ask("Bonjour, à quelle heure est la messe dimanche ?")
+        assert report.reply == "echo: Bonjour, à quelle heure est la messe dimanche ?"
+
+
+async def test_small_talk_is_answered_offline_too(tmp_path: Path) -> None:
+    async with running_concierge(tmp_path) as h:
+        report = await h.ask("Bonjour")
+        assert report.reply == reply_text(R.GREETING, "fr")
+        assert "catéchisme" in report.reply  # what the concierge can do
+
+
+async def test_a_wolof_speaker_gets_wolof_texts_and_the_provider_is_told(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:
+        assert (await h.ask("/start")).reply == reply_text(R.WELCOME, "fr")
+        await h.ask("Ban waxtu la misa bi dibéer ?")
+        call, _ = adapter.calls[-1]
+        assert call.language == "wo"
+        assert "Réponds-lui en wolof" in call.system
+        assert "10h30" in call.system  # the French facts go with it
+        assert (await h.ask("/help")).reply == reply_text(R.HELP, "wo")
+
+
+async def test_the_service_follows_each_message_unless_it_is_a_follow_up(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter]) as h:
+        assert (await h.ask("Qu'est-ce que le Carême ?")).service_type is ServiceType.CATECHESE
+        assert (await h.ask("Et l'Avent ?")).service_type is ServiceType.CATECHESE
+        # Only makes sense after the previous question: keeps its service.
+        assert (await h.ask("et pour les enfants ?")).service_type is ServiceType.CATECHESE
+        # Its own question: decided on its own.
+        assert (await h.ask("Qui est le curé ?")).service_type is ServiceType.RENSEIGNEMENT
+        user = await h.store.user_for_key("console:u1")
+        assert user is not None
+        conversation = await h.store.conversation_for(user.user_id)
+        assert conversation.service_type is ServiceType.RENSEIGNEMENT
 
 
 async def test_media_is_refused_politely(tmp_path: Path) -> None:

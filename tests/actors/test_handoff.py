@@ -12,12 +12,14 @@ import structlog
 import trio
 
 from actors import run_handoff_sweeper
-from concierge.domain import Reply as R, close_handoff, reply_text, sweep_handoffs
+from concierge.domain import Reply as R, close_handoff, sweep_handoffs
 from concierge.domain.handoffs import chat_of
 from concierge.protocol import Channel, ServiceType, utcnow
 from concierge.store import Store
+from tests import shipped
 from tests.actors.harness import CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
+from tests.shipped import reply_text
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -107,13 +109,20 @@ async def test_the_concierge_stays_silent_during_a_handoff_until_staff_close_it(
         ]
         assert "Are you there? What time is Mass?" in recorded
 
-        closed = await close_handoff(h.store, user_key="console:u1", by="staff:marie")
+        closed = await close_handoff(
+            h.store, languages=shipped.languages(), user_key="console:u1", by="staff:marie"
+        )
         assert closed is not None
         assert await h.replies_to("u1") == [
             reply_text(R.HANDOFF_OPENED, "en"),
             reply_text(R.HANDOFF_CLOSED, "en"),
         ]
-        assert await close_handoff(h.store, user_key="console:u1", by="staff:marie") is None
+        assert (
+            await close_handoff(
+                h.store, languages=shipped.languages(), user_key="console:u1", by="staff:marie"
+            )
+            is None
+        )
 
         answered = await h.ask("What time is Mass on Sunday?")
         assert answered.provider == "scripted"
@@ -136,11 +145,26 @@ async def test_prompt_injection_cannot_open_a_handoff(tmp_path: Path) -> None:
 async def test_a_handoff_nobody_took_up_times_out_and_the_user_is_told(tmp_path: Path) -> None:
     async with running_concierge(tmp_path, handoff_timeout_s=3600.0) as h:
         await h.ask("/humain")
-        assert await sweep_handoffs(h.store, timeout_s=3600.0, now=utcnow()) == 0
+        assert (
+            await sweep_handoffs(
+                h.store, languages=shipped.languages(), timeout_s=3600.0, now=utcnow()
+            )
+            == 0
+        )
         later = utcnow() + timedelta(hours=2)
-        assert await sweep_handoffs(h.store, timeout_s=3600.0, now=later) == 1
+        assert (
+            await sweep_handoffs(
+                h.store, languages=shipped.languages(), timeout_s=3600.0, now=later
+            )
+            == 1
+        )
         assert (await h.replies_to("u1"))[-1] == reply_text(R.HANDOFF_TIMEOUT, "fr")
-        assert await sweep_handoffs(h.store, timeout_s=3600.0, now=later) == 0
+        assert (
+            await sweep_handoffs(
+                h.store, languages=shipped.languages(), timeout_s=3600.0, now=later
+            )
+            == 0
+        )
         assert (await h.ask("A quelle heure est la messe dimanche ?")).provider == "offline"
 
 
@@ -152,6 +176,7 @@ async def test_the_sweeper_actor_closes_timed_out_handoffs(tmp_path: Path) -> No
                 partial(
                     run_handoff_sweeper,
                     store=h.store,
+                    languages=shipped.languages(),
                     timeout_s=60.0,
                     interval_s=0.01,
                     now=lambda: utcnow() + timedelta(minutes=5),
@@ -176,7 +201,7 @@ def test_chat_address_comes_from_the_user_key() -> None:
 async def test_close_handoff_needs_an_id_or_a_user(tmp_path: Path) -> None:
     async with running_concierge(tmp_path) as h:
         with pytest.raises(ValueError, match="handoff_id or a user_key"):
-            await close_handoff(h.store, by="staff")
+            await close_handoff(h.store, languages=shipped.languages(), by="staff")
 
 
 async def test_a_new_actor_stays_silent_in_a_handoff_opened_before_it_started(
@@ -190,7 +215,9 @@ async def test_a_new_actor_stays_silent_in_a_handoff_opened_before_it_started(
         assert silent.reply == ""
         assert silent.service_type is ServiceType.CONTACT_HUMAIN
         assert adapter.calls == []
-        closed = await close_handoff(h.store, user_key="console:u1", by="staff:marie")
+        closed = await close_handoff(
+            h.store, languages=shipped.languages(), user_key="console:u1", by="staff:marie"
+        )
         assert closed is not None
         answered = await h.ask("What time is Mass on Sunday?")
         assert answered.provider == "scripted"

@@ -17,12 +17,14 @@ from actors import RouterStats, run_router
 from actors.inbox_replay import replay_once
 from actors.router import conversation_key
 from actors.startup_queue import Handover
-from concierge.domain import Reply as R, reply_text
+from concierge.domain import Reply as R
 from concierge.protocol import Inbound, ProviderCall, ProviderReply, TurnRecord, utcnow
 from concierge.settings import ApiKey
 from concierge.store import SessionCache, Store, StoreUnavailable
+from tests import shipped
 from tests.actors.harness import CrashOnce, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
+from tests.shipped import reply_text
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -324,6 +326,7 @@ async def routing(
                 conversations=registry,
                 store=store,
                 outbox_nudges={},
+                languages=shipped.languages(),
                 stats=stats,
                 queue_size=3,
             )

@@ -151,8 +151,21 @@ def test_check_prints_settings_with_secrets_masked(tmp_path: Path) -> None:
 def test_check_loads_the_configuration_and_says_what_it_found(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "check")
     assert result.returncode == 0, result.stderr
-    assert "knowledge: 24 sections from 3 files" in result.stdout
+    assert "languages: en, fr, wo (falls back to fr); default fr" in result.stdout
+    assert "knowledge: 24 sections, 62 passages from 3 files" in result.stdout
     assert "prompts: every service type in every language" in result.stdout
+
+
+def test_a_broken_language_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    (config / "languages" / "wo.toml").write_text('stemmer = "wolof"\n', encoding="utf-8")
+    result = run_cli(tmp_path, "check", CONCIERGE_CONFIG_DIR=str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"concierge: invalid configuration: {config / 'languages' / 'wo.toml'}: stemmer: "
+    )
 
 
 @pytest.mark.parametrize("command", ["check", "chat", "run"])

@@ -31,11 +31,12 @@ from actors import (
 from concierge.app.conversations import build_conversations
 from concierge.channels import TelegramClient, TelegramSender
 from concierge.channels.telegram_http import telegram_blueprint
-from concierge.domain import Ingest, load_knowledge
+from concierge.domain import Ingest
 from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
 from concierge.providers import OfflineAdapter
 from concierge.store import Store, open_session_cache, open_store
-from tests.actors.harness import CONFIG_DIR, SUPERVISION, conversation_settings
+from tests import shipped
+from tests.actors.harness import SUPERVISION, conversation_settings
 from tests.channels.telegram_support import telegram_settings
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.providers.scripted import pool_settings
@@ -63,9 +64,10 @@ class Concierge:
 async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
     fake = FakeTelegram()
     settings = conversation_settings()
-    knowledge = load_knowledge(CONFIG_DIR)
+    knowledge = shipped.knowledge()
     pool = ProviderPool(
-        adapters=[OfflineAdapter(knowledge)], settings=pool_settings(turn_timeout_s=10.0)
+        adapters=[OfflineAdapter(knowledge, shipped.languages())],
+        settings=pool_settings(turn_timeout_s=10.0),
     )
     async with (
         fake.serve(),
@@ -83,6 +85,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
             supervision=SUPERVISION,
             store=store,
             cache=cache,
+            languages=shipped.languages(),
             knowledge=knowledge,
             pool_inbox=pool_send,
             router_inbox=router_receive,

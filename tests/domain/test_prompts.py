@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from concierge.domain import KnowledgeBase, PromptBook
+from concierge.domain import KnowledgeBase, Languages, PromptBook
 from concierge.domain.prompts import PromptError, fence
 from concierge.protocol import Role, ServiceType, Turn
 
@@ -114,7 +114,30 @@ def test_each_turn_gets_its_own_canary(prompt_book: PromptBook) -> None:
     assert a.canary != b.canary
 
 
-def test_missing_template_is_named(tmp_path: Path) -> None:
+def test_missing_template_is_named(tmp_path: Path, languages: Languages) -> None:
     (tmp_path / "renseignement.fr.md").write_text("x", encoding="utf-8")
     with pytest.raises(PromptError, match=r"renseignement\.en\.md"):
-        PromptBook.load(tmp_path)
+        PromptBook.load(tmp_path, languages)
+
+
+def test_wolof_gets_the_french_instructions_and_is_asked_to_answer_in_wolof(
+    prompt_book: PromptBook,
+) -> None:
+    fr = prompt_book.build(
+        service_type=ServiceType.RENSEIGNEMENT,
+        language="fr",
+        sections=[],
+        history=[],
+        user_text="x",
+    )
+    wo = prompt_book.build(
+        service_type=ServiceType.RENSEIGNEMENT,
+        language="wo",
+        sections=[],
+        history=[],
+        user_text="Ban waxtu la misa bi ?",
+    )
+    assert "Réponds-lui en wolof" in wo.system
+    assert "wolof" not in fr.system.replace("18h30 (en wolof)", "")
+    assert fr.system.split("\n\n")[0] == wo.system.split("\n\n")[0]  # the same template
+    assert wo.leaked(f"Voici : {fr.system.splitlines()[4].lstrip('- ')}")

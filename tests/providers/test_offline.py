@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from actors.provider_pool import ask
-from concierge.domain import KnowledgeBase
+from concierge.domain import KnowledgeBase, Languages
 from concierge.protocol import Completion, ProviderCall, ServiceType
 from concierge.providers import OfflineAdapter
 from concierge.settings import ApiKey
@@ -14,8 +14,8 @@ NO_KEY = ApiKey(alias="kb", secret="")
 
 
 @pytest.fixture
-def offline(knowledge: KnowledgeBase) -> OfflineAdapter:
-    return OfflineAdapter(knowledge)
+def offline(knowledge: KnowledgeBase, languages: Languages) -> OfflineAdapter:
+    return OfflineAdapter(knowledge, languages)
 
 
 def _call(
@@ -38,14 +38,28 @@ def test_adapter_identity(offline: OfflineAdapter) -> None:
 
 
 @pytest.mark.anyio
-async def test_sunday_mass_question_is_answered_with_the_mass_times(
+async def test_the_answer_leads_with_the_sentence_that_holds_the_fact(
     offline: OfflineAdapter,
 ) -> None:
     reply = await offline.complete(_call("A quelle heure est la messe dimanche ?"), NO_KEY)
-    for fact in ("8h00", "10h30", "18h30", "Dimanche"):
-        assert fact in reply.text
-    assert "Horaires des messes" in reply.text
-    assert reply.text.startswith("Voici ce que je trouve")
+    first = reply.text.splitlines()[0]
+    assert first.startswith("Dimanche : 8h00")
+    assert "10h30" in first
+    assert "(Source : paroisse › Horaires des messes)" in reply.text
+    assert "Secrétariat" not in reply.text  # one or two sentences, not whole sections
+
+
+@pytest.mark.anyio
+async def test_the_issue_examples_are_answered_with_their_fact(offline: OfflineAdapter) -> None:
+    for question, fact in [
+        ("Quel est le numéro du secrétariat ?", "+221 33 800 00 00"),
+        ("Quel jour répète la chorale ?", "répétition le jeudi"),
+        ("Qui coordonne la catéchèse ?", "Madame Awa Faye"),
+        ("Combien de temps avant faut-il prévenir pour un baptême ?", "trois mois avant"),
+        ("Combien de temps avant faut-il prévenir pour un mariage ?", "un an avant"),
+    ]:
+        reply = await offline.complete(_call(question), NO_KEY)
+        assert fact in reply.text.splitlines()[0], question
 
 
 @pytest.mark.anyio
@@ -53,9 +67,16 @@ async def test_english_question_gets_an_english_frame_around_the_french_facts(
     offline: OfflineAdapter,
 ) -> None:
     reply = await offline.complete(_call("What time is Mass on Sunday?", language="en"), NO_KEY)
-    assert reply.text.startswith("Here is what I found")
-    assert "10h30" in reply.text
+    assert "10h30" in reply.text.splitlines()[0]
+    assert "(Source, in French: paroisse › Horaires des messes)" in reply.text
     assert "/human" in reply.text
+
+
+@pytest.mark.anyio
+async def test_wolof_question_gets_a_wolof_frame(offline: OfflineAdapter) -> None:
+    reply = await offline.complete(_call("Ban waxtu la misa dibéer ?", language="wo"), NO_KEY)
+    assert "10h30" in reply.text.splitlines()[0]
+    assert "Fi laa ko jële" in reply.text
 
 
 @pytest.mark.anyio
@@ -84,13 +105,14 @@ async def test_catechesis_answers_come_from_the_faith_notes(offline: OfflineAdap
 async def test_every_quoted_fact_is_verbatim_from_the_knowledge_base(
     offline: OfflineAdapter, knowledge: KnowledgeBase
 ) -> None:
-    corpus = "\n".join(s.body for s in knowledge.sections)
+    passages = {p.text for p in knowledge.passages}
     reply = await offline.complete(
         _call("Inscription au catéchisme : frais et documents ?"), NO_KEY
     )
-    quoted = [line for line in reply.text.splitlines() if line.startswith("- ")]
-    assert quoted
-    assert all(line in corpus for line in quoted)
+    quoted = reply.text.split("\n(Source")[0].splitlines()
+    assert 1 <= len(quoted) <= 2
+    assert all(line in passages for line in quoted)
+    assert "5 000 FCFA" in reply.text
 
 
 @pytest.mark.anyio

@@ -1,0 +1,50 @@
+"""The shipped configuration (``config/``), loaded once per test run.
+
+Languages, knowledge base, triage rules and prompts as the daemon loads them from
+``CONCIERGE_CONFIG_DIR``; tests that compare a reply with a fixed text take the
+text from here rather than repeating it.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from concierge.domain import (
+    KnowledgeBase,
+    Languages,
+    PromptBook,
+    Reply,
+    TriageRules,
+    load_knowledge,
+    load_languages,
+    load_triage,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+@functools.cache
+def languages() -> Languages:
+    return load_languages(CONFIG_DIR / "languages")
+
+
+@functools.cache
+def knowledge() -> KnowledgeBase:
+    return load_knowledge(CONFIG_DIR, languages().analyzer())
+
+
+@functools.cache
+def triage() -> TriageRules:
+    return load_triage(CONFIG_DIR / "triage.toml", languages())
+
+
+@functools.cache
+def prompts() -> PromptBook:
+    return PromptBook.load(CONFIG_DIR / "prompts", languages())
+
+
+def reply_text(reply: Reply, language: str, **params: Any) -> str:
+    """The shipped text of ``reply`` in ``language``, filled in."""
+    return languages().reply(reply, language, **params)
