@@ -28,9 +28,11 @@ from concierge.domain import (
     KnowledgeBase,
     Languages,
     ParsedCommand,
+    Prompt,
     PromptBook,
     Reply,
     TriageRules,
+    UserBudget,
     UserRateLimiter,
     parse_command,
     staff_notice,
@@ -38,6 +40,7 @@ from concierge.domain import (
 from concierge.protocol import (
     Channel,
     Completion,
+    CompletionFailed,
     ConversationMsg,
     HandoffRow,
     Inbound,
@@ -107,6 +110,7 @@ class ConversationMetrics:
     media_refused: int = 0
     commands: int = 0
     small_talk: int = 0
+    over_budget: int = 0
     handoffs_opened: int = 0
     silent_in_handoff: int = 0
     replies_withheld: int = 0
@@ -141,7 +145,12 @@ class ConversationDeps:
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     knowledge_sections: int = 3
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
+    budget: UserBudget = attrs.field()
     window: ContextWindow = attrs.field()
+
+    @budget.default
+    def _budget(self) -> UserBudget:
+        return UserBudget(self.settings.user_daily_tokens)
 
     @window.default
     def _window(self) -> ContextWindow:
@@ -200,6 +209,7 @@ class Conversation:
         "language",
         "limited_noticed",
         "service_type",
+        "user_id",
         "user_key",
     )
 
@@ -209,6 +219,8 @@ class Conversation:
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self.conversation_id: int | None = None
+        self.user_id: int | None = None
+        """The person (the store's user id), whose tokens count against their daily budget."""
         self.service_type: ServiceType | None = None
         self.language: str | None = None
         self.limited_noticed = False
@@ -235,6 +247,7 @@ class Conversation:
         )
         row = start.conversation
         self.conversation_id = row.conversation_id
+        self.user_id = row.user_id
         self.service_type = row.service_type
         self.handoff_open = row.handoff_open
         self._handoff_read = (start.handoff,)
@@ -443,6 +456,7 @@ class Conversation:
             history=history,
             user_text=msg.text,
         )
+        capped = self._over_budget()
         presence = deps.presence.get(msg.channel)
         _offer(presence, TurnStarted.of(msg))
         try:
@@ -458,28 +472,9 @@ class Conversation:
                     language=language,
                     service_type=service_type,
                 ),
+                network=not capped,
             )
-            provider = ""
-            outcome = "ok"
-            if isinstance(result, Completion) and prompt.leaked(result.text):
-                deps.metrics.replies_withheld += 1
-                log.warning(
-                    "conversation.reply_withheld", reason="prompt_echo", provider=result.provider
-                )
-                text = deps.languages.reply(Reply.PROVIDER_FAILED, language)
-                provider, outcome = result.provider, "withheld"
-            elif isinstance(result, Completion):
-                text = result.text
-                provider = result.provider
-            else:
-                deps.metrics.provider_failures += 1
-                log.warning(
-                    "conversation.provider_failed",
-                    reason=result.reason,
-                    attempts=len(result.failures),
-                )
-                text = deps.languages.reply(Reply.PROVIDER_FAILED, language)
-                outcome = "failed"
+            text, provider, outcome = self._reply(result, prompt, language, capped=capped)
             return _Outcome(
                 reply=text,
                 service_type=service_type,
@@ -492,10 +487,65 @@ class Conversation:
                     service_type=service_type,
                 ),
                 set_type=True,
-                remember=outcome == "ok",
+                remember=outcome in ("ok", "capped"),
             )
         finally:
             _offer(presence, TurnEnded.of(msg))
+
+    def _over_budget(self) -> bool:
+        """Whether this person has used their day's tokens: then no network provider is asked."""
+        deps = self._deps
+        if self.user_id is None or not deps.budget.exhausted(self.user_id):
+            return False
+        deps.metrics.over_budget += 1
+        log.info(
+            "conversation.over_budget",
+            conversation_id=self.conversation_id,
+            tokens=deps.budget.used(self.user_id),
+            budget=deps.budget.tokens_per_day,
+        )
+        return True
+
+    def _reply(
+        self,
+        result: Completion | CompletionFailed,
+        prompt: Prompt,
+        language: str,
+        *,
+        capped: bool,
+    ) -> tuple[str, str, str]:
+        """The text to send, the provider that wrote it and the turn's outcome.
+
+        A person past their budget gets the knowledge base's answer (when there is an
+        offline provider) and the notice; the tokens of any other answer count.
+        """
+        deps = self._deps
+        notice = deps.languages.reply(Reply.BUDGET_EXHAUSTED, language)
+        if isinstance(result, Completion) and prompt.leaked(result.text):
+            deps.metrics.replies_withheld += 1
+            log.warning(
+                "conversation.reply_withheld", reason="prompt_echo", provider=result.provider
+            )
+            return (
+                deps.languages.reply(Reply.PROVIDER_FAILED, language),
+                result.provider,
+                "withheld",
+            )
+        if isinstance(result, Completion) and capped:
+            return f"{result.text}\n\n{notice}", result.provider, "capped"
+        if isinstance(result, Completion):
+            if self.user_id is not None and deps.budget.spend(
+                self.user_id, result.tokens_in + result.tokens_out
+            ):
+                log.info("conversation.budget_spent", conversation_id=self.conversation_id)
+            return result.text, result.provider, "ok"
+        if capped:
+            return notice, "", "capped"
+        deps.metrics.provider_failures += 1
+        log.warning(
+            "conversation.provider_failed", reason=result.reason, attempts=len(result.failures)
+        )
+        return deps.languages.reply(Reply.PROVIDER_FAILED, language), "", "failed"
 
     # -- helpers -------------------------------------------------------------------------
     def _fixed(self, msg: Inbound, text: str, service_type: ServiceType) -> _Outcome:

@@ -20,18 +20,24 @@ covers every attempt; ``ask`` is the caller's side of the exchange. Decisions:
   is not held against the provider's breaker.
 - If every provider with a usable key has an open breaker, one request at a time
   goes to the least recently opened one as its half-open probe.
+- A provider that has used its day's tokens (``<NAME>_DAILY_TOKENS``, counted from
+  the usage its replies report) is skipped until the next UTC day, like one whose
+  keys are all cooling; a request with ``network`` false (a person past their own
+  budget) goes to the offline provider alone.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date
 
 import attrs
 import structlog
 import trio
 from prometheus_client.core import Metric
 
+from concierge.domain import DailyTokens, utc_today
 from concierge.observability import Check
 from concierge.protocol import (
     AttemptFailure,
@@ -39,6 +45,7 @@ from concierge.protocol import (
     CompletionFailed,
     CompletionRequest,
     CompletionResult,
+    DailyUsage,
     Outcome,
     ProviderCall,
     ProviderPoolMsg,
@@ -78,16 +85,19 @@ async def ask(
     pool_inbox: trio.MemorySendChannel[ProviderPoolMsg],
     call: ProviderCall,
     *,
+    network: bool = True,
     margin_s: float = ASK_MARGIN_S,
 ) -> CompletionResult:
     """Ask the pool to answer ``call``; never raises for a pool that is slow, stopped or crashed.
+
+    ``network`` false lets only the offline provider answer (a person past their budget).
 
     Sending and waiting share one bound (``call.timeout_s + margin_s``); anything that
     prevents an answer comes back as ``CompletionFailed``.
     """
     correlation_id = call.correlation_id
     reply_to, replies = trio.open_memory_channel[CompletionResult](1)
-    request = CompletionRequest(call=call, reply_to=reply_to)
+    request = CompletionRequest(call=call, reply_to=reply_to, network=network)
     with replies, trio.move_on_after(call.timeout_s + margin_s):
         try:
             await pool_inbox.send(request)
@@ -142,6 +152,7 @@ class ProviderPool:
         rng: random.Random | None = None,
         clock: Callable[[], float] = trio.current_time,
         credit_fetchers: Mapping[str, CreditFetch] | None = None,
+        today: Callable[[], date] = utc_today,
     ) -> None:
         if not adapters:
             raise ValueError("the provider pool needs at least one adapter (CONCIERGE_PROVIDERS)")
@@ -199,6 +210,29 @@ class ProviderPool:
         self._turns_completed = 0
         self._turns_failed = 0
         self._in_flight = 0
+        self._tokens: DailyTokens[str] = DailyTokens(today=today)
+
+    def restore_usage(self, usage: DailyUsage) -> None:
+        """Take back the tokens each provider used today before a restart (from the store)."""
+        self._tokens.restore(usage.day, usage.providers)
+
+    def _spent(self, provider: _Provider) -> bool:
+        """Whether ``provider`` has used its day's tokens."""
+        budget = provider.settings.daily_tokens
+        return 0 < budget <= self._tokens.used(provider.name)
+
+    def _count_tokens(self, provider: _Provider, reply: ProviderReply, cid: str) -> None:
+        budget = provider.settings.daily_tokens
+        before = self._tokens.used(provider.name)
+        after = self._tokens.add(provider.name, reply.tokens_in + reply.tokens_out)
+        if budget > 0 and before < budget <= after:
+            log.warning(
+                "provider.budget_spent",
+                correlation_id=cid,
+                provider=provider.name,
+                tokens=after,
+                budget=budget,
+            )
 
     # -- the actor ------------------------------------------------------------------------
     async def run(
@@ -222,7 +256,7 @@ class ProviderPool:
         self._in_flight += 1
         try:
             with request.reply_to:
-                result = await self.complete(request.call)
+                result = await self.complete(request.call, network=request.network)
                 try:
                     request.reply_to.send_nowait(result)
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -231,9 +265,12 @@ class ProviderPool:
             self._in_flight -= 1
 
     # -- one turn -------------------------------------------------------------------------
-    async def complete(self, call: ProviderCall) -> CompletionResult:
-        """Answer ``call`` within its ``timeout_s``, trying providers and keys as needed."""
-        result = await self._turn(call)
+    async def complete(self, call: ProviderCall, *, network: bool = True) -> CompletionResult:
+        """Answer ``call`` within its ``timeout_s``, trying providers and keys as needed.
+
+        With ``network`` false, only the offline provider is asked.
+        """
+        result = await self._turn(call, network=network)
         if isinstance(result, Completion):
             self._turns_completed += 1
         else:
@@ -246,7 +283,7 @@ class ProviderPool:
             )
         return result
 
-    async def _turn(self, call: ProviderCall) -> CompletionResult:
+    async def _turn(self, call: ProviderCall, *, network: bool) -> CompletionResult:
         cid = call.correlation_id
         if not call.timeout_s > 0:
             return CompletionFailed(
@@ -265,7 +302,9 @@ class ProviderPool:
         failed_here: set[str] = set()
         last: _Provider | None = None
         attempts = 0
-        while attempts < self._settings.max_attempts and self._clock() < network_deadline:
+        while (
+            network and attempts < self._settings.max_attempts and self._clock() < network_deadline
+        ):
             if failures and failures[-1].outcome is Outcome.REQUEST_ERROR:
                 break  # the request itself is at fault: do not spend other providers on it
             pick = self._pick(failed_here, cid)
@@ -295,14 +334,15 @@ class ProviderPool:
             failures.append(outcome)
         return CompletionFailed(
             correlation_id=cid,
-            reason=self._failure_reason(failures, call),
+            reason=self._failure_reason(failures, call, network=network),
             failures=tuple(failures),
         )
 
     def _pick(self, failed_here: set[str], cid: str) -> tuple[_Provider, KeySlot, Ticket] | None:
         """The first provider (untried ones before those that failed this turn) with a key and an admitting breaker."""
-        fresh = [p for p in self._network if p.name not in failed_here]
-        tried = [p for p in self._network if p.name in failed_here]
+        network = [p for p in self._network if not self._spent(p)]
+        fresh = [p for p in network if p.name not in failed_here]
+        tried = [p for p in network if p.name in failed_here]
         for provider in (*fresh, *tried):
             if not provider.ring.has_usable():
                 continue
@@ -314,7 +354,7 @@ class ProviderPool:
             return provider, slot, ticket
         # Every provider that has a usable key is open: let one request through to the
         # least recently opened rather than failing everything.
-        candidates = [p for p in self._network if p.ring.has_usable()]
+        candidates = [p for p in network if p.ring.has_usable()]
         if candidates and all(p.breaker.state is BreakerState.OPEN for p in candidates):
             provider = min(candidates, key=lambda p: p.breaker.opened_at or 0.0)
             ticket = provider.breaker.force_probe(correlation_id=cid)
@@ -329,7 +369,9 @@ class ProviderPool:
         times = [
             t
             for p in self._network
-            if p.breaker.would_admit() and (t := p.ring.next_ready_at()) is not None
+            if not self._spent(p)
+            and p.breaker.would_admit()
+            and (t := p.ring.next_ready_at()) is not None
         ]
         return min(times) if times else None
 
@@ -368,6 +410,7 @@ class ProviderPool:
                     breaker.succeeded(ticket, correlation_id=cid)
                 provider.ring.succeeded(slot)
                 provider.counters.record(Outcome.OK, elapsed)
+                self._count_tokens(provider, reply, cid)
                 return reply
             cut_short = False
             if error is None:
@@ -444,9 +487,13 @@ class ProviderPool:
             attempts=attempts,
         )
 
-    def _failure_reason(self, failures: list[AttemptFailure], call: ProviderCall) -> str:
+    def _failure_reason(
+        self, failures: list[AttemptFailure], call: ProviderCall, *, network: bool
+    ) -> str:
+        if not failures and not network:
+            return "only the offline provider may answer this request, and none is configured"
         if not failures:
-            return "no provider is available (breakers open, keys disabled or cooling)"
+            return "no provider is available (breakers open, keys disabled, cooling or over budget)"
         if failures[-1].outcome is Outcome.REQUEST_ERROR:
             return f"the request was refused by {failures[-1].provider}: {failures[-1].detail}"
         tried = ", ".join(f"{f.provider}/{f.key_alias} {f.outcome.value}" for f in failures)
@@ -468,6 +515,8 @@ class ProviderPool:
                         for k in p.ring.snapshot()
                     ),
                     counters=p.counters,
+                    tokens_today=self._tokens.used(p.name),
+                    daily_tokens=p.settings.daily_tokens,
                 )
                 for p in providers
             ),

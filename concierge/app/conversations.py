@@ -28,6 +28,7 @@ from concierge.domain import (
     Languages,
     PromptBook,
     TriageRules,
+    UserBudget,
     UserRateLimiter,
     load_triage,
 )
@@ -35,6 +36,7 @@ from concierge.observability import Check
 from concierge.protocol import (
     Channel,
     ConversationMsg,
+    DailyUsage,
     OutboxMsg,
     PresenceMsg,
     ProviderPoolMsg,
@@ -58,6 +60,7 @@ class ConversationsService:
     conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]]
     router: RouterStats
     turn_metrics: ConversationMetrics
+    budget: UserBudget
     limiter: UserRateLimiter
     triage: TriageRules
     prompts: PromptBook
@@ -73,15 +76,19 @@ class ConversationsService:
             "handoffs_opened": m.handoffs_opened,
             "silent_in_handoff": m.silent_in_handoff,
             "replies_withheld": m.replies_withheld,
+            "small_talk": m.small_talk,
+            "over_budget": m.over_budget,
             "reaped": m.reaped,
             "turns_abandoned": m.turns_abandoned,
         }
 
     def health_checks(self) -> Iterable[Check]:
-        return self.router.health_checks()
+        yield from self.router.health_checks()
+        yield from self.budget.health_checks()
 
     def metrics(self) -> Iterable[Metric]:
         yield from self.router.metrics()
+        yield from self.budget.metrics()
         m = self.turn_metrics
         turns = CounterMetricFamily(
             "concierge_turns", "Turns completed, by service type", labels=["service_type"]
@@ -96,6 +103,8 @@ class ConversationsService:
         refused.add_metric(["too_long"], m.too_long)
         refused.add_metric(["media"], m.media_refused)
         refused.add_metric(["in_handoff"], m.silent_in_handoff)
+        refused.add_metric(["small_talk"], m.small_talk)
+        refused.add_metric(["over_budget"], m.over_budget)
         yield refused
         failures = CounterMetricFamily(
             "concierge_turn_provider_failures", "Turns no provider could answer"
@@ -136,16 +145,21 @@ def build_conversations(
     replay_interval_s: float = 30.0,
     replay_grace_s: float | None = None,
     handoff_sweep_s: float | None = None,
+    usage: DailyUsage | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises ``TriageError``/``PromptError`` naming a missing or invalid file.
 
     ``router_send`` is the router inbox's send side, used by the inbox replayer. The
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
+    ``usage`` is what the store counted today: people keep what they spent before a restart.
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
     limiter = UserRateLimiter(cache=cache, rate_per_min=settings.rate_per_min, burst=settings.burst)
     metrics = ConversationMetrics()
+    budget = UserBudget(settings.user_daily_tokens)
+    if usage is not None:
+        budget.restore(usage)
     deps = ConversationDeps(
         settings=settings,
         store=store,
@@ -160,6 +174,7 @@ def build_conversations(
         presence=presence,
         turn_reports=turn_reports,
         metrics=metrics,
+        budget=budget,
     )
     backoff = Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s)
     conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]] = KeyedSupervisor(
@@ -234,6 +249,7 @@ def build_conversations(
         conversations=conversations,
         router=stats,
         turn_metrics=metrics,
+        budget=budget,
         limiter=limiter,
         triage=triage,
         prompts=prompts,

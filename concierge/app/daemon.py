@@ -32,10 +32,18 @@ from concierge.app.conversations import build_conversations
 from concierge.app.gc_policy import run_collector, tune_gc
 from concierge.app.http import create_app, run_http
 from concierge.channels import ChannelSender
-from concierge.domain import Ingest, KnowledgeBase, Languages, load_knowledge, load_languages
+from concierge.domain import (
+    Ingest,
+    KnowledgeBase,
+    Languages,
+    load_knowledge,
+    load_languages,
+    utc_today,
+)
 from concierge.observability import HealthBoard, configure_logging
 from concierge.protocol import (
     Channel,
+    DailyUsage,
     OutboxMsg,
     PresenceMsg,
     ProviderPoolMsg,
@@ -77,6 +85,8 @@ class Runtime:
     cache: SessionCache
     languages: Languages
     knowledge: KnowledgeBase
+    usage: DailyUsage
+    """Tokens people and providers used today before this start (their budgets go on)."""
     adapters: list[Adapter]
     ingest: Ingest
     router_send: trio.MemorySendChannel[RouterMsg]
@@ -137,6 +147,7 @@ async def open_runtime(
         cache = await stack.enter_async_context(open_session_cache(settings.store))
         languages = load_languages(settings.config_dir / "languages")
         knowledge = load_knowledge(settings.config_dir, languages.analyzer())
+        usage = await store.usage_on(utc_today())
         offline = partial(_offline_adapter, knowledge=knowledge, languages=languages)
         adapters = [build_adapter(p, offline_factory=offline) for p in settings.pool.providers]
         stack.push_async_callback(_close_adapters, adapters)
@@ -162,6 +173,7 @@ async def open_runtime(
             cache=cache,
             languages=languages,
             knowledge=knowledge,
+            usage=usage,
             adapters=adapters,
             ingest=Ingest(store=store, router=router_send),
             router_send=router_send,
@@ -248,6 +260,7 @@ def build_tree(
     )
 
     pool = ProviderPool(adapters=rt.adapters, settings=settings.pool)
+    pool.restore_usage(rt.usage)
     rt.board.register(pool)
 
     async def run_pool(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -260,6 +273,7 @@ def build_tree(
         cache=rt.cache,
         languages=rt.languages,
         knowledge=rt.knowledge,
+        usage=rt.usage,
         pool_inbox=rt.pool_send,
         router_inbox=rt.router_receive,
         router_send=rt.router_send,

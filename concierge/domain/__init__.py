@@ -8,6 +8,11 @@ a message enters). It reaches data only through the store's interfaces and never
 
 from __future__ import annotations
 
+from .budget import (
+    DailyTokens as DailyTokens,
+    UserBudget as UserBudget,
+    utc_today as utc_today,
+)
 from .commands import (
     Command as Command,
     ParsedCommand as ParsedCommand,
@@ -33,7 +38,7 @@ from .language import (
     Languages as Languages,
 )
 from .language_files import load_languages as load_languages
-from .prompts import PromptBook as PromptBook
+from .prompts import Prompt as Prompt, PromptBook as PromptBook
 from .ratelimit import UserRateLimiter as UserRateLimiter
 from .replies import (
     OfflineText as OfflineText,

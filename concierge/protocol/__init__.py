@@ -57,6 +57,7 @@ from .records import (
     AcceptStatus as AcceptStatus,
     ConversationRow as ConversationRow,
     ConversationStart as ConversationStart,
+    DailyUsage as DailyUsage,
     Direction as Direction,
     HandoffRow as HandoffRow,
     HandoffState as HandoffState,

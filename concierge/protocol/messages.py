@@ -213,11 +213,14 @@ class CompletionRequest:
 
     ``call.timeout_s`` is the turn's whole budget, covering every attempt; each attempt
     gets the same call with its own share of that budget. The pool answers exactly once
-    on ``reply_to`` (a channel of size 1) and closes it.
+    on ``reply_to`` (a channel of size 1) and closes it. ``network`` false (a person
+    past their daily token budget) lets only the offline provider answer: no network
+    provider is called.
     """
 
     call: ProviderCall
     reply_to: trio.MemorySendChannel[CompletionResult]
+    network: bool = True
 
 
 @attrs.frozen(kw_only=True)

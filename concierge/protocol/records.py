@@ -6,7 +6,8 @@ Instants are timezone-aware UTC ``datetime``s; payloads are immutable.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import date, datetime
 
 import attrs
 
@@ -170,6 +171,17 @@ _unanswered = converter(
     "tokens_in",
     "tokens_out",
 )
+
+
+@attrs.frozen(kw_only=True)
+class DailyUsage:
+    """Tokens (in and out) the providers reported for one UTC day, per person and per provider."""
+
+    day: date
+    users: Mapping[int, int]
+    """user id -> tokens."""
+    providers: Mapping[str, int]
+    """provider name -> tokens."""
 
 
 @attrs.frozen(kw_only=True)

@@ -109,6 +109,14 @@ class ProviderStatistics:
     latency_count: int
     last_error: str | None
     last_error_at: datetime | None
+    tokens_today: int = 0
+    """Tokens the provider's replies reported today (UTC)."""
+    daily_tokens: int = 0
+    """Its daily budget; 0 is none."""
+
+    @property
+    def budget_spent(self) -> bool:
+        return 0 < self.daily_tokens <= self.tokens_today
 
     @property
     def successes(self) -> int:
@@ -143,6 +151,8 @@ class ProviderStatistics:
         breaker: BreakerSnapshot,
         keys: tuple[KeyStatistics, ...],
         counters: ProviderCounters,
+        tokens_today: int = 0,
+        daily_tokens: int = 0,
     ) -> ProviderStatistics:
         ordered = sorted(counters.latencies)
         cumulative: list[tuple[float, int]] = []
@@ -168,6 +178,8 @@ class ProviderStatistics:
             latency_count=counters.latency_count,
             last_error=counters.last_error,
             last_error_at=counters.last_error_at,
+            tokens_today=tokens_today,
+            daily_tokens=daily_tokens,
         )
 
 
@@ -187,12 +199,14 @@ class PoolStatistics:
 
 # -- /health ------------------------------------------------------------------------------
 def pool_health_checks(stats: PoolStatistics) -> list[Check]:
-    """``llm:circuit`` per provider, ``llm:credits`` per polled key, ``llm:providers`` overall.
+    """``llm:circuit`` per provider, ``llm:credits`` per polled key, ``llm:dailyTokens`` per
+    network provider (today's tokens against its budget), ``llm:providers`` overall.
 
     Overall: pass when every network provider can take traffic; warn when some
-    are down, or when all are down but the offline provider still answers from
-    the knowledge base (the daemon serves, degraded: taking it out of rotation
-    would help nobody); fail when no provider at all can answer.
+    are down or have spent their day's tokens, or when all are but the offline
+    provider still answers from the knowledge base (the daemon serves, degraded:
+    taking it out of rotation would help nobody); fail when no provider at all can
+    answer.
     """
     checks: list[Check] = []
     network = [p for p in stats.providers if not p.offline]
@@ -208,6 +222,18 @@ def pool_health_checks(stats: PoolStatistics) -> list[Check]:
                 observed_value=p.breaker.state.label,
                 output=p.last_error if status is not Status.PASS else None,
                 details={"keysUsable": usable, "keys": len(p.keys)},
+            )
+        )
+        checks.append(
+            Check(
+                component="llm",
+                measurement="dailyTokens",
+                component_id=p.name,
+                status=Status.WARN if p.budget_spent else Status.PASS,
+                observed_value=p.tokens_today,
+                observed_unit="tokens today",
+                output="the day's token budget is spent" if p.budget_spent else None,
+                details={"budget": p.daily_tokens or None},
             )
         )
         for k in p.keys:
@@ -227,7 +253,11 @@ def pool_health_checks(stats: PoolStatistics) -> list[Check]:
                     details={"limit": k.credit.limit, "usage": k.credit.usage},
                 )
             )
-    down = [p.name for p in network if p.down]
+    down = [
+        p.name if p.down else f"{p.name} (day's tokens spent)"
+        for p in network
+        if p.down or p.budget_spent
+    ]
     offline = any(p.offline for p in stats.providers)
     if network and len(down) == len(network):
         overall = Status.WARN if offline else Status.FAIL
@@ -296,6 +326,16 @@ def pool_metrics(stats: PoolStatistics) -> list[Metric]:
     usage = GaugeMetricFamily(
         "concierge_provider_credit_usage", "Key credit used, all time", labels=["provider", "key"]
     )
+    tokens = GaugeMetricFamily(
+        "concierge_provider_tokens_today",
+        "Tokens the provider's replies reported today (UTC)",
+        labels=["provider"],
+    )
+    budget = GaugeMetricFamily(
+        "concierge_provider_daily_token_budget",
+        "Tokens the provider may use per UTC day (absent: no budget)",
+        labels=["provider"],
+    )
     turns = CounterMetricFamily(
         "concierge_provider_turns", "Turns answered by the pool", labels=["result"]
     )
@@ -311,6 +351,10 @@ def pool_metrics(stats: PoolStatistics) -> list[Metric]:
             sum_value=p.latency_sum_s,
         )
         breaker.add_metric([p.name], int(p.breaker.state))
+        if not p.offline:
+            tokens.add_metric([p.name], p.tokens_today)
+            if p.daily_tokens:
+                budget.add_metric([p.name], p.daily_tokens)
         for k in p.keys:
             key_state.add_metric([p.name, k.alias], int(k.state))
             if k.credit is not None and k.credit.checked_at is not None:
@@ -333,6 +377,8 @@ def pool_metrics(stats: PoolStatistics) -> list[Metric]:
         limit,
         remaining,
         usage,
+        tokens,
+        budget,
         turns,
         in_flight,
     ]

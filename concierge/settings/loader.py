@@ -31,7 +31,7 @@ from concierge.settings.models import (
     WahaSettings,
 )
 from concierge.settings.options import KNOWN_KINDS, OPTIONS, PROVIDER_DEFAULTS
-from concierge.settings.parsers import choice, number, parse_api_keys, url
+from concierge.settings.parsers import choice, integer, number, parse_api_keys, url
 
 T = TypeVar("T")
 
@@ -106,6 +106,12 @@ def _provider(reader: _Reader, name: str, attempt_timeout_s: float) -> ProviderS
         )
     else:
         keys = reader.parse(f"{prefix}_API_KEYS", keys_raw, parse_api_keys)
+    budget_raw = reader.raw(f"{prefix}_DAILY_TOKENS")
+    daily_tokens = (
+        reader.parse(f"{prefix}_DAILY_TOKENS", budget_raw, integer())
+        if budget_raw
+        else reader.get("CONCIERGE_PROVIDER_DAILY_TOKENS")
+    )
     timeout_raw = reader.raw(f"{prefix}_TIMEOUT_S")
     timeout_s = (
         reader.parse(f"{prefix}_TIMEOUT_S", timeout_raw, number(strict=True))
@@ -119,6 +125,7 @@ def _provider(reader: _Reader, name: str, attempt_timeout_s: float) -> ProviderS
         base_url=base_url,
         keys=keys,
         timeout_s=timeout_s,
+        daily_tokens=0 if kind == "offline" else daily_tokens,
         app_url=reader.raw(f"{prefix}_APP_URL"),
         app_title=reader.raw(f"{prefix}_APP_TITLE"),
     )
@@ -224,6 +231,7 @@ def load_settings(
         session_ttl_s=store.session_ttl_s,
         turn_timeout_s=turn_timeout_s,
         max_tokens=max_tokens,
+        user_daily_tokens=r.get("CONCIERGE_USER_DAILY_TOKENS"),
     )
     telegram = _telegram(r)
     waha = _waha(r)

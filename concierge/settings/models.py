@@ -75,6 +75,8 @@ class ProviderSettings:
     timeout_s: float
     app_url: str | None = None
     app_title: str | None = None
+    daily_tokens: int = 0
+    """Tokens this provider may use per UTC day (0: no budget)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +116,8 @@ class ConversationSettings:
     session_ttl_s: float
     turn_timeout_s: float
     max_tokens: int
+    user_daily_tokens: int = 0
+    """Tokens one person may use per UTC day (0: no budget)."""
 
 
 @attrs.frozen(kw_only=True, repr=False)

@@ -252,6 +252,14 @@ _opt(
 )
 _opt("CONCIERGE_BREAKER_OPEN_MAX_S", "300", "longest open duration", number(strict=True), group=P)
 _opt(
+    "CONCIERGE_PROVIDER_DAILY_TOKENS",
+    "5000000",
+    "tokens one network provider may use per UTC day, then the next one (or the knowledge "
+    "base) answers; <NAME>_DAILY_TOKENS sets one provider's; 0 is no budget",
+    integer(),
+    group=P,
+)
+_opt(
     "CONCIERGE_CREDIT_POLL_S",
     "300",
     "how often OpenRouter key credit is polled",
@@ -293,6 +301,14 @@ _opt(
     "5",
     "messages one user may send at once (token bucket size)",
     integer(minimum=1),
+    group=C,
+)
+_opt(
+    "CONCIERGE_USER_DAILY_TOKENS",
+    "60000",
+    "tokens one person may use per UTC day (providers' reported usage); past it they are "
+    "answered from the knowledge base with a notice; 0 is no budget",
+    integer(),
     group=C,
 )
 _opt(

@@ -53,7 +53,7 @@ def env_example() -> str:
         )
     lines += [
         "",
-        "# --- per provider: <NAME>_KIND, <NAME>_API_KEYS, <NAME>_MODEL, <NAME>_BASE_URL, <NAME>_TIMEOUT_S ---",
+        "# --- per provider: <NAME>_KIND, <NAME>_API_KEYS, <NAME>_MODEL, <NAME>_BASE_URL, <NAME>_TIMEOUT_S, <NAME>_DAILY_TOKENS ---",
         "# Names with defaults: anthropic, gemini, openrouter (kind openai), glm (kind openai), offline.",
         "# Any other name needs <NAME>_KIND (anthropic, gemini, openai or offline).",
         "# Keys: comma-separated, optionally alias=key so logs show the alias.",
@@ -68,6 +68,7 @@ def env_example() -> str:
         "# GLM_API_KEYS=...",
         "# GLM_BASE_URL=https://api.z.ai/api/paas/v4",
         "# <NAME>_TIMEOUT_S defaults to CONCIERGE_ATTEMPT_TIMEOUT_S",
+        "# <NAME>_DAILY_TOKENS defaults to CONCIERGE_PROVIDER_DAILY_TOKENS (0: no budget)",
         "",
     ]
     return "\n".join(lines)

@@ -42,4 +42,5 @@ from .roles import (
     SessionCache as SessionCache,
     Store as Store,
     Turns as Turns,
+    Usage as Usage,
 )

@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -32,6 +32,7 @@ from concierge.protocol import (
     Channel,
     ConversationRow,
     ConversationStart,
+    DailyUsage,
     HandoffRow,
     Inbound,
     InboundMessage,
@@ -450,6 +451,25 @@ class PostgresStore:
         return await self._call(lambda conn: _recent_turns(conn, conversation_id, limit))
 
     # -- channel cursors -------------------------------------------------------------
+    async def usage_on(self, day: date) -> DailyUsage:
+        async def work(conn: Conn) -> DailyUsage:
+            users = await conn.fetch(
+                "SELECT user_id, tokens_in + tokens_out AS tokens FROM user_usage WHERE day = $1",
+                day,
+            )
+            providers = await conn.fetch(
+                "SELECT provider, tokens_in + tokens_out AS tokens FROM provider_usage "
+                "WHERE day = $1",
+                day,
+            )
+            return DailyUsage(
+                day=day,
+                users={int(r["user_id"]): int(r["tokens"]) for r in users},
+                providers={str(r["provider"]): int(r["tokens"]) for r in providers},
+            )
+
+        return await self._call(work)
+
     async def get_cursor(self, name: str) -> str | None:
         value = await self._call(
             lambda conn: conn.fetchval("SELECT value FROM channel_cursors WHERE name = $1", name)

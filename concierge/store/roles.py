@@ -11,7 +11,8 @@ row settled, with what its turn wrote: conversations and the router),
 ``Conversations`` (a conversation's opening read and its history), ``Handoffs``,
 ``Outbox`` (replies written and delivered), ``Identities`` (users and their channel
 identities), ``Cursors`` (a poller's place in a platform's stream), ``Erasure``
-(retention and ``concierge forget``) and ``Health``. A caller that needs several
+(retention and ``concierge forget``), ``Usage`` (tokens per day, for the budgets)
+and ``Health``. A caller that needs several
 names the union it needs where it lives (``ConversationStore`` in the conversation
 actor, ``HandoffDesk`` in the handoff logic). ``Store`` is the union of every role;
 the backends implement it and only the composition root holds one.
@@ -20,7 +21,7 @@ the backends implement it and only the composition root holds one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol
 
 from concierge.protocol import (
@@ -28,6 +29,7 @@ from concierge.protocol import (
     Channel,
     ConversationRow,
     ConversationStart,
+    DailyUsage,
     HandoffRow,
     Inbound,
     InboundMessage,
@@ -196,6 +198,18 @@ class Erasure(Protocol):
         ...
 
 
+class Usage(Protocol):
+    """Tokens the providers reported, per UTC day: what the daily budgets count.
+
+    Every interaction ``complete_turn`` writes adds its tokens to its person's and its
+    provider's day, in the same transaction.
+    """
+
+    async def usage_on(self, day: date) -> DailyUsage:
+        """The tokens every person (by user id) and every provider used on ``day`` (UTC)."""
+        ...
+
+
 class Store(
     Health,
     Inbox,
@@ -206,6 +220,7 @@ class Store(
     Identities,
     Cursors,
     Erasure,
+    Usage,
     Protocol,
 ):
     """Durable records, every role at once. Every method commits before it returns."""

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ from concierge.protocol import (
     Channel,
     ConversationRow,
     ConversationStart,
+    DailyUsage,
     HandoffRow,
     Inbound,
     InboundMessage,
@@ -318,6 +319,24 @@ class SqliteStore:
         return await self._run(lambda conn: _recent_turns(conn, conversation_id, limit))
 
     # -- channel cursors -------------------------------------------------------------
+    async def usage_on(self, day: date) -> DailyUsage:
+        key = day.isoformat()
+
+        def work(conn: sqlite3.Connection) -> DailyUsage:
+            users = conn.execute(
+                "SELECT user_id, tokens_in + tokens_out FROM user_usage WHERE day = ?", (key,)
+            )
+            providers = conn.execute(
+                "SELECT provider, tokens_in + tokens_out FROM provider_usage WHERE day = ?", (key,)
+            )
+            return DailyUsage(
+                day=day,
+                users={int(r[0]): int(r[1]) for r in users},
+                providers={str(r[0]): int(r[1]) for r in providers},
+            )
+
+        return await self._run(work)
+
     async def get_cursor(self, name: str) -> str | None:
         def work(conn: sqlite3.Connection) -> str | None:
             r = conn.execute("SELECT value FROM channel_cursors WHERE name = ?", (name,)).fetchone()

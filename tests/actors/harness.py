@@ -18,7 +18,7 @@ import trio
 
 from actors import ProviderPool
 from concierge.app.conversations import ConversationsService, build_conversations
-from concierge.domain import KnowledgeBase
+from concierge.domain import KnowledgeBase, utc_today
 from concierge.protocol import (
     Channel,
     CompletionRequest,
@@ -33,7 +33,7 @@ from concierge.protocol import (
     new_correlation_id,
 )
 from concierge.providers import Adapter, OfflineAdapter
-from concierge.settings import ConversationSettings, SupervisionSettings
+from concierge.settings import ConversationSettings, ProviderSettings, SupervisionSettings
 from concierge.store import SessionCache, Store, open_store
 from tests import shipped
 from tests.providers.scripted import pool_settings, provider_settings
@@ -78,6 +78,7 @@ class Harness:
     store: Store
     cache: SessionCache
     service: ConversationsService
+    pool: ProviderPool
     router_send: trio.MemorySendChannel[Inbound]
     reports: trio.MemoryReceiveChannel[TurnCompleted]
     presence: trio.MemoryReceiveChannel[PresenceMsg]
@@ -177,6 +178,7 @@ async def running_concierge(
     tmp_path: Path,
     *,
     adapters: Sequence[Adapter] | None = None,
+    network: Sequence[ProviderSettings] | None = None,
     knowledge: KnowledgeBase | None = None,
     wrap_store: Callable[[Store], Store] | None = None,
     wrap_cache: Callable[[SessionCache], SessionCache] | None = None,
@@ -186,6 +188,8 @@ async def running_concierge(
     """The conversations subtree and a provider pool, running; stopped on exit.
 
     ``wrap_store`` / ``wrap_cache`` may put a fault-injecting proxy around the real ones.
+    ``network`` gives the network providers' settings (default: one key each, no budget).
+    As the daemon does, the day's token usage is read back from the store at start.
     """
     from concierge.store import open_session_cache
 
@@ -193,7 +197,8 @@ async def running_concierge(
     languages = shipped.languages()
     if adapters is None:
         adapters = [OfflineAdapter(knowledge, languages)]
-    network = [provider_settings(a.name, kind=a.kind) for a in adapters if a.kind != "offline"]
+    if network is None:
+        network = [provider_settings(a.name, kind=a.kind) for a in adapters if a.kind != "offline"]
     settings = conversation_settings(**overrides)
     pool = ProviderPool(
         adapters=adapters, settings=pool_settings(*network, turn_timeout_s=settings.turn_timeout_s)
@@ -203,6 +208,8 @@ async def running_concierge(
         open_session_cache(store_settings(data_dir=tmp_path)) as real_cache,
     ):
         the_store = wrap_store(real_store) if wrap_store is not None else real_store
+        usage = await real_store.usage_on(utc_today())
+        pool.restore_usage(usage)
         cache = wrap_cache(real_cache) if wrap_cache is not None else real_cache
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
@@ -223,6 +230,7 @@ async def running_concierge(
             presence={Channel.CONSOLE: presence_send},
             turn_reports=reports_send,
             replay_interval_s=3600.0,
+            usage=usage,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(pool.run, inbox=pool_receive))
@@ -231,6 +239,7 @@ async def running_concierge(
                 store=the_store,
                 cache=cache,
                 service=service,
+                pool=pool,
                 router_send=router_send,
                 reports=reports_receive,
                 presence=presence_receive,

@@ -97,3 +97,20 @@ async def test_past_its_intensity_the_tree_gives_up_and_the_daemon_exits_non_zer
     assert any(e["event"] == "daemon.gave_up" for e in logs)
     # The channels subtree escalated to the root, which gave up too.
     assert "root" in [e["supervisor"] for e in gave_up]
+
+
+async def test_health_and_metrics_show_spend_against_the_daily_budgets(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, CONCIERGE_USER_DAILY_TOKENS="1234")
+    async with open_runtime(settings, channels=[]) as rt:
+        root = build_tree(rt, senders=[], http=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(root.run)
+            body, _status = rt.board.report()
+            metrics = {m.name: m for m in rt.board.metrics()}
+            await root.shutdown()
+    (people,) = body["checks"]["people:dailyTokens"]
+    assert people["status"] == "pass"
+    assert (people["observedValue"], people["budgetPerPerson"]) == (0, 1234)
+    budget = metrics["concierge_person_daily_token_budget"]
+    assert [s.value for s in budget.samples] == [1234.0]
+    assert "concierge_provider_tokens_today" in metrics

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import date
 from functools import partial
 
 import trio
 
 from actors import ProviderPool
 from actors.provider_pool import ask, run_provider_pool
+from concierge.domain import utc_today
 from concierge.protocol import CompletionRequest, CompletionResult, ProviderCall, Role, Turn
 from concierge.providers import Adapter, CreditFetch
 from concierge.settings import PoolSettings
@@ -23,8 +25,11 @@ async def running_pool(
     adapters: Sequence[Adapter],
     settings: PoolSettings,
     credit_fetchers: Mapping[str, CreditFetch] | None = None,
+    today: Callable[[], date] = utc_today,
 ) -> AsyncIterator[tuple[ProviderPool, trio.MemorySendChannel[CompletionRequest]]]:
-    pool = ProviderPool(adapters=adapters, settings=settings, credit_fetchers=credit_fetchers)
+    pool = ProviderPool(
+        adapters=adapters, settings=settings, credit_fetchers=credit_fetchers, today=today
+    )
     send, receive = trio.open_memory_channel[CompletionRequest](64)
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(run_provider_pool, pool=pool, inbox=receive))
@@ -38,6 +43,8 @@ async def ask_pool(
     *,
     timeout_s: float = 30.0,
     cid: str = "cid-1",
+    query: str = TURNS[-1].text,
+    network: bool = True,
 ) -> CompletionResult:
     return await ask(
         inbox,
@@ -47,8 +54,9 @@ async def ask_pool(
             turns=TURNS,
             max_tokens=100,
             timeout_s=timeout_s,
-            query=TURNS[-1].text,
+            query=query,
         ),
+        network=network,
     )
 
 

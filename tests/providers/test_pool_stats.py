@@ -74,7 +74,7 @@ async def test_health_passes_when_every_provider_is_up() -> None:
         [ScriptedAdapter("primary"), ScriptedAdapter("secondary")], settings
     ) as (pool, _):
         checks = list(pool.health_checks())
-    assert {c.key for c in checks} == {"llm:circuit", "llm:providers"}
+    assert {c.key for c in checks} == {"llm:circuit", "llm:dailyTokens", "llm:providers"}
     assert all(c.status is Status.PASS for c in checks)
     assert [c.component_id for c in checks if c.measurement == "circuit"] == [
         "primary",
@@ -182,8 +182,13 @@ async def test_the_pool_is_an_observable_component() -> None:
         adapters=[ScriptedAdapter("primary")], settings=pool_settings(provider_settings("primary"))
     )
     observable: Observable = pool  # checked by mypy: /health and /metrics gather it
-    assert [c.key for c in observable.health_checks()] == ["llm:circuit", "llm:providers"]
+    assert [c.key for c in observable.health_checks()] == [
+        "llm:circuit",
+        "llm:dailyTokens",
+        "llm:providers",
+    ]
     assert {m.name for m in observable.metrics()} >= {
+        "concierge_provider_tokens_today",
         "concierge_provider_attempts",
         "concierge_provider_latency_seconds",
         "concierge_provider_breaker_state",

@@ -35,6 +35,21 @@ def test_embedded_defaults_need_no_configuration() -> None:
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL", "redis://"),
         ({"CONCIERGE_TURN_TIMEOUT_S": "-3"}, "CONCIERGE_TURN_TIMEOUT_S", "greater than 0"),
         ({"CONCIERGE_HTTP_PORT": "eighty"}, "CONCIERGE_HTTP_PORT", "whole number"),
+        ({"CONCIERGE_USER_DAILY_TOKENS": "-1"}, "CONCIERGE_USER_DAILY_TOKENS", "at least 0"),
+        (
+            {"CONCIERGE_PROVIDERS": "offline", "CONCIERGE_PROVIDER_DAILY_TOKENS": "lots"},
+            "CONCIERGE_PROVIDER_DAILY_TOKENS",
+            "whole number",
+        ),
+        (
+            {
+                "CONCIERGE_PROVIDERS": "anthropic",
+                "ANTHROPIC_API_KEYS": "k",
+                "ANTHROPIC_DAILY_TOKENS": "1e6",
+            },
+            "ANTHROPIC_DAILY_TOKENS",
+            "whole number",
+        ),
         ({"CONCIERGE_HTTP_PORT": "70000"}, "CONCIERGE_HTTP_PORT", "at most 65535"),
         ({"CONCIERGE_LOG_FORMAT": "xml"}, "CONCIERGE_LOG_FORMAT", "json, console, auto"),
         ({"CONCIERGE_PROVIDERS": "mystery"}, "MYSTERY_KIND", "set its kind"),
@@ -108,6 +123,19 @@ def test_provider_names_keys_and_order_are_parsed() -> None:
     assert openrouter.base_url == "http://127.0.0.1:9999/api/v1"
     assert [k.alias for k in openrouter.keys] == ["#1"]
     assert offline.kind == "offline"
+
+
+def test_daily_token_budgets_have_defaults_and_a_provider_may_have_its_own() -> None:
+    settings = load(
+        CONCIERGE_PROVIDERS="anthropic,gemini,offline",
+        ANTHROPIC_API_KEYS="k1",
+        GEMINI_API_KEYS="k2",
+        GEMINI_DAILY_TOKENS="0",
+    )
+    assert settings.conversation.user_daily_tokens == 60_000
+    budgets = {p.name: p.daily_tokens for p in settings.pool.providers}
+    assert budgets == {"anthropic": 5_000_000, "gemini": 0, "offline": 0}
+    assert load(CONCIERGE_USER_DAILY_TOKENS="0").conversation.user_daily_tokens == 0
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -462,6 +463,39 @@ async def test_concurrent_turns_commit_once_each_and_a_bad_one_fails_alone(store
     assert sorted(texts) == sorted(f"r{i}" for i, _ in rows if i != bad)
     assert [r.inbox_id for r in await store.pending_inbox()] == [bad]
     assert await _written(store) == (22, 11, 11)
+
+
+async def test_turns_count_their_tokens_per_person_and_provider_per_day(store: Store) -> None:
+    noon = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # a fixed day: no midnight during the test
+    mine = [await _pending_row(store, f"m{n}") for n in range(4)]
+    other_user = await store.resolve_user(Channel.WAHA, "waha:221@c.us")
+    other = (await store.conversation_for(other_user)).conversation_id
+    gemini, offline, yesterday = [(await _pending_row(store, f"x{n}"))[0] for n in range(3)]
+    cid = mine[0][1]
+
+    def turn(inbox_id: int, conversation_id: int, **changes: Any) -> TurnRecord:
+        made = _turn(inbox_id, conversation_id)
+        assert made.interaction is not None
+        return attrs.evolve(made, interaction=attrs.evolve(made.interaction, **changes))
+
+    turns = [turn(i, c, created_at=noon) for i, c in mine]
+    turns += [
+        turn(gemini, other, created_at=noon, provider="gemini"),
+        turn(offline, cid, created_at=noon, provider="offline", tokens_in=0, tokens_out=0),
+        turn(yesterday, cid, created_at=noon - timedelta(days=1)),
+    ]
+    # Concurrent turns (batched together), each completed twice (written once).
+    async with trio.open_nursery() as nursery:
+        for record in turns * 2:
+            nursery.start_soon(store.complete_turn, record)
+
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    day = await store.usage_on(noon.date())
+    assert day.users == {uid: 4 * 160, other_user: 160}
+    assert day.providers == {"anthropic": 4 * 160, "gemini": 160}
+    before = await store.usage_on(noon.date() - timedelta(days=1))
+    assert (before.users, before.providers) == ({uid: 160}, {"anthropic": 160})
+    assert (await store.usage_on(noon.date() + timedelta(days=1))).users == {}
 
 
 async def test_a_turn_without_a_conversation_only_writes_replies_and_marks_the_row(

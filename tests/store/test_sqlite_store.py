@@ -40,11 +40,12 @@ async def test_the_store_lives_in_the_data_dir_and_migrates_itself_at_open(tmp_p
 
 async def test_migrate_on_a_new_data_dir_applies_every_version_once(tmp_path: Path) -> None:
     settings = store_settings(data_dir=tmp_path / "new")
-    assert await migrate(settings) == [1]
+    assert await migrate(settings) == [1, 2]
     assert await migrate(settings) == []
     with sqlite3.connect(sqlite_path(settings)) as conn:
         assert conn.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-            (1, "initial")
+            (1, "initial"),
+            (2, "daily_usage"),
         ]
 
 
