@@ -6,16 +6,7 @@ import pytest
 
 from concierge.domain import DailyTokens, UserBudget
 from concierge.protocol import DailyUsage
-
-MONDAY, TUESDAY = date(2026, 3, 2), date(2026, 3, 3)
-
-
-class Calendar:
-    def __init__(self) -> None:
-        self.day = MONDAY
-
-    def __call__(self) -> date:
-        return self.day
+from tests.days import MONDAY, TUESDAY, Calendar
 
 
 def test_counts_start_from_zero_each_utc_day() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import attrs
 import pytest
 from structlog.testing import capture_logs
@@ -12,20 +10,11 @@ from concierge.protocol import Completion, CompletionFailed, DailyUsage
 from concierge.providers import OfflineAdapter
 from concierge.settings import ProviderSettings
 from tests import shipped
+from tests.days import MONDAY, TUESDAY, Calendar
 from tests.providers.pool_helpers import ask_pool, running_pool
 from tests.providers.scripted import Reply, ScriptedAdapter, pool_settings, provider_settings
 
 pytestmark = pytest.mark.anyio
-
-MONDAY, TUESDAY = date(2026, 3, 2), date(2026, 3, 3)
-
-
-class Calendar:
-    def __init__(self) -> None:
-        self.day = MONDAY
-
-    def __call__(self) -> date:
-        return self.day
 
 
 def budgeted(name: str, tokens: int) -> ProviderSettings:
