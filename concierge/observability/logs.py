@@ -41,8 +41,15 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s/]+@", re.IGNORECASE), r"\1:***@"),
     # key=... / api_key=... in query strings.
     (re.compile(r"(?i)([?&](?:key|api_key|token|secret)=)[^&\s]+"), r"\1[redacted]"),
-    # WhatsApp ids carry the phone number: 221770000000@c.us, ...@s.whatsapp.net
-    (re.compile(r"\b(\d{2})\d{5,13}(\d{2})(?=@(?:c\.us|s\.whatsapp\.net))"), r"\1*****\2"),
+    # WhatsApp ids carry the phone number (or the hidden id) wherever they stand: a user key
+    # waha:221770000000@c.us, a message id false_221770000000@c.us_3EB0..., a device
+    # suffix 221770000000:12@s.whatsapp.net, a hidden user 123456789012345@lid.
+    (
+        re.compile(
+            r"(?<!\d)(\d{2})\d{5,13}(\d{2})(?=(?::\d{1,5})?@(?:c\.us|s\.whatsapp\.net|lid)(?![A-Za-z.]))"
+        ),
+        r"\1*****\2",
+    ),
     # International phone numbers: +221 77 123 45 67, +33 6 12 34 56 78, +221770000000
     (re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\d){6,13}\b"), "[phone]"),
     # National formats with spaces: 06 12 34 56 78, 77 123 45 67, 33 800 00 00
