@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -75,6 +76,17 @@ class RequestMetrics:
         yield latency
 
 
+MAX_CLIENT_REQUEST_ID_CHARS = 64
+_CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_CLIENT_REQUEST_ID_CHARS)
+
+
+def client_request_id(header: str | None) -> str | None:
+    """A client's ``X-Request-Id`` fit to log beside ours: printable ASCII, bounded, else none."""
+    if header is None or _CLIENT_REQUEST_ID.fullmatch(header) is None:
+        return None
+    return header
+
+
 class _Collector:
     def __init__(self, sources: Sequence[Callable[[], Iterable[Metric]]]) -> None:
         self._sources = sources
@@ -105,8 +117,11 @@ def create_app(
     @app.before_request
     async def _bind_request() -> None:
         structlog.contextvars.clear_contextvars()
-        cid = request.headers.get("X-Request-Id", "")[:64] or new_correlation_id()
-        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        # The server mints correlation ids: a client's (even through the proxy) is only a hint.
+        structlog.contextvars.bind_contextvars(correlation_id=new_correlation_id())
+        client_id = client_request_id(request.headers.get("X-Request-Id"))
+        if client_id is not None:
+            structlog.contextvars.bind_contextvars(client_request_id=client_id)
         request.environ_started = time.perf_counter()  # type: ignore[attr-defined]
 
     @app.after_request

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 import pytest
+import structlog
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
+from quart import Blueprint, Response
 
 from concierge.app.http import create_app
 from concierge.observability import Check, HealthBoard, Status
+from concierge.protocol import new_correlation_id
 from concierge.settings import HttpSettings
 from supervisors import ChildSpec, Supervisor
 from tests.waiting import eventually
@@ -186,3 +190,27 @@ def refuses_connections(base: str) -> Callable[[], Awaitable[bool]]:
         return False
 
     return check
+
+
+async def test_correlation_ids_are_minted_by_the_server_and_a_client_id_kept_apart() -> None:
+    probe = Blueprint("probe", __name__)
+
+    @probe.get("/probe")
+    async def bound() -> Response:
+        return Response(
+            json.dumps(structlog.contextvars.get_contextvars()), content_type="application/json"
+        )
+
+    client = create_app(board=HealthBoard(version="1"), settings=SETTINGS, blueprints=[probe])
+    test_client = client.test_client()
+    forged = await (
+        await test_client.get("/probe", headers={"X-Request-Id": "forged-id"})
+    ).get_json()
+    assert forged["correlation_id"] != "forged-id"
+    assert len(forged["correlation_id"]) == len(new_correlation_id())
+    assert forged["client_request_id"] == "forged-id"
+    other = await (await test_client.get("/probe", headers={"X-Request-Id": "x" * 65})).get_json()
+    assert "client_request_id" not in other
+    assert other["correlation_id"] != forged["correlation_id"]
+    spaced = await (await test_client.get("/probe", headers={"X-Request-Id": "a b"})).get_json()
+    assert "client_request_id" not in spaced
