@@ -16,7 +16,7 @@ import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from actors.presence import run_presence
-from concierge.channels import WahaClient
+from concierge.channels import WahaCall, WahaClient
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, PresenceMsg, utcnow
 
@@ -134,9 +134,18 @@ async def run_waha_session_watch(
         if call.ok and isinstance(status, str):
             watch.update(status=status, detail=f"session {status}", at=utcnow())
         else:
-            watch.update(
-                status=None,
-                detail=f"WAHA did not answer: {call.detail or call.status_code}",
-                at=utcnow(),
-            )
+            watch.update(status=None, detail=session_problem(call), at=utcnow())
         await trio.sleep(interval_s)
+
+
+def session_problem(call: WahaCall) -> str:
+    """What was wrong with WAHA's answer about the session, in words for ``/health``."""
+    if call.status_code is None:
+        return f"WAHA did not answer: {call.detail}"
+    if not call.ok:
+        return f"WAHA refused the session status request: {call.detail or call.status_code}"
+    if not isinstance(call.body, dict):
+        return f"WAHA answered {call.status_code} without a JSON object"
+    if "status" not in call.body:
+        return f"WAHA answered {call.status_code} without a session status"
+    return f"WAHA answered {call.status_code} with a session status that is not a string"

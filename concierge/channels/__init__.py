@@ -30,6 +30,7 @@ from .telegram_wire import (
     parse_update as parse_update,
 )
 from .waha_client import (
+    WahaCall as WahaCall,
     WahaClient as WahaClient,
     open_waha_client as open_waha_client,
 )

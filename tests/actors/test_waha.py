@@ -139,3 +139,33 @@ async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
     assert check.status is Status.WARN
     assert check.output is not None
     assert "did not answer" in check.output
+
+
+async def test_the_session_watch_says_what_was_wrong_with_an_answer(fake: FakeWaha) -> None:
+    fake.session_status = None  # 200 with no session status in the body
+    watch = WahaSessionWatch(session="default")
+    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+        client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
+        await nursery.start(
+            partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
+        )
+        await wait_for(lambda: watch.checked_at is not None)
+        nursery.cancel_scope.cancel()
+    [check] = watch.health_checks()
+    assert check.status is Status.WARN
+    assert check.output == "WAHA answered 200 without a session status"
+
+
+async def test_the_session_watch_says_waha_refused() -> None:
+    async with FakeWaha.serve(api_key="right") as waha:
+        watch = WahaSessionWatch(session="default")
+        async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+            client = WahaClient(http=http, base_url=waha.url, session="default", api_key="wrong")
+            await nursery.start(
+                partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
+            )
+            await wait_for(lambda: watch.checked_at is not None)
+            nursery.cancel_scope.cancel()
+    [check] = watch.health_checks()
+    assert check.output is not None
+    assert check.output.startswith("WAHA refused the session status request: 401")

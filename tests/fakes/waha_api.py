@@ -70,7 +70,7 @@ class FakeWaha(ScriptedServer):
         self.session = session
         self.me = me
         self.lids: dict[str, str | None] = dict(lids or {})
-        self.session_status = "WORKING"
+        self.session_status: str | None = "WORKING"
 
     # -- wire format --------------------------------------------------------------------
     def route(self, method: str, path: str) -> Route | None:
@@ -112,7 +112,10 @@ class FakeWaha(ScriptedServer):
             lid = request.path_args["lid"]
             return 200, {"lid": lid, "pn": self.lids.get(lid)}, {}
         if request.endpoint == "session":
-            return 200, {"name": request.path_args["session"], "status": self.session_status}, {}
+            body = {"name": request.path_args["session"]}
+            if self.session_status is not None:  # None: an answer without a status
+                body["status"] = self.session_status
+            return 200, body, {}
         return None
 
     async def _answer(self, request: Received) -> tuple[int, bytes, dict[str, str]]:
