@@ -77,7 +77,7 @@ class RequestMetrics:
 
 
 MAX_CLIENT_REQUEST_ID_CHARS = 64
-_CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_CLIENT_REQUEST_ID_CHARS)
+_CLIENT_REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_CLIENT_REQUEST_ID_CHARS}}}")
 
 
 def client_request_id(header: str | None) -> str | None:

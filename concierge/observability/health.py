@@ -117,8 +117,25 @@ class HealthBoard:
         ready = GaugeMetricFamily("concierge_ready", "1 when /readyz answers 200")
         ready.add_metric([], 0.0 if self.not_ready_reasons() else 1.0)
         yield ready
-        for observable in self.observables:
-            yield from observable.metrics()
+        yield from merge_families(m for o in self.observables for m in o.metrics())
+
+
+def merge_families(families: Iterable[Metric]) -> list[Metric]:
+    """One family per name: observables of one kind (an outbox per channel) each yield theirs.
+
+    The exposition format allows one ``# TYPE`` line per name; same-named families of
+    one type are merged (their samples differ by label), families of two types clash.
+    """
+    merged: dict[str, Metric] = {}
+    for family in families:
+        first = merged.get(family.name)
+        if first is None:
+            merged[family.name] = family
+        elif first.type != family.type:
+            raise ValueError(f"metric {family.name} is both a {first.type} and a {family.type}")
+        else:
+            first.samples.extend(family.samples)
+    return list(merged.values())
 
 
 def supervisor_checks(stats: SupervisorStatistics) -> Iterable[Check]:

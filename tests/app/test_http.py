@@ -10,11 +10,13 @@ import pytest
 import structlog
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from quart import Blueprint, Response
 
+from actors import OutboxStats
 from concierge.app.http import create_app
 from concierge.observability import Check, HealthBoard, Status
-from concierge.protocol import new_correlation_id
+from concierge.protocol import Channel, new_correlation_id
 from concierge.settings import HttpSettings
 from supervisors import ChildSpec, Supervisor
 from tests.waiting import eventually
@@ -214,3 +216,25 @@ async def test_correlation_ids_are_minted_by_the_server_and_a_client_id_kept_apa
     assert other["correlation_id"] != forged["correlation_id"]
     spaced = await (await test_client.get("/probe", headers={"X-Request-Id": "a b"})).get_json()
     assert "client_request_id" not in spaced
+
+
+async def test_metrics_expose_one_family_per_name_with_the_channel_as_a_label() -> None:
+    board = HealthBoard(version="1")
+    for channel in (Channel.TELEGRAM, Channel.WAHA):
+        stats = OutboxStats(channel=channel)
+        stats.sent = 3 if channel is Channel.TELEGRAM else 5
+        board.register(stats)
+    client = create_app(board=board, settings=SETTINGS).test_client()
+    await client.get("/livez")
+    text = (await (await client.get("/metrics")).get_data()).decode()
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    sent = families["concierge_outbox_sent"]
+    assert {s.labels["channel"]: s.value for s in sent.samples if s.name.endswith("_total")} == {
+        "telegram": 3.0,
+        "waha": 5.0,
+    }
+    assert {"concierge_outbox_backlog", "concierge_http_requests", "process_cpu_seconds"} <= set(
+        families
+    )
