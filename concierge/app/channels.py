@@ -62,7 +62,8 @@ class ChannelParts:
     pacing: dict[Channel, Pacing] = attrs.field(factory=dict)
     listeners: list[ChildSpec] = attrs.field(factory=list)
     blueprints: list[Blueprint] = attrs.field(factory=list)
-    asgi_wrappers: list[Callable[[ASGIApp], ASGIApp]] = attrs.field(factory=list)
+    asgi_wrappers: list[Callable[..., ASGIApp]] = attrs.field(factory=list)
+    """Each called as ``wrap(app, observe=...)``: bare-ASGI routes counted with the app's."""
 
 
 PresenceRunner = Callable[..., Awaitable[None]]
@@ -112,6 +113,7 @@ async def open_channel_parts(
                     secret=telegram.webhook_secret,
                     stats=webhook_stats,
                     max_body_bytes=settings.http.max_body_bytes,
+                    body_timeout_s=settings.http.read_timeout_s,
                 )
             )
             parts.listeners.append(

@@ -324,8 +324,9 @@ def build_tree(
         children.append(ChildSpec(id="channels", start=channels.run, shutdown_s=5))
     if http:
         app: Any = create_app(board=rt.board, settings=settings.http, blueprints=blueprints)
+        observe = app.extensions["concierge.request_metrics"].observe
         for wrap in asgi_wrappers:
-            app = wrap(app)
+            app = wrap(app, observe=observe)
         children.append(
             ChildSpec(
                 id="http",

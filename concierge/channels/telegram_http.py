@@ -4,8 +4,11 @@ Telegram retries every non-2xx answer and holds back the chat's later updates un
 it succeeds, so the answers are chosen for that: 200 once the inbox row is committed
 (a duplicate too) and for updates the concierge ignores; 503 with ``Retry-After`` when
 the store is down (Telegram comes back); 401/403 for a missing/wrong secret, checked
-with ``hmac.compare_digest`` before the body is read; 400 for a body that is not an
-Update (a retry cannot fix it; it is logged and counted). Two faces, one behaviour:
+with ``hmac.compare_digest`` before the body is read; 415 for a body that is not
+declared JSON; 400 for a body that is not an Update (a retry cannot fix it; it is
+logged and counted); 408, and the connection closed, for a body that takes longer
+than the read timeout to arrive (a trickled body would hold a connection forever).
+Two faces, one behaviour:
 a Quart blueprint, and ``with_telegram_webhook`` which answers the route in bare ASGI
 in front of the app (about twice the rate).
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 import attrs
 import structlog
+import trio
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from quart import Blueprint, Response, request
 
@@ -44,6 +48,8 @@ class TelegramWebhookStats:
         self.ignored: dict[str, int] = {}
         self.unauthorized = 0
         self.malformed = 0
+        self.unsupported = 0
+        self.timed_out = 0
         self.unavailable = 0
         self.failed = 0
         self.latency_buckets = [0] * len(_BUCKETS)
@@ -70,6 +76,8 @@ class TelegramWebhookStats:
                 "ignored": sum(self.ignored.values()),
                 "unauthorized": self.unauthorized,
                 "malformed": self.malformed,
+                "unsupported": self.unsupported,
+                "timed_out": self.timed_out,
                 "unavailable": self.unavailable,
             },
         )
@@ -86,6 +94,8 @@ class TelegramWebhookStats:
             family.add_metric(["ignored", reason], count)
         family.add_metric(["unauthorized", ""], self.unauthorized)
         family.add_metric(["malformed", ""], self.malformed)
+        family.add_metric(["unsupported_media_type", ""], self.unsupported)
+        family.add_metric(["timed_out", ""], self.timed_out)
         family.add_metric(["unavailable", ""], self.unavailable)
         family.add_metric(["failed", ""], self.failed)
         yield family
@@ -97,6 +107,13 @@ class TelegramWebhookStats:
         pairs.append(("+Inf", float(self.latency_count)))
         latency.add_metric([], pairs, self.latency_sum)
         yield latency
+
+
+def _is_json(content_type: str | None) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``), in any case."""
+    if content_type is None:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _matches(candidate: str, secrets: Sequence[bytes]) -> bool:
@@ -121,7 +138,8 @@ class Answer:
 class TelegramWebhook:
     """What the route does, independent of the framework serving it.
 
-    ``handle`` takes the secret header first and reads the body only once it matched.
+    ``handle`` takes the secret and content type headers first and reads the body only
+    once they are right.
     """
 
     def __init__(
@@ -140,14 +158,22 @@ class TelegramWebhook:
         self.stats = stats if stats is not None else TelegramWebhookStats()
         self._retry_after_s = retry_after_s
 
-    async def handle(self, given: str | None, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
+    async def handle(
+        self,
+        given: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        *,
+        content_type: str | None = "application/json",
+    ) -> Answer:
         started = time.perf_counter()
         try:
-            return await self._handle(given, read_body)
+            return await self._handle(given, read_body, content_type)
         finally:
             self.stats.observe(time.perf_counter() - started)
 
-    async def _handle(self, given: str | None, read_body: Callable[[], Awaitable[bytes]]) -> Answer:
+    async def _handle(
+        self, given: str | None, read_body: Callable[[], Awaitable[bytes]], content_type: str | None
+    ) -> Answer:
         counts = self.stats
         if given is None:
             counts.unauthorized += 1
@@ -157,6 +183,10 @@ class TelegramWebhook:
             counts.unauthorized += 1
             log.warning("telegram.webhook_unauthorized", reason="wrong_secret")
             return Answer(status=403, error="wrong X-Telegram-Bot-Api-Secret-Token")
+        if not _is_json(content_type):
+            counts.unsupported += 1
+            log.warning("telegram.update_rejected", reason="not_json", content_type=content_type)
+            return Answer(status=415, error="the body must be application/json")
         body = await read_body()
         try:
             parsed = parse_update_body(body)
@@ -187,6 +217,12 @@ class TelegramWebhook:
             counts.accepted += 1
         else:
             counts.duplicates += 1
+        log_.info(
+            "telegram.webhook_accepted",
+            outcome="accepted" if accepted.is_new else "duplicate",
+            inbox_id=accepted.inbox_id,
+            kind=parsed.kind.value,
+        )
         return Answer(status=200)
 
 
@@ -215,7 +251,9 @@ def telegram_blueprint(
 
     @blueprint.post(path)
     async def telegram_webhook() -> Response:
-        answer = await webhook.handle(request.headers.get(SECRET_HEADER), read_body)
+        answer = await webhook.handle(
+            request.headers.get(SECRET_HEADER), read_body, content_type=request.content_type
+        )
         content_type = "application/json" if answer.error is not None else None
         return Response(
             answer.body(),
@@ -243,6 +281,10 @@ class _Disconnected(Exception):
     pass
 
 
+Observe = Callable[[str, str, int, float], None]
+"""``(route, method, status, seconds)`` of one answered request, for the request metrics."""
+
+
 def with_telegram_webhook(
     app: ASGIApp,
     *,
@@ -252,13 +294,17 @@ def with_telegram_webhook(
     stats: TelegramWebhookStats | None = None,
     retry_after_s: int = 5,
     max_body_bytes: int = 1 << 20,
+    body_timeout_s: float = 10.0,
     path: str = WEBHOOK_PATH,
+    observe: Observe | None = None,
 ) -> ASGIApp:
     """``app`` with ``POST path`` answered by the webhook directly, without the framework.
 
     The same behaviour as ``telegram_blueprint`` at about twice the rate on the trio
     worker (Quart's request machinery is most of the cost of an ack). Every other
-    request goes to ``app``. Bodies over ``max_body_bytes`` get 413.
+    request goes to ``app``. Bodies over ``max_body_bytes`` get 413, bodies still
+    arriving after ``body_timeout_s`` 408; ``observe`` counts each answer with the
+    app's own requests.
     """
     webhook = TelegramWebhook(
         ingest=ingest,
@@ -273,15 +319,21 @@ def with_telegram_webhook(
         if scope["type"] != "http" or scope["path"] != path:
             await app(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            await _respond(
-                send,
-                Answer(
-                    status=405, error="method not allowed on this route", headers={"Allow": "POST"}
-                ),
-            )
+        started = time.perf_counter()
+        answer = await answer_request(scope, receive)
+        if answer is None:
             return
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == header), None)
+        if observe is not None:
+            observe(path, scope["method"], answer.status, time.perf_counter() - started)
+        await _respond(send, answer)
+
+    async def answer_request(scope: Scope, receive: Receive) -> Answer | None:
+        """The answer to send; ``None`` when the client went away."""
+        if scope["method"] != "POST":
+            return Answer(
+                status=405, error="method not allowed on this route", headers={"Allow": "POST"}
+            )
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"]}
 
         async def read_body() -> bytes:
             chunks: list[bytes] = []
@@ -298,13 +350,26 @@ def with_telegram_webhook(
                 if not message.get("more_body"):
                     return b"".join(chunks)
 
+        async def read_body_in_time() -> bytes:
+            with trio.fail_after(body_timeout_s):
+                return await read_body()
+
         try:
-            answer = await webhook.handle(given, read_body)
+            return await webhook.handle(
+                headers.get(header), read_body_in_time, content_type=headers.get(b"content-type")
+            )
         except _TooLarge:
-            answer = Answer(status=413, error=f"request body larger than {max_body_bytes} bytes")
+            return Answer(status=413, error=f"request body larger than {max_body_bytes} bytes")
+        except trio.TooSlowError:
+            webhook.stats.timed_out += 1
+            log.warning("telegram.webhook_timed_out", body_timeout_s=body_timeout_s)
+            return Answer(
+                status=408,
+                error=f"the body did not arrive within {body_timeout_s:g} s",
+                headers={"Connection": "close"},
+            )
         except _Disconnected:
-            return
-        await _respond(send, answer)
+            return None
 
     return route
 

@@ -86,6 +86,16 @@ async def test_webhook_mode_registers_and_answers_once_despite_redelivery(tmp_pa
                 url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET + "x"}
             )
             assert forged.status_code == 403
+            metrics = (await client.get(f"{rt.http_binds[0]}/metrics")).text
+        # Telegram's webhook is counted with every other route, as WAHA's is.
+        assert (
+            'concierge_http_requests_total{method="POST",route="/webhooks/telegram",status="200"} 3.0'
+            in metrics
+        )
+        assert (
+            'concierge_http_requests_total{method="POST",route="/webhooks/telegram",status="403"} 1.0'
+            in metrics
+        )
         await eventually(lambda: bool(fake.texts_to(222222222)), "a reply to the webhook update")
         await eventually(owes_nothing(rt.store), "the store to owe no further reply")
         assert (rt.ingest.accepted, rt.ingest.duplicates) == (1, 2)

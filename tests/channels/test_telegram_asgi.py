@@ -15,6 +15,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart_trio import QuartTrio
+from structlog.testing import capture_logs
 
 from concierge.channels import TelegramWebhookStats, with_telegram_webhook
 from concierge.domain import Ingest
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "asgi_Secret-" + "z" * 30
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
+JSON = "application/json"
 
 
 @attrs.define
@@ -34,11 +36,12 @@ class Served:
     stats: TelegramWebhookStats
     wired: Wired
     http: httpx.AsyncClient
+    observed: list[tuple[str, str, int]]
 
 
 @asynccontextmanager
 async def serving(
-    ingest: Ingest, wired: Wired, *, max_body_bytes: int = 4096
+    ingest: Ingest, wired: Wired, *, max_body_bytes: int = 4096, body_timeout_s: float = 10.0
 ) -> AsyncIterator[Served]:
     app = QuartTrio("inner")
 
@@ -47,8 +50,15 @@ async def serving(
         return "alive"
 
     stats = TelegramWebhookStats()
+    observed: list[tuple[str, str, int]] = []
     asgi = with_telegram_webhook(
-        app, ingest=ingest, secret=SECRET, stats=stats, max_body_bytes=max_body_bytes
+        app,
+        ingest=ingest,
+        secret=SECRET,
+        stats=stats,
+        max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout_s,
+        observe=lambda route, method, status, _s: observed.append((route, method, status)),
     )
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -56,7 +66,7 @@ async def serving(
     config.errorlog = None
     async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10.0) as http:
         binds = await nursery.start(partial(serve, asgi, config))
-        yield Served(url=binds[0], stats=stats, wired=wired, http=http)
+        yield Served(url=binds[0], stats=stats, wired=wired, http=http, observed=observed)
         nursery.cancel_scope.cancel()
 
 
@@ -70,8 +80,12 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         yield s
 
 
-async def post(s: Served, body: bytes, secret: str | None = SECRET) -> httpx.Response:
+async def post(
+    s: Served, body: bytes, secret: str | None = SECRET, content_type: str | None = JSON
+) -> httpx.Response:
     headers = {} if secret is None else {HEADER: secret}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     return await s.http.post(s.url + "/webhooks/telegram", content=body, headers=headers)
 
 
@@ -164,3 +178,52 @@ async def test_answers_are_counted_and_timed_for_metrics(served: Served) -> None
     assert count.value == 2
     [check] = served.stats.health_checks()
     assert check.key == "telegram:webhook"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_not_declared_json_is_415_and_stores_nothing(
+    served: Served, content_type: str | None
+) -> None:
+    response = await post(served, update(), content_type=content_type)
+    assert response.status_code == 415
+    assert response.json()["error"] == "the body must be application/json"
+    assert await served.wired.store.pending_inbox() == []
+    assert (await post(served, update(), content_type="Application/JSON; charset=utf-8")).is_success
+
+
+async def test_a_trickled_body_gets_408_and_the_connection_is_closed(tmp_path: Path) -> None:
+    async with (
+        sqlite_store(tmp_path) as store,
+        wired_ingest(store) as wired,
+        serving(wired.ingest, wired, body_timeout_s=0.3) as s,
+    ):
+        host, port = s.url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                b"POST /webhooks/telegram HTTP/1.1\r\nHost: x\r\n"
+                + f"{HEADER}: {SECRET}\r\nContent-Type: {JSON}\r\n".encode()
+                + b"Content-Length: 100\r\n\r\n{"
+            )
+            received = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some():  # b"" once the server closes
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 408")
+        assert b"did not arrive within 0.3 s" in received
+        assert s.stats.timed_out == 1
+        assert await store.pending_inbox() == []
+
+
+async def test_answers_are_observed_and_an_accepted_update_is_logged(served: Served) -> None:
+    with capture_logs() as logs:
+        await post(served, update())
+        await post(served, update(), secret="wrong")
+    assert served.observed == [
+        ("/webhooks/telegram", "POST", 200),
+        ("/webhooks/telegram", "POST", 403),
+    ]
+    [accepted] = [e for e in logs if e["event"] == "telegram.webhook_accepted"]
+    [row] = await served.wired.store.pending_inbox()
+    assert accepted["correlation_id"] == row.correlation_id
+    assert (accepted["outcome"], accepted["inbox_id"]) == ("accepted", row.inbox_id)

@@ -101,7 +101,9 @@ async def test_secret_is_checked_before_the_body_is_parsed(wired: Wired) -> None
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
     response = await client.post(
-        PATH, data=b"{not json", headers={"X-Telegram-Bot-Api-Secret-Token": "x"}
+        PATH,
+        data=b"{not json",
+        headers={"X-Telegram-Bot-Api-Secret-Token": "x", "Content-Type": "application/json"},
     )
     assert response.status_code == 403
     assert stats.malformed == 0
@@ -116,7 +118,9 @@ async def test_previous_secret_is_accepted_during_rotation(wired: Wired) -> None
     for i, secret in enumerate(("new", "old")):
         update = FakeTelegram().text_message(user_id=42, text="x", update_id=10 + i)
         response = await client.post(
-            PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+            PATH,
+            data=body_of(update),
+            headers={"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"},
         )
         assert response.status_code == 200
     assert await inbox_count(wired.store) == 2
@@ -136,7 +140,9 @@ async def test_malformed_body_is_a_clear_400_and_nothing_is_stored(
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
     response = await client.post(
-        PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        PATH,
+        data=body,
+        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 400
     error = json.loads(await response.get_data())["error"]
@@ -157,7 +163,9 @@ async def test_ignored_updates_are_acknowledged_and_counted(wired: Wired) -> Non
     ]
     for update in updates:
         response = await client.post(
-            PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            PATH,
+            data=body_of(update),
+            headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
         )
         assert response.status_code == 200
     assert await inbox_count(wired.store) == 0
@@ -168,7 +176,9 @@ async def test_media_update_is_stored_as_media(wired: Wired) -> None:
     client = make_app(wired.ingest, TelegramWebhookStats()).test_client()
     update = FakeTelegram().text_message(user_id=3, text="", voice={"file_id": "v"})
     response = await client.post(
-        PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        PATH,
+        data=body_of(update),
+        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 200
     [row] = await wired.store.pending_inbox()
@@ -181,7 +191,7 @@ async def test_update_delivered_three_times_makes_one_row_sequentially_and_concu
     stats = TelegramWebhookStats()
     client = make_app(wired.ingest, stats).test_client()
     fake = FakeTelegram()
-    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
     sequential = fake.text_message(user_id=7, text="un")
     concurrent = fake.text_message(user_id=8, text="deux")
     statuses: list[int] = []
@@ -215,7 +225,9 @@ async def test_store_down_answers_503_with_retry_after_and_commits_nothing(tmp_p
         await store.aclose()  # every call now raises StoreUnavailable
         update = FakeTelegram().text_message(user_id=42, text="Bonjour")
         response = await client.post(
-            PATH, data=body_of(update), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            PATH,
+            data=body_of(update),
+            headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
         )
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
@@ -317,7 +329,9 @@ async def test_text_with_nul_and_lone_surrogates_is_stored_cleaned(wired: Wired)
     update = FakeTelegram().text_message(user_id=4, text="a\x00b\ud800c", first_name="\ud83d")
     body = json.dumps(update).encode()  # JSON escapes carry the lone surrogates
     response = await client.post(
-        PATH, data=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        PATH,
+        data=body,
+        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 200
     [row] = await wired.store.pending_inbox()
