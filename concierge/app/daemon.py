@@ -217,7 +217,7 @@ def build_tree(
     listeners: Sequence[ChildSpec] = (),
     http: bool = True,
     blueprints: Sequence[Any] = (),
-    asgi_wrappers: Sequence[Callable[[Any], Any]] = (),
+    asgi_wrappers: Sequence[Callable[..., Any]] = (),
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None,
 ) -> Supervisor:
     """The root supervisor and its subtrees, in start order (stop order is the reverse)."""
