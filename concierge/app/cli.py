@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import concierge.app.admin as admin
     import concierge.app.chat as chat
     import concierge.app.daemon as daemon
-    from concierge.app.errors import CommandError
+    from concierge.app.errors import CannotListen, CommandError
     from concierge.domain import ConfigError
     from concierge.store import StoreError
 
@@ -115,11 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return admin.list_handoffs(settings)
             case "handoff":
                 return admin.close_handoff(settings, user=args.user, by=args.by)
-    except* ConfigError as group:
+    except* (ConfigError, CannotListen) as group:
         bad_config = _first(group)
     except* (CommandError, StoreError) as group:
         # The asyncio bridge wraps errors raised while it is open in a group.
         failure = _first(group)
+    if isinstance(bad_config, CannotListen):
+        print(f"concierge: {bad_config}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     if bad_config is not None:
         print(f"concierge: invalid configuration: {bad_config}", file=sys.stderr)
         return EXIT_BAD_SETTINGS

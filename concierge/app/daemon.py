@@ -30,7 +30,7 @@ from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
 from concierge.app.conversations import build_conversations
 from concierge.app.gc_policy import run_collector, tune_gc
-from concierge.app.http import create_app, run_http
+from concierge.app.http import check_can_listen, create_app, run_http
 from concierge.channels import ChannelSender
 from concierge.domain import (
     Ingest,
@@ -363,6 +363,7 @@ async def _run_sender(
 
 async def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0 after a drain) or until the root gives up (exit 1)."""
+    check_can_listen(settings.http)
     channels = enabled_channels(settings, console=False)
     async with open_runtime(settings, channels=channels, messengers=True) as rt:
         parts = rt.parts

@@ -1,6 +1,7 @@
 """Errors of the daemon's own commands.
 
 CommandError     a CLI command could not do what was asked; the message says why
+CannotListen     the HTTP address is taken or not ours to bind: a setting to fix, not a restart
 """
 
 from __future__ import annotations
@@ -8,3 +9,7 @@ from __future__ import annotations
 
 class CommandError(Exception):
     """A command failed for a reason the operator can act on."""
+
+
+class CannotListen(Exception):
+    """The daemon cannot bind its HTTP address; the message names it and why."""

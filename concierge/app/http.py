@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 
+from concierge.app.errors import CannotListen
 from concierge.observability import HealthBoard, Status
 from concierge.protocol import new_correlation_id
 from concierge.settings import HttpSettings
@@ -186,6 +188,25 @@ def _json(
     headers: dict[str, str] | None = None,
 ) -> Response:
     return Response(json.dumps(body), status=status, content_type=content_type, headers=headers)
+
+
+def check_can_listen(settings: HttpSettings) -> None:
+    """Bind the HTTP address once before anything starts, as Hypercorn will.
+
+    A port in use is the operator's to fix: said in one line, not retried by the
+    supervisor until it gives up. Raises ``CannotListen``.
+    """
+    where = f"{settings.host}:{settings.port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise CannotListen(f"cannot listen on {where}: {reason}") from None
 
 
 def hypercorn_config(settings: HttpSettings) -> HypercornConfig:

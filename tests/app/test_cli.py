@@ -284,3 +284,16 @@ def test_handoff_list_and_close_from_the_command_line(tmp_path: Path) -> None:
     again = run_cli(tmp_path, "handoff", "close", "--user", "console:paul")
     assert again.returncode == 1
     assert "no open handoff" in again.stderr
+
+
+def test_run_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(tmp_path, "run", CONCIERGE_HTTP_PORT=str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"concierge: cannot listen on 127.0.0.1:{port}: address already in use"
+    ]
+    assert "supervisor.child_restarted" not in result.stdout
