@@ -11,6 +11,7 @@ from .conversation import (
     ConversationMetrics as ConversationMetrics,
     run_conversation as run_conversation,
 )
+from .erasure_watch import run_erasure_watch as run_erasure_watch
 from .handoff_sweeper import run_handoff_sweeper as run_handoff_sweeper
 from .inbox_replay import run_inbox_replay as run_inbox_replay
 from .outbox import (

@@ -145,6 +145,8 @@ class ConversationDeps:
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     knowledge_sections: int = 3
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
+    live: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+    """The scope ending each running actor, by user key: erasure stops a forgotten user's."""
     budget: UserBudget = attrs.field()
     window: ContextWindow = attrs.field()
 
@@ -679,30 +681,45 @@ async def run_conversation(
     """
     deps.metrics.live += 1
     deps.metrics.started += 1
+    scope = deps.live[user_key] = trio.CancelScope()
     try:
-        # Not ``open_memory_channel[ConversationMsg](...)``: the subscripted call costs ~30 µs per actor.
-        send: trio.MemorySendChannel[ConversationMsg]
-        receive: trio.MemoryReceiveChannel[ConversationMsg]
-        send, receive = trio.open_memory_channel(deps.settings.queue_size)
-        conversation = Conversation(user_key, deps)
-        with receive:
-            handed = handover.take() if handover is not None else []
-            task_status.started(send)  # no checkpoint since the take: nothing slips between
-            for queued in await _opening(
-                conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
-            ):
-                await conversation.handle(queued)
-            while True:
-                msg: ConversationMsg | None = None
-                with trio.move_on_after(deps.settings.idle_s):
-                    try:
-                        msg = await receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                if msg is None:  # the idle timeout passed
-                    deps.metrics.reaped += 1
-                    log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
-                    return
-                await conversation.handle(msg)
+        with scope:
+            await _serve(user_key, handover, deps, task_status)
+        if scope.cancelled_caught:
+            log.info("conversation.forgotten")
     finally:
         deps.metrics.live -= 1
+        if deps.live.get(user_key) is scope:
+            del deps.live[user_key]
+
+
+async def _serve(
+    user_key: str,
+    handover: Handover | None,
+    deps: ConversationDeps,
+    task_status: trio.TaskStatus[trio.MemorySendChannel[ConversationMsg]],
+) -> None:
+    # Not ``open_memory_channel[ConversationMsg](...)``: the subscripted call costs ~30 µs per actor.
+    send: trio.MemorySendChannel[ConversationMsg]
+    receive: trio.MemoryReceiveChannel[ConversationMsg]
+    send, receive = trio.open_memory_channel(deps.settings.queue_size)
+    conversation = Conversation(user_key, deps)
+    with receive:
+        handed = handover.take() if handover is not None else []
+        task_status.started(send)  # no checkpoint since the take: nothing slips between
+        for queued in await _opening(
+            conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
+        ):
+            await conversation.handle(queued)
+        while True:
+            msg: ConversationMsg | None = None
+            with trio.move_on_after(deps.settings.idle_s):
+                try:
+                    msg = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+            if msg is None:  # the idle timeout passed
+                deps.metrics.reaped += 1
+                log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+                return
+            await conversation.handle(msg)

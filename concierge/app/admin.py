@@ -25,6 +25,7 @@ from concierge.store import (
     StoreError,
     UnknownUser,
     migrate as apply_migrations,
+    open_session_cache,
     open_store,
 )
 
@@ -72,13 +73,26 @@ def migrate(settings: Settings) -> int:
 
 
 def forget(settings: Settings, user: str) -> int:
+    """Erase in the store and, when it is shared (Redis), the session cache; running
+    daemons stop the user's conversation and clear their own cache on the store's notice."""
+
     async def job() -> int:
         try:
-            async with open_store(settings.store) as store:
-                forgotten = await forget_user(store, user)
+            async with (
+                open_store(settings.store) as store,
+                open_session_cache(settings.store) as cache,
+            ):
+                shared = cache.backend != "memory"  # a memory cache lives in the daemon
+                forgotten = await forget_user(store, user, cache=cache if shared else None)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        print(f"forgot user {forgotten.user_id}: {forgotten.rows} rows erased")
+        if not shared:
+            cached = "running daemons erase their in-memory cache"
+        elif forgotten.cache_entries is None:
+            cached = "the session cache was unreachable: running daemons erase it"
+        else:
+            cached = f"{forgotten.cache_entries} cache entries erased"
+        print(f"forgot user {forgotten.user_id}: {forgotten.rows} rows erased, {cached}")
         return 0
 
     return _run(settings, job)

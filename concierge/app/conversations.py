@@ -19,6 +19,7 @@ from actors import (
     ConversationMetrics,
     RouterStats,
     run_conversation,
+    run_erasure_watch,
     run_handoff_sweeper,
     run_inbox_replay,
     run_router,
@@ -146,6 +147,7 @@ def build_conversations(
     replay_grace_s: float | None = None,
     handoff_sweep_s: float | None = None,
     usage: DailyUsage | None = None,
+    erasure_poll_s: float = 2.0,
 ) -> ConversationsService:
     """Wire the subtree; raises ``TriageError``/``PromptError`` naming a missing or invalid file.
 
@@ -224,6 +226,16 @@ def build_conversations(
                     router=router_send,
                     grace_s=grace_s,
                     interval_s=replay_interval_s,
+                ),
+            ),
+            ChildSpec(
+                id="erasure_watch",
+                start=partial(
+                    run_erasure_watch,
+                    store=store,
+                    cache=cache,
+                    live=deps.live,
+                    interval_s=erasure_poll_s,
                 ),
             ),
             ChildSpec(

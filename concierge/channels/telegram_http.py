@@ -219,7 +219,7 @@ class TelegramWebhook:
             counts.duplicates += 1
         log_.info(
             "telegram.webhook_accepted",
-            outcome="accepted" if accepted.is_new else "duplicate",
+            outcome="accepted" if accepted.is_new else accepted.status.value,
             inbox_id=accepted.inbox_id,
             kind=parsed.kind.value,
         )

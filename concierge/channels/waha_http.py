@@ -2,15 +2,15 @@
 
 A delivery is acknowledged (200) only once its inbox row is committed, or when it
 needs no answer (another event type, our own echo, a group); a duplicate is a 200
-too. Bad signatures get 401 and leave no trace in the inbox; a signed body we
+too, and so is a message its user had erased (``concierge forget``), not stored again. Bad signatures get 401 and leave no trace in the inbox; a signed body we
 cannot read gets 400; a store that is down gets 503 with ``Retry-After``, which
 WAHA's retry policy honours.
 
 On the WAHA side: ``WHATSAPP_HOOK_URL=https://<host>/webhooks/waha``,
 ``WHATSAPP_HOOK_EVENTS=message`` (not ``message.any`` as well: every message would
 come twice), ``WHATSAPP_HOOK_HMAC_KEY`` equal to ``WAHA_WEBHOOK_HMAC_KEY``, and a retry
-span (attempts x delay) shorter than ``WAHA_TIMESTAMP_WINDOW_S``: retries keep the
-first attempt's timestamp.
+span (attempts x delay) shorter than ``WAHA_TIMESTAMP_WINDOW_S``: freshness is the
+event's own signed ``timestamp``, which retries keep.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ async def _accept(
         response = _json({"error": "the inbox is unavailable, retry later"}, 503)
         response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
         return response
-    outcome = "accepted" if accepted.is_new else "duplicate"
+    outcome = "accepted" if accepted.is_new else accepted.status.value
     counts.count(outcome, message.kind.value)
     log_.info(
         "waha.webhook_accepted",

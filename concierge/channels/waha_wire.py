@@ -1,7 +1,9 @@
 """WAHA (WhatsApp HTTP API) webhook wire format: verify a delivery, parse its envelope, normalise chat ids.
 
-Pure functions, no I/O. ``verify_delivery`` checks the HMAC and timestamp headers
-against the raw body; ``parse_envelope`` turns a verified body into a
+Pure functions, no I/O. ``verify_delivery`` checks the HMAC header against the raw
+body, and freshness against the event's own timestamp inside it (what the HMAC
+covers: the ``X-Webhook-Timestamp`` header is not signed, so a captured delivery
+re-sent with a fresh header would pass a check on it); ``parse_envelope`` turns a verified body into a
 ``ParsedMessage``, an ``Ignored`` or a ``Rejected``, and never raises.
 """
 
@@ -40,7 +42,6 @@ __all__ = [
 HMAC_ALGORITHM = "sha512"
 HEADER_HMAC = "x-webhook-hmac"
 HEADER_ALGORITHM = "x-webhook-hmac-algorithm"
-HEADER_TIMESTAMP = "x-webhook-timestamp"
 HEADER_REQUEST_ID = "x-webhook-request-id"
 # How far ahead of our clock a delivery's timestamp may be (clock skew between hosts).
 FUTURE_SKEW_S = 60.0
@@ -189,10 +190,12 @@ def verify_delivery(
 ) -> Rejected | None:
     """``None`` when the delivery is authentic and fresh, else why not.
 
-    With a key, ``X-Webhook-Hmac`` (lower-case hex of HMAC-SHA512 over the raw body),
-    ``X-Webhook-Hmac-Algorithm: sha512`` and ``X-Webhook-Timestamp`` (ms) are all
-    required: every WAHA build that signs sends all three. Without a key (unsigned
-    mode) only a timestamp that is present is checked.
+    With a key, ``X-Webhook-Hmac`` (lower-case hex of HMAC-SHA512 over the raw body)
+    and ``X-Webhook-Hmac-Algorithm: sha512`` are required, and a ``message`` event must
+    carry its time in the signed body: the envelope's ``timestamp`` (ms) or, from WAHA
+    builds older than it, ``payload.timestamp`` (s). Without a key (unsigned mode) only
+    a timestamp that is present is checked. A body that is not JSON passes here and is
+    refused by ``parse_envelope``.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
     if hmac_key is not None:
@@ -214,29 +217,62 @@ def verify_delivery(
                 reason=RejectReason.SIGNATURE_INVALID,
                 detail="X-Webhook-Hmac does not match the body",
             )
-    stamp = lowered.get(HEADER_TIMESTAMP)
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    stamp = _event_time_ms(envelope)
+    if isinstance(stamp, Rejected):
+        return stamp
     if stamp is None:
-        if hmac_key is None:
-            return None
+        if (
+            hmac_key is None
+            or envelope.get("event") != "message"
+            or not isinstance(envelope.get("payload"), dict)
+        ):
+            return None  # unsigned mode, or nothing that could be stored
         return Rejected(
-            reason=RejectReason.TIMESTAMP_MISSING, detail="X-Webhook-Timestamp header is missing"
+            reason=RejectReason.TIMESTAMP_MISSING,
+            detail="the signed body carries no `timestamp` (nor `payload.timestamp`)",
         )
-    if not re.fullmatch(r"\d{1,16}", stamp):
-        return Rejected(
-            reason=RejectReason.TIMESTAMP_INVALID,
-            detail=f"X-Webhook-Timestamp must be Unix milliseconds, got {_shown(stamp)}",
-        )
-    age_s = now_s - int(stamp) / 1000.0
+    age_s = now_s - stamp / 1000.0
     if age_s > window_s:
         return Rejected(
             reason=RejectReason.TIMESTAMP_STALE,
-            detail=f"X-Webhook-Timestamp is {age_s:.0f} s old (window {window_s:g} s)",
+            detail=f"the event is {age_s:.0f} s old (window {window_s:g} s)",
         )
     if -age_s > future_skew_s:
         return Rejected(
             reason=RejectReason.TIMESTAMP_FUTURE,
-            detail=f"X-Webhook-Timestamp is {-age_s:.0f} s in the future",
+            detail=f"the event is {-age_s:.0f} s in the future",
         )
+    return None
+
+
+_MAX_STAMP_MS = 10**16
+
+
+def _event_time_ms(envelope: Mapping[str, Any]) -> int | Rejected | None:
+    """The event's time in ms from the signed body: ``timestamp`` (ms), else ``payload.timestamp`` (s)."""
+    payload = envelope.get("payload")
+    for where, value, scale in (
+        ("timestamp", envelope.get("timestamp"), 1),
+        (
+            "payload.timestamp",
+            payload.get("timestamp") if isinstance(payload, dict) else None,
+            1000,
+        ),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < _MAX_STAMP_MS:
+            return Rejected(
+                reason=RejectReason.TIMESTAMP_INVALID,
+                detail=f"`{where}` must be a positive Unix time in {'ms' if scale == 1 else 's'}",
+            )
+        return value * scale
     return None
 
 

@@ -19,7 +19,11 @@ from .commands import (
     parse_command as parse_command,
 )
 from .context import ContextWindow as ContextWindow
-from .erasure import Forgotten as Forgotten, forget_user as forget_user
+from .erasure import (
+    Forgotten as Forgotten,
+    forget_user as forget_user,
+    user_of_entry as user_of_entry,
+)
 from .errors import ConfigError as ConfigError
 from .handoffs import (
     HandoffDesk as HandoffDesk,

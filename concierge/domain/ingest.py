@@ -12,7 +12,7 @@ from __future__ import annotations
 import structlog
 import trio
 
-from concierge.protocol import Accepted, Inbound, InboundMessage, RouterMsg
+from concierge.protocol import Accepted, AcceptStatus, Inbound, InboundMessage, RouterMsg
 from concierge.store import Inbox
 
 log = structlog.get_logger(__name__)
@@ -36,6 +36,13 @@ class Ingest:
     async def accept(self, message: InboundMessage) -> Accepted:
         """Commit ``message``; forward it to the router if it is new."""
         accepted = await self._store.accept(message)
+        if accepted.status is AcceptStatus.ERASED:
+            log.info(
+                "ingest.erased_ignored",
+                correlation_id=message.correlation_id,
+                channel=message.channel.value,
+            )
+            return accepted
         if not accepted.is_new:
             self.duplicates += 1
             log.info(

@@ -18,6 +18,9 @@ from concierge.store import CacheUnavailable, SessionCache
 
 log = structlog.get_logger(__name__)
 
+USER_BUCKETS = "user"
+"""The prefix of per-user rate-limit bucket names: ``user:<user key>``."""
+
 
 @attrs.define(kw_only=True)
 class TokenBucket:
@@ -63,7 +66,7 @@ class UserRateLimiter:
         burst: int,
         clock: Callable[[], float] = trio.current_time,
         max_local_buckets: int = 10_000,
-        prefix: str = "user",
+        prefix: str = USER_BUCKETS,
     ) -> None:
         if rate_per_min <= 0 or burst < 1:
             raise ValueError(

@@ -59,6 +59,8 @@ from .records import (
     ConversationStart as ConversationStart,
     DailyUsage as DailyUsage,
     Direction as Direction,
+    Erased as Erased,
+    ErasureNotice as ErasureNotice,
     HandoffRow as HandoffRow,
     HandoffState as HandoffState,
     Interaction as Interaction,

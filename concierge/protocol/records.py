@@ -26,6 +26,8 @@ from concierge.protocol.messages import (
 class AcceptStatus(enum.StrEnum):
     NEW = "new"
     DUPLICATE = "duplicate"
+    ERASED = "erased"
+    """A delivery of a message its user had erased: acknowledged, never stored again."""
 
 
 class Direction(enum.StrEnum):
@@ -48,6 +50,22 @@ class Accepted:
     @property
     def is_new(self) -> bool:
         return self.status is AcceptStatus.NEW
+
+
+@attrs.frozen(kw_only=True)
+class Erased:
+    """What ``Store.forget_user`` did: rows touched and the identities it removed."""
+
+    rows: int
+    user_keys: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ErasureNotice:
+    """A forgotten identity, as its keyed hash, for every process to drop what it holds."""
+
+    erasure_id: int
+    user_digest: str
 
 
 @attrs.frozen(kw_only=True)

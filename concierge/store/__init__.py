@@ -20,6 +20,7 @@ from .connect import (
     migrate as migrate,
     open_store as open_store,
 )
+from .erasure_keys import erasure_digest as erasure_digest
 from .errors import (
     CacheUnavailable as CacheUnavailable,
     StoreError as StoreError,

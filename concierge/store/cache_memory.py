@@ -125,6 +125,13 @@ class TtlMap(Generic[V]):
         self.expired += len(dead)
         return len(dead)
 
+    def drop_where(self, matches: Callable[[str], bool]) -> int:
+        """Drop every entry whose key ``matches``; return how many went."""
+        gone = [key for key in self._items if matches(key)]
+        for key in gone:
+            del self._items[key]
+        return len(gone)
+
     def deadlines(self) -> Iterator[tuple[str, float]]:
         for key, (deadline, _) in self._items.items():
             yield key, deadline
@@ -220,6 +227,10 @@ class MemorySessionCache:
             return True
         self._seen.put(key, True, ttl_s=ttl_s)
         return False
+
+    async def forget(self, matches: Callable[[str], bool]) -> int:
+        await trio.lowlevel.checkpoint()
+        return sum(ttl_map.drop_where(matches) for ttl_map in self._maps())
 
     def remaining_ttls(self) -> dict[str, float]:
         """Seconds left for every entry, keyed ``context:``/``bucket:``/``seen:`` + name."""

@@ -346,6 +346,23 @@ class RedisSessionCache:
         created = await self._call("seen", call)
         return not created
 
+    async def forget(self, matches: Callable[[str], bool]) -> int:
+        """Walk this prefix's keys with ``SCAN`` (never ``KEYS``: it blocks Redis) and delete matches."""
+        kinds = tuple(f"{self._prefix}{kind}:" for kind in ("context", "bucket", "seen"))
+
+        async def call() -> int:
+            doomed: list[str] = []
+            async for name in self._client.scan_iter(match=f"{self._prefix}*", count=1000):
+                for kind in kinds:
+                    if name.startswith(kind) and matches(name.removeprefix(kind)):
+                        doomed.append(name)
+            deleted = 0
+            for start in range(0, len(doomed), 500):
+                deleted += await self._client.delete(doomed[start : start + 500])
+            return deleted
+
+        return await self._call("forget", call)
+
     def statistics(self) -> RedisCacheStatistics:
         return RedisCacheStatistics(
             calls=self._calls,

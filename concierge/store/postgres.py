@@ -33,6 +33,8 @@ from concierge.protocol import (
     ConversationRow,
     ConversationStart,
     DailyUsage,
+    Erased,
+    ErasureNotice,
     HandoffRow,
     Inbound,
     InboundMessage,
@@ -43,6 +45,13 @@ from concierge.protocol import (
     UserRow,
 )
 from concierge.settings import StoreSettings
+from concierge.store.erasure_keys import (
+    ERASURE_KEY_NAME,
+    erasure_digest,
+    message_digests,
+    new_erasure_key,
+    with_erased,
+)
 from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrations import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
@@ -99,6 +108,8 @@ ON CONFLICT (channel, external_id) DO NOTHING
 RETURNING inbox_id, channel, external_id
 """
 
+_TOMBSTONED = "SELECT digest FROM tombstones WHERE digest = ANY($1::text[])"
+
 _EXISTING_INBOX = """
 SELECT inbox_id, channel, external_id FROM inbox
 WHERE (channel, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
@@ -133,6 +144,7 @@ class PostgresStore:
         flushers: int,
     ) -> None:
         self._pool = pool
+        self._erasure_key: bytes | None = None
         self._loop = loop
         self._op_timeout_s = op_timeout_s
         self._acquire_timeout_s = acquire_timeout_s
@@ -239,6 +251,17 @@ class PostgresStore:
         return (await self._accept_batch([message]))[0]
 
     async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
+        digests = message_digests(await self.erasure_key(), batch)
+
+        async def tombstoned(conn: Conn) -> set[str]:
+            rows = await conn.fetch(_TOMBSTONED, digests)
+            return {r[0] for r in rows}
+
+        erased = await self._call(tombstoned)
+        kept = [m for m, d in zip(batch, digests, strict=True) if d not in erased]
+        return with_erased(digests, erased, await self._insert_inbox(kept) if kept else [])
+
+    async def _insert_inbox(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
         first: dict[tuple[str, str], int] = {}  # key -> position of its first occurrence
         unique: list[InboundMessage] = []
         for position, m in enumerate(batch):
@@ -560,14 +583,59 @@ class PostgresStore:
                     break
         return touched
 
-    async def forget_user(self, user_id: int) -> int:
-        async def work(conn: Conn) -> int:
+    async def erasure_key(self) -> bytes:
+        if self._erasure_key is None:
+
+            async def work(conn: Conn) -> str:
+                await conn.execute(
+                    "INSERT INTO store_keys (name, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    ERASURE_KEY_NAME,
+                    new_erasure_key(),
+                )
+                return str(
+                    await conn.fetchval(
+                        "SELECT secret FROM store_keys WHERE name = $1", ERASURE_KEY_NAME
+                    )
+                )
+
+            self._erasure_key = bytes.fromhex(await self._call(work))
+        return self._erasure_key
+
+    async def erasures_after(
+        self, erasure_id: int, *, limit: int = 1000
+    ) -> Sequence[ErasureNotice]:
+        async def work(conn: Conn) -> Sequence[ErasureNotice]:
+            rows = await conn.fetch(
+                "SELECT erasure_id, user_digest FROM erasures WHERE erasure_id > $1 "
+                "ORDER BY erasure_id LIMIT $2",
+                erasure_id,
+                limit,
+            )
+            return [ErasureNotice(erasure_id=r[0], user_digest=r[1]) for r in rows]
+
+        return await self._call(work)
+
+    async def forget_user(self, user_id: int) -> Erased:
+        key = await self.erasure_key()
+
+        async def work(conn: Conn) -> Erased:
             keys = [
                 r[0]
                 for r in await conn.fetch(
                     "SELECT user_key FROM identities WHERE user_id = $1", user_id
                 )
             ]
+            messages = await conn.fetch(
+                "SELECT channel, external_id FROM inbox WHERE user_key = ANY($1::text[])", keys
+            )
+            await conn.execute(
+                "INSERT INTO tombstones (digest) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                [erasure_digest(key, r[0], r[1]) for r in messages],
+            )
+            await conn.execute(
+                "INSERT INTO erasures (user_digest) SELECT unnest($1::text[])",
+                [erasure_digest(key, k) for k in keys],
+            )
             statuses = [
                 await conn.execute(
                     "DELETE FROM messages WHERE conversation_id IN "
@@ -587,7 +655,8 @@ class PostgresStore:
                     user_id,
                 ),
             ]
-            return sum(int(str(s).rsplit(" ", 1)[-1]) for s in statuses)
+            rows = sum(int(str(s).rsplit(" ", 1)[-1]) for s in statuses)
+            return Erased(rows=rows, user_keys=tuple(keys))
 
         return await self._tx(work)
 

@@ -20,7 +20,7 @@ the backends implement it and only the composition root holds one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Protocol
 
@@ -30,6 +30,8 @@ from concierge.protocol import (
     ConversationRow,
     ConversationStart,
     DailyUsage,
+    Erased,
+    ErasureNotice,
     HandoffRow,
     Inbound,
     InboundMessage,
@@ -58,7 +60,10 @@ class Inbox(Protocol):
     """The durability boundary: platform messages committed, and read back while pending."""
 
     async def accept(self, message: InboundMessage) -> Accepted:
-        """Commit an inbox row unless (channel, external_id) exists; batched when concurrent."""
+        """Commit an inbox row unless (channel, external_id) exists; batched when concurrent.
+
+        A message its user had erased (a tombstone matches) is ``ERASED`` and not stored.
+        """
         ...
 
     async def pending_inbox(
@@ -193,8 +198,19 @@ class Erasure(Protocol):
         """Blank message, inbox and sent outbox texts older than ``cutoff``; keep metadata."""
         ...
 
-    async def forget_user(self, user_id: int) -> int:
-        """Erase a user's messages and identities; return the rows touched."""
+    async def forget_user(self, user_id: int) -> Erased:
+        """Erase a user's messages and identities, leaving a tombstone per erased inbox row
+        and an erasure notice per identity, in one transaction."""
+        ...
+
+    async def erasure_key(self) -> bytes:
+        """The key of the store's keyed hashes, generated on first use and kept in the store."""
+        ...
+
+    async def erasures_after(
+        self, erasure_id: int, *, limit: int = 1000
+    ) -> Sequence[ErasureNotice]:
+        """Erasure notices newer than ``erasure_id``, oldest first."""
         ...
 
 
@@ -266,6 +282,13 @@ class SessionCache(Protocol):
 
     async def seen(self, key: str, *, ttl_s: float) -> bool:
         """Mark ``key`` seen; return whether it already was (dedupe fast path)."""
+        ...
+
+    async def forget(self, matches: Callable[[str], bool]) -> int:
+        """Delete every entry (context, bucket, seen mark) whose name ``matches``; return how many.
+
+        Rare (an erasure), so it may walk the whole cache.
+        """
         ...
 
     async def aclose(self) -> None: ...

@@ -13,6 +13,7 @@ statements, for the single calls and a batch one item fails, are in
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,6 +31,8 @@ from concierge.protocol import (
     ConversationRow,
     ConversationStart,
     DailyUsage,
+    Erased,
+    ErasureNotice,
     HandoffRow,
     Inbound,
     InboundMessage,
@@ -41,6 +44,13 @@ from concierge.protocol import (
     utcnow,
 )
 from concierge.store.background import running
+from concierge.store.erasure_keys import (
+    ERASURE_KEY_NAME,
+    erasure_digest,
+    message_digests,
+    new_erasure_key,
+    with_erased,
+)
 from concierge.store.errors import StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrations import apply_sqlite
@@ -107,6 +117,7 @@ class SqliteStore:
         self.path = path
         self.hops = WorkerHops(conn, max_calls=max_batch)
         self._closed = False
+        self._erasure_key: bytes | None = None
         self.committer: GroupCommitter[InboundMessage, Accepted] = GroupCommitter(
             flush=self._accept_batch, max_batch=max_batch, flushers=1, name="sqlite.inbox"
         )
@@ -148,7 +159,20 @@ class SqliteStore:
 
     async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
         now = ts(utcnow())
-        return await self._write(lambda conn: _accept_rows(conn, batch, now))
+        digests = message_digests(await self.erasure_key(), batch)
+
+        def work(conn: sqlite3.Connection) -> list[Accepted]:
+            erased = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT digest FROM tombstones WHERE digest IN (SELECT value FROM json_each(?))",
+                    (json.dumps(digests),),
+                )
+            }
+            kept = [m for m, d in zip(batch, digests, strict=True) if d not in erased]
+            return with_erased(digests, erased, _accept_rows(conn, kept, now) if kept else [])
+
+        return await self._write(work)
 
     async def pending_inbox(
         self, *, user_key: str | None = None, limit: int = 1000
@@ -432,10 +456,39 @@ class SqliteStore:
 
         return await self._write(work)
 
-    async def forget_user(self, user_id: int) -> int:
-        now = ts(utcnow())
+    async def erasure_key(self) -> bytes:
+        if self._erasure_key is None:
 
-        def work(conn: sqlite3.Connection) -> int:
+            def work(conn: sqlite3.Connection) -> str:
+                conn.execute(
+                    "INSERT INTO store_keys (name, secret) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (ERASURE_KEY_NAME, new_erasure_key()),
+                )
+                row = conn.execute(
+                    "SELECT secret FROM store_keys WHERE name = ?", (ERASURE_KEY_NAME,)
+                ).fetchone()
+                return str(row[0])
+
+            self._erasure_key = bytes.fromhex(await self._write(work))
+        return self._erasure_key
+
+    async def erasures_after(
+        self, erasure_id: int, *, limit: int = 1000
+    ) -> Sequence[ErasureNotice]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT erasure_id, user_digest FROM erasures WHERE erasure_id > ? "
+                "ORDER BY erasure_id LIMIT ?",
+                (erasure_id, limit),
+            ).fetchall()
+        )
+        return [ErasureNotice(erasure_id=r[0], user_digest=r[1]) for r in rows]
+
+    async def forget_user(self, user_id: int) -> Erased:
+        now = ts(utcnow())
+        key = await self.erasure_key()
+
+        def work(conn: sqlite3.Connection) -> Erased:
             keys = [
                 r[0]
                 for r in conn.execute(
@@ -443,6 +496,21 @@ class SqliteStore:
                 )
             ]
             marks = ",".join("?" * len(keys))
+            if keys:
+                messages = conn.execute(
+                    f"SELECT channel, external_id FROM inbox WHERE user_key IN ({marks})", keys
+                ).fetchall()
+                conn.executemany(
+                    "INSERT INTO tombstones (digest, erased_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        (erasure_digest(key, channel, external), now)
+                        for channel, external in messages
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO erasures (user_digest, erased_at) VALUES (?, ?)",
+                    [(erasure_digest(key, user_key), now) for user_key in keys],
+                )
             touched = conn.execute(
                 "DELETE FROM messages WHERE conversation_id IN "
                 "(SELECT conversation_id FROM conversations WHERE user_id = ?)",
@@ -465,7 +533,7 @@ class SqliteStore:
                 "UPDATE users SET display_name = NULL, forgotten_at = ? WHERE user_id = ?",
                 (now, user_id),
             ).rowcount
-            return touched
+            return Erased(rows=touched, user_keys=tuple(keys))
 
         return await self._write(work)
 

@@ -153,54 +153,77 @@ def test_non_ascii_hmac_header_is_rejected_without_error() -> None:
     assert result.reason is RejectReason.SIGNATURE_INVALID
 
 
-# -- timestamp ---------------------------------------------------------------------------------
-def test_timestamp_beyond_the_window_is_rejected() -> None:
-    old = int((NOW_S - 601) * 1000)
-    result = verify(DOC_BODY, signed_headers(DOC_BODY, stamp_ms=old))
+# -- timestamp: the event's own, inside the signed body ------------------------------------------
+def stamped(stamp_ms: Any, *, payload_s: Any = None) -> bytes:
+    """A signed-shaped message body whose envelope carries ``stamp_ms`` (omitted when None)."""
+    event: dict[str, Any] = {"event": "message", "session": "default", "payload": {}}
+    if stamp_ms is not None:
+        event["timestamp"] = stamp_ms
+    if payload_s is not None:
+        event["payload"]["timestamp"] = payload_s
+    return json.dumps(event).encode()
+
+
+def verify_stamped(body: bytes, *, header_ms: int | None = None, key: str | None = DOC_KEY) -> Any:
+    headers = signed_headers(body, stamp_ms=header_ms) if key else {}
+    return verify(body, headers, key=key)
+
+
+def test_an_event_beyond_the_window_is_rejected() -> None:
+    result = verify_stamped(stamped(int((NOW_S - 601) * 1000)))
     assert result is not None
     assert result.reason is RejectReason.TIMESTAMP_STALE
 
 
-def test_timestamp_inside_the_window_is_accepted() -> None:
-    recent = int((NOW_S - 599) * 1000)
-    assert verify(DOC_BODY, signed_headers(DOC_BODY, stamp_ms=recent)) is None
+def test_a_fresh_header_does_not_revive_an_old_signed_event() -> None:
+    """The header is not signed: a captured delivery re-sent with a new one stays stale."""
+    old = stamped(int((NOW_S - 3600) * 1000))
+    result = verify_stamped(old, header_ms=int(NOW_S * 1000))
+    assert result is not None
+    assert result.reason is RejectReason.TIMESTAMP_STALE
 
 
-def test_timestamp_far_in_the_future_is_rejected() -> None:
-    future = int((NOW_S + 120) * 1000)
-    result = verify(DOC_BODY, signed_headers(DOC_BODY, stamp_ms=future))
+def test_an_event_inside_the_window_is_accepted_whatever_the_header() -> None:
+    assert verify_stamped(stamped(int((NOW_S - 599) * 1000)), header_ms=0) is None
+
+
+def test_an_event_far_in_the_future_is_rejected() -> None:
+    result = verify_stamped(stamped(int((NOW_S + 120) * 1000)))
     assert result is not None
     assert result.reason is RejectReason.TIMESTAMP_FUTURE
 
 
 def test_small_clock_skew_ahead_is_accepted() -> None:
-    ahead = int((NOW_S + 30) * 1000)
-    assert verify(DOC_BODY, signed_headers(DOC_BODY, stamp_ms=ahead)) is None
+    assert verify_stamped(stamped(int((NOW_S + 30) * 1000))) is None
 
 
-@pytest.mark.parametrize("stamp", ["", "abc", "-5", "+1800000000000", "1e12", " 1800000000000"])
-def test_unreadable_timestamp_is_rejected(stamp: str) -> None:
-    headers = signed_headers(DOC_BODY) | {"X-Webhook-Timestamp": stamp}
-    result = verify(DOC_BODY, headers)
+def test_older_builds_payload_timestamp_in_seconds_is_used() -> None:
+    assert verify_stamped(stamped(None, payload_s=int(NOW_S) - 10)) is None
+    result = verify_stamped(stamped(None, payload_s=int(NOW_S) - 3600))
+    assert result is not None
+    assert result.reason is RejectReason.TIMESTAMP_STALE
+
+
+@pytest.mark.parametrize("stamp", ["1800000000000", -5, 0, True, 1.8e12, 10**17, [1]])
+def test_unreadable_event_timestamp_is_rejected(stamp: Any) -> None:
+    result = verify_stamped(stamped(stamp))
     assert result is not None
     assert result.reason is RejectReason.TIMESTAMP_INVALID
 
 
-def test_signed_delivery_without_timestamp_is_rejected() -> None:
-    headers = signed_headers(DOC_BODY)
-    del headers["X-Webhook-Timestamp"]
-    result = verify(DOC_BODY, headers)
+def test_signed_message_without_any_timestamp_is_rejected() -> None:
+    result = verify_stamped(stamped(None), header_ms=int(NOW_S * 1000))
     assert result is not None
     assert result.reason is RejectReason.TIMESTAMP_MISSING
 
 
 def test_unsigned_mode_accepts_a_delivery_without_headers() -> None:
     assert verify(DOC_BODY, {}, key=None) is None
+    assert verify_stamped(stamped(None), key=None) is None
 
 
-def test_unsigned_mode_still_rejects_a_stale_timestamp() -> None:
-    headers = {"X-Webhook-Timestamp": str(int((NOW_S - 3600) * 1000))}
-    result = verify(DOC_BODY, headers, key=None)
+def test_unsigned_mode_still_rejects_a_stale_event() -> None:
+    result = verify_stamped(stamped(int((NOW_S - 3600) * 1000)), key=None)
     assert result is not None
     assert result.reason is RejectReason.TIMESTAMP_STALE
 

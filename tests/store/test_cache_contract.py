@@ -574,3 +574,19 @@ async def test_every_operation_is_a_cancellation_point(cache: Cache) -> None:
         # In process, a cancelled call changes nothing (Redis may have run the command).
         assert texts(await cache.get_context("telegram:1")) == ["Bonjour"]
         assert await cache.seen("dedupe:1", ttl_s=60) is False
+
+
+@pytest.mark.anyio
+async def test_forget_erases_every_entry_of_the_matching_names(cache: Cache) -> None:
+    await cache.set_context("telegram:1", [user("secret question")], ttl_s=600)
+    await cache.set_context("telegram:2", [user("kept")], ttl_s=600)
+    assert await cache.take_token("user:telegram:1", rate_per_s=1, burst=1, now=100.0)
+    assert await cache.take_token("user:telegram:2", rate_per_s=1, burst=1, now=100.0)
+    assert await cache.seen("telegram:1", ttl_s=600) is False
+    gone = await cache.forget(lambda name: name.removeprefix("user:") == "telegram:1")
+    assert gone == 3
+    assert await cache.get_context("telegram:1") is None
+    assert await cache.take_token("user:telegram:1", rate_per_s=1, burst=1, now=100.0)
+    assert await cache.seen("telegram:1", ttl_s=600) is False
+    assert texts(await cache.get_context("telegram:2")) == ["kept"]
+    assert not await cache.take_token("user:telegram:2", rate_per_s=1, burst=1, now=100.0)

@@ -41,6 +41,7 @@ from concierge.store import (
     migrate,
     open_store,
 )
+from concierge.store.erasure_keys import erasure_digest
 from concierge.store.postgres import PostgresStore
 from concierge.store.sqlite import SqliteStore
 from tests.store.records import interaction, record_history, reply
@@ -613,7 +614,7 @@ async def test_forget_user_erases_their_data_but_keeps_interaction_metadata(stor
     uid, _ = await _conversation_with_history(store)
     other = await store.resolve_user(Channel.TELEGRAM, "telegram:222")
     await store.accept(inbound("m9", user="telegram:222"))
-    assert await store.forget_user(uid) > 0
+    assert (await store.forget_user(uid)).rows > 0
     assert await store.user_for_key("telegram:111") is None
     assert [r.user_key for r in await store.pending_inbox()] == ["telegram:222"]
     assert await count(store, "messages") == 0
@@ -638,6 +639,59 @@ async def test_forget_helper_accepts_a_channel_identity_or_an_internal_id(
             await forget_user(store, 999999)
         with pytest.raises(ValueError, match="--user 'marie'"):
             await forget_user(store, "marie")
+
+
+async def test_a_forgotten_message_redelivered_is_erased_not_stored(store: Store) -> None:
+    """A tombstone refuses a replay of an erased message; the user may still write anew."""
+    await store.accept(inbound("false_221771234567@c.us_AB12", channel=Channel.WAHA))
+    await store.accept(inbound("m2", user="telegram:222"))
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    await store.forget_user(uid)
+    replayed = await store.accept(inbound("false_221771234567@c.us_AB12", channel=Channel.WAHA))
+    assert replayed == Accepted(status=AcceptStatus.ERASED, inbox_id=0)
+    assert [r.external_id for r in await store.pending_inbox()] == ["m2"]
+    # Nothing of the erased message is kept in clear: one keyed hash, no id, no number.
+    assert await count(store, "tombstones") == 1
+    digest = await scalar(store, "SELECT digest FROM tombstones")
+    key = await store.erasure_key()
+    assert digest == erasure_digest(key, "waha", "false_221771234567@c.us_AB12")
+    assert "221771234567" not in digest
+    fresh = await store.accept(inbound("m3"))
+    assert fresh.status is AcceptStatus.NEW
+
+
+async def test_a_batch_mixing_erased_and_new_messages_keeps_their_order(store: Store) -> None:
+    await store.accept(inbound("old"))
+    await store.forget_user(await store.resolve_user(Channel.TELEGRAM, "telegram:111"))
+    assert isinstance(store, PostgresStore | SqliteStore)
+    results = await store._accept_batch([inbound(i) for i in ("new1", "old", "new2", "new1")])
+    assert [r.status for r in results] == [
+        AcceptStatus.NEW,
+        AcceptStatus.ERASED,
+        AcceptStatus.NEW,
+        AcceptStatus.DUPLICATE,
+    ]
+
+
+async def test_forgetting_leaves_a_notice_per_identity_as_a_keyed_hash(store: Store) -> None:
+    uid = await store.resolve_user(Channel.WAHA, "waha:221771234567@c.us")
+    await store.link_identity(uid, Channel.WAHA, "waha:123456789012345@lid")
+    before = await store.erasures_after(0)
+    await store.forget_user(uid)
+    notices = await store.erasures_after(before[-1].erasure_id if before else 0)
+    key = await store.erasure_key()
+    assert sorted(n.user_digest for n in notices) == sorted(
+        erasure_digest(key, k) for k in ("waha:221771234567@c.us", "waha:123456789012345@lid")
+    )
+    assert await store.erasures_after(notices[-1].erasure_id) == []
+
+
+async def test_the_erasure_key_is_generated_once_and_kept(settings: StoreSettings) -> None:
+    async with open_store(settings) as store:
+        key = await store.erasure_key()
+    async with open_store(settings) as again:
+        assert await again.erasure_key() == key
+    assert len(key) == 32
 
 
 # -- lifecycle --------------------------------------------------------------------------------
