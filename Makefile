@@ -3,14 +3,21 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs into this venv (not one of its own), with every package's hash checked
+# against uv.lock; --inexact keeps pip and uv themselves.
+UV_SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --frozen --inexact --all-groups
 
-.PHONY: install run test lint typecheck check bench clean
+.PHONY: install lock run test lint typecheck check bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock requirements/uv.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --editable . --group tests --group lint
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/uv.txt
+	$(UV_SYNC) --quiet
 	touch $(STAMP)
+
+lock: $(STAMP)  ## regenerate uv.lock after a change to pyproject.toml's dependencies
+	$(BIN)/uv lock
+	$(UV_SYNC) --quiet
 
 run: $(STAMP)  ## the daemon on embedded defaults: SQLite, in-memory cache, offline provider
 	$(BIN)/concierge run
@@ -19,9 +26,12 @@ test: $(STAMP)  ## the whole suite; needs PostgreSQL and Redis on 127.0.0.1
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
+	$(BIN)/uv lock --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -72,6 +72,7 @@ from concierge.protocol import (
     utcnow,
 )
 from concierge.settings import (
+    DEFAULT_CONFIG_DIR,
     ApiKey,
     BreakerSettings,
     ConversationSettings,
@@ -263,7 +264,7 @@ def rss_kib(field: str = "VmRSS") -> int:
 
 def _settings(users: int, turn_timeout_s: float) -> tuple[ConversationSettings, PoolSettings]:
     conversation = ConversationSettings(
-        config_dir=ROOT / "config",
+        config_dir=DEFAULT_CONFIG_DIR,
         idle_s=3600.0,
         queue_size=4,
         context_turns=12,
@@ -319,8 +320,8 @@ async def _run(
     supervision = SupervisionSettings(
         max_restarts=5, period_s=60.0, backoff_initial_s=0.1, backoff_max_s=1.0, reset_after_s=60.0
     )
-    languages = load_languages(ROOT / "config" / "languages")
-    knowledge = load_knowledge(ROOT / "config", languages.analyzer())
+    languages = load_languages(DEFAULT_CONFIG_DIR / "languages")
+    knowledge = load_knowledge(DEFAULT_CONFIG_DIR, languages.analyzer())
     adapter = DelayAdapter(delay_s)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         store_settings = bench_store_settings(Path(tmp), pool_size=pool_size)

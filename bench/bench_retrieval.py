@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from concierge.domain import KnowledgeBase, load_knowledge, load_languages, load_triage
 from concierge.providers import OfflineAdapter
+from concierge.settings import DEFAULT_CONFIG_DIR
 from tests.domain.retrieval_set import evaluate, load_questions, score
 
-CONFIG = Path(__file__).resolve().parent.parent / "config"
+CONFIG = DEFAULT_CONFIG_DIR
 
 
 def _latencies(knowledge: KnowledgeBase, texts: list[str], rounds: int) -> list[float]:

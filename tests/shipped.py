@@ -1,4 +1,4 @@
-"""The shipped configuration (``config/``), loaded once per test run.
+"""The shipped configuration (the package's defaults), loaded once per test run.
 
 Languages, knowledge base, triage rules and prompts as the daemon loads them from
 ``CONCIERGE_CONFIG_DIR``; tests that compare a reply with a fixed text take the
@@ -8,7 +8,6 @@ text from here rather than repeating it.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 from concierge.domain import (
@@ -21,8 +20,9 @@ from concierge.domain import (
     load_languages,
     load_triage,
 )
+from concierge.settings import DEFAULT_CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+CONFIG_DIR = DEFAULT_CONFIG_DIR
 
 
 @functools.cache

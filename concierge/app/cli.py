@@ -1,4 +1,4 @@
-"""The ``concierge`` command: run, check, chat, migrate, forget, handoff, version.
+"""The ``concierge`` command: run, check, chat, init, migrate, forget, handoff, version.
 
 Settings problems end the command with one line naming the variable and exit
 status 2; a root supervisor that gives up ends ``run`` with status 1.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from concierge import __version__
 from concierge.settings import Settings, SettingsError, describe, env_example, load_settings
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--user", default="local", help="who you are in the conversation (default: local)"
     )
+    init = sub.add_parser(
+        "init", help="write an editable copy of the default knowledge, prompts and triage rules"
+    )
+    init.add_argument("dir", type=Path, help="a new or empty directory")
     sub.add_parser("migrate", help="apply pending database migrations (idempotent)")
     forget = sub.add_parser("forget", help="erase a user's messages and identities")
     forget.add_argument(
@@ -63,6 +68,20 @@ def _first(error: BaseException) -> BaseException:
     return error
 
 
+def _init(target: Path) -> int:
+    from concierge.app.config_files import write_editable_copy
+    from concierge.app.errors import CommandError
+
+    try:
+        written = write_editable_copy(target)
+    except (CommandError, OSError) as exc:
+        print(f"concierge: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote {len(written)} files to {target}")
+    print(f"use them with: CONCIERGE_CONFIG_DIR={target.resolve()}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -71,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check" and args.example:
         print(env_example(), end="")
         return EXIT_OK
+    if args.command == "init":
+        return _init(args.dir)
     try:
         settings = _settings()
     except SettingsError as exc:

@@ -24,6 +24,7 @@ from .models import (
     TelegramSettings as TelegramSettings,
     WahaSettings as WahaSettings,
 )
+from .paths import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR
 from .presenting import (
     describe as describe,
     env_example as env_example,

@@ -32,6 +32,7 @@ from concierge.settings.models import (
 )
 from concierge.settings.options import KNOWN_KINDS, OPTIONS, PROVIDER_DEFAULTS
 from concierge.settings.parsers import choice, integer, number, parse_api_keys, url
+from concierge.settings.paths import DEFAULT_CONFIG_DIR
 
 T = TypeVar("T")
 
@@ -163,7 +164,8 @@ def load_settings(
         backoff_max_s=r.get("CONCIERGE_BACKOFF_MAX_S"),
         reset_after_s=r.get("CONCIERGE_RESET_AFTER_S"),
     )
-    config_dir = Path(r.get("CONCIERGE_CONFIG_DIR"))
+    configured = r.get("CONCIERGE_CONFIG_DIR")
+    config_dir = DEFAULT_CONFIG_DIR if configured is None else Path(configured)
     store = StoreSettings(
         data_dir=Path(r.get("CONCIERGE_DATA_DIR")),
         database_url=r.get("DATABASE_URL"),

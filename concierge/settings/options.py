@@ -74,7 +74,13 @@ _opt(
 )
 G = "general"
 _opt("CONCIERGE_DATA_DIR", "./var", "where the embedded SQLite store lives", group=G)
-_opt("CONCIERGE_CONFIG_DIR", "./config", "knowledge, prompts and triage rules", group=G)
+_opt(
+    "CONCIERGE_CONFIG_DIR",
+    None,
+    "knowledge, prompts and triage rules; unset uses the defaults shipped in the package "
+    "(`concierge init DIR` writes an editable copy)",
+    group=G,
+)
 _opt(
     "CONCIERGE_LOG_LEVEL",
     "info",

@@ -11,15 +11,13 @@ import trio
 from concierge.app.daemon import Runtime, build_tree, enabled_channels, open_runtime
 from concierge.settings import Settings, load_settings
 
-CONFIG_DIR = Path(__file__).parents[2] / "config"
-
 
 def daemon_settings(tmp_path: Path, **env: str) -> Settings:
-    """The daemon's settings from ``env`` over a data directory in ``tmp_path`` and any HTTP port."""
+    """The daemon's settings from ``env`` over a data directory in ``tmp_path`` and any HTTP port
+    (the knowledge, prompts and triage rules: the defaults shipped in the package)."""
     return load_settings(
         {
             "CONCIERGE_DATA_DIR": str(tmp_path / "var"),
-            "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR),
             "CONCIERGE_HTTP_PORT": "0",
             "CONCIERGE_LOG_LEVEL": "warning",
             **env,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +37,6 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.pop("REDIS_URL", None)
     env.update(
         CONCIERGE_DATA_DIR=str(tmp_path / "var"),
-        CONCIERGE_CONFIG_DIR=str(ROOT / "config"),
         CONCIERGE_LOG_FORMAT="json",
     )
     env.update(extra)
@@ -158,7 +156,7 @@ def test_check_loads_the_configuration_and_says_what_it_found(tmp_path: Path) ->
 
 def test_a_broken_language_file_is_one_line_naming_it(tmp_path: Path) -> None:
     config = tmp_path / "config"
-    shutil.copytree(ROOT / "config", config)
+    assert run_cli(tmp_path, "init", str(config)).returncode == 0
     (config / "languages" / "wo.toml").write_text('stemmer = "wolof"\n', encoding="utf-8")
     result = run_cli(tmp_path, "check", CONCIERGE_CONFIG_DIR=str(config))
     assert result.returncode == 2
@@ -171,7 +169,7 @@ def test_a_broken_language_file_is_one_line_naming_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["check", "chat", "run"])
 def test_a_broken_configuration_is_one_line_naming_the_file(tmp_path: Path, command: str) -> None:
     config = tmp_path / "config"
-    shutil.copytree(ROOT / "config", config)
+    assert run_cli(tmp_path, "init", str(config)).returncode == 0
     (config / "triage.toml").write_text("[rules\nbroken", encoding="utf-8")
     result = run_cli(tmp_path, command, stdin="Bonjour\n", CONCIERGE_CONFIG_DIR=str(config))
     assert result.returncode == 2
@@ -297,3 +295,24 @@ def test_run_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) ->
         f"concierge: cannot listen on 127.0.0.1:{port}: address already in use"
     ]
     assert "supervisor.child_restarted" not in result.stdout
+
+
+def test_init_writes_an_editable_copy_that_check_loads_and_never_overwrites(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "community"
+    made = run_cli(tmp_path, "init", str(target))
+    assert made.returncode == 0, made.stderr
+    assert (target / "knowledge" / "paroisse.md").is_file()
+    assert (target / "prompts" / "renseignement.fr.md").is_file()
+    assert (target / "triage.toml").is_file()
+    assert (target / "synonyms.toml").is_file()
+    (target / "knowledge" / "extra.md").write_text("# Kermesse\n\nLe 14 juin.\n", encoding="utf-8")
+    checked = run_cli(tmp_path, "check", CONCIERGE_CONFIG_DIR=str(target))
+    assert checked.returncode == 0, checked.stderr
+    assert "from 4 files" in checked.stdout
+    again = run_cli(tmp_path, "init", str(target))
+    assert again.returncode == 1
+    assert (
+        again.stderr.strip() == f"concierge: {target} already exists and is not an empty directory"
+    )
