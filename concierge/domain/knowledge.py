@@ -3,7 +3,7 @@
 Handwritten rather than ``bm25s``: a parish knowledge base is a hundred passages,
 and what finds the fact is how a question's words meet the text's, not index
 speed. Both sides are folded (no accents) and stemmed with Snowball; a query word
-also reaches its synonyms (``config/synonyms.toml``: English to French, verbs to
+also reaches its synonyms (``synonyms.toml``: English to French, verbs to
 nouns) and, when the text does not have it, the text's words it is a typo or a
 derivation of ("chorrale", "coordonne" for "coordinatrice"). A passage scores with
 its section's headings and its own label ("Téléphone : …") as strong context, and

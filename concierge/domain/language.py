@@ -1,4 +1,4 @@
-"""The languages the concierge speaks, as data: one file each under ``config/languages/``.
+"""The languages the concierge speaks, as data: one file each under ``languages/``.
 
 A language file says how to recognise the language (a vote of frequent words,
 letters and patterns: enough for short chat messages, and no model to ship), the

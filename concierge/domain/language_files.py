@@ -1,6 +1,6 @@
-"""Reading ``config/languages/<code>.toml``: every key checked, every mistake named.
+"""Reading ``languages/<code>.toml``: every key checked, every mistake named.
 
-What a file holds is described in ``config/languages/fr.toml``. A text missing
+What a file holds is described in ``languages/fr.toml``. A text missing
 from a language with a ``fallback`` is taken from that language; without one, a
 missing text stops the start with the file and the text named.
 """

@@ -1,6 +1,6 @@
 """The fixed texts the concierge sends itself: their names and the placeholders they may use.
 
-The texts are data, one table per language file (``config/languages/<code>.toml``,
+The texts are data, one table per language file (``languages/<code>.toml``,
 ``[texts]``, ``[offline]`` and ``[prompt]``); this module says which must exist and
 what each may fill in, so a file with a missing text or a misspelt placeholder is
 refused at start rather than failing a user's turn.

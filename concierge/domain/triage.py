@@ -1,6 +1,6 @@
 """Decide which service a message asks for, from operator-edited rules.
 
-The rules are ``config/triage.toml`` (how scores decide) and each language file's
+The rules are ``triage.toml`` (how scores decide) and each language file's
 ``[triage.<SERVICE>]`` keywords: words and phrases matched on accent- and
 case-folded text. They decide each message on its own. A message they cannot
 place is the default service, unless it is a follow-up that only makes sense in
@@ -260,7 +260,7 @@ def _service_patterns(
 
 
 def load_triage(path: Path, languages: Languages) -> TriageRules:
-    """Read and validate ``config/triage.toml``, with the languages' keywords."""
+    """Read and validate ``triage.toml``, with the languages' keywords."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

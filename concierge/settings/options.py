@@ -404,7 +404,7 @@ _opt(
 _opt(
     "WAHA_TIMESTAMP_WINDOW_S",
     "600",
-    "oldest X-Webhook-Timestamp accepted (covers WAHA's retries)",
+    "oldest WAHA event accepted, by the timestamp inside its signed body (covers WAHA's retries)",
     number(strict=True),
     group=W,
 )
