@@ -11,7 +11,7 @@ import trio
 
 from actors import WahaSessionWatch, run_waha_presence, run_waha_session_watch
 from concierge.channels import WahaClient
-from concierge.observability import Status
+from concierge.observability import Check, Status
 from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
 from tests.fakes.waha_api import FakeWaha
 from tests.waiting import eventually
@@ -124,12 +124,11 @@ async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: F
         nursery.cancel_scope.cancel()
 
 
-async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
-    async with FakeWaha.serve() as gone:
-        url = gone.url
+async def first_check(url: str, api_key: str | None = None) -> Check:
+    """The session check after the watch's first question to WAHA at ``url``."""
     watch = WahaSessionWatch(session="default")
     async with httpx.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
-        client = WahaClient(http=http, base_url=url, session="default")
+        client = WahaClient(http=http, base_url=url, session="default", api_key=api_key)
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
         )
@@ -137,35 +136,25 @@ async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
         nursery.cancel_scope.cancel()
     [check] = watch.health_checks()
     assert check.status is Status.WARN
+    return check
+
+
+async def test_the_session_watch_warns_when_waha_does_not_answer() -> None:
+    async with FakeWaha.serve() as gone:
+        url = gone.url
+    check = await first_check(url)
     assert check.output is not None
     assert "did not answer" in check.output
 
 
 async def test_the_session_watch_says_what_was_wrong_with_an_answer(fake: FakeWaha) -> None:
     fake.session_status = None  # 200 with no session status in the body
-    watch = WahaSessionWatch(session="default")
-    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
-        client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
-        await nursery.start(
-            partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
-        )
-        await wait_for(lambda: watch.checked_at is not None)
-        nursery.cancel_scope.cancel()
-    [check] = watch.health_checks()
-    assert check.status is Status.WARN
+    check = await first_check(fake.url, api_key="k")
     assert check.output == "WAHA answered 200 without a session status"
 
 
 async def test_the_session_watch_says_waha_refused() -> None:
     async with FakeWaha.serve(api_key="right") as waha:
-        watch = WahaSessionWatch(session="default")
-        async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
-            client = WahaClient(http=http, base_url=waha.url, session="default", api_key="wrong")
-            await nursery.start(
-                partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
-            )
-            await wait_for(lambda: watch.checked_at is not None)
-            nursery.cancel_scope.cancel()
-    [check] = watch.health_checks()
+        check = await first_check(waha.url, api_key="wrong")
     assert check.output is not None
     assert check.output.startswith("WAHA refused the session status request: 401")
