@@ -46,13 +46,13 @@ from concierge.protocol import (
 )
 from concierge.settings import StoreSettings
 from concierge.store.erasure_keys import (
+    ERASED,
     ERASURE_KEY_NAME,
     erasure_digest,
     message_digests,
     new_erasure_key,
-    with_erased,
 )
-from concierge.store.errors import SchemaOutdated, StoreError, StoreUnavailable
+from concierge.store.errors import SchemaOutdated, StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrations import SCHEMA_MIGRATIONS_POSTGRES, latest_version, load_migrations
 from concierge.store.postgres_batches import flush_openings, flush_turns, pending_by_key
@@ -101,14 +101,13 @@ INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text
                    received_at, display_name, language_hint)
 SELECT c, ch, uk, cid, eid, tx, k, ra, dn, lh
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::text[], $10::text[])
-     WITH ORDINALITY AS t(c, ch, uk, cid, eid, tx, k, ra, dn, lh, ord)
+            $8::timestamptz[], $9::text[], $10::text[], $11::text[])
+     WITH ORDINALITY AS t(c, ch, uk, cid, eid, tx, k, ra, dn, lh, dg, ord)
+WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE digest = t.dg)
 ORDER BY ord
 ON CONFLICT (channel, external_id) DO NOTHING
 RETURNING inbox_id, channel, external_id
 """
-
-_TOMBSTONED = "SELECT digest FROM tombstones WHERE digest = ANY($1::text[])"
 
 _EXISTING_INBOX = """
 SELECT inbox_id, channel, external_id FROM inbox
@@ -251,17 +250,10 @@ class PostgresStore:
         return (await self._accept_batch([message]))[0]
 
     async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
-        digests = message_digests(await self.erasure_key(), batch)
-
-        async def tombstoned(conn: Conn) -> set[str]:
-            rows = await conn.fetch(_TOMBSTONED, digests)
-            return {r[0] for r in rows}
-
-        erased = await self._call(tombstoned)
-        kept = [m for m, d in zip(batch, digests, strict=True) if d not in erased]
-        return with_erased(digests, erased, await self._insert_inbox(kept) if kept else [])
-
-    async def _insert_inbox(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
+        """One statement in the common case: the insert itself skips tombstoned messages,
+        so a key neither inserted nor found was erased (one crossing of the bridge, as
+        before tombstones)."""
+        key_of = await self.erasure_key()
         first: dict[tuple[str, str], int] = {}  # key -> position of its first occurrence
         unique: list[InboundMessage] = []
         for position, m in enumerate(batch):
@@ -280,6 +272,7 @@ class PostgresStore:
             [m.received_at for m in unique],
             [m.display_name for m in unique],
             [m.language_hint for m in unique],
+            message_digests(key_of, unique),
         )
 
         async def work(conn: Conn) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
@@ -302,8 +295,8 @@ class PostgresStore:
             elif key in inserted or key in existing:
                 inbox_id = inserted.get(key) or existing[key]
                 results.append(Accepted(status=AcceptStatus.DUPLICATE, inbox_id=inbox_id))
-            else:
-                raise StoreError(f"inbox row for {key} neither inserted nor found")
+            else:  # the insert skipped it: a tombstone matched
+                results.append(ERASED)
         return results
 
     async def pending_inbox(
