@@ -19,9 +19,10 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from tests.app.test_channels_e2e import daemon, eventually
+from tests.app.running import daemon_settings, running_daemon
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.telegram_api import FakeTelegram
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -60,19 +61,21 @@ async def test_forget_reaches_the_live_actor_the_cache_and_the_next_turn(
     async with (
         telegram.serve(),
         FakeAnthropic.serve() as model,
-        daemon(
-            tmp_path,
-            TELEGRAM_BOT_TOKEN=telegram.token,
-            TELEGRAM_API_BASE_URL=telegram.url,
-            TELEGRAM_POLL_TIMEOUT_S="1",
-            CONCIERGE_PROVIDERS="anthropic",
-            ANTHROPIC_API_KEYS="main=sk-ant-testtesttesttest",
-            ANTHROPIC_BASE_URL=model.url,
-            **redis,
+        running_daemon(
+            daemon_settings(
+                tmp_path,
+                TELEGRAM_BOT_TOKEN=telegram.token,
+                TELEGRAM_API_BASE_URL=telegram.url,
+                TELEGRAM_POLL_TIMEOUT_S="1",
+                CONCIERGE_PROVIDERS="anthropic",
+                ANTHROPIC_API_KEYS="main=sk-ant-testtesttesttest",
+                ANTHROPIC_BASE_URL=model.url,
+                **redis,
+            )
         ) as rt,
     ):
         telegram.add_update(telegram.text_message(user_id=user_id, text=SECRET_QUESTION))
-        await eventually(lambda: len(telegram.texts_to(user_id)) == 1)
+        await eventually(lambda: len(telegram.texts_to(user_id)) == 1, "the first reply")
         assert SECRET_QUESTION in model_texts(model, 0)
         assert await rt.cache.get_context(user_key) is not None
 
@@ -82,14 +85,17 @@ async def test_forget_reaches_the_live_actor_the_cache_and_the_next_turn(
             if backend == "redis":  # shared: erased by forget itself, context and buckets
                 assert "2 cache entries erased" in done.stdout
                 assert await redis_keys_of(user_id) == []
-            await eventually(lambda: any(e["event"] == "erasure.applied" for e in logs))
+            await eventually(
+                lambda: any(e["event"] == "erasure.applied" for e in logs),
+                "the daemon to apply the erasure",
+            )
         [applied] = [e for e in logs if e["event"] == "erasure.applied"]
         assert applied["actors_stopped"] == 1
         assert any(e["event"] == "conversation.forgotten" for e in logs)
         assert await rt.cache.get_context(user_key) is None
 
         telegram.add_update(telegram.text_message(user_id=user_id, text="Bonjour"))
-        await eventually(lambda: len(telegram.texts_to(user_id)) == 2)
+        await eventually(lambda: len(telegram.texts_to(user_id)) == 2, "the reply after forget")
         assert len(model.requests) == 2
         assert SECRET_QUESTION not in model_texts(model, 1)
     if backend == "redis":

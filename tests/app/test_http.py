@@ -226,7 +226,7 @@ async def test_metrics_expose_one_family_per_name_with_the_channel_as_a_label() 
         board.register(stats)
     client = create_app(board=board, settings=SETTINGS).test_client()
     await client.get("/livez")
-    text = (await (await client.get("/metrics")).get_data()).decode()
+    text = await (await client.get("/metrics")).get_data(as_text=True)
     types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types)), sorted(t for t in types if types.count(t) > 1)
     families = {f.name: f for f in text_string_to_metric_families(text)}

@@ -8,7 +8,7 @@ event must be logged. A row without a scenario, or a scenario without a row, fai
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from concierge.store import CacheMonitor, StoreMonitor
 from supervisors import ChildSpec, RestartIntensityExceeded, Supervisor
 from tests.actors.test_outbox import enqueue, outbox
 from tests.actors.test_telegram_poller import CONFLICT, environment, poller
-from tests.channels.telegram_support import eventually, sqlite_store, wired_ingest
+from tests.channels.telegram_support import wired_ingest
 from tests.channels.test_waha_http import make_harness, signed
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.waha_api import FakeWaha
@@ -41,10 +41,12 @@ from tests.providers.scripted import (
     pool_settings,
     provider_settings,
 )
+from tests.stores import sqlite_store
+from tests.waiting import eventually
 
 GUIDE = Path(__file__).parents[2] / "docs" / "troubleshooting.md"
 
-Produced = tuple[list[Check], list[dict[str, Any]]]
+Produced = tuple[list[Check], list[MutableMapping[str, Any]]]
 Scenario = Callable[[Path], Awaitable[Produced]]
 
 
@@ -174,7 +176,7 @@ async def _telegram_poll_conflict(tmp_path: Path) -> Produced:
         fake.fail_next("getUpdates", CONFLICT, CONFLICT, CONFLICT)
         with capture_logs() as logs:
             async with poller(fake, client, wired) as p:
-                await eventually(lambda: p.stats.conflicts >= 2)
+                await eventually(lambda: p.stats.conflicts >= 2, "two conflicts")
                 checks = list(p.stats.health_checks())
     return checks, logs
 
@@ -190,7 +192,7 @@ async def _waha_session_not_working(tmp_path: Path) -> Produced:
                 await nursery.start(
                     partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
                 )
-                await eventually(lambda: watch.status == "SCAN_QR_CODE", within_s=10)
+                await eventually(lambda: watch.status == "SCAN_QR_CODE", "the session status")
                 nursery.cancel_scope.cancel()
     return list(watch.health_checks()), logs
 
@@ -218,7 +220,7 @@ async def _backlog_growing(tmp_path: Path) -> Produced:
     with capture_logs() as logs:
         async with outbox(tmp_path, before_start=full) as h:
             h.fake.fail_next("sendMessage", *[FakeTelegram.server_error()] * 50)
-            await eventually(lambda: h.stats.retries > 0)
+            await eventually(lambda: h.stats.retries > 0, "a retried send")
             checks = list(h.stats.health_checks())
     return checks, logs
 
