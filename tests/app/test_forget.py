@@ -94,7 +94,9 @@ async def test_forget_reaches_the_live_actor_the_cache_and_the_next_turn(
         assert any(e["event"] == "conversation.forgotten" for e in logs)
         assert await rt.cache.get_context(user_key) is None
 
-        telegram.add_update(telegram.text_message(user_id=user_id, text="Bonjour"))
+        telegram.add_update(
+            telegram.text_message(user_id=user_id, text="A quelle heure est la messe dimanche ?")
+        )
         await eventually(lambda: len(telegram.texts_to(user_id)) == 2, "the reply after forget")
         assert len(model.requests) == 2
         assert SECRET_QUESTION not in model_texts(model, 1)
