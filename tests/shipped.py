@@ -1,6 +1,6 @@
 """The shipped configuration (the package's defaults), loaded once per test run.
 
-Languages, knowledge base, triage rules and prompts as the daemon loads them from
+Languages, knowledge base, triage rules, distress rules, the community's numbers and prompts as the daemon loads them from
 ``CONCIERGE_CONFIG_DIR``; tests that compare a reply with a fixed text take the
 text from here rather than repeating it.
 """
@@ -11,11 +11,14 @@ import functools
 from typing import Any
 
 from concierge.domain import (
+    Community,
+    DistressRules,
     KnowledgeBase,
     Languages,
     PromptBook,
     Reply,
     TriageRules,
+    load_community,
     load_knowledge,
     load_languages,
     load_triage,
@@ -38,6 +41,16 @@ def knowledge() -> KnowledgeBase:
 @functools.cache
 def triage() -> TriageRules:
     return load_triage(CONFIG_DIR / "triage.toml", languages())
+
+
+@functools.cache
+def distress() -> DistressRules:
+    return languages().distress()
+
+
+@functools.cache
+def community() -> Community:
+    return load_community(CONFIG_DIR / "community.toml", languages())
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""The community's own configuration: languages, knowledge base, triage rules, prompts, synonyms.
+"""The community's own configuration: languages, knowledge base, triage rules, prompts, synonyms,
+the emergency numbers.
 
 The daemon, ``concierge chat`` and ``concierge check`` load the same files the same
 way, so a mistake in them is found by ``check`` before a deploy rather than by the
@@ -13,7 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from concierge.app.errors import CommandError
-from concierge.domain import PromptBook, load_knowledge, load_languages, load_triage
+from concierge.domain import (
+    PromptBook,
+    load_community,
+    load_knowledge,
+    load_languages,
+    load_triage,
+)
 from concierge.settings import DEFAULT_CONFIG_DIR
 
 
@@ -33,6 +40,12 @@ def check_configuration(config_dir: Path) -> Iterator[str]:
     triage = load_triage(config_dir / "triage.toml", languages)
     patterns = sum(len(p) for p in triage.patterns.values())
     yield f"triage: {patterns} patterns"
+    yield f"distress: {languages.distress().rules} phrases"
+    community = load_community(config_dir / "community.toml", languages)
+    yield (
+        f"community: {len(community.emergency)} emergency numbers, "
+        f"priest on call {community.priest_on_call}"
+    )
     PromptBook.load(config_dir / "prompts", languages)
     yield "prompts: every service type in every language"
 

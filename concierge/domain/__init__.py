@@ -1,6 +1,6 @@
 """The concierge's own logic: what a message means and what to answer.
 
-Triage, the knowledge base, prompts, fixed replies, languages, small talk,
+Distress detection and the community's emergency numbers, triage, the knowledge base, prompts, fixed replies, languages, small talk,
 commands, the context window, per-user limits, handoffs, and ingest (the one way
 a message enters). It reaches data only through the store's interfaces and never imports
 ``actors`` or the application.
@@ -18,7 +18,18 @@ from .commands import (
     ParsedCommand as ParsedCommand,
     parse_command as parse_command,
 )
+from .community import (
+    Community as Community,
+    CommunityError as CommunityError,
+    load_community as load_community,
+)
 from .context import ContextWindow as ContextWindow
+from .distress import (
+    Distress as Distress,
+    DistressKind as DistressKind,
+    DistressRules as DistressRules,
+    read_judgement as read_judgement,
+)
 from .erasure import (
     Forgotten as Forgotten,
     forget_user as forget_user,

@@ -23,7 +23,7 @@ import attrs
 
 from concierge.domain.errors import ConfigError
 from concierge.domain.sections import Passage, Section, split_passages, split_sections
-from concierge.domain.text import Analyzer
+from concierge.domain.text import MIN_TYPO_LENGTH, Analyzer, TypoIndex
 
 
 class KnowledgeError(ConfigError):
@@ -62,7 +62,6 @@ SYNONYM = 0.9
 DERIVED = 0.8
 TYPO = 0.7
 MIN_DERIVED_PREFIX = 5
-MIN_TYPO_LENGTH = 5
 
 
 class KnowledgeBase:
@@ -135,13 +134,12 @@ class KnowledgeBase:
                 weight = self._idf[term] * tf * (self.K1 + 1) / (tf + norm)
                 self._postings.setdefault(term, []).append((i, weight))
         self._by_prefix: dict[str, list[str]] = {}
-        self._by_delete: dict[str, list[str]] = {}
+        self._typos = TypoIndex[str]()
         for term in self._postings:
             if len(term) >= MIN_DERIVED_PREFIX:
                 self._by_prefix.setdefault(term[:MIN_DERIVED_PREFIX], []).append(term)
             if len(term) >= MIN_TYPO_LENGTH - 1:
-                for key in {term, *_deletes(term)}:
-                    self._by_delete.setdefault(key, []).append(term)
+                self._typos.add(term, term)
 
     @property
     def sources(self) -> frozenset[str]:
@@ -163,7 +161,7 @@ class KnowledgeBase:
             alternatives[stem] = 1.0
             weight = self._idf.get(stem, self._max_idf)
             if stem not in self._postings:
-                for term in _near(stem, self._by_prefix, self._by_delete):
+                for term in _near(stem, self._by_prefix, self._typos):
                     factor = DERIVED if term[:4] == stem[:4] else TYPO
                     alternatives.setdefault(term, factor)
                     for synonym in self._synonyms.get(term, ()):
@@ -250,13 +248,7 @@ _MAX_QUERY_CHARS = 1000
 """Only the start of a long message is searched: a question is at its start."""
 
 
-def _deletes(term: str) -> set[str]:
-    return {term[:i] + term[i + 1 :] for i in range(len(term))}
-
-
-def _near(
-    stem: str, by_prefix: Mapping[str, list[str]], by_delete: Mapping[str, list[str]]
-) -> list[str]:
+def _near(stem: str, by_prefix: Mapping[str, list[str]], typos: TypoIndex[str]) -> list[str]:
     """Index terms ``stem`` may stand for: derivations sharing its start, one-letter typos."""
     found: list[str] = []
     if len(stem) >= MIN_DERIVED_PREFIX:
@@ -265,8 +257,7 @@ def _near(
             if shared >= min(len(stem), len(term)) - 2:
                 found.append(term)
     if len(stem) >= MIN_TYPO_LENGTH:
-        for key in (stem, *_deletes(stem)):
-            found.extend(by_delete.get(key, ()))
+        found.extend(typos.near(stem))
     return list(dict.fromkeys(found))
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from concierge.domain.distress import DistressKind, DistressRules, DistressTable
 from concierge.domain.errors import ConfigError
 from concierge.domain.replies import OfflineText, PromptText, Reply
 from concierge.domain.smalltalk import SmallTalk, SmallTalkRules
@@ -71,6 +72,7 @@ class LanguagePack:
     filler: frozenset[str]
     triage: Mapping[str, Any]
     """The ``[triage.<SERVICE>]`` tables, as the triage rules read them."""
+    distress: DistressTable
     texts: Mapping[str, str]
     offline: Mapping[str, str]
     prompt: Mapping[str, str]
@@ -116,6 +118,15 @@ class Languages:
             stemmer=Stemmer(self.pack(self.default).stemmer),
             stopwords=frozenset(w for p in self._packs.values() for w in p.stopwords),
         )
+
+    def distress(self) -> DistressRules:
+        """Every language's distress rules, each stemmed in its own language."""
+        return DistressRules((Stemmer(p.stemmer), p.distress) for p in self._packs.values())
+
+    def distress_label(self, kinds: Sequence[DistressKind]) -> str:
+        """What staff read about ``kinds``, in the default language (the staff's)."""
+        labels = self.pack(self.default).distress.labels
+        return ", ".join(labels.get(kind, kind.value) for kind in kinds)
 
     def normalise_hint(self, hint: str | None) -> str | None:
         """A platform's language code (``fr-FR``, ``en``) reduced to a known language or ``None``."""

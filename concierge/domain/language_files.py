@@ -16,16 +16,24 @@ from typing import Any
 
 import attrs
 
+from concierge.domain.distress import DistressKind, DistressTable, Phrase, PhraseError, parse_phrase
 from concierge.domain.errors import ConfigError
 from concierge.domain.language import Detection, LanguageError, LanguagePack, Languages
-from concierge.domain.replies import OPTIONAL, PLACEHOLDERS, OfflineText, PromptText, Reply
+from concierge.domain.replies import (
+    OPTIONAL,
+    PLACEHOLDERS,
+    REQUIRED,
+    OfflineText,
+    PromptText,
+    Reply,
+)
 from concierge.domain.smalltalk import SmallTalk
 from concierge.domain.text import Stemmer, words
 
 _CODE = re.compile(r"^[a-z]{2,3}$")
 _TOP_KEYS = frozenset(
     {"name", "default", "stemmer", "fallback", "prompts", "detect", "search", "conversation",
-     "small_talk", "triage", "texts", "offline", "prompt"}
+     "small_talk", "triage", "distress", "texts", "offline", "prompt"}
 )  # fmt: skip
 _TEXT_TABLES: tuple[tuple[str, type[Reply] | type[OfflineText] | type[PromptText]], ...] = (
     ("texts", Reply),
@@ -92,6 +100,52 @@ def _detection(f: _File) -> Detection:
     )
 
 
+def _phrases(f: _File, table: Mapping[str, Any], key: str, *, where: str) -> tuple[Phrase, ...]:
+    parsed = []
+    for text in f.phrases(table, key, where=where):
+        try:
+            parsed.append(parse_phrase(text))
+        except PhraseError as exc:
+            raise f.error(f"{where}.{key}", f"{text!r}: {exc}") from None
+    return tuple(parsed)
+
+
+def _distress(f: _File) -> DistressTable:
+    """``[distress]``: ``not`` (figures of speech) and a ``[distress.<kind>]`` table per kind.
+
+    A kind's ``label`` is what staff read (from the default language's file).
+    """
+    table = f.table("distress")
+    kinds = [k.value for k in DistressKind]
+    unknown = sorted(set(table) - {"not", *kinds})
+    if unknown:
+        raise f.error(f"distress.{unknown[0]}", f"unknown key, expected not or one of {kinds}")
+    phrases: dict[DistressKind, tuple[Phrase, ...]] = {}
+    labels: dict[DistressKind, str] = {}
+    for kind in DistressKind:
+        where = f"distress.{kind.value}"
+        entry = table.get(kind.value)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise f.error(where, "must be a table (label, phrases)")
+        allowed = {"label"} if kind is DistressKind.JUDGED else {"label", "phrases"}
+        extra = sorted(set(entry) - allowed)
+        if extra:
+            raise f.error(f"{where}.{extra[0]}", f"unknown key, expected {sorted(allowed)}")
+        if "label" in entry:
+            labels[kind] = f.text(entry, "label", where=where).strip()
+            if not labels[kind]:
+                raise f.error(f"{where}.label", "an empty label (leave it out to show the kind)")
+        if kind is not DistressKind.JUDGED:
+            phrases[kind] = _phrases(f, entry, "phrases", where=where)
+    return DistressTable(
+        phrases=phrases,
+        not_distress=_phrases(f, table, "not", where="distress"),
+        labels=labels,
+    )
+
+
 def _texts(f: _File, key: str, names: Iterable[str]) -> dict[str, str]:
     table = f.table(key)
     known = set(names)
@@ -101,12 +155,20 @@ def _texts(f: _File, key: str, names: Iterable[str]) -> dict[str, str]:
     texts = {}
     for name in table:
         text = f.text(table, name, where=key)
-        _check_placeholders(f, f"{key}.{name}", text, PLACEHOLDERS.get(name, frozenset()))
+        _check_placeholders(
+            f,
+            f"{key}.{name}",
+            text,
+            PLACEHOLDERS.get(name, frozenset()),
+            REQUIRED.get(name, frozenset()),
+        )
         texts[name] = text
     return texts
 
 
-def _check_placeholders(f: _File, where: str, text: str, allowed: frozenset[str]) -> None:
+def _check_placeholders(
+    f: _File, where: str, text: str, allowed: frozenset[str], required: frozenset[str]
+) -> None:
     try:
         used = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
     except ValueError as exc:
@@ -115,6 +177,9 @@ def _check_placeholders(f: _File, where: str, text: str, allowed: frozenset[str]
     if wrong:
         can = ", ".join(f"{{{a}}}" for a in sorted(allowed)) or "none"
         raise f.error(where, f"unknown placeholder {{{wrong[0]}}} (this text may use: {can})")
+    missing = sorted(required - used)
+    if missing:
+        raise f.error(where, f"placeholder {{{missing[0]}}} missing (this text must use it)")
 
 
 def _pack(f: _File, code: str) -> LanguagePack:
@@ -149,6 +214,7 @@ def _pack(f: _File, code: str) -> LanguagePack:
         small_talk={k: f.phrases(small_talk, k.value, where="small_talk") for k in SmallTalk},
         filler=f.word_set(small_talk, "filler", where="small_talk"),
         triage=f.table("triage"),
+        distress=_distress(f),
         texts=texts["texts"],
         offline=texts["offline"],
         prompt=texts["prompt"],

@@ -3,8 +3,10 @@
 Templates live in ``prompts/<service>.<lang>.md`` (operators edit them); a
 language whose file says ``prompts = "fr"`` gets the French templates and its own
 ``answer_in`` line (answer in Wolof). This module adds what must not be edited away: the rule that text inside
-``<user_message>`` tags is data, never instructions, and a per-turn canary so a
-reply that echoes the prompt is caught before it is sent. The prompt never asks
+``<user_message>`` tags is data, never instructions, how to flag an emergency (the
+language's ``urgent`` text with ``URGENT_MARKER``: a provider may raise an alarm the
+rules missed), and a per-turn canary so a reply that echoes the prompt is caught
+before it is sent. The prompt never asks
 the model to keep or reveal anything secret: there is nothing secret in it.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import attrs
 
+from concierge.domain.distress import URGENT_MARKER
 from concierge.domain.errors import ConfigError
 from concierge.domain.language import Languages
 from concierge.domain.replies import PromptText
@@ -89,7 +92,7 @@ class PromptBook:
         self._languages = languages
         self._templates = dict(templates)
         self._leak_lines = {
-            key: _leak_lines(text, languages.prompt_text(PromptText.FRAME, key[1]))
+            key: _leak_lines(text, _code_text(languages, key[1]))
             for key, text in self._templates.items()
         }
 
@@ -127,7 +130,7 @@ class PromptBook:
         languages = self._languages
         lang = languages.pack(language).prompts
         template = self._templates[(service_type, lang)]
-        frame = languages.prompt_text(PromptText.FRAME, language)
+        appended = _code_text(languages, language)
         canary = canary or f"ref-{secrets.token_hex(6)}"
         nothing = languages.prompt_text(PromptText.NO_KNOWLEDGE, language)
         knowledge = render_knowledge(sections, nothing)
@@ -138,7 +141,7 @@ class PromptBook:
         answer_in = languages.prompt_text(PromptText.ANSWER_IN, language)
         if answer_in:
             body = f"{body}\n\n{answer_in}"
-        system = f"{body}\n\n{frame}\n\n[{canary}]"
+        system = f"{body}\n\n{appended}\n\n[{canary}]"
         fenced = [
             Turn(role=t.role, text=fence(t.text) if t.role is Role.USER else t.text)
             for t in history
@@ -152,10 +155,16 @@ class PromptBook:
         )
 
 
-def _leak_lines(template: str, frame: str) -> tuple[str, ...]:
-    """The instruction lines (and frame sentences) a reply must not repeat, normalised."""
+def _code_text(languages: Languages, language: str) -> str:
+    """What the code appends to every template: the data frame and how to flag an emergency."""
+    urgent = languages.prompt_text(PromptText.URGENT, language).format(marker=URGENT_MARKER)
+    return f"{languages.prompt_text(PromptText.FRAME, language)}\n\n{urgent}"
+
+
+def _leak_lines(template: str, appended: str) -> tuple[str, ...]:
+    """The instruction lines (and the code's sentences) a reply must not repeat, normalised."""
     instructions = template.replace(KNOWLEDGE_PLACEHOLDER, "")
-    candidates = (*instructions.splitlines(), *_split_sentences(frame))
+    candidates = (*instructions.splitlines(), *_split_sentences(appended))
     normalised = (_norm(line.lstrip("-*• ")) for line in candidates)
     return tuple(n for n in normalised if len(n) >= _MIN_LEAK_LINE)
 

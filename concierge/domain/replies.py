@@ -32,6 +32,11 @@ class Reply(enum.StrEnum):
     IDENTITY = "identity"
     ACKNOWLEDGEMENT = "acknowledgement"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    DISTRESS = "distress"
+    """To a person in distress: a person is told now, and the community's numbers."""
+    DISTRESS_NUMBER = "distress_number"
+    """One line of the numbers in ``DISTRESS``."""
+    STAFF_URGENT = "staff_urgent"
 
 
 class OfflineText(enum.StrEnum):
@@ -49,16 +54,31 @@ class PromptText(enum.StrEnum):
     FRAME = "frame"
     NO_KNOWLEDGE = "no_knowledge"
     ANSWER_IN = "answer_in"
+    URGENT = "urgent"
+    """How a provider says it judges a message an emergency (the marker to write)."""
 
 
 PLACEHOLDERS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
     {
         Reply.TOO_LONG: frozenset({"length", "limit"}),
         Reply.STAFF_HANDOFF: frozenset({"handoff_id", "reason", "who", "channel", "excerpt"}),
+        Reply.STAFF_URGENT: frozenset({"handoff_id", "kind", "who", "channel", "excerpt"}),
+        Reply.DISTRESS: frozenset({"numbers", "priest"}),
+        Reply.DISTRESS_NUMBER: frozenset({"label", "number"}),
         OfflineText.SOURCE: frozenset({"ref"}),
+        PromptText.URGENT: frozenset({"marker"}),
     }
 )
 """What each text may fill in; a text not listed takes no placeholder."""
+
+REQUIRED: MappingProxyType[str, frozenset[str]] = MappingProxyType(
+    {
+        Reply.DISTRESS: frozenset({"numbers", "priest"}),
+        Reply.DISTRESS_NUMBER: frozenset({"number"}),
+        PromptText.URGENT: frozenset({"marker"}),
+    }
+)
+"""What a text must fill in: without it the numbers or the marker would be lost."""
 
 OPTIONAL: frozenset[str] = frozenset({PromptText.ANSWER_IN})
 """Texts a language may leave out without a fallback."""

@@ -10,15 +10,22 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 import attrs
 import Stemmer as _snowball
 
 from concierge.domain.errors import ConfigError
 
+T = TypeVar("T")
+
 _TOKEN = re.compile(r"[a-z0-9]+")
 _CACHED_WORDS_CHARS = 4000
 _ON_THE_HOUR = re.compile(r"^(\d{1,2}h)00$")
+
+MIN_TYPO_LENGTH = 5
+"""Shorter words are compared whole: one letter off in a short word is another word."""
 
 STEMMERS: frozenset[str] = frozenset(_snowball.algorithms())
 """The Snowball algorithms a language file may name (``french``, ``english``, …)."""
@@ -45,6 +52,33 @@ def words(text: str) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1024)
 def _cached_words(text: str) -> tuple[str, ...]:
     return tuple(_TOKEN.findall(fold(text)))
+
+
+def typo_keys(word: str) -> tuple[str, ...]:
+    """The word, then each way of dropping one of its letters (in order, without repeats).
+
+    Two words share a key when they are one typo apart: a letter missing, added or
+    changed, or two letters swapped (symmetric deletion, as SymSpell does).
+    """
+    return tuple(dict.fromkeys((word, *(word[:i] + word[i + 1 :] for i in range(len(word))))))
+
+
+class TypoIndex(Generic[T]):
+    """Values filed under words, found again from a word one typo away."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, list[T]] = {}
+
+    def add(self, word: str, value: T) -> None:
+        for key in typo_keys(word):
+            self._by_key.setdefault(key, []).append(value)
+
+    def near(self, word: str) -> Iterable[T]:
+        """The values of every word within one typo of ``word`` (its own included), once each."""
+        found: dict[T, None] = {}
+        for key in typo_keys(word):
+            found.update(dict.fromkeys(self._by_key.get(key, ())))
+        return found.keys()
 
 
 class Stemmer:
