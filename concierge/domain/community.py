@@ -8,7 +8,6 @@ line naming the file and the key.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import attrs
 from concierge.domain.errors import ConfigError
 from concierge.domain.language import Languages
 from concierge.domain.replies import Reply
+from concierge.domain.toml_files import read_toml
 
 _NUMBER = re.compile(r"^\+?[0-9][0-9 .()-]{0,30}$")
 _EVERY_LANGUAGE = ""
@@ -99,15 +99,13 @@ def _labels(path: Path, where: str, value: Any, languages: Languages) -> dict[st
 
 def load_community(path: Path, languages: Languages) -> Community:
     """Read and check ``community.toml`` (in the configuration directory)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CommunityError(
-            f"{path}: the community file does not exist (CONCIERGE_CONFIG_DIR): it gives "
-            "the emergency numbers and the priest's on-call number sent to a person in distress"
-        ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise CommunityError(f"{path}: cannot read the community file: {exc}") from None
+    data = read_toml(
+        path,
+        CommunityError,
+        what="the community file",
+        missing="the community file does not exist (CONCIERGE_CONFIG_DIR): it gives the "
+        "emergency numbers and the priest's on-call number sent to a person in distress",
+    )
     unknown = sorted(set(data) - {"priest_on_call", "emergency"})
     if unknown:
         raise CommunityError(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import tomllib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import attrs
 from concierge.domain.errors import ConfigError
 from concierge.domain.sections import Passage, Section, split_passages, split_sections
 from concierge.domain.text import MIN_TYPO_LENGTH, Analyzer, TypoIndex
+from concierge.domain.toml_files import read_toml
 
 
 class KnowledgeError(ConfigError):
@@ -271,10 +271,7 @@ def _common_prefix(a: str, b: str) -> str:
 
 
 def _load_synonyms(path: Path) -> dict[str, list[str]]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise KnowledgeError(f"{path}: cannot read the synonym table: {exc}") from None
+    data = read_toml(path, KnowledgeError, what="the synonym table")
     table = data.get("synonyms", {})
     if not isinstance(table, dict):
         raise KnowledgeError(f"{path}: [synonyms] must be a table of word = [words]")

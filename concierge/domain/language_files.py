@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import string
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from concierge.domain.replies import (
 )
 from concierge.domain.smalltalk import SmallTalk
 from concierge.domain.text import Stemmer, words
+from concierge.domain.toml_files import read_toml
 
 _CODE = re.compile(r"^[a-z]{2,3}$")
 _TOP_KEYS = frozenset(
@@ -47,10 +47,7 @@ class _File:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self.data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise LanguageError(f"{path}: cannot read the language file: {exc}") from None
+        self.data = read_toml(path, LanguageError, what="the language file")
         unknown = sorted(set(self.data) - _TOP_KEYS)
         if unknown:
             raise self.error(", ".join(unknown), f"unknown key, expected {sorted(_TOP_KEYS)}")

@@ -12,7 +12,6 @@ and fix.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import attrs
 from concierge.domain.errors import ConfigError
 from concierge.domain.language import Languages
 from concierge.domain.text import words
+from concierge.domain.toml_files import read_toml
 from concierge.protocol import ServiceType
 
 
@@ -261,12 +261,10 @@ def _service_patterns(
 
 def load_triage(path: Path, languages: Languages) -> TriageRules:
     """Read and validate ``triage.toml``, with the languages' keywords."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TriageError(
-            f"{path}: the triage rules file does not exist (CONCIERGE_CONFIG_DIR)"
-        ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise TriageError(f"{path}: cannot read the triage rules: {exc}") from None
+    data = read_toml(
+        path,
+        TriageError,
+        what="the triage rules",
+        missing="the triage rules file does not exist (CONCIERGE_CONFIG_DIR)",
+    )
     return parse_rules(data, source=str(path), languages=languages)

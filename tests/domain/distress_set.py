@@ -12,6 +12,7 @@ from pathlib import Path
 import attrs
 
 from concierge.domain import DistressKind, DistressRules
+from tests.domain.labelled_tsv import labelled_rows
 
 LABELLED = Path(__file__).with_name("distress_labelled.tsv")
 PARTS = ("tune", "held")
@@ -28,18 +29,16 @@ class Labelled:
 
 
 def labelled() -> list[Labelled]:
-    """The messages in file order; a ``# part: NAME`` comment starts a part."""
-    rows = []
-    part = ""
-    for line in LABELLED.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# part:"):
-            part = line.removeprefix("# part:").split()[0]
-        if not line.strip() or line.startswith("#"):
-            continue
-        expected, language, text = line.split("\t")
-        kind = None if expected == "none" else DistressKind(expected)
-        rows.append(Labelled(part=part, expected=kind, language=language, text=text))
-    return rows
+    """The messages in file order."""
+    return [
+        Labelled(
+            part=part,
+            expected=None if expected == "none" else DistressKind(expected),
+            language=language,
+            text=text,
+        )
+        for part, (expected, language, text) in labelled_rows(LABELLED)
+    ]
 
 
 @attrs.frozen(kw_only=True)

@@ -9,6 +9,7 @@ import pytest
 from concierge.domain import Languages, TriageRules, load_languages, load_triage
 from concierge.domain.triage import TriageError, parse_rules
 from concierge.protocol import ServiceType
+from tests.domain.labelled_tsv import labelled_rows
 from tests.shipped import CONFIG_DIR
 
 LABELLED = Path(__file__).with_name("triage_labelled.tsv")
@@ -26,19 +27,11 @@ class Labelled:
 
 
 def _labelled() -> list[Labelled]:
-    """The labelled messages; a ``# part: NAME`` comment starts a part (tuned on, or held out)."""
-    rows = []
-    part = ""
-    for line in LABELLED.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# part:"):
-            part = line.removeprefix("# part:").split()[0]
-        if not line.strip() or line.startswith("#"):
-            continue
-        expected, language, text = line.split("\t")
-        rows.append(
-            Labelled(part=part, expected=ServiceType(expected), language=language, text=text)
-        )
-    return rows
+    """The labelled messages, each with its part (tuned on, or held out)."""
+    return [
+        Labelled(part=part, expected=ServiceType(expected), language=language, text=text)
+        for part, (expected, language, text) in labelled_rows(LABELLED)
+    ]
 
 
 def test_labelled_set_has_enough_messages_in_each_language() -> None:
