@@ -1,8 +1,12 @@
 """One user's conversation: their messages one at a time, in order, from inbox row to outbox row.
 
-Each turn checks limits, commands and an open handoff, answers greetings and
-small talk with a fixed text, triages the message, builds the prompt from the context window and the knowledge base, and asks the
-provider pool; what it decided (replies, messages, interaction, service type)
+Each turn first looks for distress (a person in danger now: the rules of the
+language files, no provider involved); such a message gets the emergency reply with
+the community's numbers and goes to a person, flagged urgent, whatever else holds
+(a rate limit, an open handoff that was not urgent). Then it checks an open handoff,
+limits and commands, answers greetings and small talk with a fixed text, triages the
+message, builds the prompt from the context window and the knowledge base, and asks
+the provider pool, whose reply may raise the alarm too (the urgent marker); what it decided (replies, messages, interaction, service type)
 is then written with the inbox row's mark in one ``Turns.complete_turn``, so a
 crash leaves the row either answered or pending, never answered and pending.
 The actor ends after ``idle_s`` without messages; its context stays in the
@@ -24,9 +28,14 @@ from actors.provider_pool import ask
 from actors.startup_queue import Handover
 from concierge.domain import (
     Command,
+    Community,
     ContextWindow,
+    Distress,
+    DistressKind,
+    DistressRules,
     KnowledgeBase,
     Languages,
+    OpenHandoffs,
     ParsedCommand,
     Prompt,
     PromptBook,
@@ -35,6 +44,7 @@ from concierge.domain import (
     UserBudget,
     UserRateLimiter,
     parse_command,
+    read_judgement,
     staff_notice,
 )
 from concierge.protocol import (
@@ -71,6 +81,11 @@ SEEN_MEMORY = 64
 
 MAX_TURN_ATTEMPTS = 3
 """Starts of one row that crashed its actor before it is given up with an apology."""
+
+DISTRESS_REASON = "distress"
+"""The reason of a handoff the distress rules opened."""
+JUDGED_REASON = "distress_judged"
+"""The reason of a handoff a provider's judgement opened (its reply carried the marker)."""
 
 
 class TurnAttempts:
@@ -112,6 +127,8 @@ class ConversationMetrics:
     small_talk: int = 0
     over_budget: int = 0
     handoffs_opened: int = 0
+    urgent_handoffs: dict[str, int] = attrs.field(factory=dict)
+    """Handoffs opened or made urgent, by what raised the alarm (``rules``, ``provider``)."""
     silent_in_handoff: int = 0
     replies_withheld: int = 0
     duplicates_dropped: int = 0
@@ -119,6 +136,9 @@ class ConversationMetrics:
 
     def count_turn(self, service_type: ServiceType) -> None:
         self.turns[service_type.value] = self.turns.get(service_type.value, 0) + 1
+
+    def count_urgent(self, source: str) -> None:
+        self.urgent_handoffs[source] = self.urgent_handoffs.get(source, 0) + 1
 
 
 class ConversationStore(Inbox, Turns, Conversations, Handoffs, Protocol):
@@ -136,6 +156,8 @@ class ConversationDeps:
     languages: Languages
     knowledge: KnowledgeBase
     triage: TriageRules
+    distress: DistressRules
+    community: Community
     prompts: PromptBook
     limiter: UserRateLimiter
     pool_inbox: trio.MemorySendChannel[ProviderPoolMsg]
@@ -143,6 +165,7 @@ class ConversationDeps:
     presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]]
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
+    open_handoffs: OpenHandoffs = attrs.field(factory=OpenHandoffs)
     knowledge_sections: int = 3
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
     live: dict[str, trio.CancelScope] = attrs.field(factory=dict)
@@ -322,9 +345,11 @@ class Conversation:
         )
         language = self.language or deps.languages.detect(msg.text, hint=msg.language_hint)
         service_type = self.service_type or deps.triage.default
-        return _Outcome(
-            reply=deps.languages.reply(Reply.PROVIDER_FAILED, language), service_type=service_type
-        )
+        if deps.distress.detect(msg.text) is not None:  # the numbers at least, if not a person
+            reply = deps.community.distress_reply(deps.languages, language)
+        else:
+            reply = deps.languages.reply(Reply.PROVIDER_FAILED, language)
+        return _Outcome(reply=reply, service_type=service_type)
 
     # -- one turn ------------------------------------------------------------------------
     async def _turn(self, msg: Inbound) -> _Outcome:
@@ -335,11 +360,21 @@ class Conversation:
         self.language = language = deps.languages.detect(
             msg.text, previous=self.language, hint=msg.language_hint
         )
+        distress = deps.distress.detect(msg.text)
 
         handoff = await self._active_handoff()
         if handoff is not None and handoff.correlation_id == msg.correlation_id:
-            # This very message opened it before a crash: finish opening it (once).
-            return await self._open_handoff(msg, language, reason=handoff.reason)
+            # This very message opened it (or made it urgent) before a crash: finish that, once.
+            alarm = _alarm(distress) if handoff.urgent else ()
+            return await self._open_handoff(msg, language, reason=handoff.reason, alarm=alarm)
+        if distress is not None and (handoff is None or not handoff.urgent):
+            return await self._open_handoff(
+                msg,
+                language,
+                reason=DISTRESS_REASON,
+                alarm=distress.kinds,
+                escalating=handoff is not None,
+            )
         if handoff is not None:
             deps.metrics.silent_in_handoff += 1
             return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN, recorded=msg.text)
@@ -411,38 +446,73 @@ class Conversation:
             case Command.HELP | Command.UNKNOWN:
                 return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
 
-    async def _open_handoff(self, msg: Inbound, language: str, *, reason: str) -> _Outcome:
+    async def _open_handoff(
+        self,
+        msg: Inbound,
+        language: str,
+        *,
+        reason: str,
+        alarm: tuple[DistressKind, ...] = (),
+        escalating: bool = False,
+    ) -> _Outcome:
+        """Give the conversation to a person; with an ``alarm``, urgently, with the numbers.
+
+        ``escalating`` makes the handoff already open urgent (the person wrote of distress
+        while waiting). The log says that a handoff is urgent, never what was found: the
+        kind of distress of an identifiable person is health data, and logs outlive
+        retention and ``forget``; staff read it in their notice.
+        """
         deps = self._deps
         assert self.conversation_id is not None
+        urgent = bool(alarm)
         self.handoff_open = True
         handoff = await deps.store.open_handoff(
             conversation_id=self.conversation_id,
             user_key=self.user_key,
             reason=reason,
             correlation_id=msg.correlation_id,
+            urgent=urgent,
         )
-        deps.metrics.handoffs_opened += 1
+        if not escalating:
+            deps.metrics.handoffs_opened += 1
         log.info(
-            "handoff.opened",
+            "handoff.made_urgent" if escalating else "handoff.opened",
             handoff_id=handoff.handoff_id,
             conversation_id=self.conversation_id,
-            reason=reason,
+            reason=handoff.reason,
+            urgent=handoff.urgent,
             channel=msg.channel.value,
         )
+        staff = staff_notice(
+            settings=deps.settings,
+            languages=deps.languages,
+            handoff=handoff,
+            channel=msg.channel,
+            who=msg.display_name or self.user_key,
+            excerpt=msg.text,
+            distress=alarm,
+        )
+        if urgent:
+            deps.metrics.count_urgent("provider" if DistressKind.JUDGED in alarm else "rules")
+            deps.open_handoffs.poke()
+            if staff is None:
+                log.warning(
+                    "handoff.urgent_unannounced",
+                    handoff_id=handoff.handoff_id,
+                    reason="no staff chat: set CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID",
+                )
+        reply = (
+            deps.community.distress_reply(deps.languages, language)
+            if urgent
+            else deps.languages.reply(Reply.HANDOFF_OPENED, language)
+        )
         return _Outcome(
-            reply=deps.languages.reply(Reply.HANDOFF_OPENED, language),
+            reply=reply,
             service_type=ServiceType.CONTACT_HUMAIN,
             recorded=msg.text,
             set_type=True,
             handoff_id=handoff.handoff_id,
-            staff=staff_notice(
-                settings=deps.settings,
-                languages=deps.languages,
-                handoff=handoff,
-                channel=msg.channel,
-                who=msg.display_name or self.user_key,
-                excerpt=msg.text,
-            ),
+            staff=staff,
         )
 
     async def _answer(self, msg: Inbound, language: str, service_type: ServiceType) -> _Outcome:
@@ -476,7 +546,13 @@ class Conversation:
                 ),
                 network=not capped,
             )
-            text, provider, outcome = self._reply(result, prompt, language, capped=capped)
+            judged, clean = (
+                read_judgement(result.text) if isinstance(result, Completion) else (False, "")
+            )
+            if judged:
+                assert isinstance(result, Completion)
+                return await self._judged_urgent(msg, language, result, service_type)
+            text, provider, outcome = self._reply(result, clean, prompt, language, capped=capped)
             return _Outcome(
                 reply=text,
                 service_type=service_type,
@@ -493,6 +569,35 @@ class Conversation:
             )
         finally:
             _offer(presence, TurnEnded.of(msg))
+
+    async def _judged_urgent(
+        self, msg: Inbound, language: str, result: Completion, service_type: ServiceType
+    ) -> _Outcome:
+        """A provider judged the message an emergency: the person gets the emergency reply
+        and a person, urgently. The provider's own text (it carries the marker) is never sent."""
+        self._spend(result)
+        outcome = await self._open_handoff(
+            msg, language, reason=JUDGED_REASON, alarm=(DistressKind.JUDGED,)
+        )
+        assert self.conversation_id is not None
+        return attrs.evolve(
+            outcome,
+            provider=result.provider,
+            interaction=Interaction.of(
+                result,
+                conversation_id=self.conversation_id,
+                outcome="urgent",
+                service_type=service_type,
+            ),
+        )
+
+    def _spend(self, result: Completion) -> None:
+        """Count an answer's tokens against its person's daily budget."""
+        deps = self._deps
+        if self.user_id is not None and deps.budget.spend(
+            self.user_id, result.tokens_in + result.tokens_out
+        ):
+            log.info("conversation.budget_spent", conversation_id=self.conversation_id)
 
     def _over_budget(self) -> bool:
         """Whether this person has used their day's tokens: then no network provider is asked."""
@@ -511,6 +616,7 @@ class Conversation:
     def _reply(
         self,
         result: Completion | CompletionFailed,
+        clean: str,
         prompt: Prompt,
         language: str,
         *,
@@ -518,7 +624,9 @@ class Conversation:
     ) -> tuple[str, str, str]:
         """The text to send, the provider that wrote it and the turn's outcome.
 
-        A person past their budget gets the knowledge base's answer (when there is an
+        ``clean`` is an answer's text without urgent markers: what may be sent. Whether
+        it echoes the prompt is judged on the text as written (the instructions hold the
+        marker). A person past their budget gets the knowledge base's answer (when there is an
         offline provider) and the notice; the tokens of any other answer count.
         """
         deps = self._deps
@@ -534,13 +642,10 @@ class Conversation:
                 "withheld",
             )
         if isinstance(result, Completion) and capped:
-            return f"{result.text}\n\n{notice}", result.provider, "capped"
+            return f"{clean}\n\n{notice}", result.provider, "capped"
         if isinstance(result, Completion):
-            if self.user_id is not None and deps.budget.spend(
-                self.user_id, result.tokens_in + result.tokens_out
-            ):
-                log.info("conversation.budget_spent", conversation_id=self.conversation_id)
-            return result.text, result.provider, "ok"
+            self._spend(result)
+            return clean, result.provider, "ok"
         if capped:
             return notice, "", "capped"
         deps.metrics.provider_failures += 1
@@ -619,6 +724,11 @@ class Conversation:
             handoff = await self._deps.store.active_handoff(self.conversation_id)
         self.handoff_open = handoff is not None
         return handoff
+
+
+def _alarm(distress: Distress | None) -> tuple[DistressKind, ...]:
+    """What made an urgent handoff urgent: the rules' kinds, else a provider's judgement."""
+    return distress.kinds if distress is not None else (DistressKind.JUDGED,)
 
 
 def _take_queued(receive: trio.MemoryReceiveChannel[ConversationMsg]) -> list[ConversationMsg]:

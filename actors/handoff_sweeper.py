@@ -1,4 +1,5 @@
-"""The handoff sweeper: close handoffs nobody took up within ``CONCIERGE_HANDOFF_TIMEOUT_S``."""
+"""The handoff sweeper: close handoffs nobody took up within ``CONCIERGE_HANDOFF_TIMEOUT_S``,
+and count the open ones for ``/health`` (an urgent one open is a warning)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 import structlog
 import trio
 
-from concierge.domain import HandoffDesk, Languages, sweep_handoffs
+from concierge.domain import HandoffDesk, Languages, OpenHandoffs, sweep_handoffs
 from concierge.protocol import Channel, OutboxMsg, utcnow
 
 log = structlog.get_logger(__name__)
@@ -21,10 +22,13 @@ async def run_handoff_sweeper(
     timeout_s: float,
     interval_s: float = 60.0,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
+    watch: OpenHandoffs | None = None,
     now: Callable[[], datetime] = utcnow,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Every ``interval_s``, close the handoffs that timed out and tell their users."""
+    """Every ``interval_s`` (or when ``watch`` is poked), close the handoffs that timed out,
+    tell their users, and count what stays open into ``watch``."""
+    watch = watch or OpenHandoffs()
     task_status.started()
     while True:
         closed = await sweep_handoffs(
@@ -36,4 +40,5 @@ async def run_handoff_sweeper(
         )
         if closed:
             log.info("handoff.timeouts_swept", closed=closed)
-        await trio.sleep(interval_s)
+        await watch.count(store)
+        await watch.wait_poke(interval_s)

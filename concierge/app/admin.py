@@ -10,15 +10,18 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 import trio
 import trio_asyncio
 
 from concierge.app.errors import CommandError
-from concierge.domain import close_handoff as close_open_handoff, forget_user, load_languages
+from concierge.domain import (
+    close_handoff as close_open_handoff,
+    forget_user,
+    load_languages,
+    open_handoffs,
+)
 from concierge.observability import configure_logging
-from concierge.protocol import utcnow
 from concierge.settings import Settings, secrets_of
 from concierge.store import (
     Store,
@@ -101,12 +104,13 @@ def forget(settings: Settings, user: str) -> int:
 def list_handoffs(settings: Settings) -> int:
     async def job() -> int:
         async with open_store(settings.store) as store:
-            rows = await store.handoffs_opened_before(utcnow() + timedelta(days=1))
+            rows = await open_handoffs(store)
         if not rows:
             print("no open handoffs")
-        for row in rows:
+        for row in sorted(rows, key=lambda r: not r.urgent):  # urgent ones first
             print(
                 f"{row.handoff_id}\t{row.user_key}\topened {row.opened_at.isoformat()}\t{row.state.value}\t{row.reason}"
+                + ("\tURGENT" if row.urgent else "")
             )
         return 0
 

@@ -27,10 +27,12 @@ from actors import (
 from concierge.domain import (
     KnowledgeBase,
     Languages,
+    OpenHandoffs,
     PromptBook,
     TriageRules,
     UserBudget,
     UserRateLimiter,
+    load_community,
     load_triage,
 )
 from concierge.observability import Check
@@ -65,6 +67,7 @@ class ConversationsService:
     limiter: UserRateLimiter
     triage: TriageRules
     prompts: PromptBook
+    open_handoffs: OpenHandoffs
 
     def statistics(self) -> dict[str, object]:
         m = self.turn_metrics
@@ -75,6 +78,9 @@ class ConversationsService:
             "rate_limited": m.rate_limited,
             "too_long": m.too_long,
             "handoffs_opened": m.handoffs_opened,
+            "urgent_handoffs": dict(m.urgent_handoffs),
+            "handoffs_open": self.open_handoffs.open,
+            "urgent_handoffs_open": self.open_handoffs.urgent,
             "silent_in_handoff": m.silent_in_handoff,
             "replies_withheld": m.replies_withheld,
             "small_talk": m.small_talk,
@@ -86,10 +92,12 @@ class ConversationsService:
     def health_checks(self) -> Iterable[Check]:
         yield from self.router.health_checks()
         yield from self.budget.health_checks()
+        yield from self.open_handoffs.health_checks()
 
     def metrics(self) -> Iterable[Metric]:
         yield from self.router.metrics()
         yield from self.budget.metrics()
+        yield from self.open_handoffs.metrics()
         m = self.turn_metrics
         turns = CounterMetricFamily(
             "concierge_turns", "Turns completed, by service type", labels=["service_type"]
@@ -126,6 +134,14 @@ class ConversationsService:
         handoffs = CounterMetricFamily("concierge_handoffs_opened", "Handoffs to a person opened")
         handoffs.add_metric([], m.handoffs_opened)
         yield handoffs
+        urgent = CounterMetricFamily(
+            "concierge_urgent_handoffs",
+            "Handoffs opened or made urgent (a person in distress), by what raised the alarm",
+            labels=["source"],
+        )
+        for source in ("rules", "provider"):
+            urgent.add_metric([source], m.urgent_handoffs.get(source, 0))
+        yield urgent
 
 
 def build_conversations(
@@ -149,7 +165,8 @@ def build_conversations(
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
 ) -> ConversationsService:
-    """Wire the subtree; raises ``TriageError``/``PromptError`` naming a missing or invalid file.
+    """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
+    rules, prompts, the community's numbers).
 
     ``router_send`` is the router inbox's send side, used by the inbox replayer. The
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
@@ -157,6 +174,8 @@ def build_conversations(
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
+    community = load_community(settings.config_dir / "community.toml", languages)
+    open_handoffs = OpenHandoffs()
     limiter = UserRateLimiter(cache=cache, rate_per_min=settings.rate_per_min, burst=settings.burst)
     metrics = ConversationMetrics()
     budget = UserBudget(settings.user_daily_tokens)
@@ -169,6 +188,8 @@ def build_conversations(
         languages=languages,
         knowledge=knowledge,
         triage=triage,
+        distress=languages.distress(),
+        community=community,
         prompts=prompts,
         limiter=limiter,
         pool_inbox=pool_inbox,
@@ -176,6 +197,7 @@ def build_conversations(
         presence=presence,
         turn_reports=turn_reports,
         metrics=metrics,
+        open_handoffs=open_handoffs,
         budget=budget,
     )
     backoff = Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s)
@@ -247,6 +269,7 @@ def build_conversations(
                     timeout_s=settings.handoff_timeout_s,
                     interval_s=sweep_s,
                     outbox_nudges=outbox_nudges,
+                    watch=open_handoffs,
                 ),
             ),
         ],
@@ -265,4 +288,5 @@ def build_conversations(
         limiter=limiter,
         triage=triage,
         prompts=prompts,
+        open_handoffs=open_handoffs,
     )

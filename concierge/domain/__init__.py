@@ -38,7 +38,9 @@ from .erasure import (
 from .errors import ConfigError as ConfigError
 from .handoffs import (
     HandoffDesk as HandoffDesk,
+    OpenHandoffs as OpenHandoffs,
     close_handoff as close_handoff,
+    open_handoffs as open_handoffs,
     staff_notice as staff_notice,
     sweep_handoffs as sweep_handoffs,
 )

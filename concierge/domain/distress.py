@@ -199,6 +199,12 @@ class _Rule:
     items: tuple[tuple[tuple[int, ...], ...] | None, ...]
     """Per item of the phrase, each option as the term ids of its words (``None`` for a gap)."""
     optional: tuple[bool, ...]
+    needs: tuple[frozenset[int], ...]
+    """Per required item, the first words of its options: a message without one of them
+    anywhere cannot match (checked once per message, before trying any position)."""
+
+    def possible(self, present: frozenset[int]) -> bool:
+        return all(not need.isdisjoint(present) for need in self.needs)
 
     def end(self, tokens: Sequence[frozenset[int]], start: int) -> int | None:
         """Where this rule ends when it matches from ``start`` (the first way found)."""
@@ -293,21 +299,30 @@ class DistressRules:
 
     def _compile(self, kind: DistressKind | None, phrase: Phrase, stemmer: Stemmer) -> _Rule:
         term = self._lexicon.term
+        items = tuple(
+            None
+            if isinstance(item, Gap)
+            else tuple(tuple(term(w, stemmer) for w in option) for option in item.options)
+            for item in phrase.items
+        )
+        optional = tuple(isinstance(item, Choice) and item.optional for item in phrase.items)
         return _Rule(
             kind=kind,
             text=phrase.text,
-            items=tuple(
-                None
-                if isinstance(item, Gap)
-                else tuple(tuple(term(w, stemmer) for w in option) for option in item.options)
-                for item in phrase.items
+            items=items,
+            optional=optional,
+            needs=tuple(
+                frozenset(option[0] for option in options)
+                for options, skip in zip(items, optional, strict=True)
+                if options is not None and not skip
             ),
-            optional=tuple(isinstance(item, Choice) and item.optional for item in phrase.items),
         )
 
     def detect(self, text: str) -> Distress | None:
         """The distress ``text`` speaks of, or ``None``."""
         tokens = [self._lexicon.lookup(t) for t in words(text[:DETECT_CHARS])]
+        present = frozenset[int]().union(*tokens)
+        possible: dict[int, bool] = {}
         hits: list[tuple[_Rule, int, int]] = []
         figures: list[tuple[int, int]] = []
         for start, found in enumerate(tokens):
@@ -317,6 +332,10 @@ class DistressRules:
                     if id(rule) in tried:
                         continue
                     tried.add(id(rule))
+                    if id(rule) not in possible:
+                        possible[id(rule)] = rule.possible(present)
+                    if not possible[id(rule)]:
+                        continue
                     end = rule.end(tokens, start)
                     if end is None:
                         continue

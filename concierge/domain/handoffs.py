@@ -3,20 +3,25 @@
 While a handoff is open the conversation actor stays silent (it still records
 messages). ``close_handoff`` is what a staff command calls; the sweeper closes
 handoffs nobody took up within ``CONCIERGE_HANDOFF_TIMEOUT_S``. Either way the
-user is told, in the language of their last messages.
+user is told, in the language of their last messages. An urgent handoff (a person
+in distress) is never closed by the timeout: only staff close it, and ``/health``
+warns while one is open (``OpenHandoffs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 import trio
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from concierge.domain.distress import DistressKind
 from concierge.domain.language import Languages
 from concierge.domain.replies import Reply
+from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
     HandoffRow,
@@ -77,22 +82,30 @@ def staff_notice(
     channel: Channel,
     who: str,
     excerpt: str,
+    distress: Sequence[DistressKind] = (),
 ) -> OutboundReply | None:
-    """The notification for the staff chat, or ``None`` when no staff chat is configured."""
+    """The notification for the staff chat, or ``None`` when no staff chat is configured.
+
+    An urgent handoff gets ``staff_urgent``, which names the ``distress`` found.
+    """
     if settings.staff_channel is None or settings.staff_chat_id is None:
         return None
     short = (
         excerpt if len(excerpt) <= STAFF_EXCERPT_CHARS else excerpt[: STAFF_EXCERPT_CHARS - 1] + "…"
     )
-    text = languages.reply(
-        Reply.STAFF_HANDOFF,
-        languages.default,
-        handoff_id=handoff.handoff_id,
-        reason=handoff.reason,
-        who=who,
-        channel=channel.value,
-        excerpt=short,
-    )
+    common = {
+        "handoff_id": handoff.handoff_id,
+        "who": who,
+        "channel": channel.value,
+        "excerpt": short,
+    }
+    if handoff.urgent:
+        kind = languages.distress_label(distress or (DistressKind.JUDGED,))
+        text = languages.reply(Reply.STAFF_URGENT, languages.default, kind=kind, **common)
+    else:
+        text = languages.reply(
+            Reply.STAFF_HANDOFF, languages.default, reason=handoff.reason, **common
+        )
     return OutboundReply(
         correlation_id=handoff.correlation_id,
         channel=settings.staff_channel,
@@ -108,6 +121,65 @@ async def _user_language(store: Conversations, languages: Languages, conversatio
     return languages.detect(text)
 
 
+async def open_handoffs(store: Handoffs) -> Sequence[HandoffRow]:
+    """Every open handoff, oldest first (opened before a day from now: all of them)."""
+    return await store.handoffs_opened_before(utcnow() + timedelta(days=1))
+
+
+class OpenHandoffs:
+    """The handoffs waiting for a person, as last counted from the store.
+
+    ``/health`` warns while an urgent one is open (``handoffs:urgentOpen``). The
+    sweeper counts at every pass; a conversation that opens an urgent handoff
+    ``poke``s it to count at once rather than at the next pass.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.urgent = 0
+        self._poked = trio.Event()
+
+    def poke(self) -> None:
+        self._poked.set()
+
+    async def wait_poke(self, timeout_s: float) -> None:
+        """Return when poked (or poked since the last wait), or after ``timeout_s``."""
+        with trio.move_on_after(timeout_s):
+            await self._poked.wait()
+        self._poked = trio.Event()
+
+    async def count(self, store: Handoffs) -> None:
+        rows = await open_handoffs(store)
+        self.open = len(rows)
+        self.urgent = sum(1 for row in rows if row.urgent)
+
+    def health_checks(self) -> Iterable[Check]:
+        yield Check(
+            component="handoffs",
+            measurement="urgentOpen",
+            status=Status.WARN if self.urgent else Status.PASS,
+            observed_value=self.urgent,
+            observed_unit="urgent handoffs open",
+            output=(
+                f"{self.urgent} urgent handoff(s) wait for a person: a person in distress "
+                "(see the staff chat, or concierge handoff list)"
+                if self.urgent
+                else None
+            ),
+            details={"open": self.open},
+        )
+
+    def metrics(self) -> Iterable[Metric]:
+        urgent = GaugeMetricFamily(
+            "concierge_urgent_handoffs_open", "Urgent handoffs (a person in distress) open"
+        )
+        urgent.add_metric([], self.urgent)
+        yield urgent
+        total = GaugeMetricFamily("concierge_handoffs_open", "Handoffs open, urgent or not")
+        total.add_metric([], self.open)
+        yield total
+
+
 async def _find_open(
     store: HandoffDesk, *, handoff_id: int | None, user_key: str | None
 ) -> HandoffRow | None:
@@ -120,7 +192,7 @@ async def _find_open(
         if row is None or (handoff_id is not None and row.handoff_id != handoff_id):
             return None
         return row
-    for row in await store.handoffs_opened_before(utcnow() + timedelta(days=1)):
+    for row in await open_handoffs(store):
         if row.handoff_id == handoff_id:
             return row
     return None
@@ -186,10 +258,15 @@ async def sweep_handoffs(
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     now: datetime | None = None,
 ) -> int:
-    """Close every handoff open for longer than ``timeout_s``; return how many."""
+    """Close every handoff open for longer than ``timeout_s``, urgent ones aside; return how many.
+
+    A person in distress waits for a person however long it takes: ``/health`` warns.
+    """
     cutoff = (now or utcnow()) - timedelta(seconds=timeout_s)
     closed = 0
     for row in await store.handoffs_opened_before(cutoff):
+        if row.urgent:
+            continue
         if await close_handoff(
             store,
             languages=languages,

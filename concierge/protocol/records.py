@@ -204,6 +204,12 @@ class DailyUsage:
 
 @attrs.frozen(kw_only=True)
 class HandoffRow:
+    """A person taking a conversation over.
+
+    ``correlation_id`` is the message that opened it, or that made it ``urgent`` (a
+    person in distress): replayed after a crash, that message finishes what it started.
+    """
+
     handoff_id: int
     conversation_id: int
     user_key: str
@@ -213,6 +219,7 @@ class HandoffRow:
     opened_at: datetime
     closed_at: datetime | None = None
     closed_by: str | None = None
+    urgent: bool = False
 
 
 @attrs.frozen(kw_only=True)

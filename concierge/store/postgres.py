@@ -71,6 +71,7 @@ from concierge.store.postgres_per_item import (
     resolve_user as _resolve_user,
 )
 from concierge.store.rows import (
+    MAKE_URGENT as _MAKE_URGENT,
     Opening,
     handoff_row as _handoff_row,
     outbox_row as _outbox_row,
@@ -504,17 +505,24 @@ class PostgresStore:
 
     # -- handoffs --------------------------------------------------------------------
     async def open_handoff(
-        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+        self,
+        *,
+        conversation_id: int,
+        user_key: str,
+        reason: str,
+        correlation_id: str,
+        urgent: bool = False,
     ) -> HandoffRow:
         async def work(conn: Conn) -> Any:
             await conn.execute(
-                "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id) "
-                "VALUES ($1, $2, 'open', $3, $4) "
-                "ON CONFLICT (conversation_id) WHERE state <> 'closed' DO NOTHING",
+                "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id, "
+                "urgent) VALUES ($1, $2, 'open', $3, $4, $5) "
+                f"ON CONFLICT (conversation_id) WHERE state <> 'closed' {_MAKE_URGENT}",
                 conversation_id,
                 user_key,
                 _clean(reason),
                 correlation_id,
+                urgent,
             )
             await conn.execute(
                 "UPDATE conversations SET handoff_open = true, updated_at = now() "
@@ -635,7 +643,11 @@ class PostgresStore:
                     "(SELECT conversation_id FROM conversations WHERE user_id = $1)",
                     user_id,
                 ),
-                await conn.execute("DELETE FROM outbox WHERE user_key = ANY($1::text[])", keys),
+                await conn.execute(
+                    "DELETE FROM outbox WHERE user_key = ANY($1::text[]) OR correlation_id IN "
+                    "(SELECT correlation_id FROM inbox WHERE user_key = ANY($1::text[]))",
+                    keys,
+                ),
                 await conn.execute("DELETE FROM inbox WHERE user_key = ANY($1::text[])", keys),
                 await conn.execute(
                     "UPDATE handoffs SET user_key = 'forgotten', reason = '' "

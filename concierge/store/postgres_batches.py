@@ -113,7 +113,7 @@ WITH u AS (
 )
 SELECT c.conversation_id, c.user_id, c.service_type, c.handoff_open, c.updated_at,
        h.handoff_id, h.user_key, h.state, h.reason, h.correlation_id, h.opened_at,
-       h.closed_at, h.closed_by, r.directions, r.texts
+       h.closed_at, h.closed_by, h.urgent, r.directions, r.texts
 FROM c
 LEFT JOIN handoffs AS h ON h.conversation_id = c.conversation_id AND h.state <> 'closed'
 LEFT JOIN LATERAL (

@@ -120,9 +120,19 @@ class Handoffs(Protocol):
     """A person taking a conversation over: opened by its actor, closed by staff or timeout."""
 
     async def open_handoff(
-        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+        self,
+        *,
+        conversation_id: int,
+        user_key: str,
+        reason: str,
+        correlation_id: str,
+        urgent: bool = False,
     ) -> HandoffRow:
-        """Open a handoff (or return the one already open for this conversation)."""
+        """Open a handoff (or return the one already open for this conversation).
+
+        ``urgent`` marks it urgent, an open one too: that one then takes
+        ``correlation_id``, the message that made it urgent.
+        """
         ...
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None: ...
@@ -200,7 +210,10 @@ class Erasure(Protocol):
 
     async def forget_user(self, user_id: int) -> Erased:
         """Erase a user's messages and identities, leaving a tombstone per erased inbox row
-        and an erasure notice per identity, in one transaction."""
+        and an erasure notice per identity, in one transaction.
+
+        Outbox rows about their messages go too, staff notices included (they quote them).
+        """
         ...
 
     async def erasure_key(self) -> bytes:

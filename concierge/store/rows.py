@@ -70,6 +70,15 @@ def outbox_row(r: Any, instant: Instant = as_datetime) -> OutboxRow:
     )
 
 
+MAKE_URGENT = (
+    "DO UPDATE SET correlation_id = CASE WHEN excluded.urgent AND NOT handoffs.urgent "
+    "THEN excluded.correlation_id ELSE handoffs.correlation_id END, "
+    "urgent = handoffs.urgent OR excluded.urgent"
+)
+"""How both backends' ``open_handoff`` meets the handoff already open: an urgent request
+makes it urgent and gives it this message's correlation id; anything else leaves it be."""
+
+
 def handoff_row(r: Any, instant: Instant = as_datetime) -> HandoffRow:
     return HandoffRow(
         handoff_id=r["handoff_id"],
@@ -81,6 +90,7 @@ def handoff_row(r: Any, instant: Instant = as_datetime) -> HandoffRow:
         opened_at=instant(r["opened_at"]),
         closed_at=_maybe(r["closed_at"], instant),
         closed_by=r["closed_by"],
+        urgent=bool(r["urgent"]),
     )
 
 

@@ -54,7 +54,7 @@ from concierge.store.erasure_keys import (
 from concierge.store.errors import StoreUnavailable
 from concierge.store.group_commit import GroupCommitter, flushing
 from concierge.store.migrations import apply_sqlite
-from concierge.store.rows import Opening
+from concierge.store.rows import MAKE_URGENT as _MAKE_URGENT, Opening
 from concierge.store.sqlite_batches import (
     accept_rows as _accept_rows,
     flush_openings,
@@ -380,16 +380,22 @@ class SqliteStore:
 
     # -- handoffs --------------------------------------------------------------------
     async def open_handoff(
-        self, *, conversation_id: int, user_key: str, reason: str, correlation_id: str
+        self,
+        *,
+        conversation_id: int,
+        user_key: str,
+        reason: str,
+        correlation_id: str,
+        urgent: bool = False,
     ) -> HandoffRow:
         now = ts(utcnow())
 
         def work(conn: sqlite3.Connection) -> HandoffRow:
             conn.execute(
                 "INSERT INTO handoffs (conversation_id, user_key, state, reason, correlation_id, "
-                "opened_at) VALUES (?, ?, 'open', ?, ?, ?) "
-                "ON CONFLICT (conversation_id) WHERE state <> 'closed' DO NOTHING",
-                (conversation_id, user_key, reason, correlation_id, now),
+                "opened_at, urgent) VALUES (?, ?, 'open', ?, ?, ?, ?) "
+                f"ON CONFLICT (conversation_id) WHERE state <> 'closed' {_MAKE_URGENT}",
+                (conversation_id, user_key, reason, correlation_id, now, int(urgent)),
             )
             conn.execute(
                 "UPDATE conversations SET handoff_open = 1, updated_at = ? WHERE conversation_id = ?",
@@ -518,7 +524,9 @@ class SqliteStore:
             ).rowcount
             if keys:
                 touched += conn.execute(
-                    f"DELETE FROM outbox WHERE user_key IN ({marks})", keys
+                    f"DELETE FROM outbox WHERE user_key IN ({marks}) OR correlation_id IN "
+                    f"(SELECT correlation_id FROM inbox WHERE user_key IN ({marks}))",
+                    keys + keys,
                 ).rowcount
                 touched += conn.execute(
                     f"DELETE FROM inbox WHERE user_key IN ({marks})", keys

@@ -225,7 +225,8 @@ SELECT json_group_array(json_array(
     json((SELECT json_object('handoff_id', h.handoff_id, 'conversation_id', h.conversation_id,
                              'user_key', h.user_key, 'state', h.state, 'reason', h.reason,
                              'correlation_id', h.correlation_id, 'opened_at', h.opened_at,
-                             'closed_at', h.closed_at, 'closed_by', h.closed_by)
+                             'closed_at', h.closed_at, 'closed_by', h.closed_by,
+                             'urgent', h.urgent)
           FROM handoffs AS h WHERE h.conversation_id = c.conversation_id AND h.state <> 'closed')),
     json((SELECT json_group_array(json_object(
                      'inbox_id', b.inbox_id, 'correlation_id', b.correlation_id,

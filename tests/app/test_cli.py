@@ -152,6 +152,7 @@ def test_check_loads_the_configuration_and_says_what_it_found(tmp_path: Path) ->
     assert "languages: en, fr, wo (falls back to fr); default fr" in result.stdout
     assert "knowledge: 24 sections, 62 passages from 3 files" in result.stdout
     assert "prompts: every service type in every language" in result.stdout
+    assert "community: 3 emergency numbers, priest on call +221 77 000 00 00" in result.stdout
 
 
 def test_a_broken_language_file_is_one_line_naming_it(tmp_path: Path) -> None:
@@ -175,6 +176,20 @@ def test_a_broken_configuration_is_one_line_naming_the_file(tmp_path: Path, comm
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"concierge: invalid configuration: {config / 'triage.toml'}: ")
+
+
+@pytest.mark.parametrize("command", ["check", "chat", "run"])
+def test_a_missing_community_file_is_one_line_naming_it(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "config"
+    assert run_cli(tmp_path, "init", str(config)).returncode == 0
+    (config / "community.toml").unlink()
+    result = run_cli(tmp_path, command, stdin="Bonjour\n", CONCIERGE_CONFIG_DIR=str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"concierge: invalid configuration: {config / 'community.toml'}: the community file "
+        "does not exist"
+    )
 
 
 def test_version_prints_the_version(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from concierge.protocol import (
     Accepted,
     AcceptStatus,
     Channel,
+    HandoffRow,
     HandoffState,
     InboundMessage,
     OutboundReply,
@@ -575,6 +576,43 @@ async def test_handoff_opens_once_then_is_closed(store: Store) -> None:
     assert reopened.state is HandoffState.OPEN
 
 
+async def test_an_urgent_request_makes_the_open_handoff_urgent_once(store: Store) -> None:
+    conv = await store.conversation_for(await store.resolve_user(Channel.TELEGRAM, "telegram:111"))
+    cid = conv.conversation_id
+
+    async def open_(correlation_id: str, *, urgent: bool) -> HandoffRow:
+        return await store.open_handoff(
+            conversation_id=cid,
+            user_key="telegram:111",
+            reason="command",
+            correlation_id=correlation_id,
+            urgent=urgent,
+        )
+
+    opened = await open_("c1", urgent=False)
+    assert (opened.urgent, opened.correlation_id) == (False, "c1")
+    made = await open_("c2", urgent=True)
+    assert (made.handoff_id, made.urgent, made.correlation_id) == (opened.handoff_id, True, "c2")
+    assert made.reason == "command"
+    again = await open_("c3", urgent=True)
+    assert (again.urgent, again.correlation_id) == (True, "c2")  # urgent already: left be
+    calm = await open_("c4", urgent=False)
+    assert (calm.urgent, calm.correlation_id) == (True, "c2")  # never made less urgent
+    active = await store.active_handoff(cid)
+    assert active is not None
+    assert active.urgent
+    (listed,) = await store.handoffs_opened_before(utcnow() + timedelta(seconds=5))
+    assert listed.urgent
+    start = await store.open_conversation(
+        Channel.TELEGRAM, "telegram:111", pending_limit=1, recent_limit=1
+    )
+    assert start.handoff is not None
+    assert start.handoff.urgent
+    await store.close_handoff(opened.handoff_id, closed_by="pere.jean")
+    fresh = await open_("c5", urgent=True)
+    assert (fresh.handoff_id != opened.handoff_id, fresh.urgent) == (True, True)
+
+
 # -- data protection ------------------------------------------------------------------------
 async def _conversation_with_history(store: Store) -> tuple[int, int]:
     uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111", display_name="Marie")
@@ -622,6 +660,32 @@ async def test_forget_user_erases_their_data_but_keeps_interaction_metadata(stor
     assert await count(store, "interactions") == 1
     assert await store.resolve_user(Channel.TELEGRAM, "telegram:222") == other
     assert await store.resolve_user(Channel.TELEGRAM, "telegram:111") != uid
+
+
+async def test_forget_user_erases_the_staff_notices_that_quote_them(store: Store) -> None:
+    uid = await store.resolve_user(Channel.TELEGRAM, "telegram:111")
+    accepted = await store.accept(inbound("m1"))
+    (pending,) = await store.pending_inbox()
+    staff = OutboundReply(
+        correlation_id=pending.correlation_id,
+        channel=Channel.TELEGRAM,
+        user_key="telegram:-1001234",
+        chat_id="-1001234",
+        text="URGENT: Dernier message : Bonjour",
+    )
+    other = attrs.evolve(staff, correlation_id="someone-else", text="about someone else")
+    await store.complete_turn(
+        TurnRecord(
+            inbox_id=accepted.inbox_id,
+            conversation_id=None,
+            correlation_id=pending.correlation_id,
+            service_type=None,
+            replies=(staff, other),
+        )
+    )
+    await store.forget_user(uid)
+    rows = await store.pending_outbox(Channel.TELEGRAM)
+    assert [r.text for r in rows] == ["about someone else"]
 
 
 async def test_forget_helper_accepts_a_channel_identity_or_an_internal_id(
