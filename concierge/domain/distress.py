@@ -231,6 +231,10 @@ class _Rule:
         return match(0, start)
 
 
+_NO_TERMS: frozenset[int] = frozenset()
+"""What most message words stand for: one shared object, not one per word the cache keeps."""
+
+
 class _Lexicon:
     """Every word the rules name, each a term, and which terms a message word stands for."""
 
@@ -273,7 +277,7 @@ class _Lexicon:
             found |= stems.get(stemmer.stem(token), set())
         if len(token) >= MIN_TYPO_WORD:
             found.update(t for t in self._typos.near(token) if self._first_letters[t] == token[0])
-        return frozenset(found)
+        return frozenset(found) if found else _NO_TERMS
 
 
 class DistressRules:
