@@ -116,14 +116,12 @@ class ConversationMetrics:
     """Counters shared by every conversation actor (one instance per daemon)."""
 
     live: int = 0
-    started: int = 0
     reaped: int = 0
     turns: dict[str, int] = attrs.field(factory=dict)
     provider_failures: int = 0
     rate_limited: int = 0
     too_long: int = 0
     media_refused: int = 0
-    commands: int = 0
     small_talk: int = 0
     over_budget: int = 0
     handoffs_opened: int = 0
@@ -131,7 +129,6 @@ class ConversationMetrics:
     """Handoffs opened or made urgent, by what raised the alarm (``rules``, ``provider``)."""
     silent_in_handoff: int = 0
     replies_withheld: int = 0
-    duplicates_dropped: int = 0
     turns_abandoned: int = 0
 
     def count_turn(self, service_type: ServiceType) -> None:
@@ -292,7 +289,6 @@ class Conversation:
         """Process one inbox row exactly once per actor; its writes and its mark commit together."""
         deps = self._deps
         if not self._first_time(msg.inbox_id):
-            deps.metrics.duplicates_dropped += 1
             return
         with structlog.contextvars.bound_contextvars(
             correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
@@ -418,7 +414,6 @@ class Conversation:
 
         command = parse_command(msg.text)
         if command is not None:
-            deps.metrics.commands += 1
             return await self._command(msg, command, language, current)
 
         small_talk = deps.languages.small_talk.classify(msg.text)
@@ -790,7 +785,6 @@ async def run_conversation(
     come. A restarted actor dedupes rows it sees twice.
     """
     deps.metrics.live += 1
-    deps.metrics.started += 1
     scope = deps.live[user_key] = trio.CancelScope()
     try:
         with scope:

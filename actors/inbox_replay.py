@@ -78,7 +78,6 @@ async def run_inbox_replay(
     router: trio.MemorySendChannel[RouterMsg],
     grace_s: float,
     interval_s: float = 30.0,
-    start_batch: int = 20_000,
     now: Callable[[], datetime] = utcnow,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:

@@ -86,7 +86,6 @@ class OutboxStats:
         self.unreachable = 0
         self.backlog = 0
         self.in_flight = 0
-        self.store_errors = 0
         self.store_down = False
 
     @property
@@ -336,7 +335,6 @@ async def run_outbox_sender(
             try:
                 rows = await store.pending_outbox(channel, now=clock(), limit=pacing.batch)
             except StoreUnavailable as exc:
-                stats.store_errors += 1
                 if not stats.store_down:
                     log.warning("outbox.store_unavailable", channel=channel.value, reason=str(exc))
                 stats.store_down = True

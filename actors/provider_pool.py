@@ -530,19 +530,3 @@ class ProviderPool:
 
     def metrics(self) -> Iterable[Metric]:
         return pool_metrics(self.statistics())
-
-    async def poll_credits(self) -> None:
-        """Poll every credit-reporting provider now, as the periodic poll does."""
-        if self._credits is not None:
-            for name in self._credits.providers:
-                await self._credits.poll(name, periodic=True)
-
-
-async def run_provider_pool(
-    *,
-    pool: ProviderPool,
-    inbox: trio.MemoryReceiveChannel[ProviderPoolMsg],
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """The actor entry point: serve ``inbox`` until it closes."""
-    await pool.run(inbox=inbox, task_status=task_status)

@@ -57,7 +57,6 @@ class TelegramPollerStats:
     """What the poller did; an ``Observable`` for ``/health`` and ``/metrics``."""
 
     def __init__(self) -> None:
-        self.polls = 0
         self.updates = 0
         self.accepted = 0
         self.duplicates = 0
@@ -202,7 +201,6 @@ async def run_telegram_poller(
             log.info("telegram.poll_recovered", failures=failures)
         failures = 0
         stats.failing = False
-        stats.polls += 1
         if not updates:
             continue
         next_offset = offset

@@ -29,7 +29,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors import ProviderPool
-from actors.provider_pool import ask, run_provider_pool
+from actors.provider_pool import ask
 from concierge.protocol import CompletionRequest, ProviderCall, ProviderReply, Role, Turn
 from concierge.providers import Adapter
 from concierge.providers.anthropic import AnthropicAdapter
@@ -106,7 +106,7 @@ async def with_pool(
     pool = ProviderPool(adapters=[adapter], settings=settings)
     send, receive = trio.open_memory_channel[CompletionRequest](256)
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_provider_pool, pool=pool, inbox=receive))
+        await nursery.start(partial(pool.run, inbox=receive))
         with send:
             await body(send)
 

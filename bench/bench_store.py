@@ -39,6 +39,15 @@ ADMIN_DSN = os.environ.get(
 Accept = Callable[[InboundMessage], Awaitable[Accepted]]
 
 
+def without_group_commit(store: SqliteStore | PostgresStore) -> Accept:
+    """``accept`` as the group committer's flush of a batch of one: a commit per call."""
+
+    async def accept(message: InboundMessage) -> Accepted:
+        return (await store._accept_batch([message]))[0]
+
+    return accept
+
+
 def message(prefix: str, n: int) -> InboundMessage:
     return InboundMessage(
         correlation_id=f"{prefix}{n:x}",
@@ -71,9 +80,9 @@ async def bench_store(
 ) -> list[tuple[str, str, float, str]]:
     rows: list[tuple[str, str, float, str]] = []
     plan = [
-        ("sequential", "no", store.accept_one, 1),
+        ("sequential", "no", without_group_commit(store), 1),
         ("sequential", "yes", store.accept, 1),
-        (f"{concurrency} concurrent", "no", store.accept_one, concurrency),
+        (f"{concurrency} concurrent", "no", without_group_commit(store), concurrency),
         (f"{concurrency} concurrent", "yes", store.accept, concurrency),
     ]
     for label, grouped, accept, callers in plan:

@@ -1,15 +1,14 @@
 """Telegram webhook ingest: signed POST → 200 with a committed inbox row, against a bare 200 app.
 
-Three servers, each in its own process on Hypercorn's trio worker, are driven in turn by
+Two servers, each in its own process on Hypercorn's trio worker, are driven in turn by
 the same small raw-socket load generator (``--connections`` concurrent keep-alive
-connections, ``--seconds`` per run, rounds interleaved so all see the same machine):
+connections, ``--seconds`` per run, rounds interleaved so both see the same machine):
 
 * ``bare``: an ASGI app that answers 200 with no body;
-* ``blueprint``: the daemon's HTTP app (``concierge.http.create_app``) with the Telegram
-  webhook blueprint, an ``Ingest`` over the durable store (PostgreSQL through
-  trio-asyncio when available, else SQLite) and a router drained at once;
-* ``asgi``: the same app and store with the route answered by ``with_telegram_webhook``
-  in bare ASGI in front of the app.
+* ``ingest``: the daemon's HTTP app (``concierge.app.http.create_app``) with the Telegram
+  webhook answered by ``with_telegram_webhook`` in bare ASGI in front of it, as
+  ``concierge run`` serves it: an ``Ingest`` over the durable store (PostgreSQL through
+  trio-asyncio when available, else SQLite) and a router drained at once.
 
 Every request carries a distinct update, so every 200 is a new inbox row; the rows are
 counted afterwards. Prints requests/s, p50/p99/max ack latency and the ingest/bare
@@ -49,7 +48,6 @@ from scratch_store import bench_store_settings  # this folder: run as a script
 
 from concierge.app.http import create_app
 from concierge.channels import with_telegram_webhook
-from concierge.channels.telegram_http import telegram_blueprint
 from concierge.domain import Ingest
 from concierge.observability import HealthBoard
 from concierge.protocol import Inbound
@@ -111,7 +109,7 @@ async def serve_app(app: Any) -> None:
         print(binds[0], flush=True)
 
 
-async def serve_ingest(dsn: str | None, data_dir: Path, pool_size: int, face: str) -> None:
+async def serve_ingest(dsn: str | None, data_dir: Path, pool_size: int) -> None:
     settings = store_settings(data_dir, dsn, pool_size)
     async with trio_asyncio.open_loop(), open_store(settings) as store:
         router_send, router_receive = trio.open_memory_channel[Inbound](10_000)
@@ -127,16 +125,11 @@ async def serve_ingest(dsn: str | None, data_dir: Path, pool_size: int, face: st
             read_timeout_s=10,
             graceful_timeout_s=1,
         )
-        ingest = Ingest(store=store, router=router_send)
-        board = HealthBoard(version="bench")
-        app: Any
-        if face == "blueprint":
-            blueprint = telegram_blueprint(ingest=ingest, secret=SECRET)
-            app = create_app(board=board, settings=http, blueprints=[blueprint])
-        else:
-            app = with_telegram_webhook(
-                create_app(board=board, settings=http), ingest=ingest, secret=SECRET
-            )
+        app = with_telegram_webhook(
+            create_app(board=HealthBoard(version="bench"), settings=http),
+            ingest=Ingest(store=store, router=router_send),
+            secret=SECRET,
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain)
             await serve_app(app)
@@ -147,13 +140,7 @@ def child_main(args: argparse.Namespace) -> None:
     if args.serve == "bare":
         trio.run(serve_app, bare_app)
     else:
-        trio.run(
-            serve_ingest,
-            args.dsn or None,
-            Path(args.data_dir),
-            args.pool_size,
-            args.serve.split("-")[1],
-        )
+        trio.run(serve_ingest, args.dsn or None, Path(args.data_dir), args.pool_size)
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -274,25 +261,16 @@ async def count_rows(dsn: str | None, data_dir: Path) -> int:
         await trio_asyncio.aio_as_trio(conn.close)()
 
 
+Runs = list[tuple[float, list[float], dict[int, int]]]
+"""Per round: requests per second, every latency, answers by status."""
+
+
 async def measure(args: argparse.Namespace, dsn: str | None, data_dir: Path, backend: str) -> None:
     me = [sys.executable, __file__]
-    servers: list[tuple[str, list[str], str]] = [("bare", [*me, "--serve", "bare"], "/")]
-    for face in ("blueprint", "asgi"):
-        command = [
-            *me,
-            "--serve",
-            f"ingest-{face}",
-            "--data-dir",
-            str(data_dir),
-            "--pool-size",
-            str(args.pool_size),
-        ]
-        if dsn:
-            command += ["--dsn", dsn]
-        servers.append((face, command, PATH))
-    results: dict[str, list[tuple[float, list[float], dict[int, int]]]] = {
-        name: [] for name, _, _ in servers
-    }
+    ingest = [*me, "--serve", "ingest", "--data-dir", str(data_dir)]
+    ingest += ["--pool-size", str(args.pool_size), *(["--dsn", dsn] if dsn else [])]
+    servers = [("bare", [*me, "--serve", "bare"], "/"), ("ingest", ingest, PATH)]
+    results: dict[str, Runs] = {name: [] for name, _, _ in servers}
     rows_written = 0
     acked = 0  # 200s of ingest runs, warm-up included
     for round_ in range(1, args.rounds + 1):
@@ -308,7 +286,7 @@ async def measure(args: argparse.Namespace, dsn: str | None, data_dir: Path, bac
                 measured = await load(
                     base + path, connections=args.connections, seconds=args.seconds
                 )
-                if name != "bare":
+                if name == "ingest":
                     acked += warm.get(200, 0) + measured[2].get(200, 0)
                 return measured
 
@@ -322,35 +300,29 @@ async def measure(args: argparse.Namespace, dsn: str | None, data_dir: Path, bac
                 f"p99 {pct(latencies, 0.99):6.1f} ms  max {max(latencies) * 1000:6.1f} ms  {statuses}",
                 flush=True,
             )
+    report(args, backend, results)
+    non_200 = sum(c for _, _, st in results["ingest"] for code, c in st.items() if code != 200)
+    print(
+        f"  ingest 200s (warm-up included): {acked:,}; inbox rows written: {rows_written:,}; "
+        f"non-200 answers: {non_200}"
+    )
+
+
+def report(args: argparse.Namespace, backend: str, results: dict[str, Runs]) -> None:
     print(
         f"\n{backend}: {args.connections} connections, {args.seconds:g} s per run, {args.rounds} rounds "
         f"(median rate, pooled latencies)"
     )
     bare_rate = statistics.median(r for r, _, _ in results["bare"])
-    for name, label in (
-        ("bare", "bare ASGI 200"),
-        ("blueprint", "ingest, Quart blueprint"),
-        ("asgi", "ingest, bare-ASGI route"),
-    ):
+    for name, label in (("bare", "bare ASGI 200"), ("ingest", "ingest, the daemon's route")):
         rate = statistics.median(r for r, _, _ in results[name])
         latencies = [x for _, lat, _ in results[name] for x in lat]
         ratio = "" if name == "bare" else f"  ratio {rate / bare_rate:.2f}"
         print(
-            f"  {label:24} {rate:8,.0f} req/s  p50 {pct(latencies, 0.5):6.1f} ms  "
+            f"  {label:27} {rate:8,.0f} req/s  p50 {pct(latencies, 0.5):6.1f} ms  "
             f"p99 {pct(latencies, 0.99):6.1f} ms{ratio}"
         )
-    non_200 = sum(
-        c
-        for name in ("blueprint", "asgi")
-        for _, _, st in results[name]
-        for code, c in st.items()
-        if code != 200
-    )
     print("  targets: ratio >= 0.50, p99 <= 50 ms")
-    print(
-        f"  ingest 200s (warm-up included): {acked:,}; inbox rows written: {rows_written:,}; "
-        f"non-200 answers: {non_200}"
-    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -397,9 +369,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pool-size", type=int, default=5)
-    parser.add_argument(
-        "--serve", choices=["bare", "ingest-blueprint", "ingest-asgi"], help=argparse.SUPPRESS
-    )
+    parser.add_argument("--serve", choices=["bare", "ingest"], help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     return parser.parse_args()

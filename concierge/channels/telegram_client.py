@@ -151,10 +151,6 @@ class TelegramClient:
             migrate_to_chat_id=migrate if isinstance(migrate, int) else None,
         )
 
-    async def get_me(self) -> dict[str, Any]:
-        result = await self.call("getMe")
-        return result if isinstance(result, dict) else {}
-
     async def get_updates(
         self,
         *,

@@ -8,9 +8,9 @@ with ``hmac.compare_digest`` before the body is read; 415 for a body that is not
 declared JSON; 400 for a body that is not an Update (a retry cannot fix it; it is
 logged and counted); 408, and the connection closed, for a body that takes longer
 than the read timeout to arrive (a trickled body would hold a connection forever).
-Two faces, one behaviour:
-a Quart blueprint, and ``with_telegram_webhook`` which answers the route in bare ASGI
-in front of the app (about twice the rate).
+``with_telegram_webhook`` answers the route in bare ASGI in front of the app: Quart's
+request machinery was most of the cost of an ack, and without it the route acks
+about twice as fast.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import attrs
 import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from quart import Blueprint, Response, request
 
 from concierge.channels.telegram_wire import Ignored, MalformedUpdate, parse_update_body
 from concierge.domain import Ingest
@@ -226,46 +225,7 @@ class TelegramWebhook:
         return Answer(status=200)
 
 
-def telegram_blueprint(
-    *,
-    ingest: Ingest,
-    secret: str,
-    previous_secrets: Sequence[str] = (),
-    stats: TelegramWebhookStats | None = None,
-    retry_after_s: int = 5,
-    path: str = WEBHOOK_PATH,
-) -> Blueprint:
-    """The webhook as a Quart route; ``previous_secrets`` stay valid while a new secret is rolled out."""
-    webhook = TelegramWebhook(
-        ingest=ingest,
-        secret=secret,
-        previous_secrets=previous_secrets,
-        stats=stats,
-        retry_after_s=retry_after_s,
-    )
-    blueprint = Blueprint("telegram_webhook", __name__)
-
-    async def read_body() -> bytes:
-        data = await request.get_data(cache=False, as_text=False)
-        return data.encode() if isinstance(data, str) else data
-
-    @blueprint.post(path)
-    async def telegram_webhook() -> Response:
-        answer = await webhook.handle(
-            request.headers.get(SECRET_HEADER), read_body, content_type=request.content_type
-        )
-        content_type = "application/json" if answer.error is not None else None
-        return Response(
-            answer.body(),
-            status=answer.status,
-            headers=dict(answer.headers),
-            content_type=content_type,
-        )
-
-    return blueprint
-
-
-# -- the same route as bare ASGI, mounted in front of the app --------------------------------
+# -- the route as bare ASGI, mounted in front of the app -----------------------------------
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -300,8 +260,7 @@ def with_telegram_webhook(
 ) -> ASGIApp:
     """``app`` with ``POST path`` answered by the webhook directly, without the framework.
 
-    The same behaviour as ``telegram_blueprint`` at about twice the rate on the trio
-    worker (Quart's request machinery is most of the cost of an ack). Every other
+    ``previous_secrets`` stay valid while a new secret is rolled out. Every other
     request goes to ``app``. Bodies over ``max_body_bytes`` get 413, bodies still
     arriving after ``body_timeout_s`` 408; ``observe`` counts each answer with the
     app's own requests.

@@ -57,7 +57,6 @@ class TelegramSender:
         self._limit = limit
         self._max_tracked = max_tracked
         self._progress: OrderedDict[int, int] = OrderedDict()
-        self.parts_sent = 0
         self.plain_fallbacks = 0
 
     @property
@@ -121,12 +120,10 @@ class TelegramSender:
         except TelegramError as exc:
             return classify(exc)
         else:
-            self.parts_sent += 1
             return None
         self.plain_fallbacks += 1
         try:
             await self._client.send_message(chat_id=row.chat_id, text=part.plain)
         except TelegramError as exc:
             return classify(exc)
-        self.parts_sent += 1
         return None

@@ -1,4 +1,4 @@
-"""A small WAHA REST client over httpx: presence, sendText, LID lookup, session status.
+"""A small WAHA REST client over httpx: presence, sendText, session status.
 
 Every call returns a ``WahaCall`` (status, parsed body, ``Retry-After``) instead of
 raising: HTTP errors, timeouts and refused connections are results the sender
@@ -78,11 +78,6 @@ class WahaClient:
         if reply_to is not None:
             payload["reply_to"] = reply_to
         return await self._post("/api/sendText", payload, correlation_id)
-
-    async def lookup_lid(self, lid: str, *, correlation_id: str = "") -> WahaCall:
-        """``GET /api/{session}/lids/{lid}`` → body ``{"lid": ..., "pn": "...@c.us" | null}``."""
-        path = f"/api/{quote(self._session, safe='')}/lids/{quote(lid, safe='@')}"
-        return await self._call("GET", path, None, correlation_id)
 
     async def session_status(self, *, correlation_id: str = "") -> WahaCall:
         """``GET /api/sessions/{session}``: body ``status`` is ``WORKING`` when WAHA can send."""

@@ -96,10 +96,6 @@ class WahaSender:
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._progress: OrderedDict[int, int] = OrderedDict()
-        self.rows_sent = 0
-        self.parts_sent = 0
-        self.retries = 0
-        self.rejected = 0
 
     @property
     def channel(self) -> Channel:
@@ -145,9 +141,7 @@ class WahaSender:
                     return self._retry(row, result, log_)
                 return self._give_up(row, result.detail, log_)
             self._remember(row.outbox_id, index + 1)
-            self.parts_sent += 1
         self._progress.pop(row.outbox_id, None)
-        self.rows_sent += 1
         log_.info("waha.reply_sent", parts=len(parts), resumed_at=done + 1 if done else None)
         return SendResult(status=SendStatus.SENT, detail=f"{len(parts)} part(s)")
 
@@ -166,7 +160,6 @@ class WahaSender:
     def _retry(
         self, row: OutboxRow, result: SendResult, log_: structlog.stdlib.BoundLogger
     ) -> SendResult:
-        self.retries += 1
         log_.warning(
             "waha.send_deferred",
             detail=result.detail,
@@ -179,7 +172,6 @@ class WahaSender:
         self, row: OutboxRow, detail: str, log_: structlog.stdlib.BoundLogger
     ) -> SendResult:
         self._progress.pop(row.outbox_id, None)
-        self.rejected += 1
         log_.error("waha.send_rejected", detail=detail)
         return SendResult(status=SendStatus.REJECTED, detail=detail)
 

@@ -31,7 +31,6 @@ class Ingest:
         self._forward_timeout_s = forward_timeout_s
         self.accepted = 0
         self.duplicates = 0
-        self.deferred = 0
 
     async def accept(self, message: InboundMessage) -> Accepted:
         """Commit ``message``; forward it to the router if it is new."""
@@ -55,7 +54,6 @@ class Ingest:
         self.accepted += 1
         if await self._forward(Inbound.committed(message, inbox_id=accepted.inbox_id)):
             return accepted
-        self.deferred += 1
         log.warning(
             "ingest.forward_deferred",
             correlation_id=message.correlation_id,

@@ -79,10 +79,6 @@ class CreditMonitor:
         self._wake_send, self._wake_recv = trio.open_memory_channel[str](max(1, len(fetchers)))
         self._pending: set[str] = set()
 
-    @property
-    def providers(self) -> tuple[str, ...]:
-        return tuple(self._fetchers)
-
     def reading(self, provider: str, alias: str) -> CreditReading | None:
         return self._readings.get((provider, alias))
 

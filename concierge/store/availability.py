@@ -48,7 +48,6 @@ class Availability:
         self._latency_s: float | None = None
         self._error: str | None = None
         self._checked_at = utcnow()
-        self._pings = 0
         self._failures = 0
         self._outages = 0
 
@@ -67,7 +66,6 @@ class Availability:
             await self._down.wait()
 
     def record_success(self, latency_s: float) -> None:
-        self._pings += 1
         self._latency_s = latency_s
         self._checked_at = utcnow()
         self._error = None
@@ -84,7 +82,6 @@ class Availability:
 
     def record_failure(self, error: str) -> None:
         """Mark the service down: the monitor's own ping, or any caller that saw it fail."""
-        self._pings += 1
         self._failures += 1
         self._error = error
         self._checked_at = utcnow()

@@ -246,10 +246,6 @@ class PostgresStore:
     async def accept(self, message: InboundMessage) -> Accepted:
         return await self.committer.submit(message)
 
-    async def accept_one(self, message: InboundMessage) -> Accepted:
-        """``accept`` without group commit (one statement per call; for comparison)."""
-        return (await self._accept_batch([message]))[0]
-
     async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
         """One statement in the common case: the insert itself skips tombstoned messages,
         so a key neither inserted nor found was erased (one crossing of the bridge, as

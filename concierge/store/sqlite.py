@@ -153,10 +153,6 @@ class SqliteStore:
     async def accept(self, message: InboundMessage) -> Accepted:
         return await self.committer.submit(message)
 
-    async def accept_one(self, message: InboundMessage) -> Accepted:
-        """``accept`` without group commit (one transaction per call; for comparison)."""
-        return (await self._accept_batch([message]))[0]
-
     async def _accept_batch(self, batch: Sequence[InboundMessage]) -> list[Accepted]:
         now = ts(utcnow())
         digests = message_digests(await self.erasure_key(), batch)

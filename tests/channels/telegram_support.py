@@ -14,10 +14,12 @@ import httpx
 import trio
 import trio_asyncio
 
-from concierge.channels import TelegramClient
+from concierge.app.http import create_app
+from concierge.channels import ASGIApp, TelegramClient, TelegramWebhookStats, with_telegram_webhook
 from concierge.domain import Ingest
+from concierge.observability import HealthBoard
 from concierge.protocol import Inbound
-from concierge.settings import TelegramSettings
+from concierge.settings import HttpSettings, TelegramSettings
 from concierge.store import Store, migrate, open_store
 from concierge.store.postgres import execute_admin
 from tests.fakes.telegram_api import FakeTelegram
@@ -40,6 +42,29 @@ def telegram_settings(
         api_base_url="http://fake-telegram",
         poll_timeout_s=poll_timeout_s,
         max_connections=40,
+    )
+
+
+HTTP = HttpSettings(
+    host="127.0.0.1", port=0, max_body_bytes=1 << 20, read_timeout_s=5, graceful_timeout_s=1
+)
+
+
+def webhook_app(
+    ingest: Ingest,
+    *,
+    secret: str,
+    previous_secrets: tuple[str, ...] = (),
+    stats: TelegramWebhookStats | None = None,
+) -> ASGIApp:
+    """The daemon's HTTP app with the webhook route in front of it, as ``concierge run`` serves it."""
+    return with_telegram_webhook(
+        create_app(board=HealthBoard(version="test"), settings=HTTP),
+        ingest=ingest,
+        secret=secret,
+        previous_secrets=previous_secrets,
+        stats=stats,
+        max_body_bytes=HTTP.max_body_bytes,
     )
 
 

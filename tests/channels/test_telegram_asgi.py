@@ -1,4 +1,4 @@
-"""The webhook answered in bare ASGI in front of the app: the blueprint's behaviour, over real HTTP."""
+"""The webhook answered in bare ASGI in front of the app, over real HTTP."""
 
 from __future__ import annotations
 

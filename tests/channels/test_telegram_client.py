@@ -55,7 +55,7 @@ async def test_wrong_token_is_unauthorized(fake: FakeTelegram) -> None:
     async with httpx.AsyncClient(timeout=5.0) as http:
         client = TelegramClient(token="42:nope", base_url=fake.url, http=http)
         with pytest.raises(TelegramApiError) as caught:
-            await client.get_me()
+            await client.get_webhook_info()
     assert caught.value.is_unauthorized
     assert "42:nope" not in str(caught.value)
 
@@ -89,8 +89,8 @@ async def test_dropping_pending_updates_must_be_asked_for_and_is_logged(
 async def test_unreachable_server_is_a_network_error() -> None:
     async with httpx.AsyncClient(timeout=2.0) as http:
         client = TelegramClient(token="1:abc", base_url="http://127.0.0.1:9", http=http)
-        with pytest.raises(TelegramNetworkError, match="getMe"):
-            await client.get_me()
+        with pytest.raises(TelegramNetworkError, match="getWebhookInfo"):
+            await client.get_webhook_info()
 
 
 @pytest.mark.parametrize("token", ["", "1:a/b", "1: ab"])

@@ -18,7 +18,6 @@ import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from quart_trio import QuartTrio
 
 from actors import (
     OutboxStats,
@@ -30,14 +29,13 @@ from actors import (
 )
 from concierge.app.conversations import build_conversations
 from concierge.channels import TelegramClient, TelegramSender
-from concierge.channels.telegram_http import telegram_blueprint
 from concierge.domain import Ingest
 from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
 from concierge.providers import OfflineAdapter
 from concierge.store import Store, open_session_cache, open_store
 from tests import shipped
 from tests.actors.harness import SUPERVISION, conversation_settings
-from tests.channels.telegram_support import telegram_settings
+from tests.channels.telegram_support import telegram_settings, webhook_app
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.providers.scripted import pool_settings
 from tests.stores import store_settings
@@ -127,8 +125,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
                     )
                 )
             else:
-                app = QuartTrio("e2e")
-                app.register_blueprint(telegram_blueprint(ingest=ingest, secret=SECRET))
+                app = webhook_app(ingest, secret=SECRET)
                 config = Config()
                 config.bind = ["127.0.0.1:0"]
                 config.accesslog = None

@@ -1,4 +1,7 @@
-"""POST /webhooks/telegram: secret first, inbox row before 200, 503 when the store is down."""
+"""POST /webhooks/telegram: secret first, inbox row before 200, 503 when the store is down.
+
+The route is the one the daemon serves: ``with_telegram_webhook`` in front of its HTTP app.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +16,12 @@ import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from quart_trio import QuartTrio
 
-from concierge.channels import TelegramWebhookStats
-from concierge.channels.telegram_http import telegram_blueprint
+from concierge.channels import ASGIApp, TelegramWebhookStats
 from concierge.domain import Ingest
 from concierge.protocol import Accepted, InboundKind, InboundMessage
 from concierge.store import Store, StoreUnavailable
-from tests.channels.telegram_support import Wired, wired_ingest
+from tests.channels.telegram_support import Wired, webhook_app, wired_ingest
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.stores import sqlite_store
 
@@ -30,10 +31,13 @@ SECRET = "s3cr3t_Token-" + "A" * 40
 PATH = "/webhooks/telegram"
 
 
-def make_app(ingest: Ingest, stats: TelegramWebhookStats) -> QuartTrio:
-    app = QuartTrio("test")
-    app.register_blueprint(telegram_blueprint(ingest=ingest, secret=SECRET, stats=stats))
-    return app
+def make_app(ingest: Ingest, stats: TelegramWebhookStats | None = None) -> ASGIApp:
+    return webhook_app(ingest, secret=SECRET, stats=stats)
+
+
+def client_of(app: ASGIApp) -> httpx.AsyncClient:
+    """An HTTP client calling ``app`` in process (no socket to close)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://concierge")
 
 
 @pytest.fixture
@@ -52,11 +56,11 @@ def body_of(update: dict[str, Any]) -> bytes:
 
 async def test_signed_update_is_committed_then_acknowledged(wired: Wired) -> None:
     stats = TelegramWebhookStats()
-    client = make_app(wired.ingest, stats).test_client()
+    client = client_of(make_app(wired.ingest, stats))
     update = FakeTelegram().text_message(user_id=42, text="Bonjour")
     response = await client.post(
         PATH,
-        data=body_of(update),
+        content=body_of(update),
         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 200
@@ -88,10 +92,13 @@ async def test_wrong_missing_and_near_miss_secrets_are_refused_without_a_row(
     wired: Wired, header: str | None, status: int
 ) -> None:
     stats = TelegramWebhookStats()
-    client = make_app(wired.ingest, stats).test_client()
-    headers = {} if header is None else {"X-Telegram-Bot-Api-Secret-Token": header}
+    client = client_of(make_app(wired.ingest, stats))
+    # UTF-8 on the wire, as a client would send a non-ASCII value
+    headers: dict[bytes, bytes] = {}
+    if header is not None:
+        headers[b"X-Telegram-Bot-Api-Secret-Token"] = header.encode()
     update = FakeTelegram().text_message(user_id=42, text="Bonjour")
-    response = await client.post(PATH, data=body_of(update), headers=headers)
+    response = await client.post(PATH, content=body_of(update), headers=headers)
     assert response.status_code == status
     assert await inbox_count(wired.store) == 0
     assert stats.unauthorized == 1
@@ -99,10 +106,10 @@ async def test_wrong_missing_and_near_miss_secrets_are_refused_without_a_row(
 
 async def test_secret_is_checked_before_the_body_is_parsed(wired: Wired) -> None:
     stats = TelegramWebhookStats()
-    client = make_app(wired.ingest, stats).test_client()
+    client = client_of(make_app(wired.ingest, stats))
     response = await client.post(
         PATH,
-        data=b"{not json",
+        content=b"{not json",
         headers={"X-Telegram-Bot-Api-Secret-Token": "x", "Content-Type": "application/json"},
     )
     assert response.status_code == 403
@@ -110,16 +117,12 @@ async def test_secret_is_checked_before_the_body_is_parsed(wired: Wired) -> None
 
 
 async def test_previous_secret_is_accepted_during_rotation(wired: Wired) -> None:
-    app = QuartTrio("test")
-    app.register_blueprint(
-        telegram_blueprint(ingest=wired.ingest, secret="new", previous_secrets=("old",))
-    )
-    client = app.test_client()
+    client = client_of(webhook_app(wired.ingest, secret="new", previous_secrets=("old",)))
     for i, secret in enumerate(("new", "old")):
         update = FakeTelegram().text_message(user_id=42, text="x", update_id=10 + i)
         response = await client.post(
             PATH,
-            data=body_of(update),
+            content=body_of(update),
             headers={"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"},
         )
         assert response.status_code == 200
@@ -138,14 +141,14 @@ async def test_malformed_body_is_a_clear_400_and_nothing_is_stored(
     wired: Wired, body: bytes, problem: str
 ) -> None:
     stats = TelegramWebhookStats()
-    client = make_app(wired.ingest, stats).test_client()
+    client = client_of(make_app(wired.ingest, stats))
     response = await client.post(
         PATH,
-        data=body,
+        content=body,
         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 400
-    error = json.loads(await response.get_data())["error"]
+    error = json.loads(response.content)["error"]
     assert error.startswith("not a Telegram Update")
     assert problem in error
     assert await inbox_count(wired.store) == 0
@@ -154,7 +157,7 @@ async def test_malformed_body_is_a_clear_400_and_nothing_is_stored(
 
 async def test_ignored_updates_are_acknowledged_and_counted(wired: Wired) -> None:
     stats = TelegramWebhookStats()
-    client = make_app(wired.ingest, stats).test_client()
+    client = client_of(make_app(wired.ingest, stats))
     fake = FakeTelegram()
     updates = [
         fake.text_message(user_id=1, text="edit", field="edited_message"),
@@ -164,7 +167,7 @@ async def test_ignored_updates_are_acknowledged_and_counted(wired: Wired) -> Non
     for update in updates:
         response = await client.post(
             PATH,
-            data=body_of(update),
+            content=body_of(update),
             headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
         )
         assert response.status_code == 200
@@ -173,11 +176,11 @@ async def test_ignored_updates_are_acknowledged_and_counted(wired: Wired) -> Non
 
 
 async def test_media_update_is_stored_as_media(wired: Wired) -> None:
-    client = make_app(wired.ingest, TelegramWebhookStats()).test_client()
+    client = client_of(make_app(wired.ingest, TelegramWebhookStats()))
     update = FakeTelegram().text_message(user_id=3, text="", voice={"file_id": "v"})
     response = await client.post(
         PATH,
-        data=body_of(update),
+        content=body_of(update),
         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 200
@@ -189,7 +192,7 @@ async def test_update_delivered_three_times_makes_one_row_sequentially_and_concu
     wired: Wired,
 ) -> None:
     stats = TelegramWebhookStats()
-    client = make_app(wired.ingest, stats).test_client()
+    client = client_of(make_app(wired.ingest, stats))
     fake = FakeTelegram()
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
     sequential = fake.text_message(user_id=7, text="un")
@@ -197,12 +200,12 @@ async def test_update_delivered_three_times_makes_one_row_sequentially_and_concu
     statuses: list[int] = []
     for _ in range(3):
         statuses.append(
-            (await client.post(PATH, data=body_of(sequential), headers=headers)).status_code
+            (await client.post(PATH, content=body_of(sequential), headers=headers)).status_code
         )
 
     async def post() -> None:
         statuses.append(
-            (await client.post(PATH, data=body_of(concurrent), headers=headers)).status_code
+            (await client.post(PATH, content=body_of(concurrent), headers=headers)).status_code
         )
 
     async with trio.open_nursery() as nursery:
@@ -221,12 +224,12 @@ async def test_update_delivered_three_times_makes_one_row_sequentially_and_concu
 async def test_store_down_answers_503_with_retry_after_and_commits_nothing(tmp_path: Path) -> None:
     async with sqlite_store(tmp_path) as store, wired_ingest(store) as wired:
         stats = TelegramWebhookStats()
-        client = make_app(wired.ingest, stats).test_client()
+        client = client_of(make_app(wired.ingest, stats))
         await store.aclose()  # every call now raises StoreUnavailable
         update = FakeTelegram().text_message(user_id=42, text="Bonjour")
         response = await client.post(
             PATH,
-            data=body_of(update),
+            content=body_of(update),
             headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
         )
         assert response.status_code == 503
@@ -309,10 +312,10 @@ async def test_update_refused_with_503_arrives_once_after_the_store_recovers(wir
     flaky = FlakyStore(wired.store, failures=2)
     ingest = Ingest(store=flaky, router=wired.router_send)
     stats = TelegramWebhookStats()
-    client = make_app(ingest, stats).test_client()
+    client = client_of(make_app(ingest, stats))
 
     async def post(body: bytes, headers: Mapping[str, str]) -> tuple[int, Mapping[str, str]]:
-        response = await client.post(PATH, data=body, headers=dict(headers))
+        response = await client.post(PATH, content=body, headers=dict(headers))
         return response.status_code, dict(response.headers)
 
     pusher = WebhookPusher(post=post, secret=SECRET)
@@ -325,12 +328,12 @@ async def test_update_refused_with_503_arrives_once_after_the_store_recovers(wir
 
 
 async def test_text_with_nul_and_lone_surrogates_is_stored_cleaned(wired: Wired) -> None:
-    client = make_app(wired.ingest, TelegramWebhookStats()).test_client()
+    client = client_of(make_app(wired.ingest, TelegramWebhookStats()))
     update = FakeTelegram().text_message(user_id=4, text="a\x00b\ud800c", first_name="\ud83d")
     body = json.dumps(update).encode()  # JSON escapes carry the lone surrogates
     response = await client.post(
         PATH,
-        data=body,
+        content=body,
         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"},
     )
     assert response.status_code == 200

@@ -99,16 +99,6 @@ async def test_a_timeout_is_a_result_without_status(fake_waha: FakeWaha) -> None
     assert call.detail.startswith("timed out")
 
 
-async def test_lid_lookup_returns_the_phone_number(
-    fake_waha: FakeWaha, waha_client: WahaClient
-) -> None:
-    fake_waha.lids["4639135154355@lid"] = "33612345678@c.us"
-    call = await waha_client.lookup_lid("4639135154355@lid")
-    assert call.body == {"lid": "4639135154355@lid", "pn": "33612345678@c.us"}
-    unknown = await waha_client.lookup_lid("1@lid")
-    assert unknown.body == {"lid": "1@lid", "pn": None}
-
-
 async def test_session_status_reads_the_session(
     fake_waha: FakeWaha, waha_client: WahaClient
 ) -> None:

@@ -10,7 +10,7 @@ from functools import partial
 import trio
 
 from actors import ProviderPool
-from actors.provider_pool import ask, run_provider_pool
+from actors.provider_pool import ask
 from concierge.domain import utc_today
 from concierge.protocol import CompletionRequest, CompletionResult, ProviderCall, Role, Turn
 from concierge.providers import Adapter, CreditFetch
@@ -32,7 +32,7 @@ async def running_pool(
     )
     send, receive = trio.open_memory_channel[CompletionRequest](64)
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_provider_pool, pool=pool, inbox=receive))
+        await nursery.start(partial(pool.run, inbox=receive))
         with send:
             yield pool, send
         nursery.cancel_scope.cancel()
