@@ -442,6 +442,7 @@ class ProviderPool:
                 key=slot.key.alias,
                 outcome=outcome.value,
                 detail=error.detail,
+                retry_after_s=error.retry_after_s,
                 latency_s=round(elapsed, 4),
             )
             return AttemptFailure(

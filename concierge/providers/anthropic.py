@@ -12,7 +12,6 @@ from typing import Any
 
 import anthropic
 import httpx2
-import structlog
 import trio
 
 from concierge.protocol import Outcome, ProviderCall, ProviderReply
@@ -29,8 +28,6 @@ from concierge.providers.turns import chat_turns
 from concierge.settings import ApiKey, ProviderSettings
 
 __all__ = ["AnthropicAdapter", "classify_anthropic_error"]
-
-log = structlog.get_logger(__name__)
 
 _DEAD_KEY_TYPES = frozenset({"authentication_error", "permission_error", "billing_error"})
 
@@ -98,23 +95,10 @@ class AnthropicAdapter(ConfiguredAdapter):
         return client
 
     async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
-        """One Messages API call with ``key``; any failure is a classified ``ProviderError``."""
-        try:
-            return await self._complete(call, key)
-        except ProviderError as exc:
-            log.debug(
-                "provider.attempt_failed",
-                provider=self.name,
-                key=key.alias,
-                outcome=exc.outcome.value,
-                detail=exc.detail,
-                retry_after_s=exc.retry_after_s,
-                correlation_id=call.correlation_id,
-            )
-            raise
+        """One Messages API call with ``key``; any failure is a classified ``ProviderError``.
 
-    async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
-        """The call itself; ``complete`` logs its failures."""
+        Failures are logged once, by the pool, which knows what they led to.
+        """
         messages: list[Any] = [{"role": t.role.value, "content": t.text} for t in chat_turns(call)]
         extra: dict[str, Any] = {"system": call.system} if call.system else {}
         client = self._client(key)
@@ -127,16 +111,10 @@ class AnthropicAdapter(ConfiguredAdapter):
                     timeout=call.timeout_s,
                     **extra,
                 )
-        except trio.TooSlowError:
-            raise ProviderError(
-                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
-            ) from None
+        except (trio.TooSlowError, anthropic.APITimeoutError):
+            raise ProviderError.no_answer(call.timeout_s) from None
         except anthropic.APIStatusError as exc:
             raise classify_anthropic_error(exc.status_code, exc.body, exc.response.headers) from exc
-        except anthropic.APITimeoutError:
-            raise ProviderError(
-                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
-            ) from None
         except anthropic.APIConnectionError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc}") from exc
         except anthropic.AnthropicError as exc:

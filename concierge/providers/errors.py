@@ -21,3 +21,8 @@ class ProviderError(Exception):
         self.outcome = outcome
         self.detail = detail
         self.retry_after_s = retry_after_s
+
+    @classmethod
+    def no_answer(cls, timeout_s: float, *, what: str = "") -> ProviderError:
+        """The attempt ran out of time: the provider's fault, worth trying elsewhere."""
+        return cls(Outcome.TRANSIENT, f"{what}no answer within {timeout_s:g} s")

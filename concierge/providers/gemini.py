@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx2
 import pydantic
-import structlog
 import trio
 from google import genai
 from google.genai import errors as genai_errors, types
@@ -32,8 +31,6 @@ from concierge.providers.turns import chat_turns
 from concierge.settings import ApiKey, ProviderSettings
 
 __all__ = ["API_VERSION", "GeminiAdapter", "classify_gemini_error"]
-
-log = structlog.get_logger(__name__)
 
 API_VERSION = "v1beta"
 """generateContent with systemInstruction is documented on v1beta; the SDK's default is v1."""
@@ -143,23 +140,10 @@ class GeminiAdapter(ConfiguredAdapter):
         return client
 
     async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
-        """One generateContent call with ``key``; any failure is a classified ``ProviderError``."""
-        try:
-            return await self._complete(call, key)
-        except ProviderError as exc:
-            log.debug(
-                "provider.attempt_failed",
-                provider=self.name,
-                key=key.alias,
-                outcome=exc.outcome.value,
-                detail=exc.detail,
-                retry_after_s=exc.retry_after_s,
-                correlation_id=call.correlation_id,
-            )
-            raise
+        """One generateContent call with ``key``; any failure is a classified ``ProviderError``.
 
-    async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
-        """The call itself; ``complete`` logs its failures."""
+        Failures are logged once, by the pool, which knows what they led to.
+        """
         contents = [
             types.Content(
                 role="model" if t.role is Role.ASSISTANT else "user",
@@ -180,16 +164,10 @@ class GeminiAdapter(ConfiguredAdapter):
                     contents=contents,
                     config=config,
                 )
-        except trio.TooSlowError:
-            raise ProviderError(
-                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
-            ) from None
+        except (trio.TooSlowError, httpx2.TimeoutException):
+            raise ProviderError.no_answer(call.timeout_s) from None
         except genai_errors.APIError as exc:
             raise classify_gemini_error(exc.code, exc.status, exc.message, exc.details) from exc
-        except httpx2.TimeoutException:
-            raise ProviderError(
-                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
-            ) from None
         except httpx2.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc!r}") from exc
         except (pydantic.ValidationError, ValueError) as exc:

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import attrs
 import httpx
-import structlog
 import trio
 
 from concierge.protocol import Outcome, ProviderCall, ProviderReply
@@ -36,8 +35,6 @@ __all__ = [
     "classify_openai_error",
     "is_openrouter",
 ]
-
-log = structlog.get_logger(__name__)
 
 KEY_INFO_TIMEOUT_S = 10.0
 _DEAD_KEY_CODES = frozenset({"insufficient_quota", "invalid_api_key", "account_deactivated"})
@@ -151,23 +148,10 @@ class OpenAICompatAdapter(ConfiguredAdapter):
         return {"Authorization": f"Bearer {key.secret}", **self._attribution}
 
     async def complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
-        """One chat completion with ``key``; any failure is a classified ``ProviderError``."""
-        try:
-            return await self._complete(call, key)
-        except ProviderError as exc:
-            log.debug(
-                "provider.attempt_failed",
-                provider=self.name,
-                key=key.alias,
-                outcome=exc.outcome.value,
-                detail=exc.detail,
-                retry_after_s=exc.retry_after_s,
-                correlation_id=call.correlation_id,
-            )
-            raise
+        """One chat completion with ``key``; any failure is a classified ``ProviderError``.
 
-    async def _complete(self, call: ProviderCall, key: ApiKey) -> ProviderReply:
-        """The call itself; ``complete`` logs its failures."""
+        Failures are logged once, by the pool, which knows what they led to.
+        """
         messages: list[dict[str, str]] = []
         if call.system:
             messages.append({"role": "system", "content": call.system})
@@ -188,9 +172,7 @@ class OpenAICompatAdapter(ConfiguredAdapter):
                     timeout=timeout,
                 )
         except (trio.TooSlowError, httpx.TimeoutException):
-            raise ProviderError(
-                Outcome.TRANSIENT, f"no answer within {call.timeout_s:g} s"
-            ) from None
+            raise ProviderError.no_answer(call.timeout_s) from None
         except httpx.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc!r}") from exc
         body = _body(response)
@@ -246,9 +228,7 @@ class OpenRouterAdapter(OpenAICompatAdapter):
                     f"{self._base_url}/key", headers=self._headers(key), timeout=timeout_s
                 )
         except (trio.TooSlowError, httpx.TimeoutException):
-            raise ProviderError(
-                Outcome.TRANSIENT, f"key info: no answer within {timeout_s:g} s"
-            ) from None
+            raise ProviderError.no_answer(timeout_s, what="key info: ") from None
         except httpx.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"key info: connection failed: {exc!r}") from exc
         body = _body(response)
