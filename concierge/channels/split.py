@@ -1,7 +1,7 @@
 """Split a long reply into readable parts: at paragraph, then line, then sentence, then word ends.
 
 Platform-neutral: the caller gives the limit and how length is measured (code points
-for WhatsApp, UTF-16 code units for Telegram via ``utf16_len``).
+unless told otherwise; WhatsApp counts them).
 """
 
 from __future__ import annotations
@@ -9,18 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["split_text", "utf16_len"]
+__all__ = ["split_text"]
 
 # A sentence ends with . ! ? or … (optionally followed by closing quotes/brackets) and white space.
 _SENTENCE_END = re.compile(r"[.!?…][\"'»”’)\]]*\s+")
 _WHITESPACE = re.compile(r"\s+")
 # A boundary earlier than this share of the limit makes a part too short to be worth it.
 _MIN_SHARE = 0.3
-
-
-def utf16_len(text: str) -> int:
-    """Length in UTF-16 code units (how Telegram counts its 4096-character limit)."""
-    return len(text.encode("utf-16-le")) // 2
 
 
 def split_text(text: str, *, limit: int, measure: Callable[[str], int] = len) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ TELEGRAM_MAX_UNITS = 4096
 
 def utf16_len(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units (astral characters count two)."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 @attrs.frozen

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from concierge.channels.split import split_text, utf16_len
+from concierge.channels.split import split_text
+from concierge.channels.telegram_format import utf16_len
 
 
 def test_short_text_is_one_part() -> None:
