@@ -53,14 +53,12 @@ from concierge.protocol import (
 from concierge.providers import Adapter, OfflineAdapter, build_adapter
 from concierge.settings import ProviderSettings, Settings, secrets_of
 from concierge.store import (
-    CacheMonitor,
+    Monitor,
     SessionCache,
     Store,
-    StoreMonitor,
     open_session_cache,
     open_store,
-    run_cache_monitor,
-    run_store_monitor,
+    run_monitor,
 )
 from supervisors import Backoff, ChildSpec, RestartIntensityExceeded, Strategy, Supervisor
 
@@ -222,8 +220,8 @@ def build_tree(
 ) -> Supervisor:
     """The root supervisor and its subtrees, in start order (stop order is the reverse)."""
     settings = rt.settings
-    store_monitor = StoreMonitor(backend=rt.store.backend)
-    cache_monitor = CacheMonitor(backend=rt.cache.backend)
+    store_monitor = Monitor.of_store(backend=rt.store.backend)
+    cache_monitor = Monitor.of_cache(backend=rt.cache.backend)
     rt.board.register(store_monitor)
     rt.board.register(cache_monitor)
     stores = rt.supervisor(
@@ -232,8 +230,8 @@ def build_tree(
             ChildSpec(
                 id="store_monitor",
                 start=partial(
-                    run_store_monitor,
-                    store=rt.store,
+                    run_monitor,
+                    ping=rt.store.ping,
                     monitor=store_monitor,
                     interval_s=STORE_PING_S,
                 ),
@@ -241,8 +239,8 @@ def build_tree(
             ChildSpec(
                 id="cache_monitor",
                 start=partial(
-                    run_cache_monitor,
-                    cache=rt.cache,
+                    run_monitor,
+                    ping=rt.cache.ping,
                     monitor=cache_monitor,
                     interval_s=STORE_PING_S,
                 ),

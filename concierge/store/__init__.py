@@ -11,11 +11,7 @@ backends implement and the composition root holds. ``open_store`` and
 
 from __future__ import annotations
 
-from .cache import (
-    CacheMonitor as CacheMonitor,
-    open_session_cache as open_session_cache,
-    run_cache_monitor as run_cache_monitor,
-)
+from .cache import open_session_cache as open_session_cache
 from .connect import (
     migrate as migrate,
     open_store as open_store,
@@ -28,8 +24,8 @@ from .errors import (
     UnknownUser as UnknownUser,
 )
 from .monitor import (
-    StoreMonitor as StoreMonitor,
-    run_store_monitor as run_store_monitor,
+    Monitor as Monitor,
+    run_monitor as run_monitor,
 )
 from .roles import (
     Conversations as Conversations,

@@ -24,7 +24,7 @@ from concierge.channels import WahaClient
 from concierge.channels.telegram_http import TelegramWebhook
 from concierge.observability import Check, HealthBoard
 from concierge.protocol import Channel, Outcome
-from concierge.store import CacheMonitor, StoreMonitor
+from concierge.store import Monitor
 from supervisors import ChildSpec, RestartIntensityExceeded, Supervisor
 from tests.actors.test_outbox import enqueue, outbox
 from tests.actors.test_telegram_poller import CONFLICT, environment, poller
@@ -87,7 +87,7 @@ def scenario(row_id: str) -> Callable[[Scenario], Scenario]:
 
 @scenario("postgres-down")
 async def _postgres_down(tmp_path: Path) -> Produced:
-    monitor = StoreMonitor(backend="postgres")  # what the daemon's store ping reports to
+    monitor = Monitor.of_store(backend="postgres")  # what the daemon's store ping reports to
     with capture_logs() as logs:
         monitor.record_failure("connection refused")
     return list(monitor.health_checks()), logs
@@ -95,7 +95,7 @@ async def _postgres_down(tmp_path: Path) -> Produced:
 
 @scenario("redis-down")
 async def _redis_down(tmp_path: Path) -> Produced:
-    monitor = CacheMonitor(backend="redis")
+    monitor = Monitor.of_cache(backend="redis")
     with capture_logs() as logs:
         monitor.record_failure("redis ping took longer than 0.5 s")
     return list(monitor.health_checks()), logs

@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
-from concierge.store import CacheMonitor, open_session_cache, run_cache_monitor
+from concierge.store import Monitor, open_session_cache, run_monitor
 from concierge.store.cache_memory import (
     BUCKET_TTL_MARGIN_S,
     BucketState,
@@ -514,11 +514,11 @@ async def test_redis_bucket_script_takes_the_same_decisions_as_the_rule(
 @pytest.mark.autojump
 async def test_monitor_passes_for_the_memory_cache() -> None:
     cache = MemorySessionCache()
-    monitor = CacheMonitor(backend=cache.backend)
+    monitor = Monitor.of_cache(backend=cache.backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            lambda task_status: run_cache_monitor(
-                cache=cache, monitor=monitor, interval_s=10, task_status=task_status
+            lambda task_status: run_monitor(
+                ping=cache.ping, monitor=monitor, interval_s=10, task_status=task_status
             )
         )
         [check] = monitor.health_checks()
@@ -534,7 +534,7 @@ async def test_monitor_passes_for_the_memory_cache() -> None:
 
 
 def test_monitor_warns_on_a_slow_ping_and_never_fails() -> None:
-    monitor = CacheMonitor(backend="redis", warn_latency_s=0.1)
+    monitor = Monitor.of_cache(backend="redis", warn_latency_s=0.1)
     monitor.record_success(0.25)
     [check] = monitor.health_checks()
     assert (check.status, check.observed_value, check.output) == (

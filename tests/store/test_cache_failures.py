@@ -16,7 +16,7 @@ import trio.testing
 
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
-from concierge.store import CacheMonitor, CacheUnavailable, run_cache_monitor
+from concierge.store import CacheUnavailable, Monitor, run_monitor
 from concierge.store.cache_redis import RedisSessionCache
 from tests.redisserver import PrivateRedis
 from tests.waiting import eventually
@@ -223,7 +223,7 @@ async def test_random_cancellations_mid_command_leave_the_client_consistent(
 async def test_monitor_warns_while_redis_is_down_and_passes_once_it_is_back(
     redis_server: PrivateRedis, cache: RedisSessionCache
 ) -> None:
-    monitor = CacheMonitor(backend=cache.backend)
+    monitor = Monitor.of_cache(backend=cache.backend)
     [check] = monitor.health_checks()
     assert (check.key, check.status, check.output) == (
         "redis:responseTime",
@@ -232,8 +232,8 @@ async def test_monitor_warns_while_redis_is_down_and_passes_once_it_is_back(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            lambda task_status: run_cache_monitor(
-                cache=cache,
+            lambda task_status: run_monitor(
+                ping=cache.ping,
                 monitor=monitor,
                 interval_s=0.05,
                 down_interval_s=0.05,
@@ -268,11 +268,11 @@ async def test_monitor_warns_while_redis_is_down_and_passes_once_it_is_back(
 async def test_monitor_warns_while_redis_is_paused(
     redis_server: PrivateRedis, cache: RedisSessionCache
 ) -> None:
-    monitor = CacheMonitor(backend=cache.backend)
+    monitor = Monitor.of_cache(backend=cache.backend)
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            lambda task_status: run_cache_monitor(
-                cache=cache,
+            lambda task_status: run_monitor(
+                ping=cache.ping,
                 monitor=monitor,
                 interval_s=0.05,
                 down_interval_s=0.05,

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from concierge.observability import Status
-from concierge.store import StoreMonitor, open_store, run_store_monitor
+from concierge.store import Monitor, open_store, run_monitor
 from tests.stores import store_settings
 
 pytestmark = pytest.mark.anyio
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.anyio
 async def test_a_healthy_store_passes_with_its_latency_and_a_closed_one_fails(
     tmp_path: Path,
 ) -> None:
-    monitor = StoreMonitor(backend="sqlite")
+    monitor = Monitor.of_store(backend="sqlite")
     async with trio.open_nursery() as nursery:
         async with open_store(store_settings(data_dir=tmp_path)) as store:
             await nursery.start(
                 partial(
-                    run_store_monitor,
-                    store=store,
+                    run_monitor,
+                    ping=store.ping,
                     monitor=monitor,
                     interval_s=0.05,
                     down_interval_s=0.05,
@@ -52,7 +52,7 @@ async def test_a_healthy_store_passes_with_its_latency_and_a_closed_one_fails(
 
 
 async def test_waiters_are_released_when_the_store_answers_again() -> None:
-    monitor = StoreMonitor(backend="postgres")
+    monitor = Monitor.of_store(backend="postgres")
     released = trio.Event()
     monitor.record_failure("connection refused")
     assert not monitor.available
@@ -71,7 +71,7 @@ async def test_waiters_are_released_when_the_store_answers_again() -> None:
 
 
 def test_a_slow_store_warns() -> None:
-    monitor = StoreMonitor(backend="postgres", warn_latency_s=0.1)
+    monitor = Monitor.of_store(backend="postgres", warn_latency_s=0.1)
     monitor.record_success(0.5)
     (check,) = monitor.health_checks()
     assert (check.status, check.observed_value) == (Status.WARN, 500.0)

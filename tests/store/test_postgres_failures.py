@@ -15,7 +15,7 @@ import trio
 from concierge.observability import Status
 from concierge.protocol import Channel, InboundMessage, utcnow
 from concierge.settings import StoreSettings
-from concierge.store import StoreMonitor, StoreUnavailable, migrate, open_store, run_store_monitor
+from concierge.store import Monitor, StoreUnavailable, migrate, open_store, run_monitor
 from concierge.store.postgres import PostgresStore, execute_admin
 from tests.pgserver import PrivatePostgres
 from tests.store.conftest import fresh_schema
@@ -66,15 +66,14 @@ async def test_server_down_gives_store_unavailable_and_the_store_reconnects_when
     pg_settings: StoreSettings, cluster: PrivatePostgres
 ) -> None:
     async with open_store(pg_settings) as store, trio.open_nursery() as nursery:
-        monitor = StoreMonitor(backend=store.backend)
+        monitor = Monitor.of_store(backend=store.backend, ping_timeout_s=2.0)
         await nursery.start(
             partial(
-                run_store_monitor,
-                store=store,
+                run_monitor,
+                ping=store.ping,
                 monitor=monitor,
                 interval_s=0.2,
                 down_interval_s=0.1,
-                timeout_s=2.0,
             )
         )
         await store.accept(inbound("before"))
