@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -157,26 +157,6 @@ class _TokenBucket:
             await trio.sleep(-self._tokens / self._rate)
 
 
-@attrs.define
-class _State:
-    wake: trio.Event = attrs.field(factory=trio.Event)
-    busy: set[str] = attrs.field(factory=set)
-    # users whose delivery ended while a round's read was running: that read may predate the
-    # delivery's store write, so the round skips them (the delivery's poke starts another)
-    finished: set[str] = attrs.field(factory=set)
-    chat_next: dict[str, float] = attrs.field(factory=dict)
-    retries: list[float] = attrs.field(factory=list)  # a heap of trio times rows fall due
-
-    def poke(self) -> None:
-        self.wake.set()
-
-
-async def _nudged(nudges: trio.MemoryReceiveChannel[OutboxMsg], state: _State) -> None:
-    with nudges:
-        async for _ in nudges:
-            state.poke()
-
-
 async def _persist(what: str, row: OutboxRow, op: Callable[[], Awaitable[None]]) -> None:
     """Run a store write until it succeeds: the row's user stays busy, so order holds."""
     delay = 0.2
@@ -196,6 +176,201 @@ async def _persist(what: str, row: OutboxRow, op: Callable[[], Awaitable[None]])
         delay = min(delay * 2, 5.0)
 
 
+class _OutboxSender:
+    """One channel's deliveries: who is being served, each chat's next slot, due retries.
+
+    A round reads the due rows and starts one delivery per user not already being
+    served; a delivery waits for its chat's slot and a send slot, sends, records the
+    outcome and pokes the next round.
+    """
+
+    def __init__(
+        self,
+        *,
+        sender: ChannelSender,
+        store: Outbox,
+        pacing: Pacing,
+        stats: OutboxStats,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.sender = sender
+        self.channel = sender.channel
+        self.store = store
+        self.pacing = pacing
+        self.stats = stats
+        self.clock = clock
+        self.bucket = _TokenBucket(rate_per_s=pacing.global_rate_per_s, burst=pacing.global_burst)
+        self.limiter = trio.CapacityLimiter(pacing.concurrency)
+        # A row the platform has taken but the store does not yet know is sent is "in
+        # doubt": a crash then re-sends it. Bounding how many there can be at once
+        # bounds the duplicates a crash can cause.
+        self.in_doubt = trio.CapacityLimiter(pacing.max_in_doubt)
+        self.wake = trio.Event()
+        self.busy: set[str] = set()
+        # users whose delivery ended while a round's read was running: that read may predate
+        # the delivery's store write, so the round skips them (the delivery's poke starts another)
+        self.finished: set[str] = set()
+        self.chat_next: dict[str, float] = {}
+        self.retries: list[float] = []  # a heap of trio times rows fall due
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def run(
+        self,
+        nudges: trio.MemoryReceiveChannel[OutboxMsg],
+        *,
+        poll_interval_s: float,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        store_delay = 0.5
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._nudged, nudges)
+            task_status.started()
+            log.info("outbox.started", channel=self.channel.value)
+            while True:
+                self.wake = trio.Event()
+                rows = await self._due_rows()
+                if rows is None:
+                    await trio.sleep(store_delay)
+                    store_delay = min(store_delay * 2, poll_interval_s)
+                    continue
+                store_delay = 0.5
+                self._start_deliveries(nursery, rows)
+                with trio.move_on_after(self._idle_s(poll_interval_s)):
+                    await self.wake.wait()
+
+    async def _nudged(self, nudges: trio.MemoryReceiveChannel[OutboxMsg]) -> None:
+        with nudges:
+            async for _ in nudges:
+                self.poke()
+
+    async def _due_rows(self) -> Sequence[OutboxRow] | None:
+        """The rows due now, or ``None`` while the store is down (logged once per outage)."""
+        while self.retries and self.retries[0] <= trio.current_time():
+            heapq.heappop(self.retries)
+        self.finished.clear()
+        stats = self.stats
+        try:
+            rows = await self.store.pending_outbox(
+                self.channel, now=self.clock(), limit=self.pacing.batch
+            )
+        except StoreUnavailable as exc:
+            if not stats.store_down:
+                log.warning("outbox.store_unavailable", channel=self.channel.value, reason=str(exc))
+            stats.store_down = True
+            return None
+        if stats.store_down:
+            log.info("outbox.store_recovered", channel=self.channel.value)
+        stats.store_down = False
+        return rows
+
+    def _start_deliveries(self, nursery: trio.Nursery, rows: Sequence[OutboxRow]) -> None:
+        self.stats.backlog = len(rows)
+        for row in rows:
+            if row.user_key in self.busy or row.user_key in self.finished:
+                continue
+            self.busy.add(row.user_key)
+            nursery.start_soon(self._deliver, row)
+        if len(self.chat_next) > 10_000:
+            now = trio.current_time()
+            self.chat_next = {c: t for c, t in self.chat_next.items() if t > now}
+
+    def _idle_s(self, poll_interval_s: float) -> float:
+        """How long the next round may wait for a poke: until a retry falls due, at most a poll."""
+        next_retry = self.retries[0] if self.retries else math.inf
+        return min(poll_interval_s, max(0.0, next_retry - trio.current_time()))
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        log_ = log.bind(
+            correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=self.channel.value
+        )
+        chat_next, interval_s = self.chat_next, self.pacing.per_chat_interval_s
+        try:
+            # the chat's slot is waited for without holding a send slot; the global token
+            # is taken inside one, so sends never burst past the bucket
+            now = trio.current_time()
+            slot = max(now, chat_next.get(row.chat_id, now))
+            chat_next[row.chat_id] = slot + interval_s
+            await trio.sleep_until(slot)
+            async with self.limiter:
+                await self.bucket.take()
+                async with self.in_doubt:
+                    # Pace from when the send really starts: the gate may have held it.
+                    started = trio.current_time()
+                    chat_next[row.chat_id] = max(
+                        chat_next.get(row.chat_id, started), started + interval_s
+                    )
+                    result = await self._send(row, log_)
+                    await self._record(row, result, log_)
+        finally:
+            self.busy.discard(row.user_key)
+            self.finished.add(row.user_key)
+            self.poke()
+
+    async def _send(self, row: OutboxRow, log_: Any) -> SendResult:
+        self.stats.in_flight += 1
+        try:
+            return await self.sender.send(row)
+        except Exception as exc:  # a sender bug must not stop every other delivery
+            log_.exception("outbox.sender_crashed")
+            return SendResult(status=SendStatus.RETRY, detail=f"sender error: {exc!r}")
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _record(self, row: OutboxRow, result: SendResult, log_: Any) -> None:
+        attempt = row.attempts + 1
+        stats, store = self.stats, self.store
+        match result.status:
+            case SendStatus.SENT:
+                await _persist("mark_sent", row, lambda: store.mark_sent(row.outbox_id))
+                stats.sent += 1
+                log_.info("outbox.sent", attempt=attempt)
+            case SendStatus.RETRY if attempt < self.pacing.max_attempts:
+                delay = (
+                    result.retry_after_s
+                    if result.retry_after_s is not None
+                    else self.pacing.backoff_s(attempt)
+                )
+                retry_at = self.clock() + timedelta(seconds=delay)
+                await self._mark_failed(row, result, retry_at=retry_at)
+                heapq.heappush(self.retries, trio.current_time() + delay)
+                stats.retries += 1
+                log_.warning(
+                    "outbox.send_retried",
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    reason=result.detail,
+                )
+            case SendStatus.RETRY:
+                await self._mark_failed(row, result)
+                stats.gave_up += 1
+                log_.error("outbox.gave_up", attempt=attempt, reason=result.detail)
+            case SendStatus.UNREACHABLE:
+                await _persist(
+                    "mark_unreachable", row, lambda: store.mark_unreachable(row.user_key)
+                )
+                await self._mark_failed(row, result)
+                stats.unreachable += 1
+                log_.warning("outbox.user_unreachable", reason=result.detail)
+            case SendStatus.REJECTED:
+                await self._mark_failed(row, result)
+                stats.rejected += 1
+                log_.error("outbox.rejected", attempt=attempt, reason=result.detail)
+
+    async def _mark_failed(
+        self, row: OutboxRow, result: SendResult, *, retry_at: datetime | None = None
+    ) -> None:
+        """Record a failed send: retried at ``retry_at``, or given up when it is ``None``."""
+        await _persist(
+            "mark_send_failed",
+            row,
+            lambda: self.store.mark_send_failed(
+                row.outbox_id, error=result.detail, retry_at=retry_at
+            ),
+        )
+
+
 async def run_outbox_sender(
     *,
     sender: ChannelSender,
@@ -207,154 +382,16 @@ async def run_outbox_sender(
     clock: Callable[[], datetime] = utcnow,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Deliver ``sender.channel``'s outbox until cancelled.
+    """Deliver ``sender.channel``'s outbox until cancelled; closes ``nudges``.
 
     ``clock`` gives the wall-clock instants compared with the rows' ``next_attempt_at``
     (tests on a MockClock pass one that follows trio's clock).
     """
-    pacing = pacing or default_pacing(sender.channel)
-    stats = stats or OutboxStats(channel=sender.channel)
-    channel = sender.channel
-    bucket = _TokenBucket(rate_per_s=pacing.global_rate_per_s, burst=pacing.global_burst)
-    limiter = trio.CapacityLimiter(pacing.concurrency)
-    in_doubt = trio.CapacityLimiter(pacing.max_in_doubt)
-    state = _State()
-
-    async def deliver(row: OutboxRow) -> None:
-        log_ = log.bind(
-            correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=channel.value
-        )
-        try:
-            # the chat's slot is waited for without holding a send slot; the global token
-            # is taken inside one, so sends never burst past the bucket
-            now = trio.current_time()
-            slot = max(now, state.chat_next.get(row.chat_id, now))
-            state.chat_next[row.chat_id] = slot + pacing.per_chat_interval_s
-            await trio.sleep_until(slot)
-            async with limiter:
-                await bucket.take()
-                # A row the platform has taken but the store does not yet know is sent is
-                # "in doubt": a crash now re-sends it. Bounding how many there can be at
-                # once bounds the duplicates a crash can cause.
-                async with in_doubt:
-                    # Pace from when the send really starts: the gate may have held it.
-                    started = trio.current_time()
-                    state.chat_next[row.chat_id] = max(
-                        state.chat_next.get(row.chat_id, started),
-                        started + pacing.per_chat_interval_s,
-                    )
-                    stats.in_flight += 1
-                    try:
-                        result = await sender.send(row)
-                    except Exception as exc:  # a sender bug must not stop every other delivery
-                        log_.exception("outbox.sender_crashed")
-                        result = SendResult(
-                            status=SendStatus.RETRY, detail=f"sender error: {exc!r}"
-                        )
-                    finally:
-                        stats.in_flight -= 1
-                    await record(row, result, log_)
-        finally:
-            state.busy.discard(row.user_key)
-            state.finished.add(row.user_key)
-            state.poke()
-
-    async def record(row: OutboxRow, result: SendResult, log_: Any) -> None:
-        attempt = row.attempts + 1
-        match result.status:
-            case SendStatus.SENT:
-                await _persist("mark_sent", row, lambda: store.mark_sent(row.outbox_id))
-                stats.sent += 1
-                log_.info("outbox.sent", attempt=attempt)
-            case SendStatus.RETRY if attempt < pacing.max_attempts:
-                delay = (
-                    result.retry_after_s
-                    if result.retry_after_s is not None
-                    else pacing.backoff_s(attempt)
-                )
-                retry_at = clock() + timedelta(seconds=delay)
-                await _persist(
-                    "mark_send_failed",
-                    row,
-                    lambda: store.mark_send_failed(
-                        row.outbox_id, error=result.detail, retry_at=retry_at
-                    ),
-                )
-                heapq.heappush(state.retries, trio.current_time() + delay)
-                stats.retries += 1
-                log_.warning(
-                    "outbox.send_retried",
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                    reason=result.detail,
-                )
-            case SendStatus.RETRY:
-                await _persist(
-                    "mark_send_failed",
-                    row,
-                    lambda: store.mark_send_failed(
-                        row.outbox_id, error=result.detail, retry_at=None
-                    ),
-                )
-                stats.gave_up += 1
-                log_.error("outbox.gave_up", attempt=attempt, reason=result.detail)
-            case SendStatus.UNREACHABLE:
-                await _persist(
-                    "mark_unreachable", row, lambda: store.mark_unreachable(row.user_key)
-                )
-                await _persist(
-                    "mark_send_failed",
-                    row,
-                    lambda: store.mark_send_failed(
-                        row.outbox_id, error=result.detail, retry_at=None
-                    ),
-                )
-                stats.unreachable += 1
-                log_.warning("outbox.user_unreachable", reason=result.detail)
-            case SendStatus.REJECTED:
-                await _persist(
-                    "mark_send_failed",
-                    row,
-                    lambda: store.mark_send_failed(
-                        row.outbox_id, error=result.detail, retry_at=None
-                    ),
-                )
-                stats.rejected += 1
-                log_.error("outbox.rejected", attempt=attempt, reason=result.detail)
-
-    store_delay = 0.5
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_nudged, nudges, state)
-        task_status.started()
-        log.info("outbox.started", channel=channel.value)
-        while True:
-            state.wake = trio.Event()
-            while state.retries and state.retries[0] <= trio.current_time():
-                heapq.heappop(state.retries)
-            state.finished.clear()
-            try:
-                rows = await store.pending_outbox(channel, now=clock(), limit=pacing.batch)
-            except StoreUnavailable as exc:
-                if not stats.store_down:
-                    log.warning("outbox.store_unavailable", channel=channel.value, reason=str(exc))
-                stats.store_down = True
-                await trio.sleep(store_delay)
-                store_delay = min(store_delay * 2, poll_interval_s)
-                continue
-            if stats.store_down:
-                log.info("outbox.store_recovered", channel=channel.value)
-            stats.store_down = False
-            store_delay = 0.5
-            stats.backlog = len(rows)
-            for row in rows:
-                if row.user_key in state.busy or row.user_key in state.finished:
-                    continue
-                state.busy.add(row.user_key)
-                nursery.start_soon(deliver, row)
-            if len(state.chat_next) > 10_000:
-                now = trio.current_time()
-                state.chat_next = {c: t for c, t in state.chat_next.items() if t > now}
-            next_retry = state.retries[0] if state.retries else math.inf
-            timeout = min(poll_interval_s, max(0.0, next_retry - trio.current_time()))
-            with trio.move_on_after(timeout):
-                await state.wake.wait()
+    outbox = _OutboxSender(
+        sender=sender,
+        store=store,
+        pacing=pacing or default_pacing(sender.channel),
+        stats=stats or OutboxStats(channel=sender.channel),
+        clock=clock,
+    )
+    await outbox.run(nudges, poll_interval_s=poll_interval_s, task_status=task_status)
