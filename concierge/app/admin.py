@@ -8,21 +8,19 @@ message to the user sits in the outbox until a sender delivers it).
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import trio
-import trio_asyncio
 
 from concierge.app.errors import CommandError
+from concierge.app.runtime import asyncio_bridge, log_to_stderr
 from concierge.domain import (
     close_handoff as close_open_handoff,
     forget_user,
     load_languages,
     open_handoffs,
 )
-from concierge.observability import configure_logging
-from concierge.settings import Settings, secrets_of
+from concierge.settings import Settings
 from concierge.store import (
     Store,
     StoreError,
@@ -33,25 +31,11 @@ from concierge.store import (
 )
 
 
-@asynccontextmanager
-async def _bridge(settings: Settings) -> AsyncIterator[None]:
-    """PostgreSQL runs through trio-asyncio: one loop for the command's lifetime."""
-    if settings.store.database_url is None:
-        yield
-        return
-    async with trio_asyncio.open_loop():
-        yield
-
-
 def _run(settings: Settings, job: Callable[[], Awaitable[int]]) -> int:
-    # What the command did goes to stdout; logs to stderr, quiet unless asked for.
-    level = settings.log.level if settings.log.level == "debug" else "warning"
-    configure_logging(
-        level=level, fmt=settings.log.format, secrets=secrets_of(settings), stream=sys.stderr
-    )
+    log_to_stderr(settings)  # what the command did goes to stdout
 
     async def main() -> int:
-        async with _bridge(settings):
+        async with asyncio_bridge(settings):
             try:
                 return await job()
             except UnknownUser as exc:

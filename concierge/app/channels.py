@@ -7,7 +7,7 @@ and, for webhooks, a Quart blueprint. Clients live as long as the daemon.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 
@@ -42,7 +42,7 @@ from concierge.channels import (
 from concierge.domain import Ingest
 from concierge.observability import HealthBoard
 from concierge.protocol import Channel, PresenceMsg
-from concierge.settings import Settings
+from concierge.settings import HttpSettings, Settings, TelegramSettings, WahaSettings
 from concierge.store import Store
 from supervisors import ChildSpec
 
@@ -87,91 +87,108 @@ async def open_channel_parts(
     store: Store,
     ingest: Ingest,
     board: HealthBoard,
-    presence: dict[
-        Channel, tuple[trio.MemorySendChannel[PresenceMsg], trio.MemoryReceiveChannel[PresenceMsg]]
-    ],
+    presence: Mapping[Channel, trio.MemoryReceiveChannel[PresenceMsg]],
 ) -> ChannelParts:
     """Clients are entered on ``stack`` so that they close after the supervision tree stops."""
     parts = ChannelParts()
-    telegram = settings.telegram
-    if telegram is not None:
-        # getUpdates adds the long-poll timeout to its own; other calls keep the client's 10 s.
-        client = await stack.enter_async_context(
-            TelegramClient(token=telegram.bot_token, base_url=telegram.api_base_url)
+    if settings.telegram is not None:
+        await _telegram(
+            parts,
+            stack,
+            settings.telegram,
+            ingest=ingest,
+            store=store,
+            board=board,
+            presence=presence[Channel.TELEGRAM],
+            http=settings.http,
         )
-        parts.senders.append(TelegramSender(client=client))
-        if telegram.mode == "webhook":
-            assert telegram.webhook_secret is not None  # settings refuse webhook mode without one
-            webhook_stats = TelegramWebhookStats()
-            board.register(webhook_stats)
-            # Answered in bare ASGI in front of the app: the same checks at about twice
-            # the ack rate of the Quart route.
-            parts.asgi_wrappers.append(
-                partial(
-                    with_telegram_webhook,
-                    ingest=ingest,
-                    secret=telegram.webhook_secret,
-                    stats=webhook_stats,
-                    max_body_bytes=settings.http.max_body_bytes,
-                    body_timeout_s=settings.http.read_timeout_s,
-                )
-            )
-            parts.listeners.append(
-                ChildSpec(
-                    id="telegram.webhook_setup",
-                    start=partial(run_telegram_webhook_setup, client=client, settings=telegram),
-                )
-            )
-        else:
-            poller_stats = TelegramPollerStats()
-            board.register(poller_stats)
-            parts.listeners.append(
-                ChildSpec(
-                    id="telegram.poller",
-                    start=partial(
-                        run_telegram_poller,
-                        client=client,
-                        store=store,
-                        ingest=ingest,
-                        settings=telegram,
-                        stats=poller_stats,
-                    ),
-                    shutdown_s=3.0,
-                )
-            )
-        parts.listeners.append(
-            ChildSpec(
-                id="telegram.typing",
-                start=_with_presence(
-                    run_telegram_typing, presence[Channel.TELEGRAM][1], client=client
-                ),
-            )
-        )
-    waha = settings.waha
-    if waha is not None:
-        waha_startup_checks(waha)
-        waha_client = await stack.enter_async_context(open_waha_client(waha))
-        parts.senders.append(WahaSender(client=waha_client, pacing=WahaPacing.from_settings(waha)))
-        parts.pacing[Channel.WAHA] = WAHA_OUTBOX_PACING
-        waha_stats = WahaWebhookStats()
-        board.register(waha_stats)
-        parts.blueprints.append(
-            waha_blueprint(ingest=ingest, settings=waha, store=store, stats=waha_stats)
-        )
-        watch = WahaSessionWatch(session=waha.session)
-        board.register(watch)
-        parts.listeners.append(
-            ChildSpec(
-                id="waha.presence",
-                start=_with_presence(
-                    run_waha_presence, presence[Channel.WAHA][1], client=waha_client
-                ),
-            )
-        )
-        parts.listeners.append(
-            ChildSpec(
-                id="waha.session_watch",
-                start=partial(run_waha_session_watch, client=waha_client, watch=watch),
-            )
+    if settings.waha is not None:
+        await _waha(
+            parts,
+            stack,
+            settings.waha,
+            ingest=ingest,
+            store=store,
+            board=board,
+            presence=presence[Channel.WAHA],
         )
     return parts
+
+
+async def _telegram(
+    parts: ChannelParts,
+    stack: AsyncExitStack,
+    telegram: TelegramSettings,
+    *,
+    ingest: Ingest,
+    store: Store,
+    board: HealthBoard,
+    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    http: HttpSettings,
+) -> None:
+    """A sender, "typing...", and either the webhook route and its registration or the poller."""
+    # getUpdates adds the long-poll timeout to its own; other calls keep the client's 10 s.
+    client = await stack.enter_async_context(
+        TelegramClient(token=telegram.bot_token, base_url=telegram.api_base_url)
+    )
+    parts.senders.append(TelegramSender(client=client))
+    if telegram.mode == "webhook":
+        assert telegram.webhook_secret is not None  # settings refuse webhook mode without one
+        webhook_stats = TelegramWebhookStats()
+        board.register(webhook_stats)
+        # Answered in bare ASGI in front of the app: the same checks at about twice
+        # the ack rate of a Quart route.
+        parts.asgi_wrappers.append(
+            partial(
+                with_telegram_webhook,
+                ingest=ingest,
+                secret=telegram.webhook_secret,
+                stats=webhook_stats,
+                max_body_bytes=http.max_body_bytes,
+                body_timeout_s=http.read_timeout_s,
+            )
+        )
+        setup = partial(run_telegram_webhook_setup, client=client, settings=telegram)
+        parts.listeners.append(ChildSpec(id="telegram.webhook_setup", start=setup))
+    else:
+        poller_stats = TelegramPollerStats()
+        board.register(poller_stats)
+        poller = partial(
+            run_telegram_poller,
+            client=client,
+            store=store,
+            ingest=ingest,
+            settings=telegram,
+            stats=poller_stats,
+        )
+        parts.listeners.append(ChildSpec(id="telegram.poller", start=poller, shutdown_s=3.0))
+    typing = _with_presence(run_telegram_typing, presence, client=client)
+    parts.listeners.append(ChildSpec(id="telegram.typing", start=typing))
+
+
+async def _waha(
+    parts: ChannelParts,
+    stack: AsyncExitStack,
+    waha: WahaSettings,
+    *,
+    ingest: Ingest,
+    store: Store,
+    board: HealthBoard,
+    presence: trio.MemoryReceiveChannel[PresenceMsg],
+) -> None:
+    """A paced sender, the webhook blueprint, "seen"/"typing..." and a watch on the session."""
+    waha_startup_checks(waha)
+    client = await stack.enter_async_context(open_waha_client(waha))
+    parts.senders.append(WahaSender(client=client, pacing=WahaPacing.from_settings(waha)))
+    parts.pacing[Channel.WAHA] = WAHA_OUTBOX_PACING
+    webhook_stats = WahaWebhookStats()
+    board.register(webhook_stats)
+    parts.blueprints.append(
+        waha_blueprint(ingest=ingest, settings=waha, store=store, stats=webhook_stats)
+    )
+    watch = WahaSessionWatch(session=waha.session)
+    board.register(watch)
+    typing = _with_presence(run_waha_presence, presence, client=client)
+    parts.listeners.append(ChildSpec(id="waha.presence", start=typing))
+    session_watch = partial(run_waha_session_watch, client=client, watch=watch)
+    parts.listeners.append(ChildSpec(id="waha.session_watch", start=session_watch))

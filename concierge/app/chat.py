@@ -17,9 +17,9 @@ from typing import TextIO
 import structlog
 import trio
 
-from concierge.app.daemon import REPORT_QUEUE, build_tree, open_runtime
+from concierge.app.runtime import REPORT_QUEUE, log_to_stderr, open_runtime
+from concierge.app.tree import build_tree
 from concierge.channels import open_console
-from concierge.observability import configure_logging
 from concierge.protocol import (
     Accepted,
     Channel,
@@ -30,7 +30,7 @@ from concierge.protocol import (
     new_correlation_id,
     utcnow,
 )
-from concierge.settings import Settings, secrets_of
+from concierge.settings import Settings
 from concierge.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -40,15 +40,7 @@ ANSWER_MARGIN_S = 10.0
 
 
 def main(settings: Settings, *, as_json: bool, user: str) -> int:
-    # Replies own stdout; logs go to stderr, quiet unless asked for.
-    level = settings.log.level if settings.log.level == "debug" else "warning"
-    configure_logging(
-        level=level,
-        fmt=settings.log.format,
-        secrets=secrets_of(settings),
-        stream=sys.stderr,
-        cache_loggers=True,
-    )
+    log_to_stderr(settings)  # replies own stdout
     code: int = trio.run(run_chat, settings, as_json, user)
     return code
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import trio
 
-from concierge.app.daemon import Runtime, build_tree, enabled_channels, open_runtime
+from concierge.app.runtime import Runtime, enabled_channels, open_runtime
+from concierge.app.tree import build_messenger_tree
 from concierge.settings import Settings, load_settings
 
 
@@ -32,14 +33,7 @@ async def running_daemon(settings: Settings) -> AsyncIterator[Runtime]:
     async with open_runtime(
         settings, channels=enabled_channels(settings, console=False), messengers=True
     ) as rt:
-        parts = rt.parts
-        root = build_tree(
-            rt,
-            senders=parts.senders,
-            listeners=parts.listeners,
-            blueprints=parts.blueprints,
-            asgi_wrappers=parts.asgi_wrappers,
-        )
+        root = build_messenger_tree(rt)
         async with trio.open_nursery() as nursery:
             await nursery.start(root.run)
             yield rt

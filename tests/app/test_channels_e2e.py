@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from concierge.app.daemon import Runtime
+from concierge.app.runtime import Runtime
 from tests.app.running import daemon_settings, running_daemon
 from tests.fakes.telegram_api import FakeTelegram, WebhookPusher
 from tests.fakes.waha_api import FakeWaha, RetryPolicy, WahaWebhookPusher, message_event

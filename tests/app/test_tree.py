@@ -8,7 +8,9 @@ import pytest
 import structlog
 import trio
 
-from concierge.app.daemon import Runtime, build_tree, open_runtime, supervise_until_signalled
+from concierge.app.daemon import supervise_until_signalled
+from concierge.app.runtime import Runtime, open_runtime
+from concierge.app.tree import build_tree
 from concierge.observability import Status
 from concierge.settings import Settings
 from supervisors import ChildSpec, ChildState
