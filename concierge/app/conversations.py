@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
+from typing import TypedDict
 
 import attrs
 import trio
@@ -200,84 +201,17 @@ def build_conversations(
         open_handoffs=open_handoffs,
         budget=budget,
     )
-    backoff = Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s)
-    conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]] = KeyedSupervisor(
-        name="conversations",
-        start=partial(run_conversation, deps=deps),
-        restart=Restart.TRANSIENT,
-        max_restarts=supervision.max_restarts,
-        period_s=supervision.period_s,
-        backoff=backoff,
-        reset_after_s=supervision.reset_after_s,
-        shutdown_s=2.0,
-        max_children=max_conversations,
-    )
-    stats = RouterStats(live_actors=lambda: metrics.live)
-    grace_s = (
-        replay_grace_s
-        if replay_grace_s is not None
-        else settings.turn_timeout_s * (settings.queue_size + 2)
-    )
-    sweep_s = (
-        handoff_sweep_s
-        if handoff_sweep_s is not None
-        else min(60.0, settings.handoff_timeout_s / 10)
-    )
-    supervisor = Supervisor(
-        name="conversations_tree",
-        children=[
-            ChildSpec(id="conversations", start=conversations.run, shutdown_s=5.0),
-            ChildSpec(
-                id="router",
-                start=partial(
-                    run_router,
-                    inbox=router_inbox,
-                    conversations=conversations,
-                    store=store,
-                    outbox_nudges=outbox_nudges,
-                    languages=languages,
-                    stats=stats,
-                    queue_size=settings.queue_size,
-                ),
-            ),
-            ChildSpec(
-                id="inbox_replay",
-                start=partial(
-                    run_inbox_replay,
-                    store=store,
-                    router=router_send,
-                    grace_s=grace_s,
-                    interval_s=replay_interval_s,
-                ),
-            ),
-            ChildSpec(
-                id="erasure_watch",
-                start=partial(
-                    run_erasure_watch,
-                    store=store,
-                    cache=cache,
-                    live=deps.live,
-                    interval_s=erasure_poll_s,
-                ),
-            ),
-            ChildSpec(
-                id="handoff_sweeper",
-                start=partial(
-                    run_handoff_sweeper,
-                    store=store,
-                    languages=languages,
-                    timeout_s=settings.handoff_timeout_s,
-                    interval_s=sweep_s,
-                    outbox_nudges=outbox_nudges,
-                    watch=open_handoffs,
-                ),
-            ),
-        ],
-        strategy=Strategy.REST_FOR_ONE,
-        max_restarts=supervision.max_restarts,
-        period_s=supervision.period_s,
-        backoff=backoff,
-        reset_after_s=supervision.reset_after_s,
+    supervisor, conversations, stats = _subtree(
+        deps,
+        supervision,
+        store=store,
+        router_inbox=router_inbox,
+        router_send=router_send,
+        max_conversations=max_conversations,
+        replay_interval_s=replay_interval_s,
+        replay_grace_s=_replay_grace_s(settings) if replay_grace_s is None else replay_grace_s,
+        handoff_sweep_s=_sweep_s(settings) if handoff_sweep_s is None else handoff_sweep_s,
+        erasure_poll_s=erasure_poll_s,
     )
     return ConversationsService(
         supervisor=supervisor,
@@ -290,3 +224,128 @@ def build_conversations(
         prompts=prompts,
         open_handoffs=open_handoffs,
     )
+
+
+def _subtree(
+    deps: ConversationDeps,
+    supervision: SupervisionSettings,
+    *,
+    store: Store,
+    router_inbox: trio.MemoryReceiveChannel[RouterMsg],
+    router_send: trio.MemorySendChannel[RouterMsg],
+    max_conversations: int | None,
+    replay_interval_s: float,
+    replay_grace_s: float,
+    handoff_sweep_s: float,
+    erasure_poll_s: float,
+) -> tuple[Supervisor, KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]], RouterStats]:
+    """The keyed conversation actors, then the router, then the workers beside them.
+
+    ``rest_for_one``: a restarted keyed supervisor restarts the router that holds it.
+    """
+    intensity = _Intensity(
+        max_restarts=supervision.max_restarts,
+        period_s=supervision.period_s,
+        backoff=Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s),
+        reset_after_s=supervision.reset_after_s,
+    )
+    conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]] = KeyedSupervisor(
+        name="conversations",
+        start=partial(run_conversation, deps=deps),
+        restart=Restart.TRANSIENT,
+        shutdown_s=2.0,
+        max_children=max_conversations,
+        **intensity,
+    )
+    metrics = deps.metrics
+    stats = RouterStats(live_actors=lambda: metrics.live)
+    router = partial(
+        run_router,
+        inbox=router_inbox,
+        conversations=conversations,
+        store=store,
+        outbox_nudges=deps.outbox_nudges,
+        languages=deps.languages,
+        stats=stats,
+        queue_size=deps.settings.queue_size,
+    )
+    workers = _workers(
+        deps,
+        store=store,
+        router_send=router_send,
+        replay_interval_s=replay_interval_s,
+        replay_grace_s=replay_grace_s,
+        handoff_sweep_s=handoff_sweep_s,
+        erasure_poll_s=erasure_poll_s,
+    )
+    supervisor = Supervisor(
+        name="conversations_tree",
+        children=[
+            ChildSpec(id="conversations", start=conversations.run, shutdown_s=5.0),
+            ChildSpec(id="router", start=router),
+            *workers,
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+        **intensity,
+    )
+    return supervisor, conversations, stats
+
+
+def _workers(
+    deps: ConversationDeps,
+    *,
+    store: Store,
+    router_send: trio.MemorySendChannel[RouterMsg],
+    replay_interval_s: float,
+    replay_grace_s: float,
+    handoff_sweep_s: float,
+    erasure_poll_s: float,
+) -> list[ChildSpec]:
+    """The inbox replayer, the erasure watch and the handoff sweeper."""
+    replay = partial(
+        run_inbox_replay,
+        store=store,
+        router=router_send,
+        grace_s=replay_grace_s,
+        interval_s=replay_interval_s,
+    )
+    erasure_watch = partial(
+        run_erasure_watch,
+        store=store,
+        cache=deps.cache,
+        live=deps.live,
+        interval_s=erasure_poll_s,
+    )
+    sweeper = partial(
+        run_handoff_sweeper,
+        store=store,
+        languages=deps.languages,
+        timeout_s=deps.settings.handoff_timeout_s,
+        interval_s=handoff_sweep_s,
+        outbox_nudges=deps.outbox_nudges,
+        watch=deps.open_handoffs,
+    )
+    return [
+        ChildSpec(id="inbox_replay", start=replay),
+        ChildSpec(id="erasure_watch", start=erasure_watch),
+        ChildSpec(id="handoff_sweeper", start=sweeper),
+    ]
+
+
+class _Intensity(TypedDict):
+    """Restart intensity and backoff: the same for the subtree and for each actor."""
+
+    max_restarts: int
+    period_s: float
+    backoff: Backoff
+    reset_after_s: float
+
+
+def _replay_grace_s(settings: ConversationSettings) -> float:
+    """How old an unprocessed row must be to count as stuck: the time a full queue takes."""
+    return settings.turn_timeout_s * (settings.queue_size + 2)
+
+
+def _sweep_s(settings: ConversationSettings) -> float:
+    """How often to look for timed-out handoffs: a tenth of the timeout, at most a minute."""
+    return min(60.0, settings.handoff_timeout_s / 10)

@@ -142,99 +142,15 @@ def load_settings(
 
     Real environment variables win over the ``.env`` file (``./.env`` unless given).
     """
-    env: dict[str, str] = {}
-    path = env_file if env_file is not None else Path(".env")
-    if path.is_file():
-        env.update({k: v for k, v in dotenv_values(path).items() if v is not None})
-    env.update(os.environ if environ is None else environ)
-    r = _Reader(env)
-
-    http = HttpSettings(
-        host=r.get("CONCIERGE_HTTP_HOST"),
-        port=r.get("CONCIERGE_HTTP_PORT"),
-        max_body_bytes=r.get("CONCIERGE_HTTP_MAX_BODY_BYTES"),
-        read_timeout_s=r.get("CONCIERGE_HTTP_READ_TIMEOUT_S"),
-        graceful_timeout_s=r.get("CONCIERGE_HTTP_GRACEFUL_TIMEOUT_S"),
-    )
+    r = _Reader(_environment(environ, env_file))
+    http = _http(r)
     log = LogSettings(level=r.get("CONCIERGE_LOG_LEVEL"), format=r.get("CONCIERGE_LOG_FORMAT"))
-    supervision = SupervisionSettings(
-        max_restarts=r.get("CONCIERGE_MAX_RESTARTS"),
-        period_s=r.get("CONCIERGE_RESTART_PERIOD_S"),
-        backoff_initial_s=r.get("CONCIERGE_BACKOFF_INITIAL_S"),
-        backoff_max_s=r.get("CONCIERGE_BACKOFF_MAX_S"),
-        reset_after_s=r.get("CONCIERGE_RESET_AFTER_S"),
-    )
+    supervision = _supervision(r)
     configured = r.get("CONCIERGE_CONFIG_DIR")
     config_dir = DEFAULT_CONFIG_DIR if configured is None else Path(configured)
-    store = StoreSettings(
-        data_dir=Path(r.get("CONCIERGE_DATA_DIR")),
-        database_url=r.get("DATABASE_URL"),
-        redis_url=r.get("REDIS_URL"),
-        pool_size=r.get("CONCIERGE_DB_POOL_SIZE"),
-        command_timeout_s=r.get("CONCIERGE_DB_COMMAND_TIMEOUT_S"),
-        statement_timeout_s=r.get("CONCIERGE_DB_STATEMENT_TIMEOUT_S"),
-        redis_timeout_s=r.get("CONCIERGE_REDIS_TIMEOUT_S"),
-        session_ttl_s=r.get("CONCIERGE_SESSION_TTL_S"),
-        retention_days=r.get("CONCIERGE_RETENTION_DAYS"),
-    )
-    attempt_timeout_s = r.get("CONCIERGE_ATTEMPT_TIMEOUT_S")
-    providers = tuple(
-        _provider(r, name, attempt_timeout_s) for name in r.get("CONCIERGE_PROVIDERS")
-    )
-    open_s, open_max_s = r.get("CONCIERGE_BREAKER_OPEN_S"), r.get("CONCIERGE_BREAKER_OPEN_MAX_S")
-    if open_max_s < open_s:
-        raise SettingsError(
-            "CONCIERGE_BREAKER_OPEN_MAX_S",
-            f"must be at least CONCIERGE_BREAKER_OPEN_S ({open_s:g})",
-        )
-    rate = r.get("CONCIERGE_BREAKER_FAILURE_RATE")
-    if rate > 1:
-        raise SettingsError(
-            "CONCIERGE_BREAKER_FAILURE_RATE", f"a rate between 0 and 1, got {rate:g}"
-        )
-    turn_timeout_s = r.get("CONCIERGE_TURN_TIMEOUT_S")
-    max_tokens = r.get("CONCIERGE_MAX_TOKENS")
-    pool = PoolSettings(
-        providers=providers,
-        turn_timeout_s=turn_timeout_s,
-        attempt_timeout_s=attempt_timeout_s,
-        max_attempts=r.get("CONCIERGE_MAX_ATTEMPTS"),
-        max_tokens=max_tokens,
-        breaker=BreakerSettings(
-            window=r.get("CONCIERGE_BREAKER_WINDOW"),
-            min_calls=r.get("CONCIERGE_BREAKER_MIN_CALLS"),
-            failure_rate=rate,
-            consecutive=r.get("CONCIERGE_BREAKER_CONSECUTIVE"),
-            open_s=open_s,
-            open_max_s=open_max_s,
-        ),
-        credit_poll_s=r.get("CONCIERGE_CREDIT_POLL_S"),
-    )
-    staff_channel = r.get("CONCIERGE_STAFF_CHANNEL")
-    staff_chat_id = r.get("CONCIERGE_STAFF_CHAT_ID")
-    if (staff_channel is None) != (staff_chat_id is None):
-        missing = "CONCIERGE_STAFF_CHAT_ID" if staff_chat_id is None else "CONCIERGE_STAFF_CHANNEL"
-        raise SettingsError(
-            missing,
-            "staff notifications need both CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID",
-        )
-    conversation = ConversationSettings(
-        config_dir=config_dir,
-        idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
-        queue_size=r.get("CONCIERGE_CONVERSATION_QUEUE"),
-        context_turns=r.get("CONCIERGE_CONTEXT_TURNS"),
-        context_chars=r.get("CONCIERGE_CONTEXT_CHARS"),
-        rate_per_min=r.get("CONCIERGE_USER_RATE_PER_MIN"),
-        burst=r.get("CONCIERGE_USER_BURST"),
-        max_message_chars=r.get("CONCIERGE_MAX_MESSAGE_CHARS"),
-        handoff_timeout_s=r.get("CONCIERGE_HANDOFF_TIMEOUT_S"),
-        staff_channel=Channel(staff_channel) if staff_channel else None,
-        staff_chat_id=staff_chat_id,
-        session_ttl_s=store.session_ttl_s,
-        turn_timeout_s=turn_timeout_s,
-        max_tokens=max_tokens,
-        user_daily_tokens=r.get("CONCIERGE_USER_DAILY_TOKENS"),
-    )
+    store = _store(r)
+    pool = _pool(r)
+    conversation = _conversation(r, config_dir=config_dir, store=store, pool=pool)
     telegram = _telegram(r)
     waha = _waha(r)
     drain_timeout_s = r.get("CONCIERGE_DRAIN_TIMEOUT_S")
@@ -254,6 +170,115 @@ def load_settings(
         drain_timeout_s=drain_timeout_s,
         config_dir=config_dir,
         effective=tuple((name, value, secret) for name, (value, secret) in r.seen.items()),
+    )
+
+
+def _environment(environ: Mapping[str, str] | None, env_file: Path | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    path = env_file if env_file is not None else Path(".env")
+    if path.is_file():
+        env.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+    return env
+
+
+def _http(r: _Reader) -> HttpSettings:
+    return HttpSettings(
+        host=r.get("CONCIERGE_HTTP_HOST"),
+        port=r.get("CONCIERGE_HTTP_PORT"),
+        max_body_bytes=r.get("CONCIERGE_HTTP_MAX_BODY_BYTES"),
+        read_timeout_s=r.get("CONCIERGE_HTTP_READ_TIMEOUT_S"),
+        graceful_timeout_s=r.get("CONCIERGE_HTTP_GRACEFUL_TIMEOUT_S"),
+    )
+
+
+def _supervision(r: _Reader) -> SupervisionSettings:
+    return SupervisionSettings(
+        max_restarts=r.get("CONCIERGE_MAX_RESTARTS"),
+        period_s=r.get("CONCIERGE_RESTART_PERIOD_S"),
+        backoff_initial_s=r.get("CONCIERGE_BACKOFF_INITIAL_S"),
+        backoff_max_s=r.get("CONCIERGE_BACKOFF_MAX_S"),
+        reset_after_s=r.get("CONCIERGE_RESET_AFTER_S"),
+    )
+
+
+def _store(r: _Reader) -> StoreSettings:
+    return StoreSettings(
+        data_dir=Path(r.get("CONCIERGE_DATA_DIR")),
+        database_url=r.get("DATABASE_URL"),
+        redis_url=r.get("REDIS_URL"),
+        pool_size=r.get("CONCIERGE_DB_POOL_SIZE"),
+        command_timeout_s=r.get("CONCIERGE_DB_COMMAND_TIMEOUT_S"),
+        statement_timeout_s=r.get("CONCIERGE_DB_STATEMENT_TIMEOUT_S"),
+        redis_timeout_s=r.get("CONCIERGE_REDIS_TIMEOUT_S"),
+        session_ttl_s=r.get("CONCIERGE_SESSION_TTL_S"),
+        retention_days=r.get("CONCIERGE_RETENTION_DAYS"),
+    )
+
+
+def _pool(r: _Reader) -> PoolSettings:
+    attempt_timeout_s = r.get("CONCIERGE_ATTEMPT_TIMEOUT_S")
+    providers = tuple(
+        _provider(r, name, attempt_timeout_s) for name in r.get("CONCIERGE_PROVIDERS")
+    )
+    open_s, open_max_s = r.get("CONCIERGE_BREAKER_OPEN_S"), r.get("CONCIERGE_BREAKER_OPEN_MAX_S")
+    if open_max_s < open_s:
+        raise SettingsError(
+            "CONCIERGE_BREAKER_OPEN_MAX_S",
+            f"must be at least CONCIERGE_BREAKER_OPEN_S ({open_s:g})",
+        )
+    rate = r.get("CONCIERGE_BREAKER_FAILURE_RATE")
+    if rate > 1:
+        raise SettingsError(
+            "CONCIERGE_BREAKER_FAILURE_RATE", f"a rate between 0 and 1, got {rate:g}"
+        )
+    turn_timeout_s = r.get("CONCIERGE_TURN_TIMEOUT_S")
+    max_tokens = r.get("CONCIERGE_MAX_TOKENS")
+    return PoolSettings(
+        providers=providers,
+        turn_timeout_s=turn_timeout_s,
+        attempt_timeout_s=attempt_timeout_s,
+        max_attempts=r.get("CONCIERGE_MAX_ATTEMPTS"),
+        max_tokens=max_tokens,
+        breaker=BreakerSettings(
+            window=r.get("CONCIERGE_BREAKER_WINDOW"),
+            min_calls=r.get("CONCIERGE_BREAKER_MIN_CALLS"),
+            failure_rate=rate,
+            consecutive=r.get("CONCIERGE_BREAKER_CONSECUTIVE"),
+            open_s=open_s,
+            open_max_s=open_max_s,
+        ),
+        credit_poll_s=r.get("CONCIERGE_CREDIT_POLL_S"),
+    )
+
+
+def _conversation(
+    r: _Reader, *, config_dir: Path, store: StoreSettings, pool: PoolSettings
+) -> ConversationSettings:
+    staff_channel = r.get("CONCIERGE_STAFF_CHANNEL")
+    staff_chat_id = r.get("CONCIERGE_STAFF_CHAT_ID")
+    if (staff_channel is None) != (staff_chat_id is None):
+        missing = "CONCIERGE_STAFF_CHAT_ID" if staff_chat_id is None else "CONCIERGE_STAFF_CHANNEL"
+        raise SettingsError(
+            missing,
+            "staff notifications need both CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID",
+        )
+    return ConversationSettings(
+        config_dir=config_dir,
+        idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
+        queue_size=r.get("CONCIERGE_CONVERSATION_QUEUE"),
+        context_turns=r.get("CONCIERGE_CONTEXT_TURNS"),
+        context_chars=r.get("CONCIERGE_CONTEXT_CHARS"),
+        rate_per_min=r.get("CONCIERGE_USER_RATE_PER_MIN"),
+        burst=r.get("CONCIERGE_USER_BURST"),
+        max_message_chars=r.get("CONCIERGE_MAX_MESSAGE_CHARS"),
+        handoff_timeout_s=r.get("CONCIERGE_HANDOFF_TIMEOUT_S"),
+        staff_channel=Channel(staff_channel) if staff_channel else None,
+        staff_chat_id=staff_chat_id,
+        session_ttl_s=store.session_ttl_s,
+        turn_timeout_s=pool.turn_timeout_s,
+        max_tokens=pool.max_tokens,
+        user_daily_tokens=r.get("CONCIERGE_USER_DAILY_TOKENS"),
     )
 
 
