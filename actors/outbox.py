@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from actors.backoff import backoff_s
 from concierge.channels import ChannelSender, SendResult, SendStatus
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, OutboxMsg, OutboxRow, utcnow
@@ -55,10 +55,7 @@ class Pacing:
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based), with up to 10 % jitter."""
-        base: float = min(
-            self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(max(0, attempt - 1), 40)
-        )
-        return base * (1.0 + 0.1 * random.random())
+        return backoff_s(attempt, initial_s=self.backoff_initial_s, max_s=self.backoff_max_s)
 
 
 # Telegram's FAQ: about one message per second per chat, about 30 per second in total.

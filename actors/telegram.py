@@ -8,7 +8,6 @@ dedupes) fetches one again. It never drops pending updates.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from actors.backoff import backoff_s
 from actors.presence import run_presence
 from concierge.channels import (
     ALLOWED_UPDATES,
@@ -49,8 +49,7 @@ class PollBackoff:
     max_s: float = 60.0
 
     def delay_s(self, failures: int) -> float:
-        base: float = min(self.max_s, self.initial_s * 2.0 ** min(max(0, failures - 1), 40))
-        return base * (1.0 + 0.1 * random.random())
+        return backoff_s(failures, initial_s=self.initial_s, max_s=self.max_s)
 
 
 class TelegramPollerStats:
@@ -135,75 +134,110 @@ async def run_telegram_poller(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Long-poll getUpdates forever; every update is in the inbox before its offset is confirmed."""
-    backoff = backoff or PollBackoff()
-    stats = stats or TelegramPollerStats()
-    stored = await _until_stored(
-        "get_cursor", partial(store.get_cursor, OFFSET_CURSOR), backoff, stats
+    poller = _Poller(
+        client=client,
+        store=store,
+        ingest=ingest,
+        settings=settings,
+        allowed_updates=allowed_updates,
+        backoff=backoff or PollBackoff(),
+        stats=stats or TelegramPollerStats(),
     )
-    offset: int | None = None
-    if stored:
-        try:
-            offset = int(stored)
-        except ValueError:
-            log.error("telegram.offset_unreadable", value=stored[:40])
-    stats.offset = offset
-    await _leave_webhook_mode(client)
-    log.info("telegram.poller_started", offset=offset, timeout_s=settings.poll_timeout_s)
+    await poller.open()
     task_status.started()
-    failures = 0
     while True:
+        updates = await poller.fetch()
+        if updates:
+            await poller.take(updates)
+
+
+class _Poller:
+    """The poller's state: the confirmed offset and the failed polls in a row."""
+
+    def __init__(
+        self,
+        *,
+        client: TelegramClient,
+        store: Store,
+        ingest: Ingest,
+        settings: TelegramSettings,
+        allowed_updates: Sequence[str],
+        backoff: PollBackoff,
+        stats: TelegramPollerStats,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.ingest = ingest
+        self.settings = settings
+        self.allowed_updates = allowed_updates
+        self.backoff = backoff
+        self.stats = stats
+        self.offset: int | None = None
+        self.failures = 0
+
+    async def open(self) -> None:
+        """Read the stored offset and leave webhook mode."""
+        stored = await _until_stored(
+            "get_cursor", partial(self.store.get_cursor, OFFSET_CURSOR), self.backoff, self.stats
+        )
+        if stored:
+            try:
+                self.offset = int(stored)
+            except ValueError:
+                log.error("telegram.offset_unreadable", value=stored[:40])
+        self.stats.offset = self.offset
+        await _leave_webhook_mode(self.client)
+        log.info(
+            "telegram.poller_started", offset=self.offset, timeout_s=self.settings.poll_timeout_s
+        )
+
+    async def fetch(self) -> list[Any] | None:
+        """One getUpdates call; ``None`` after a failure (and its backoff)."""
         try:
-            updates = await client.get_updates(
-                offset=offset, timeout_s=settings.poll_timeout_s, allowed_updates=allowed_updates
+            updates = await self.client.get_updates(
+                offset=self.offset,
+                timeout_s=self.settings.poll_timeout_s,
+                allowed_updates=self.allowed_updates,
             )
         except TelegramApiError as exc:
             if exc.is_unauthorized:
                 log.error("telegram.poll_unauthorized", status=exc.status, reason=exc.description)
                 raise
-            failures += 1
-            stats.failing = True
-            delay = (
-                exc.retry_after_s if exc.retry_after_s is not None else backoff.delay_s(failures)
-            )
-            if exc.is_conflict:
-                stats.conflicts += 1
-                log.warning(
-                    "telegram.poll_conflict",
-                    reason=exc.description,
-                    retry_in_s=round(delay, 2),
-                    failures=failures,
-                )
-            else:
-                stats.errors += 1
-                log.warning(
-                    "telegram.poll_failed",
-                    status=exc.status,
-                    reason=exc.description,
-                    retry_in_s=round(delay, 2),
-                    failures=failures,
-                )
-            await trio.sleep(delay)
-            continue
+            await self._back_off(exc)
+            return None
         except TelegramError as exc:
-            failures += 1
+            await self._back_off(exc)
+            return None
+        if self.failures:
+            log.info("telegram.poll_recovered", failures=self.failures)
+        self.failures = 0
+        self.stats.failing = False
+        return updates
+
+    async def _back_off(self, exc: TelegramError) -> None:
+        """Count and log a failed poll, then wait: the server's hint, else the backoff."""
+        self.failures += 1
+        stats = self.stats
+        stats.failing = True
+        api = exc if isinstance(exc, TelegramApiError) else None
+        hint = api.retry_after_s if api is not None else None
+        delay = hint if hint is not None else self.backoff.delay_s(self.failures)
+        retry = {"retry_in_s": round(delay, 2), "failures": self.failures}
+        if api is not None and api.is_conflict:
+            stats.conflicts += 1
+            log.warning("telegram.poll_conflict", reason=api.description, **retry)
+        elif api is not None:
             stats.errors += 1
-            stats.failing = True
-            delay = backoff.delay_s(failures)
-            log.warning(
-                "telegram.poll_failed",
-                reason=str(exc),
-                retry_in_s=round(delay, 2),
-                failures=failures,
-            )
-            await trio.sleep(delay)
-            continue
-        if failures:
-            log.info("telegram.poll_recovered", failures=failures)
-        failures = 0
-        stats.failing = False
-        if not updates:
-            continue
-        next_offset = offset
+            log.warning("telegram.poll_failed", status=api.status, reason=api.description, **retry)
+        else:
+            stats.errors += 1
+            log.warning("telegram.poll_failed", reason=str(exc), **retry)
+        await trio.sleep(delay)
+
+    async def take(self, updates: list[Any]) -> None:
+        """Put a batch in the inbox, then confirm the offset past it."""
+        stats = self.stats
+        next_offset = self.offset
         for update in updates:
             update_id = update.get("update_id") if isinstance(update, dict) else None
             if not isinstance(update_id, int) or isinstance(update_id, bool):
@@ -211,17 +245,17 @@ async def run_telegram_poller(
                 log.error("telegram.update_rejected", reason="no integer update_id")
                 continue
             stats.updates += 1
-            await _ingest_one(update, ingest=ingest, backoff=backoff, stats=stats)
+            await _ingest_one(update, ingest=self.ingest, backoff=self.backoff, stats=stats)
             next_offset = update_id + 1 if next_offset is None else max(next_offset, update_id + 1)
-        if next_offset is not None and next_offset != offset:
+        if next_offset is not None and next_offset != self.offset:
             await _until_stored(
                 "set_cursor",
-                partial(store.set_cursor, OFFSET_CURSOR, str(next_offset)),
-                backoff,
+                partial(self.store.set_cursor, OFFSET_CURSOR, str(next_offset)),
+                self.backoff,
                 stats,
             )
-            offset = next_offset
-            stats.offset = offset
+            self.offset = next_offset
+            stats.offset = next_offset
 
 
 async def _ingest_one(
