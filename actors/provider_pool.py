@@ -388,72 +388,87 @@ class ProviderPool:
         cid = turn.correlation_id
         started = self._clock()
         budget = max(0.0, min(provider.settings.timeout_s, until - started))
-        call = attrs.evolve(turn, timeout_s=budget)
-        reply: ProviderReply | None = None
-        error: ProviderError | None = None
         settled = False
         try:
-            with trio.move_on_after(budget):
-                try:
-                    reply = await provider.adapter.complete(call, slot.key)
-                except ProviderError as exc:
-                    error = exc
-                except (
-                    Exception
-                ) as exc:  # an adapter bug or an unclassified error: the provider's problem
-                    error = ProviderError(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+            answer = await self._call(provider, slot.key, attrs.evolve(turn, timeout_s=budget))
             elapsed = self._clock() - started
-            breaker = provider.breaker
-            if reply is not None:
-                settled = True
+            settled = True
+            if isinstance(answer, ProviderReply):
                 if ticket is not None:
-                    breaker.succeeded(ticket, correlation_id=cid)
+                    provider.breaker.succeeded(ticket, correlation_id=cid)
                 provider.ring.succeeded(slot)
                 provider.counters.record(Outcome.OK, elapsed)
-                self._count_tokens(provider, reply, cid)
-                return reply
-            cut_short = False
-            if error is None:
-                cut_short = budget < provider.settings.timeout_s
+                self._count_tokens(provider, answer, cid)
+                return answer
+            if answer is None:
                 error = ProviderError(Outcome.TRANSIENT, f"no answer within {budget:.3g} s")
-            outcome = error.outcome if error.outcome is not Outcome.OK else Outcome.TRANSIENT
-            settled = True
-            if ticket is not None:
-                if outcome is Outcome.TRANSIENT and not cut_short:
-                    breaker.failed(ticket, correlation_id=cid, reason=error.detail)
-                else:
-                    breaker.released(ticket)
-            if outcome is Outcome.THROTTLED:
-                provider.ring.cool(slot, error.retry_after_s, correlation_id=cid)
-            elif outcome is Outcome.DEAD_KEY:
-                provider.ring.disable(slot, error.detail, correlation_id=cid)
-                if self._credits is not None:
-                    self._credits.poll_soon(provider.name)
+                # Cut short by the turn's deadline, not by the provider's own timeout.
+                cut_short = budget < provider.settings.timeout_s
             else:
-                provider.ring.failed(slot, error.detail)
-            counters = provider.counters
-            counters.record(outcome, elapsed)
-            counters.last_error = f"{outcome.value}: {error.detail}"
-            counters.last_error_at = utcnow()
-            log.info(
-                "provider.attempt_failed",
-                correlation_id=cid,
-                provider=provider.name,
-                key=slot.key.alias,
-                outcome=outcome.value,
-                detail=error.detail,
-                retry_after_s=error.retry_after_s,
-                latency_s=round(elapsed, 4),
-            )
-            return AttemptFailure(
-                provider=provider.name,
-                key_alias=slot.key.alias,
-                outcome=outcome,
-                detail=error.detail,
-            )
+                error, cut_short = answer, False
+            return self._failed(provider, slot, ticket, error, cut_short, cid, elapsed)
         finally:
             if not settled and ticket is not None:
                 provider.breaker.released(ticket)
+
+    async def _call(
+        self, provider: _Provider, key: ApiKey, call: ProviderCall
+    ) -> ProviderReply | ProviderError | None:
+        """The adapter's reply or its classified error; ``None`` when ``call.timeout_s`` ran out."""
+        with trio.move_on_after(call.timeout_s):
+            try:
+                return await provider.adapter.complete(call, key)
+            except ProviderError as exc:
+                return exc
+            except Exception as exc:  # an adapter bug or an unclassified error: the provider's
+                return ProviderError(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _failed(
+        self,
+        provider: _Provider,
+        slot: KeySlot,
+        ticket: Ticket | None,
+        error: ProviderError,
+        cut_short: bool,
+        cid: str,
+        elapsed: float,
+    ) -> AttemptFailure:
+        """Apply a failed attempt to the breaker (unless cut short), the key and the counters."""
+        outcome = error.outcome if error.outcome is not Outcome.OK else Outcome.TRANSIENT
+        if ticket is not None:
+            if outcome is Outcome.TRANSIENT and not cut_short:
+                provider.breaker.failed(ticket, correlation_id=cid, reason=error.detail)
+            else:
+                provider.breaker.released(ticket)
+        if outcome is Outcome.THROTTLED:
+            provider.ring.cool(slot, error.retry_after_s, correlation_id=cid)
+        elif outcome is Outcome.DEAD_KEY:
+            provider.ring.disable(slot, error.detail, correlation_id=cid)
+            if self._credits is not None:
+                self._credits.poll_soon(provider.name)
+        else:
+            provider.ring.failed(slot, error.detail)
+        counters = provider.counters
+        counters.record(outcome, elapsed)
+        counters.last_error = f"{outcome.value}: {error.detail}"
+        counters.last_error_at = utcnow()
+        log.info(
+            "provider.attempt_failed",
+            correlation_id=cid,
+            provider=provider.name,
+            key=slot.key.alias,
+            outcome=outcome.value,
+            detail=error.detail,
+            retry_after_s=error.retry_after_s,
+            latency_s=round(elapsed, 4),
+        )
+        return AttemptFailure(
+            provider=provider.name,
+            key_alias=slot.key.alias,
+            outcome=outcome,
+            detail=error.detail,
+        )
 
     def _note_failover(
         self, last: _Provider | None, nxt: _Provider, failures: list[AttemptFailure], cid: str

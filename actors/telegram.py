@@ -158,7 +158,7 @@ class _Poller:
         self,
         *,
         client: TelegramClient,
-        store: Store,
+        store: Cursors,
         ingest: Ingest,
         settings: TelegramSettings,
         allowed_updates: Sequence[str],
