@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -294,66 +294,64 @@ def parse_envelope(
     Never raises: unreadable input is a ``Rejected`` (``MALFORMED``) naming the field.
     """
     try:
-        envelope = json.loads(body)
-    except (ValueError, RecursionError):
-        return _malformed("the body is not valid JSON")
-    if not isinstance(envelope, dict):
-        return _malformed("the body is not a JSON object")
-    event = envelope.get("event")
-    if not isinstance(event, str):
-        return _malformed("`event` is missing or not a string")
+        return _parse(
+            body,
+            session=session,
+            allow_groups=allow_groups,
+            received_at=received_at,
+            correlation_id=correlation_id,
+        )
+    except _Malformed as exc:
+        return _malformed(str(exc))
+
+
+class _Malformed(Exception):
+    """A field missing or of the wrong type; ``parse_envelope`` answers it with a ``Rejected``."""
+
+
+_TYPE_NAMES: dict[type, str] = {str: "a string", bool: "a boolean", dict: "an object"}
+T = TypeVar("T")
+
+
+def _get(
+    mapping: Mapping[str, Any],
+    key: str,
+    kind: type[T],
+    default: T | None = None,
+    *,
+    within: str = "",
+) -> T:
+    """``mapping[key]`` (``default`` when absent), which must be a ``kind``; ``within`` names
+    the object ``mapping`` is, for the error."""
+    value = mapping.get(key, default)
+    if not isinstance(value, kind):
+        missing = "missing or " if default is None else ""
+        raise _Malformed(f"`{within}{key}` is {missing}not {_TYPE_NAMES[kind]}")
+    return value
+
+
+def _parse(
+    body: bytes, *, session: str, allow_groups: bool, received_at: datetime, correlation_id: str
+) -> ParseResult:
+    envelope = _json_object(body)
+    event = _get(envelope, "event", str)
     if event != "message":
         return Ignored(reason=IgnoreReason.EVENT, detail=event[:64])
-    event_session = envelope.get("session", session)
-    if not isinstance(event_session, str):
-        return _malformed("`session` is not a string")
+    event_session = _get(envelope, "session", str, default=session)
     if event_session != session:
         return Ignored(reason=IgnoreReason.SESSION, detail=event_session[:64])
-    payload = envelope.get("payload")
-    if not isinstance(payload, dict):
-        return _malformed("`payload` is missing or not an object")
-    from_me = payload.get("fromMe", False)
-    if not isinstance(from_me, bool):
-        return _malformed("`payload.fromMe` is not a boolean")
-    if from_me:
+    payload: dict[str, Any] = _get(envelope, "payload", dict)
+    if _get(payload, "fromMe", bool, default=False, within="payload."):
         return Ignored(reason=IgnoreReason.FROM_ME)
     if payload.get("source") == "api":
         return Ignored(reason=IgnoreReason.API_SOURCE)
-    external_id = payload.get("id")
-    if (
-        not isinstance(external_id, str)
-        or not _EXTERNAL_ID.match(external_id)
-        or len(external_id) > MAX_EXTERNAL_ID_CHARS
-    ):
-        return _malformed(
-            f"`payload.id` must be 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters"
-        )
-    sender = payload.get("from")
-    if not isinstance(sender, str):
-        return _malformed("`payload.from` is missing or not a string")
-    try:
-        chat = parse_chat_id(sender)
-    except ValueError as exc:
-        return _malformed(f"`payload.from`: {exc}")
+    external_id = _external_id(payload)
+    chat = _sender(payload)
     if chat.kind is ChatKind.BROADCAST:
         return Ignored(reason=IgnoreReason.BROADCAST)
     if chat.kind is ChatKind.GROUP and not allow_groups:
         return Ignored(reason=IgnoreReason.GROUP)
-    text = payload.get("body")
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        return _malformed("`payload.body` is not a string")
-    has_media = payload.get("hasMedia", False)
-    if not isinstance(has_media, bool):
-        return _malformed("`payload.hasMedia` is not a boolean")
-    text = _clean(text)
-    if not text.strip():
-        kind, text = InboundKind.MEDIA, ""  # media without caption, location, contact card, ...
-    elif _COMMAND.match(text.lstrip()):
-        kind = InboundKind.COMMAND
-    else:
-        kind = InboundKind.TEXT
+    text, kind = _text_and_kind(payload)
     data = payload.get("_data")
     data = data if isinstance(data, dict) else {}
     event_id = envelope.get("id")
@@ -373,6 +371,50 @@ def parse_envelope(
         alt_user_key=_alt_user_key(chat, data),
         event_id=event_id[:64] if isinstance(event_id, str) else None,
     )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):
+        raise _Malformed("the body is not valid JSON") from None
+    if not isinstance(envelope, dict):
+        raise _Malformed("the body is not a JSON object")
+    return envelope
+
+
+def _external_id(payload: Mapping[str, Any]) -> str:
+    """The platform's message id, the inbox's dedupe key: short printable ASCII."""
+    external_id = payload.get("id")
+    if (
+        not isinstance(external_id, str)
+        or not _EXTERNAL_ID.match(external_id)
+        or len(external_id) > MAX_EXTERNAL_ID_CHARS
+    ):
+        raise _Malformed(
+            f"`payload.id` must be 1 to {MAX_EXTERNAL_ID_CHARS} printable ASCII characters"
+        )
+    return external_id
+
+
+def _sender(payload: Mapping[str, Any]) -> ChatId:
+    sender = _get(payload, "from", str, within="payload.")
+    try:
+        return parse_chat_id(sender)
+    except ValueError as exc:
+        raise _Malformed(f"`payload.from`: {exc}") from None
+
+
+def _text_and_kind(payload: Mapping[str, Any]) -> tuple[str, InboundKind]:
+    """The cleaned text and what it is: a command, text, or media with no caption."""
+    text = "" if payload.get("body") is None else _get(payload, "body", str, "", within="payload.")
+    _get(payload, "hasMedia", bool, default=False, within="payload.")
+    text = _clean(text)
+    if not text.strip():
+        return "", InboundKind.MEDIA  # media without caption, location, contact card, ...
+    if _COMMAND.match(text.lstrip()):
+        return text, InboundKind.COMMAND
+    return text, InboundKind.TEXT
 
 
 def _malformed(detail: str) -> Rejected:
