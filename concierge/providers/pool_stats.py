@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 
@@ -285,6 +285,24 @@ def pool_health_checks(stats: PoolStatistics) -> list[Check]:
 
 # -- /metrics -------------------------------------------------------------------------------
 def pool_metrics(stats: PoolStatistics) -> list[Metric]:
+    turns = CounterMetricFamily(
+        "concierge_provider_turns", "Turns answered by the pool", labels=["result"]
+    )
+    turns.add_metric(["completed"], stats.turns_completed)
+    turns.add_metric(["failed"], stats.turns_failed)
+    in_flight = GaugeMetricFamily("concierge_provider_turns_in_flight", "Turns being worked on")
+    in_flight.add_metric([], stats.turns_in_flight)
+    providers = stats.providers
+    return [
+        *_provider_metrics(providers),
+        *_key_metrics(providers),
+        *_budget_metrics(providers),
+        turns,
+        in_flight,
+    ]
+
+
+def _provider_metrics(providers: Sequence[ProviderStatistics]) -> list[Metric]:
     attempts = CounterMetricFamily(
         "concierge_provider_attempts",
         "Provider attempts by outcome",
@@ -308,39 +326,7 @@ def pool_metrics(stats: PoolStatistics) -> list[Metric]:
         "Breaker state: 0 closed, 1 half-open, 2 open",
         labels=["provider"],
     )
-    key_state = GaugeMetricFamily(
-        "concierge_provider_key_state",
-        "Key state: 0 enabled, 1 cooling, 2 disabled",
-        labels=["provider", "key"],
-    )
-    limit = GaugeMetricFamily(
-        "concierge_provider_credit_limit",
-        "Key credit limit (absent: unlimited)",
-        labels=["provider", "key"],
-    )
-    remaining = GaugeMetricFamily(
-        "concierge_provider_credit_remaining",
-        "Key credit left (absent: unlimited)",
-        labels=["provider", "key"],
-    )
-    usage = GaugeMetricFamily(
-        "concierge_provider_credit_usage", "Key credit used, all time", labels=["provider", "key"]
-    )
-    tokens = GaugeMetricFamily(
-        "concierge_provider_tokens_today",
-        "Tokens the provider's replies reported today (UTC)",
-        labels=["provider"],
-    )
-    budget = GaugeMetricFamily(
-        "concierge_provider_daily_token_budget",
-        "Tokens the provider may use per UTC day (absent: no budget)",
-        labels=["provider"],
-    )
-    turns = CounterMetricFamily(
-        "concierge_provider_turns", "Turns answered by the pool", labels=["result"]
-    )
-    in_flight = GaugeMetricFamily("concierge_provider_turns_in_flight", "Turns being worked on")
-    for p in stats.providers:
+    for p in providers:
         for outcome, count in p.attempts.items():
             attempts.add_metric([p.name, outcome.value], count)
         failovers.add_metric([p.name], p.failovers)
@@ -351,37 +337,53 @@ def pool_metrics(stats: PoolStatistics) -> list[Metric]:
             sum_value=p.latency_sum_s,
         )
         breaker.add_metric([p.name], int(p.breaker.state))
+    return [attempts, failovers, openings, latency, breaker]
+
+
+def _key_metrics(providers: Sequence[ProviderStatistics]) -> list[Metric]:
+    labels = ["provider", "key"]
+    key_state = GaugeMetricFamily(
+        "concierge_provider_key_state", "Key state: 0 enabled, 1 cooling, 2 disabled", labels=labels
+    )
+    limit = GaugeMetricFamily(
+        "concierge_provider_credit_limit", "Key credit limit (absent: unlimited)", labels=labels
+    )
+    remaining = GaugeMetricFamily(
+        "concierge_provider_credit_remaining", "Key credit left (absent: unlimited)", labels=labels
+    )
+    usage = GaugeMetricFamily(
+        "concierge_provider_credit_usage", "Key credit used, all time", labels=labels
+    )
+    for p in providers:
+        for k in p.keys:
+            key_state.add_metric([p.name, k.alias], int(k.state))
+            credit = k.credit
+            if credit is None or credit.checked_at is None:
+                continue
+            readings = ((limit, credit.limit), (remaining, credit.remaining), (usage, credit.usage))
+            for family, value in readings:
+                if value is not None:
+                    family.add_metric([p.name, k.alias], value)
+    return [key_state, limit, remaining, usage]
+
+
+def _budget_metrics(providers: Sequence[ProviderStatistics]) -> list[Metric]:
+    tokens = GaugeMetricFamily(
+        "concierge_provider_tokens_today",
+        "Tokens the provider's replies reported today (UTC)",
+        labels=["provider"],
+    )
+    budget = GaugeMetricFamily(
+        "concierge_provider_daily_token_budget",
+        "Tokens the provider may use per UTC day (absent: no budget)",
+        labels=["provider"],
+    )
+    for p in providers:
         if not p.offline:
             tokens.add_metric([p.name], p.tokens_today)
             if p.daily_tokens:
                 budget.add_metric([p.name], p.daily_tokens)
-        for k in p.keys:
-            key_state.add_metric([p.name, k.alias], int(k.state))
-            if k.credit is not None and k.credit.checked_at is not None:
-                if k.credit.limit is not None:
-                    limit.add_metric([p.name, k.alias], k.credit.limit)
-                if k.credit.remaining is not None:
-                    remaining.add_metric([p.name, k.alias], k.credit.remaining)
-                if k.credit.usage is not None:
-                    usage.add_metric([p.name, k.alias], k.credit.usage)
-    turns.add_metric(["completed"], stats.turns_completed)
-    turns.add_metric(["failed"], stats.turns_failed)
-    in_flight.add_metric([], stats.turns_in_flight)
-    return [
-        attempts,
-        failovers,
-        openings,
-        latency,
-        breaker,
-        key_state,
-        limit,
-        remaining,
-        usage,
-        tokens,
-        budget,
-        turns,
-        in_flight,
-    ]
+    return [tokens, budget]
 
 
 def _bound(value: float) -> str:

@@ -748,6 +748,39 @@ async def execute_admin(dsn: str, *statements: str, timeout_s: float = 10.0) -> 
     await _with_connection(dsn, timeout_s, work)
 
 
+async def _create_pool(settings: StoreSettings, loop: asyncio.AbstractEventLoop) -> Any:
+    """asyncpg's pool, with the server-side timeouts; the store's errors if it cannot connect."""
+    assert settings.database_url is not None
+    timeout_s = settings.command_timeout_s
+    server_settings = {
+        "application_name": "concierge",
+        "statement_timeout": str(int(settings.statement_timeout_s * 1000)),
+        "idle_in_transaction_session_timeout": str(
+            int(max(settings.statement_timeout_s * 2, 10) * 1000)
+        ),
+    }
+
+    async def create() -> Any:
+        return await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.pool_size,
+            timeout=timeout_s,
+            command_timeout=timeout_s,
+            server_settings=server_settings,
+            max_inactive_connection_lifetime=300.0,
+            reset=_keep_session,
+        )
+
+    try:
+        with trio.fail_after(timeout_s * 2):
+            return await trio_asyncio.aio_as_trio(create, loop=loop)()
+    except trio.TooSlowError:
+        raise StoreUnavailable(f"postgres: no connection within {timeout_s * 2:g} s") from None
+    except _DRIVER_ERRORS as exc:
+        raise _as_store_error(exc) from exc
+
+
 @asynccontextmanager
 async def open_postgres(
     settings: StoreSettings, *, max_batch: int = 256, flushers: int = 1
@@ -766,37 +799,10 @@ async def open_postgres(
     """
     if settings.database_url is None:
         raise ValueError("DATABASE_URL is unset: open_postgres needs a PostgreSQL DSN")
-    dsn = settings.database_url
     timeout_s = settings.command_timeout_s
-    server_settings = {
-        "application_name": "concierge",
-        "statement_timeout": str(int(settings.statement_timeout_s * 1000)),
-        "idle_in_transaction_session_timeout": str(
-            int(max(settings.statement_timeout_s * 2, 10) * 1000)
-        ),
-    }
     needed = latest_version("postgres")
     async with asyncio_loop() as loop:
-
-        async def create() -> Any:
-            return await asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=settings.pool_size,
-                timeout=timeout_s,
-                command_timeout=timeout_s,
-                server_settings=server_settings,
-                max_inactive_connection_lifetime=300.0,
-                reset=_keep_session,
-            )
-
-        try:
-            with trio.fail_after(timeout_s * 2):
-                pool = await trio_asyncio.aio_as_trio(create, loop=loop)()
-        except trio.TooSlowError:
-            raise StoreUnavailable(f"postgres: no connection within {timeout_s * 2:g} s") from None
-        except _DRIVER_ERRORS as exc:
-            raise _as_store_error(exc) from exc
+        pool = await _create_pool(settings, loop)
         store = PostgresStore(
             # asyncpg's own timeouts (connect, command, release) fire first; this
             # backstop only ends a call they did not (several statements on a hung server).
