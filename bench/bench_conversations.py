@@ -359,79 +359,88 @@ async def _run(
                 where = tmp if store_kind == "sqlite" else "a database made for this run"
                 print(f"store: {store.backend} (in {where}), session cache: {cache.backend}")
 
-                # -- 1. idle actors, on fresh memory ---------------------------------------
-                gc.collect()
-                rss_idle_before = rss_kib()
-                for i in range(actors):
-                    await service.conversations.start_child(f"idle{i}", f"console:idle{i}")
-                await trio.testing.wait_all_tasks_blocked()
-                gc.collect()
-                rss_idle_after = rss_kib()
-                started = service.turn_metrics.live
-                print(f"idle actors: {started} conversation actors started, waiting for messages")
-                print(
-                    f"  RSS {rss_idle_before / 1024:.1f} MiB -> {rss_idle_after / 1024:.1f} MiB: "
-                    f"{(rss_idle_after - rss_idle_before) / max(started, 1):.1f} KiB per live actor"
-                )
-                for i in range(actors):
-                    await service.conversations.stop_child(f"idle{i}")
-
-                # -- 2. the burst ------------------------------------------------------------
-                gc.collect()
-                rss_before = rss_kib()
-                cpu_start = time.process_time()
-                start = time.perf_counter()
-                accepted_at: list[float] = []
-
-                async def one(i: int) -> None:
-                    await ingest.accept(
-                        InboundMessage(
-                            correlation_id=new_correlation_id(),
-                            channel=Channel.CONSOLE,
-                            user_key=f"console:bench{i}",
-                            chat_id=f"bench{i}",
-                            external_id=f"b{i}",
-                            text="A quelle heure est la messe dimanche ?",
-                            received_at=utcnow(),
-                        )
-                    )
-                    accepted_at.append(time.perf_counter())
-
-                providers: dict[str, int] = {}
-                peak_live = 0
-                async with trio.open_nursery() as senders:
-                    for i in range(users):
-                        senders.start_soon(one, i)
-                    for _ in range(users):
-                        report = await reports_receive.receive()
-                        providers[report.provider] = providers.get(report.provider, 0) + 1
-                        peak_live = max(peak_live, service.turn_metrics.live)
-                elapsed = time.perf_counter() - start
-                cpu = time.process_time() - cpu_start
-                all_accepted = max(accepted_at) - start
-                rss_live = rss_kib()
-                live = service.turn_metrics.live
-                print(
-                    f"burst: {users} users, each sending one message at once through Ingest.accept"
-                )
-                print(
-                    f"  provider: in-process fake answering after {delay_s:g} s; calls: {adapter.calls}"
-                )
-                print(f"  all accepted into the inbox after   {all_accepted:7.2f} s")
-                print(
-                    f"  all answered after                  {elapsed:7.2f} s "
-                    f"({elapsed - delay_s:.2f} s beyond the provider's {delay_s:g} s)"
-                )
-                print(f"  CPU time of the process meanwhile   {cpu:7.2f} s")
-                print(
-                    f"  answers by provider: {providers}; busy replies: {service.router.busy_replies}"
-                )
-                print(f"  live conversation actors at the end: {live} (peak seen {peak_live})")
-                print(
-                    f"  RSS before {rss_before / 1024:.1f} MiB, with {live} live actors "
-                    f"{rss_live / 1024:.1f} MiB, peak (VmHWM) {rss_kib('VmHWM') / 1024:.1f} MiB"
-                )
+                await _idle_actors(service, actors)
+                await _burst(service, ingest, reports_receive, users=users, adapter=adapter)
                 nursery.cancel_scope.cancel()
+
+
+async def _idle_actors(service: ConversationsService, actors: int) -> None:
+    """RSS before and after starting ``actors`` actors that wait for messages, on fresh memory."""
+    gc.collect()
+    rss_idle_before = rss_kib()
+    for i in range(actors):
+        await service.conversations.start_child(f"idle{i}", f"console:idle{i}")
+    await trio.testing.wait_all_tasks_blocked()
+    gc.collect()
+    rss_idle_after = rss_kib()
+    started = service.turn_metrics.live
+    print(f"idle actors: {started} conversation actors started, waiting for messages")
+    print(
+        f"  RSS {rss_idle_before / 1024:.1f} MiB -> {rss_idle_after / 1024:.1f} MiB: "
+        f"{(rss_idle_after - rss_idle_before) / max(started, 1):.1f} KiB per live actor"
+    )
+    for i in range(actors):
+        await service.conversations.stop_child(f"idle{i}")
+
+
+async def _burst(
+    service: ConversationsService,
+    ingest: Ingest,
+    reports: trio.MemoryReceiveChannel[TurnCompleted],
+    *,
+    users: int,
+    adapter: DelayAdapter,
+) -> None:
+    """``users`` messages accepted at once; time until the last turn completed, and memory."""
+    gc.collect()
+    rss_before = rss_kib()
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    accepted_at: list[float] = []
+
+    async def one(i: int) -> None:
+        await ingest.accept(
+            InboundMessage(
+                correlation_id=new_correlation_id(),
+                channel=Channel.CONSOLE,
+                user_key=f"console:bench{i}",
+                chat_id=f"bench{i}",
+                external_id=f"b{i}",
+                text="A quelle heure est la messe dimanche ?",
+                received_at=utcnow(),
+            )
+        )
+        accepted_at.append(time.perf_counter())
+
+    providers: dict[str, int] = {}
+    peak_live = 0
+    async with trio.open_nursery() as senders:
+        for i in range(users):
+            senders.start_soon(one, i)
+        for _ in range(users):
+            report = await reports.receive()
+            providers[report.provider] = providers.get(report.provider, 0) + 1
+            peak_live = max(peak_live, service.turn_metrics.live)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    all_accepted = max(accepted_at) - start
+    rss_live = rss_kib()
+    live = service.turn_metrics.live
+    delay_s = adapter.delay_s
+    print(f"burst: {users} users, each sending one message at once through Ingest.accept")
+    print(f"  provider: in-process fake answering after {delay_s:g} s; calls: {adapter.calls}")
+    print(f"  all accepted into the inbox after   {all_accepted:7.2f} s")
+    print(
+        f"  all answered after                  {elapsed:7.2f} s "
+        f"({elapsed - delay_s:.2f} s beyond the provider's {delay_s:g} s)"
+    )
+    print(f"  CPU time of the process meanwhile   {cpu:7.2f} s")
+    print(f"  answers by provider: {providers}; busy replies: {service.router.busy_replies}")
+    print(f"  live conversation actors at the end: {live} (peak seen {peak_live})")
+    print(
+        f"  RSS before {rss_before / 1024:.1f} MiB, with {live} live actors "
+        f"{rss_live / 1024:.1f} MiB, peak (VmHWM) {rss_kib('VmHWM') / 1024:.1f} MiB"
+    )
 
 
 def main() -> None:
