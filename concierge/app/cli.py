@@ -98,24 +98,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"concierge: invalid setting {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     if args.command == "check":
-        for line in describe(settings):
+        return _check(settings)
+    return _run(args, settings)
+
+
+def _check(settings: Settings) -> int:
+    for line in describe(settings):
+        print(line)
+    from concierge.app.config_files import check_configuration
+    from concierge.domain import ConfigError
+
+    try:
+        for line in check_configuration(settings.conversation.config_dir):
             print(line)
-        from concierge.app.config_files import check_configuration
-        from concierge.domain import ConfigError
+    except ConfigError as exc:
+        print(f"concierge: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    print("settings: ok", file=sys.stderr)
+    return EXIT_OK
 
-        try:
-            for line in check_configuration(settings.conversation.config_dir):
-                print(line)
-        except ConfigError as exc:
-            print(f"concierge: invalid configuration: {exc}", file=sys.stderr)
-            return EXIT_BAD_SETTINGS
-        print("settings: ok", file=sys.stderr)
-        return EXIT_OK
 
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that touch the stack: their failures become one line and an exit status."""
     # Imported here so that `version` and `check` start fast and never touch the stack.
-    import concierge.app.admin as admin
-    import concierge.app.chat as chat
-    import concierge.app.daemon as daemon
     from concierge.app.errors import CannotListen, CommandError
     from concierge.domain import ConfigError
     from concierge.store import StoreError
@@ -123,19 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failure: BaseException | None = None
     bad_config: BaseException | None = None
     try:
-        match args.command:
-            case "run":
-                return daemon.main(settings)
-            case "chat":
-                return chat.main(settings, as_json=args.json, user=args.user)
-            case "migrate":
-                return admin.migrate(settings)
-            case "forget":
-                return admin.forget(settings, args.user)
-            case "handoff" if args.handoff_command == "list":
-                return admin.list_handoffs(settings)
-            case "handoff":
-                return admin.close_handoff(settings, user=args.user, by=args.by)
+        return _dispatch(args, settings)
     except* (ConfigError, CannotListen) as group:
         bad_config = _first(group)
     except* (CommandError, StoreError) as group:
@@ -147,7 +140,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad_config is not None:
         print(f"concierge: invalid configuration: {bad_config}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    if failure is not None:
-        print(f"concierge: {failure}", file=sys.stderr)
-        return EXIT_FAILED
+    print(f"concierge: {failure}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    import concierge.app.admin as admin
+    import concierge.app.chat as chat
+    import concierge.app.daemon as daemon
+
+    match args.command:
+        case "run":
+            return daemon.main(settings)
+        case "chat":
+            return chat.main(settings, as_json=args.json, user=args.user)
+        case "migrate":
+            return admin.migrate(settings)
+        case "forget":
+            return admin.forget(settings, args.user)
+        case "handoff" if args.handoff_command == "list":
+            return admin.list_handoffs(settings)
+        case "handoff":
+            return admin.close_handoff(settings, user=args.user, by=args.by)
     raise AssertionError(f"unhandled command {args.command!r}")

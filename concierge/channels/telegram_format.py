@@ -116,24 +116,13 @@ def _inline(text: str, styles: tuple[Style, ...], *, links: bool = True) -> list
             i += 2
             continue
         if ch == "`":
-            ticks = len(text[i:]) - len(text[i:].lstrip("`"))
-            end = text.find("`" * ticks, i + ticks)
-            if end > i + ticks:
+            code, after = _code_span(text, i, styles)
+            if code is None:
+                buf.append(text[i:after])
+            else:
                 flush()
-                content = text[i + ticks : end]
-                if content.strip(" "):
-                    content = (
-                        content.strip(" ")
-                        if content.startswith(" ") and content.endswith(" ")
-                        else content
-                    )
-                # code contains no other entity and only a blockquote may contain it
-                outer = tuple(s for s in styles if s.tag == "blockquote")
-                runs.append(Run(content, (*outer, Style("code"))))
-                i = end + ticks
-                continue
-            buf.append(text[i : i + ticks])
-            i += ticks
+                runs.append(code)
+            i = after
             continue
         if ch == "[" and links:
             match = re.match(r"\[([^\[\]\n]+)\]\(([^()\s]+)\)", text[i:])
@@ -146,27 +135,49 @@ def _inline(text: str, styles: tuple[Style, ...], *, links: bool = True) -> list
                     runs.extend(_inline(label, styles, links=False))
                 i += match.end()
                 continue
-        for delim, tag in (("**", "b"), ("__", "b"), ("~~", "s"), ("*", "i"), ("_", "i")):
-            if not text.startswith(delim, i):
-                continue
-            after = text[i + len(delim)] if i + len(delim) < n else " "
-            before = text[i - 1] if i > 0 else " "
-            if after.isspace() or (len(delim) == 1 and after == delim):
-                continue
-            if delim in ("_", "__", "*") and _is_word(before):
-                continue  # snake_case, 2*3*4: intraword markers stay literal
-            close = _find_closer(text, delim, i + len(delim))
-            if close < 0:
-                continue
-            flush()
-            runs.extend(_inline(text[i + len(delim) : close], push(Style(tag)), links=links))
-            i = close + len(delim)
-            break
-        else:
+        emphasis = _emphasis(text, i) if ch in "*_~" else None
+        if emphasis is None:
             buf.append(ch)
             i += 1
+            continue
+        delim, tag, close = emphasis
+        flush()
+        runs.extend(_inline(text[i + len(delim) : close], push(Style(tag)), links=links))
+        i = close + len(delim)
     flush()
     return runs
+
+
+def _code_span(text: str, i: int, styles: tuple[Style, ...]) -> tuple[Run | None, int]:
+    """The code span whose backticks start at ``i``, and where it ends (``None`` if unclosed)."""
+    ticks = len(text[i:]) - len(text[i:].lstrip("`"))
+    end = text.find("`" * ticks, i + ticks)
+    if end <= i + ticks:
+        return None, i + ticks
+    content = text[i + ticks : end]
+    if content.strip(" ") and content.startswith(" ") and content.endswith(" "):
+        content = content.strip(" ")
+    # code contains no other entity and only a blockquote may contain it
+    outer = tuple(s for s in styles if s.tag == "blockquote")
+    return Run(content, (*outer, Style("code"))), end + ticks
+
+
+def _emphasis(text: str, i: int) -> tuple[str, str, int] | None:
+    """The emphasis opening at ``i``: its delimiter, tag and closer's position, if it closes."""
+    n = len(text)
+    for delim, tag in (("**", "b"), ("__", "b"), ("~~", "s"), ("*", "i"), ("_", "i")):
+        if not text.startswith(delim, i):
+            continue
+        after = text[i + len(delim)] if i + len(delim) < n else " "
+        before = text[i - 1] if i > 0 else " "
+        if after.isspace() or (len(delim) == 1 and after == delim):
+            continue
+        if delim in ("_", "__", "*") and _is_word(before):
+            continue  # snake_case, 2*3*4: intraword markers stay literal
+        close = _find_closer(text, delim, i + len(delim))
+        if close >= 0:
+            return delim, tag, close
+    return None
 
 
 # -- block Markdown ----------------------------------------------------------------------

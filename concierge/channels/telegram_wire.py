@@ -119,28 +119,10 @@ def parse_update(
     user_id = _field(sender, "id", int, "message.from")
     if sender.get("is_bot") is True:
         return Ignored(update_id=update_id, reason="bot_sender")
-    text = message.get("text")
-    caption = message.get("caption")
-    if text is not None and not isinstance(text, str):
-        raise MalformedUpdate("message.text must be a string")
-    if caption is not None and not isinstance(caption, str):
-        raise MalformedUpdate("message.caption must be a string")
-    if "sticker" in message:
-        return Ignored(update_id=update_id, reason="sticker")
-    media = next((name for name in _MEDIA_FIELDS if name in message), None)
-    text = _clean(text) if text is not None else None
-    caption = _clean(caption) if caption is not None else None
-    if text is not None and text.strip():
-        command = _COMMAND.match(text)
-        kind = InboundKind.COMMAND if command else InboundKind.TEXT
-        if command and command.group(2):
-            text = f"/{command.group(1)}{text[command.end() :]}"  # /start@bot → /start
-    elif caption is not None and caption.strip():
-        text, kind = caption, InboundKind.TEXT
-    elif media is not None:
-        text, kind = f"[{media}]", InboundKind.MEDIA
-    else:
-        return Ignored(update_id=update_id, reason="service_message")
+    content = _content(message)
+    if isinstance(content, str):
+        return Ignored(update_id=update_id, reason=content)
+    text, kind = content
     first_name = sender.get("first_name")
     language = sender.get("language_code")
     return InboundMessage(
@@ -155,6 +137,34 @@ def parse_update(
         display_name=_clean(first_name[:128]) or None if isinstance(first_name, str) else None,
         language_hint=_clean(language[:16]) or None if isinstance(language, str) else None,
     )
+
+
+def _content(message: dict[str, Any]) -> tuple[str, InboundKind] | str:
+    """The message's text and kind, or why it is ignored (``sticker``, ``service_message``).
+
+    Text wins over a caption, a caption over media alone (``[photo]``, a ``MEDIA`` kind).
+    """
+    text = message.get("text")
+    caption = message.get("caption")
+    if text is not None and not isinstance(text, str):
+        raise MalformedUpdate("message.text must be a string")
+    if caption is not None and not isinstance(caption, str):
+        raise MalformedUpdate("message.caption must be a string")
+    if "sticker" in message:
+        return "sticker"
+    media = next((name for name in _MEDIA_FIELDS if name in message), None)
+    text = _clean(text) if text is not None else None
+    caption = _clean(caption) if caption is not None else None
+    if text is not None and text.strip():
+        command = _COMMAND.match(text)
+        if command and command.group(2):
+            text = f"/{command.group(1)}{text[command.end() :]}"  # /start@bot → /start
+        return text, InboundKind.COMMAND if command else InboundKind.TEXT
+    if caption is not None and caption.strip():
+        return caption, InboundKind.TEXT
+    if media is not None:
+        return f"[{media}]", InboundKind.MEDIA
+    return "service_message"
 
 
 def parse_update_body(body: bytes, **kwargs: Any) -> ParsedUpdate:
