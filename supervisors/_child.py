@@ -116,22 +116,6 @@ async def run_incarnation(
         inc.settled.set()
 
 
-async def stop_incarnation(
-    inc: Incarnation, *, shutdown_s: float, reason: str, gone: trio.Event | None = None
-) -> bool:
-    """Cancel the child and wait up to ``shutdown_s`` for ``gone``; False if it was abandoned.
-
-    trio cannot kill a task: a child that shields itself past ``shutdown_s`` keeps
-    running, but nobody waits for it any more (OTP's ``brutal_kill`` is not available).
-    """
-    inc.stopping = True
-    inc.scope.cancel(reason=reason)
-    event = gone if gone is not None else inc.done
-    with trio.move_on_after(shutdown_s):
-        await event.wait()
-    return event.is_set()
-
-
 @attrs.define(eq=False, kw_only=True)
 class ChildRuntime:
     """Counters and current incarnation of one child, kept across its restarts."""

@@ -16,13 +16,13 @@ from ._child import (
     Incarnation,
     current_time_or_none,
     run_incarnation,
-    stop_incarnation,
 )
 from ._errors import ChildAlreadyRunning, ChildStartError, MaxChildrenReached, SupervisorNotRunning
 from ._events import ErrorContext, Reporter
 from ._intensity import RestartWindow
 from ._spec import ChildState, Restart, Strategy, wants_restart
 from ._stats import SupervisorState, SupervisorStatistics
+from ._stopping import stop_child
 from ._supervisor import check_budget
 
 T = TypeVar("T")
@@ -317,18 +317,9 @@ class KeyedSupervisor(Generic[T]):
                 await entry.gone.wait()
             return
         entry.stopping = True
-        entry.state = ChildState.STOPPING
-        if not await stop_incarnation(
-            inc, shutdown_s=self._shutdown_s, reason=reason, gone=entry.gone
-        ):
-            self._report.exited(entry, context=ErrorContext.SHUTDOWN_TIMEOUT)
-            return
-        entry.state = ChildState.STOPPED
-        if inc.failure is not None:
-            entry.note_failure(inc.failure, trio.current_time())
-            self._report.exited(entry, context=ErrorContext.SHUTDOWN_ERROR, failure=inc.failure)
-        else:
-            self._report.exited(entry, context=ErrorContext.SHUTDOWN)
+        await stop_child(
+            entry, inc, self._report, shutdown_s=self._shutdown_s, reason=reason, gone=entry.gone
+        )
 
     async def _stop_all(self) -> None:
         """Stop every child concurrently; this is cleanup, so it is shielded."""

@@ -15,13 +15,13 @@ from ._child import (
     Incarnation,
     current_time_or_none,
     run_incarnation,
-    stop_incarnation,
 )
 from ._errors import RestartIntensityExceeded
 from ._events import ErrorContext, Reporter
 from ._intensity import RestartWindow
 from ._spec import ChildSpec, ChildState, Restart, Strategy, wants_restart
 from ._stats import SupervisorState, SupervisorStatistics
+from ._stopping import stop_child
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -357,16 +357,7 @@ class Supervisor:
             elif child.state is not ChildState.FAILED:
                 child.state = ChildState.STOPPED  # e.g. stopped while waiting for its group
             return
-        child.state = ChildState.STOPPING
-        if not await stop_incarnation(inc, shutdown_s=child.spec.shutdown_s, reason=reason):
-            self._report.exited(child, context=ErrorContext.SHUTDOWN_TIMEOUT)
-            return
-        child.state = ChildState.STOPPED
-        if inc.failure is not None:
-            child.note_failure(inc.failure, trio.current_time())
-            self._report.exited(child, context=ErrorContext.SHUTDOWN_ERROR, failure=inc.failure)
-        else:
-            self._report.exited(child, context=ErrorContext.SHUTDOWN)
+        await stop_child(child, inc, self._report, shutdown_s=child.spec.shutdown_s, reason=reason)
 
     async def _stop_all(self) -> None:
         """Stop every child in reverse start order; this is cleanup, so it is shielded."""
