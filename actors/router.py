@@ -112,14 +112,14 @@ class RouterStats:
         )
 
     def metrics(self) -> Iterable[Metric]:
-        live = GaugeMetricFamily("concierge_conversations_live", "Conversation actors alive now")
-        live.add_metric([], self.live())
-        yield live
-        routed = CounterMetricFamily(
-            "concierge_router_messages", "Messages the router handed to conversations"
+        yield GaugeMetricFamily(
+            "concierge_conversations_live", "Conversation actors alive now", value=self.live()
         )
-        routed.add_metric([], self.routed)
-        yield routed
+        yield CounterMetricFamily(
+            "concierge_router_messages",
+            "Messages the router handed to conversations",
+            value=self.routed,
+        )
         busy = CounterMetricFamily(
             "concierge_router_busy",
             "Messages answered 'one moment' because the user's queue was full",
@@ -128,11 +128,11 @@ class RouterStats:
         busy.add_metric(["sent"], self.busy_replies)
         busy.add_metric(["suppressed"], self.busy_dropped)
         yield busy
-        started = CounterMetricFamily(
-            "concierge_conversations_started", "Conversation actors started"
+        yield CounterMetricFamily(
+            "concierge_conversations_started",
+            "Conversation actors started",
+            value=self.actors_started,
         )
-        started.add_metric([], self.actors_started)
-        yield started
 
 
 class _BusyNotices:

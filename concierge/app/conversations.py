@@ -116,25 +116,24 @@ class ConversationsService:
         refused.add_metric(["small_talk"], m.small_talk)
         refused.add_metric(["over_budget"], m.over_budget)
         yield refused
-        failures = CounterMetricFamily(
-            "concierge_turn_provider_failures", "Turns no provider could answer"
+        yield CounterMetricFamily(
+            "concierge_turn_provider_failures",
+            "Turns no provider could answer",
+            value=m.provider_failures,
         )
-        failures.add_metric([], m.provider_failures)
-        yield failures
-        withheld = CounterMetricFamily(
-            "concierge_replies_withheld", "Replies withheld because they echoed the prompt"
+        yield CounterMetricFamily(
+            "concierge_replies_withheld",
+            "Replies withheld because they echoed the prompt",
+            value=m.replies_withheld,
         )
-        withheld.add_metric([], m.replies_withheld)
-        yield withheld
-        abandoned = CounterMetricFamily(
+        yield CounterMetricFamily(
             "concierge_turns_abandoned",
             "Messages given up after crashing their conversation repeatedly",
+            value=m.turns_abandoned,
         )
-        abandoned.add_metric([], m.turns_abandoned)
-        yield abandoned
-        handoffs = CounterMetricFamily("concierge_handoffs_opened", "Handoffs to a person opened")
-        handoffs.add_metric([], m.handoffs_opened)
-        yield handoffs
+        yield CounterMetricFamily(
+            "concierge_handoffs_opened", "Handoffs to a person opened", value=m.handoffs_opened
+        )
         urgent = CounterMetricFamily(
             "concierge_urgent_handoffs",
             "Handoffs opened or made urgent (a person in distress), by what raised the alarm",

@@ -29,13 +29,11 @@ from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 
 from concierge.app.errors import CannotListen
-from concierge.observability import HealthBoard, Status
+from concierge.observability import HealthBoard, LatencyHistogram, Status
 from concierge.protocol import new_correlation_id
 from concierge.settings import HttpSettings
 
 log = structlog.get_logger(__name__)
-
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @attrs.define
@@ -43,19 +41,15 @@ class RequestMetrics:
     """Requests by route and status, and their latency; exported as Prometheus families."""
 
     counts: dict[tuple[str, str, str], int] = attrs.field(factory=dict)
-    latency_buckets: dict[str, list[int]] = attrs.field(factory=dict)
-    latency_sum: dict[str, float] = attrs.field(factory=dict)
-    latency_count: dict[str, int] = attrs.field(factory=dict)
+    latency: dict[str, LatencyHistogram] = attrs.field(factory=dict)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, str(status))
         self.counts[key] = self.counts.get(key, 0) + 1
-        buckets = self.latency_buckets.setdefault(route, [0] * len(_BUCKETS))
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-        self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
-        self.latency_count[route] = self.latency_count.get(route, 0) + 1
+        histogram = self.latency.get(route)
+        if histogram is None:
+            histogram = self.latency[route] = LatencyHistogram()
+        histogram.observe(seconds)
 
     def metrics(self) -> Iterable[Metric]:
         requests = CounterMetricFamily(
@@ -71,10 +65,8 @@ class RequestMetrics:
             "HTTP request latency by route",
             labels=["route"],
         )
-        for route, buckets in sorted(self.latency_buckets.items()):
-            pairs = [(f"{b:g}", float(c)) for b, c in zip(_BUCKETS, buckets, strict=True)]
-            pairs.append(("+Inf", float(self.latency_count[route])))
-            latency.add_metric([route], pairs, self.latency_sum[route])
+        for route, histogram in sorted(self.latency.items()):
+            latency.add_metric([route], histogram.buckets(), histogram.sum)
         yield latency
 
 

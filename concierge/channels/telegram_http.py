@@ -28,14 +28,13 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from concierge.channels.telegram_wire import Ignored, MalformedUpdate, parse_update_body
 from concierge.domain import Ingest
-from concierge.observability import Check, Status
+from concierge.observability import Check, LatencyHistogram, Status
 from concierge.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 WEBHOOK_PATH = "/webhooks/telegram"
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class TelegramWebhookStats:
@@ -51,17 +50,8 @@ class TelegramWebhookStats:
         self.timed_out = 0
         self.unavailable = 0
         self.failed = 0
-        self.latency_buckets = [0] * len(_BUCKETS)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-
-    def observe(self, seconds: float) -> None:
-        """One answered request's handling time (secret check to answer)."""
-        for i, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                self.latency_buckets[i] += 1
-        self.latency_sum += seconds
-        self.latency_count += 1
+        self.latency = LatencyHistogram()
+        """Each answered request's handling time, secret check to answer."""
 
     def health_checks(self) -> Iterable[Check]:
         yield Check(
@@ -102,9 +92,7 @@ class TelegramWebhookStats:
             "concierge_telegram_webhook_duration_seconds",
             "Time from request to answer on the webhook",
         )
-        pairs = [(f"{b:g}", float(c)) for b, c in zip(_BUCKETS, self.latency_buckets, strict=True)]
-        pairs.append(("+Inf", float(self.latency_count)))
-        latency.add_metric([], pairs, self.latency_sum)
+        latency.add_metric([], self.latency.buckets(), self.latency.sum)
         yield latency
 
 
@@ -168,7 +156,7 @@ class TelegramWebhook:
         try:
             return await self._handle(given, read_body, content_type)
         finally:
-            self.stats.observe(time.perf_counter() - started)
+            self.stats.latency.observe(time.perf_counter() - started)
 
     async def _handle(
         self, given: str | None, read_body: Callable[[], Awaitable[bytes]], content_type: str | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .checks import (
     Check as Check,
+    LatencyHistogram as LatencyHistogram,
     Status as Status,
 )
 from .health import HealthBoard as HealthBoard

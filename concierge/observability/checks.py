@@ -63,6 +63,32 @@ class Check:
         return body
 
 
+class LatencyHistogram:
+    """Handling times of HTTP requests, in Prometheus's cumulative buckets (seconds)."""
+
+    BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(self.BOUNDS)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(self.BOUNDS):
+            if seconds <= bound:
+                self.counts[i] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """``(upper bound, count)`` pairs as ``HistogramMetricFamily.add_metric`` takes them."""
+        pairs = [(f"{b:g}", float(c)) for b, c in zip(self.BOUNDS, self.counts, strict=True)]
+        pairs.append(("+Inf", float(self.count)))
+        return pairs
+
+
 class Observable(Protocol):
     def health_checks(self) -> Iterable[Check]: ...
 

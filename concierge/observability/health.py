@@ -114,9 +114,11 @@ class HealthBoard:
                 )
         yield restarts
         yield running
-        ready = GaugeMetricFamily("concierge_ready", "1 when /readyz answers 200")
-        ready.add_metric([], 0.0 if self.not_ready_reasons() else 1.0)
-        yield ready
+        yield GaugeMetricFamily(
+            "concierge_ready",
+            "1 when /readyz answers 200",
+            value=0.0 if self.not_ready_reasons() else 1.0,
+        )
         yield from merge_families(m for o in self.observables for m in o.metrics())
 
 

@@ -290,8 +290,9 @@ def pool_metrics(stats: PoolStatistics) -> list[Metric]:
     )
     turns.add_metric(["completed"], stats.turns_completed)
     turns.add_metric(["failed"], stats.turns_failed)
-    in_flight = GaugeMetricFamily("concierge_provider_turns_in_flight", "Turns being worked on")
-    in_flight.add_metric([], stats.turns_in_flight)
+    in_flight = GaugeMetricFamily(
+        "concierge_provider_turns_in_flight", "Turns being worked on", value=stats.turns_in_flight
+    )
     providers = stats.providers
     return [
         *_provider_metrics(providers),
