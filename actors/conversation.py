@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import attrs
 import structlog
@@ -43,6 +43,8 @@ from concierge.domain import (
     TriageRules,
     UserBudget,
     UserRateLimiter,
+    nudge_outbox,
+    offer,
     parse_command,
     read_judgement,
     staff_notice,
@@ -58,7 +60,6 @@ from concierge.protocol import (
     Interaction,
     OutboundReply,
     OutboxMsg,
-    OutboxNudge,
     PresenceMsg,
     ProviderCall,
     ProviderPoolMsg,
@@ -74,7 +75,6 @@ from concierge.store import Conversations, Handoffs, Inbox, SessionCache, StoreE
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
 
 SEEN_MEMORY = 64
 """Inbox ids an actor remembers to drop replays of rows it already handled."""
@@ -206,17 +206,6 @@ class _Outcome:
     """Whether the exchange joins the context window once written."""
 
 
-def _offer(channel: trio.MemorySendChannel[T] | None, message: T) -> bool:
-    """Hand ``message`` over without waiting; a full or closed channel just misses it."""
-    if channel is None:
-        return False
-    try:
-        channel.send_nowait(message)
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
-    return True
-
-
 class Conversation:
     """The state of one user's actor between messages (kept small: there may be thousands)."""
 
@@ -319,7 +308,7 @@ class Conversation:
                 silent=not outcome.reply,
                 latency_ms=round(latency_s * 1000),
             )
-            _offer(
+            offer(
                 deps.turn_reports,
                 TurnCompleted(
                     correlation_id=msg.correlation_id,
@@ -525,7 +514,7 @@ class Conversation:
         )
         capped = self._over_budget()
         presence = deps.presence.get(msg.channel)
-        _offer(presence, TurnStarted.of(msg))
+        offer(presence, TurnStarted.of(msg))
         try:
             result = await ask(
                 deps.pool_inbox,
@@ -563,7 +552,7 @@ class Conversation:
                 remember=outcome in ("ok", "capped"),
             )
         finally:
-            _offer(presence, TurnEnded.of(msg))
+            offer(presence, TurnEnded.of(msg))
 
     async def _judged_urgent(
         self, msg: Inbound, language: str, result: Completion, service_type: ServiceType
@@ -692,10 +681,7 @@ class Conversation:
                 )
             return
         for channel in dict.fromkeys(r.channel for r in replies):
-            _offer(
-                deps.outbox_nudges.get(channel),
-                OutboxNudge(channel=channel, correlation_id=msg.correlation_id),
-            )
+            nudge_outbox(deps.outbox_nudges, channel, msg.correlation_id)
         if outcome.staff is not None:
             log.info(
                 "handoff.staff_notified",

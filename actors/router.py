@@ -25,7 +25,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.startup_queue import Handover
-from concierge.domain import Languages, Reply
+from concierge.domain import Languages, Reply, nudge_outbox
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -33,7 +33,6 @@ from concierge.protocol import (
     Inbound,
     OutboundReply,
     OutboxMsg,
-    OutboxNudge,
     RouterMsg,
     TurnRecord,
 )
@@ -257,14 +256,8 @@ class _Router:
                         replies=(notice,),
                     )
                 )
-                nudge = self.outbox_nudges.get(msg.channel)
-                if written and nudge is not None:
-                    try:
-                        nudge.send_nowait(
-                            OutboxNudge(channel=msg.channel, correlation_id=msg.correlation_id)
-                        )
-                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                if written:
+                    nudge_outbox(self.outbox_nudges, msg.channel, msg.correlation_id)
                 log.info(
                     "router.busy_replied", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
                 )

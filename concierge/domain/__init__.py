@@ -55,6 +55,10 @@ from .language import (
     Languages as Languages,
 )
 from .language_files import load_languages as load_languages
+from .nudges import (
+    nudge_outbox as nudge_outbox,
+    offer as offer,
+)
 from .prompts import Prompt as Prompt, PromptBook as PromptBook
 from .ratelimit import UserRateLimiter as UserRateLimiter
 from .replies import (

@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from concierge.domain.distress import DistressKind
 from concierge.domain.language import Languages
+from concierge.domain.nudges import nudge_outbox
 from concierge.domain.replies import Reply
 from concierge.observability import Check, Status
 from concierge.protocol import (
@@ -27,7 +28,6 @@ from concierge.protocol import (
     HandoffRow,
     OutboundReply,
     OutboxMsg,
-    OutboxNudge,
     Role,
     new_correlation_id,
     utcnow,
@@ -58,20 +58,6 @@ def chat_of(user_key: str) -> tuple[Channel, str] | None:
         return Channel(prefix), chat_id
     except ValueError:
         return None
-
-
-def _nudge(
-    outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None,
-    channel: Channel,
-    correlation_id: str,
-) -> None:
-    send = (outbox_nudges or {}).get(channel)
-    if send is None:
-        return
-    try:
-        send.send_nowait(OutboxNudge(channel=channel, correlation_id=correlation_id))
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
 
 
 def staff_notice(
@@ -246,7 +232,7 @@ async def close_handoff(
             text=languages.reply(reply, language),
         )
     )
-    _nudge(outbox_nudges, channel, correlation_id)
+    nudge_outbox(outbox_nudges, channel, correlation_id)
     return row
 
 
