@@ -14,7 +14,7 @@ import attrs
 import structlog
 import trio
 
-from concierge.store import CacheUnavailable, SessionCache
+from concierge.store import BucketState, CacheUnavailable, SessionCache, refill_and_take
 
 log = structlog.get_logger(__name__)
 
@@ -24,16 +24,15 @@ USER_BUCKETS = "user"
 
 @attrs.define(kw_only=True)
 class TokenBucket:
-    """``burst`` tokens at most, refilled at ``rate_per_s``; a message takes one."""
+    """``burst`` tokens at most, refilled at ``rate_per_s``; a message takes one.
+
+    The in-process twin of the session cache's buckets, by the same rule
+    (``refill_and_take``), for while the cache is down.
+    """
 
     rate_per_s: float
     burst: int
-    tokens: float = attrs.field()
-    updated: float | None = None
-
-    @tokens.default
-    def _full(self) -> float:
-        return float(self.burst)
+    state: BucketState | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.rate_per_s <= 0 or self.burst < 1:
@@ -43,16 +42,10 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Take one token at monotonic time ``now``; ``False`` when the bucket is empty."""
-        if self.updated is not None and now > self.updated:
-            self.tokens = min(
-                float(self.burst), self.tokens + (now - self.updated) * self.rate_per_s
-            )
-        if self.updated is None or now > self.updated:
-            self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        granted, self.state = refill_and_take(
+            self.state, now=now, rate_per_s=self.rate_per_s, burst=self.burst
+        )
+        return granted
 
 
 class UserRateLimiter:

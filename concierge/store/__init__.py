@@ -12,6 +12,10 @@ backends implement and the composition root holds. ``open_store`` and
 from __future__ import annotations
 
 from .cache import open_session_cache as open_session_cache
+from .cache_memory import (
+    BucketState as BucketState,
+    refill_and_take as refill_and_take,
+)
 from .connect import (
     migrate as migrate,
     open_store as open_store,
