@@ -37,33 +37,15 @@ async def run_waha_presence(
 
     async def keep_typing(chat_id: str, correlation_id: str) -> None:
         seen = await client.send_seen(chat_id, correlation_id=correlation_id)
-        if not seen.ok:
-            log.debug(
-                "waha.presence_failed",
-                step="sendSeen",
-                correlation_id=correlation_id,
-                status=seen.status_code,
-            )
+        _log_failure(seen, "sendSeen", correlation_id)
         while True:
             typing = await client.start_typing(chat_id, correlation_id=correlation_id)
-            if not typing.ok:
-                log.debug(
-                    "waha.presence_failed",
-                    step="startTyping",
-                    correlation_id=correlation_id,
-                    status=typing.status_code,
-                )
+            _log_failure(typing, "startTyping", correlation_id)
             await trio.sleep(interval_s)
 
     async def stop_typing(chat_id: str, correlation_id: str) -> None:
         stopped = await client.stop_typing(chat_id, correlation_id=correlation_id)
-        if not stopped.ok:
-            log.debug(
-                "waha.presence_failed",
-                step="stopTyping",
-                correlation_id=correlation_id,
-                status=stopped.status_code,
-            )
+        _log_failure(stopped, "stopTyping", correlation_id)
 
     await run_presence(
         channel=Channel.WAHA,
@@ -73,6 +55,17 @@ async def run_waha_presence(
         cap_s=cap_s,
         task_status=task_status,
     )
+
+
+def _log_failure(call: WahaCall, step: str, correlation_id: str) -> None:
+    """Presence is best effort: a failed call is only worth a debug line."""
+    if not call.ok:
+        log.debug(
+            "waha.presence_failed",
+            step=step,
+            correlation_id=correlation_id,
+            status=call.status_code,
+        )
 
 
 class WahaSessionWatch:
