@@ -153,10 +153,12 @@ class ChildRuntime:
         self.last_failure = repr(failure)
         self.last_failure_at = now
 
-    def next_delay(
+    def restarting(
         self, backoff: Backoff, rng: random.Random, reset_after_s: float, now: float
     ) -> float:
-        """Backoff before the next restart; ``n`` starts over after a long enough run."""
+        """Count one more restart; return the backoff before it (``n`` starts over after a
+        long enough run)."""
+        self.restart_count += 1
         inc = self.inc
         if inc is not None and inc.started_at is not None and now - inc.started_at >= reset_after_s:
             self.consecutive = 0

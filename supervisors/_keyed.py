@@ -294,9 +294,8 @@ class KeyedSupervisor(Generic[T]):
             restarts = entry.window.count(now) + 1
             self._report.gave_up(entry, failure=failure, restarts_in_window=restarts)
             return None
-        entry.restart_count += 1
         self._total_restarts += 1
-        delay = entry.next_delay(self._backoff, self._rng, self._reset_after_s, now)
+        delay = entry.restarting(self._backoff, self._rng, self._reset_after_s, now)
         self._report.restarted(
             entry,
             context=context,

@@ -302,9 +302,8 @@ class Supervisor:
                 period_s=self._period_s,
             ) from failure
         child.window.add(now)
-        child.restart_count += 1
         self._total_restarts += 1
-        delay = child.next_delay(self._backoff, self._rng, self._reset_after_s, now)
+        delay = child.restarting(self._backoff, self._rng, self._reset_after_s, now)
         self._report.restarted(
             child,
             context=context,

@@ -65,28 +65,14 @@ class ProviderCounters:
 
 
 @attrs.frozen(kw_only=True)
-class KeyStatistics:
-    alias: str
-    state: KeyState
-    disabled_reason: str | None
-    cooling_for_s: float | None
-    successes: int
-    failures: int
-    last_error: str | None
+class KeyStatistics(KeySnapshot):
+    """A key's snapshot and, for a provider that reports credits, its last reading."""
+
     credit: CreditReading | None
 
     @classmethod
     def of(cls, key: KeySnapshot, credit: CreditReading | None) -> KeyStatistics:
-        return cls(
-            alias=key.alias,
-            state=key.state,
-            disabled_reason=key.disabled_reason,
-            cooling_for_s=key.cooling_for_s,
-            successes=key.successes,
-            failures=key.failures,
-            last_error=key.last_error,
-            credit=credit,
-        )
+        return cls(**attrs.asdict(key, recurse=False), credit=credit)
 
 
 @attrs.frozen(kw_only=True)
