@@ -12,7 +12,7 @@ backends implement and the composition root holds. ``open_store`` and
 from __future__ import annotations
 
 from .cache import open_session_cache as open_session_cache
-from .cache_memory import (
+from .cache_rules import (
     BucketState as BucketState,
     refill_and_take as refill_and_take,
 )

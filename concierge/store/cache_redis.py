@@ -24,7 +24,7 @@ import trio
 from coredis.retry import NoRetryPolicy
 
 from concierge.protocol import Role, Turn
-from concierge.store.cache_memory import bucket_ttl_s, check_bucket, check_max_turns, check_ttl
+from concierge.store.cache_rules import bucket_ttl_s, check_bucket, check_max_turns, check_ttl
 from concierge.store.errors import CacheUnavailable
 
 log = structlog.get_logger(__name__)

@@ -23,13 +23,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from concierge.observability import Status
 from concierge.protocol import Role, Turn
 from concierge.store import Monitor, open_session_cache, run_monitor
-from concierge.store.cache_memory import (
-    BUCKET_TTL_MARGIN_S,
-    BucketState,
-    MemorySessionCache,
-    refill_and_take,
-)
+from concierge.store.cache_memory import MemorySessionCache
 from concierge.store.cache_redis import RedisSessionCache
+from concierge.store.cache_rules import BUCKET_TTL_MARGIN_S, BucketState, refill_and_take
 from tests.stores import store_settings
 from tests.waiting import eventually
 
