@@ -24,8 +24,8 @@ import attrs
 import structlog
 import trio
 
+from actors.handover import Handover
 from actors.provider_pool import ask
-from actors.startup_queue import Handover
 from concierge.domain import (
     Command,
     Community,

@@ -24,7 +24,7 @@ import structlog
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from actors.startup_queue import Handover
+from actors.handover import Handover
 from concierge.domain import Languages, Reply, nudge_outbox
 from concierge.observability import Check, Status
 from concierge.protocol import (

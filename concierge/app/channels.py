@@ -2,7 +2,8 @@
 
 Telegram and WAHA each contribute a ``ChannelSender`` for the outbox, supervised
 listeners (poller or webhook registration, "typing..." keep-alives, session watch)
-and, for webhooks, a Quart blueprint. Clients live as long as the daemon.
+and their webhook route: bare ASGI in front of the app for Telegram, a Quart
+blueprint for WAHA. Clients live as long as the daemon.
 """
 
 from __future__ import annotations

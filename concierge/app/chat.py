@@ -56,7 +56,7 @@ async def _stdin_lines() -> AsyncIterator[str]:
         yield line
 
 
-def command_kind(text: str) -> InboundKind:
+def _kind_of(text: str) -> InboundKind:
     return InboundKind.COMMAND if text.startswith("/") else InboundKind.TEXT
 
 
@@ -114,7 +114,7 @@ async def _one_turn(
         chat_id=user,
         external_id=uuid.uuid4().hex,
         text=text,
-        kind=command_kind(text),
+        kind=_kind_of(text),
         received_at=utcnow(),
         display_name=user,
     )

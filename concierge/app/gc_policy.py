@@ -6,7 +6,7 @@ live actor state, so each of those collections walked all of it again for
 nothing: 1.2-1.5 s of a 10,000-user burst, measured, while all it found was
 about 1,000 objects. Here only the young generation runs by allocation; the
 older ones run from a timer (``run_collector``), so a burst costs young
-collections only and cyclic garbage still waits at most ``young_every_s``.
+collections only and cyclic garbage still waits at most ``every_s``.
 """
 
 from __future__ import annotations
@@ -38,22 +38,22 @@ def tune_gc() -> None:
 
 async def run_collector(
     *,
-    young_every_s: float = 30.0,
+    every_s: float = 30.0,
     full_every: int = 20,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Collect the middle generation every ``young_every_s``, everything every ``full_every``-th time.
+    """Collect the middle generation every ``every_s``, everything every ``full_every``-th time.
 
     A collection blocks the event loop while it runs; the slow ones are logged.
     """
-    if not young_every_s > 0:
-        raise ValueError(f"young_every_s must be positive, got {young_every_s!r}")
+    if not every_s > 0:
+        raise ValueError(f"every_s must be positive, got {every_s!r}")
     if full_every < 1:
         raise ValueError(f"full_every must be at least 1, got {full_every!r}")
     task_status.started()
     sweeps = 0
     while True:
-        await trio.sleep(young_every_s)
+        await trio.sleep(every_s)
         sweeps += 1
         generation = 2 if sweeps % full_every == 0 else 1
         started = time.perf_counter()

@@ -14,9 +14,9 @@ import trio
 import trio.testing
 
 from actors import RouterStats, run_router
+from actors.handover import Handover
 from actors.inbox_replay import replay_once
 from actors.router import conversation_key
-from actors.startup_queue import Handover
 from concierge.domain import Reply as R
 from concierge.protocol import Inbound, ProviderCall, ProviderReply, TurnRecord, utcnow
 from concierge.settings import ApiKey

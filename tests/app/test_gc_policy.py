@@ -64,7 +64,7 @@ async def test_the_collector_frees_older_cyclic_garbage_on_its_timer(tuned_gc: N
 
 @pytest.mark.anyio
 async def test_bad_collector_settings_are_refused_with_their_name() -> None:
-    with pytest.raises(ValueError, match="young_every_s"):
-        await run_collector(young_every_s=0)
+    with pytest.raises(ValueError, match="every_s"):
+        await run_collector(every_s=0)
     with pytest.raises(ValueError, match="full_every"):
         await run_collector(full_every=0)
