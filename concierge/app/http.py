@@ -1,8 +1,9 @@
 """The HTTP face of the daemon: probes, metrics and the channels' webhooks.
 
-A QuartTrio app served by ``hypercorn.trio.serve`` as a supervised child. It holds
-no work of its own: webhook blueprints commit to the inbox and return, and
-everything else is read from the ``HealthBoard``.
+A QuartTrio app served by ``hypercorn.trio.serve`` as a supervised child, with
+bare-ASGI routes in front of it where speed matters (Telegram's webhook). It holds
+no work of its own: webhooks commit to the inbox and return, and everything else is
+read from the ``HealthBoard``.
 """
 
 from __future__ import annotations
