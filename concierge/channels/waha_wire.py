@@ -31,7 +31,6 @@ __all__ = [
     "ParsedMessage",
     "RejectReason",
     "Rejected",
-    "normalise_chat_id",
     "parse_chat_id",
     "parse_envelope",
     "sign",
@@ -161,11 +160,6 @@ def parse_chat_id(raw: str) -> ChatId:
     if server == "s.whatsapp.net":
         server = "c.us"
     return ChatId(value=f"{user}@{server}", kind=kind)
-
-
-def normalise_chat_id(raw: str) -> str:
-    """``parse_chat_id(raw).value``: the id replies are sent to."""
-    return parse_chat_id(raw).value
 
 
 def user_key_for(chat_id: str) -> str:
