@@ -191,7 +191,6 @@ class ProviderPool:
             raise ValueError("configure at most one offline provider")
         self._network = tuple(network)
         self._offline = offline[0] if offline else None
-        self._by_name = {p.name: p for p in (*network, *offline)}
         if credit_fetchers is None:
             credit_fetchers = {
                 p.name: fetch

@@ -106,16 +106,17 @@ async def test_throttling_without_a_hint_backs_off_exponentially() -> None:
     settings = pool_settings(provider_settings("primary", keys=("k1",)))
     pool = ProviderPool(adapters=[primary], settings=settings)
     primary.push(Fail(outcome=Outcome.THROTTLED), Fail(outcome=Outcome.THROTTLED))
-    slot = pool._by_name["primary"].ring.slots[0]
     for expected_max in (1.0, 2.0):
         before = trio.current_time()
         result = await pool.complete(
             ProviderCall(correlation_id="c", system="s", turns=TURNS, max_tokens=10, timeout_s=0.1)
         )
         assert isinstance(result, CompletionFailed)
-        assert slot.cooling_until is not None
-        assert expected_max / 2 <= slot.cooling_until - before <= expected_max
-        await trio.sleep_until(slot.cooling_until)
+        (key,) = pool.statistics().provider("primary").keys
+        assert key.cooling_for_s is not None
+        cooling_until = trio.current_time() + key.cooling_for_s
+        assert expected_max / 2 <= cooling_until - before <= expected_max
+        await trio.sleep_until(cooling_until)
 
 
 async def test_a_transient_failure_fails_over_to_the_next_provider_in_the_same_turn() -> None:
