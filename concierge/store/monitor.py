@@ -1,7 +1,7 @@
 """Whether the durable store and the session cache answer, learned from pings.
 
 A ``Monitor`` remembers the last ping (latency, error, time), flips between up and
-down, lets actors wait for either, and reports itself as a ``/health`` check
+down, lets a caller wait for either, and reports itself as a ``/health`` check
 (``postgres:responseTime``, ``redis:responseTime``, ...) and Prometheus metrics.
 The store and the cache differ only in parameters (``Monitor.of_store``,
 ``Monitor.of_cache``): how bad "down" is (``fail`` for the store, which stops ingest;
