@@ -141,20 +141,25 @@ class UserBudget:
 
     def metrics(self) -> Iterable[Metric]:
         s = self.statistics()
-        budget = GaugeMetricFamily(
-            "concierge_person_daily_token_budget", "Tokens one person may use per UTC day (0: none)"
-        )
-        budget.add_metric([], s.budget)
-        tokens = GaugeMetricFamily(
-            "concierge_people_tokens_today", "Tokens all people used today (providers' reports)"
-        )
-        tokens.add_metric([], s.tokens)
-        largest = GaugeMetricFamily(
-            "concierge_person_tokens_today_max", "The most tokens one person used today"
-        )
-        largest.add_metric([], s.largest)
-        over = GaugeMetricFamily(
-            "concierge_people_over_budget", "People who used their day's tokens"
-        )
-        over.add_metric([], s.over_budget)
-        return [budget, tokens, largest, over]
+        return [
+            GaugeMetricFamily(
+                "concierge_person_daily_token_budget",
+                "Tokens one person may use per UTC day (0: none)",
+                value=s.budget,
+            ),
+            GaugeMetricFamily(
+                "concierge_people_tokens_today",
+                "Tokens all people used today (providers' reports)",
+                value=s.tokens,
+            ),
+            GaugeMetricFamily(
+                "concierge_person_tokens_today_max",
+                "The most tokens one person used today",
+                value=s.largest,
+            ),
+            GaugeMetricFamily(
+                "concierge_people_over_budget",
+                "People who used their day's tokens",
+                value=s.over_budget,
+            ),
+        ]

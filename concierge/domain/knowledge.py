@@ -107,20 +107,8 @@ class KnowledgeBase:
             for t in section_terms[section]:
                 df[t] = df.get(t, 0) + 1
         for passage in self.passages:
-            section = passage.section
             body = terms(passage.text)
-            doc: dict[str, float] = {}
-            for t in body:
-                doc[t] = doc.get(t, 0.0) + 1.0
-            for t in set(terms(passage.label)):
-                doc[t] = doc.get(t, 0.0) + LABEL_BOOST
-            for t in set(terms(section.title)):
-                doc[t] = doc.get(t, 0.0) + TITLE_BOOST
-            for t in {t for h in section.path[:-1] for t in terms(h)}:
-                doc[t] = doc.get(t, 0.0) + PARENT_BOOST
-            for t in section_terms[section] - doc.keys():
-                doc[t] = CONTEXT_BOOST
-            docs.append(doc)
+            docs.append(self._term_weights(passage, body, section_terms[passage.section]))
             lengths.append(len(body))
         n = len(self.sections)
         self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
@@ -133,6 +121,30 @@ class KnowledgeBase:
             for term, tf in doc.items():
                 weight = self._idf[term] * tf * (self.K1 + 1) / (tf + norm)
                 self._postings.setdefault(term, []).append((i, weight))
+        self._index_derived_forms()
+
+    def _term_weights(
+        self, passage: Passage, body: Sequence[str], context: set[str]
+    ) -> dict[str, float]:
+        """A passage's term frequencies, its label's and headings' terms boosted, and the
+        rest of its section's terms (``context``) present at a low weight."""
+        terms = self.analyzer.terms
+        section = passage.section
+        doc: dict[str, float] = {}
+        for t in body:
+            doc[t] = doc.get(t, 0.0) + 1.0
+        for t in set(terms(passage.label)):
+            doc[t] = doc.get(t, 0.0) + LABEL_BOOST
+        for t in set(terms(section.title)):
+            doc[t] = doc.get(t, 0.0) + TITLE_BOOST
+        for t in {t for h in section.path[:-1] for t in terms(h)}:
+            doc[t] = doc.get(t, 0.0) + PARENT_BOOST
+        for t in context - doc.keys():
+            doc[t] = CONTEXT_BOOST
+        return doc
+
+    def _index_derived_forms(self) -> None:
+        """Index terms by prefix and by one deletion, for derived words and typos in queries."""
         self._by_prefix: dict[str, list[str]] = {}
         self._typos = TypoIndex[str]()
         for term in self._postings:

@@ -194,57 +194,63 @@ def pool_health_checks(stats: PoolStatistics) -> list[Check]:
     taking it out of rotation would help nobody); fail when no provider at all can
     answer.
     """
-    checks: list[Check] = []
     network = [p for p in stats.providers if not p.offline]
-    for p in network:
-        status = Status.WARN if p.down else Status.PASS
-        usable = sum(1 for k in p.keys if k.state is KeyState.ENABLED)
+    checks = [check for p in network for check in _provider_checks(p)]
+    checks.append(_overall_check(network, offline=any(p.offline for p in stats.providers)))
+    return checks
+
+
+def _provider_checks(p: ProviderStatistics) -> list[Check]:
+    """One network provider's circuit, its day's tokens, and each polled key's credit."""
+    status = Status.WARN if p.down else Status.PASS
+    usable = sum(1 for k in p.keys if k.state is KeyState.ENABLED)
+    checks = [
+        Check(
+            component="llm",
+            measurement="circuit",
+            component_id=p.name,
+            status=status,
+            observed_value=p.breaker.state.label,
+            output=p.last_error if status is not Status.PASS else None,
+            details={"keysUsable": usable, "keys": len(p.keys)},
+        ),
+        Check(
+            component="llm",
+            measurement="dailyTokens",
+            component_id=p.name,
+            status=Status.WARN if p.budget_spent else Status.PASS,
+            observed_value=p.tokens_today,
+            observed_unit="tokens today",
+            output="the day's token budget is spent" if p.budget_spent else None,
+            details={"budget": p.daily_tokens or None},
+        ),
+    ]
+    for k in p.keys:
+        if k.credit is None:
+            continue
+        credit_status = Status.WARN if (k.credit.exhausted or k.credit.error) else Status.PASS
         checks.append(
             Check(
                 component="llm",
-                measurement="circuit",
-                component_id=p.name,
-                status=status,
-                observed_value=p.breaker.state.label,
-                output=p.last_error if status is not Status.PASS else None,
-                details={"keysUsable": usable, "keys": len(p.keys)},
+                measurement="credits",
+                component_id=f"{p.name}/{k.alias}",
+                status=credit_status,
+                observed_value=k.credit.remaining,
+                observed_unit="USD",
+                output=k.credit.error,
+                time=k.credit.checked_at,
+                details={"limit": k.credit.limit, "usage": k.credit.usage},
             )
         )
-        checks.append(
-            Check(
-                component="llm",
-                measurement="dailyTokens",
-                component_id=p.name,
-                status=Status.WARN if p.budget_spent else Status.PASS,
-                observed_value=p.tokens_today,
-                observed_unit="tokens today",
-                output="the day's token budget is spent" if p.budget_spent else None,
-                details={"budget": p.daily_tokens or None},
-            )
-        )
-        for k in p.keys:
-            if k.credit is None:
-                continue
-            credit_status = Status.WARN if (k.credit.exhausted or k.credit.error) else Status.PASS
-            checks.append(
-                Check(
-                    component="llm",
-                    measurement="credits",
-                    component_id=f"{p.name}/{k.alias}",
-                    status=credit_status,
-                    observed_value=k.credit.remaining,
-                    observed_unit="USD",
-                    output=k.credit.error,
-                    time=k.credit.checked_at,
-                    details={"limit": k.credit.limit, "usage": k.credit.usage},
-                )
-            )
+    return checks
+
+
+def _overall_check(network: Sequence[ProviderStatistics], *, offline: bool) -> Check:
     down = [
         p.name if p.down else f"{p.name} (day's tokens spent)"
         for p in network
         if p.down or p.budget_spent
     ]
-    offline = any(p.offline for p in stats.providers)
     if network and len(down) == len(network):
         overall = Status.WARN if offline else Status.FAIL
         output = (
@@ -256,17 +262,14 @@ def pool_health_checks(stats: PoolStatistics) -> list[Check]:
         overall, output = Status.WARN, f"down: {', '.join(down)}"
     else:
         overall, output = Status.PASS, None
-    checks.append(
-        Check(
-            component="llm",
-            measurement="providers",
-            status=overall,
-            observed_value=len(network) - len(down),
-            observed_unit="providers up",
-            output=output,
-        )
+    return Check(
+        component="llm",
+        measurement="providers",
+        status=overall,
+        observed_value=len(network) - len(down),
+        observed_unit="providers up",
+        output=output,
     )
-    return checks
 
 
 # -- /metrics -------------------------------------------------------------------------------
