@@ -260,65 +260,82 @@ def with_telegram_webhook(
         stats=stats,
         retry_after_s=retry_after_s,
     )
-    header = SECRET_HEADER.lower().encode()
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != path:
             await app(scope, receive, send)
             return
         started = time.perf_counter()
-        answer = await answer_request(scope, receive)
+        answer = await _answer(
+            webhook,
+            scope,
+            receive,
+            max_body_bytes=max_body_bytes,
+            body_timeout_s=body_timeout_s,
+        )
         if answer is None:
             return
         if observe is not None:
             observe(path, scope["method"], answer.status, time.perf_counter() - started)
         await _respond(send, answer)
 
-    async def answer_request(scope: Scope, receive: Receive) -> Answer | None:
-        """The answer to send; ``None`` when the client went away."""
-        if scope["method"] != "POST":
-            return Answer(
-                status=405, error="method not allowed on this route", headers={"Allow": "POST"}
-            )
-        headers = {k: v.decode("latin-1") for k, v in scope["headers"]}
-
-        async def read_body() -> bytes:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Disconnected
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > max_body_bytes:
-                    raise _TooLarge
-                chunks.append(chunk)
-                if not message.get("more_body"):
-                    return b"".join(chunks)
-
-        async def read_body_in_time() -> bytes:
-            with trio.fail_after(body_timeout_s):
-                return await read_body()
-
-        try:
-            return await webhook.handle(
-                headers.get(header), read_body_in_time, content_type=headers.get(b"content-type")
-            )
-        except _TooLarge:
-            return Answer(status=413, error=f"request body larger than {max_body_bytes} bytes")
-        except trio.TooSlowError:
-            webhook.stats.timed_out += 1
-            log.warning("telegram.webhook_timed_out", body_timeout_s=body_timeout_s)
-            return Answer(
-                status=408,
-                error=f"the body did not arrive within {body_timeout_s:g} s",
-                headers={"Connection": "close"},
-            )
-        except _Disconnected:
-            return None
-
     return route
+
+
+_HEADER = SECRET_HEADER.lower().encode()
+
+
+async def _answer(
+    webhook: TelegramWebhook,
+    scope: Scope,
+    receive: Receive,
+    *,
+    max_body_bytes: int,
+    body_timeout_s: float,
+) -> Answer | None:
+    """The answer to send; ``None`` when the client went away."""
+    if scope["method"] != "POST":
+        return Answer(
+            status=405, error="method not allowed on this route", headers={"Allow": "POST"}
+        )
+    headers = {k: v.decode("latin-1") for k, v in scope["headers"]}
+
+    async def read_body_in_time() -> bytes:
+        with trio.fail_after(body_timeout_s):
+            return await _read_body(receive, max_body_bytes)
+
+    try:
+        return await webhook.handle(
+            headers.get(_HEADER), read_body_in_time, content_type=headers.get(b"content-type")
+        )
+    except _TooLarge:
+        return Answer(status=413, error=f"request body larger than {max_body_bytes} bytes")
+    except trio.TooSlowError:
+        webhook.stats.timed_out += 1
+        log.warning("telegram.webhook_timed_out", body_timeout_s=body_timeout_s)
+        return Answer(
+            status=408,
+            error=f"the body did not arrive within {body_timeout_s:g} s",
+            headers={"Connection": "close"},
+        )
+    except _Disconnected:
+        return None
+
+
+async def _read_body(receive: Receive, max_body_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 async def _respond(send: Send, answer: Answer) -> None:
