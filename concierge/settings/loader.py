@@ -18,6 +18,7 @@ from concierge.protocol import Channel
 from concierge.settings.errors import SettingsError
 from concierge.settings.models import (
     ApiKey,
+    ApiSettings,
     BreakerSettings,
     ConversationSettings,
     HttpSettings,
@@ -218,6 +219,12 @@ def load_settings(
             missing,
             "staff notifications need both CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID",
         )
+    if staff_channel == Channel.TELEGRAM and not re.match(r"^-?\d{1,20}$", staff_chat_id or ""):
+        raise SettingsError(
+            "CONCIERGE_STAFF_CHAT_ID",
+            f"a Telegram chat id is a number (a group's is negative, e.g. -1001234567890), "
+            f"got {staff_chat_id!r}",
+        )
     conversation = ConversationSettings(
         config_dir=config_dir,
         idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
@@ -235,8 +242,13 @@ def load_settings(
         max_tokens=max_tokens,
         user_daily_tokens=r.get("CONCIERGE_USER_DAILY_TOKENS"),
     )
-    telegram = _telegram(r)
-    waha = _waha(r)
+    telegram = _telegram(r, staff_chat_id if staff_channel == Channel.TELEGRAM else None)
+    waha = _waha(r, staff_chat_id if staff_channel == Channel.WAHA else None)
+    api = ApiSettings(
+        keys=r.get("CONCIERGE_JWT_KEYS") or (),
+        issuer=r.get("CONCIERGE_JWT_ISSUER"),
+        audience=r.get("CONCIERGE_JWT_AUDIENCE"),
+    )
     drain_timeout_s = r.get("CONCIERGE_DRAIN_TIMEOUT_S")
     # Read every documented option so `check` shows them all.
     for name in OPTIONS:
@@ -251,13 +263,14 @@ def load_settings(
         conversation=conversation,
         telegram=telegram,
         waha=waha,
+        api=api,
         drain_timeout_s=drain_timeout_s,
         config_dir=config_dir,
         effective=tuple((name, value, secret) for name, (value, secret) in r.seen.items()),
     )
 
 
-def _telegram(r: _Reader) -> TelegramSettings | None:
+def _telegram(r: _Reader, staff_chat_id: str | None) -> TelegramSettings | None:
     token = r.get("TELEGRAM_BOT_TOKEN")
     mode = r.get("TELEGRAM_MODE")
     webhook_url = r.get("TELEGRAM_WEBHOOK_URL")
@@ -292,10 +305,11 @@ def _telegram(r: _Reader) -> TelegramSettings | None:
         api_base_url=api_base_url,
         poll_timeout_s=poll_timeout_s,
         max_connections=max_connections,
+        staff_chat_id=staff_chat_id,
     )
 
 
-def _waha(r: _Reader) -> WahaSettings | None:
+def _waha(r: _Reader, staff_chat_id: str | None) -> WahaSettings | None:
     url = r.get("WAHA_URL")
     api_key = r.get("WAHA_API_KEY")
     session = r.get("WAHA_SESSION")
@@ -324,4 +338,5 @@ def _waha(r: _Reader) -> WahaSettings | None:
         typing_chars_per_s=typing_chars_per_s,
         typing_max_s=typing_max_s,
         max_part_chars=max_part_chars,
+        staff_chat_id=staff_chat_id,
     )
