@@ -264,7 +264,11 @@ async def run_outbox_sender(
         attempt = row.attempts + 1
         match result.status:
             case SendStatus.SENT:
-                await _persist("mark_sent", row, lambda: store.mark_sent(row.outbox_id))
+                await _persist(
+                    "mark_sent",
+                    row,
+                    lambda: store.mark_sent(row.outbox_id, message_ids=result.message_ids),
+                )
                 stats.sent += 1
                 log_.info("outbox.sent", attempt=attempt)
             case SendStatus.RETRY if attempt < pacing.max_attempts:

@@ -114,6 +114,7 @@ async def open_channel_parts(
                     stats=webhook_stats,
                     max_body_bytes=settings.http.max_body_bytes,
                     body_timeout_s=settings.http.read_timeout_s,
+                    staff_chat_id=telegram.staff_chat_id,
                 )
             )
             parts.listeners.append(
