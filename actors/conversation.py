@@ -45,6 +45,7 @@ from concierge.domain import (
     UserRateLimiter,
     parse_command,
     read_judgement,
+    staff_forward,
     staff_notice,
 )
 from concierge.protocol import (
@@ -62,6 +63,7 @@ from concierge.protocol import (
     PresenceMsg,
     ProviderCall,
     ProviderPoolMsg,
+    Role,
     ServiceType,
     Turn,
     TurnCompleted,
@@ -75,6 +77,9 @@ from concierge.store import Conversations, Handoffs, Inbox, SessionCache, StoreE
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+STAFF_NOTICE_TURNS = 5
+"""Recorded messages a handoff notice quotes before the one that asked for a person."""
 
 SEEN_MEMORY = 64
 """Inbox ids an actor remembers to drop replays of rows it already handled."""
@@ -377,7 +382,21 @@ class Conversation:
             )
         if handoff is not None:
             deps.metrics.silent_in_handoff += 1
-            return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN, recorded=msg.text)
+            forward = staff_forward(
+                settings=deps.settings,
+                languages=deps.languages,
+                handoff=handoff,
+                who=msg.display_name or self.user_key,
+                text=msg.text,
+                correlation_id=msg.correlation_id,
+            )
+            return _Outcome(
+                reply="",
+                service_type=ServiceType.CONTACT_HUMAIN,
+                recorded=msg.text,
+                staff=forward,
+                handoff_id=handoff.handoff_id,
+            )
 
         if not await deps.limiter.allow(self.user_key):
             deps.metrics.rate_limited += 1
@@ -483,13 +502,17 @@ class Conversation:
             urgent=handoff.urgent,
             channel=msg.channel.value,
         )
+        # Staff replies reach the user without this actor: once the handoff ends, the
+        # window is rebuilt from the recorded messages, theirs included.
+        await deps.window.clear(self.user_key)
+        recent = await deps.store.recent_turns(self.conversation_id, limit=STAFF_NOTICE_TURNS)
         staff = staff_notice(
             settings=deps.settings,
             languages=deps.languages,
             handoff=handoff,
             channel=msg.channel,
             who=msg.display_name or self.user_key,
-            excerpt=msg.text,
+            recent=(*recent, Turn(role=Role.USER, text=msg.text)),
             distress=alarm,
         )
         if urgent:

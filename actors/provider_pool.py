@@ -531,6 +531,22 @@ class ProviderPool:
     def metrics(self) -> Iterable[Metric]:
         return pool_metrics(self.statistics())
 
+    def set_key_enabled(
+        self, provider: str, alias: str, *, enabled: bool, by: str, reason: str = ""
+    ) -> KeyStatistics:
+        """Take a key out of rotation or bring it back, now (an operator's decision).
+
+        It lasts until changed again or the process restarts. Raises ``KeyError`` for an
+        unknown provider or alias.
+        """
+        found = self._by_name.get(provider)
+        if found is None or found.adapter.kind == "offline":
+            raise KeyError(f"no provider named {provider!r} with API keys")
+        slot = found.ring.set_by_operator(alias, enabled=enabled, by=by, reason=reason)
+        (snapshot,) = (k for k in found.ring.snapshot() if k.alias == slot.key.alias)
+        credits = self._credits
+        return KeyStatistics.of(snapshot, credits.reading(provider, alias) if credits else None)
+
     async def poll_credits(self) -> None:
         """Poll every credit-reporting provider now, as the periodic poll does."""
         if self._credits is not None:

@@ -69,6 +69,7 @@ class KeyStatistics:
     alias: str
     state: KeyState
     disabled_reason: str | None
+    disabled_by: str | None
     cooling_for_s: float | None
     successes: int
     failures: int
@@ -81,6 +82,7 @@ class KeyStatistics:
             alias=key.alias,
             state=key.state,
             disabled_reason=key.disabled_reason,
+            disabled_by=key.disabled_by,
             cooling_for_s=key.cooling_for_s,
             successes=key.successes,
             failures=key.failures,
