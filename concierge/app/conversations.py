@@ -1,4 +1,4 @@
-"""Build the conversations subtree: keyed conversation actors, router, inbox replay, handoff sweeper.
+"""Build the conversations subtree: conversation actors, router, staff desk, inbox replay, sweeper.
 
 The composition root calls ``build_conversations`` once and plugs
 ``service.supervisor.run`` into the root supervisor; ``service`` (and
@@ -15,6 +15,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from actors import (
+    STAFF_QUEUE,
     ConversationDeps,
     ConversationMetrics,
     RouterStats,
@@ -23,12 +24,15 @@ from actors import (
     run_handoff_sweeper,
     run_inbox_replay,
     run_router,
+    run_staff_desk,
 )
 from concierge.domain import (
+    Desk,
     KnowledgeBase,
     Languages,
     OpenHandoffs,
     PromptBook,
+    StaffChat,
     TriageRules,
     UserBudget,
     UserRateLimiter,
@@ -44,6 +48,7 @@ from concierge.protocol import (
     PresenceMsg,
     ProviderPoolMsg,
     RouterMsg,
+    StaffDeskMsg,
     TurnCompleted,
 )
 from concierge.settings import ConversationSettings, SupervisionSettings
@@ -56,7 +61,8 @@ class ConversationsService:
     """What the composition root needs from the conversations subtree.
 
     ``supervisor`` goes into the root supervisor (``ChildSpec(start=service.supervisor.run)``);
-    the service itself is an ``Observable`` (router counters plus turn counters).
+    the service itself is an ``Observable`` (router counters plus turn counters). ``desk``
+    is the staff desk's logic, shared with the operator API.
     """
 
     supervisor: Supervisor
@@ -68,6 +74,7 @@ class ConversationsService:
     triage: TriageRules
     prompts: PromptBook
     open_handoffs: OpenHandoffs
+    desk: Desk
 
     def statistics(self) -> dict[str, object]:
         m = self.turn_metrics
@@ -200,6 +207,10 @@ def build_conversations(
         open_handoffs=open_handoffs,
         budget=budget,
     )
+    staff = StaffChat.of(settings)
+    desk = Desk(store=store, languages=languages, outbox_nudges=outbox_nudges, staff=staff)
+    # Owned here, like the router's inbox: a restarted staff desk reads the same queue.
+    staff_send, staff_receive = trio.open_memory_channel[StaffDeskMsg](STAFF_QUEUE)
     backoff = Backoff(initial_s=supervision.backoff_initial_s, max_s=supervision.backoff_max_s)
     conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]] = KeyedSupervisor(
         name="conversations",
@@ -238,7 +249,11 @@ def build_conversations(
                     languages=languages,
                     stats=stats,
                     queue_size=settings.queue_size,
+                    staff_desk=staff_send,
                 ),
+            ),
+            ChildSpec(
+                id="staff_desk", start=partial(run_staff_desk, inbox=staff_receive, desk=desk)
             ),
             ChildSpec(
                 id="inbox_replay",
@@ -270,6 +285,7 @@ def build_conversations(
                     interval_s=sweep_s,
                     outbox_nudges=outbox_nudges,
                     watch=open_handoffs,
+                    staff=staff,
                 ),
             ),
         ],
@@ -289,4 +305,5 @@ def build_conversations(
         triage=triage,
         prompts=prompts,
         open_handoffs=open_handoffs,
+        desk=desk,
     )

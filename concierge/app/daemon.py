@@ -27,7 +27,9 @@ from actors import (
     run_retention,
 )
 from concierge import __version__
+from concierge.app.api import ApiDeps, ApiStatus, install_api
 from concierge.app.channels import ChannelParts, open_channel_parts
+from concierge.app.console import console_blueprint
 from concierge.app.conversations import build_conversations
 from concierge.app.gc_policy import run_collector, tune_gc
 from concierge.app.http import check_can_listen, create_app, run_http
@@ -323,7 +325,18 @@ def build_tree(
         rt.board.watch_supervisor(channels.statistics)
         children.append(ChildSpec(id="channels", start=channels.run, shutdown_s=5))
     if http:
-        app: Any = create_app(board=rt.board, settings=settings.http, blueprints=blueprints)
+        api_status = ApiStatus(signing_keys=len(settings.api.keys))
+        rt.board.register(api_status)
+        install = []
+        if settings.api.enabled:
+            deps = ApiDeps(
+                settings=settings.api, desk=conversations.desk, pool=pool, status=api_status
+            )
+            install.append(partial(install_api, deps=deps))
+            blueprints = (*blueprints, console_blueprint())
+        app: Any = create_app(
+            board=rt.board, settings=settings.http, blueprints=blueprints, install=install
+        )
         observe = app.extensions["concierge.request_metrics"].observe
         for wrap in asgi_wrappers:
             app = wrap(app, observe=observe)

@@ -1,8 +1,9 @@
-"""The HTTP face of the daemon: probes, metrics and the channels' webhooks.
+"""The HTTP face of the daemon: probes, metrics, the channels' webhooks, the operator API.
 
 A QuartTrio app served by ``hypercorn.trio.serve`` as a supervised child. It holds
-no work of its own: webhook blueprints commit to the inbox and return, and
-everything else is read from the ``HealthBoard``.
+no work of its own: webhook blueprints commit to the inbox and return, probes read
+the ``HealthBoard``, and the operator API and console (mounted by ``install`` hooks)
+call the staff desk. Errors under ``/api/`` are problem documents like the API's own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 
+from concierge.app.api import problem_response
 from concierge.app.errors import CannotListen
 from concierge.observability import HealthBoard, Status
 from concierge.protocol import new_correlation_id
@@ -103,8 +105,10 @@ def create_app(
     board: HealthBoard,
     settings: HttpSettings,
     blueprints: Sequence[Blueprint] = (),
+    install: Sequence[Callable[[QuartTrio], None]] = (),
 ) -> QuartTrio:
-    """Build the app; ``blueprints`` carry the channels' webhook routes."""
+    """Build the app; ``blueprints`` carry the channels' webhook routes, ``install`` hooks
+    mount the rest (the operator API and the console)."""
     app = QuartTrio("concierge")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.read_timeout_s
@@ -165,19 +169,27 @@ def create_app(
 
     @app.errorhandler(413)
     async def too_large(_: Exception) -> Response:
-        return _json({"error": f"request body larger than {settings.max_body_bytes} bytes"}, 413)
+        return _error(413, f"request body larger than {settings.max_body_bytes} bytes")
 
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:
-        return _json({"error": "no such route"}, 404)
+        return _error(404, "no such route")
 
     @app.errorhandler(405)
     async def wrong_method(_: Exception) -> Response:
-        return _json({"error": "method not allowed on this route"}, 405)
+        return _error(405, "method not allowed on this route")
 
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    for hook in install:
+        hook(app)
     return app
+
+
+def _error(status: int, message: str) -> Response:
+    if request.path.startswith("/api/"):
+        return problem_response(status, message)
+    return _json({"error": message}, status)
 
 
 def _json(

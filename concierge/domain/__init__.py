@@ -30,6 +30,7 @@ from .desk import (
     DeskStore as DeskStore,
     HandoffPage as HandoffPage,
     Operator as Operator,
+    record_action as record_action,
 )
 from .distress import (
     Distress as Distress,

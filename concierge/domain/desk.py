@@ -215,23 +215,30 @@ class Desk:
 
     async def note(self, operator: Operator, action: str, target: str, *, detail: str = "") -> None:
         """Record an operator action in the audit trail and the log."""
-        await self.store.record_audit(
-            AuditEntry(
-                actor=operator.name,
-                role=operator.role,
-                action=action,
-                target=target,
-                via=operator.via,
-                detail=detail,
-                correlation_id=operator.correlation_id,
-            )
-        )
-        log.info(
-            "audit.recorded",
+        await record_action(self.store, operator, action, target, detail=detail)
+
+
+async def record_action(
+    store: Audit, operator: Operator, action: str, target: str, *, detail: str = ""
+) -> None:
+    """Store one operator action (who, what, on whom, how; when is now) and log it."""
+    await store.record_audit(
+        AuditEntry(
             actor=operator.name,
             role=operator.role,
             action=action,
             target=target,
             via=operator.via,
+            detail=detail,
             correlation_id=operator.correlation_id,
         )
+    )
+    log.info(
+        "audit.recorded",
+        actor=operator.name,
+        role=operator.role,
+        action=action,
+        target=target,
+        via=operator.via,
+        correlation_id=operator.correlation_id,
+    )
