@@ -19,15 +19,28 @@ from quart_schema.validation import (
     QUART_SCHEMA_REQUEST_ATTRIBUTE,
 )
 from werkzeug.routing import Rule
-from werkzeug.routing.converters import BaseConverter, IntegerConverter
+from werkzeug.routing.converters import BaseConverter
 
 from concierge.app.api.auth import Role
 from concierge.app.api.guard import ANSWERS_ATTRIBUTE, ROLE_ATTRIBUTE
-from concierge.app.api.models import Problem
+from concierge.app.api.models import MAX_ID, Problem
 from concierge.app.api.problems import PROBLEM_TYPE
 
 API_PREFIX = "/api/v1"
 BEARER = "bearer"
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a row id of 1 to 18 digits (anything longer matches no route: 404)."""
+
+    regex = r"\d{1,18}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: object) -> str:
+        return str(value)
 
 
 class ApiDocument(OpenAPIProvider):
@@ -38,11 +51,25 @@ class ApiDocument(OpenAPIProvider):
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter: dict[str, Any] = super().build_path_parameter(name, converter)
-        if isinstance(converter, IntegerConverter):
-            parameter["schema"]["minimum"] = converter.min or 0
-            if converter.max is not None:
-                parameter["schema"]["maximum"] = converter.max
+        if isinstance(converter, IdConverter):
+            parameter["schema"] = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
         return parameter
+
+    def build_querystring_parameters(
+        self, model: Any
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """quart-schema leaves out which parameters are required: the model says."""
+        parameters, definitions = super().build_querystring_parameters(model)
+        required = set(model.model_json_schema().get("required", ()))
+        for parameter in parameters:
+            if parameter["name"] in required:
+                parameter["required"] = True
+        return parameters, definitions
+
+    def build_request_body(self, model: Any, source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        body, definitions = super().build_request_body(model, source)
+        body["required"] = True
+        return body, definitions
 
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)

@@ -8,7 +8,6 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from concierge.app.api.auth import Principal, Role
 from concierge.app.api.guard import Guard, answers, operator_of
 from concierge.app.api.models import (
-    MAX_ID,
     ClaimQuery,
     DetailQuery,
     Handoff,
@@ -24,7 +23,7 @@ from concierge.app.api.models import (
 from concierge.app.api.problems import Problem
 from concierge.domain import Desk
 
-ID = f"<int(max={MAX_ID}):handoff_id>"
+ID = "<id:handoff_id>"
 
 
 def add_handoff_routes(bp: Blueprint, guard: Guard, desk: Desk) -> None:

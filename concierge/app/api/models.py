@@ -21,13 +21,25 @@ from concierge.protocol import (
 )
 from concierge.providers import KeyStatistics, ProviderStatistics
 
-MAX_ID = 2**63 - 1
+MAX_ID = 10**18 - 1
+"""The largest row id a path or a page bound takes (ids are 64-bit; 18 digits at most)."""
 MAX_REPLY_CHARS = 4000
 
 
+BLANKS = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+"""White space as JSON Schema patterns (ECMA-262 ``\\s``) see it, so the document and the
+check agree on what a blank text is."""
+NOT_BLANK = f"[^{BLANKS}]"
+_BLANK_CHARS = (
+    "".join(chr(c) for c in (*b"\t\n\v\f\r ", 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029))
+    + "\u202f\u205f\u3000\ufeff"
+)
+
+
 def _printable(text: str) -> str:
-    """What a person typed, storable and sendable: no NUL, no lone surrogates, trimmed."""
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
+    """What a person typed, storable and sendable: NUL and lone surrogates replaced, trimmed."""
+    cleaned = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return cleaned.strip(_BLANK_CHARS)
 
 
 class _Model(BaseModel):
@@ -66,27 +78,15 @@ class LookupQuery(_Model):
 
 
 class ReplyBody(_Model):
-    text: str = Field(..., min_length=1, max_length=MAX_REPLY_CHARS)
+    text: str = Field(..., min_length=1, max_length=MAX_REPLY_CHARS, pattern=NOT_BLANK)
 
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        cleaned = _printable(value)
-        if not cleaned:
-            raise ValueError("the reply is empty")
-        return cleaned
+    _clean = field_validator("text")(lambda value: _printable(value))
 
 
 class DisableBody(_Model):
-    reason: str = Field(..., min_length=1, max_length=200)
+    reason: str = Field(..., min_length=1, max_length=200, pattern=NOT_BLANK)
 
-    @field_validator("reason")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        cleaned = _printable(value)
-        if not cleaned:
-            raise ValueError("say why the key is disabled")
-        return cleaned
+    _clean = field_validator("reason")(lambda value: _printable(value))
 
 
 # -- responses --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from actors import ProviderPool
 from concierge import __version__
 from concierge.app.api.audit import add_audit_routes
 from concierge.app.api.auth import TokenVerifier
-from concierge.app.api.document import API_PREFIX, BEARER, ApiDocument
+from concierge.app.api.document import API_PREFIX, BEARER, ApiDocument, IdConverter
 from concierge.app.api.guard import Guard, Unauthorized
 from concierge.app.api.handoffs import add_handoff_routes
 from concierge.app.api.keys import add_key_routes
@@ -41,6 +41,7 @@ class ApiDeps:
 
 def install_api(app: QuartTrio, deps: ApiDeps) -> None:
     """Mount ``/api/v1`` and ``/api/v1/openapi.json`` on ``app``."""
+    app.url_map.converters["id"] = IdConverter
     guard = Guard(TokenVerifier(deps.settings), deps.status)
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
     bp.after_request(_private)
@@ -100,6 +101,10 @@ def _answer_errors(bp: Blueprint) -> None:
     async def invalid(exc: RequestSchemaValidationError) -> Response:
         return problem_response(400, _validation_detail(exc.validation_error))
 
+    @bp.errorhandler(UnicodeDecodeError)
+    async def not_utf8(_: UnicodeDecodeError) -> Response:
+        return problem_response(400, "the body is not UTF-8 JSON")
+
     @bp.errorhandler(StoreUnavailable)
     async def store_down(exc: StoreUnavailable) -> Response:
         log.warning("api.store_unavailable", reason=str(exc))
@@ -127,5 +132,9 @@ def _validation_detail(error: Exception) -> str:
     parts = []
     for item in errors()[:5]:
         where = ".".join(str(p) for p in item.get("loc", ())) or "body"
-        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+        if item.get("type") == "string_pattern_mismatch":  # NOT_BLANK: the only pattern
+            message = "must not be blank"
+        else:
+            message = item.get("msg", "invalid")
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)

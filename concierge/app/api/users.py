@@ -6,11 +6,11 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_response
 
 from concierge.app.api.auth import Principal, Role
-from concierge.app.api.guard import Guard, operator_of
-from concierge.app.api.models import MAX_ID, Erased, LookupQuery, MessagePage, PageQuery, User
+from concierge.app.api.guard import Guard, answers, operator_of
+from concierge.app.api.models import Erased, LookupQuery, MessagePage, PageQuery, User
 from concierge.domain import Desk
 
-ID = f"<int(max={MAX_ID}):user_id>"
+ID = "<id:user_id>"
 
 
 def add_user_routes(bp: Blueprint, guard: Guard, desk: Desk) -> None:
@@ -18,6 +18,7 @@ def add_user_routes(bp: Blueprint, guard: Guard, desk: Desk) -> None:
 
     @bp.get("/users")
     @admin
+    @answers(404)
     @validate_querystring(LookupQuery)
     @validate_response(User)
     async def find_user(*, principal: Principal, query_args: LookupQuery) -> User:

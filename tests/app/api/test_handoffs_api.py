@@ -128,7 +128,7 @@ async def test_the_conversation_pages_back(api: Api) -> None:
         ("post", "/api/v1/handoffs/999/close", None, 404, "there is no handoff 999"),
         ("get", "/api/v1/handoffs?state=lost", None, 400, "state"),
         ("get", "/api/v1/handoffs?limit=0", None, 400, "limit"),
-        ("post", "/api/v1/handoffs/1/reply", {"text": "   "}, 400, "the reply is empty"),
+        ("post", "/api/v1/handoffs/1/reply", {"text": " \n "}, 400, "text: must not be blank"),
         ("post", "/api/v1/handoffs/1/reply", {"text": "x" * 4001}, 400, "text"),
         ("post", "/api/v1/handoffs/1/reply", {"txt": "oui"}, 400, "text"),
         ("get", "/api/v1/nothing-here", None, 404, "no such route"),
