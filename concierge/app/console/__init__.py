@@ -1,4 +1,4 @@
-"""The staff console at ``/console``: one page, one script, one stylesheet, no build step.
+"""The staff console at ``/console``: one page, one script, one stylesheet, an icon, no build step.
 
 Plain JavaScript against the operator API (no library, so nothing to pin), served with
 a strict Content-Security-Policy: only this origin's script, style and API, no inline
@@ -39,6 +39,7 @@ _FILES = {
     "page": ("console.html", "text/html; charset=utf-8"),
     "script": ("console.js", "text/javascript; charset=utf-8"),
     "style": ("console.css", "text/css; charset=utf-8"),
+    "icon": ("favicon.svg", "image/svg+xml"),
 }
 
 
@@ -66,5 +67,9 @@ def console_blueprint() -> Blueprint:
     @bp.get(f"{CONSOLE_PATH}/console.css")
     async def style() -> Response:
         return serve("style")
+
+    @bp.get(f"{CONSOLE_PATH}/favicon.svg")
+    async def icon() -> Response:
+        return serve("icon")
 
     return bp
