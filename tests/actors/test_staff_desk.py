@@ -8,10 +8,14 @@ Telegram parser gives messages of the staff chat.
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from actors import RouterStats, run_router
 from concierge.domain import Reply as R, reply_text
 from concierge.protocol import (
     Channel,
@@ -22,7 +26,8 @@ from concierge.protocol import (
     ServiceType,
     utcnow,
 )
-from tests.actors.harness import Harness, running_concierge
+from concierge.store import open_store
+from tests.actors.harness import Harness, running_concierge, store_settings
 from tests.channels.telegram_support import eventually
 from tests.providers.scripted import Reply, ScriptedAdapter
 
@@ -196,3 +201,73 @@ async def test_a_staff_message_handled_twice_sends_its_answer_once(tmp_path: Pat
         await settled(h, marker)
         staff_answers = [r for r in await h.replies_to("u1") if "Une seule fois" in r]
         assert len(staff_answers) == 1
+
+
+async def test_once_closed_the_concierge_knows_what_staff_said(tmp_path: Path) -> None:
+    adapter = echo()
+    async with running_concierge(tmp_path, adapters=[adapter], **STAFF) as h:
+        handoff_id = await open_handoff(h)
+        row = await from_staff(h, f"/r {handoff_id} La messe de dimanche est à 11h cette semaine.")
+        await settled(h, row)
+        closing = await from_staff(h, f"/close {handoff_id}")
+        await settled(h, closing)
+        await h.ask("Et en semaine ?")
+        call, _ = adapter.calls[-1]
+        said = [t.text for t in call.turns]
+        assert "La messe de dimanche est à 11h cette semaine." in said
+        assert "Et en semaine ?" in said[-1]
+
+
+class NoConversations:
+    """The router's conversations, never asked for here: only staff messages pass."""
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def get(self, key: str) -> None:
+        return None
+
+    def start_child_soon(self, key: str, *args: Any) -> None:
+        raise AssertionError("a staff message started a conversation")
+
+
+async def test_a_staff_message_the_desk_cannot_take_now_stays_pending_for_the_replayer(
+    tmp_path: Path,
+) -> None:
+    async with open_store(store_settings(tmp_path)) as store:
+        desk_send, desk_receive = trio.open_memory_channel[Inbound](1)  # nobody reads it
+        router_send, router_receive = trio.open_memory_channel[Inbound](10)
+        stats = RouterStats()
+        rows = []
+        for n in range(2):
+            message = InboundMessage(
+                correlation_id=f"c{n}",
+                channel=Channel.TELEGRAM,
+                user_key="staff:telegram:42",
+                chat_id=STAFF_CHAT,
+                external_id=f"u{n}",
+                text=f"/r 1 n°{n}",
+                kind=InboundKind.STAFF,
+                received_at=utcnow(),
+            )
+            accepted = await store.accept(message)
+            rows.append(Inbound.committed(message, inbox_id=accepted.inbox_id))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    run_router,
+                    inbox=router_receive,
+                    conversations=NoConversations(),
+                    store=store,
+                    outbox_nudges={},
+                    stats=stats,
+                    staff_desk=desk_send,
+                )
+            )
+            for row in rows:
+                await router_send.send(row)
+            await eventually(lambda: stats.staff_routed + stats.staff_deferred == 2)
+            assert (stats.staff_routed, stats.staff_deferred) == (1, 1)
+            assert desk_receive.receive_nowait() == rows[0]
+            assert [p.inbox_id for p in await store.pending_inbox()] == [r.inbox_id for r in rows]
+            nursery.cancel_scope.cancel()
