@@ -60,7 +60,7 @@ def mint(
         "role": role,
         "iat": now,
         "nbf": now,
-        "exp": now + 600,
+        "exp": now + 86_400,  # the module-level tokens outlive a slow run of the suite
         "jti": "test",
     }
     body.update(claims)
