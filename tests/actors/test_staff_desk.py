@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from actors import RouterStats, run_router
-from concierge.domain import Reply as R, reply_text
+from concierge.domain import Reply as R
 from concierge.protocol import (
     Channel,
     Inbound,
@@ -27,14 +27,17 @@ from concierge.protocol import (
     utcnow,
 )
 from concierge.store import open_store
-from tests.actors.harness import Harness, running_concierge, store_settings
-from tests.channels.telegram_support import eventually
+from tests import shipped
+from tests.actors.harness import Harness, running_concierge
 from tests.providers.scripted import Reply, ScriptedAdapter
+from tests.shipped import reply_text
+from tests.stores import store_settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
 STAFF_CHAT = "-1001234"
-STAFF = {"staff_channel": Channel.TELEGRAM, "staff_chat_id": STAFF_CHAT}
+STAFF: dict[str, Any] = {"staff_channel": Channel.TELEGRAM, "staff_chat_id": STAFF_CHAT}
 BOB = "Bob (telegram:42)"
 _updates = itertools.count(1)
 
@@ -71,7 +74,7 @@ async def settled(h: Harness, row: Inbound) -> None:
     async def done() -> bool:
         return all(p.inbox_id != row.inbox_id for p in await h.store.pending_inbox())
 
-    await eventually(done, within_s=20)
+    await eventually(done, f"staff message {row.inbox_id} to be settled", timeout_s=20)
 
 
 async def open_handoff(h: Harness) -> int:
@@ -234,7 +237,7 @@ class NoConversations:
 async def test_a_staff_message_the_desk_cannot_take_now_stays_pending_for_the_replayer(
     tmp_path: Path,
 ) -> None:
-    async with open_store(store_settings(tmp_path)) as store:
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
         desk_send, desk_receive = trio.open_memory_channel[Inbound](1)  # nobody reads it
         router_send, router_receive = trio.open_memory_channel[Inbound](10)
         stats = RouterStats()
@@ -260,13 +263,16 @@ async def test_a_staff_message_the_desk_cannot_take_now_stays_pending_for_the_re
                     conversations=NoConversations(),
                     store=store,
                     outbox_nudges={},
+                    languages=shipped.languages(),
                     stats=stats,
                     staff_desk=desk_send,
                 )
             )
             for row in rows:
                 await router_send.send(row)
-            await eventually(lambda: stats.staff_routed + stats.staff_deferred == 2)
+            await eventually(
+                lambda: stats.staff_routed + stats.staff_deferred == 2, "both rows routed"
+            )
             assert (stats.staff_routed, stats.staff_deferred) == (1, 1)
             assert desk_receive.receive_nowait() == rows[0]
             assert [p.inbox_id for p in await store.pending_inbox()] == [r.inbox_id for r in rows]

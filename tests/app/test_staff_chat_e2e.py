@@ -8,13 +8,15 @@ message reaches the user, through the durable inbox and outbox.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-import trio
 
-from concierge.domain import Reply as R, reply_text
-from tests.app.test_channels_e2e import daemon, eventually
+from concierge.domain import Reply as R
+from tests.app.test_channels_e2e import daemon
 from tests.fakes.telegram_api import FakeTelegram
+from tests.shipped import reply_text
+from tests.waiting import eventually, owes_nothing
 
 pytestmark = pytest.mark.anyio
 
@@ -34,15 +36,15 @@ async def test_a_reply_to_the_notice_in_the_staff_group_reaches_the_user(tmp_pat
             TELEGRAM_POLL_TIMEOUT_S="1",
             CONCIERGE_STAFF_CHANNEL="telegram",
             CONCIERGE_STAFF_CHAT_ID=str(STAFF_CHAT),
-        ),
+        ) as rt,
     ):
         fake.add_update(fake.text_message(user_id=USER, text="/humain", first_name="Ana"))
-        await eventually(lambda: bool(fake.texts_to(STAFF_CHAT)))
+        await eventually(lambda: bool(fake.texts_to(STAFF_CHAT)), "the notice in the staff chat")
         (notice,) = [m for m in fake.sent if m.chat_id == str(STAFF_CHAT)]
         assert "Demande de contact n°1" in notice.text
         assert "Ana" in notice.text
 
-        def in_group(text: str, **extra: object) -> dict[str, object]:
+        def in_group(text: str, **extra: Any) -> dict[str, Any]:
             return fake.text_message(
                 user_id=42,
                 text=text,
@@ -60,13 +62,18 @@ async def test_a_reply_to_the_notice_in_the_staff_group_reaches_the_user(tmp_pat
             )
         )
         answer = reply_text(R.STAFF_REPLY, "fr", text="Bonjour Ana, je vous rappelle.")
-        await eventually(lambda: answer in fake.texts_to(USER))
+        await eventually(lambda: answer in fake.texts_to(USER), "the staff answer in Ana's chat")
 
         fake.add_update(fake.text_message(user_id=USER, text="Merci !", first_name="Ana"))
-        await eventually(lambda: any("Merci !" in t for t in fake.texts_to(STAFF_CHAT)))
+        await eventually(
+            lambda: any("Merci !" in t for t in fake.texts_to(STAFF_CHAT)),
+            "Ana's thanks forwarded to the staff chat",
+        )
 
         fake.add_update(in_group("/close@parish_bot 1"))
-        await eventually(lambda: reply_text(R.HANDOFF_CLOSED, "fr") in fake.texts_to(USER))
-        await trio.sleep(0.3)  # anything more would have arrived by now
+        await eventually(
+            lambda: reply_text(R.HANDOFF_CLOSED, "fr") in fake.texts_to(USER), "Ana told it is over"
+        )
+        await eventually(owes_nothing(rt.store), "every message handled and every reply sent")
         assert len(fake.texts_to(USER)) == 3  # opened, the staff answer, closed
         assert [t for t in fake.texts_to(STAFF_CHAT) if "18h" in t] == []

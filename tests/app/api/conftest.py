@@ -27,9 +27,10 @@ from concierge.observability import HealthBoard
 from concierge.protocol import Channel, OutboxMsg, ServiceType, TurnRecord, utcnow
 from concierge.settings import ApiSettings, HttpSettings, JwtKey
 from concierge.store import Store, open_store
-from tests.actors.harness import store_settings
+from tests import shipped
 from tests.providers.scripted import ScriptedAdapter, pool_settings, provider_settings
 from tests.store.test_contract import inbound
+from tests.stores import store_settings
 
 CURRENT = JwtKey(kid="2026-a", secret=b"c" * 64)
 PREVIOUS = JwtKey(kid="2025-b", secret=b"p" * 32)
@@ -125,8 +126,13 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         settings=pool_settings(provider_settings("anthropic", keys=("main", "spare"))),
     )
     nudge_send, nudge_receive = trio.open_memory_channel[OutboxMsg](100)
-    async with open_store(store_settings(tmp_path)) as store:
-        desk = Desk(store=store, outbox_nudges={Channel.TELEGRAM: nudge_send}, staff=STAFF_CHAT)
+    async with open_store(store_settings(data_dir=tmp_path)) as store:
+        desk = Desk(
+            store=store,
+            languages=shipped.languages(),
+            outbox_nudges={Channel.TELEGRAM: nudge_send},
+            staff=STAFF_CHAT,
+        )
         status = ApiStatus(signing_keys=2)
         board = HealthBoard(version="0.1.0")
         board.register(status)

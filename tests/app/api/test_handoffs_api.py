@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from concierge.domain import Reply as R, reply_text
+from concierge.domain import Reply as R
 from concierge.protocol import Channel
 from tests.app.api.conftest import ADMIN, STAFF, Api, bearer, mint
+from tests.shipped import reply_text
 
 pytestmark = pytest.mark.anyio
 

@@ -108,7 +108,9 @@ async def test_a_request_without_a_bearer_token_gets_the_same_401(
     assert response.status_code == 401
     assert (
         await response.get_data()
-        == await (await api.client.get("/api/v1/me", headers=bearer(REFUSED["expired"]))).get_data()
+        == await (
+            await api.client.get("/api/v1/me", headers=bearer(REFUSED["expired"]()))
+        ).get_data()
     )
 
 

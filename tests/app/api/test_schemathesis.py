@@ -18,7 +18,8 @@ import trio
 from concierge.app.api import Role, issue_token
 from concierge.protocol import Channel, utcnow
 from concierge.settings import load_settings
-from tests.app.test_channels_e2e import CONFIG_DIR, daemon
+from tests.app.running import CONFIG_DIR
+from tests.app.test_channels_e2e import daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -28,11 +28,13 @@ import trio
 from playwright.sync_api import Page, expect, sync_playwright
 
 from concierge.app.api import Role, issue_token
-from concierge.domain import Reply as R, reply_text
+from concierge.domain import Reply as R
 from concierge.protocol import utcnow
 from concierge.settings import load_settings
-from tests.app.test_channels_e2e import CONFIG_DIR, daemon
+from tests.app.running import CONFIG_DIR
+from tests.app.test_channels_e2e import daemon
 from tests.fakes.telegram_api import FakeTelegram
+from tests.shipped import reply_text
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
