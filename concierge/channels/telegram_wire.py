@@ -126,12 +126,10 @@ def parse_update(
     chat_type = chat.get("type")
     if chat_type != "private":
         return Ignored(update_id=update_id, reason="not_private_chat")
-    sender = message.get("from")
-    if not isinstance(sender, dict):
-        return Ignored(update_id=update_id, reason="no_sender")
-    user_id = _field(sender, "id", int, "message.from")
-    if sender.get("is_bot") is True:
-        return Ignored(update_id=update_id, reason="bot_sender")
+    person = _person(update_id, message)
+    if isinstance(person, Ignored):
+        return person
+    sender, user_id = person
     text = message.get("text")
     caption = message.get("caption")
     if text is not None and not isinstance(text, str):
@@ -167,6 +165,17 @@ def parse_update(
     )
 
 
+def _person(update_id: int, message: Mapping[str, Any]) -> tuple[Mapping[str, Any], int] | Ignored:
+    """Who wrote ``message`` and their id, or why it is not a person's to answer."""
+    sender = message.get("from")
+    if not isinstance(sender, dict):
+        return Ignored(update_id=update_id, reason="no_sender")
+    user_id = _field(sender, "id", int, "message.from")
+    if sender.get("is_bot") is True:
+        return Ignored(update_id=update_id, reason="bot_sender")
+    return sender, user_id
+
+
 def _without_bot_name(text: str) -> tuple[str, bool]:
     """``/start@bot rest`` → ``/start rest``; and whether the text is a command."""
     command = _COMMAND.match(text)
@@ -188,12 +197,10 @@ def _staff_message(
     correlation_id: str | None,
 ) -> ParsedUpdate:
     """A message in the staff chat: a command, or a reply to one of the bot's messages."""
-    sender = message.get("from")
-    if not isinstance(sender, dict):
-        return Ignored(update_id=update_id, reason="no_sender")
-    user_id = _field(sender, "id", int, "message.from")
-    if sender.get("is_bot") is True:
-        return Ignored(update_id=update_id, reason="bot_sender")
+    person = _person(update_id, message)
+    if isinstance(person, Ignored):
+        return person
+    sender, user_id = person
     text = message.get("text")
     if text is not None and not isinstance(text, str):
         raise MalformedUpdate("message.text must be a string")

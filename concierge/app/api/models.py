@@ -27,12 +27,13 @@ MAX_REPLY_CHARS = 4000
 
 
 BLANKS = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-"""White space as JSON Schema patterns (ECMA-262 ``\\s``) see it, so the document and the
-check agree on what a blank text is."""
+"""White space as JSON Schema patterns (ECMA-262 ``\\s``) see it, as a character class's
+content, so that the document and the check agree on what a blank text is."""
 NOT_BLANK = f"[^{BLANKS}]"
 _BLANK_CHARS = (
-    "".join(chr(c) for c in (*b"\t\n\v\f\r ", 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029))
-    + "\u202f\u205f\u3000\ufeff"
+    "\t\n\v\f\r \u00a0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
 
 

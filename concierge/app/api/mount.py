@@ -72,9 +72,11 @@ def install_api(app: QuartTrio, deps: ApiDeps) -> None:
 
 
 async def _private(response: Response) -> Response:
-    """What the API answers is about people: no cache keeps it, no browser sniffs it."""
+    """What the API answers is about people: no cache keeps it, no browser sniffs, runs or
+    frames it."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
     return response
 
 

@@ -95,27 +95,32 @@ class Api:
 
     async def handoff(self, user: str = "111", *, name: str = "Marie") -> int:
         """A user (who wrote once and was answered) with an open handoff; its id."""
-        user_key = f"telegram:{user}"
-        uid = await self.store.resolve_user(Channel.TELEGRAM, user_key, display_name=name)
-        conversation = await self.store.conversation_for(uid)
-        opened = await self.store.open_handoff(
+        return (await seed_handoff(self.store, user, name=name))[0]
+
+
+async def seed_handoff(store: Store, user: str, *, name: str) -> tuple[int, int]:
+    """(handoff id, user id) of a Telegram user who asked for a person and was told so."""
+    user_key = f"telegram:{user}"
+    uid = await store.resolve_user(Channel.TELEGRAM, user_key, display_name=name)
+    conversation = await store.conversation_for(uid)
+    opened = await store.open_handoff(
+        conversation_id=conversation.conversation_id,
+        user_key=user_key,
+        reason="command",
+        correlation_id=f"open-{user}",
+    )
+    accepted = await store.accept(inbound(f"m-{user}", user=user_key, text="Bonjour"))
+    await store.complete_turn(
+        TurnRecord(
+            inbox_id=accepted.inbox_id,
             conversation_id=conversation.conversation_id,
-            user_key=user_key,
-            reason="command",
-            correlation_id=f"open-{user}",
+            correlation_id=f"turn-{user}",
+            service_type=ServiceType.CONTACT_HUMAIN,
+            inbound_text="Je voudrais parler à quelqu'un",
+            outbound_text="Je transmets votre demande.",
         )
-        accepted = await self.store.accept(inbound(f"m-{user}", user=user_key, text="Bonjour"))
-        await self.store.complete_turn(
-            TurnRecord(
-                inbox_id=accepted.inbox_id,
-                conversation_id=conversation.conversation_id,
-                correlation_id="c1",
-                service_type=ServiceType.CONTACT_HUMAIN,
-                inbound_text="Je voudrais parler à quelqu'un",
-                outbound_text="Je transmets votre demande.",
-            )
-        )
-        return opened.handoff_id
+    )
+    return opened.handoff_id, uid
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ async def test_staff_see_active_handoffs_and_one_with_its_conversation(api: Api)
     listed = await api.client.get("/api/v1/handoffs", headers=STAFF)
     assert listed.status_code == 200
     assert listed.headers["Cache-Control"] == "no-store"
+    assert listed.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
     handoffs = (await listed.get_json())["handoffs"]
     assert [(h["id"], h["display_name"], h["channel"], h["state"]) for h in handoffs] == [
         (first, "Marie", "telegram", "open"),

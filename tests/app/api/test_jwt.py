@@ -86,6 +86,7 @@ async def test_a_bad_token_is_refused_with_a_bare_401_and_the_reason_logged(
     assert response.status_code == 401
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["Cache-Control"] == "no-store"
     assert await response.get_json() == {
         "type": "about:blank",
         "title": "Unauthorized",

@@ -16,8 +16,9 @@ import pytest
 import trio
 
 from concierge.app.api import Role, issue_token
-from concierge.protocol import Channel, utcnow
+from concierge.protocol import utcnow
 from concierge.settings import load_settings
+from tests.app.api.conftest import seed_handoff
 from tests.app.running import CONFIG_DIR
 from tests.app.test_channels_e2e import daemon
 
@@ -61,19 +62,10 @@ async def test_schemathesis_finds_no_server_error_and_nothing_off_the_document(
     tmp_path: Path,
 ) -> None:
     async with daemon(tmp_path, **ENV) as rt:
-        handoffs, users = [], []
-        for user in ("111", "222"):
-            key = f"telegram:{user}"
-            uid = await rt.store.resolve_user(Channel.TELEGRAM, key, display_name=f"User {user}")
-            conversation = await rt.store.conversation_for(uid)
-            opened = await rt.store.open_handoff(
-                conversation_id=conversation.conversation_id,
-                user_key=key,
-                reason="command",
-                correlation_id=f"seed-{user}",
-            )
-            handoffs.append(opened.handoff_id)
-            users.append(uid)
+        seeded = [
+            await seed_handoff(rt.store, user, name=f"User {user}") for user in ("111", "222")
+        ]
+        handoffs, users = [h for h, _ in seeded], [u for _, u in seeded]
         settings = load_settings({**ENV, "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR)})
         token = issue_token(settings.api, subject="fuzz", role=Role.ADMIN, ttl_s=3600, now=utcnow())
         config_file = tmp_path / "schemathesis.toml"
