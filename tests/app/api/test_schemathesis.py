@@ -17,9 +17,7 @@ import trio
 
 from concierge.app.api import Role, issue_token
 from concierge.protocol import utcnow
-from concierge.settings import load_settings
 from tests.app.api.conftest import seed_handoff
-from tests.app.running import CONFIG_DIR
 from tests.app.test_channels_e2e import daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -66,8 +64,9 @@ async def test_schemathesis_finds_no_server_error_and_nothing_off_the_document(
             await seed_handoff(rt.store, user, name=f"User {user}") for user in ("111", "222")
         ]
         handoffs, users = [h for h, _ in seeded], [u for _, u in seeded]
-        settings = load_settings({**ENV, "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR)})
-        token = issue_token(settings.api, subject="fuzz", role=Role.ADMIN, ttl_s=3600, now=utcnow())
+        token = issue_token(
+            rt.settings.api, subject="fuzz", role=Role.ADMIN, ttl_s=3600, now=utcnow()
+        )
         config_file = tmp_path / "schemathesis.toml"
         config_file.write_text(config(handoffs, users))
         result = await trio.run_process(

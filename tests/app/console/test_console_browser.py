@@ -30,8 +30,6 @@ from playwright.sync_api import Page, expect, sync_playwright
 from concierge.app.api import Role, issue_token
 from concierge.domain import Reply as R
 from concierge.protocol import utcnow
-from concierge.settings import load_settings
-from tests.app.running import CONFIG_DIR
 from tests.app.test_channels_e2e import daemon
 from tests.fakes.telegram_api import FakeTelegram
 from tests.shipped import reply_text
@@ -196,9 +194,8 @@ async def test_a_staff_member_answers_a_telegram_user_from_the_console(tmp_path:
             with trio.fail_after(30):
                 while not any("Ana" in t for t in fake.texts_to(STAFF_CHAT)):
                     await trio.sleep(0.05)
-            settings = load_settings({**ENV, "CONCIERGE_CONFIG_DIR": str(CONFIG_DIR)})
             token = issue_token(
-                settings.api, subject="Père Jean", role=Role.STAFF, ttl_s=3600, now=utcnow()
+                rt.settings.api, subject="Père Jean", role=Role.STAFF, ttl_s=3600, now=utcnow()
             )
             screenshot = Path(os.environ.get("CONSOLE_SCREENSHOT") or tmp_path / "console.png")
             problems = await trio.to_thread.run_sync(
