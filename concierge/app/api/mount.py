@@ -6,7 +6,7 @@ from http import HTTPStatus
 
 import attrs
 import structlog
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 from quart_schema import Info, QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -44,7 +44,7 @@ def install_api(app: QuartTrio, deps: ApiDeps) -> None:
     app.url_map.converters["id"] = IdConverter
     guard = Guard(TokenVerifier(deps.settings), deps.status)
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
-    bp.after_request(_private)
+    app.after_request(_private)
     add_handoff_routes(bp, guard, deps.desk)
     add_user_routes(bp, guard, deps.desk)
     add_key_routes(bp, guard, deps.desk, deps.pool)
@@ -73,7 +73,9 @@ def install_api(app: QuartTrio, deps: ApiDeps) -> None:
 
 async def _private(response: Response) -> Response:
     """What the API answers is about people: no cache keeps it, no browser sniffs, runs or
-    frames it."""
+    frames it (its document and its 404s included, which are not the blueprint's)."""
+    if not request.path.startswith(API_PREFIX + "/"):
+        return response
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"

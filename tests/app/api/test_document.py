@@ -40,6 +40,10 @@ async def test_the_document_is_openapi_3_1_and_lists_every_operation_and_only_th
 ) -> None:
     response = await api.client.get("/api/v1/openapi.json")
     assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert (
+        response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    )
     document = await response.get_json()
     assert document["openapi"] == "3.1.0"
     assert document["components"]["securitySchemes"]["bearer"] == {
