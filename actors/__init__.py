@@ -1,4 +1,4 @@
-"""The long-running actors: router, conversations, provider pool, outbox, listeners.
+"""The long-running actors: router, conversations, staff desk, provider pool, outbox, listeners.
 
 Each is ``run_<name>(*, ..., task_status)`` and is started by a supervisor; they
 talk over bounded trio memory channels with the messages of ``concierge.protocol``.
@@ -25,6 +25,10 @@ from .retention import run_retention as run_retention
 from .router import (
     RouterStats as RouterStats,
     run_router as run_router,
+)
+from .staff_desk import (
+    STAFF_QUEUE as STAFF_QUEUE,
+    run_staff_desk as run_staff_desk,
 )
 from .telegram import (
     TelegramPollerStats as TelegramPollerStats,

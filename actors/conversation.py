@@ -47,6 +47,7 @@ from concierge.domain import (
     offer,
     parse_command,
     read_judgement,
+    staff_forward,
     staff_notice,
 )
 from concierge.protocol import (
@@ -63,6 +64,7 @@ from concierge.protocol import (
     PresenceMsg,
     ProviderCall,
     ProviderPoolMsg,
+    Role,
     ServiceType,
     Turn,
     TurnCompleted,
@@ -75,6 +77,9 @@ from concierge.store import Conversations, Handoffs, Inbox, SessionCache, StoreE
 
 log = structlog.get_logger(__name__)
 
+
+STAFF_NOTICE_TURNS = 5
+"""Recorded messages a handoff notice quotes before the one that asked for a person."""
 
 SEEN_MEMORY = 64
 """Inbox ids an actor remembers to drop replays of rows it already handled."""
@@ -361,8 +366,7 @@ class Conversation:
                 escalating=handoff is not None,
             )
         if handoff is not None:
-            deps.metrics.silent_in_handoff += 1
-            return _Outcome(reply="", service_type=ServiceType.CONTACT_HUMAIN, recorded=msg.text)
+            return self._in_handoff(msg, handoff)
 
         if not await deps.limiter.allow(self.user_key):
             deps.metrics.rate_limited += 1
@@ -414,6 +418,26 @@ class Conversation:
         if decision.service_type is ServiceType.CONTACT_HUMAIN:
             return await self._open_handoff(msg, language, reason="triage")
         return await self._answer(msg, language, decision.service_type)
+
+    def _in_handoff(self, msg: Inbound, handoff: HandoffRow) -> _Outcome:
+        """Silent while staff have it: the message is recorded and forwarded to the staff chat."""
+        deps = self._deps
+        deps.metrics.silent_in_handoff += 1
+        forward = staff_forward(
+            settings=deps.settings,
+            languages=deps.languages,
+            handoff=handoff,
+            who=msg.display_name or self.user_key,
+            text=msg.text,
+            correlation_id=msg.correlation_id,
+        )
+        return _Outcome(
+            reply="",
+            service_type=ServiceType.CONTACT_HUMAIN,
+            recorded=msg.text,
+            staff=forward,
+            handoff_id=handoff.handoff_id,
+        )
 
     async def _command(
         self, msg: Inbound, command: ParsedCommand, language: str, current: ServiceType
@@ -467,13 +491,17 @@ class Conversation:
             urgent=handoff.urgent,
             channel=msg.channel.value,
         )
+        # Staff replies reach the user without this actor: once the handoff ends, the
+        # window is rebuilt from the recorded messages, theirs included.
+        await deps.window.clear(self.user_key)
+        recent = await deps.store.recent_turns(self.conversation_id, limit=STAFF_NOTICE_TURNS)
         staff = staff_notice(
             settings=deps.settings,
             languages=deps.languages,
             handoff=handoff,
             channel=msg.channel,
             who=msg.display_name or self.user_key,
-            excerpt=msg.text,
+            recent=(*recent, Turn(role=Role.USER, text=msg.text)),
             distress=alarm,
         )
         if urgent:

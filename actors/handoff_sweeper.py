@@ -9,7 +9,7 @@ from datetime import datetime
 import structlog
 import trio
 
-from concierge.domain import HandoffDesk, Languages, OpenHandoffs, sweep_handoffs
+from concierge.domain import HandoffDesk, Languages, OpenHandoffs, StaffChat, sweep_handoffs
 from concierge.protocol import Channel, OutboxMsg, utcnow
 
 log = structlog.get_logger(__name__)
@@ -23,11 +23,12 @@ async def run_handoff_sweeper(
     interval_s: float = 60.0,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     watch: OpenHandoffs | None = None,
+    staff: StaffChat | None = None,
     now: Callable[[], datetime] = utcnow,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Every ``interval_s`` (or when ``watch`` is poked), close the handoffs that timed out,
-    tell their users, and count what stays open into ``watch``."""
+    tell their users (and ``staff``), and count what stays open into ``watch``."""
     watch = watch or OpenHandoffs()
     task_status.started()
     while True:
@@ -37,6 +38,7 @@ async def run_handoff_sweeper(
             timeout_s=timeout_s,
             outbox_nudges=outbox_nudges,
             now=now(),
+            staff=staff,
         )
         if closed:
             log.info("handoff.timeouts_swept", closed=closed)

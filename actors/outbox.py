@@ -320,7 +320,11 @@ class _OutboxSender:
         stats, store = self.stats, self.store
         match result.status:
             case SendStatus.SENT:
-                await _persist("mark_sent", row, lambda: store.mark_sent(row.outbox_id))
+                await _persist(
+                    "mark_sent",
+                    row,
+                    lambda: store.mark_sent(row.outbox_id, message_ids=result.message_ids),
+                )
                 stats.sent += 1
                 log_.info("outbox.sent", attempt=attempt)
             case SendStatus.RETRY if attempt < self.pacing.max_attempts:

@@ -191,6 +191,7 @@ class ProviderPool:
             raise ValueError("configure at most one offline provider")
         self._network = tuple(network)
         self._offline = offline[0] if offline else None
+        self._keyed = {p.name: p for p in network}
         if credit_fetchers is None:
             credit_fetchers = {
                 p.name: fetch
@@ -545,3 +546,19 @@ class ProviderPool:
 
     def metrics(self) -> Iterable[Metric]:
         return pool_metrics(self.statistics())
+
+    def set_key_enabled(
+        self, provider: str, alias: str, *, enabled: bool, by: str, reason: str = ""
+    ) -> KeyStatistics:
+        """Take a key out of rotation or bring it back, now (an operator's decision).
+
+        It lasts until changed again or the process restarts. Raises ``KeyError`` for an
+        unknown provider or alias.
+        """
+        found = self._keyed.get(provider)
+        if found is None:
+            raise KeyError(f"no provider named {provider!r} with API keys")
+        slot = found.ring.set_by_operator(alias, enabled=enabled, by=by, reason=reason)
+        (snapshot,) = (k for k in found.ring.snapshot() if k.alias == slot.key.alias)
+        credits = self._credits
+        return KeyStatistics.of(snapshot, credits.reading(provider, alias) if credits else None)

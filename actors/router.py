@@ -4,6 +4,9 @@ A user's first message starts their actor (a keyed child of the conversations
 supervisor); a reaped or crashed actor is started again and the message resent.
 When a user's queue is full the router answers "one moment" itself.
 
+A message from the staff chat (kind ``STAFF``) goes to the staff desk instead; when
+its queue is full the row waits in the inbox for the replayer.
+
 A busy reply marks the message processed: the user is told this message was not
 taken and to send it again, which is more honest than answering it minutes later
 out of turn, and it keeps the replayer from re-queueing it into the same full
@@ -25,15 +28,17 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.handover import Handover
-from concierge.domain import Languages, Reply, nudge_outbox
+from concierge.domain import Languages, Reply, nudge_outbox, offer
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
     ConversationMsg,
     Inbound,
+    InboundKind,
     OutboundReply,
     OutboxMsg,
     RouterMsg,
+    StaffDeskMsg,
     TurnRecord,
 )
 from concierge.store import Turns
@@ -76,6 +81,8 @@ class RouterStats:
     busy_dropped: int = 0
     start_failures: int = 0
     left_to_restart: int = 0
+    staff_routed: int = 0
+    staff_deferred: int = 0
     live_actors: Callable[[], int] | None = None
     """Counts the conversation actors alive now (the builder points it at their metrics)."""
 
@@ -91,6 +98,8 @@ class RouterStats:
             "busy_dropped": self.busy_dropped,
             "start_failures": self.start_failures,
             "left_to_restart": self.left_to_restart,
+            "staff_routed": self.staff_routed,
+            "staff_deferred": self.staff_deferred,
             "live_actors": self.live(),
         }
 
@@ -172,9 +181,11 @@ class _Router:
         stats: RouterStats,
         busy_notice_s: float,
         queue_size: int,
+        staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
     ) -> None:
         self.conversations = conversations
         self.languages = languages
+        self.staff_desk = staff_desk
         self.store = store
         self.outbox_nudges = outbox_nudges
         self.stats = stats
@@ -210,6 +221,26 @@ class _Router:
                 self.stats.routed += 1
                 return
         await self.start(key, msg)
+
+    async def to_staff_desk(self, msg: Inbound) -> None:
+        """Hand a staff chat message to the staff desk; a full queue leaves it to the replayer."""
+        if self.staff_desk is None:
+            log.warning(
+                "router.staff_message_dropped",
+                correlation_id=msg.correlation_id,
+                inbox_id=msg.inbox_id,
+                reason="no staff desk",
+            )
+            with trio.fail_after(STORE_TIMEOUT_S):
+                await self.store.mark_processed(msg.inbox_id)
+            return
+        if not offer(self.staff_desk, msg):
+            self.stats.staff_deferred += 1
+            log.info(
+                "router.staff_deferred", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
+            )
+            return
+        self.stats.staff_routed += 1
 
     async def start(self, key: str, msg: Inbound) -> None:
         """Start the user's actor with ``msg`` handed over; never waits for the start."""
@@ -281,6 +312,7 @@ async def run_router(
     stats: RouterStats,
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
+    staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -296,9 +328,12 @@ async def run_router(
         stats=stats,
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
+        staff_desk=staff_desk,
     )
     task_status.started()
     async for msg in inbox:
         match msg:
+            case Inbound(kind=InboundKind.STAFF):
+                await router.to_staff_desk(msg)
             case Inbound():
                 await router.route(msg)

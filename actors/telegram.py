@@ -245,7 +245,13 @@ class _Poller:
                 log.error("telegram.update_rejected", reason="no integer update_id")
                 continue
             stats.updates += 1
-            await _ingest_one(update, ingest=self.ingest, backoff=self.backoff, stats=stats)
+            await _ingest_one(
+                update,
+                ingest=self.ingest,
+                backoff=self.backoff,
+                stats=stats,
+                staff_chat_id=self.settings.staff_chat_id,
+            )
             next_offset = update_id + 1 if next_offset is None else max(next_offset, update_id + 1)
         if next_offset is not None and next_offset != self.offset:
             await _until_stored(
@@ -259,10 +265,15 @@ class _Poller:
 
 
 async def _ingest_one(
-    update: dict[str, Any], *, ingest: Ingest, backoff: PollBackoff, stats: TelegramPollerStats
+    update: dict[str, Any],
+    *,
+    ingest: Ingest,
+    backoff: PollBackoff,
+    stats: TelegramPollerStats,
+    staff_chat_id: str | None,
 ) -> None:
     try:
-        parsed = parse_update(update)
+        parsed = parse_update(update, staff_chat_id=staff_chat_id)
     except MalformedUpdate as exc:
         stats.malformed += 1
         log.error("telegram.update_rejected", update_id=update.get("update_id"), reason=str(exc))

@@ -2,11 +2,13 @@
 
 Each opens the configured durable store, does one thing, prints what it did and
 exits; the running daemon picks changes up from the store (a closed handoff's
-message to the user sits in the outbox until a sender delivers it).
+message to the user sits in the outbox until a sender delivers it). ``forget`` and
+``handoff close`` are recorded in the audit trail, as done ``via`` the command line.
 """
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -15,10 +17,12 @@ import trio
 from concierge.app.errors import CommandError
 from concierge.app.runtime import asyncio_bridge, log_to_stderr
 from concierge.domain import (
+    Operator,
     close_handoff as close_open_handoff,
     forget_user,
     load_languages,
     open_handoffs,
+    record_action,
 )
 from concierge.settings import Settings
 from concierge.store import (
@@ -71,6 +75,13 @@ def forget(settings: Settings, user: str) -> int:
             ):
                 shared = cache.backend != "memory"  # a memory cache lives in the daemon
                 forgotten = await forget_user(store, user, cache=cache if shared else None)
+                await record_action(
+                    store,
+                    _operator(),
+                    "user.erase",
+                    f"user:{forgotten.user_id}",
+                    detail=f"{forgotten.rows} rows",
+                )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if not shared:
@@ -108,6 +119,10 @@ def close_handoff(settings: Settings, *, user: str, by: str) -> int:
         store: Store
         async with open_store(settings.store) as store:
             row = await close_open_handoff(store, languages=languages, by=by, user_key=user)
+            if row is not None:
+                await record_action(
+                    store, _operator(by), "handoff.close", f"handoff:{row.handoff_id}"
+                )
         if row is None:
             raise CommandError(f"no open handoff for {user!r} (see `concierge handoff list`)")
         print(
@@ -116,6 +131,11 @@ def close_handoff(settings: Settings, *, user: str, by: str) -> int:
         return 0
 
     return _run(settings, job)
+
+
+def _operator(name: str | None = None) -> Operator:
+    """Whoever runs the command, as the audit trail names them."""
+    return Operator(name=name or f"cli:{getpass.getuser()}", role="admin", via="cli")
 
 
 if __name__ == "__main__":  # pragma: no cover

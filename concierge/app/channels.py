@@ -147,6 +147,7 @@ async def _telegram(
                 stats=webhook_stats,
                 max_body_bytes=http.max_body_bytes,
                 body_timeout_s=http.read_timeout_s,
+                staff_chat_id=telegram.staff_chat_id,
             )
         )
         setup = partial(run_telegram_webhook_setup, client=client, settings=telegram)

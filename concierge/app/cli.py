@@ -1,4 +1,4 @@
-"""The ``concierge`` command: run, check, chat, init, migrate, forget, handoff, version.
+"""The ``concierge`` command: run, check, chat, init, migrate, forget, handoff, token, version.
 
 Settings problems end the command with one line naming the variable and exit
 status 2; a root supervisor that gives up ends ``run`` with status 1.
@@ -7,6 +7,7 @@ status 2; a root supervisor that gives up ends ``run`` with status 1.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,8 +55,34 @@ def _parser() -> argparse.ArgumentParser:
         "--user", required=True, help="the user's channel identity, e.g. telegram:111111111"
     )
     close.add_argument("--by", default="staff", help="who closes it (recorded)")
+    token = sub.add_parser("token", help="operator API tokens (for the console and /api/v1)")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    issue = token_sub.add_parser(
+        "issue", help="print a token signed with the first key of CONCIERGE_JWT_KEYS"
+    )
+    issue.add_argument(
+        "--sub", required=True, help="who the token is for (named in the audit trail)"
+    )
+    issue.add_argument("--role", required=True, choices=("staff", "admin"))
+    issue.add_argument(
+        "--ttl", type=duration, default="12h", help="lifetime, e.g. 30m, 12h, 7d (default 12h)"
+    )
     sub.add_parser("version", help="print the version")
     return parser
+
+
+_DURATION = re.compile(r"^(\d{1,6})([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """``30m``, ``12h``, ``7d`` in seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a positive number and a unit, e.g. 30m, 12h or 7d"
+        )
+    return float(int(match[1]) * _UNIT_S[match[2]])
 
 
 def _settings() -> Settings:
@@ -99,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
     if args.command == "check":
         return _check(settings)
+    if args.command == "token":
+        from concierge.app.tokens import issue_command
+
+        return issue_command(settings.api, subject=args.sub, role=args.role, ttl_s=args.ttl)
     return _run(args, settings)
 
 

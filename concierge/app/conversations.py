@@ -1,4 +1,4 @@
-"""Build the conversations subtree: keyed conversation actors, router, inbox replay, handoff sweeper.
+"""Build the conversations subtree: conversation actors, router, staff desk, inbox replay, sweeper.
 
 The composition root calls ``build_conversations`` once and plugs
 ``service.supervisor.run`` into the root supervisor; ``service`` (and
@@ -16,6 +16,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from actors import (
+    STAFF_QUEUE,
     ConversationDeps,
     ConversationMetrics,
     RouterStats,
@@ -24,12 +25,15 @@ from actors import (
     run_handoff_sweeper,
     run_inbox_replay,
     run_router,
+    run_staff_desk,
 )
 from concierge.domain import (
+    Desk,
     KnowledgeBase,
     Languages,
     OpenHandoffs,
     PromptBook,
+    StaffChat,
     TriageRules,
     UserBudget,
     UserRateLimiter,
@@ -45,6 +49,7 @@ from concierge.protocol import (
     PresenceMsg,
     ProviderPoolMsg,
     RouterMsg,
+    StaffDeskMsg,
     TurnCompleted,
 )
 from concierge.settings import ConversationSettings, SupervisionSettings
@@ -57,7 +62,8 @@ class ConversationsService:
     """What the composition root needs from the conversations subtree.
 
     ``supervisor`` goes into the root supervisor (``ChildSpec(start=service.supervisor.run)``);
-    the service itself is an ``Observable`` (router counters plus turn counters).
+    the service itself is an ``Observable`` (router counters plus turn counters). ``desk``
+    is the staff desk's logic, shared with the operator API.
     """
 
     supervisor: Supervisor
@@ -69,6 +75,7 @@ class ConversationsService:
     triage: TriageRules
     prompts: PromptBook
     open_handoffs: OpenHandoffs
+    desk: Desk
 
     def statistics(self) -> dict[str, object]:
         m = self.turn_metrics
@@ -175,12 +182,7 @@ def build_conversations(
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
     community = load_community(settings.config_dir / "community.toml", languages)
-    open_handoffs = OpenHandoffs()
     limiter = UserRateLimiter(cache=cache, rate_per_min=settings.rate_per_min, burst=settings.burst)
-    metrics = ConversationMetrics()
-    budget = UserBudget(settings.user_daily_tokens)
-    if usage is not None:
-        budget.restore(usage)
     deps = ConversationDeps(
         settings=settings,
         store=store,
@@ -196,13 +198,16 @@ def build_conversations(
         outbox_nudges=outbox_nudges,
         presence=presence,
         turn_reports=turn_reports,
-        metrics=metrics,
-        open_handoffs=open_handoffs,
-        budget=budget,
     )
+    if usage is not None:
+        deps.budget.restore(usage)
+    staff = StaffChat.of(settings)
+    desk = Desk(store=store, languages=languages, outbox_nudges=outbox_nudges, staff=staff)
     supervisor, conversations, stats = _subtree(
         deps,
         supervision,
+        desk=desk,
+        staff=staff,
         store=store,
         router_inbox=router_inbox,
         router_send=router_send,
@@ -216,12 +221,13 @@ def build_conversations(
         supervisor=supervisor,
         conversations=conversations,
         router=stats,
-        turn_metrics=metrics,
-        budget=budget,
+        turn_metrics=deps.metrics,
+        budget=deps.budget,
         limiter=limiter,
         triage=triage,
         prompts=prompts,
-        open_handoffs=open_handoffs,
+        open_handoffs=deps.open_handoffs,
+        desk=desk,
     )
 
 
@@ -229,6 +235,8 @@ def _subtree(
     deps: ConversationDeps,
     supervision: SupervisionSettings,
     *,
+    desk: Desk,
+    staff: StaffChat | None,
     store: Store,
     router_inbox: trio.MemoryReceiveChannel[RouterMsg],
     router_send: trio.MemorySendChannel[RouterMsg],
@@ -238,7 +246,8 @@ def _subtree(
     handoff_sweep_s: float,
     erasure_poll_s: float,
 ) -> tuple[Supervisor, KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]], RouterStats]:
-    """The keyed conversation actors, then the router, then the workers beside them.
+    """The keyed conversation actors, then the router and the staff desk it hands staff
+    messages to, then the workers beside them.
 
     ``rest_for_one``: a restarted keyed supervisor restarts the router that holds it.
     """
@@ -258,6 +267,8 @@ def _subtree(
     )
     metrics = deps.metrics
     stats = RouterStats(live_actors=lambda: metrics.live)
+    # Owned here, like the router's inbox: a restarted staff desk reads the same queue.
+    staff_send, staff_receive = trio.open_memory_channel[StaffDeskMsg](STAFF_QUEUE)
     router = partial(
         run_router,
         inbox=router_inbox,
@@ -267,7 +278,9 @@ def _subtree(
         languages=deps.languages,
         stats=stats,
         queue_size=deps.settings.queue_size,
+        staff_desk=staff_send,
     )
+    staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
         deps,
         store=store,
@@ -276,12 +289,14 @@ def _subtree(
         replay_grace_s=replay_grace_s,
         handoff_sweep_s=handoff_sweep_s,
         erasure_poll_s=erasure_poll_s,
+        staff=staff,
     )
     supervisor = Supervisor(
         name="conversations_tree",
         children=[
             ChildSpec(id="conversations", start=conversations.run, shutdown_s=5.0),
             ChildSpec(id="router", start=router),
+            ChildSpec(id="staff_desk", start=staff_desk),
             *workers,
         ],
         strategy=Strategy.REST_FOR_ONE,
@@ -299,6 +314,7 @@ def _workers(
     replay_grace_s: float,
     handoff_sweep_s: float,
     erasure_poll_s: float,
+    staff: StaffChat | None,
 ) -> list[ChildSpec]:
     """The inbox replayer, the erasure watch and the handoff sweeper."""
     replay = partial(
@@ -323,6 +339,7 @@ def _workers(
         interval_s=handoff_sweep_s,
         outbox_nudges=deps.outbox_nudges,
         watch=deps.open_handoffs,
+        staff=staff,
     )
     return [
         ChildSpec(id="inbox_replay", start=replay),

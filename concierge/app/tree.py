@@ -2,7 +2,8 @@
 
 Children start in this order and stop in the reverse one: the garbage collector's
 timer, the stores' monitors and retention, the provider pool, the conversations
-subtree, the outbox senders, the channels' listeners, the HTTP app. Each subtree
+subtree, the outbox senders, the channels' listeners, the HTTP app (with the operator
+API and the staff console when JWT keys are set). Each subtree
 registers what it reports on the runtime's ``HealthBoard``.
 """
 
@@ -22,11 +23,14 @@ from actors import (
     run_outbox_sender,
     run_retention,
 )
-from concierge.app.conversations import build_conversations
+from concierge.app.api import ApiDeps, ApiStatus, install_api
+from concierge.app.console import console_blueprint
+from concierge.app.conversations import ConversationsService, build_conversations
 from concierge.app.gc_policy import run_collector
 from concierge.app.http import create_app, run_http
 from concierge.app.runtime import Runtime
 from concierge.channels import ChannelSender
+from concierge.domain import Desk
 from concierge.protocol import OutboxMsg, TurnCompleted
 from concierge.store import Monitor, Store, run_monitor
 from supervisors import ChildSpec, Supervisor
@@ -48,16 +52,18 @@ def build_tree(
     """The root supervisor and its subtrees, in start order (stop order is the reverse)."""
     settings = rt.settings
     stores = _stores(rt)
-    pool = _provider_pool(rt)
+    pool, run_pool = _provider_pool(rt)
     conversations = _conversations(rt, turn_reports)
     outbox = _outbox(rt, senders)
     rt.board.watch_supervisor(stores.statistics)
     children = [
         ChildSpec(id="collector", start=run_collector),
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
-        ChildSpec(id="provider_pool", start=pool, shutdown_s=5),
+        ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
         ChildSpec(
-            id="conversations", start=conversations.run, shutdown_s=settings.drain_timeout_s / 2
+            id="conversations",
+            start=conversations.supervisor.run,
+            shutdown_s=settings.drain_timeout_s / 2,
         ),
     ]
     if senders:
@@ -68,7 +74,7 @@ def build_tree(
         rt.board.watch_supervisor(channels.statistics)
         children.append(ChildSpec(id="channels", start=channels.run, shutdown_s=5))
     if http:
-        children.append(_http(rt, blueprints, asgi_wrappers))
+        children.append(_http(rt, blueprints, asgi_wrappers, desk=conversations.desk, pool=pool))
     root = rt.supervisor("root", children)
     rt.board.watch_supervisor(root.statistics)
     return root
@@ -113,8 +119,8 @@ def _stores(rt: Runtime) -> Supervisor:
     )
 
 
-def _provider_pool(rt: Runtime) -> Callable[..., Any]:
-    """The pool's start function; its state (breakers, keys) outlives a restart."""
+def _provider_pool(rt: Runtime) -> tuple[ProviderPool, Callable[..., Any]]:
+    """The pool and its start function; its state (breakers, keys) outlives a restart."""
     pool = ProviderPool(adapters=rt.adapters, settings=rt.settings.pool)
     pool.restore_usage(rt.usage)
     rt.board.register(pool)
@@ -122,12 +128,12 @@ def _provider_pool(rt: Runtime) -> Callable[..., Any]:
     async def run_pool(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await pool.run(inbox=rt.pool_receive.clone(), task_status=task_status)
 
-    return run_pool
+    return pool, run_pool
 
 
 def _conversations(
     rt: Runtime, turn_reports: trio.MemorySendChannel[TurnCompleted] | None
-) -> Supervisor:
+) -> ConversationsService:
     settings = rt.settings
     conversations = build_conversations(
         settings=settings.conversation,
@@ -146,7 +152,7 @@ def _conversations(
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)
-    return conversations.supervisor
+    return conversations
 
 
 def _outbox(rt: Runtime, senders: Sequence[ChannelSender]) -> Supervisor:
@@ -189,12 +195,25 @@ async def _run_sender(
 
 
 def _http(
-    rt: Runtime, blueprints: Sequence[Any], asgi_wrappers: Sequence[Callable[..., Any]]
+    rt: Runtime,
+    blueprints: Sequence[Any],
+    asgi_wrappers: Sequence[Callable[..., Any]],
+    *,
+    desk: Desk,
+    pool: ProviderPool,
 ) -> ChildSpec:
-    """The HTTP app (probes, metrics, webhooks), bare-ASGI routes in front of it counted
-    with the app's own requests."""
+    """The HTTP app (probes, metrics, webhooks; the operator API and the console when
+    JWT keys are set), bare-ASGI routes in front of it counted with the app's own requests."""
     settings = rt.settings.http
-    app: Any = create_app(board=rt.board, settings=settings, blueprints=blueprints)
+    api = rt.settings.api
+    api_status = ApiStatus(signing_keys=len(api.keys))
+    rt.board.register(api_status)
+    install = []
+    if api.enabled:
+        deps = ApiDeps(settings=api, desk=desk, pool=pool, status=api_status)
+        install.append(partial(install_api, deps=deps))
+        blueprints = (*blueprints, console_blueprint())
+    app: Any = create_app(board=rt.board, settings=settings, blueprints=blueprints, install=install)
     observe = app.extensions["concierge.request_metrics"].observe
     for wrap in asgi_wrappers:
         app = wrap(app, observe=observe)

@@ -26,6 +26,8 @@ class SendResult:
     status: SendStatus
     detail: str = ""
     retry_after_s: float | None = None
+    message_ids: tuple[str, ...] = ()
+    """The platform's ids of the messages a ``SENT`` row became (one per part), when it says."""
 
 
 class ChannelSender(Protocol):

@@ -137,6 +137,7 @@ class TelegramWebhook:
         previous_secrets: Sequence[str] = (),
         stats: TelegramWebhookStats | None = None,
         retry_after_s: int = 5,
+        staff_chat_id: str | None = None,
     ) -> None:
         if not secret:
             raise ValueError("TELEGRAM_WEBHOOK_SECRET must not be empty in webhook mode")
@@ -144,6 +145,7 @@ class TelegramWebhook:
         self._secrets = [s.encode() for s in (secret, *previous_secrets) if s]
         self.stats = stats if stats is not None else TelegramWebhookStats()
         self._retry_after_s = retry_after_s
+        self._staff_chat_id = staff_chat_id
 
     async def handle(
         self,
@@ -176,7 +178,7 @@ class TelegramWebhook:
             return Answer(status=415, error="the body must be application/json")
         body = await read_body()
         try:
-            parsed = parse_update_body(body)
+            parsed = parse_update_body(body, staff_chat_id=self._staff_chat_id)
         except MalformedUpdate as exc:
             counts.malformed += 1
             log.warning("telegram.update_rejected", reason=str(exc), body_bytes=len(body))
@@ -241,6 +243,7 @@ def with_telegram_webhook(
     previous_secrets: Sequence[str] = (),
     stats: TelegramWebhookStats | None = None,
     retry_after_s: int = 5,
+    staff_chat_id: str | None = None,
     max_body_bytes: int = 1 << 20,
     body_timeout_s: float = 10.0,
     path: str = WEBHOOK_PATH,
@@ -259,6 +262,7 @@ def with_telegram_webhook(
         previous_secrets=previous_secrets,
         stats=stats,
         retry_after_s=retry_after_s,
+        staff_chat_id=staff_chat_id,
     )
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:

@@ -82,8 +82,9 @@ class TelegramSender:
         if not parts:
             return SendResult(status=SendStatus.REJECTED, detail="the reply is empty")
         start = self._start(row, len(parts))
+        sent: list[str] = []
         for index in range(start, len(parts)):
-            failure = await self._send_part(row, parts[index])
+            failure = await self._send_part(row, parts[index], sent)
             if failure is not None:
                 if failure.status is SendStatus.RETRY:
                     self._remember(row.outbox_id, index)
@@ -103,11 +104,16 @@ class TelegramSender:
                     retry_after_s=failure.retry_after_s,
                 )
         self._progress.pop(row.outbox_id, None)
-        return SendResult(status=SendStatus.SENT, detail=f"{len(parts)} part(s)")
+        return SendResult(
+            status=SendStatus.SENT, detail=f"{len(parts)} part(s)", message_ids=tuple(sent)
+        )
 
-    async def _send_part(self, row: OutboxRow, part: Part) -> SendResult | None:
+    async def _send_part(self, row: OutboxRow, part: Part, sent: list[str]) -> SendResult | None:
+        """Send one part (HTML, or plain text if Telegram cannot parse it); note its message id."""
         try:
-            await self._client.send_message(chat_id=row.chat_id, text=part.html, parse_mode="HTML")
+            message = await self._client.send_message(
+                chat_id=row.chat_id, text=part.html, parse_mode="HTML"
+            )
         except TelegramApiError as exc:
             if not exc.cannot_parse_entities:
                 return classify(exc)
@@ -120,10 +126,18 @@ class TelegramSender:
         except TelegramError as exc:
             return classify(exc)
         else:
+            _note_message_id(message, sent)
             return None
         self.plain_fallbacks += 1
         try:
-            await self._client.send_message(chat_id=row.chat_id, text=part.plain)
+            message = await self._client.send_message(chat_id=row.chat_id, text=part.plain)
         except TelegramError as exc:
             return classify(exc)
+        _note_message_id(message, sent)
         return None
+
+
+def _note_message_id(message: dict[str, object], sent: list[str]) -> None:
+    message_id = message.get("message_id")
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        sent.append(str(message_id))

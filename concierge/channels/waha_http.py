@@ -163,6 +163,7 @@ def waha_blueprint(
             allow_groups=settings.allow_groups,
             received_at=datetime.fromtimestamp(now_s, UTC),
             correlation_id=correlation_id,
+            staff_chat_id=settings.staff_chat_id,
         )
         if isinstance(result, Rejected):
             return _rejected(result, counts, request_id)

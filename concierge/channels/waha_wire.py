@@ -75,6 +75,7 @@ class IgnoreReason(enum.StrEnum):
     API_SOURCE = "api_source"  # sent through the WAHA API (by us or another tool)
     GROUP = "group"  # a group chat while WAHA_ALLOW_GROUPS is off
     BROADCAST = "broadcast"  # status updates, broadcast lists, channels (newsletters)
+    STAFF_CHATTER = "staff_chatter"  # the staff group talking among themselves: no command
 
 
 @attrs.frozen(kw_only=True)
@@ -282,10 +283,13 @@ def parse_envelope(
     allow_groups: bool,
     received_at: datetime,
     correlation_id: str,
+    staff_chat_id: str | None = None,
 ) -> ParseResult:
     """Read one webhook body; only a ``message`` event from a person yields a ``ParsedMessage``.
 
-    Never raises: unreadable input is a ``Rejected`` (``MALFORMED``) naming the field.
+    A command in the staff group (``staff_chat_id``) is a ``STAFF`` message keyed by its
+    sender, ``staff:waha:<participant>``. Never raises: unreadable input is a
+    ``Rejected`` (``MALFORMED``) naming the field.
     """
     try:
         return _parse(
@@ -294,6 +298,7 @@ def parse_envelope(
             allow_groups=allow_groups,
             received_at=received_at,
             correlation_id=correlation_id,
+            staff_chat_id=staff_chat_id,
         )
     except _Malformed as exc:
         return _malformed(str(exc))
@@ -325,7 +330,13 @@ def _get(
 
 
 def _parse(
-    body: bytes, *, session: str, allow_groups: bool, received_at: datetime, correlation_id: str
+    body: bytes,
+    *,
+    session: str,
+    allow_groups: bool,
+    received_at: datetime,
+    correlation_id: str,
+    staff_chat_id: str | None,
 ) -> ParseResult:
     envelope = _json_object(body)
     event = _get(envelope, "event", str)
@@ -343,6 +354,10 @@ def _parse(
     chat = _sender(payload)
     if chat.kind is ChatKind.BROADCAST:
         return Ignored(reason=IgnoreReason.BROADCAST)
+    if staff_chat_id is not None and chat.value == staff_chat_id:
+        return _staff_message(
+            payload, chat, external_id, received_at=received_at, correlation_id=correlation_id
+        )
     if chat.kind is ChatKind.GROUP and not allow_groups:
         return Ignored(reason=IgnoreReason.GROUP)
     text, kind = _text_and_kind(payload)
@@ -409,6 +424,38 @@ def _text_and_kind(payload: Mapping[str, Any]) -> tuple[str, InboundKind]:
     if _COMMAND.match(text.lstrip()):
         return text, InboundKind.COMMAND
     return text, InboundKind.TEXT
+
+
+def _staff_message(
+    payload: Mapping[str, Any],
+    chat: ChatId,
+    external_id: str,
+    *,
+    received_at: datetime,
+    correlation_id: str,
+) -> ParseResult:
+    """A command in the staff group, from the participant who wrote it."""
+    text = payload.get("body")
+    if not isinstance(text, str) or not _COMMAND.match(_clean(text).lstrip()):
+        return Ignored(reason=IgnoreReason.STAFF_CHATTER)
+    participant = payload.get("participant")
+    try:
+        sender = parse_chat_id(participant if isinstance(participant, str) else chat.value)
+    except ValueError as exc:
+        raise _Malformed(f"`payload.participant`: {exc}") from None
+    data = payload.get("_data")
+    message = InboundMessage(
+        correlation_id=correlation_id,
+        channel=Channel.WAHA,
+        user_key=f"staff:{user_key_for(sender.value)}",
+        chat_id=chat.value,
+        external_id=external_id,
+        text=_clean(text).strip(),
+        kind=InboundKind.STAFF,
+        received_at=received_at,
+        display_name=_display_name(data if isinstance(data, dict) else {}),
+    )
+    return ParsedMessage(message=message)
 
 
 def _malformed(detail: str) -> Rejected:

@@ -1,8 +1,9 @@
 """The concierge's own logic: what a message means and what to answer.
 
 Distress detection and the community's emergency numbers, triage, the knowledge base, prompts, fixed replies, languages, small talk,
-commands, the context window, per-user limits, handoffs, and ingest (the one way
-a message enters). It reaches data only through the store's interfaces and never imports
+commands, the context window, per-user limits, handoffs and the staff desk (what
+operators do, from the API or the staff chat), and ingest (the one way a message
+enters). It reaches data only through the store's interfaces and never imports
 ``actors`` or the application.
 """
 
@@ -24,6 +25,13 @@ from .community import (
     load_community as load_community,
 )
 from .context import ContextWindow as ContextWindow
+from .desk import (
+    Desk as Desk,
+    DeskStore as DeskStore,
+    HandoffPage as HandoffPage,
+    Operator as Operator,
+    record_action as record_action,
+)
 from .distress import (
     Distress as Distress,
     DistressKind as DistressKind,
@@ -35,13 +43,18 @@ from .erasure import (
     forget_user as forget_user,
     user_of_entry as user_of_entry,
 )
-from .errors import ConfigError as ConfigError
+from .errors import (
+    ConfigError as ConfigError,
+    DeskError as DeskError,
+    HandoffNotActive as HandoffNotActive,
+    HandoffTaken as HandoffTaken,
+    NoSuchHandoff as NoSuchHandoff,
+)
 from .handoffs import (
     HandoffDesk as HandoffDesk,
     OpenHandoffs as OpenHandoffs,
     close_handoff as close_handoff,
     open_handoffs as open_handoffs,
-    staff_notice as staff_notice,
     sweep_handoffs as sweep_handoffs,
 )
 from .ingest import Ingest as Ingest
@@ -70,6 +83,17 @@ from .sections import (
     Section as Section,
 )
 from .smalltalk import SmallTalk as SmallTalk
+from .staff_chat import handle_staff_message as handle_staff_message
+from .staff_commands import (
+    StaffAction as StaffAction,
+    StaffCommand as StaffCommand,
+    parse_staff_command as parse_staff_command,
+)
+from .staff_notices import (
+    StaffChat as StaffChat,
+    staff_forward as staff_forward,
+    staff_notice as staff_notice,
+)
 from .triage import (
     TriageResult as TriageResult,
     TriageRules as TriageRules,

@@ -1,11 +1,12 @@
-"""Human handoff: the staff notice when one opens, and closing it with word to the user.
+"""Human handoff: closing one with word to the user, and counting those still open.
 
 While a handoff is open the conversation actor stays silent (it still records
-messages). ``close_handoff`` is what a staff command calls; the sweeper closes
-handoffs nobody took up within ``CONCIERGE_HANDOFF_TIMEOUT_S``. Either way the
-user is told, in the language of their last messages. An urgent handoff (a person
-in distress) is never closed by the timeout: only staff close it, and ``/health``
-warns while one is open (``OpenHandoffs``).
+messages) and forwards what the user writes to the staff chat (``staff_notices``).
+``close_handoff`` is what staff call (the operator API, the staff chat, ``concierge
+handoff close``); the sweeper closes handoffs nobody took up within
+``CONCIERGE_HANDOFF_TIMEOUT_S``. Either way the user is told, in the language of their
+last messages. An urgent handoff (a person in distress) is never closed by the
+timeout: only staff close it, and ``/health`` warns while one is open (``OpenHandoffs``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import structlog
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from concierge.domain.distress import DistressKind
 from concierge.domain.language import Languages
 from concierge.domain.nudges import nudge_outbox
 from concierge.domain.replies import Reply
+from concierge.domain.staff_notices import StaffChat, staff_closed
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -32,7 +33,6 @@ from concierge.protocol import (
     new_correlation_id,
     utcnow,
 )
-from concierge.settings import ConversationSettings
 from concierge.store import Conversations, Handoffs, Identities, Outbox
 
 log = structlog.get_logger(__name__)
@@ -40,9 +40,6 @@ log = structlog.get_logger(__name__)
 
 class HandoffDesk(Identities, Conversations, Handoffs, Outbox, Protocol):
     """What closing a handoff needs: find it by user, close it, tell the user in their language."""
-
-
-STAFF_EXCERPT_CHARS = 300
 
 
 def chat_of(user_key: str) -> tuple[Channel, str] | None:
@@ -60,48 +57,8 @@ def chat_of(user_key: str) -> tuple[Channel, str] | None:
         return None
 
 
-def staff_notice(
-    *,
-    settings: ConversationSettings,
-    languages: Languages,
-    handoff: HandoffRow,
-    channel: Channel,
-    who: str,
-    excerpt: str,
-    distress: Sequence[DistressKind] = (),
-) -> OutboundReply | None:
-    """The notification for the staff chat, or ``None`` when no staff chat is configured.
-
-    An urgent handoff gets ``staff_urgent``, which names the ``distress`` found.
-    """
-    if settings.staff_channel is None or settings.staff_chat_id is None:
-        return None
-    short = (
-        excerpt if len(excerpt) <= STAFF_EXCERPT_CHARS else excerpt[: STAFF_EXCERPT_CHARS - 1] + "…"
-    )
-    common = {
-        "handoff_id": handoff.handoff_id,
-        "who": who,
-        "channel": channel.value,
-        "excerpt": short,
-    }
-    if handoff.urgent:
-        kind = languages.distress_label(distress or (DistressKind.JUDGED,))
-        text = languages.reply(Reply.STAFF_URGENT, languages.default, kind=kind, **common)
-    else:
-        text = languages.reply(
-            Reply.STAFF_HANDOFF, languages.default, reason=handoff.reason, **common
-        )
-    return OutboundReply(
-        correlation_id=handoff.correlation_id,
-        channel=settings.staff_channel,
-        user_key=f"{settings.staff_channel.value}:{settings.staff_chat_id}",
-        chat_id=settings.staff_chat_id,
-        text=text,
-    )
-
-
-async def _user_language(store: Conversations, languages: Languages, conversation_id: int) -> str:
+async def user_language(store: Conversations, languages: Languages, conversation_id: int) -> str:
+    """The language of the user's last messages."""
     turns = await store.recent_turns(conversation_id, limit=6)
     text = " ".join(t.text for t in turns if t.role is Role.USER)
     return languages.detect(text)
@@ -193,18 +150,22 @@ async def close_handoff(
     user_key: str | None = None,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     reply: Reply = Reply.HANDOFF_CLOSED,
+    staff: StaffChat | None = None,
 ) -> HandoffRow | None:
     """Close an open handoff (by id or by user) and tell the user the concierge answers again.
 
-    ``by`` names who closed it (a staff member, or ``timeout``). Returns the row
-    that was closed, or ``None`` when no such handoff was open.
+    ``by`` names who closed it (a staff member, or ``timeout``); with ``staff``, the
+    staff chat is told too. Returns the row that was closed, or ``None`` when no such
+    handoff was open (or someone else closed it first: only one of them tells the user).
     """
     if handoff_id is None and user_key is None:
         raise ValueError("close_handoff needs a handoff_id or a user_key")
     row = await _find_open(store, handoff_id=handoff_id, user_key=user_key)
-    if row is None:
+    if row is None or not await store.close_handoff(row.handoff_id, closed_by=by):
         return None
-    await store.close_handoff(row.handoff_id, closed_by=by)
+    if staff is not None:
+        await store.enqueue_reply(staff_closed(staff, languages, row, by=by))
+        nudge_outbox(outbox_nudges, staff.channel, row.correlation_id)
     log.info(
         "handoff.closed",
         handoff_id=row.handoff_id,
@@ -222,7 +183,7 @@ async def close_handoff(
         return row
     channel, chat_id = address
     correlation_id = new_correlation_id()
-    language = await _user_language(store, languages, row.conversation_id)
+    language = await user_language(store, languages, row.conversation_id)
     await store.enqueue_reply(
         OutboundReply(
             correlation_id=correlation_id,
@@ -243,6 +204,7 @@ async def sweep_handoffs(
     timeout_s: float,
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
     now: datetime | None = None,
+    staff: StaffChat | None = None,
 ) -> int:
     """Close every handoff open for longer than ``timeout_s``, urgent ones aside; return how many.
 
@@ -261,6 +223,7 @@ async def sweep_handoffs(
             user_key=row.user_key,
             outbox_nudges=outbox_nudges,
             reply=Reply.HANDOFF_TIMEOUT,
+            staff=staff,
         ):
             closed += 1
     return closed

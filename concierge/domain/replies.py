@@ -24,7 +24,15 @@ class Reply(enum.StrEnum):
     HANDOFF_CLOSED = "handoff_closed"
     HANDOFF_TIMEOUT = "handoff_timeout"
     PROVIDER_FAILED = "provider_failed"
+    STAFF_REPLY = "staff_reply"
+    # To the staff chat (in the default language, the staff's):
     STAFF_HANDOFF = "staff_handoff"
+    STAFF_FORWARD = "staff_forward"
+    STAFF_CLOSED = "staff_closed"
+    STAFF_HELP = "staff_help"
+    STAFF_NO_HANDOFF = "staff_no_handoff"
+    STAFF_NOT_ACTIVE = "staff_not_active"
+    STAFF_NO_TEXT = "staff_no_text"
     GREETING = "greeting"
     WELLBEING = "wellbeing"
     THANKS = "thanks"
@@ -61,7 +69,13 @@ class PromptText(enum.StrEnum):
 PLACEHOLDERS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
     {
         Reply.TOO_LONG: frozenset({"length", "limit"}),
+        Reply.STAFF_REPLY: frozenset({"text"}),
         Reply.STAFF_HANDOFF: frozenset({"handoff_id", "reason", "who", "channel", "excerpt"}),
+        Reply.STAFF_FORWARD: frozenset({"handoff_id", "who", "text"}),
+        Reply.STAFF_CLOSED: frozenset({"handoff_id", "by"}),
+        Reply.STAFF_NO_HANDOFF: frozenset({"handoff_id"}),
+        Reply.STAFF_NOT_ACTIVE: frozenset({"handoff_id"}),
+        Reply.STAFF_NO_TEXT: frozenset({"handoff_id"}),
         Reply.STAFF_URGENT: frozenset({"handoff_id", "kind", "who", "channel", "excerpt"}),
         Reply.DISTRESS: frozenset({"numbers", "priest"}),
         Reply.DISTRESS_NUMBER: frozenset({"label", "number"}),

@@ -44,11 +44,16 @@ class ServiceType(enum.StrEnum):
 
 
 class InboundKind(enum.StrEnum):
-    """What an accepted update carries; only ``TEXT`` and ``COMMAND`` reach a provider."""
+    """What an accepted update carries; only ``TEXT`` and ``COMMAND`` reach a provider.
+
+    ``STAFF`` is a message from the configured staff chat: the staff desk handles it,
+    never a conversation.
+    """
 
     TEXT = "text"
     COMMAND = "command"
     MEDIA = "media"
+    STAFF = "staff"
 
 
 class Role(enum.StrEnum):
@@ -98,6 +103,8 @@ class InboundMessage:
     received_at: datetime
     display_name: str | None = None
     language_hint: str | None = None
+    reply_to: str | None = None
+    """The platform id of the message this one answers (a staff reply to a handoff notice)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -285,6 +292,7 @@ class TurnCompleted:
 # One inbox type per actor, named for it: a message it learns to take joins its union here.
 RouterMsg = Inbound
 ConversationMsg = Inbound
+StaffDeskMsg = Inbound
 ProviderPoolMsg = CompletionRequest
 OutboxMsg = OutboxNudge
 PresenceMsg = TurnStarted | TurnEnded

@@ -36,7 +36,10 @@ class Direction(enum.StrEnum):
 
 
 class HandoffState(enum.StrEnum):
+    """``ASSIGNED``: a staff member claimed it; it is still active, like ``OPEN``."""
+
     OPEN = "open"
+    ASSIGNED = "assigned"
     CLOSED = "closed"
 
 
@@ -82,6 +85,8 @@ class OutboundReply:
     chat_id: str
     text: str
     inbox_id: int | None = None
+    handoff_id: int | None = None
+    """For a message to the staff chat, the handoff it is about: a staff reply to it answers it."""
 
     @staticmethod
     def answering(message: Inbound, *, text: str) -> OutboundReply:
@@ -278,3 +283,99 @@ class ConversationStart:
     """The user's unprocessed inbox rows in arrival order, as ``pending_inbox(user_key=...)``."""
     recent: tuple[Turn, ...]
     """The conversation's last recorded messages, oldest first, as ``recent_turns``."""
+
+
+@attrs.frozen(kw_only=True)
+class HandoffView:
+    """A handoff as staff see it: who asked and where, who took it, and the last activity.
+
+    ``urgent`` is reserved for handoffs that must be answered first (none is set yet).
+    """
+
+    handoff_id: int
+    conversation_id: int
+    user_id: int
+    user_key: str
+    display_name: str | None
+    state: HandoffState
+    reason: str
+    urgent: bool
+    opened_at: datetime
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    last_message_id: int | None = None
+    last_message_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state is not HandoffState.CLOSED
+
+
+@attrs.frozen(kw_only=True)
+class HistoryEntry:
+    """One recorded message of a conversation; ``author`` names the staff member of a staff reply."""
+
+    message_id: int
+    direction: Direction
+    text: str
+    author: str | None
+    service_type: ServiceType
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class IdentityRow:
+    channel: str
+    user_key: str
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class UserView:
+    """A user with every channel identity that reaches them (empty once forgotten)."""
+
+    user_id: int
+    display_name: str | None
+    unreachable: bool
+    created_at: datetime
+    forgotten_at: datetime | None
+    identities: tuple[IdentityRow, ...]
+    conversation_id: int | None
+    active_handoff_id: int | None
+
+
+@attrs.frozen(kw_only=True)
+class StaffReply:
+    """A staff member's answer to a handed-off user, written at once by ``OperatorQueries``.
+
+    ``text`` is what the staff member wrote (recorded in the conversation as theirs);
+    ``reply`` is the outbox row that carries it to the user. ``inbox_id`` is the staff
+    chat message it settles (``None`` from the API): a replayed one writes nothing.
+    """
+
+    handoff_id: int
+    author: str
+    text: str
+    reply: OutboundReply
+    inbox_id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuditEntry:
+    """One operator action: who (``actor`` and ``role``), what, on whom (``target``), how."""
+
+    actor: str
+    role: str
+    action: str
+    target: str
+    via: str
+    detail: str = ""
+    correlation_id: str = ""
+    at: datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen(kw_only=True)
+class AuditRow(AuditEntry):
+    audit_id: int

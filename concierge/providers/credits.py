@@ -5,7 +5,8 @@ dead-key answer (402) from it. A key with nothing left leaves rotation; a
 periodic poll that shows credit (or no limit) brings any disabled key back: the
 poll itself authenticates the key, so a key it can read is usable. A poll
 triggered by a dead-key answer never re-enables (that would flap at the rate of
-requests when the account, not the key, is out of credit).
+requests when the account, not the key, is out of credit), and neither does a poll
+bring back a key an operator disabled.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class CreditMonitor:
                     remaining=reading.remaining,
                 )
                 ring.disable(slot, NO_CREDIT)
-        elif periodic and state is KeyState.DISABLED:
+        elif periodic and state is KeyState.DISABLED and slot.disabled_by is None:
             log.info(
                 "provider.credit_restored",
                 provider=provider,

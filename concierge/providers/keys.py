@@ -2,7 +2,8 @@
 
 A key is enabled, cooling (throttled: skipped until the server's hint, or an
 exponential 1→60 s backoff with jitter when it gave none) or disabled (dead:
-401/402/403, or no credit left). Each key is assumed to be its own quota
+401/402/403, no credit left, or an operator took it out of rotation; only an
+operator brings such a key back). Each key is assumed to be its own quota
 domain: configure one key per account/project, since extra keys on one
 account add no capacity.
 """
@@ -41,6 +42,8 @@ class KeySlot:
 
     key: ApiKey
     disabled_reason: str | None = None
+    disabled_by: str | None = None
+    """The operator who disabled the key (``None``: the pool did, on a dead-key answer)."""
     cooling_until: float | None = None
     throttle_streak: int = 0
     successes: int = 0
@@ -60,6 +63,7 @@ class KeySnapshot:
     alias: str
     state: KeyState
     disabled_reason: str | None
+    disabled_by: str | None
     cooling_for_s: float | None
     successes: int
     failures: int
@@ -153,6 +157,21 @@ class KeyRing:
                 correlation_id=correlation_id,
             )
         slot.disabled_reason = None
+        slot.disabled_by = None
+
+    def set_by_operator(self, alias: str, *, enabled: bool, by: str, reason: str = "") -> KeySlot:
+        """An operator takes the key out of rotation (until they bring it back) or back in.
+
+        Raises ``KeyError`` for an alias the provider does not have.
+        """
+        slot = self.slot(alias)
+        if enabled:
+            self.enable(slot, reason=f"enabled by {by}")
+        else:
+            slot.disabled_reason = None  # logged as the operator's, not as a dead key's
+            self.disable(slot, reason or f"disabled by {by}")
+            slot.disabled_by = by
+        return slot
 
     def cool(
         self, slot: KeySlot, retry_after_s: float | None, *, correlation_id: str = ""
@@ -185,6 +204,7 @@ class KeyRing:
                 alias=s.key.alias,
                 state=s.state(now),
                 disabled_reason=s.disabled_reason,
+                disabled_by=s.disabled_by,
                 cooling_for_s=(s.cooling_until - now)
                 if s.state(now) is KeyState.COOLING and s.cooling_until
                 else None,

@@ -13,9 +13,11 @@ from .errors import SettingsError as SettingsError
 from .loader import load_settings as load_settings
 from .models import (
     ApiKey as ApiKey,
+    ApiSettings as ApiSettings,
     BreakerSettings as BreakerSettings,
     ConversationSettings as ConversationSettings,
     HttpSettings as HttpSettings,
+    JwtKey as JwtKey,
     PoolSettings as PoolSettings,
     ProviderSettings as ProviderSettings,
     Settings as Settings,

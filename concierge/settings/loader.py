@@ -18,6 +18,7 @@ from concierge.protocol import Channel
 from concierge.settings.errors import SettingsError
 from concierge.settings.models import (
     ApiKey,
+    ApiSettings,
     BreakerSettings,
     ConversationSettings,
     HttpSettings,
@@ -151,8 +152,11 @@ def load_settings(
     store = _store(r)
     pool = _pool(r)
     conversation = _conversation(r, config_dir=config_dir, store=store, pool=pool)
-    telegram = _telegram(r)
-    waha = _waha(r)
+    # The staff chat's id reaches the channel that carries it: its parser tells staff apart.
+    staff_channel, staff_chat_id = conversation.staff_channel, conversation.staff_chat_id
+    telegram = _telegram(r, staff_chat_id if staff_channel is Channel.TELEGRAM else None)
+    waha = _waha(r, staff_chat_id if staff_channel is Channel.WAHA else None)
+    api = _api(r)
     drain_timeout_s = r.get("CONCIERGE_DRAIN_TIMEOUT_S")
     # Read every documented option so `check` shows them all.
     for name in OPTIONS:
@@ -167,6 +171,7 @@ def load_settings(
         conversation=conversation,
         telegram=telegram,
         waha=waha,
+        api=api,
         drain_timeout_s=drain_timeout_s,
         config_dir=config_dir,
         effective=tuple((name, value, secret) for name, (value, secret) in r.seen.items()),
@@ -263,6 +268,12 @@ def _conversation(
             missing,
             "staff notifications need both CONCIERGE_STAFF_CHANNEL and CONCIERGE_STAFF_CHAT_ID",
         )
+    if staff_channel == Channel.TELEGRAM and not re.match(r"^-?\d{1,20}$", staff_chat_id or ""):
+        raise SettingsError(
+            "CONCIERGE_STAFF_CHAT_ID",
+            f"a Telegram chat id is a number (a group's is negative, e.g. -1001234567890), "
+            f"got {staff_chat_id!r}",
+        )
     return ConversationSettings(
         config_dir=config_dir,
         idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
@@ -282,7 +293,7 @@ def _conversation(
     )
 
 
-def _telegram(r: _Reader) -> TelegramSettings | None:
+def _telegram(r: _Reader, staff_chat_id: str | None) -> TelegramSettings | None:
     token = r.get("TELEGRAM_BOT_TOKEN")
     mode = r.get("TELEGRAM_MODE")
     webhook_url = r.get("TELEGRAM_WEBHOOK_URL")
@@ -317,10 +328,11 @@ def _telegram(r: _Reader) -> TelegramSettings | None:
         api_base_url=api_base_url,
         poll_timeout_s=poll_timeout_s,
         max_connections=max_connections,
+        staff_chat_id=staff_chat_id,
     )
 
 
-def _waha(r: _Reader) -> WahaSettings | None:
+def _waha(r: _Reader, staff_chat_id: str | None) -> WahaSettings | None:
     url = r.get("WAHA_URL")
     api_key = r.get("WAHA_API_KEY")
     session = r.get("WAHA_SESSION")
@@ -349,4 +361,13 @@ def _waha(r: _Reader) -> WahaSettings | None:
         typing_chars_per_s=typing_chars_per_s,
         typing_max_s=typing_max_s,
         max_part_chars=max_part_chars,
+        staff_chat_id=staff_chat_id,
+    )
+
+
+def _api(r: _Reader) -> ApiSettings:
+    return ApiSettings(
+        keys=r.get("CONCIERGE_JWT_KEYS") or (),
+        issuer=r.get("CONCIERGE_JWT_ISSUER"),
+        audience=r.get("CONCIERGE_JWT_AUDIENCE"),
     )

@@ -23,6 +23,30 @@ class ApiKey:
         return f"ApiKey(alias={self.alias!r})"
 
 
+@attrs.frozen(kw_only=True, repr=False)
+class JwtKey:
+    """One operator API signing key: ``kid`` names it in a token's header."""
+
+    kid: str
+    secret: bytes
+
+    def __repr__(self) -> str:
+        return f"JwtKey(kid={self.kid!r})"
+
+
+@attrs.frozen(kw_only=True)
+class ApiSettings:
+    """The operator API: off without keys; the first key signs, every key verifies."""
+
+    keys: tuple[JwtKey, ...]
+    issuer: str
+    audience: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+
 @attrs.frozen(kw_only=True)
 class HttpSettings:
     host: str
@@ -130,6 +154,9 @@ class TelegramSettings:
     poll_timeout_s: int
     max_connections: int
 
+    staff_chat_id: str | None = None
+    """The staff chat on Telegram (``CONCIERGE_STAFF_CHAT_ID`` when staff use Telegram)."""
+
     def __repr__(self) -> str:
         return f"TelegramSettings(mode={self.mode!r}, api_base_url={self.api_base_url!r})"
 
@@ -146,6 +173,8 @@ class WahaSettings:
     typing_chars_per_s: float = 40.0
     typing_max_s: float = 4.0
     max_part_chars: int = 4000
+    staff_chat_id: str | None = None
+    """The staff group on WhatsApp (``CONCIERGE_STAFF_CHAT_ID`` when staff use WAHA)."""
 
     def __repr__(self) -> str:
         return f"WahaSettings(url={self.url!r}, session={self.session!r}, signed={self.hmac_key is not None})"
@@ -161,6 +190,7 @@ class Settings:
     conversation: ConversationSettings
     telegram: TelegramSettings | None
     waha: WahaSettings | None
+    api: ApiSettings
     drain_timeout_s: float
     config_dir: Path
     effective: tuple[tuple[str, str | None, bool], ...] = attrs.field(repr=False, eq=False)

@@ -11,7 +11,16 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from concierge.settings.parsers import boolean, choice, integer, number, provider_names, text, url
+from concierge.settings.parsers import (
+    boolean,
+    choice,
+    integer,
+    jwt_keys,
+    number,
+    provider_names,
+    text,
+    url,
+)
 
 T = TypeVar("T")
 
@@ -338,7 +347,25 @@ _opt(
     choice("telegram", "waha"),
     group=C,
 )
-_opt("CONCIERGE_STAFF_CHAT_ID", None, "chat id staff notifications go to", group=C)
+_opt(
+    "CONCIERGE_STAFF_CHAT_ID",
+    None,
+    "the staff chat: a Telegram group id (negative) or a WhatsApp group (...@g.us); "
+    "handoff notices go there and staff answer users from it",
+    group=C,
+)
+A = "operator API"
+_opt(
+    "CONCIERGE_JWT_KEYS",
+    None,
+    "operator API signing keys, kid=secret,... (HS256, each at least 32 bytes; the first "
+    "signs, all verify); unset turns the API and the console off",
+    jwt_keys,
+    secret=True,
+    group=A,
+)
+_opt("CONCIERGE_JWT_ISSUER", "concierge", "the iss claim tokens must carry", group=A)
+_opt("CONCIERGE_JWT_AUDIENCE", "concierge-api", "the aud claim tokens must carry", group=A)
 T_ = "telegram"
 _opt(
     "TELEGRAM_BOT_TOKEN",

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from concierge.settings.models import ApiKey
+from concierge.settings.models import ApiKey, JwtKey
 
 
 def text(value: str) -> str:
@@ -119,4 +119,31 @@ def parse_api_keys(value: str) -> tuple[ApiKey, ...]:
     aliases = [k.alias for k in keys]
     if len(set(aliases)) != len(aliases):
         raise ValueError("two keys share an alias")
+    return tuple(keys)
+
+
+JWT_MIN_KEY_BYTES = 32
+"""HS256 keys at least as long as the hash (RFC 7518 §3.2): 256 bits."""
+_KID = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+
+
+def jwt_keys(value: str) -> tuple[JwtKey, ...]:
+    """``kid=secret,kid2=secret2``: the first signs new tokens, every one verifies."""
+    keys: list[JwtKey] = []
+    for position, item in enumerate(value.split(","), start=1):
+        kid, sep, secret = item.strip().partition("=")
+        if not sep or not _KID.match(kid):
+            raise ValueError(
+                f"key #{position}: expected kid=secret, the kid 1 to 40 of A-Z a-z 0-9 _ . -"
+            )
+        raw = secret.strip().encode()
+        if len(raw) < JWT_MIN_KEY_BYTES:
+            raise ValueError(
+                f"key {kid!r} is {len(raw)} bytes: each key needs at least {JWT_MIN_KEY_BYTES} "
+                "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        keys.append(JwtKey(kid=kid, secret=raw))
+    kids = [k.kid for k in keys]
+    if len(set(kids)) != len(kids):
+        raise ValueError("two keys share a kid")
     return tuple(keys)

@@ -10,4 +10,5 @@ def secrets_of(settings: Settings) -> list[str]:
     found += [
         key.secret for provider in settings.pool.providers for key in provider.keys if key.secret
     ]
+    found += [key.secret.decode() for key in settings.api.keys]
     return found

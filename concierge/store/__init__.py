@@ -2,7 +2,8 @@
 
 Callers type what they hold by the interfaces in ``roles``: the durable store is cut
 into the roles its callers have (``Inbox``, ``Turns``, ``Conversations``,
-``Handoffs``, ``Outbox``, ``Identities``, ``Cursors``, ``Erasure``, ``Health``), and
+``Handoffs``, ``Outbox``, ``Identities``, ``Cursors``, ``Erasure``,
+``OperatorQueries``, ``Audit``, ``Health``), and
 each actor, adapter and domain function asks for the narrowest it needs, so what
 one can touch is in its signature. ``Store``, every role at once, is what the
 backends implement and the composition root holds. ``open_store`` and
@@ -32,6 +33,7 @@ from .monitor import (
     run_monitor as run_monitor,
 )
 from .roles import (
+    Audit as Audit,
     Conversations as Conversations,
     Cursors as Cursors,
     Erasure as Erasure,
@@ -39,6 +41,7 @@ from .roles import (
     Health as Health,
     Identities as Identities,
     Inbox as Inbox,
+    OperatorQueries as OperatorQueries,
     Outbox as Outbox,
     SessionCache as SessionCache,
     Store as Store,

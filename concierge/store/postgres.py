@@ -29,6 +29,8 @@ import trio_asyncio
 from concierge.protocol import (
     Accepted,
     AcceptStatus,
+    AuditEntry,
+    AuditRow,
     Channel,
     ConversationRow,
     ConversationStart,
@@ -36,15 +38,20 @@ from concierge.protocol import (
     Erased,
     ErasureNotice,
     HandoffRow,
+    HandoffView,
+    HistoryEntry,
     Inbound,
     InboundMessage,
     OutboundReply,
     OutboxRow,
+    StaffReply,
     Turn,
     TurnRecord,
     UserRow,
+    UserView,
 )
 from concierge.settings import StoreSettings
+from concierge.store import postgres_desk as desk
 from concierge.store.erasure_keys import (
     ERASED,
     ERASURE_KEY_NAME,
@@ -66,6 +73,7 @@ from concierge.store.postgres_driver import (
 from concierge.store.postgres_per_item import (
     active_handoff as _active_handoff,
     conversation_for as _conversation_for,
+    insert_outbox as _insert_outbox,
     pending_inbox as _pending_inbox,
     recent_turns as _recent_turns,
     resolve_user as _resolve_user,
@@ -99,11 +107,11 @@ async def asyncio_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
 
 _INSERT_INBOX_BATCH = """
 INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, kind,
-                   received_at, display_name, language_hint)
-SELECT c, ch, uk, cid, eid, tx, k, ra, dn, lh
+                   received_at, display_name, language_hint, reply_to)
+SELECT c, ch, uk, cid, eid, tx, k, ra, dn, lh, rt
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::text[], $10::text[], $11::text[])
-     WITH ORDINALITY AS t(c, ch, uk, cid, eid, tx, k, ra, dn, lh, dg, ord)
+            $8::timestamptz[], $9::text[], $10::text[], $11::text[], $12::text[])
+     WITH ORDINALITY AS t(c, ch, uk, cid, eid, tx, k, ra, dn, lh, dg, rt, ord)
 WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE digest = t.dg)
 ORDER BY ord
 ON CONFLICT (channel, external_id) DO NOTHING
@@ -270,6 +278,7 @@ class PostgresStore:
             [m.display_name for m in unique],
             [m.language_hint for m in unique],
             message_digests(key_of, unique),
+            [m.reply_to for m in unique],
         )
 
         async def work(conn: Conn) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
@@ -334,20 +343,7 @@ class PostgresStore:
 
     # -- outbox ----------------------------------------------------------------------
     async def enqueue_reply(self, reply: OutboundReply) -> int:
-        value = await self._call(
-            lambda conn: conn.fetchval(
-                "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
-                reply.correlation_id,
-                reply.channel.value,
-                reply.user_key,
-                reply.chat_id,
-                _clean(reply.text),
-                reply.inbox_id,
-            ),
-            retry=False,
-        )
-        return int(value)
+        return await self._call(lambda conn: _insert_outbox(conn, reply), retry=False)
 
     async def pending_outbox(
         self, channel: Channel, *, now: datetime | None = None, limit: int = 100
@@ -359,14 +355,8 @@ class PostgresStore:
 
         return await self._call(work)
 
-    async def mark_sent(self, outbox_id: int) -> None:
-        await self._call(
-            lambda conn: conn.execute(
-                "UPDATE outbox SET sent_at = coalesce(sent_at, now()), attempts = attempts + 1 "
-                "WHERE outbox_id = $1",
-                outbox_id,
-            )
-        )
+    async def mark_sent(self, outbox_id: int, *, message_ids: Sequence[str] = ()) -> None:
+        await self._tx(lambda conn: desk.mark_sent(conn, outbox_id, message_ids))
 
     async def mark_send_failed(
         self, outbox_id: int, *, error: str, retry_at: datetime | None
@@ -535,17 +525,19 @@ class PostgresStore:
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
         return await self._call(lambda conn: _active_handoff(conn, conversation_id))
 
-    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
-        await self._call(
-            lambda conn: conn.execute(
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> bool:
+        closed = await self._call(
+            lambda conn: conn.fetchval(
                 "WITH h AS (UPDATE handoffs SET state = 'closed', closed_at = now(), closed_by = $2 "
-                "WHERE handoff_id = $1 AND state <> 'closed' RETURNING conversation_id) "
-                "UPDATE conversations SET handoff_open = false, updated_at = now() "
-                "WHERE conversation_id IN (SELECT conversation_id FROM h)",
+                "WHERE handoff_id = $1 AND state <> 'closed' RETURNING conversation_id), "
+                "c AS (UPDATE conversations SET handoff_open = false, updated_at = now() "
+                "WHERE conversation_id IN (SELECT conversation_id FROM h)) "
+                "SELECT count(*) FROM h",
                 handoff_id,
-                closed_by,
+                _clean(closed_by),
             )
         )
+        return bool(closed)
 
     async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
         rows = await self._call(
@@ -555,6 +547,46 @@ class PostgresStore:
             )
         )
         return [_handoff_row(r) for r in rows]
+
+    # -- the staff desk (postgres_desk) ------------------------------------------------
+    async def list_handoffs(
+        self, *, active: bool, limit: int, before: int | None = None
+    ) -> Sequence[HandoffView]:
+        return await self._call(
+            lambda conn: desk.list_handoffs(conn, active=active, limit=limit, before=before)
+        )
+
+    async def handoff_view(self, handoff_id: int) -> HandoffView | None:
+        return await self._call(lambda conn: desk.handoff_view(conn, handoff_id))
+
+    async def claim_handoff(self, handoff_id: int, *, by: str, take_over: bool) -> None:
+        await self._call(lambda conn: desk.claim_handoff(conn, handoff_id, by, take_over))
+
+    async def record_staff_reply(self, reply: StaffReply) -> int | None:
+        return await self._tx(lambda conn: desk.record_staff_reply(conn, reply))
+
+    async def history(
+        self, conversation_id: int, *, limit: int, before: int | None = None
+    ) -> Sequence[HistoryEntry]:
+        return await self._call(
+            lambda conn: desk.history(conn, conversation_id, limit=limit, before=before)
+        )
+
+    async def user_view(self, user_id: int) -> UserView | None:
+        return await self._call(lambda conn: desk.user_view(conn, user_id))
+
+    async def handoff_for_staff_message(
+        self, channel: Channel, chat_id: str, message_id: str
+    ) -> int | None:
+        return await self._call(
+            lambda conn: desk.handoff_for_staff_message(conn, channel, chat_id, message_id)
+        )
+
+    async def record_audit(self, entry: AuditEntry) -> int:
+        return await self._call(lambda conn: desk.record_audit(conn, entry), retry=False)
+
+    async def audit_entries(self, *, limit: int, before: int | None = None) -> Sequence[AuditRow]:
+        return await self._call(lambda conn: desk.audit_entries(conn, limit=limit, before=before))
 
     # -- data protection -------------------------------------------------------------
     async def erase_texts_before(self, cutoff: datetime) -> int:

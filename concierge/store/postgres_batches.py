@@ -303,12 +303,12 @@ WITH claimable AS MATERIALIZED (
     WHERE turn IN (SELECT inbox_id FROM claimed)
     ORDER BY ord
 ), outbox_written AS (
-    INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id)
-    SELECT correlation_id, channel, user_key, chat_id, text, inbox_id
+    INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, handoff_id)
+    SELECT correlation_id, channel, user_key, chat_id, text, inbox_id, handoff_id
     FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                $15::bigint[])
+                $15::bigint[], $31::bigint[])
          WITH ORDINALITY AS o(turn, correlation_id, channel, user_key, chat_id, text, inbox_id,
-                              ord)
+                              handoff_id, ord)
     WHERE turn IN (SELECT inbox_id FROM claimed)
     ORDER BY ord
     RETURNING outbox_id
@@ -359,6 +359,7 @@ def _turn_columns(turns: Sequence[TurnRecord]) -> list[list[Any]]:
     outbox: list[list[Any]] = [[] for _ in range(7)]
     interactions: list[list[Any]] = [[] for _ in range(12)]
     touched: list[list[Any]] = [[] for _ in range(3)]
+    outbox_handoffs: list[Any] = []  # the outbox's last column, $31: added after the others
 
     def add(columns: list[list[Any]], *values: Any) -> None:
         for column, value in zip(columns, values, strict=True):
@@ -392,13 +393,14 @@ def _turn_columns(turns: Sequence[TurnRecord]) -> list[list[Any]]:
                 _clean(r.text),
                 r.inbox_id,
             )
+            outbox_handoffs.append(r.handoff_id)
         if t.interaction is not None:
             add(interactions, t.inbox_id, *_interaction_values(t.interaction))
         if t.conversation_type is not None:
             add(touched, t.inbox_id, t.conversation_id, t.conversation_type.value)
         elif t.inbound_text is not None or t.outbound_text is not None:
             add(touched, t.inbox_id, t.conversation_id, None)
-    return [*claim, *messages, *outbox, *interactions, *touched]
+    return [*claim, *messages, *outbox, *interactions, *touched, outbox_handoffs]
 
 
 async def _complete_batch(conn: Conn, turns: Sequence[TurnRecord]) -> list[tuple[int, ...]]:

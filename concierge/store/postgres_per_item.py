@@ -14,6 +14,7 @@ from concierge.protocol import (
     Direction,
     HandoffRow,
     Inbound,
+    OutboundReply,
     Role,
     Turn,
     TurnRecord,
@@ -63,20 +64,7 @@ async def write_turn(conn: Conn, turn: TurnRecord) -> tuple[int, ...]:
                 service,
                 turn.correlation_id,
             )
-    ids: list[int] = []
-    for r in turn.replies:
-        ids.append(
-            await conn.fetchval(
-                "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, "
-                "inbox_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING outbox_id",
-                r.correlation_id,
-                r.channel.value,
-                r.user_key,
-                r.chat_id,
-                _clean(r.text),
-                r.inbox_id,
-            )
-        )
+    ids = [await insert_outbox(conn, r) for r in turn.replies]
     if turn.interaction is not None:
         await conn.execute(_INSERT_INTERACTION, *_interaction_values(turn.interaction))
     if turn.conversation_type is not None:
@@ -92,6 +80,22 @@ async def write_turn(conn: Conn, turn: TurnRecord) -> tuple[int, ...]:
             turn.conversation_id,
         )
     return tuple(int(i) for i in ids)
+
+
+async def insert_outbox(conn: Conn, reply: OutboundReply) -> int:
+    """Write one outbox row; return its id."""
+    outbox_id = await conn.fetchval(
+        "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, "
+        "handoff_id) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING outbox_id",
+        reply.correlation_id,
+        reply.channel.value,
+        reply.user_key,
+        reply.chat_id,
+        _clean(reply.text),
+        reply.inbox_id,
+        reply.handoff_id,
+    )
+    return int(outbox_id)
 
 
 async def open_conversation(conn: Conn, o: Opening) -> ConversationStart:

@@ -11,8 +11,9 @@ row settled, with what its turn wrote: conversations and the router),
 ``Conversations`` (a conversation's opening read and its history), ``Handoffs``,
 ``Outbox`` (replies written and delivered), ``Identities`` (users and their channel
 identities), ``Cursors`` (a poller's place in a platform's stream), ``Erasure``
-(retention and ``concierge forget``), ``Usage`` (tokens per day, for the budgets)
-and ``Health``. A caller that needs several
+(retention and ``concierge forget``), ``Usage`` (tokens per day, for the budgets),
+``OperatorQueries`` (what staff read and do through the operator API and the staff
+chat), ``Audit`` (the operator actions' trail) and ``Health``. A caller that needs several
 names the union it needs where it lives (``ConversationStore`` in the conversation
 actor, ``HandoffDesk`` in the handoff logic). ``Store`` is the union of every role;
 the backends implement it and only the composition root holds one.
@@ -26,6 +27,8 @@ from typing import Protocol
 
 from concierge.protocol import (
     Accepted,
+    AuditEntry,
+    AuditRow,
     Channel,
     ConversationRow,
     ConversationStart,
@@ -33,13 +36,17 @@ from concierge.protocol import (
     Erased,
     ErasureNotice,
     HandoffRow,
+    HandoffView,
+    HistoryEntry,
     Inbound,
     InboundMessage,
     OutboundReply,
     OutboxRow,
+    StaffReply,
     Turn,
     TurnRecord,
     UserRow,
+    UserView,
 )
 
 
@@ -137,7 +144,9 @@ class Handoffs(Protocol):
 
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None: ...
 
-    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None: ...
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> bool:
+        """Close an active handoff; ``False`` when it was not active (closed before)."""
+        ...
 
     async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
         """Open handoffs older than ``cutoff`` (for the timeout sweep and ``handoff list``)."""
@@ -161,7 +170,13 @@ class Outbox(Protocol):
         """
         ...
 
-    async def mark_sent(self, outbox_id: int) -> None: ...
+    async def mark_sent(self, outbox_id: int, *, message_ids: Sequence[str] = ()) -> None:
+        """Record the row delivered; ``message_ids`` are the platform's ids of what was sent.
+
+        For a row about a handoff (``OutboundReply.handoff_id``), the ids are kept so that
+        a staff member's reply to one of those messages finds its handoff.
+        """
+        ...
 
     async def mark_send_failed(
         self, outbox_id: int, *, error: str, retry_at: datetime | None
@@ -239,6 +254,58 @@ class Usage(Protocol):
         ...
 
 
+class OperatorQueries(Protocol):
+    """What staff read and do, through the operator API and the staff chat."""
+
+    async def list_handoffs(
+        self, *, active: bool, limit: int, before: int | None = None
+    ) -> Sequence[HandoffView]:
+        """Active handoffs (urgent first, then oldest first), or closed ones (newest first).
+
+        ``before`` pages closed handoffs: only ids below it.
+        """
+        ...
+
+    async def handoff_view(self, handoff_id: int) -> HandoffView | None: ...
+
+    async def claim_handoff(self, handoff_id: int, *, by: str, take_over: bool) -> None:
+        """Assign an open handoff to ``by`` (one claimed by someone else only with ``take_over``)."""
+        ...
+
+    async def record_staff_reply(self, reply: StaffReply) -> int | None:
+        """Write a staff reply at once: the conversation's message, the outbox row, the claim
+        (an unclaimed handoff goes to its author) and the staff message's inbox mark.
+
+        Returns the outbox id, or ``None`` when nothing was written: the handoff is not
+        active, or the inbox row was processed before (a replay).
+        """
+        ...
+
+    async def history(
+        self, conversation_id: int, *, limit: int, before: int | None = None
+    ) -> Sequence[HistoryEntry]:
+        """The ``limit`` messages before message id ``before`` (the newest without), oldest first."""
+        ...
+
+    async def user_view(self, user_id: int) -> UserView | None: ...
+
+    async def handoff_for_staff_message(
+        self, channel: Channel, chat_id: str, message_id: str
+    ) -> int | None:
+        """The handoff a message shown in the staff chat is about (see ``Outbox.mark_sent``)."""
+        ...
+
+
+class Audit(Protocol):
+    """Who did what to whom through the operator API, the staff chat or the command line."""
+
+    async def record_audit(self, entry: AuditEntry) -> int: ...
+
+    async def audit_entries(self, *, limit: int, before: int | None = None) -> Sequence[AuditRow]:
+        """Newest first; ``before`` pages back (only ids below it)."""
+        ...
+
+
 class Store(
     Health,
     Inbox,
@@ -250,6 +317,8 @@ class Store(
     Cursors,
     Erasure,
     Usage,
+    OperatorQueries,
+    Audit,
     Protocol,
 ):
     """Durable records, every role at once. Every method commits before it returns."""

@@ -15,15 +15,22 @@ from typing import Any
 import attrs
 
 from concierge.protocol import (
+    AuditEntry,
+    AuditRow,
     Channel,
     ConversationRow,
+    Direction,
     HandoffRow,
     HandoffState,
+    HandoffView,
+    HistoryEntry,
+    IdentityRow,
     Inbound,
     InboundKind,
     Interaction,
     OutboxRow,
     ServiceType,
+    UserView,
 )
 
 Instant = Callable[[Any], datetime]
@@ -51,6 +58,7 @@ def inbox_row(r: Any, instant: Instant = as_datetime) -> Inbound:
         received_at=instant(r["received_at"]),
         display_name=r["display_name"],
         language_hint=r["language_hint"],
+        reply_to=r["reply_to"],
     )
 
 
@@ -63,6 +71,7 @@ def outbox_row(r: Any, instant: Instant = as_datetime) -> OutboxRow:
         chat_id=r["chat_id"],
         text=r["text"],
         inbox_id=r["inbox_id"],
+        handoff_id=r["handoff_id"],
         attempts=r["attempts"],
         created_at=instant(r["created_at"]),
         next_attempt_at=instant(r["next_attempt_at"]),
@@ -120,6 +129,99 @@ def interaction_values(
         i.outcome,
         i.service_type.value,
         stored(i.created_at),
+    )
+
+
+HANDOFF_VIEW = """
+SELECT h.handoff_id, h.conversation_id, c.user_id, h.user_key, u.display_name, h.state,
+       h.reason, h.urgent, h.opened_at, h.assigned_to, h.assigned_at, h.closed_at, h.closed_by,
+       (SELECT max(m.message_id) FROM messages AS m
+        WHERE m.conversation_id = h.conversation_id) AS last_message_id,
+       (SELECT m.created_at FROM messages AS m WHERE m.conversation_id = h.conversation_id
+        ORDER BY m.message_id DESC LIMIT 1) AS last_message_at
+FROM handoffs AS h
+JOIN conversations AS c ON c.conversation_id = h.conversation_id
+JOIN users AS u ON u.user_id = c.user_id
+"""
+"""What both backends read for a ``HandoffView``; each adds its WHERE, ORDER BY and LIMIT."""
+
+AUDIT_COLUMNS = "actor, role, action, target, via, detail, correlation_id, at"
+
+
+def handoff_view(r: Any, instant: Instant = as_datetime) -> HandoffView:
+    return HandoffView(
+        handoff_id=r["handoff_id"],
+        conversation_id=r["conversation_id"],
+        user_id=r["user_id"],
+        user_key=r["user_key"],
+        display_name=r["display_name"],
+        state=HandoffState(r["state"]),
+        reason=r["reason"],
+        urgent=bool(r["urgent"]),
+        opened_at=instant(r["opened_at"]),
+        claimed_by=r["assigned_to"],
+        claimed_at=_maybe(r["assigned_at"], instant),
+        closed_at=_maybe(r["closed_at"], instant),
+        closed_by=r["closed_by"],
+        last_message_id=r["last_message_id"],
+        last_message_at=_maybe(r["last_message_at"], instant),
+    )
+
+
+def history_entry(r: Any, instant: Instant = as_datetime) -> HistoryEntry:
+    return HistoryEntry(
+        message_id=r["message_id"],
+        direction=Direction(r["direction"]),
+        text=r["text"],
+        author=r["author"],
+        service_type=ServiceType(r["service_type"]),
+        created_at=instant(r["created_at"]),
+    )
+
+
+def user_view(r: Any, identities: list[Any], instant: Instant = as_datetime) -> UserView:
+    return UserView(
+        user_id=r["user_id"],
+        display_name=r["display_name"],
+        unreachable=bool(r["unreachable"]),
+        created_at=instant(r["created_at"]),
+        forgotten_at=_maybe(r["forgotten_at"], instant),
+        identities=tuple(
+            IdentityRow(
+                channel=i["channel"], user_key=i["user_key"], created_at=instant(i["created_at"])
+            )
+            for i in identities
+        ),
+        conversation_id=r["conversation_id"],
+        active_handoff_id=r["active_handoff_id"],
+    )
+
+
+def audit_values(e: AuditEntry, stored: Callable[[datetime], Any] = as_datetime) -> tuple[Any, ...]:
+    """Values in the order of ``AUDIT_COLUMNS``."""
+    return (
+        e.actor,
+        e.role,
+        e.action,
+        e.target,
+        e.via,
+        e.detail,
+        e.correlation_id,
+        stored(e.at),
+    )
+
+
+def audit_row(r: Any, instant: Instant = as_datetime) -> AuditRow:
+    return AuditRow(
+        audit_id=r["audit_id"],
+        actor=r["actor"],
+        role=r["role"],
+        action=r["action"],
+        target=r["target"],
+        via=r["via"],
+        detail=r["detail"],
+        correlation_id=r["correlation_id"],
+        at=instant(r["at"]),
     )
 
 

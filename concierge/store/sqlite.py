@@ -27,6 +27,8 @@ import trio
 
 from concierge.protocol import (
     Accepted,
+    AuditEntry,
+    AuditRow,
     Channel,
     ConversationRow,
     ConversationStart,
@@ -34,15 +36,20 @@ from concierge.protocol import (
     Erased,
     ErasureNotice,
     HandoffRow,
+    HandoffView,
+    HistoryEntry,
     Inbound,
     InboundMessage,
     OutboundReply,
     OutboxRow,
+    StaffReply,
     Turn,
     TurnRecord,
     UserRow,
+    UserView,
     utcnow,
 )
+from concierge.store import sqlite_desk as desk
 from concierge.store.background import running
 from concierge.store.erasure_keys import (
     ERASURE_KEY_NAME,
@@ -71,6 +78,7 @@ from concierge.store.sqlite_per_item import (
     INSERT_OUTBOX as _INSERT_OUTBOX,
     active_handoff as _active_handoff,
     conversation_for as _conversation_for,
+    outbox_values,
     pending_inbox as _pending_inbox,
     recent_turns as _recent_turns,
     resolve_user as _resolve_user,
@@ -198,23 +206,9 @@ class SqliteStore:
     async def enqueue_reply(self, reply: OutboundReply) -> int:
         now = ts(utcnow())
 
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                _INSERT_OUTBOX,
-                (
-                    reply.correlation_id,
-                    reply.channel.value,
-                    reply.user_key,
-                    reply.chat_id,
-                    reply.text,
-                    reply.inbox_id,
-                    now,
-                    now,
-                ),
-            ).fetchone()
-            return int(row[0])
-
-        return await self._write(work)
+        return await self._write(
+            lambda conn: int(conn.execute(_INSERT_OUTBOX, outbox_values(reply, now)).fetchone()[0])
+        )
 
     async def pending_outbox(
         self, channel: Channel, *, now: datetime | None = None, limit: int = 100
@@ -227,15 +221,9 @@ class SqliteStore:
             ]
         )
 
-    async def mark_sent(self, outbox_id: int) -> None:
+    async def mark_sent(self, outbox_id: int, *, message_ids: Sequence[str] = ()) -> None:
         now = ts(utcnow())
-        await self._write(
-            lambda conn: conn.execute(
-                "UPDATE outbox SET sent_at = coalesce(sent_at, ?), attempts = attempts + 1 "
-                "WHERE outbox_id = ?",
-                (now, outbox_id),
-            )
-        )
+        await self._write(lambda conn: desk.mark_sent(conn, outbox_id, message_ids, now))
 
     async def mark_send_failed(
         self, outbox_id: int, *, error: str, retry_at: datetime | None
@@ -408,10 +396,10 @@ class SqliteStore:
     async def active_handoff(self, conversation_id: int) -> HandoffRow | None:
         return await self._run(lambda conn: _active_handoff(conn, conversation_id))
 
-    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> None:
+    async def close_handoff(self, handoff_id: int, *, closed_by: str) -> bool:
         now = ts(utcnow())
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: sqlite3.Connection) -> bool:
             r = conn.execute(
                 "UPDATE handoffs SET state = 'closed', closed_at = ?, closed_by = ? "
                 "WHERE handoff_id = ? AND state <> 'closed' RETURNING conversation_id",
@@ -422,8 +410,9 @@ class SqliteStore:
                     "UPDATE conversations SET handoff_open = 0, updated_at = ? WHERE conversation_id = ?",
                     (now, r[0]),
                 )
+            return r is not None
 
-        await self._write(work)
+        return await self._write(work)
 
     async def handoffs_opened_before(self, cutoff: datetime) -> Sequence[HandoffRow]:
         return await self._run(
@@ -435,6 +424,48 @@ class SqliteStore:
                 )
             ]
         )
+
+    # -- the staff desk (sqlite_desk) --------------------------------------------------
+    async def list_handoffs(
+        self, *, active: bool, limit: int, before: int | None = None
+    ) -> Sequence[HandoffView]:
+        return await self._run(
+            lambda conn: desk.list_handoffs(conn, active=active, limit=limit, before=before)
+        )
+
+    async def handoff_view(self, handoff_id: int) -> HandoffView | None:
+        return await self._run(lambda conn: desk.handoff_view(conn, handoff_id))
+
+    async def claim_handoff(self, handoff_id: int, *, by: str, take_over: bool) -> None:
+        now = ts(utcnow())
+        await self._write(lambda conn: desk.claim_handoff(conn, handoff_id, by, take_over, now))
+
+    async def record_staff_reply(self, reply: StaffReply) -> int | None:
+        now = ts(utcnow())
+        return await self._write(lambda conn: desk.record_staff_reply(conn, reply, now))
+
+    async def history(
+        self, conversation_id: int, *, limit: int, before: int | None = None
+    ) -> Sequence[HistoryEntry]:
+        return await self._run(
+            lambda conn: desk.history(conn, conversation_id, limit=limit, before=before)
+        )
+
+    async def user_view(self, user_id: int) -> UserView | None:
+        return await self._run(lambda conn: desk.user_view(conn, user_id))
+
+    async def handoff_for_staff_message(
+        self, channel: Channel, chat_id: str, message_id: str
+    ) -> int | None:
+        return await self._run(
+            lambda conn: desk.handoff_for_staff_message(conn, channel, chat_id, message_id)
+        )
+
+    async def record_audit(self, entry: AuditEntry) -> int:
+        return await self._write(lambda conn: desk.record_audit(conn, entry))
+
+    async def audit_entries(self, *, limit: int, before: int | None = None) -> Sequence[AuditRow]:
+        return await self._run(lambda conn: desk.audit_entries(conn, limit=limit, before=before))
 
     # -- data protection -------------------------------------------------------------
     async def erase_texts_before(self, cutoff: datetime) -> int:

@@ -78,17 +78,17 @@ _INBOX_TOP = "SELECT coalesce(max(inbox_id), 0) FROM inbox"
 
 _INSERT_INBOX_ROW = """
 INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, kind,
-                   received_at, display_name, language_hint, accepted_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   received_at, display_name, language_hint, reply_to, accepted_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (channel, external_id) DO NOTHING
 RETURNING inbox_id
 """
 
 _INSERT_INBOX = """
 INSERT INTO inbox (correlation_id, channel, user_key, chat_id, external_id, text, kind,
-                   received_at, display_name, language_hint, accepted_at)
+                   received_at, display_name, language_hint, reply_to, accepted_at)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-       value ->> 6, value ->> 7, value ->> 8, value ->> 9, ?1
+       value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, ?1
 FROM json_each(?2) WHERE true ORDER BY key
 ON CONFLICT (channel, external_id) DO NOTHING
 """
@@ -123,6 +123,7 @@ def accept_rows(
                     ts(m.received_at),
                     m.display_name,
                     m.language_hint,
+                    m.reply_to,
                 ]
             )
         at.append(positions[key])
@@ -233,7 +234,7 @@ SELECT json_group_array(json_array(
                      'channel', b.channel, 'user_key', b.user_key, 'chat_id', b.chat_id,
                      'external_id', b.external_id, 'text', b.text, 'kind', b.kind,
                      'received_at', b.received_at, 'display_name', b.display_name,
-                     'language_hint', b.language_hint))
+                     'language_hint', b.language_hint, 'reply_to', b.reply_to))
           FROM inbox AS b
           WHERE b.inbox_id IN (SELECT inbox_id FROM inbox
                                WHERE processed_at IS NULL AND user_key = j.value ->> 1
@@ -367,9 +368,10 @@ FROM json_each(?2) ORDER BY key
 """
 
 _TURN_OUTBOX = """
-INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, created_at,
-                    next_attempt_at)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, ?1, ?1
+INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, handoff_id,
+                    created_at, next_attempt_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+       value ->> 6, ?1, ?1
 FROM json_each(?2) ORDER BY key
 """
 
@@ -426,7 +428,7 @@ def turn_rows(
     if messages:
         conn.execute(_TURN_MESSAGES, (now, _json(messages)))
     replies = [
-        [r.correlation_id, r.channel.value, r.user_key, r.chat_id, r.text, r.inbox_id]
+        [r.correlation_id, r.channel.value, r.user_key, r.chat_id, r.text, r.inbox_id, r.handoff_id]
         for t in written
         for r in t.replies
     ]

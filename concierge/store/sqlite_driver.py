@@ -37,6 +37,11 @@ outbox_row = partial(rows.outbox_row, instant=dt)
 handoff_row = partial(rows.handoff_row, instant=dt)
 conversation_row = partial(rows.conversation_row, instant=dt)
 interaction_values = partial(rows.interaction_values, stored=ts)
+handoff_view = partial(rows.handoff_view, instant=dt)
+history_entry = partial(rows.history_entry, instant=dt)
+user_view = partial(rows.user_view, instant=dt)
+audit_values = partial(rows.audit_values, stored=ts)
+audit_row = partial(rows.audit_row, instant=dt)
 
 
 def tx(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -16,6 +16,7 @@ from concierge.protocol import (
     Direction,
     HandoffRow,
     Inbound,
+    OutboundReply,
     Role,
     Turn,
     TurnRecord,
@@ -29,9 +30,25 @@ from concierge.store.sqlite_driver import (
 )
 
 INSERT_OUTBOX = (
-    "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, "
-    "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING outbox_id"
+    "INSERT INTO outbox (correlation_id, channel, user_key, chat_id, text, inbox_id, handoff_id, "
+    "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING outbox_id"
 )
+
+
+def outbox_values(reply: OutboundReply, now: str) -> tuple[object, ...]:
+    """``INSERT_OUTBOX``'s parameters for ``reply``."""
+    return (
+        reply.correlation_id,
+        reply.channel.value,
+        reply.user_key,
+        reply.chat_id,
+        reply.text,
+        reply.inbox_id,
+        reply.handoff_id,
+        now,
+        now,
+    )
+
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_id, direction, text, service_type, correlation_id, "
@@ -65,22 +82,7 @@ def write_turn(conn: sqlite3.Connection, turn: TurnRecord, now: str) -> tuple[in
                 (turn.conversation_id, direction.value, text, service, turn.correlation_id, now),
             )
     ids = tuple(
-        int(
-            conn.execute(
-                INSERT_OUTBOX,
-                (
-                    r.correlation_id,
-                    r.channel.value,
-                    r.user_key,
-                    r.chat_id,
-                    r.text,
-                    r.inbox_id,
-                    now,
-                    now,
-                ),
-            ).fetchone()[0]
-        )
-        for r in turn.replies
+        int(conn.execute(INSERT_OUTBOX, outbox_values(r, now)).fetchone()[0]) for r in turn.replies
     )
     if turn.interaction is not None:
         conn.execute(_INSERT_INTERACTION, _interaction_values(turn.interaction))

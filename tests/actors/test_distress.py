@@ -6,6 +6,7 @@ scripted adapters, so what a provider says (or that none is asked) is checked to
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,17 @@ def emergency_reply(language: str) -> str:
     return shipped.community().distress_reply(shipped.languages(), language)
 
 
+FORWARDED = re.compile(r"^n°\d+ · ")
+"""A user's message forwarded to the staff chat during their handoff."""
+
+
 async def staff_notices(h: Harness) -> list[str]:
-    return [row.text for row in await h.outbox(Channel.TELEGRAM)]
+    """The handoff notices in the staff chat (not what the users wrote meanwhile)."""
+    return [r.text for r in await h.outbox(Channel.TELEGRAM) if not FORWARDED.match(r.text)]
+
+
+async def forwarded(h: Harness) -> list[str]:
+    return [r.text for r in await h.outbox(Channel.TELEGRAM) if FORWARDED.match(r.text)]
 
 
 async def urgent_ids(h: Harness) -> list[int]:
@@ -87,7 +97,7 @@ async def test_the_reply_and_the_staff_notice_say_what_they_must(tmp_path: Path)
         assert notice.startswith(
             f"🚨 URGENT (idées de suicide ou d'automutilation) : demande n°{handoff_id} de User u1"
         )
-        assert notice.endswith(f"Dernier message : {IN_DISTRESS}")
+        assert f"› User u1 : {IN_DISTRESS}" in notice.splitlines()
         active = await h.store.active_handoff(1)
         assert active is not None
         assert (active.urgent, active.reason) == (True, "distress")
@@ -100,6 +110,7 @@ async def test_the_concierge_is_silent_after_an_urgent_handoff(tmp_path: Path) -
         assert (await h.ask("Vous êtes là ? j'ai toujours envie de mourir")).reply == ""
         assert (await h.ask("A quelle heure est la messe ?")).reply == ""
         assert len(await staff_notices(h)) == 1
+        assert len(await forwarded(h)) == 2
         assert adapter.calls == []
 
 

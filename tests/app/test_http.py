@@ -238,3 +238,44 @@ async def test_metrics_expose_one_family_per_name_with_the_channel_as_a_label() 
     assert {"concierge_outbox_backlog", "concierge_http_requests", "process_cpu_seconds"} <= set(
         families
     )
+
+
+async def test_a_refusal_sent_before_the_body_was_read_keeps_the_connection_usable() -> None:
+    from quart import Blueprint, Response
+
+    from concierge.app.http import run_http
+
+    guarded = Blueprint("guarded", __name__)
+
+    @guarded.post("/guarded")
+    async def refuse() -> Response:  # answers without reading the body, as a bad token does
+        return Response("no", status=401)
+
+    app = create_app(board=HealthBoard(version="1"), settings=SETTINGS, blueprints=[guarded])
+    binds: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_http(app=app, settings=SETTINGS, on_bound=binds.extend))
+        while not binds:
+            await trio.sleep(0.01)
+        host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        # The body comes after the route could have answered, then the next request on the
+        # same connection: both must be answered.
+        await stream.send_all(
+            b"POST /guarded HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 13\r\n\r\n"
+        )
+        await trio.sleep(0.2)
+        await stream.send_all(b'{"text": "x"}')
+        await stream.send_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        with trio.move_on_after(5):
+            while b'{"status": "pass"}' not in received:
+                chunk = await stream.receive_some()
+                if not chunk:
+                    break
+                received += chunk
+        await stream.aclose()
+        assert received.startswith(b"HTTP/1.1 401")
+        assert b"HTTP/1.1 200" in received
+        nursery.cancel_scope.cancel()

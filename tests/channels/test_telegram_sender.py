@@ -59,6 +59,7 @@ async def test_ten_thousand_character_reply_arrives_as_ordered_parts(
     received = "\n\n".join(m.text for m in fake.sent)
     assert received == text
     assert [p.split(" ")[0] for p in received.split("\n\n")] == [f"§{i}" for i in range(20)]
+    assert result.message_ids == tuple(str(m.message_id) for m in fake.sent)
 
 
 async def test_unparsable_entities_are_retried_as_plain_text(
@@ -74,6 +75,7 @@ async def test_unparsable_entities_are_retried_as_plain_text(
     assert calls[1].params["text"] == "Bonjour <toi>"
     assert [m.text for m in fake.sent] == ["Bonjour <toi>"]
     assert sender.plain_fallbacks == 1
+    assert result.message_ids == (str(fake.sent[0].message_id),)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The shipped Caddyfile, run by the real Caddy on loopback (``tls internal``) in front of a
-real daemon process: what the public edge lets through, answers and writes to its log.
+real daemon process: what the public edge lets through (the webhooks, the operator API,
+the staff console), answers and writes to its log.
 
 Only environment variables differ from production: the domain (``localhost:<port>``),
 the issuer (Caddy's local CA instead of ACME), high ports, no admin endpoint, and
@@ -27,7 +28,11 @@ import httpx
 import pytest
 import trio
 
+from concierge.app.api import Role, issue_token
+from concierge.app.console import CONTENT_SECURITY_POLICY
 from concierge.channels.waha_wire import sign
+from concierge.protocol import utcnow
+from concierge.settings import load_settings
 from tests.fakes.telegram_api import FakeTelegram
 from tests.fakes.waha_api import WahaWebhookPusher, message_event
 from tests.waiting import eventually
@@ -37,6 +42,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 ROOT = Path(__file__).parents[2]
 HMAC_KEY = "caddy-test-hmac-key-0123456789"
 TELEGRAM_SECRET = "caddy-test_Telegram-secret-0123456789"
+JWT_KEYS = "edge=" + "e" * 40
 SECRET_HEADERS = ("X-Telegram-Bot-Api-Secret-Token", "X-Webhook-Hmac", "Authorization")
 
 
@@ -93,6 +99,7 @@ async def edge(tmp_path: Path, telegram: FakeTelegram) -> AsyncIterator[Edge]:
         "TELEGRAM_MODE": "webhook",
         "TELEGRAM_WEBHOOK_URL": f"https://localhost:{https_port}/webhooks/telegram",
         "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+        "CONCIERGE_JWT_KEYS": JWT_KEYS,
     }
     caddy_env = base_env | {
         "CONCIERGE_DOMAIN": f"localhost:{https_port}",
@@ -188,7 +195,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Edge, FakeTelegram]]:
         yield found, telegram
 
 
-async def test_the_edge_refuses_old_tls_and_routes_only_the_webhooks(
+async def test_the_edge_refuses_old_tls_and_keeps_probes_and_metrics_private(
     served: tuple[Edge, FakeTelegram],
 ) -> None:
     found, _ = served
@@ -197,7 +204,7 @@ async def test_the_edge_refuses_old_tls_and_routes_only_the_webhooks(
         assert result.startswith("refused"), (old, result)
     assert await trio.to_thread.run_sync(handshake, found.port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     async with httpx.AsyncClient(verify=found.context(), timeout=10) as http:
-        for private in ("/livez", "/readyz", "/health", "/metrics", "/api/v1/anything"):
+        for private in ("/livez", "/readyz", "/health", "/metrics", "/apis", "/consoles"):
             answer = await http.get(found.base + private)
             assert (answer.status_code, answer.text) == (404, "not found"), private
         refused = await http.post(f"{found.base}/webhooks/waha", content=b"{}")
@@ -208,6 +215,35 @@ async def test_the_edge_refuses_old_tls_and_routes_only_the_webhooks(
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["x-content-type-options"] == "nosniff"
         assert "server" not in headers
+
+
+async def test_the_operator_api_and_the_console_pass_through_with_their_own_policy(
+    served: tuple[Edge, FakeTelegram],
+) -> None:
+    found, _ = served
+    settings = load_settings({"CONCIERGE_JWT_KEYS": JWT_KEYS})
+    token = issue_token(settings.api, subject="edge", role=Role.STAFF, ttl_s=600, now=utcnow())
+    async with httpx.AsyncClient(verify=found.context(), timeout=10) as http:
+        page = await http.get(f"{found.base}/console")
+        document = await http.get(f"{found.base}/api/v1/openapi.json")
+        refused = await http.get(f"{found.base}/api/v1/me")
+        me = await http.get(f"{found.base}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert page.headers.get_list("content-security-policy") == [CONTENT_SECURITY_POLICY]
+    assert page.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert document.json()["openapi"] == "3.1.0"
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert me.json()["subject"] == "edge"
+    for answer in (document, refused, me):
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers.get_list("content-security-policy") == [
+            "default-src 'none'; frame-ancestors 'none'"
+        ]
+    await eventually(
+        lambda: "/api/v1/me" in found.caddy_log.read_text(), "Caddy to log the API requests"
+    )
+    assert token not in found.caddy_log.read_text()
 
 
 def await_last(found: Edge) -> httpx.Response:

@@ -119,3 +119,37 @@ async def test_a_failing_credit_poll_is_reported_and_changes_nothing() -> None:
     assert key.credit is not None
     assert key.credit.error == "ConnectionError: refused"
     assert any(e["event"] == "provider.credit_poll_failed" for e in logs)
+
+
+@pytest.mark.autojump
+async def test_a_key_an_operator_disabled_leaves_rotation_until_they_enable_it() -> None:
+    router = ScriptedCreditAdapter("openrouter")
+    router.credits["k1"] = Credit(limit=10.0, remaining=5.0, usage=5.0)
+    router.credits["k2"] = Credit(limit=10.0, remaining=5.0, usage=5.0)
+    settings = pool_settings(
+        provider_settings("openrouter", kind="openai", keys=("k1", "k2")), credit_poll_s=60.0
+    )
+    async with running_pool([router], settings) as (pool, inbox):
+        await trio.sleep(0.1)
+        disabled = pool.set_key_enabled(
+            "openrouter", "k1", enabled=False, by="alice", reason="leaked in a screenshot"
+        )
+        assert (disabled.state, disabled.disabled_reason, disabled.disabled_by) == (
+            KeyState.DISABLED,
+            "leaked in a screenshot",
+            "alice",
+        )
+        assert disabled.credit is not None
+        await trio.sleep(120.0)  # two periodic polls see credit: the key stays out
+        for _ in range(3):
+            await ask_pool(inbox)
+        assert router.keys_used == ["k2"] * 3
+        enabled = pool.set_key_enabled("openrouter", "k1", enabled=True, by="alice")
+        assert (enabled.state, enabled.disabled_by) == (KeyState.ENABLED, None)
+        for _ in range(2):
+            await ask_pool(inbox)
+        assert sorted(router.keys_used[3:]) == ["k1", "k2"]
+        with pytest.raises(KeyError):
+            pool.set_key_enabled("openrouter", "k9", enabled=False, by="alice")
+        with pytest.raises(KeyError):
+            pool.set_key_enabled("anthropic", "k1", enabled=False, by="alice")

@@ -19,6 +19,8 @@ ALL_VERSIONS = list(range(1, latest_version("postgres") + 1))
 
 pytestmark = pytest.mark.anyio
 
+ALL_VERSIONS = list(range(1, latest_version("postgres") + 1))
+
 
 async def test_an_unmigrated_database_is_refused_with_a_hint_to_migrate(
     pg_database: str, tmp_path: Path, aio_loop: asyncio.AbstractEventLoop

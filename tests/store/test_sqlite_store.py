@@ -24,6 +24,8 @@ ALL_VERSIONS = list(range(1, latest_version("sqlite") + 1))
 
 pytestmark = pytest.mark.anyio
 
+ALL_VERSIONS = list(range(1, latest_version("sqlite") + 1))
+
 
 async def test_the_store_lives_in_the_data_dir_and_migrates_itself_at_open(tmp_path: Path) -> None:
     settings = store_settings(data_dir=tmp_path / "var")
