@@ -30,7 +30,6 @@ log = structlog.get_logger(__name__)
 async def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0 after a drain) or until the root gives up (exit 1)."""
     check_can_listen(settings.http)
-    check_can_listen(settings.http)
     channels = enabled_channels(settings, console=False)
     async with open_runtime(settings, channels=channels, messengers=True) as rt:
         return await supervise_until_signalled(rt, build_messenger_tree(rt))
