@@ -26,6 +26,7 @@ import trio
 
 from actors.handover import Handover
 from actors.provider_pool import ask
+from actors.turn_gate import TurnGate
 from concierge.domain import (
     Command,
     Community,
@@ -172,6 +173,8 @@ class ConversationDeps:
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
     live: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     """The scope ending each running actor, by user key: erasure stops a forgotten user's."""
+    gate: TurnGate = attrs.field(factory=TurnGate)
+    """Closed by the daemon's drain: turns in flight finish, no new one starts."""
     budget: UserBudget = attrs.field()
     window: ContextWindow = attrs.field()
 
@@ -825,19 +828,37 @@ async def _serve(
     with receive:
         handed = handover.take() if handover is not None else []
         task_status.started(send)  # no checkpoint since the take: nothing slips between
-        for queued in await _opening(
-            conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
-        ):
-            await conversation.handle(queued)
-        while True:
-            msg: ConversationMsg | None = None
-            with trio.move_on_after(deps.settings.idle_s):
-                try:
-                    msg = await receive.receive()
-                except trio.EndOfChannel:
-                    return
-            if msg is None:  # the idle timeout passed
-                deps.metrics.reaped += 1
-                log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
-                return
-            await conversation.handle(msg)
+        if await _converse(conversation, receive, handed, deps):
+            return
+        # The drain closed the gate: what is still queued stays in the durable inbox.
+        await deps.gate.set_aside(receive)
+
+
+async def _converse(
+    conversation: Conversation,
+    receive: trio.MemoryReceiveChannel[ConversationMsg],
+    handed: list[ConversationMsg],
+    deps: ConversationDeps,
+) -> bool:
+    """Handle messages until idle (True) or until the turn gate closes (False)."""
+    gate = deps.gate
+    if gate.closed:
+        return False
+    for queued in await _opening(
+        conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
+    ):
+        if not await gate.turn(conversation.handle, queued):
+            return False
+    while True:
+        msg: ConversationMsg | None = None
+        with trio.move_on_after(deps.settings.idle_s):
+            try:
+                msg = await receive.receive()
+            except trio.EndOfChannel:
+                return True
+        if msg is None:  # the idle timeout passed
+            deps.metrics.reaped += 1
+            log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+            return True
+        if not await gate.turn(conversation.handle, msg):
+            return False

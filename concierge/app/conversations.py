@@ -20,6 +20,7 @@ from actors import (
     ConversationDeps,
     ConversationMetrics,
     RouterStats,
+    TurnGate,
     run_conversation,
     run_erasure_watch,
     run_handoff_sweeper,
@@ -171,6 +172,7 @@ def build_conversations(
     handoff_sweep_s: float | None = None,
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
+    gate: TurnGate | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
     rules, prompts, the community's numbers).
@@ -178,6 +180,7 @@ def build_conversations(
     ``router_send`` is the router inbox's send side, used by the inbox replayer. The
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
     ``usage`` is what the store counted today: people keep what they spent before a restart.
+    ``gate`` is the daemon's turn gate, which its drain closes.
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
@@ -198,6 +201,7 @@ def build_conversations(
         outbox_nudges=outbox_nudges,
         presence=presence,
         turn_reports=turn_reports,
+        gate=TurnGate() if gate is None else gate,
     )
     if usage is not None:
         deps.budget.restore(usage)

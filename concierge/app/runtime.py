@@ -19,8 +19,10 @@ import structlog
 import trio
 import trio_asyncio
 
+from actors import TurnGate
 from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
+from concierge.app.drain import Release, release_nothing
 from concierge.domain import (
     Ingest,
     KnowledgeBase,
@@ -77,6 +79,11 @@ class Runtime:
     presence: dict[Channel, Pair[PresenceMsg]]
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
+    gate: TurnGate = attrs.field(factory=TurnGate)
+    """Every conversation's turns pass it; the drain closes it."""
+    release: Release = release_nothing
+    """What the drain calls once the turns in flight are done and before the outbox is
+    flushed: give back what this process holds for other replicas (their leases)."""
 
     def backoff(self) -> Backoff:
         s = self.settings.supervision

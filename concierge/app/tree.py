@@ -149,6 +149,7 @@ def _conversations(
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
         presence={c: pair[0] for c, pair in rt.presence.items()},
         turn_reports=turn_reports,
+        gate=rt.gate,
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)
