@@ -73,6 +73,7 @@ async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope
             async def drain_then_stop_listening() -> None:
                 await drain(
                     timeout_s=rt.settings.drain_timeout_s,
+                    notice_s=rt.settings.drain_notice_s,
                     set_draining=partial(setattr, rt.board, "draining", True),
                     gate=rt.gate,
                     release=rt.release,

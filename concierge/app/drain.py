@@ -15,9 +15,11 @@ Phases, each logged with its duration:
    expiry.
 4. ``daemon.outbox_flushed``: every outbox row due now is sent, within what is left
    of the drain timeout (rows waiting for a retry stay for the next start).
-5. ``daemon.tree_stopped``: the supervision tree stops in reverse start order, each
-   child within its own shutdown time; the HTTP listener closes only now, and its
-   requests in flight get the graceful timeout.
+5. ``daemon.tree_stopped``: once readiness has failed for ``CONCIERGE_DRAIN_NOTICE_S``
+   (a load balancer polling ``/readyz`` has stopped sending here by then, so closing
+   the listener cuts no request it routed), the supervision tree stops in reverse
+   start order, each child within its own shutdown time; the HTTP listener closes
+   only now, and its requests in flight get the graceful timeout.
 
 Past the drain timeout a phase is cut short (logged as ``daemon.drain_timed_out``)
 and the tree is stopped anyway: a turn cut there is replayed from the inbox later,
@@ -50,6 +52,7 @@ async def release_nothing() -> None:
 async def drain(
     *,
     timeout_s: float,
+    notice_s: float = 0.0,
     set_draining: Callable[[], None],
     gate: TurnGate,
     release: Release,
@@ -97,6 +100,7 @@ async def drain(
     else:
         log.info("daemon.outbox_flushed", elapsed_ms=_ms_since(phase))
 
+    await trio.sleep_until(started + notice_s)
     phase = trio.current_time()
     await stop_tree()
     log.info("daemon.tree_stopped", elapsed_ms=_ms_since(phase))
