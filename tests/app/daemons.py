@@ -12,7 +12,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -100,6 +102,12 @@ class Daemon:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        self.pid_file.parent.mkdir(exist_ok=True)
+        self.pid_file.write_text(f"{self.process.pid}\n")
+
+    @property
+    def pid_file(self) -> Path:
+        return self.cwd / "pids" / f"{self.name}.pid"
 
     def terminate(self) -> None:
         assert self.process is not None
@@ -237,3 +245,58 @@ class Sender:
 
     def accepted(self) -> list[Sent]:
         return [s for s in self.results if s.status == 200]
+
+
+ROOT = Path(__file__).parents[2]
+
+
+@attrs.frozen
+class Edge:
+    """The shipped Caddyfile run by the real Caddy (``tls internal``) in front of replicas."""
+
+    base: str
+    ca: Path
+    log: Path
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(self.ca)), timeout=30)
+
+
+@asynccontextmanager
+async def caddy_in_front(tmp_path: Path, upstreams: list[str]) -> AsyncIterator[Edge]:
+    caddy = shutil.which("caddy")
+    assert caddy, "this test needs Debian's caddy: apt-get install caddy (.ci/run does)"
+    https_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONCIERGE_", "CADDY_"))}
+    env |= {
+        "CONCIERGE_DOMAIN": f"localhost:{https_port}",
+        "CONCIERGE_UPSTREAMS": " ".join(upstreams),
+        "CONCIERGE_TLS_ISSUER": "internal",
+        "CADDY_HTTP_PORT": str(free_port()),
+        "CADDY_HTTPS_PORT": str(https_port),
+        "CADDY_INTERNAL_PORT": str(free_port()),
+        "CADDY_ADMIN": "off",
+        "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
+    }
+    log = tmp_path / "caddy.log"
+    args = [caddy, "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"]
+    process = _spawn(args, env=env, cwd=tmp_path, log=log)
+    ca = tmp_path / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+    try:
+        await eventually(ca.exists, "Caddy to write its local CA")
+        yield Edge(base=f"https://localhost:{https_port}", ca=ca, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _spawn(
+    args: list[str], *, env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
