@@ -79,13 +79,19 @@ async def drain(
         log.info("daemon.turns_finished", turns=in_flight, elapsed_ms=_ms_since(phase))
 
     phase = trio.current_time()
-    with trio.move_on_at(deadline) as released:
-        await release()
-    if released.cancelled_caught:
-        complete = False
+    released = False
+    with trio.move_on_at(deadline) as release_scope:
+        try:
+            await release()
+            released = True
+        except Exception:  # what is not given back expires: the drain goes on
+            log.warning("daemon.release_failed", exc_info=True)
+    if release_scope.cancelled_caught:
         log.warning("daemon.drain_timed_out", phase="release")
-    else:
+    if released:
         log.info("daemon.leases_released", elapsed_ms=_ms_since(phase))
+    else:
+        complete = False
 
     phase = trio.current_time()
     left: int | None = None
