@@ -64,7 +64,7 @@ def replies_to(telegram: FakeTelegram, user: int) -> list[str]:
 @asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
     """The DSN of a new database, dropped afterwards."""
-    name = f"concierge_replicas_{secrets.token_hex(4)}"
+    name = f"concierge_daemons_{secrets.token_hex(4)}"
     async with trio_asyncio.open_loop():
         try:
             await execute_admin(ADMIN_DSN, f'CREATE DATABASE "{name}"')
