@@ -199,24 +199,12 @@ def _base_env() -> dict[str, str]:
 
 def daemon_launcher(options: Options, work: Path) -> list[str]:
     """The command before ``run``: shipped or unpaced, under the profiler or not."""
+    if options.profile is not None:
+        lifted = ["--lifted"] if options.pacing == "lifted" else []
+        return [sys.executable, str(BENCH / "daemon_profiled.py"), str(work / "profile"), *lifted]
     if options.pacing == "lifted":
-        target = [str(BENCH / "daemon_unpaced.py")]
-        plain = [sys.executable, *target]
-    else:
-        plain = concierge_command()
-        target = plain if plain[0] != sys.executable else ["-m", "concierge"]
-    if options.profile is None:
-        return plain
-    return [
-        sys.executable,
-        "-m",
-        "pyinstrument",
-        "--renderer",
-        "pstats",
-        "--outfile",
-        str(work / "daemon.pstats"),
-        *target,
-    ]
+        return [sys.executable, str(BENCH / "daemon_unpaced.py")]
+    return concierge_command()
 
 
 def concierge_command() -> list[str]:
@@ -393,16 +381,28 @@ async def run_system(system: System, options: Options, out: Path) -> Outcome:
                 exit_code: int | None = None
                 try:
                     await wait_ready(started, telegram, daemon=system.kind == "daemon")
+                    profiling = options.profile is not None and system.kind == "daemon"
                     calls_before = len(telegram.calls)
+                    threads_before = thread_cpu(started.process.pid)
+                    if profiling:
+                        started.process.send_signal(signal.SIGUSR1)
                     cpu_before = cpu_seconds(started.process.pid)
                     delivery, finished_at = await drive(started, updates, telegram, options)
                     cpu_after = cpu_seconds(started.process.pid)
+                    if profiling:
+                        assert options.profile is not None
+                        await collect_profile(
+                            started.process,
+                            work,
+                            options.profile,
+                            system,
+                            threads_before,
+                            options.updates,
+                        )
                     # Anything sent late (a duplicate) still counts: a short quiet spell.
                     await settle(telegram)
                 finally:
                     exit_code = await stop(started.process)
-    if options.profile is not None and system.kind == "daemon":
-        write_profile(work / "daemon.pstats", options.profile, system)
     matched, duplicates, missing, unmatched = tally(telegram, options.updates)
     new_calls = telegram.calls[calls_before:]
     typing = sum(1 for c in new_calls if c.method == "sendChatAction")
@@ -499,22 +499,47 @@ async def settle(telegram: FakeTelegram, quiet_s: float = 1.0) -> None:
         await trio.sleep(quiet_s)
 
 
-def write_profile(pstats_path: Path, target: Path, system: System, top: int = 40) -> None:
-    import io
-    import pstats
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of a live process, by thread name and id."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[f"{name} ({task.name})"] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
 
-    if not pstats_path.exists():
-        print(f"no profile written ({pstats_path})", file=sys.stderr)
-        return
-    buffer = io.StringIO()
-    stats = pstats.Stats(str(pstats_path), stream=buffer)
-    buffer.write(f"== {system.name}: top {top} functions by own time (pyinstrument samples)\n")
-    stats.sort_stats("tottime").print_stats(top)
-    buffer.write(f"== {system.name}: top {top} functions by cumulative time\n")
-    stats.sort_stats("cumulative").print_stats(top)
+
+async def collect_profile(
+    process: subprocess.Popen[bytes],
+    work: Path,
+    target: Path,
+    system: System,
+    threads_before: dict[str, float],
+    turns: int,
+) -> None:
+    """Stop the profiler in the daemon and append what it wrote to ``target``."""
+    threads_after = thread_cpu(process.pid)
+    process.send_signal(signal.SIGUSR2)
+    done = work / "profile.done"
+    with trio.move_on_after(120):
+        while not done.exists():
+            await trio.sleep(0.1)
+    lines = [f"######## {system.name}: CPU ms per turn by thread over the load"]
+    for name, seconds in sorted(threads_after.items(), key=lambda kv: -kv[1]):
+        spent = seconds - threads_before.get(name, 0.0)
+        if spent > 0:
+            lines.append(f"  {1000 * spent / turns:8.2f}  {name}")
+    if done.exists():
+        lines.append((work / "profile.txt").read_text())
+        shutil.copy(work / "profile.pstats", target.with_suffix(f".{system.backend}.pstats"))
+    else:
+        lines.append("(the daemon wrote no profile)")
     with target.open("a") as out:
-        out.write(buffer.getvalue())
-    shutil.copy(pstats_path, target.with_suffix(f".{system.backend}.pstats"))
+        out.write("\n".join(lines) + "\n")
     print(f"profile of {system.name}: {target}", file=sys.stderr)
 
 
