@@ -45,6 +45,7 @@ from concierge.protocol import (
     Linked,
     OutboundReply,
     OutboxRow,
+    PersonIdentity,
     StaffReply,
     Turn,
     TurnRecord,
@@ -52,7 +53,6 @@ from concierge.protocol import (
     UserRow,
     UserView,
 )
-from concierge.protocol.persons import PersonIdentity
 
 
 class Health(Protocol):
