@@ -37,6 +37,7 @@ from concierge.domain import (
     KnowledgeBase,
     Languages,
     Linking,
+    LivePersons,
     OpenHandoffs,
     ParsedCommand,
     People,
@@ -197,6 +198,17 @@ class ConversationDeps:
     @budget.default
     def _budget(self) -> UserBudget:
         return UserBudget(self.settings.user_daily_tokens)
+
+    @property
+    def persons(self) -> LivePersons:
+        """Links and unlinks while the conversations run."""
+        return LivePersons(
+            store=self.store,
+            people=self.people,
+            wait_s=self.succession_s,
+            cache=self.cache,
+            budget=self.budget,
+        )
 
     @property
     def succession_s(self) -> float:
@@ -508,16 +520,10 @@ class Conversation:
         deps = self._deps
         assert deps.linking is not None
         link = linking.LinkingDeps(
-            store=deps.store,
-            people=deps.people,
-            linking=deps.linking,
-            languages=deps.languages,
-            window=deps.window,
-            budget=deps.budget,
-            wait_s=deps.succession_s,
+            linking=deps.linking, persons=deps.persons, languages=deps.languages
         )
         if unlink:
-            done = await linking.unlink(link, msg, language, person=self.user_key)
+            done = await linking.unlink(link, msg, language)
         elif code is not None:
             done = await linking.redeem_code(link, msg, code, language, person=self.user_key)
         else:

@@ -76,6 +76,11 @@ from .linking import (
     channel_name as channel_name,
     code_in as code_in,
 )
+from .merging import (
+    LivePersons as LivePersons,
+    MergeAbandoned as MergeAbandoned,
+    MergeStore as MergeStore,
+)
 from .nudges import (
     nudge_outbox as nudge_outbox,
     offer as offer,
