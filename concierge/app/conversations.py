@@ -208,7 +208,13 @@ def build_conversations(
     if usage is not None:
         deps.budget.restore(usage)
     staff = StaffChat.of(settings)
-    desk = Desk(store=store, languages=languages, outbox_nudges=outbox_nudges, staff=staff)
+    desk = Desk(
+        store=store,
+        languages=languages,
+        outbox_nudges=outbox_nudges,
+        staff=staff,
+        persons=deps.persons,
+    )
     supervisor, conversations, stats = _subtree(
         deps,
         supervision,

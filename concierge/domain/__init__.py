@@ -48,6 +48,8 @@ from .errors import (
     DeskError as DeskError,
     HandoffNotActive as HandoffNotActive,
     HandoffTaken as HandoffTaken,
+    LinkRefused as LinkRefused,
+    MergeAbandoned as MergeAbandoned,
     NoSuchHandoff as NoSuchHandoff,
 )
 from .handoffs import (
@@ -78,7 +80,6 @@ from .linking import (
 )
 from .merging import (
     LivePersons as LivePersons,
-    MergeAbandoned as MergeAbandoned,
     MergeStore as MergeStore,
 )
 from .nudges import (

@@ -17,6 +17,7 @@ import structlog
 import trio
 
 from concierge.domain.budget import UserBudget
+from concierge.domain.errors import MergeAbandoned
 from concierge.domain.people import People
 from concierge.protocol import Linked, PersonIdentity, Unlinked
 from concierge.store import CacheUnavailable, Conversations, Identities, Persons, SessionCache
@@ -26,10 +27,6 @@ log = structlog.get_logger(__name__)
 
 class MergeStore(Persons, Identities, Conversations, Protocol):
     """What merging reaches: persons, their identities and conversations."""
-
-
-class MergeAbandoned(Exception):
-    """An actor of one side did not end in time: nothing was merged."""
 
 
 @attrs.frozen(kw_only=True)
