@@ -393,6 +393,10 @@ class Conversation:
             msg.text, previous=self.language, hint=msg.language_hint
         )
         distress = deps.distress.detect(msg.text)
+        link = _link_request(msg.text) if distress is None and deps.linking else None
+        if link is not None:  # before a handoff: a code must not be forwarded to the staff chat
+            code, unlink = link
+            return await self._linking(msg, language, current, code=code, unlink=unlink)
 
         handoff = await self._active_handoff()
         if handoff is not None and handoff.correlation_id == msg.correlation_id:
@@ -447,9 +451,6 @@ class Conversation:
             recorded = msg.text[: settings.max_message_chars] + " […]"
             return _Outcome(reply=text, service_type=current, recorded=recorded)
 
-        code = code_in(msg.text)
-        if code is not None and deps.linking is not None:
-            return await self._linking(msg, language, current, code=code)
         command = parse_command(msg.text)
         if command is not None:
             return await self._command(msg, command, language, current)
@@ -496,12 +497,7 @@ class Conversation:
                 return self._fixed(msg, deps.languages.reply(Reply.RESET_DONE, language), current)
             case Command.HUMAN:
                 return await self._open_handoff(msg, language, reason="command")
-            case Command.LINK | Command.UNLINK if deps.linking is not None:
-                code = code_in(command.argument)  # "/lier 123456" is sending a code
-                return await self._linking(
-                    msg, language, current, code=code, unlink=command.command is Command.UNLINK
-                )
-            case Command.LINK | Command.UNLINK:
+            case Command.LINK | Command.UNLINK:  # without linking (handled before otherwise)
                 return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
             case Command.HELP | Command.UNKNOWN:
                 return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
@@ -528,8 +524,9 @@ class Conversation:
             done = await linking.redeem_code(link, msg, code, language, person=self.user_key)
         else:
             done = await linking.ask_code(link, msg, language)
-        if done.rebind is not None:
+        if done.rebind is not None:  # linked: this actor retires, writing as the merged person
             self.bind(done.rebind)
+            self.user_key = deps.people.person_of(msg.user_key)
             self._recorded = self._handoff_read = None
         return _Outcome(reply=done.reply, service_type=current, others=done.others)
 
@@ -815,6 +812,18 @@ class Conversation:
         return handoff
 
 
+def _link_request(text: str) -> tuple[str | None, bool] | None:
+    """``(code, unlink)`` when ``text`` asks for a code (``/lier``), sends one (the bare
+    digits, or ``/lier 123456``) or unlinks (``/delier``); ``None`` otherwise."""
+    code = code_in(text)
+    if code is not None:
+        return code, False
+    command = parse_command(text)
+    if command is None or command.command not in (Command.LINK, Command.UNLINK):
+        return None
+    return code_in(command.argument), command.command is Command.UNLINK
+
+
 def _alarm(distress: Distress | None) -> tuple[DistressKind, ...]:
     """What made an urgent handoff urgent: the rules' kinds, else a provider's judgement."""
     return distress.kinds if distress is not None else (DistressKind.JUDGED,)
@@ -916,6 +925,8 @@ async def _serve(
     with receive:
         handed = handover.take() if handover is not None else []
         task_status.started(send)  # no checkpoint since the take: nothing slips between
+        if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
+            tenure.retire()  # restarted after a link took its identities elsewhere: stand down
         # A link or an unlink gave this person a new key: the actors of the old ones first.
         await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
         for queued in await _opening(
