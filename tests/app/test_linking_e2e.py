@@ -322,3 +322,31 @@ async def test_erasing_a_linked_person_takes_every_identity_and_cache_entry(
         assert await b.rt.cache.get_context(key) is None
         await eventually(lambda: _live(b.rt) == 0, "the person's actor stopped")
         assert await b.rt.store.pending_inbox() == []
+
+
+async def test_a_handoff_open_on_one_side_holds_the_linked_person(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    staff_chat = -1009876543
+    async with both(
+        tmp_path,
+        database_url,
+        CONCIERGE_STAFF_CHANNEL="telegram",
+        CONCIERGE_STAFF_CHAT_ID=str(staff_chat),
+    ) as b:
+        await b.whatsapp_says("/humain")
+        await eventually(lambda: len(b.to_whatsapp()) == 1, "the handoff opened")
+        await eventually(lambda: len(b.telegram.texts_to(staff_chat)) == 1, "the staff notice")
+        code = await b.code_on_telegram()
+
+        await b.whatsapp_says(code)  # sent while the handoff is open: a link, not forwarded
+        await eventually(lambda: len(b.to_whatsapp()) == 2, "linked")
+        assert b.to_whatsapp()[-1] == text(Reply.LINK_DONE, channel="Telegram")
+        assert all(code[:3] not in t for t in b.telegram.texts_to(staff_chat))
+
+        b.telegram_says("Bonjour, quelqu'un peut-il me rappeler ?")
+        await eventually(lambda: len(b.telegram.texts_to(staff_chat)) == 2, "the forward")
+        assert "quelqu'un peut-il me rappeler" in b.telegram.texts_to(staff_chat)[-1]
+        await eventually(owes_nothing(b.rt.store), "nothing owed")
+        assert len(b.to_telegram()) == 2  # the code and the confirmation: staff answer now
+        assert b.llm.requests == []
