@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from concierge.domain import People
@@ -45,7 +46,7 @@ async def test_a_retired_idle_actor_wakes_and_its_successor_waits_for_it_to_end(
         with trio.move_on_after(3600) as tenure.idle:
             await trio.sleep_forever()
         woke.set()
-        await trio.sleep(0)  # what it still holds
+        await trio.lowlevel.checkpoint()  # what it still holds
         people.leave(tenure)
 
     async with trio.open_nursery() as nursery:
