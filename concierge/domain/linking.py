@@ -116,7 +116,7 @@ class Linking:
             claimed = await self.store.claim_link_code(match.code_id, now=now)
         if claimed is None:
             await self.store.record_link_failure(user_key, now)
-            log.info("linking.code_wrong")
+            log.info("linking.code_rejected")
             return Redeemed(verdict=Verdict.WRONG)
         log.info("linking.code_matched", channel=claimed.channel)
         return Redeemed(verdict=Verdict.MATCHED, code=claimed)

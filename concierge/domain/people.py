@@ -130,5 +130,5 @@ class People:
             for event in events:
                 await event.wait()
             return True
-        log.warning("people.predecessor_still_running", waited_s=timeout_s)
+        log.warning("people.succession_timed_out", waited_s=timeout_s)
         return False
