@@ -28,7 +28,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.handover import Handover
-from concierge.domain import Languages, Reply, nudge_outbox, offer
+from concierge.domain import Languages, People, Reply, nudge_outbox, offer
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -50,7 +50,8 @@ STORE_TIMEOUT_S = 10.0
 
 
 def conversation_key(user_key: str) -> str:
-    """The conversations supervisor's key for a user: a pseudonym, since supervisors log their keys.
+    """The conversations supervisor's key for a person (``People.person_of``): a pseudonym,
+    since supervisors log their keys.
 
     User keys carry phone numbers (WhatsApp) and platform ids; the pseudonym is stable,
     so an operator can still find a user's actor: ``conversation_key("waha:...@c.us")``.
@@ -182,8 +183,10 @@ class _Router:
         busy_notice_s: float,
         queue_size: int,
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
+        people: People,
     ) -> None:
         self.conversations = conversations
+        self.people = people
         self.languages = languages
         self.staff_desk = staff_desk
         self.store = store
@@ -194,7 +197,9 @@ class _Router:
         self.starting: dict[str, Handover] = {}
 
     async def route(self, msg: Inbound) -> None:
-        key = conversation_key(msg.user_key)
+        # By person, as known now: a person on several channels has one actor.
+        person = self.people.person_of(msg.user_key)
+        key = conversation_key(person)
         handover = self.starting.get(key)
         if handover is not None:
             if key in self.conversations:  # still starting: it takes these as it starts
@@ -220,7 +225,7 @@ class _Router:
             else:
                 self.stats.routed += 1
                 return
-        await self.start(key, msg)
+        await self.start(key, person, msg)
 
     async def to_staff_desk(self, msg: Inbound) -> None:
         """Hand a staff chat message to the staff desk; a full queue leaves it to the replayer."""
@@ -242,11 +247,11 @@ class _Router:
             return
         self.stats.staff_routed += 1
 
-    async def start(self, key: str, msg: Inbound) -> None:
-        """Start the user's actor with ``msg`` handed over; never waits for the start."""
+    async def start(self, key: str, person: str, msg: Inbound) -> None:
+        """Start the person's actor with ``msg`` handed over; never waits for the start."""
         handover = Handover(msg, on_taken=partial(self._taken, key))
         try:
-            self.conversations.start_child_soon(key, msg.user_key, handover)
+            self.conversations.start_child_soon(key, person, handover)
         except ChildAlreadyRunning:
             # Between two runs after a crash: the row stays unprocessed in the inbox and
             # the actor reads it when it is back.
@@ -313,6 +318,7 @@ async def run_router(
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
+    people: People | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -329,6 +335,7 @@ async def run_router(
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
         staff_desk=staff_desk,
+        people=People() if people is None else people,
     )
     task_status.started()
     async for msg in inbox:

@@ -27,6 +27,7 @@ from concierge.domain import (
     Ingest,
     KnowledgeBase,
     Languages,
+    People,
     load_knowledge,
     load_languages,
     utc_today,
@@ -69,6 +70,8 @@ class Runtime:
     knowledge: KnowledgeBase
     usage: DailyUsage
     """Tokens people and providers used today before this start (their budgets go on)."""
+    people: People
+    """Which person each identity is (persons on several channels, from the store at start)."""
     adapters: list[Adapter]
     ingest: Ingest
     router_send: trio.MemorySendChannel[RouterMsg]
@@ -151,6 +154,8 @@ async def open_runtime(
         languages = load_languages(settings.config_dir / "languages")
         knowledge = load_knowledge(settings.config_dir, languages.analyzer())
         usage = await store.usage_on(utc_today())
+        people = People()
+        people.load(await store.linked_identities())
         offline = partial(_offline_adapter, knowledge=knowledge, languages=languages)
         adapters = [build_adapter(p, offline_factory=offline) for p in settings.pool.providers]
         stack.push_async_callback(_close_adapters, adapters)
@@ -166,6 +171,7 @@ async def open_runtime(
             languages=languages,
             knowledge=knowledge,
             usage=usage,
+            people=people,
             adapters=adapters,
             ingest=Ingest(store=store, router=router_send),
             router_send=router_send,
