@@ -67,7 +67,7 @@ async def redeem_code(
     try:
         linked = await deps.persons.merge(theirs.user_id, mine.user_id, own_key=person)
     except MergeAbandoned:
-        return LinkTurn(reply=languages.reply(Reply.PROVIDER_FAILED, language))
+        return LinkTurn(reply=languages.reply(Reply.LINK_BUSY, language))
     told = OutboundReply(
         correlation_id=msg.correlation_id,
         channel=Channel(issuer.channel),

@@ -51,6 +51,8 @@ class People:
 
     def __init__(self) -> None:
         self._person: dict[str, str] = {}
+        self._members: dict[str, dict[str, None]] = {}
+        """The identities of each person key in the map, in the order they joined."""
         self._tenures: dict[str, Tenure] = {}
         self._waits: dict[str, list[trio.Event]] = {}
 
@@ -69,8 +71,7 @@ class People:
 
     def identities(self, person: str) -> tuple[str, ...]:
         """Every identity known by the key ``person`` (itself for a one-channel person)."""
-        found = tuple(k for k, p in self._person.items() if p == person)
-        return found or (person,)
+        return tuple(self._members.get(person, ())) or (person,)
 
     @property
     def linked(self) -> int:
@@ -91,10 +92,15 @@ class People:
 
     def _set(self, keys: dict[str, str]) -> None:
         for user_key, person in keys.items():
-            if person == user_key:
-                self._person.pop(user_key, None)
-            else:
+            before = self._person.pop(user_key, None)
+            if before is not None:
+                members = self._members[before]
+                del members[user_key]
+                if not members:
+                    del self._members[before]
+            if person != user_key:
                 self._person[user_key] = person
+                self._members.setdefault(person, {})[user_key] = None
 
     # -- the actors ---------------------------------------------------------------------
     def enter(self, key: str) -> Tenure:

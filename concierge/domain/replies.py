@@ -51,6 +51,8 @@ class Reply(enum.StrEnum):
     LINK_WRONG = "link_wrong"
     LINK_REFUSED = "link_refused"
     LINK_ALREADY = "link_already"
+    LINK_BUSY = "link_busy"
+    """A conversation of one side did not end its turn in time: nothing was linked."""
     UNLINK_DONE = "unlink_done"
     UNLINK_NONE = "unlink_none"
 

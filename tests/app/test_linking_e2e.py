@@ -20,9 +20,10 @@ import httpx
 import pytest
 import trio_asyncio
 
+from concierge.app.api import Role, issue_token
 from concierge.app.runtime import Runtime
 from concierge.domain import Reply, forget_user
-from concierge.protocol import person_key
+from concierge.protocol import person_key, utcnow
 from concierge.store import migrate
 from concierge.store.postgres import PostgresStore
 from concierge.store.sqlite import SqliteStore
@@ -350,3 +351,43 @@ async def test_a_handoff_open_on_one_side_holds_the_linked_person(
         await eventually(owes_nothing(b.rt.store), "nothing owed")
         assert len(b.to_telegram()) == 2  # the code and the confirmation: staff answer now
         assert b.llm.requests == []
+
+
+async def test_staff_link_two_live_conversations_and_unlink_them_through_the_api(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    async with both(tmp_path, database_url, CONCIERGE_JWT_KEYS="k1=" + "k" * 40) as b:
+        b.telegram_says("Q1 : quand a lieu le catéchisme des enfants ?")
+        await b.whatsapp_says("W1 : où se trouve le secrétariat de la paroisse ?")
+        await eventually(lambda: len(b.to_telegram()) == len(b.to_whatsapp()) == 1, "answers")
+        assert _live(b.rt) == 2  # both conversations are alive
+        tg, wa = await b.user_id(f"telegram:{TG}"), await b.user_id(WA)
+        assert tg is not None
+        assert wa is not None
+        token = issue_token(
+            b.rt.settings.api, subject="sec", role=Role.ADMIN, ttl_s=600, now=utcnow()
+        )
+        auth = {"Authorization": f"Bearer {token}"}
+        base = f"{b.rt.http_binds[0]}/api/v1/users"
+        async with httpx.AsyncClient(timeout=30) as http:
+            linked = await http.post(f"{base}/{wa}/link", json={"user_id": tg}, headers=auth)
+            assert linked.status_code == 200, linked.text
+            assert linked.json()["id"] == tg
+
+            await b.whatsapp_says("W2 : et le samedi ?")
+            await eventually(lambda: len(b.to_whatsapp()) == 2, "W2's answer")
+            assert "Q1" in b.asked()[-1]  # one conversation now
+            await eventually(lambda: _live(b.rt) == 1, "one actor for the person")
+
+            apart = await http.post(
+                f"{base}/{tg}/unlink", json={"identity": f"telegram:{TG}"}, headers=auth
+            )
+            assert apart.status_code == 200, apart.text
+            assert [i["user_key"] for i in apart.json()["identities"]] == [f"telegram:{TG}"]
+            audit = (await http.get(f"{b.rt.http_binds[0]}/api/v1/audit", headers=auth)).json()
+        assert [e["action"] for e in audit["entries"][:2]] == ["user.unlink", "user.link"]
+        b.telegram_says("Q3 : et le dimanche ?")
+        await eventually(lambda: len(b.to_telegram()) == 2, "Q3's answer")
+        assert "W2" not in b.asked()[-1]
+        assert b.to_whatsapp()[-1] == ANSWER  # no link message to users on a staff link
+        await eventually(owes_nothing(b.rt.store), "nothing owed")
