@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -111,7 +112,8 @@ async def test_the_database_refuses_a_turn_committed_under_a_stale_epoch(
         ]
     )
     assert isinstance(results[0], StaleLease)
-    assert isinstance(results[1], tuple) and len(results[1]) == 1
+    assert isinstance(results[1], tuple)
+    assert len(results[1]) == 1
     sent = await a.fetchval("SELECT count(*) FROM outbox WHERE text LIKE 'answer %'")
     assert sent == 3
 
@@ -124,9 +126,7 @@ async def test_each_outbox_row_is_claimed_by_one_replica_and_a_user_stays_with_o
     for n in range(3):
         for user in users:
             await a.enqueue_reply(reply(f"{user} #{n}", user=user))
-    rounds = await all_at_once(
-        [lambda s=s: s.pending_outbox(Channel.TELEGRAM, limit=100) for s in (a, b) * 3]
-    )
+    rounds = await all_at_once([partial(s.pending_outbox, Channel.TELEGRAM) for s in (a, b) * 3])
     owner: dict[int, int] = {}
     for i, rows in enumerate(rounds):
         assert not isinstance(rows, StoreError)
