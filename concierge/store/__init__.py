@@ -24,6 +24,7 @@ from .connect import (
 from .erasure_keys import erasure_digest as erasure_digest
 from .errors import (
     CacheUnavailable as CacheUnavailable,
+    StaleLease as StaleLease,
     StoreError as StoreError,
     StoreUnavailable as StoreUnavailable,
     UnknownUser as UnknownUser,
@@ -41,9 +42,12 @@ from .roles import (
     Health as Health,
     Identities as Identities,
     Inbox as Inbox,
+    Leases as Leases,
     OperatorQueries as OperatorQueries,
     Outbox as Outbox,
+    Session as Session,
     SessionCache as SessionCache,
+    Sessions as Sessions,
     Store as Store,
     Turns as Turns,
     Usage as Usage,

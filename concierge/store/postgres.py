@@ -231,11 +231,13 @@ class PostgresStore:
         return await self._call(in_tx)
 
     # -- replicas --------------------------------------------------------------------
-    async def acquire_lease(self, key: str, *, ttl_s: float) -> int | None:
+    async def acquire_lease(self, key: str, *, user_key: str, ttl_s: float) -> int | None:
         """Hold ``key``'s lease for ``ttl_s``; its new fencing epoch, or ``None`` while another
         replica holds it unexpired. This replica's own lease is taken again at once."""
         epoch = await self._call(
-            lambda conn: conn.fetchval(replicas.ACQUIRE_LEASE, key, self.replica_id, ttl_s)
+            lambda conn: conn.fetchval(
+                replicas.ACQUIRE_LEASE, key, self.replica_id, ttl_s, user_key
+            )
         )
         return None if epoch is None else int(epoch)
 
@@ -251,6 +253,11 @@ class PostgresStore:
         await self._call(
             lambda conn: conn.execute(replicas.RELEASE_LEASE, key, self.replica_id, epoch)
         )
+
+    async def release_leases(self) -> int:
+        """Let every lease of this replica go now; return how many were held."""
+        row = await self._call(lambda conn: conn.fetchrow(replicas.RELEASE_ALL, self.replica_id))
+        return int(row[0])
 
     def open_session(self, name: str) -> AbstractAsyncContextManager[replicas.PgSession]:
         """A connection of its own, outside the pool (advisory locks, ``LISTEN``)."""

@@ -28,10 +28,11 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 ACQUIRE_LEASE = """
-INSERT INTO conversation_leases AS l (lease_key, holder, epoch, expires_at)
-VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+INSERT INTO conversation_leases AS l (lease_key, user_key, holder, epoch, expires_at)
+VALUES ($1, $4, $2, 1, now() + make_interval(secs => $3))
 ON CONFLICT (lease_key) DO UPDATE
-SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
+SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at,
+    user_key = excluded.user_key
 WHERE l.expires_at <= now() OR l.holder = excluded.holder
 RETURNING epoch
 """
@@ -43,9 +44,29 @@ RETURNING epoch
 """
 
 # Expired at once (not deleted): the epoch must survive for the next holder to move past.
+# A lease let go with rows still pending wakes every replica: one of them takes it at once
+# (an actor that found the lease held and ended meanwhile left those rows to its holder).
 RELEASE_LEASE = """
-UPDATE conversation_leases SET expires_at = '-infinity'
-WHERE lease_key = $1 AND holder = $2 AND epoch = $3
+WITH released AS (
+    UPDATE conversation_leases SET expires_at = '-infinity'
+    WHERE lease_key = $1 AND holder = $2 AND epoch = $3
+    RETURNING user_key
+)
+SELECT count(pg_notify('concierge_released', r.user_key)) FROM released AS r
+WHERE EXISTS (SELECT 1 FROM inbox AS i WHERE i.user_key = r.user_key AND i.processed_at IS NULL)
+"""
+
+# Every lease of this replica at once (a replica stopping).
+RELEASE_ALL = """
+WITH released AS (
+    UPDATE conversation_leases SET expires_at = '-infinity'
+    WHERE holder = $1 AND expires_at > now()
+    RETURNING user_key
+), woken AS (
+    SELECT pg_notify('concierge_released', r.user_key) FROM released AS r
+    WHERE EXISTS (SELECT 1 FROM inbox AS i WHERE i.user_key = r.user_key AND i.processed_at IS NULL)
+)
+SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM woken)
 """
 
 # A user's unsent rows go to one sender at a time: only the head row (the user's oldest

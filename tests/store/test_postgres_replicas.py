@@ -60,17 +60,19 @@ async def test_a_lease_is_held_by_one_replica_until_it_expires_or_is_released(
     replicas: tuple[PostgresStore, PostgresStore],
 ) -> None:
     a, b = replicas
-    assert await a.acquire_lease("conv-1", ttl_s=30) == 1
-    assert await b.acquire_lease("conv-1", ttl_s=30) is None
+    assert await a.acquire_lease("conv-1", user_key="u", ttl_s=30) == 1
+    assert await b.acquire_lease("conv-1", user_key="u", ttl_s=30) is None
     assert await a.renew_lease("conv-1", 1, ttl_s=30)
-    assert await a.acquire_lease("conv-1", ttl_s=30) == 2  # its own again: a new epoch
+    assert (
+        await a.acquire_lease("conv-1", user_key="u", ttl_s=30) == 2
+    )  # its own again: a new epoch
     assert not await a.renew_lease("conv-1", 1, ttl_s=30)
     await a.release_lease("conv-1", 2)
-    assert await b.acquire_lease("conv-1", ttl_s=0.2) == 3
+    assert await b.acquire_lease("conv-1", user_key="u", ttl_s=0.2) == 3
     taken: list[int | None] = []
 
     async def a_takes_over() -> bool:
-        taken.append(await a.acquire_lease("conv-1", ttl_s=30))
+        taken.append(await a.acquire_lease("conv-1", user_key="u", ttl_s=30))
         return taken[-1] is not None
 
     await eventually(a_takes_over, "the expired lease to be taken over")
@@ -85,13 +87,13 @@ async def test_the_database_refuses_a_turn_committed_under_a_stale_epoch(
     user = "telegram:42"
     accepted = [await a.accept(inbound(n, user=user)) for n in range(3)]
     first, second, third = (x.inbox_id for x in accepted)
-    old = await a.acquire_lease("conv-42", ttl_s=0.1)
+    old = await a.acquire_lease("conv-42", user_key="u", ttl_s=0.1)
     assert old is not None
     assert await a.complete_turn(answer(first, key="conv-42", epoch=old, user=user))
     new: list[int | None] = [None]
 
     async def b_takes_over() -> bool:
-        new[0] = await b.acquire_lease("conv-42", ttl_s=30)
+        new[0] = await b.acquire_lease("conv-42", user_key="u", ttl_s=30)
         return new[0] is not None
 
     await eventually(b_takes_over, "replica b to take the lease over")
@@ -103,7 +105,7 @@ async def test_the_database_refuses_a_turn_committed_under_a_stale_epoch(
     assert await b.complete_turn(answer(second, key="conv-42", epoch=new[0], user=user))
     # In a batch, the stale turn fails alone and the others commit.
     other = (await a.accept(inbound(1, user="telegram:43"))).inbox_id
-    mine = await a.acquire_lease("conv-43", ttl_s=30)
+    mine = await a.acquire_lease("conv-43", user_key="u", ttl_s=30)
     assert mine is not None
     results = await all_at_once(
         [

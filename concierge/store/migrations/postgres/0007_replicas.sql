@@ -5,6 +5,7 @@
 -- that lost its lease can never match it again.
 CREATE TABLE conversation_leases (
     lease_key   text PRIMARY KEY,
+    user_key    text NOT NULL,  -- whom to wake when it is let go with rows pending
     holder      text NOT NULL,
     epoch       bigint NOT NULL,
     expires_at  timestamptz NOT NULL
@@ -49,6 +50,8 @@ $$;
 CREATE TRIGGER inbox_notified
     AFTER INSERT ON inbox
     FOR EACH ROW EXECUTE FUNCTION concierge_inbox_notify();
+
+CREATE INDEX conversation_leases_holder ON conversation_leases (holder);
 
 -- Outbox rows claimed by one replica's sender until the claim expires.
 ALTER TABLE outbox ADD COLUMN claimed_by text;
