@@ -17,7 +17,7 @@ picks up where this one stopped.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from actors.handover import Handover
+from actors.leases import ConversationLeases, Lease
 from actors.provider_pool import ask
 from concierge.domain import (
     Command,
@@ -73,7 +74,15 @@ from concierge.protocol import (
     TurnStarted,
 )
 from concierge.settings import ConversationSettings
-from concierge.store import Conversations, Handoffs, Inbox, SessionCache, StoreError, Turns
+from concierge.store import (
+    Conversations,
+    Handoffs,
+    Inbox,
+    SessionCache,
+    StaleLease,
+    StoreError,
+    Turns,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +181,8 @@ class ConversationDeps:
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
     live: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     """The scope ending each running actor, by user key: erasure stops a forgotten user's."""
+    leases: ConversationLeases | None = None
+    """Several replicas (PostgreSQL): a person's turns run where their lease is held."""
     budget: UserBudget = attrs.field()
     window: ContextWindow = attrs.field()
 
@@ -223,15 +234,18 @@ class Conversation:
         "conversation_id",
         "handoff_open",
         "language",
+        "lease",
         "limited_noticed",
         "service_type",
         "user_id",
         "user_key",
     )
 
-    def __init__(self, user_key: str, deps: ConversationDeps) -> None:
+    def __init__(self, user_key: str, deps: ConversationDeps, lease: Lease | None = None) -> None:
         self.user_key = user_key
         self._deps = deps
+        self.lease = lease
+        """The lease every turn's commit carries (several replicas); ``None``: one process."""
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self.conversation_id: int | None = None
@@ -269,6 +283,10 @@ class Conversation:
         self._handoff_read = (start.handoff,)
         self._recorded = start.recent
         return start.pending
+
+    def unseen(self, inbox_id: int) -> bool:
+        """Whether this actor has not handled ``inbox_id`` yet."""
+        return inbox_id not in self._seen
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -698,6 +716,8 @@ class Conversation:
                 replies=tuple(replies),
                 interaction=outcome.interaction,
                 conversation_type=outcome.service_type if retype else None,
+                lease_key=self.lease.key if self.lease is not None else None,
+                lease_epoch=self.lease.epoch if self.lease is not None else None,
             )
         )
         if outcome.set_type:
@@ -756,7 +776,7 @@ async def _opening(
     handed: list[ConversationMsg],
     *,
     limit: int,
-) -> list[ConversationMsg]:
+) -> list[Inbound]:
     """Open the conversation; return this user's unprocessed rows plus what was handed over.
 
     Deduped, in arrival order. Taking the queued copies out at once keeps a message
@@ -765,8 +785,9 @@ async def _opening(
     display name to open with (one store call); an actor started without one (a
     restart) finds its first pending row first.
     """
-    if handed:
-        first = handed[0]
+    inbound = [msg for msg in handed if isinstance(msg, Inbound)]
+    if inbound:
+        first = inbound[0]
     else:
         rows = await store.pending_inbox(user_key=conversation.user_key, limit=1)
         if not rows:  # nothing to replay: the first message opens the conversation
@@ -775,7 +796,8 @@ async def _opening(
     pending = await conversation.open(first.channel, first.display_name, pending_limit=limit)
     backlog = {row.inbox_id: row for row in pending}
     for msg in handed + _take_queued(receive):
-        backlog.setdefault(msg.inbox_id, msg)
+        if isinstance(msg, Inbound):
+            backlog.setdefault(msg.inbox_id, msg)
     return [backlog[inbox_id] for inbox_id in sorted(backlog)]
 
 
@@ -802,7 +824,10 @@ async def run_conversation(
     scope = deps.live[user_key] = trio.CancelScope()
     try:
         with scope:
-            await _serve(user_key, handover, deps, task_status)
+            if deps.leases is None:
+                await _serve(user_key, handover, deps, task_status)
+            else:
+                await _serve_leased(key, user_key, handover, deps, deps.leases, task_status)
         if scope.cancelled_caught:
             log.info("conversation.forgotten")
     finally:
@@ -840,4 +865,82 @@ async def _serve(
                 deps.metrics.reaped += 1
                 log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
                 return
-            await conversation.handle(msg)
+            if isinstance(msg, Inbound):
+                await conversation.handle(msg)
+
+
+async def _serve_leased(
+    key: str,
+    user_key: str,
+    handover: Handover | None,
+    deps: ConversationDeps,
+    leases: ConversationLeases,
+    task_status: trio.TaskStatus[trio.MemorySendChannel[ConversationMsg]],
+) -> None:
+    """Serve a person under their lease (several replicas on PostgreSQL).
+
+    Whatever arrives (a message accepted here, an ``InboxWake`` for one accepted
+    elsewhere) only says "look": the person's pending rows are read from the store and
+    answered in inbox order, so messages delivered to different replicas keep their
+    order. Without the lease (another replica holds it) the actor ends at once: the
+    holder answers, and a lease let go with rows pending wakes every replica.
+    """
+    send: trio.MemorySendChannel[ConversationMsg]
+    receive: trio.MemoryReceiveChannel[ConversationMsg]
+    send, receive = trio.open_memory_channel(deps.settings.queue_size)
+    with receive:
+        if handover is not None:
+            handover.take()  # the rows are in the store, which is read below
+        task_status.started(send)
+        async with leases.holding(key, user_key=user_key) as lease:
+            if lease is None:
+                return
+            conversation = Conversation(user_key, deps, lease)
+            try:
+                await _answer_pending(conversation, deps)
+                while True:
+                    msg: ConversationMsg | None = None
+                    with trio.move_on_after(deps.settings.idle_s):
+                        try:
+                            msg = await receive.receive()
+                        except trio.EndOfChannel:
+                            return
+                    if msg is None:
+                        deps.metrics.reaped += 1
+                        log.debug(
+                            "conversation.reaped", conversation_id=conversation.conversation_id
+                        )
+                        return
+                    _take_queued(receive)  # one read of the store answers them all
+                    await _answer_pending(conversation, deps)
+            except StaleLease:
+                lease.lost = True
+                leases.stats.stale_refused += 1
+                log.warning(
+                    "conversation.commit_refused",
+                    reason="stale_lease",
+                    lease_key=key,
+                    epoch=lease.epoch,
+                )
+        if lease.lost:
+            log.info("conversation.lease_given_up", lease_key=key)
+
+
+async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> None:
+    """Answer the person's unprocessed rows, oldest first, until none is left."""
+    limit = deps.settings.queue_size * 8
+    while True:
+        if conversation.conversation_id is None:
+            rows = await deps.store.pending_inbox(user_key=conversation.user_key, limit=1)
+            if not rows:
+                return
+            pending: Sequence[Inbound] = await conversation.open(
+                rows[0].channel, rows[0].display_name, pending_limit=limit
+            )
+        else:
+            pending = await deps.store.pending_inbox(user_key=conversation.user_key, limit=limit)
+        fresh = [row for row in pending if conversation.unseen(row.inbox_id)]
+        if not fresh:
+            return
+        for row in fresh:
+            await conversation.handle(row)

@@ -7,6 +7,11 @@ When a user's queue is full the router answers "one moment" itself.
 A message from the staff chat (kind ``STAFF``) goes to the staff desk instead; when
 its queue is full the row waits in the inbox for the replayer.
 
+With several replicas (``leased``), a message for a person whose actor's queue is
+full is not answered "one moment": the row is in the store, and the actor reads the
+person's pending rows whenever it looks. An ``InboxWake`` (a row another replica
+accepted) goes to the person's actor if it runs here, and is dropped otherwise.
+
 A busy reply marks the message processed: the user is told this message was not
 taken and to send it again, which is more honest than answering it minutes later
 out of turn, and it keeps the replayer from re-queueing it into the same full
@@ -35,6 +40,7 @@ from concierge.protocol import (
     ConversationMsg,
     Inbound,
     InboundKind,
+    InboxWake,
     OutboundReply,
     OutboxMsg,
     RouterMsg,
@@ -182,7 +188,9 @@ class _Router:
         busy_notice_s: float,
         queue_size: int,
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
+        leased: bool = False,
     ) -> None:
+        self.leased = leased
         self.conversations = conversations
         self.languages = languages
         self.staff_desk = staff_desk
@@ -200,7 +208,7 @@ class _Router:
             if key in self.conversations:  # still starting: it takes these as it starts
                 if len(handover) < self.queue_size:
                     handover.add(msg)
-                else:
+                elif not self.leased:
                     await self.busy(msg)
                 return
             # It ended before taking them (a failed start): those rows wait for the replay.
@@ -212,7 +220,10 @@ class _Router:
             try:
                 send.send_nowait(msg)
             except trio.WouldBlock:
-                await self.busy(msg)
+                if self.leased:  # the actor reads the row from the store when it looks
+                    self.stats.routed += 1
+                else:
+                    await self.busy(msg)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # Reaped (ended after idling) or crashed: start it again and resend.
@@ -221,6 +232,16 @@ class _Router:
                 self.stats.routed += 1
                 return
         await self.start(key, msg)
+
+    def wake(self, wake: InboxWake) -> None:
+        """Tell the person's actor, if it runs here, that another replica accepted a row."""
+        send = self.conversations.get(conversation_key(wake.user_key))
+        if send is None:
+            return
+        try:
+            send.send_nowait(wake)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # a full queue will look anyway; an ending actor lets its lease go and wakes all
 
     async def to_staff_desk(self, msg: Inbound) -> None:
         """Hand a staff chat message to the staff desk; a full queue leaves it to the replayer."""
@@ -313,6 +334,7 @@ async def run_router(
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
+    leased: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -329,6 +351,7 @@ async def run_router(
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
         staff_desk=staff_desk,
+        leased=leased,
     )
     task_status.started()
     async for msg in inbox:
@@ -337,3 +360,5 @@ async def run_router(
                 await router.to_staff_desk(msg)
             case Inbound():
                 await router.route(msg)
+            case InboxWake():
+                router.wake(msg)

@@ -23,10 +23,12 @@ from actors import (
     run_conversation,
     run_erasure_watch,
     run_handoff_sweeper,
+    run_inbox_listener,
     run_inbox_replay,
     run_router,
     run_staff_desk,
 )
+from concierge.app.replicas import Replicas
 from concierge.domain import (
     Desk,
     KnowledgeBase,
@@ -171,6 +173,7 @@ def build_conversations(
     handoff_sweep_s: float | None = None,
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
+    replicas: Replicas | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
     rules, prompts, the community's numbers).
@@ -198,6 +201,7 @@ def build_conversations(
         outbox_nudges=outbox_nudges,
         presence=presence,
         turn_reports=turn_reports,
+        leases=replicas.leases if replicas is not None else None,
     )
     if usage is not None:
         deps.budget.restore(usage)
@@ -216,6 +220,7 @@ def build_conversations(
         replay_grace_s=_replay_grace_s(settings) if replay_grace_s is None else replay_grace_s,
         handoff_sweep_s=_sweep_s(settings) if handoff_sweep_s is None else handoff_sweep_s,
         erasure_poll_s=erasure_poll_s,
+        replicas=replicas if replicas is not None else Replicas(shared=None),
     )
     return ConversationsService(
         supervisor=supervisor,
@@ -245,6 +250,7 @@ def _subtree(
     replay_grace_s: float,
     handoff_sweep_s: float,
     erasure_poll_s: float,
+    replicas: Replicas,
 ) -> tuple[Supervisor, KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]], RouterStats]:
     """The keyed conversation actors, then the router and the staff desk it hands staff
     messages to, then the workers beside them.
@@ -279,6 +285,7 @@ def _subtree(
         stats=stats,
         queue_size=deps.settings.queue_size,
         staff_desk=staff_send,
+        leased=deps.leases is not None,
     )
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
@@ -290,6 +297,7 @@ def _subtree(
         handoff_sweep_s=handoff_sweep_s,
         erasure_poll_s=erasure_poll_s,
         staff=staff,
+        replicas=replicas,
     )
     supervisor = Supervisor(
         name="conversations_tree",
@@ -315,8 +323,10 @@ def _workers(
     handoff_sweep_s: float,
     erasure_poll_s: float,
     staff: StaffChat | None,
+    replicas: Replicas,
 ) -> list[ChildSpec]:
-    """The inbox replayer, the erasure watch and the handoff sweeper."""
+    """The inbox replayer, the erasure watch and the handoff sweeper (one among replicas),
+    and with replicas the inbox listener."""
     replay = partial(
         run_inbox_replay,
         store=store,
@@ -341,11 +351,17 @@ def _workers(
         watch=deps.open_handoffs,
         staff=staff,
     )
-    return [
+    children = [
         ChildSpec(id="inbox_replay", start=replay),
         ChildSpec(id="erasure_watch", start=erasure_watch),
-        ChildSpec(id="handoff_sweeper", start=sweeper),
+        ChildSpec(id="handoff_sweeper", start=replicas.elect("handoff_sweeper", sweeper)),
     ]
+    if replicas.shared is not None:
+        listener = partial(
+            run_inbox_listener, sessions=replicas.shared, store=store, router=router_send
+        )
+        children.append(ChildSpec(id="inbox_listener", start=listener))
+    return children
 
 
 class _Intensity(TypedDict):

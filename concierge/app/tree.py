@@ -114,7 +114,7 @@ def _stores(rt: Runtime) -> Supervisor:
             ChildSpec(
                 id="cache_monitor", start=partial(ping, ping=rt.cache.ping, monitor=cache_monitor)
             ),
-            ChildSpec(id="retention", start=retention),
+            ChildSpec(id="retention", start=rt.replicas.elect("retention", retention)),
         ],
     )
 
@@ -149,6 +149,7 @@ def _conversations(
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
         presence={c: pair[0] for c, pair in rt.presence.items()},
         turn_reports=turn_reports,
+        replicas=rt.replicas,
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)

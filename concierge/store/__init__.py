@@ -20,6 +20,7 @@ from .cache_rules import (
 from .connect import (
     migrate as migrate,
     open_store as open_store,
+    shared as shared,
 )
 from .erasure_keys import erasure_digest as erasure_digest
 from .errors import (
@@ -33,6 +34,7 @@ from .monitor import (
     Monitor as Monitor,
     run_monitor as run_monitor,
 )
+from .postgres_replicas import lock_id as lock_id
 from .roles import (
     Audit as Audit,
     Conversations as Conversations,
@@ -48,6 +50,7 @@ from .roles import (
     Session as Session,
     SessionCache as SessionCache,
     Sessions as Sessions,
+    SharedStore as SharedStore,
     Store as Store,
     Turns as Turns,
     Usage as Usage,

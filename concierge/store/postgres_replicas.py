@@ -140,6 +140,10 @@ class PgSession:
         except DRIVER_ERRORS as exc:
             raise as_store_error(exc) from exc
 
+    async def ping(self) -> None:
+        """One round trip: raises ``StoreError`` when the session is lost."""
+        await self._run(lambda: self._conn.fetchval("SELECT 1"))
+
     @property
     def backend_pid(self) -> int:
         return int(self._conn.get_server_pid())

@@ -339,6 +339,8 @@ class Session(Protocol):
     @property
     def backend_pid(self) -> int: ...
 
+    async def ping(self) -> None: ...
+
     async def try_lock(self, lock: int) -> bool: ...
 
     async def holds(self, lock: int) -> bool:
@@ -424,3 +426,7 @@ class SessionCache(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SharedStore(Store, Leases, Sessions, Protocol):
+    """A store several replicas share (PostgreSQL): leases and sessions of its own too."""

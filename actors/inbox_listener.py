@@ -1,0 +1,76 @@
+"""The inbox listener: what other replicas accepted reaches the person's lease holder at once.
+
+Every inbox row inserted notifies ``concierge_inbox`` with its user key (a trigger);
+the router hands that to the person's actor if it runs here. A lease let go with rows
+still pending notifies ``concierge_released``: the listener routes the person's
+oldest pending row, so some replica (the first to take the lease) answers them now,
+not at the next replay. A lost session ends the listener (its supervisor restarts
+it); what was missed meanwhile the inbox replay finds.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from concierge.protocol import InboxWake, RouterMsg
+from concierge.store import Inbox, Sessions, StoreError
+
+log = structlog.get_logger(__name__)
+
+INBOX_CHANNEL = "concierge_inbox"
+RELEASED_CHANNEL = "concierge_released"
+PING_S = 5.0
+SEND_TIMEOUT_S = 1.0
+
+
+async def run_inbox_listener(
+    *,
+    sessions: Sessions,
+    store: Inbox,
+    router: trio.MemorySendChannel[RouterMsg],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Forward inbox notices to the router until the session is lost.
+
+    The router channel belongs to the builder (the listener only sends on it).
+    """
+    async with (
+        sessions.open_session("listen") as session,
+        session.notices(INBOX_CHANNEL) as added,
+        session.notices(RELEASED_CHANNEL) as released,
+    ):
+        log.info("inbox.listening", session_pid=session.backend_pid)
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_wake_holders, added, router)
+            nursery.start_soon(_take_over, released, store, router)
+            while True:  # a lost session raises here: the supervisor starts a new one
+                await trio.sleep(PING_S)
+                await session.ping()
+
+
+async def _wake_holders(
+    added: trio.MemoryReceiveChannel[str], router: trio.MemorySendChannel[RouterMsg]
+) -> None:
+    async for user_key in added:
+        with trio.move_on_after(SEND_TIMEOUT_S) as scope:
+            await router.send(InboxWake(user_key=user_key))
+        if scope.cancelled_caught:  # the replay finds the row later
+            log.warning("inbox.wake_dropped")
+
+
+async def _take_over(
+    released: trio.MemoryReceiveChannel[str],
+    store: Inbox,
+    router: trio.MemorySendChannel[RouterMsg],
+) -> None:
+    async for user_key in released:
+        try:
+            rows = await store.pending_inbox(user_key=user_key, limit=1)
+        except StoreError as exc:
+            log.warning("inbox.takeover_failed", error=str(exc))
+            continue
+        if rows:
+            with trio.move_on_after(SEND_TIMEOUT_S):
+                await router.send(rows[0])
