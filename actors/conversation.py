@@ -892,38 +892,51 @@ async def _serve_leased(
         if handover is not None:
             handover.take()  # the rows are in the store, which is read below
         task_status.started(send)
-        async with leases.holding(key, user_key=user_key) as lease:
-            if lease is None:
+        while True:
+            async with leases.holding(key, user_key=user_key) as lease:
+                if lease is not None:
+                    await _serve_held(Conversation(user_key, deps, lease), deps, leases, receive)
+                    return
+            # Held elsewhere: its holder answers. Should it have died, its lease expires;
+            # while rows wait, look again twice per lease life (messages queued meanwhile
+            # are in the store too).
+            await trio.sleep(leases.ttl_s / 2)
+            if not await deps.store.pending_inbox(user_key=user_key, limit=1):
                 return
-            conversation = Conversation(user_key, deps, lease)
-            try:
-                await _answer_pending(conversation, deps)
-                while True:
-                    msg: ConversationMsg | None = None
-                    with trio.move_on_after(deps.settings.idle_s):
-                        try:
-                            msg = await receive.receive()
-                        except trio.EndOfChannel:
-                            return
-                    if msg is None:
-                        deps.metrics.reaped += 1
-                        log.debug(
-                            "conversation.reaped", conversation_id=conversation.conversation_id
-                        )
-                        return
-                    _take_queued(receive)  # one read of the store answers them all
-                    await _answer_pending(conversation, deps)
-            except StaleLease:
-                lease.lost = True
-                leases.stats.stale_refused += 1
-                log.warning(
-                    "conversation.commit_refused",
-                    reason="stale_lease",
-                    lease_key=key,
-                    epoch=lease.epoch,
-                )
-        if lease.lost:
-            log.info("conversation.lease_given_up", lease_key=key)
+
+
+async def _serve_held(
+    conversation: Conversation,
+    deps: ConversationDeps,
+    leases: ConversationLeases,
+    receive: trio.MemoryReceiveChannel[ConversationMsg],
+) -> None:
+    lease = conversation.lease
+    assert lease is not None
+    try:
+        await _answer_pending(conversation, deps)
+        while True:
+            msg: ConversationMsg | None = None
+            with trio.move_on_after(deps.settings.idle_s):
+                try:
+                    msg = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+            if msg is None:
+                deps.metrics.reaped += 1
+                log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+                return
+            _take_queued(receive)  # one read of the store answers them all
+            await _answer_pending(conversation, deps)
+    except StaleLease:
+        lease.lost = True
+        leases.stats.stale_refused += 1
+        log.warning(
+            "conversation.commit_refused",
+            reason="stale_lease",
+            lease_key=lease.key,
+            epoch=lease.epoch,
+        )
 
 
 async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> None:
