@@ -28,6 +28,7 @@ from .retention import run_retention as run_retention
 from .router import (
     RouterStats as RouterStats,
     run_router as run_router,
+    wake_conversation as wake_conversation,
 )
 from .staff_desk import (
     STAFF_QUEUE as STAFF_QUEUE,

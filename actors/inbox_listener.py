@@ -1,7 +1,7 @@
 """The inbox listener: what other replicas accepted reaches the person's lease holder at once.
 
 Every inbox row inserted notifies ``concierge_inbox`` with its user key (a trigger);
-the router hands that to the person's actor if it runs here. A lease let go with rows
+``wake`` hands that to the person's actor if it runs here. A lease let go with rows
 still pending notifies ``concierge_released``: the listener routes the person's
 oldest pending row, so some replica (the first to take the lease) answers them now,
 not at the next replay. A lost session ends the listener (its supervisor restarts
@@ -10,10 +10,12 @@ it); what was missed meanwhile the inbox replay finds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 import trio
 
-from concierge.protocol import InboxWake, RouterMsg
+from concierge.protocol import RouterMsg
 from concierge.store import Inbox, Sessions, StoreError
 
 log = structlog.get_logger(__name__)
@@ -29,6 +31,7 @@ async def run_inbox_listener(
     sessions: Sessions,
     store: Inbox,
     router: trio.MemorySendChannel[RouterMsg],
+    wake: Callable[[str], object],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Forward inbox notices to the router until the session is lost.
@@ -43,7 +46,7 @@ async def run_inbox_listener(
         log.info("inbox.listening", session_pid=session.backend_pid)
         task_status.started()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_wake_holders, added, router)
+            nursery.start_soon(_wake_holders, added, wake)
             nursery.start_soon(_take_over, released, store, router)
             while True:  # a lost session raises here: the supervisor starts a new one
                 await trio.sleep(PING_S)
@@ -51,13 +54,10 @@ async def run_inbox_listener(
 
 
 async def _wake_holders(
-    added: trio.MemoryReceiveChannel[str], router: trio.MemorySendChannel[RouterMsg]
+    added: trio.MemoryReceiveChannel[str], wake: Callable[[str], object]
 ) -> None:
     async for user_key in added:
-        with trio.move_on_after(SEND_TIMEOUT_S) as scope:
-            await router.send(InboxWake(user_key=user_key))
-        if scope.cancelled_caught:  # the replay finds the row later
-            log.warning("inbox.wake_dropped")
+        wake(user_key)
 
 
 async def _take_over(

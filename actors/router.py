@@ -9,8 +9,8 @@ its queue is full the row waits in the inbox for the replayer.
 
 With several replicas (``leased``), a message for a person whose actor's queue is
 full is not answered "one moment": the row is in the store, and the actor reads the
-person's pending rows whenever it looks. An ``InboxWake`` (a row another replica
-accepted) goes to the person's actor if it runs here, and is dropped otherwise.
+person's pending rows whenever it looks. ``wake`` tells the person's actor, if it
+runs here, that another replica accepted a row for them.
 
 A busy reply marks the message processed: the user is told this message was not
 taken and to send it again, which is more honest than answering it minutes later
@@ -62,6 +62,24 @@ def conversation_key(user_key: str) -> str:
     so an operator can still find a user's actor: ``conversation_key("waha:...@c.us")``.
     """
     return "conv-" + hashlib.blake2s(user_key.encode(), digest_size=8).hexdigest()
+
+
+def wake_conversation(conversations: ConversationRegistry, user_key: str) -> bool:
+    """Tell the person's actor, if it runs here, that another replica accepted a row for them.
+
+    ``False`` when no actor of theirs runs here (its holder is elsewhere, or it ended:
+    an ending actor lets its lease go and every replica hears of rows still waiting).
+    """
+    send = conversations.get(conversation_key(user_key))
+    if send is None:
+        return False
+    try:
+        send.send_nowait(InboxWake(user_key=user_key))
+    except trio.WouldBlock:
+        return True  # a full queue: the actor looks at the store anyway
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
 
 
 class ConversationRegistry(Protocol):
@@ -233,16 +251,6 @@ class _Router:
                 return
         await self.start(key, msg)
 
-    def wake(self, wake: InboxWake) -> None:
-        """Tell the person's actor, if it runs here, that another replica accepted a row."""
-        send = self.conversations.get(conversation_key(wake.user_key))
-        if send is None:
-            return
-        try:
-            send.send_nowait(wake)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # a full queue will look anyway; an ending actor lets its lease go and wakes all
-
     async def to_staff_desk(self, msg: Inbound) -> None:
         """Hand a staff chat message to the staff desk; a full queue leaves it to the replayer."""
         if self.staff_desk is None:
@@ -360,5 +368,3 @@ async def run_router(
                 await router.to_staff_desk(msg)
             case Inbound():
                 await router.route(msg)
-            case InboxWake():
-                router.wake(msg)

@@ -27,6 +27,7 @@ from actors import (
     run_inbox_replay,
     run_router,
     run_staff_desk,
+    wake_conversation,
 )
 from concierge.app.replicas import Replicas
 from concierge.domain import (
@@ -290,6 +291,7 @@ def _subtree(
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
         deps,
+        conversations=conversations,
         store=store,
         router_send=router_send,
         replay_interval_s=replay_interval_s,
@@ -316,6 +318,7 @@ def _subtree(
 def _workers(
     deps: ConversationDeps,
     *,
+    conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]],
     store: Store,
     router_send: trio.MemorySendChannel[RouterMsg],
     replay_interval_s: float,
@@ -358,7 +361,11 @@ def _workers(
     ]
     if replicas.shared is not None:
         listener = partial(
-            run_inbox_listener, sessions=replicas.shared, store=store, router=router_send
+            run_inbox_listener,
+            sessions=replicas.shared,
+            store=store,
+            router=router_send,
+            wake=partial(wake_conversation, conversations),
         )
         children.append(ChildSpec(id="inbox_listener", start=listener))
     return children

@@ -301,7 +301,7 @@ class TurnCompleted:
 
 
 # One inbox type per actor, named for it: a message it learns to take joins its union here.
-RouterMsg = Inbound | InboxWake
+RouterMsg = Inbound
 ConversationMsg = Inbound | InboxWake
 StaffDeskMsg = Inbound
 ProviderPoolMsg = CompletionRequest

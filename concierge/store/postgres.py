@@ -124,7 +124,7 @@ WHERE (channel, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 
 
-OUTBOX_CLAIM_S = 60.0
+OUTBOX_CLAIM_S = 30.0
 """How long a replica's claim on outbox rows lasts without being read again: how soon
 another replica sends what a dead one had claimed."""
 

@@ -29,7 +29,7 @@ from tests.app.replicas import (
     start_replica,
     stop,
 )
-from tests.app.test_replicas import sql
+from tests.app.test_replicas import nothing_left, sql
 from tests.fakes.telegram_api import FakeTelegram
 from tests.waiting import eventually
 
@@ -122,6 +122,8 @@ async def test_one_poller_at_a_time_and_a_standby_takes_over(tmp_path: Path, dat
                     last = telegram.calls_to("getUpdates")[-1]
                     return next(n for n in NAMES if port_of[n] == last.port)
 
+                # Nothing in flight: a kill now must cost nothing (no reply or call repeated).
+                await eventually(lambda: nothing_left(database), "every reply recorded as sent")
                 # 1. The leader dies (SIGKILL): its lock goes with its connection.
                 first = leader()
                 killed_at = time.time()
