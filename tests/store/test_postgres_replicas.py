@@ -196,3 +196,29 @@ async def test_every_replica_hears_of_a_new_inbox_row(
         await a.accept(inbound(1, user="telegram:5"))
         with trio.fail_after(10):
             assert await heard.receive() == "telegram:5"
+
+
+async def test_a_lease_let_go_with_rows_pending_wakes_every_replica(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    async with (
+        b.open_session("listen") as session,
+        session.notices("concierge_released") as released,
+    ):
+        quiet = await a.acquire_lease("conv-8", user_key="telegram:8", ttl_s=30)
+        assert quiet is not None
+        await a.release_lease("conv-8", quiet)  # nothing pending: nobody is told
+        await a.accept(inbound(1, user="telegram:9"))
+        busy = await a.acquire_lease("conv-9", user_key="telegram:9", ttl_s=30)
+        assert busy is not None
+        await a.release_lease("conv-9", busy)
+        with trio.fail_after(10):
+            assert await released.receive() == "telegram:9"
+        # A stopping replica lets every lease go at once; its people wait for nobody.
+        again = await a.acquire_lease("conv-9", user_key="telegram:9", ttl_s=30)
+        assert again is not None
+        assert await a.release_leases() == 1
+        with trio.fail_after(10):
+            assert await released.receive() == "telegram:9"
+        assert await b.acquire_lease("conv-9", user_key="telegram:9", ttl_s=30) == again + 1
