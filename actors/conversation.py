@@ -940,7 +940,7 @@ async def _serve_held(
 
 
 async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> None:
-    """Answer the person's unprocessed rows, oldest first, until none is left."""
+    """Answer the person's unprocessed rows, oldest first."""
     limit = deps.settings.queue_size * 8
     while True:
         if conversation.conversation_id is None:
@@ -953,7 +953,9 @@ async def _answer_pending(conversation: Conversation, deps: ConversationDeps) ->
         else:
             pending = await deps.store.pending_inbox(user_key=conversation.user_key, limit=limit)
         fresh = [row for row in pending if conversation.unseen(row.inbox_id)]
-        if not fresh:
-            return
         for row in fresh:
             await conversation.handle(row)
+        # Rows that came meanwhile are woken for (their message or ``InboxWake`` is queued):
+        # read again now only when this read was cut at the limit.
+        if not fresh or len(pending) < limit:
+            return

@@ -4,8 +4,9 @@ Every inbox row inserted notifies ``concierge_inbox`` with its user key (a trigg
 ``wake`` hands that to the person's actor if it runs here. A lease let go with rows
 still pending notifies ``concierge_released``: the listener routes the person's
 oldest pending row, so some replica (the first to take the lease) answers them now,
-not at the next replay. A lost session ends the listener (its supervisor restarts
-it); what was missed meanwhile the inbox replay finds.
+not at the next replay. A lost session is opened again (every ``retry_s``, as long as
+the database is away, without troubling the supervisor); what was missed meanwhile
+the inbox replay finds.
 """
 
 from __future__ import annotations
@@ -32,25 +33,34 @@ async def run_inbox_listener(
     store: Inbox,
     router: trio.MemorySendChannel[RouterMsg],
     wake: Callable[[str], object],
+    retry_s: float = 2.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Forward inbox notices to the router until the session is lost.
+    """Forward inbox notices to the person's actor or the router, reconnecting as needed.
 
     The router channel belongs to the builder (the listener only sends on it).
     """
-    async with (
-        sessions.open_session("listen") as session,
-        session.notices(INBOX_CHANNEL) as added,
-        session.notices(RELEASED_CHANNEL) as released,
-    ):
-        log.info("inbox.listening", session_pid=session.backend_pid)
-        task_status.started()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_wake_holders, added, wake)
-            nursery.start_soon(_take_over, released, store, router)
-            while True:  # a lost session raises here: the supervisor starts a new one
-                await trio.sleep(PING_S)
-                await session.ping()
+    task_status.started()
+    lost = False
+    while True:
+        try:
+            async with (
+                sessions.open_session("listen") as session,
+                session.notices(INBOX_CHANNEL) as added,
+                session.notices(RELEASED_CHANNEL) as released,
+            ):
+                log.info("inbox.listening", session_pid=session.backend_pid, again=lost)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_wake_holders, added, wake)
+                    nursery.start_soon(_take_over, released, store, router)
+                    while True:
+                        await trio.sleep(PING_S)
+                        await session.ping()
+        except* StoreError as group:
+            if not lost:
+                log.warning("inbox.listener_lost", error=str(group.exceptions[0]))
+            lost = True
+        await trio.sleep(retry_s)
 
 
 async def _wake_holders(

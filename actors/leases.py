@@ -102,11 +102,20 @@ class ConversationLeases:
             return
         lease = self.held[key] = Lease(key=key, epoch=epoch)
         self.stats.acquired += 1
+        single: BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._renew, lease, nursery.cancel_scope)
-                yield lease
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._renew, lease, nursery.cancel_scope)
+                    yield lease
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The block's own failure comes out as itself, as it would without a lease.
+                if len(group.exceptions) != 1:
+                    raise
+                single = group.exceptions[0]
+            if single is not None:
+                raise single
         finally:
             if self.held.get(key) is lease:
                 del self.held[key]
