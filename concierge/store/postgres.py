@@ -9,7 +9,8 @@ over ``unnest`` arrays, whatever its size (accepts two at most, opens six, turns
 the opens' and turns' statements are in ``postgres_batches``, one item's statements
 in ``postgres_per_item``). This module crosses the bridge for the pool (each store
 method at most once); ``postgres_replicas`` does for the dedicated sessions alone.
-Connection failures become ``StoreUnavailable`` within a bounded time, and the asyncpg pool replaces broken connections by itself.
+Connection failures become ``StoreUnavailable`` within a bounded time, and the
+asyncpg pool replaces broken connections by itself.
 """
 
 from __future__ import annotations
