@@ -882,8 +882,10 @@ async def _serve_leased(
     Whatever arrives (a message accepted here, an ``InboxWake`` for one accepted
     elsewhere) only says "look": the person's pending rows are read from the store and
     answered in inbox order, so messages delivered to different replicas keep their
-    order. Without the lease (another replica holds it) the actor ends at once: the
-    holder answers, and a lease let go with rows pending wakes every replica.
+    order. Without the lease (another replica holds it) the holder answers; this actor
+    looks again twice per lease life while the person has rows waiting (a dead holder's
+    lease expires and is taken over) and ends once none wait. A lease let go with rows
+    pending wakes every replica.
     """
     send: trio.MemorySendChannel[ConversationMsg]
     receive: trio.MemoryReceiveChannel[ConversationMsg]
