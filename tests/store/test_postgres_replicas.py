@@ -13,6 +13,7 @@ import attrs
 import pytest
 import trio
 
+from actors.leases import ConversationLeases
 from concierge.protocol import Channel, TurnRecord
 from concierge.store import StoreError, migrate
 from concierge.store.errors import StaleLease
@@ -222,3 +223,26 @@ async def test_a_lease_let_go_with_rows_pending_wakes_every_replica(
         with trio.fail_after(10):
             assert await released.receive() == "telegram:9"
         assert await b.acquire_lease("conv-9", user_key="telegram:9", ttl_s=30) == again + 1
+
+
+async def test_a_holder_whose_lease_was_taken_stops_at_its_next_renewal(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    leases = ConversationLeases(a, ttl_s=0.3)
+    outlived: list[bool] = []
+    async with leases.holding("conv-5", user_key="telegram:5") as lease:
+        assert lease is not None
+        assert await b.acquire_lease("conv-5", user_key="telegram:5", ttl_s=30) is None
+        await a.fetchval(
+            "UPDATE conversation_leases SET holder = 'replica-b', epoch = epoch + 1 "
+            "WHERE lease_key = 'conv-5'"
+        )
+        await trio.sleep(10)  # cancelled by the refused renewal, with the rest of the block
+        outlived.append(True)
+    assert lease.lost
+    assert outlived == []
+    assert leases.stats.lost == 1
+    assert "conv-5" not in leases.held
+    # The new holder's lease was left alone.
+    assert await b.renew_lease("conv-5", lease.epoch + 1, ttl_s=30)
