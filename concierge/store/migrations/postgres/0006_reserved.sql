@@ -1,2 +1,0 @@
--- Reserved: keeps the numbering contiguous (another change takes this number).
-SELECT 1;
