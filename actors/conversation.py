@@ -17,13 +17,14 @@ picks up where this one stopped.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol
 
 import attrs
 import structlog
 import trio
 
+from actors import linking
 from actors.handover import Handover
 from actors.leases import ConversationLeases, Lease
 from actors.provider_pool import ask
@@ -36,14 +37,19 @@ from concierge.domain import (
     DistressRules,
     KnowledgeBase,
     Languages,
+    Linking,
+    LivePersons,
     OpenHandoffs,
     ParsedCommand,
+    People,
     Prompt,
     PromptBook,
     Reply,
+    Tenure,
     TriageRules,
     UserBudget,
     UserRateLimiter,
+    code_in,
     nudge_outbox,
     offer,
     parse_command,
@@ -56,6 +62,7 @@ from concierge.protocol import (
     Completion,
     CompletionFailed,
     ConversationMsg,
+    ConversationRow,
     HandoffRow,
     Inbound,
     InboundKind,
@@ -77,7 +84,9 @@ from concierge.settings import ConversationSettings
 from concierge.store import (
     Conversations,
     Handoffs,
+    Identities,
     Inbox,
+    Persons,
     SessionCache,
     StaleLease,
     StoreError,
@@ -152,9 +161,9 @@ class ConversationMetrics:
         self.urgent_handoffs[source] = self.urgent_handoffs.get(source, 0) + 1
 
 
-class ConversationStore(Inbox, Turns, Conversations, Handoffs, Protocol):
+class ConversationStore(Inbox, Turns, Conversations, Handoffs, Persons, Identities, Protocol):
     """What a conversation actor reaches: its user's pending rows, its opening read and
-    history, its turns, and the handoffs it opens and checks."""
+    history, its turns, the handoffs it opens and checks, and its person's identities."""
 
 
 @attrs.frozen(kw_only=True)
@@ -180,7 +189,11 @@ class ConversationDeps:
     knowledge_sections: int = 3
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
     live: dict[str, trio.CancelScope] = attrs.field(factory=dict)
-    """The scope ending each running actor, by user key: erasure stops a forgotten user's."""
+    """The scope ending each running actor, by person key: erasure stops a forgotten user's."""
+    people: People = attrs.field(factory=People)
+    """Which person each identity is, and the actors that retire when that changes."""
+    linking: Linking | None = None
+    """Link codes (``/lier``); without it the commands answer with the help text."""
     leases: ConversationLeases | None = None
     """Several replicas (PostgreSQL): a person's turns run where their lease is held."""
     budget: UserBudget = attrs.field()
@@ -189,6 +202,22 @@ class ConversationDeps:
     @budget.default
     def _budget(self) -> UserBudget:
         return UserBudget(self.settings.user_daily_tokens)
+
+    @property
+    def persons(self) -> LivePersons:
+        """Links and unlinks while the conversations run."""
+        return LivePersons(
+            store=self.store,
+            people=self.people,
+            wait_s=self.succession_s,
+            cache=self.cache,
+            budget=self.budget,
+        )
+
+    @property
+    def succession_s(self) -> float:
+        """How long an actor waits for the ones it succeeds: a full queue's turns."""
+        return self.settings.turn_timeout_s * (self.settings.queue_size + 2)
 
     @window.default
     def _window(self) -> ContextWindow:
@@ -218,6 +247,8 @@ class _Outcome:
     staff: OutboundReply | None = None
     """A notification to staff, written with the reply."""
     handoff_id: int | None = None
+    others: tuple[OutboundReply, ...] = ()
+    """Messages to the person's other identities (a link's confirmation), written with the reply."""
     remember: bool = False
     """Whether the exchange joins the context window once written."""
 
@@ -243,6 +274,7 @@ class Conversation:
 
     def __init__(self, user_key: str, deps: ConversationDeps, lease: Lease | None = None) -> None:
         self.user_key = user_key
+        """The person's key: an identity's, or ``person:<id>`` for a person on several channels."""
         self._deps = deps
         self.lease = lease
         """The lease every turn's commit carries (several replicas); ``None``: one process."""
@@ -261,28 +293,31 @@ class Conversation:
         """The recent messages as the opening read them, until a turn writes or uses them."""
 
     async def open(
-        self, channel: Channel, display_name: str | None, *, pending_limit: int
+        self, channel: Channel, identity: str, display_name: str | None, *, pending_limit: int
     ) -> tuple[Inbound, ...]:
         """Read the user, conversation, handoff and history in one store call.
 
-        Returns the user's unprocessed inbox rows (at most ``pending_limit``).
+        Returns the unprocessed inbox rows of ``identity`` (at most ``pending_limit``).
         """
         deps = self._deps
         start = await deps.store.open_conversation(
             channel,
-            self.user_key,
+            identity,
             display_name=display_name,
             pending_limit=pending_limit,
             recent_limit=deps.window.history_limit,
         )
-        row = start.conversation
+        self.bind(start.conversation)
+        self._handoff_read = (start.handoff,)
+        self._recorded = start.recent
+        return start.pending
+
+    def bind(self, row: ConversationRow) -> None:
+        """Take the person's conversation (at the opening, or the merged one after a link)."""
         self.conversation_id = row.conversation_id
         self.user_id = row.user_id
         self.service_type = row.service_type
         self.handoff_open = row.handoff_open
-        self._handoff_read = (start.handoff,)
-        self._recorded = start.recent
-        return start.pending
 
     def unseen(self, inbox_id: int) -> bool:
         """Whether this actor has not handled ``inbox_id`` yet."""
@@ -307,7 +342,7 @@ class Conversation:
         ):
             started = trio.current_time()
             if self.conversation_id is None:  # once per actor, not per message
-                await self.open(msg.channel, msg.display_name, pending_limit=0)
+                await self.open(msg.channel, msg.user_key, msg.display_name, pending_limit=0)
             attempt = deps.attempts.begin(msg.inbox_id)
             try:
                 if attempt > MAX_TURN_ATTEMPTS:
@@ -335,7 +370,7 @@ class Conversation:
                 deps.turn_reports,
                 TurnCompleted(
                     correlation_id=msg.correlation_id,
-                    user_key=self.user_key,
+                    user_key=msg.user_key,
                     inbox_id=msg.inbox_id,
                     reply=outcome.reply,
                     service_type=outcome.service_type,
@@ -369,6 +404,10 @@ class Conversation:
             msg.text, previous=self.language, hint=msg.language_hint
         )
         distress = deps.distress.detect(msg.text)
+        link = _link_request(msg.text) if distress is None and deps.linking else None
+        if link is not None:  # before a handoff: a code must not be forwarded to the staff chat
+            code, unlink = link
+            return await self._linking(msg, language, current, code=code, unlink=unlink)
 
         handoff = await self._active_handoff()
         if handoff is not None and handoff.correlation_id == msg.correlation_id:
@@ -445,7 +484,7 @@ class Conversation:
             settings=deps.settings,
             languages=deps.languages,
             handoff=handoff,
-            who=msg.display_name or self.user_key,
+            who=msg.display_name or msg.user_key,
             text=msg.text,
             correlation_id=msg.correlation_id,
         )
@@ -469,8 +508,38 @@ class Conversation:
                 return self._fixed(msg, deps.languages.reply(Reply.RESET_DONE, language), current)
             case Command.HUMAN:
                 return await self._open_handoff(msg, language, reason="command")
+            case Command.LINK | Command.UNLINK:  # without linking (handled before otherwise)
+                return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
             case Command.HELP | Command.UNKNOWN:
                 return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
+
+    async def _linking(
+        self,
+        msg: Inbound,
+        language: str,
+        current: ServiceType,
+        *,
+        code: str | None = None,
+        unlink: bool = False,
+    ) -> _Outcome:
+        """Ask for a code, send one, or unlink; nothing of it joins the history (a code is
+        a secret)."""
+        deps = self._deps
+        assert deps.linking is not None
+        link = linking.LinkingDeps(
+            linking=deps.linking, persons=deps.persons, languages=deps.languages
+        )
+        if unlink:
+            done = await linking.unlink(link, msg, language)
+        elif code is not None:
+            done = await linking.redeem_code(link, msg, code, language, person=self.user_key)
+        else:
+            done = await linking.ask_code(link, msg, language)
+        if done.rebind is not None:  # linked: this actor retires, writing as the merged person
+            self.bind(done.rebind)
+            self.user_key = deps.people.person_of(msg.user_key)
+            self._recorded = self._handoff_read = None
+        return _Outcome(reply=done.reply, service_type=current, others=done.others)
 
     async def _open_handoff(
         self,
@@ -494,7 +563,7 @@ class Conversation:
         self.handoff_open = True
         handoff = await deps.store.open_handoff(
             conversation_id=self.conversation_id,
-            user_key=self.user_key,
+            user_key=msg.user_key,
             reason=reason,
             correlation_id=msg.correlation_id,
             urgent=urgent,
@@ -518,7 +587,7 @@ class Conversation:
             languages=deps.languages,
             handoff=handoff,
             channel=msg.channel,
-            who=msg.display_name or self.user_key,
+            who=msg.display_name or msg.user_key,
             recent=(*recent, Turn(role=Role.USER, text=msg.text)),
             distress=alarm,
         )
@@ -701,6 +770,7 @@ class Conversation:
             replies.append(outcome.staff)
         if outcome.reply:
             replies.append(OutboundReply.answering(msg, text=outcome.reply))
+        replies.extend(outcome.others)
         retype = outcome.set_type and outcome.service_type is not self.service_type
         recorded = outcome.recorded
         # What the opening read is out of date once this turn is written.
@@ -755,6 +825,18 @@ class Conversation:
         return handoff
 
 
+def _link_request(text: str) -> tuple[str | None, bool] | None:
+    """``(code, unlink)`` when ``text`` asks for a code (``/lier``), sends one (the bare
+    digits, or ``/lier 123456``) or unlinks (``/delier``); ``None`` otherwise."""
+    code = code_in(text)
+    if code is not None:
+        return code, False
+    command = parse_command(text)
+    if command is None or command.command not in (Command.LINK, Command.UNLINK):
+        return None
+    return code_in(command.argument), command.command is Command.UNLINK
+
+
 def _alarm(distress: Distress | None) -> tuple[DistressKind, ...]:
     """What made an urgent handoff urgent: the rules' kinds, else a provider's judgement."""
     return distress.kinds if distress is not None else (DistressKind.JUDGED,)
@@ -775,25 +857,33 @@ async def _opening(
     receive: trio.MemoryReceiveChannel[ConversationMsg],
     handed: list[ConversationMsg],
     *,
+    identities: tuple[str, ...],
     limit: int,
 ) -> list[Inbound]:
-    """Open the conversation; return this user's unprocessed rows plus what was handed over.
+    """Open the conversation; return the person's unprocessed rows plus what was handed over.
 
     Deduped, in arrival order. Taking the queued copies out at once keeps a message
     that is both pending and queued from holding a queue slot (and causing "one
     moment" replies) meanwhile. The first message handed over names the channel and
     display name to open with (one store call); an actor started without one (a
-    restart) finds its first pending row first.
+    restart) finds its first pending row first. ``identities`` are the person's: the
+    rows of those other than the first are read apart (a person on several channels).
     """
     inbound = [msg for msg in handed if isinstance(msg, Inbound)]
-    if inbound:
-        first = inbound[0]
-    else:
-        rows = await store.pending_inbox(user_key=conversation.user_key, limit=1)
-        if not rows:  # nothing to replay: the first message opens the conversation
-            return []
-        first = rows[0]
-    pending = await conversation.open(first.channel, first.display_name, pending_limit=limit)
+    first: Inbound | None = inbound[0] if inbound else None
+    for identity in identities if first is None else ():
+        rows = await store.pending_inbox(user_key=identity, limit=1)
+        if rows:
+            first = rows[0]
+            break
+    if first is None:  # nothing to replay: the first message opens the conversation
+        return []
+    pending = await conversation.open(
+        first.channel, first.user_key, first.display_name, pending_limit=limit
+    )
+    for identity in identities:
+        if identity != first.user_key:
+            pending += tuple(await store.pending_inbox(user_key=identity, limit=limit))
     backlog = {row.inbox_id: row for row in pending}
     for msg in handed + _take_queued(receive):
         if isinstance(msg, Inbound):
@@ -822,16 +912,18 @@ async def run_conversation(
     """
     deps.metrics.live += 1
     scope = deps.live[user_key] = trio.CancelScope()
+    tenure = deps.people.enter(user_key)
     try:
         with scope:
             if deps.leases is None:
-                await _serve(user_key, handover, deps, task_status)
+                await _serve(user_key, handover, deps, tenure, task_status)
             else:
-                await _serve_leased(key, user_key, handover, deps, deps.leases, task_status)
+                await _serve_leased(key, user_key, handover, deps, deps.leases, tenure, task_status)
         if scope.cancelled_caught:
             log.info("conversation.forgotten")
     finally:
         deps.metrics.live -= 1
+        deps.people.leave(tenure)
         if deps.live.get(user_key) is scope:
             del deps.live[user_key]
 
@@ -840,6 +932,7 @@ async def _serve(
     user_key: str,
     handover: Handover | None,
     deps: ConversationDeps,
+    tenure: Tenure,
     task_status: trio.TaskStatus[trio.MemorySendChannel[ConversationMsg]],
 ) -> None:
     # Not ``open_memory_channel[ConversationMsg](...)``: the subscripted call costs ~30 µs per actor.
@@ -850,23 +943,38 @@ async def _serve(
     with receive:
         handed = handover.take() if handover is not None else []
         task_status.started(send)  # no checkpoint since the take: nothing slips between
+        if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
+            tenure.retire()  # restarted after a link took its identities elsewhere: stand down
+        # A link or an unlink gave this person a new key: the actors of the old ones first.
+        await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
         for queued in await _opening(
-            conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
+            conversation,
+            deps.store,
+            receive,
+            handed,
+            identities=deps.people.identities(user_key),
+            limit=deps.settings.queue_size * 8,
         ):
             await conversation.handle(queued)
-        while True:
+        while not tenure.retiring:
             msg: ConversationMsg | None = None
-            with trio.move_on_after(deps.settings.idle_s):
+            with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
                 try:
                     msg = await receive.receive()
                 except trio.EndOfChannel:
                     return
-            if msg is None:  # the idle timeout passed
+            tenure.idle = None
+            if msg is None and not tenure.retiring:  # the idle timeout passed
                 deps.metrics.reaped += 1
                 log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
                 return
             if isinstance(msg, Inbound):
                 await conversation.handle(msg)
+        # Retired (the person's key changed): what the router sent here before is answered here.
+        for left in _take_queued(receive):
+            if isinstance(left, Inbound):
+                await conversation.handle(left)
+        log.info("conversation.retired", conversation_id=conversation.conversation_id)
 
 
 async def _serve_leased(
@@ -875,17 +983,19 @@ async def _serve_leased(
     handover: Handover | None,
     deps: ConversationDeps,
     leases: ConversationLeases,
+    tenure: Tenure,
     task_status: trio.TaskStatus[trio.MemorySendChannel[ConversationMsg]],
 ) -> None:
     """Serve a person under their lease (several replicas on PostgreSQL).
 
-    Whatever arrives (a message accepted here, an ``InboxWake`` for one accepted
-    elsewhere) only says "look": the person's pending rows are read from the store and
-    answered in inbox order, so messages delivered to different replicas keep their
-    order. Without the lease (another replica holds it) the holder answers; this actor
-    looks again twice per lease life while the person has rows waiting (a dead holder's
-    lease expires and is taken over) and ends once none wait. A lease let go with rows
-    pending wakes every replica.
+    ``key`` (the router's key for the person) names the lease. Whatever arrives (a
+    message accepted here, an ``InboxWake`` for one accepted elsewhere) only says
+    "look": the person's pending rows, over all their identities, are read from the
+    store and answered in inbox order, so messages delivered to different replicas keep
+    their order. Without the lease (another replica holds it) the holder answers; this
+    actor looks again twice per lease life while the person has rows waiting (a dead
+    holder's lease expires and is taken over) and ends once none wait. A lease let go
+    with rows pending wakes every replica.
     """
     send: trio.MemorySendChannel[ConversationMsg]
     receive: trio.MemoryReceiveChannel[ConversationMsg]
@@ -894,16 +1004,22 @@ async def _serve_leased(
         if handover is not None:
             handover.take()  # the rows are in the store, which is read below
         task_status.started(send)
-        while True:
-            async with leases.holding(key, user_key=user_key) as lease:
+        if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
+            tenure.retire()  # restarted after a link took its identities elsewhere: stand down
+        await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
+        # Whom to wake when the lease is let go with rows waiting: an identity's key.
+        identity = deps.people.identities(user_key)[0]
+        while not tenure.retiring:
+            async with leases.holding(key, user_key=identity) as lease:
                 if lease is not None:
-                    await _serve_held(Conversation(user_key, deps, lease), deps, leases, receive)
+                    conversation = Conversation(user_key, deps, lease)
+                    await _serve_held(conversation, deps, leases, tenure, receive)
                     return
             # Held elsewhere: its holder answers. Should it have died, its lease expires;
             # while rows wait, look again twice per lease life (messages queued meanwhile
             # are in the store too).
             await trio.sleep(leases.ttl_s / 2)
-            if not await deps.store.pending_inbox(user_key=user_key, limit=1):
+            if not await _pending(deps, user_key, limit=1):
                 return
 
 
@@ -911,25 +1027,31 @@ async def _serve_held(
     conversation: Conversation,
     deps: ConversationDeps,
     leases: ConversationLeases,
+    tenure: Tenure,
     receive: trio.MemoryReceiveChannel[ConversationMsg],
 ) -> None:
     lease = conversation.lease
     assert lease is not None
     try:
         await _answer_pending(conversation, deps)
-        while True:
+        while not tenure.retiring:
             msg: ConversationMsg | None = None
-            with trio.move_on_after(deps.settings.idle_s):
+            with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
                 try:
                     msg = await receive.receive()
                 except trio.EndOfChannel:
                     return
-            if msg is None:
+            tenure.idle = None
+            if msg is None and not tenure.retiring:
                 deps.metrics.reaped += 1
                 log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
                 return
             _take_queued(receive)  # one read of the store answers them all
             await _answer_pending(conversation, deps)
+        # Retired (the person's key changed): what is waiting now is answered here.
+        _take_queued(receive)
+        await _answer_pending(conversation, deps)
+        log.info("conversation.retired", conversation_id=conversation.conversation_id)
     except StaleLease:
         lease.lost = True
         leases.stats.stale_refused += 1
@@ -941,19 +1063,26 @@ async def _serve_held(
         )
 
 
+async def _pending(deps: ConversationDeps, person: str, *, limit: int) -> list[Inbound]:
+    """The person's unprocessed rows over all their identities, oldest first."""
+    rows: list[Inbound] = []
+    for identity in deps.people.identities(person):
+        rows += await deps.store.pending_inbox(user_key=identity, limit=limit)
+    return sorted(rows, key=lambda row: row.inbox_id)[:limit]
+
+
 async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> None:
     """Answer the person's unprocessed rows, oldest first."""
     limit = deps.settings.queue_size * 8
     while True:
+        pending = await _pending(deps, conversation.user_key, limit=limit)
+        if not pending:
+            return
         if conversation.conversation_id is None:
-            rows = await deps.store.pending_inbox(user_key=conversation.user_key, limit=1)
-            if not rows:
-                return
-            pending: Sequence[Inbound] = await conversation.open(
-                rows[0].channel, rows[0].display_name, pending_limit=limit
+            first = pending[0]
+            await conversation.open(
+                first.channel, first.user_key, first.display_name, pending_limit=0
             )
-        else:
-            pending = await deps.store.pending_inbox(user_key=conversation.user_key, limit=limit)
         fresh = [row for row in pending if conversation.unseen(row.inbox_id)]
         for row in fresh:
             await conversation.handle(row)

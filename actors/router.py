@@ -33,7 +33,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.handover import Handover
-from concierge.domain import Languages, Reply, nudge_outbox, offer
+from concierge.domain import Languages, People, Reply, nudge_outbox, offer
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -56,7 +56,8 @@ STORE_TIMEOUT_S = 10.0
 
 
 def conversation_key(user_key: str) -> str:
-    """The conversations supervisor's key for a user: a pseudonym, since supervisors log their keys.
+    """The conversations supervisor's key for a person (``People.person_of``): a pseudonym,
+    since supervisors log their keys.
 
     User keys carry phone numbers (WhatsApp) and platform ids; the pseudonym is stable,
     so an operator can still find a user's actor: ``conversation_key("waha:...@c.us")``.
@@ -64,13 +65,14 @@ def conversation_key(user_key: str) -> str:
     return "conv-" + hashlib.blake2s(user_key.encode(), digest_size=8).hexdigest()
 
 
-def wake_conversation(conversations: ConversationRegistry, user_key: str) -> bool:
-    """Tell the person's actor, if it runs here, that another replica accepted a row for them.
+def wake_conversation(conversations: ConversationRegistry, people: People, user_key: str) -> bool:
+    """Tell the person's actor, if it runs here, that another replica accepted a row for them
+    (``user_key`` is the row's identity; the actor is keyed by its person, as ``route`` does).
 
     ``False`` when no actor of theirs runs here (its holder is elsewhere, or it ended:
     an ending actor lets its lease go and every replica hears of rows still waiting).
     """
-    send = conversations.get(conversation_key(user_key))
+    send = conversations.get(conversation_key(people.person_of(user_key)))
     if send is None:
         return False
     try:
@@ -206,10 +208,12 @@ class _Router:
         busy_notice_s: float,
         queue_size: int,
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
+        people: People,
         leased: bool = False,
     ) -> None:
         self.leased = leased
         self.conversations = conversations
+        self.people = people
         self.languages = languages
         self.staff_desk = staff_desk
         self.store = store
@@ -220,7 +224,9 @@ class _Router:
         self.starting: dict[str, Handover] = {}
 
     async def route(self, msg: Inbound) -> None:
-        key = conversation_key(msg.user_key)
+        # By person, as known now: a person on several channels has one actor.
+        person = self.people.person_of(msg.user_key)
+        key = conversation_key(person)
         handover = self.starting.get(key)
         if handover is not None:
             if key in self.conversations:  # still starting: it takes these as it starts
@@ -249,7 +255,7 @@ class _Router:
             else:
                 self.stats.routed += 1
                 return
-        await self.start(key, msg)
+        await self.start(key, person, msg)
 
     async def to_staff_desk(self, msg: Inbound) -> None:
         """Hand a staff chat message to the staff desk; a full queue leaves it to the replayer."""
@@ -271,11 +277,11 @@ class _Router:
             return
         self.stats.staff_routed += 1
 
-    async def start(self, key: str, msg: Inbound) -> None:
-        """Start the user's actor with ``msg`` handed over; never waits for the start."""
+    async def start(self, key: str, person: str, msg: Inbound) -> None:
+        """Start the person's actor with ``msg`` handed over; never waits for the start."""
         handover = Handover(msg, on_taken=partial(self._taken, key))
         try:
-            self.conversations.start_child_soon(key, msg.user_key, handover)
+            self.conversations.start_child_soon(key, person, handover)
         except ChildAlreadyRunning:
             # Between two runs after a crash: the row stays unprocessed in the inbox and
             # the actor reads it when it is back.
@@ -342,6 +348,7 @@ async def run_router(
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
+    people: People | None = None,
     leased: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -359,6 +366,7 @@ async def run_router(
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
         staff_desk=staff_desk,
+        people=People() if people is None else people,
         leased=leased,
     )
     task_status.started()

@@ -34,7 +34,9 @@ from concierge.domain import (
     Desk,
     KnowledgeBase,
     Languages,
+    Linking,
     OpenHandoffs,
+    People,
     PromptBook,
     StaffChat,
     TriageRules,
@@ -174,6 +176,7 @@ def build_conversations(
     handoff_sweep_s: float | None = None,
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
+    people: People | None = None,
     replicas: Replicas | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
@@ -182,6 +185,7 @@ def build_conversations(
     ``router_send`` is the router inbox's send side, used by the inbox replayer. The
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
     ``usage`` is what the store counted today: people keep what they spent before a restart.
+    ``people`` says which identities are one person (shared with the operator API).
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
@@ -202,12 +206,20 @@ def build_conversations(
         outbox_nudges=outbox_nudges,
         presence=presence,
         turn_reports=turn_reports,
+        people=People() if people is None else people,
+        linking=Linking(store=store),
         leases=replicas.leases if replicas is not None else None,
     )
     if usage is not None:
         deps.budget.restore(usage)
     staff = StaffChat.of(settings)
-    desk = Desk(store=store, languages=languages, outbox_nudges=outbox_nudges, staff=staff)
+    desk = Desk(
+        store=store,
+        languages=languages,
+        outbox_nudges=outbox_nudges,
+        staff=staff,
+        persons=deps.persons,
+    )
     supervisor, conversations, stats = _subtree(
         deps,
         supervision,
@@ -286,6 +298,7 @@ def _subtree(
         stats=stats,
         queue_size=deps.settings.queue_size,
         staff_desk=staff_send,
+        people=deps.people,
         leased=deps.leases is not None,
     )
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
@@ -365,7 +378,7 @@ def _workers(
             sessions=replicas.shared,
             store=store,
             router=router_send,
-            wake=partial(wake_conversation, conversations),
+            wake=partial(wake_conversation, conversations, deps.people),
         )
         children.append(ChildSpec(id="inbox_listener", start=listener))
     return children

@@ -26,6 +26,7 @@ from concierge.domain import (
     Ingest,
     KnowledgeBase,
     Languages,
+    People,
     load_knowledge,
     load_languages,
     utc_today,
@@ -68,6 +69,8 @@ class Runtime:
     knowledge: KnowledgeBase
     usage: DailyUsage
     """Tokens people and providers used today before this start (their budgets go on)."""
+    people: People
+    """Which person each identity is (persons on several channels, from the store at start)."""
     adapters: list[Adapter]
     ingest: Ingest
     router_send: trio.MemorySendChannel[RouterMsg]
@@ -150,6 +153,8 @@ async def open_runtime(
         # After the tree stopped, before the store closes: whatever lease is left goes now.
         stack.push_async_callback(replicas.release_leases)
         usage = await store.usage_on(utc_today())
+        people = People()
+        people.load(await store.linked_identities())
         offline = partial(_offline_adapter, knowledge=knowledge, languages=languages)
         adapters = [build_adapter(p, offline_factory=offline) for p in settings.pool.providers]
         stack.push_async_callback(_close_adapters, adapters)
@@ -165,6 +170,7 @@ async def open_runtime(
             languages=languages,
             knowledge=knowledge,
             usage=usage,
+            people=people,
             adapters=adapters,
             ingest=Ingest(store=store, router=router_send),
             router_send=router_send,

@@ -143,6 +143,7 @@ def _conversations(
         languages=rt.languages,
         knowledge=rt.knowledge,
         usage=rt.usage,
+        people=rt.people,
         pool_inbox=rt.pool_send,
         router_inbox=rt.router_receive,
         router_send=rt.router_send,

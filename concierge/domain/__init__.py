@@ -48,6 +48,8 @@ from .errors import (
     DeskError as DeskError,
     HandoffNotActive as HandoffNotActive,
     HandoffTaken as HandoffTaken,
+    LinkRefused as LinkRefused,
+    MergeAbandoned as MergeAbandoned,
     NoSuchHandoff as NoSuchHandoff,
 )
 from .handoffs import (
@@ -68,10 +70,23 @@ from .language import (
     Languages as Languages,
 )
 from .language_files import load_languages as load_languages
+from .linking import (
+    Linking as Linking,
+    LinkSettings as LinkSettings,
+    Redeemed as Redeemed,
+    Verdict as Verdict,
+    channel_name as channel_name,
+    code_in as code_in,
+)
+from .merging import (
+    LivePersons as LivePersons,
+    MergeStore as MergeStore,
+)
 from .nudges import (
     nudge_outbox as nudge_outbox,
     offer as offer,
 )
+from .people import People as People, Tenure as Tenure
 from .prompts import Prompt as Prompt, PromptBook as PromptBook
 from .ratelimit import UserRateLimiter as UserRateLimiter
 from .replies import (
