@@ -28,6 +28,7 @@ from actors import linking
 from actors.handover import Handover
 from actors.leases import ConversationLeases, Lease
 from actors.provider_pool import ask
+from actors.turn_gate import TurnGate
 from concierge.domain import (
     Command,
     Community,
@@ -194,6 +195,8 @@ class ConversationDeps:
     """Which person each identity is, and the actors that retire when that changes."""
     linking: Linking | None = None
     """Link codes (``/lier``); without it the commands answer with the help text."""
+    gate: TurnGate = attrs.field(factory=TurnGate)
+    """Closed by the daemon's drain: turns in flight finish, no new one starts."""
     leases: ConversationLeases | None = None
     """Several replicas (PostgreSQL): a person's turns run where their lease is held."""
     budget: UserBudget = attrs.field()
@@ -943,38 +946,57 @@ async def _serve(
     with receive:
         handed = handover.take() if handover is not None else []
         task_status.started(send)  # no checkpoint since the take: nothing slips between
-        if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
-            tenure.retire()  # restarted after a link took its identities elsewhere: stand down
-        # A link or an unlink gave this person a new key: the actors of the old ones first.
-        await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
-        for queued in await _opening(
-            conversation,
-            deps.store,
-            receive,
-            handed,
-            identities=deps.people.identities(user_key),
-            limit=deps.settings.queue_size * 8,
-        ):
-            await conversation.handle(queued)
-        while not tenure.retiring:
-            msg: ConversationMsg | None = None
-            with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
-                try:
-                    msg = await receive.receive()
-                except trio.EndOfChannel:
-                    return
-            tenure.idle = None
-            if msg is None and not tenure.retiring:  # the idle timeout passed
-                deps.metrics.reaped += 1
-                log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
-                return
-            if isinstance(msg, Inbound):
-                await conversation.handle(msg)
-        # Retired (the person's key changed): what the router sent here before is answered here.
-        for left in _take_queued(receive):
-            if isinstance(left, Inbound):
-                await conversation.handle(left)
-        log.info("conversation.retired", conversation_id=conversation.conversation_id)
+        if await _converse(conversation, receive, handed, deps, tenure):
+            return
+        # The drain closed the gate: what is still queued stays in the durable inbox.
+        await deps.gate.set_aside(receive)
+
+
+async def _converse(
+    conversation: Conversation,
+    receive: trio.MemoryReceiveChannel[ConversationMsg],
+    handed: list[ConversationMsg],
+    deps: ConversationDeps,
+    tenure: Tenure,
+) -> bool:
+    """Handle messages until idle or retired (True), or until the turn gate closes (False)."""
+    gate, user_key = deps.gate, conversation.user_key
+    if gate.closed:
+        return False
+    if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
+        tenure.retire()  # restarted after a link took its identities elsewhere: stand down
+    # A link or an unlink gave this person a new key: the actors of the old ones first.
+    await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
+    for queued in await _opening(
+        conversation,
+        deps.store,
+        receive,
+        handed,
+        identities=deps.people.identities(user_key),
+        limit=deps.settings.queue_size * 8,
+    ):
+        if not await gate.turn(conversation.handle, queued):
+            return False
+    while not tenure.retiring:
+        msg: ConversationMsg | None = None
+        with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
+            try:
+                msg = await receive.receive()
+            except trio.EndOfChannel:
+                return True
+        tenure.idle = None
+        if msg is None and not tenure.retiring:  # the idle timeout passed
+            deps.metrics.reaped += 1
+            log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+            return True
+        if isinstance(msg, Inbound) and not await gate.turn(conversation.handle, msg):
+            return False
+    # Retired (the person's key changed): what the router sent here before is answered here.
+    for left in _take_queued(receive):
+        if isinstance(left, Inbound) and not await gate.turn(conversation.handle, left):
+            return False
+    log.info("conversation.retired", conversation_id=conversation.conversation_id)
+    return True
 
 
 async def _serve_leased(
@@ -1009,18 +1031,21 @@ async def _serve_leased(
         await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
         # Whom to wake when the lease is let go with rows waiting: an identity's key.
         identity = deps.people.identities(user_key)[0]
-        while not tenure.retiring:
+        while not tenure.retiring and not deps.gate.closed:
             async with leases.holding(key, user_key=identity) as lease:
                 if lease is not None:
                     conversation = Conversation(user_key, deps, lease)
-                    await _serve_held(conversation, deps, leases, tenure, receive)
-                    return
+                    if await _serve_held(conversation, deps, leases, tenure, receive):
+                        return
+                    break  # the drain closed the gate: the lease goes now, with a wake-up
             # Held elsewhere: its holder answers. Should it have died, its lease expires;
             # while rows wait, look again twice per lease life (messages queued meanwhile
             # are in the store too).
             await trio.sleep(leases.ttl_s / 2)
             if not await _pending(deps, user_key, limit=1):
                 return
+        if deps.gate.closed:  # what is still queued stays in the durable inbox
+            await deps.gate.set_aside(receive)
 
 
 async def _serve_held(
@@ -1029,28 +1054,33 @@ async def _serve_held(
     leases: ConversationLeases,
     tenure: Tenure,
     receive: trio.MemoryReceiveChannel[ConversationMsg],
-) -> None:
+) -> bool:
+    """Answer the person while the lease holds: True when done (idle, retired, lease lost),
+    False when the turn gate closed."""
     lease = conversation.lease
     assert lease is not None
     try:
-        await _answer_pending(conversation, deps)
+        if not await _answer_pending(conversation, deps):
+            return False
         while not tenure.retiring:
             msg: ConversationMsg | None = None
             with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
                 try:
                     msg = await receive.receive()
                 except trio.EndOfChannel:
-                    return
+                    return True
             tenure.idle = None
             if msg is None and not tenure.retiring:
                 deps.metrics.reaped += 1
                 log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
-                return
+                return True
             _take_queued(receive)  # one read of the store answers them all
-            await _answer_pending(conversation, deps)
+            if not await _answer_pending(conversation, deps):
+                return False
         # Retired (the person's key changed): what is waiting now is answered here.
         _take_queued(receive)
-        await _answer_pending(conversation, deps)
+        if not await _answer_pending(conversation, deps):
+            return False
         log.info("conversation.retired", conversation_id=conversation.conversation_id)
     except StaleLease:
         lease.lost = True
@@ -1061,6 +1091,7 @@ async def _serve_held(
             lease_key=lease.key,
             epoch=lease.epoch,
         )
+    return True
 
 
 async def _pending(deps: ConversationDeps, person: str, *, limit: int) -> list[Inbound]:
@@ -1071,13 +1102,15 @@ async def _pending(deps: ConversationDeps, person: str, *, limit: int) -> list[I
     return sorted(rows, key=lambda row: row.inbox_id)[:limit]
 
 
-async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> None:
-    """Answer the person's unprocessed rows, oldest first."""
+async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> bool:
+    """Answer the person's unprocessed rows, oldest first; False once the turn gate closed."""
     limit = deps.settings.queue_size * 8
     while True:
+        if deps.gate.closed:
+            return False
         pending = await _pending(deps, conversation.user_key, limit=limit)
         if not pending:
-            return
+            return True
         if conversation.conversation_id is None:
             first = pending[0]
             await conversation.open(
@@ -1085,8 +1118,9 @@ async def _answer_pending(conversation: Conversation, deps: ConversationDeps) ->
             )
         fresh = [row for row in pending if conversation.unseen(row.inbox_id)]
         for row in fresh:
-            await conversation.handle(row)
+            if not await deps.gate.turn(conversation.handle, row):
+                return False
         # Rows that came meanwhile are woken for (their message or ``InboxWake`` is queued):
         # read again now only when this read was cut at the limit.
         if not fresh or len(pending) < limit:
-            return
+            return True

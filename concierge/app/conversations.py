@@ -20,6 +20,7 @@ from actors import (
     ConversationDeps,
     ConversationMetrics,
     RouterStats,
+    TurnGate,
     run_conversation,
     run_erasure_watch,
     run_handoff_sweeper,
@@ -177,6 +178,7 @@ def build_conversations(
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
     people: People | None = None,
+    gate: TurnGate | None = None,
     replicas: Replicas | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
@@ -186,6 +188,7 @@ def build_conversations(
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
     ``usage`` is what the store counted today: people keep what they spent before a restart.
     ``people`` says which identities are one person (shared with the operator API).
+    ``gate`` is the daemon's turn gate, which its drain closes.
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
@@ -208,6 +211,7 @@ def build_conversations(
         turn_reports=turn_reports,
         people=People() if people is None else people,
         linking=Linking(store=store),
+        gate=TurnGate() if gate is None else gate,
         leases=replicas.leases if replicas is not None else None,
     )
     if usage is not None:

@@ -48,6 +48,10 @@ class Replicas:
             run_elected, name=name, sessions=self.shared, start=start, stats=self.elections
         )
 
+    async def release(self) -> None:
+        """The drain's release hook: the leases go once the turns in flight are done."""
+        await self.release_leases()
+
     async def release_leases(self) -> int:
         """Let every conversation lease of this replica go now (a stop): other replicas
         take those people over at once instead of after the lease's expiry."""

@@ -19,8 +19,10 @@ import structlog
 import trio
 import trio_asyncio
 
+from actors import TurnGate
 from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
+from concierge.app.drain import Release, release_nothing
 from concierge.app.replicas import Replicas
 from concierge.domain import (
     Ingest,
@@ -83,6 +85,11 @@ class Runtime:
     """Leases, elections and sessions when replicas share PostgreSQL."""
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
+    gate: TurnGate = attrs.field(factory=TurnGate)
+    """Every conversation's turns pass it; the drain closes it."""
+    release: Release = release_nothing
+    """What the drain calls once the turns in flight are done and before the outbox is
+    flushed: give back what this process holds for other replicas (their leases)."""
 
     def backoff(self) -> Backoff:
         s = self.settings.supervision
@@ -180,6 +187,7 @@ async def open_runtime(
             nudges={c: trio.open_memory_channel[OutboxMsg](NUDGE_QUEUE) for c in channels},
             presence={c: trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE) for c in channels},
             replicas=replicas,
+            release=replicas.release,
         )
         rt.board.register(replicas.elections)
         if replicas.leases is not None:

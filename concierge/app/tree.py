@@ -150,6 +150,7 @@ def _conversations(
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
         presence={c: pair[0] for c, pair in rt.presence.items()},
         turn_reports=turn_reports,
+        gate=rt.gate,
         replicas=rt.replicas,
     )
     rt.board.register(conversations)
