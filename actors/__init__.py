@@ -11,9 +11,12 @@ from .conversation import (
     ConversationMetrics as ConversationMetrics,
     run_conversation as run_conversation,
 )
+from .elected import ElectionStats as ElectionStats, run_elected as run_elected
 from .erasure_watch import run_erasure_watch as run_erasure_watch
 from .handoff_sweeper import run_handoff_sweeper as run_handoff_sweeper
+from .inbox_listener import run_inbox_listener as run_inbox_listener
 from .inbox_replay import run_inbox_replay as run_inbox_replay
+from .leases import ConversationLeases as ConversationLeases, LeaseStats as LeaseStats
 from .outbox import (
     OutboxStats as OutboxStats,
     Pacing as Pacing,
@@ -25,6 +28,7 @@ from .retention import run_retention as run_retention
 from .router import (
     RouterStats as RouterStats,
     run_router as run_router,
+    wake_conversation as wake_conversation,
 )
 from .staff_desk import (
     STAFF_QUEUE as STAFF_QUEUE,

@@ -26,6 +26,7 @@ import trio
 
 from actors import linking
 from actors.handover import Handover
+from actors.leases import ConversationLeases, Lease
 from actors.provider_pool import ask
 from actors.turn_gate import TurnGate
 from concierge.domain import (
@@ -88,6 +89,7 @@ from concierge.store import (
     Inbox,
     Persons,
     SessionCache,
+    StaleLease,
     StoreError,
     Turns,
 )
@@ -195,6 +197,8 @@ class ConversationDeps:
     """Link codes (``/lier``); without it the commands answer with the help text."""
     gate: TurnGate = attrs.field(factory=TurnGate)
     """Closed by the daemon's drain: turns in flight finish, no new one starts."""
+    leases: ConversationLeases | None = None
+    """Several replicas (PostgreSQL): a person's turns run where their lease is held."""
     budget: UserBudget = attrs.field()
     window: ContextWindow = attrs.field()
 
@@ -264,16 +268,19 @@ class Conversation:
         "conversation_id",
         "handoff_open",
         "language",
+        "lease",
         "limited_noticed",
         "service_type",
         "user_id",
         "user_key",
     )
 
-    def __init__(self, user_key: str, deps: ConversationDeps) -> None:
+    def __init__(self, user_key: str, deps: ConversationDeps, lease: Lease | None = None) -> None:
         self.user_key = user_key
         """The person's key: an identity's, or ``person:<id>`` for a person on several channels."""
         self._deps = deps
+        self.lease = lease
+        """The lease every turn's commit carries (several replicas); ``None``: one process."""
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
         self.conversation_id: int | None = None
@@ -314,6 +321,10 @@ class Conversation:
         self.user_id = row.user_id
         self.service_type = row.service_type
         self.handoff_open = row.handoff_open
+
+    def unseen(self, inbox_id: int) -> bool:
+        """Whether this actor has not handled ``inbox_id`` yet."""
+        return inbox_id not in self._seen
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -778,6 +789,8 @@ class Conversation:
                 replies=tuple(replies),
                 interaction=outcome.interaction,
                 conversation_type=outcome.service_type if retype else None,
+                lease_key=self.lease.key if self.lease is not None else None,
+                lease_epoch=self.lease.epoch if self.lease is not None else None,
             )
         )
         if outcome.set_type:
@@ -849,7 +862,7 @@ async def _opening(
     *,
     identities: tuple[str, ...],
     limit: int,
-) -> list[ConversationMsg]:
+) -> list[Inbound]:
     """Open the conversation; return the person's unprocessed rows plus what was handed over.
 
     Deduped, in arrival order. Taking the queued copies out at once keeps a message
@@ -859,7 +872,8 @@ async def _opening(
     restart) finds its first pending row first. ``identities`` are the person's: the
     rows of those other than the first are read apart (a person on several channels).
     """
-    first: ConversationMsg | None = handed[0] if handed else None
+    inbound = [msg for msg in handed if isinstance(msg, Inbound)]
+    first: Inbound | None = inbound[0] if inbound else None
     for identity in identities if first is None else ():
         rows = await store.pending_inbox(user_key=identity, limit=1)
         if rows:
@@ -875,7 +889,8 @@ async def _opening(
             pending += tuple(await store.pending_inbox(user_key=identity, limit=limit))
     backlog = {row.inbox_id: row for row in pending}
     for msg in handed + _take_queued(receive):
-        backlog.setdefault(msg.inbox_id, msg)
+        if isinstance(msg, Inbound):
+            backlog.setdefault(msg.inbox_id, msg)
     return [backlog[inbox_id] for inbox_id in sorted(backlog)]
 
 
@@ -903,7 +918,10 @@ async def run_conversation(
     tenure = deps.people.enter(user_key)
     try:
         with scope:
-            await _serve(user_key, handover, deps, tenure, task_status)
+            if deps.leases is None:
+                await _serve(user_key, handover, deps, tenure, task_status)
+            else:
+                await _serve_leased(key, user_key, handover, deps, deps.leases, tenure, task_status)
         if scope.cancelled_caught:
             log.info("conversation.forgotten")
     finally:
@@ -971,11 +989,138 @@ async def _converse(
             deps.metrics.reaped += 1
             log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
             return True
-        if msg is not None and not await gate.turn(conversation.handle, msg):
+        if isinstance(msg, Inbound) and not await gate.turn(conversation.handle, msg):
             return False
     # Retired (the person's key changed): what the router sent here before is answered here.
-    for queued in _take_queued(receive):
-        if not await gate.turn(conversation.handle, queued):
+    for left in _take_queued(receive):
+        if isinstance(left, Inbound) and not await gate.turn(conversation.handle, left):
             return False
     log.info("conversation.retired", conversation_id=conversation.conversation_id)
     return True
+
+
+async def _serve_leased(
+    key: str,
+    user_key: str,
+    handover: Handover | None,
+    deps: ConversationDeps,
+    leases: ConversationLeases,
+    tenure: Tenure,
+    task_status: trio.TaskStatus[trio.MemorySendChannel[ConversationMsg]],
+) -> None:
+    """Serve a person under their lease (several replicas on PostgreSQL).
+
+    ``key`` (the router's key for the person) names the lease. Whatever arrives (a
+    message accepted here, an ``InboxWake`` for one accepted elsewhere) only says
+    "look": the person's pending rows, over all their identities, are read from the
+    store and answered in inbox order, so messages delivered to different replicas keep
+    their order. Without the lease (another replica holds it) the holder answers; this
+    actor looks again twice per lease life while the person has rows waiting (a dead
+    holder's lease expires and is taken over) and ends once none wait. A lease let go
+    with rows pending wakes every replica.
+    """
+    send: trio.MemorySendChannel[ConversationMsg]
+    receive: trio.MemoryReceiveChannel[ConversationMsg]
+    send, receive = trio.open_memory_channel(deps.settings.queue_size)
+    with receive:
+        if handover is not None:
+            handover.take()  # the rows are in the store, which is read below
+        task_status.started(send)
+        if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
+            tenure.retire()  # restarted after a link took its identities elsewhere: stand down
+        await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
+        # Whom to wake when the lease is let go with rows waiting: an identity's key.
+        identity = deps.people.identities(user_key)[0]
+        while not tenure.retiring and not deps.gate.closed:
+            async with leases.holding(key, user_key=identity) as lease:
+                if lease is not None:
+                    conversation = Conversation(user_key, deps, lease)
+                    if await _serve_held(conversation, deps, leases, tenure, receive):
+                        return
+                    break  # the drain closed the gate: the lease goes now, with a wake-up
+            # Held elsewhere: its holder answers. Should it have died, its lease expires;
+            # while rows wait, look again twice per lease life (messages queued meanwhile
+            # are in the store too).
+            await trio.sleep(leases.ttl_s / 2)
+            if not await _pending(deps, user_key, limit=1):
+                return
+        if deps.gate.closed:  # what is still queued stays in the durable inbox
+            await deps.gate.set_aside(receive)
+
+
+async def _serve_held(
+    conversation: Conversation,
+    deps: ConversationDeps,
+    leases: ConversationLeases,
+    tenure: Tenure,
+    receive: trio.MemoryReceiveChannel[ConversationMsg],
+) -> bool:
+    """Answer the person while the lease holds: True when done (idle, retired, lease lost),
+    False when the turn gate closed."""
+    lease = conversation.lease
+    assert lease is not None
+    try:
+        if not await _answer_pending(conversation, deps):
+            return False
+        while not tenure.retiring:
+            msg: ConversationMsg | None = None
+            with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
+                try:
+                    msg = await receive.receive()
+                except trio.EndOfChannel:
+                    return True
+            tenure.idle = None
+            if msg is None and not tenure.retiring:
+                deps.metrics.reaped += 1
+                log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+                return True
+            _take_queued(receive)  # one read of the store answers them all
+            if not await _answer_pending(conversation, deps):
+                return False
+        # Retired (the person's key changed): what is waiting now is answered here.
+        _take_queued(receive)
+        if not await _answer_pending(conversation, deps):
+            return False
+        log.info("conversation.retired", conversation_id=conversation.conversation_id)
+    except StaleLease:
+        lease.lost = True
+        leases.stats.stale_refused += 1
+        log.warning(
+            "conversation.commit_refused",
+            reason="stale_lease",
+            lease_key=lease.key,
+            epoch=lease.epoch,
+        )
+    return True
+
+
+async def _pending(deps: ConversationDeps, person: str, *, limit: int) -> list[Inbound]:
+    """The person's unprocessed rows over all their identities, oldest first."""
+    rows: list[Inbound] = []
+    for identity in deps.people.identities(person):
+        rows += await deps.store.pending_inbox(user_key=identity, limit=limit)
+    return sorted(rows, key=lambda row: row.inbox_id)[:limit]
+
+
+async def _answer_pending(conversation: Conversation, deps: ConversationDeps) -> bool:
+    """Answer the person's unprocessed rows, oldest first; False once the turn gate closed."""
+    limit = deps.settings.queue_size * 8
+    while True:
+        if deps.gate.closed:
+            return False
+        pending = await _pending(deps, conversation.user_key, limit=limit)
+        if not pending:
+            return True
+        if conversation.conversation_id is None:
+            first = pending[0]
+            await conversation.open(
+                first.channel, first.user_key, first.display_name, pending_limit=0
+            )
+        fresh = [row for row in pending if conversation.unseen(row.inbox_id)]
+        for row in fresh:
+            if not await deps.gate.turn(conversation.handle, row):
+                return False
+        # Rows that came meanwhile are woken for (their message or ``InboxWake`` is queued):
+        # read again now only when this read was cut at the limit.
+        if not fresh or len(pending) < limit:
+            return True

@@ -7,6 +7,11 @@ When a user's queue is full the router answers "one moment" itself.
 A message from the staff chat (kind ``STAFF``) goes to the staff desk instead; when
 its queue is full the row waits in the inbox for the replayer.
 
+With several replicas (``leased``), a message for a person whose actor's queue is
+full is not answered "one moment": the row is in the store, and the actor reads the
+person's pending rows whenever it looks. ``wake`` tells the person's actor, if it
+runs here, that another replica accepted a row for them.
+
 A busy reply marks the message processed: the user is told this message was not
 taken and to send it again, which is more honest than answering it minutes later
 out of turn, and it keeps the replayer from re-queueing it into the same full
@@ -35,6 +40,7 @@ from concierge.protocol import (
     ConversationMsg,
     Inbound,
     InboundKind,
+    InboxWake,
     OutboundReply,
     OutboxMsg,
     RouterMsg,
@@ -57,6 +63,25 @@ def conversation_key(user_key: str) -> str:
     so an operator can still find a user's actor: ``conversation_key("waha:...@c.us")``.
     """
     return "conv-" + hashlib.blake2s(user_key.encode(), digest_size=8).hexdigest()
+
+
+def wake_conversation(conversations: ConversationRegistry, people: People, user_key: str) -> bool:
+    """Tell the person's actor, if it runs here, that another replica accepted a row for them
+    (``user_key`` is the row's identity; the actor is keyed by its person, as ``route`` does).
+
+    ``False`` when no actor of theirs runs here (its holder is elsewhere, or it ended:
+    an ending actor lets its lease go and every replica hears of rows still waiting).
+    """
+    send = conversations.get(conversation_key(people.person_of(user_key)))
+    if send is None:
+        return False
+    try:
+        send.send_nowait(InboxWake(user_key=user_key))
+    except trio.WouldBlock:
+        return True  # a full queue: the actor looks at the store anyway
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return False
+    return True
 
 
 class ConversationRegistry(Protocol):
@@ -184,7 +209,9 @@ class _Router:
         queue_size: int,
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
         people: People,
+        leased: bool = False,
     ) -> None:
+        self.leased = leased
         self.conversations = conversations
         self.people = people
         self.languages = languages
@@ -205,7 +232,7 @@ class _Router:
             if key in self.conversations:  # still starting: it takes these as it starts
                 if len(handover) < self.queue_size:
                     handover.add(msg)
-                else:
+                elif not self.leased:
                     await self.busy(msg)
                 return
             # It ended before taking them (a failed start): those rows wait for the replay.
@@ -217,7 +244,10 @@ class _Router:
             try:
                 send.send_nowait(msg)
             except trio.WouldBlock:
-                await self.busy(msg)
+                if self.leased:  # the actor reads the row from the store when it looks
+                    self.stats.routed += 1
+                else:
+                    await self.busy(msg)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # Reaped (ended after idling) or crashed: start it again and resend.
@@ -319,6 +349,7 @@ async def run_router(
     queue_size: int = 4,
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
     people: People | None = None,
+    leased: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -336,6 +367,7 @@ async def run_router(
         queue_size=queue_size,
         staff_desk=staff_desk,
         people=People() if people is None else people,
+        leased=leased,
     )
     task_status.started()
     async for msg in inbox:

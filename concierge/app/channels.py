@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import Any
 
 import attrs
 import trio
@@ -89,6 +90,7 @@ async def open_channel_parts(
     ingest: Ingest,
     board: HealthBoard,
     presence: Mapping[Channel, trio.MemoryReceiveChannel[PresenceMsg]],
+    elect: Callable[[str, Callable[..., Any]], Callable[..., Any]] = lambda _name, start: start,
 ) -> ChannelParts:
     """Clients are entered on ``stack`` so that they close after the supervision tree stops."""
     parts = ChannelParts()
@@ -102,6 +104,7 @@ async def open_channel_parts(
             board=board,
             presence=presence[Channel.TELEGRAM],
             http=settings.http,
+            elect=elect,
         )
     if settings.waha is not None:
         await _waha(
@@ -126,6 +129,7 @@ async def _telegram(
     board: HealthBoard,
     presence: trio.MemoryReceiveChannel[PresenceMsg],
     http: HttpSettings,
+    elect: Callable[[str, Callable[..., Any]], Callable[..., Any]],
 ) -> None:
     """A sender, "typing...", and either the webhook route and its registration or the poller."""
     # getUpdates adds the long-poll timeout to its own; other calls keep the client's 10 s.
@@ -163,7 +167,10 @@ async def _telegram(
             settings=telegram,
             stats=poller_stats,
         )
-        parts.listeners.append(ChildSpec(id="telegram.poller", start=poller, shutdown_s=3.0))
+        # One poller at a time among replicas: Telegram refuses a second long poll (409).
+        parts.listeners.append(
+            ChildSpec(id="telegram.poller", start=elect("telegram.poller", poller), shutdown_s=3.0)
+        )
     typing = _with_presence(run_telegram_typing, presence, client=client)
     parts.listeners.append(ChildSpec(id="telegram.typing", start=typing))
 

@@ -152,7 +152,7 @@ def _check(settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     """The commands that touch the stack: their failures become one line and an exit status."""
     # Imported here so that `version` and `check` start fast and never touch the stack.
-    from concierge.app.errors import CannotListen, CommandError
+    from concierge.app.errors import CannotListen, CommandError, DataDirInUse
     from concierge.domain import ConfigError
     from concierge.store import StoreError
 
@@ -160,12 +160,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     bad_config: BaseException | None = None
     try:
         return _dispatch(args, settings)
-    except* (ConfigError, CannotListen) as group:
+    except* (ConfigError, CannotListen, DataDirInUse) as group:
         bad_config = _first(group)
     except* (CommandError, StoreError) as group:
         # The asyncio bridge wraps errors raised while it is open in a group.
         failure = _first(group)
-    if isinstance(bad_config, CannotListen):
+    if isinstance(bad_config, (CannotListen, DataDirInUse)):
         print(f"concierge: {bad_config}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     if bad_config is not None:

@@ -24,10 +24,13 @@ from actors import (
     run_conversation,
     run_erasure_watch,
     run_handoff_sweeper,
+    run_inbox_listener,
     run_inbox_replay,
     run_router,
     run_staff_desk,
+    wake_conversation,
 )
+from concierge.app.replicas import Replicas
 from concierge.domain import (
     Desk,
     KnowledgeBase,
@@ -176,6 +179,7 @@ def build_conversations(
     erasure_poll_s: float = 2.0,
     people: People | None = None,
     gate: TurnGate | None = None,
+    replicas: Replicas | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
     rules, prompts, the community's numbers).
@@ -208,6 +212,7 @@ def build_conversations(
         people=People() if people is None else people,
         linking=Linking(store=store),
         gate=TurnGate() if gate is None else gate,
+        leases=replicas.leases if replicas is not None else None,
     )
     if usage is not None:
         deps.budget.restore(usage)
@@ -232,6 +237,7 @@ def build_conversations(
         replay_grace_s=_replay_grace_s(settings) if replay_grace_s is None else replay_grace_s,
         handoff_sweep_s=_sweep_s(settings) if handoff_sweep_s is None else handoff_sweep_s,
         erasure_poll_s=erasure_poll_s,
+        replicas=replicas if replicas is not None else Replicas(shared=None),
     )
     return ConversationsService(
         supervisor=supervisor,
@@ -261,6 +267,7 @@ def _subtree(
     replay_grace_s: float,
     handoff_sweep_s: float,
     erasure_poll_s: float,
+    replicas: Replicas,
 ) -> tuple[Supervisor, KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]], RouterStats]:
     """The keyed conversation actors, then the router and the staff desk it hands staff
     messages to, then the workers beside them.
@@ -296,10 +303,12 @@ def _subtree(
         queue_size=deps.settings.queue_size,
         staff_desk=staff_send,
         people=deps.people,
+        leased=deps.leases is not None,
     )
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
         deps,
+        conversations=conversations,
         store=store,
         router_send=router_send,
         replay_interval_s=replay_interval_s,
@@ -307,6 +316,7 @@ def _subtree(
         handoff_sweep_s=handoff_sweep_s,
         erasure_poll_s=erasure_poll_s,
         staff=staff,
+        replicas=replicas,
     )
     supervisor = Supervisor(
         name="conversations_tree",
@@ -325,6 +335,7 @@ def _subtree(
 def _workers(
     deps: ConversationDeps,
     *,
+    conversations: KeyedSupervisor[trio.MemorySendChannel[ConversationMsg]],
     store: Store,
     router_send: trio.MemorySendChannel[RouterMsg],
     replay_interval_s: float,
@@ -332,8 +343,10 @@ def _workers(
     handoff_sweep_s: float,
     erasure_poll_s: float,
     staff: StaffChat | None,
+    replicas: Replicas,
 ) -> list[ChildSpec]:
-    """The inbox replayer, the erasure watch and the handoff sweeper."""
+    """The inbox replayer, the erasure watch and the handoff sweeper (one among replicas),
+    and with replicas the inbox listener."""
     replay = partial(
         run_inbox_replay,
         store=store,
@@ -358,11 +371,21 @@ def _workers(
         watch=deps.open_handoffs,
         staff=staff,
     )
-    return [
+    children = [
         ChildSpec(id="inbox_replay", start=replay),
         ChildSpec(id="erasure_watch", start=erasure_watch),
-        ChildSpec(id="handoff_sweeper", start=sweeper),
+        ChildSpec(id="handoff_sweeper", start=replicas.elect("handoff_sweeper", sweeper)),
     ]
+    if replicas.shared is not None:
+        listener = partial(
+            run_inbox_listener,
+            sessions=replicas.shared,
+            store=store,
+            router=router_send,
+            wake=partial(wake_conversation, conversations, deps.people),
+        )
+        children.append(ChildSpec(id="inbox_listener", start=listener))
+    return children
 
 
 class _Intensity(TypedDict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ from concierge.app.drain import drain
 from concierge.app.gc_policy import tune_gc
 from concierge.app.http import check_can_listen
 from concierge.app.runtime import Runtime, enabled_channels, open_runtime
+from concierge.app.single_process import data_dir_lock
 from concierge.app.tree import build_messenger_tree
 from concierge.observability import configure_logging
 from concierge.settings import Settings, secrets_of
@@ -32,10 +34,13 @@ log = structlog.get_logger(__name__)
 
 async def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT (exit 0 after a drain) or until the root gives up (exit 1)."""
-    check_can_listen(settings.http)
-    channels = enabled_channels(settings, console=False)
-    async with open_runtime(settings, channels=channels, messengers=True) as rt:
-        return await supervise_until_signalled(rt, build_messenger_tree(rt))
+    with ExitStack() as stack:
+        if settings.store.database_url is None:  # SQLite: this process alone
+            stack.enter_context(data_dir_lock(settings.store.data_dir))
+        check_can_listen(settings.http)
+        channels = enabled_channels(settings, console=False)
+        async with open_runtime(settings, channels=channels, messengers=True) as rt:
+            return await supervise_until_signalled(rt, build_messenger_tree(rt))
 
 
 async def supervise_until_signalled(rt: Runtime, root: Supervisor) -> int:

@@ -23,6 +23,7 @@ from actors import TurnGate
 from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
 from concierge.app.drain import Release, release_nothing
+from concierge.app.replicas import Replicas
 from concierge.domain import (
     Ingest,
     KnowledgeBase,
@@ -80,6 +81,8 @@ class Runtime:
     pool_receive: trio.MemoryReceiveChannel[ProviderPoolMsg]
     nudges: dict[Channel, Pair[OutboxMsg]]
     presence: dict[Channel, Pair[PresenceMsg]]
+    replicas: Replicas = attrs.field(factory=lambda: Replicas(shared=None))
+    """Leases, elections and sessions when replicas share PostgreSQL."""
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
     gate: TurnGate = attrs.field(factory=TurnGate)
@@ -153,6 +156,9 @@ async def open_runtime(
         cache = await stack.enter_async_context(open_session_cache(settings.store))
         languages = load_languages(settings.config_dir / "languages")
         knowledge = load_knowledge(settings.config_dir, languages.analyzer())
+        replicas = Replicas.of(store, settings.store)
+        # After the tree stopped, before the store closes: whatever lease is left goes now.
+        stack.push_async_callback(replicas.release_leases)
         usage = await store.usage_on(utc_today())
         people = People()
         people.load(await store.linked_identities())
@@ -180,7 +186,12 @@ async def open_runtime(
             pool_receive=pool_receive,
             nudges={c: trio.open_memory_channel[OutboxMsg](NUDGE_QUEUE) for c in channels},
             presence={c: trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE) for c in channels},
+            replicas=replicas,
+            release=replicas.release,
         )
+        rt.board.register(replicas.elections)
+        if replicas.leases is not None:
+            rt.board.register(replicas.leases.stats)
         if messengers:
             rt.parts = await open_channel_parts(
                 stack,
@@ -189,6 +200,7 @@ async def open_runtime(
                 ingest=rt.ingest,
                 board=rt.board,
                 presence={c: pair[1] for c, pair in rt.presence.items()},
+                elect=replicas.elect,
             )
         yield rt
 

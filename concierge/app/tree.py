@@ -114,7 +114,7 @@ def _stores(rt: Runtime) -> Supervisor:
             ChildSpec(
                 id="cache_monitor", start=partial(ping, ping=rt.cache.ping, monitor=cache_monitor)
             ),
-            ChildSpec(id="retention", start=retention),
+            ChildSpec(id="retention", start=rt.replicas.elect("retention", retention)),
         ],
     )
 
@@ -151,6 +151,7 @@ def _conversations(
         presence={c: pair[0] for c, pair in rt.presence.items()},
         turn_reports=turn_reports,
         gate=rt.gate,
+        replicas=rt.replicas,
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)

@@ -35,6 +35,7 @@ from .messages import (
     Inbound as Inbound,
     InboundKind as InboundKind,
     InboundMessage as InboundMessage,
+    InboxWake as InboxWake,
     OutboxMsg as OutboxMsg,
     OutboxNudge as OutboxNudge,
     Outcome as Outcome,

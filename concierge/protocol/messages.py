@@ -242,6 +242,17 @@ class OutboxNudge:
 
 
 @attrs.frozen(kw_only=True)
+class InboxWake:
+    """Tell the conversation holding a person's lease that their inbox has new rows.
+
+    Sent when another replica accepted a row: the actor reads the person's pending
+    rows from the store, in inbox order, and answers those it has not.
+    """
+
+    user_key: str
+
+
+@attrs.frozen(kw_only=True)
 class _Presence:
     """Where a turn's "typing..." shows: the chat of the message being answered."""
 
@@ -291,7 +302,7 @@ class TurnCompleted:
 
 # One inbox type per actor, named for it: a message it learns to take joins its union here.
 RouterMsg = Inbound
-ConversationMsg = Inbound
+ConversationMsg = Inbound | InboxWake
 StaffDeskMsg = Inbound
 ProviderPoolMsg = CompletionRequest
 OutboxMsg = OutboxNudge

@@ -250,6 +250,10 @@ class TurnRecord:
     interaction: Interaction | None = None
     conversation_type: ServiceType | None = None
     """Set on the conversation when not ``None``."""
+    lease_key: str | None = None
+    """The conversation lease the turn ran under (PostgreSQL replicas); ``None``: no lease."""
+    lease_epoch: int | None = None
+    """That lease's fencing epoch: the database refuses the commit once it moved on."""
 
     def __attrs_post_init__(self) -> None:
         records = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -220,7 +221,14 @@ def _store(r: _Reader) -> StoreSettings:
         redis_timeout_s=r.get("CONCIERGE_REDIS_TIMEOUT_S"),
         session_ttl_s=r.get("CONCIERGE_SESSION_TTL_S"),
         retention_days=r.get("CONCIERGE_RETENTION_DAYS"),
+        replica_id=r.get("CONCIERGE_REPLICA_ID") or default_replica_id(),
+        lease_ttl_s=r.get("CONCIERGE_LEASE_TTL_S"),
     )
+
+
+def default_replica_id() -> str:
+    """Unique among live processes: two replicas never share a name by accident."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _pool(r: _Reader) -> PoolSettings:

@@ -82,6 +82,9 @@ class StoreSettings:
     redis_timeout_s: float
     session_ttl_s: float
     retention_days: int
+    replica_id: str = "local"
+    """This process's name in conversation leases and outbox claims (PostgreSQL)."""
+    lease_ttl_s: float = 10.0
 
     def __repr__(self) -> str:
         return f"StoreSettings(data_dir={str(self.data_dir)!r}, postgres={self.database_url is not None}, redis={self.redis_url is not None})"

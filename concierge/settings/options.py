@@ -207,6 +207,19 @@ _opt(
     integer(),
     group=D,
 )
+_opt(
+    "CONCIERGE_REPLICA_ID",
+    None,
+    "this replica's name in leases and claims (PostgreSQL); unset uses host name and process id",
+    group=D,
+)
+_opt(
+    "CONCIERGE_LEASE_TTL_S",
+    "10",
+    "a conversation lease's life without renewal: how soon a dead replica's users are taken over",
+    number(strict=True),
+    group=D,
+)
 P = "providers"
 _opt(
     "CONCIERGE_PROVIDERS",

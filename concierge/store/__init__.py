@@ -20,10 +20,12 @@ from .cache_rules import (
 from .connect import (
     migrate as migrate,
     open_store as open_store,
+    shared as shared,
 )
 from .erasure_keys import erasure_digest as erasure_digest
 from .errors import (
     CacheUnavailable as CacheUnavailable,
+    StaleLease as StaleLease,
     StoreError as StoreError,
     StoreUnavailable as StoreUnavailable,
     UnknownUser as UnknownUser,
@@ -32,6 +34,7 @@ from .monitor import (
     Monitor as Monitor,
     run_monitor as run_monitor,
 )
+from .postgres_replicas import lock_id as lock_id
 from .roles import (
     Audit as Audit,
     Conversations as Conversations,
@@ -41,10 +44,14 @@ from .roles import (
     Health as Health,
     Identities as Identities,
     Inbox as Inbox,
+    Leases as Leases,
     OperatorQueries as OperatorQueries,
     Outbox as Outbox,
     Persons as Persons,
+    Session as Session,
     SessionCache as SessionCache,
+    Sessions as Sessions,
+    SharedStore as SharedStore,
     Store as Store,
     Turns as Turns,
     Usage as Usage,

@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from concierge.settings import StoreSettings
-from concierge.store.postgres import migrate_postgres, open_postgres
-from concierge.store.roles import Store
+from concierge.store.postgres import PostgresStore, migrate_postgres, open_postgres
+from concierge.store.roles import SharedStore, Store
 from concierge.store.sqlite import FILE_NAME, migrate_sqlite, open_sqlite
 
 
@@ -42,3 +42,8 @@ async def migrate(settings: StoreSettings) -> list[int]:
     if settings.database_url is None:
         return await migrate_sqlite(sqlite_path(settings))
     return await migrate_postgres(settings)
+
+
+def shared(store: Store) -> SharedStore | None:
+    """The store as several replicas share it (PostgreSQL), or ``None`` (SQLite: one process)."""
+    return store if isinstance(store, PostgresStore) else None

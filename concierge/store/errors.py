@@ -4,6 +4,7 @@ StoreError
 ├── StoreUnavailable     the durable store cannot be reached now (ingest answers 503)
 ├── SchemaOutdated       the database schema is older than the code: run `concierge migrate`
 ├── UnknownUser          no user has the id or identity given (`concierge forget`)
+├── StaleLease           the database refused a turn's commit: its conversation lease moved on
 └── CacheUnavailable     the session cache cannot be reached (callers fall back and go on)
 """
 
@@ -36,3 +37,8 @@ class CacheUnavailable(StoreError):
 
 class UnknownUser(StoreError, LookupError):
     """No user has the id or channel identity given (``concierge forget``)."""
+
+
+class StaleLease(StoreError):
+    """A turn's commit carried a lease epoch the database no longer holds: another replica
+    took the conversation over, so this one must stop (nothing of the turn was written)."""

@@ -7,9 +7,10 @@ so concurrent accepts, conversation opens and completed turns are group-committe
 each batch shares one crossing and runs a fixed handful of set-based statements
 over ``unnest`` arrays, whatever its size (accepts two at most, opens six, turns one;
 the opens' and turns' statements are in ``postgres_batches``, one item's statements
-in ``postgres_per_item``). This module is the only one that crosses the bridge; each
-store method crosses it at most once. Connection failures become ``StoreUnavailable``
-within a bounded time, and the asyncpg pool replaces broken connections by itself.
+in ``postgres_per_item``). This module crosses the bridge for the pool (each store
+method at most once); ``postgres_replicas`` does for the dedicated sessions alone.
+Connection failures become ``StoreUnavailable`` within a bounded time, and the
+asyncpg pool replaces broken connections by itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -56,7 +57,11 @@ from concierge.protocol import (
     person_key,
 )
 from concierge.settings import StoreSettings
-from concierge.store import postgres_desk as desk, postgres_persons as persons
+from concierge.store import (
+    postgres_desk as desk,
+    postgres_persons as persons,
+    postgres_replicas as replicas,
+)
 from concierge.store.erasure_keys import (
     ERASED,
     ERASURE_KEY_NAME,
@@ -129,18 +134,9 @@ WHERE (channel, external_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 
 
-_PENDING_OUTBOX = """
-SELECT * FROM outbox AS o
-WHERE o.channel = $1 AND o.sent_at IS NULL AND NOT o.given_up
-  AND o.next_attempt_at <= coalesce($2::timestamptz, now())
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox AS e
-      WHERE e.user_key = o.user_key AND e.outbox_id < o.outbox_id
-        AND e.sent_at IS NULL AND NOT e.given_up
-        AND e.next_attempt_at > coalesce($2::timestamptz, now()))
-ORDER BY o.outbox_id
-LIMIT $3
-"""
+OUTBOX_CLAIM_S = 30.0
+"""How long a replica's claim on outbox rows lasts without being read again: how soon
+another replica sends what a dead one had claimed."""
 
 
 class PostgresStore:
@@ -155,8 +151,13 @@ class PostgresStore:
         acquire_timeout_s: float,
         max_batch: int,
         flushers: int,
+        dsn: str = "",
+        replica_id: str = "local",
     ) -> None:
         self._pool = pool
+        self._dsn = dsn
+        self.replica_id = replica_id
+        """This process's name in conversation leases and outbox claims."""
         self._erasure_key: bytes | None = None
         self._loop = loop
         self._op_timeout_s = op_timeout_s
@@ -238,6 +239,44 @@ class PostgresStore:
                 return await work(conn)
 
         return await self._call(in_tx)
+
+    # -- replicas --------------------------------------------------------------------
+    async def acquire_lease(self, key: str, *, user_key: str, ttl_s: float) -> int | None:
+        """Hold ``key``'s lease for ``ttl_s``; its new fencing epoch, or ``None`` while another
+        replica holds it unexpired. This replica's own lease is taken again at once."""
+        epoch = await self._call(
+            lambda conn: conn.fetchval(
+                replicas.ACQUIRE_LEASE, key, self.replica_id, ttl_s, user_key
+            )
+        )
+        return None if epoch is None else int(epoch)
+
+    async def renew_lease(self, key: str, epoch: int, *, ttl_s: float) -> bool:
+        """Extend a lease still held at ``epoch``; ``False`` once it was lost."""
+        renewed = await self._call(
+            lambda conn: conn.fetchval(replicas.RENEW_LEASE, key, self.replica_id, epoch, ttl_s)
+        )
+        return renewed is not None
+
+    async def release_lease(self, key: str, epoch: int) -> None:
+        """Let ``key`` go now: another replica may take it at once (the epoch stays)."""
+        await self._call(
+            lambda conn: conn.execute(replicas.RELEASE_LEASE, key, self.replica_id, epoch)
+        )
+
+    async def release_leases(self) -> int:
+        """Let every lease of this replica go now; return how many were held."""
+        row = await self._call(lambda conn: conn.fetchrow(replicas.RELEASE_ALL, self.replica_id))
+        return int(row[0])
+
+    def open_session(self, name: str) -> AbstractAsyncContextManager[replicas.PgSession]:
+        """A connection of its own, outside the pool (advisory locks, ``LISTEN``)."""
+        return replicas.open_session(
+            self._dsn,
+            self._loop,
+            name=f"concierge:{name}:{self.replica_id}",
+            timeout_s=self._acquire_timeout_s,
+        )
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """One value from an ad-hoc query (diagnostics, tests, benchmarks)."""
@@ -353,10 +392,14 @@ class PostgresStore:
     async def pending_outbox(
         self, channel: Channel, *, now: datetime | None = None, limit: int = 100
     ) -> Sequence[OutboxRow]:
+        """Claims the rows for this replica's sender (``OUTBOX_CLAIM_S``), so that with several
+        replicas each row is sent by one; rows it claimed before are its own to read again."""
+
         async def work(conn: Conn) -> list[OutboxRow]:
-            return [
-                _outbox_row(r) for r in await conn.fetch(_PENDING_OUTBOX, channel.value, now, limit)
-            ]
+            rows = await conn.fetch(
+                replicas.CLAIM_OUTBOX, channel.value, now, limit, self.replica_id, OUTBOX_CLAIM_S
+            )
+            return sorted((_outbox_row(r) for r in rows), key=lambda row: row.outbox_id)
 
         return await self._call(work)
 
@@ -524,14 +567,7 @@ class PostgresStore:
         return None if value is None else str(value)
 
     async def set_cursor(self, name: str, value: str) -> None:
-        await self._call(
-            lambda conn: conn.execute(
-                "INSERT INTO channel_cursors (name, value) VALUES ($1, $2) ON CONFLICT (name) "
-                "DO UPDATE SET value = excluded.value, updated_at = now()",
-                name,
-                value,
-            )
-        )
+        await self._call(lambda conn: conn.execute(replicas.SET_CURSOR, name, value))
 
     # -- handoffs --------------------------------------------------------------------
     async def open_handoff(
@@ -894,6 +930,8 @@ async def open_postgres(
             acquire_timeout_s=timeout_s,
             max_batch=max_batch,
             flushers=flushers,
+            dsn=settings.database_url,
+            replica_id=settings.replica_id,
         )
         try:
             found = await store._call(_schema_version)

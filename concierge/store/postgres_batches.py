@@ -289,8 +289,11 @@ WITH claimable AS MATERIALIZED (
     ORDER BY inbox_id
     FOR NO KEY UPDATE
 ), claimed AS (
-    UPDATE inbox SET processed_at = now(), service_type = coalesce(t.service_type, inbox.service_type)
-    FROM claimable AS l JOIN unnest($1::bigint[], $2::text[]) AS t(inbox_id, service_type)
+    UPDATE inbox SET processed_at = now(), service_type = coalesce(t.service_type, inbox.service_type),
+                     lease_key = t.lease_key, lease_epoch = t.lease_epoch
+    FROM claimable AS l
+         JOIN unnest($1::bigint[], $2::text[], $32::text[], $33::bigint[])
+              AS t(inbox_id, service_type, lease_key, lease_epoch)
          USING (inbox_id)
     WHERE inbox.inbox_id = l.inbox_id
     RETURNING inbox.inbox_id
@@ -360,6 +363,7 @@ def _turn_columns(turns: Sequence[TurnRecord]) -> list[list[Any]]:
     interactions: list[list[Any]] = [[] for _ in range(12)]
     touched: list[list[Any]] = [[] for _ in range(3)]
     outbox_handoffs: list[Any] = []  # the outbox's last column, $31: added after the others
+    leases: list[list[Any]] = [[], []]  # the claim's lease key and epoch, $32 and $33
 
     def add(columns: list[list[Any]], *values: Any) -> None:
         for column, value in zip(columns, values, strict=True):
@@ -368,6 +372,7 @@ def _turn_columns(turns: Sequence[TurnRecord]) -> list[list[Any]]:
     for t in turns:
         service = t.service_type.value if t.service_type else None
         add(claim, t.inbox_id, service)
+        add(leases, t.lease_key, t.lease_epoch)
         for direction, text in (
             (Direction.INBOUND, t.inbound_text),
             (Direction.OUTBOUND, t.outbound_text),
@@ -400,7 +405,7 @@ def _turn_columns(turns: Sequence[TurnRecord]) -> list[list[Any]]:
             add(touched, t.inbox_id, t.conversation_id, t.conversation_type.value)
         elif t.inbound_text is not None or t.outbound_text is not None:
             add(touched, t.inbox_id, t.conversation_id, None)
-    return [*claim, *messages, *outbox, *interactions, *touched, outbox_handoffs]
+    return [*claim, *messages, *outbox, *interactions, *touched, outbox_handoffs, *leases]
 
 
 async def _complete_batch(conn: Conn, turns: Sequence[TurnRecord]) -> list[tuple[int, ...]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from concierge.store.errors import StoreError, StoreUnavailable
+from concierge.store.errors import StaleLease, StoreError, StoreUnavailable
 
 Conn = Any  # asyncpg.Connection (untyped)
 
@@ -57,7 +57,13 @@ def connection_lost(exc: BaseException) -> bool:
     )
 
 
+STALE_LEASE_SQLSTATE = "CN001"
+"""What the fencing trigger raises on a commit under a lease epoch that moved on."""
+
+
 def as_store_error(exc: BaseException) -> StoreError:
+    if getattr(exc, "sqlstate", None) == STALE_LEASE_SQLSTATE:
+        return StaleLease(f"postgres: {exc}")
     if isinstance(exc, UNAVAILABLE):
         return StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):

@@ -43,10 +43,13 @@ async def write_turn(conn: Conn, turn: TurnRecord) -> tuple[int, ...]:
     """
     service = turn.service_type.value if turn.service_type else None
     claimed = await conn.fetchval(
-        "UPDATE inbox SET processed_at = now(), service_type = coalesce($2, service_type) "
+        "UPDATE inbox SET processed_at = now(), service_type = coalesce($2, service_type), "
+        "lease_key = $3, lease_epoch = $4 "
         "WHERE inbox_id = $1 AND processed_at IS NULL RETURNING inbox_id",
         turn.inbox_id,
         service,
+        turn.lease_key,
+        turn.lease_epoch,
     )
     if claimed is None:  # processed before (or erased with its user): nothing to answer
         return ()

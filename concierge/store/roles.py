@@ -23,8 +23,11 @@ the backends implement it and only the composition root holds one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import Protocol
+
+import trio
 
 from concierge.protocol import (
     Accepted,
@@ -349,6 +352,55 @@ class Audit(Protocol):
         ...
 
 
+class Leases(Protocol):
+    """Conversation leases (PostgreSQL replicas): one replica runs a person's turns at a time.
+
+    The epoch a lease was taken at goes with every turn committed under it
+    (``TurnRecord.lease_epoch``); the database refuses the commit once it moved on.
+    """
+
+    async def acquire_lease(self, key: str, *, user_key: str, ttl_s: float) -> int | None:
+        """The new fencing epoch, or ``None`` while another replica holds ``key`` unexpired."""
+        ...
+
+    async def renew_lease(self, key: str, epoch: int, *, ttl_s: float) -> bool:
+        """Extend a lease still held at ``epoch``; ``False`` once it was lost."""
+        ...
+
+    async def release_lease(self, key: str, epoch: int) -> None:
+        """Let it go now; with rows pending, every replica is told (``concierge_released``)."""
+        ...
+
+    async def release_leases(self) -> int:
+        """Let every lease of this replica go now; return how many it held."""
+        ...
+
+
+class Session(Protocol):
+    """A database connection of its own: session advisory locks and ``LISTEN`` die with it."""
+
+    @property
+    def backend_pid(self) -> int: ...
+
+    async def ping(self) -> None: ...
+
+    async def try_lock(self, lock: int) -> bool: ...
+
+    async def holds(self, lock: int) -> bool:
+        """Whether the lock is still held; raises ``StoreError`` when the session is lost."""
+        ...
+
+    def notices(
+        self, channel: str, *, capacity: int = 1024
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]: ...
+
+
+class Sessions(Protocol):
+    """Opens dedicated sessions (PostgreSQL only)."""
+
+    def open_session(self, name: str) -> AbstractAsyncContextManager[Session]: ...
+
+
 class Store(
     Health,
     Inbox,
@@ -418,3 +470,7 @@ class SessionCache(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SharedStore(Store, Leases, Sessions, Protocol):
+    """A store several replicas share (PostgreSQL): leases and sessions of its own too."""

@@ -18,7 +18,14 @@ from actors.handover import Handover
 from actors.inbox_replay import replay_once
 from actors.router import conversation_key
 from concierge.domain import Reply as R
-from concierge.protocol import Inbound, ProviderCall, ProviderReply, TurnRecord, utcnow
+from concierge.protocol import (
+    ConversationMsg,
+    Inbound,
+    ProviderCall,
+    ProviderReply,
+    TurnRecord,
+    utcnow,
+)
 from concierge.settings import ApiKey
 from concierge.store import SessionCache, Store, StoreUnavailable
 from tests import shipped
@@ -286,13 +293,13 @@ class SlowRegistry:
         self.slow = slow
         self.queue_size = queue_size
         self.handovers: dict[str, Handover] = {}
-        self.children: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
-        self.sends: dict[str, trio.MemorySendChannel[Inbound]] = {}
+        self.children: dict[str, trio.MemoryReceiveChannel[ConversationMsg]] = {}
+        self.sends: dict[str, trio.MemorySendChannel[ConversationMsg]] = {}
 
     def __contains__(self, key: object) -> bool:
         return key in self.handovers or key in self.sends
 
-    def get(self, key: str) -> trio.MemorySendChannel[Inbound] | None:
+    def get(self, key: str) -> trio.MemorySendChannel[ConversationMsg] | None:
         return self.sends.get(key)
 
     def start_child_soon(self, key: str, user_key: str, handover: Handover) -> None:
@@ -302,7 +309,7 @@ class SlowRegistry:
 
     def start(self, key: str) -> None:
         """What a starting actor does: take the handover, then open its own queue."""
-        send, receive = trio.open_memory_channel[Inbound](self.queue_size)
+        send, receive = trio.open_memory_channel[ConversationMsg](self.queue_size)
         for msg in self.handovers.pop(key).take():
             send.send_nowait(msg)
         self.sends[key], self.children[key] = send, receive
@@ -355,7 +362,7 @@ async def test_messages_wait_in_order_while_their_actor_starts_and_others_are_no
         registry.start(conversation_key("console:slow"))
         await eventually(lambda: stats.routed == 4, "the slow user's messages to be routed")
         child = registry.children[conversation_key("console:slow")]
-        assert [child.receive_nowait().inbox_id for _ in range(3)] == [m.inbox_id for m in slow[:3]]
+        assert [child.receive_nowait() for _ in range(3)] == slow[:3]
         assert await h.replies_to("slow") == [reply_text(R.BUSY, "fr")]
         nursery.cancel_scope.cancel()
 

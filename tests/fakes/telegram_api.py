@@ -106,6 +106,8 @@ class Call:
     method: str
     params: Mapping[str, Any]
     at: float
+    port: int | None = None
+    """The fake's port the call came to (``serve(binds=2)``: one port per client)."""
 
 
 def utf16_len(text: str) -> int:
@@ -174,6 +176,11 @@ class FakeTelegram:
         self._poll_generation = 0
         self._last_sent_at: dict[str, float] = {}
         self._port: int | None = None
+        self.ports: list[int] = []
+        self.polling: dict[int | None, int] = {}
+        """Long polls answering now, by the port they came to."""
+        self.overlapping_polls = 0
+        """Long polls that began while another port's was still answering: two pollers."""
 
     # -- test controls -------------------------------------------------------------------
     @property
@@ -272,22 +279,29 @@ class FakeTelegram:
         return len(self._updates)
 
     @asynccontextmanager
-    async def serve(self) -> AsyncIterator[FakeTelegram]:
-        """Serve over HTTP on a free loopback port for the duration of the block."""
+    async def serve(self, *, binds: int = 1) -> AsyncIterator[FakeTelegram]:
+        """Serve over HTTP on free loopback ports (``binds`` of them: ``urls``, and calls
+        record the port they came to) for the duration of the block."""
         config = Config()
-        config.bind = ["127.0.0.1:0"]
+        config.bind = ["127.0.0.1:0"] * binds
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = 0.1
         async with trio.open_nursery() as nursery:
             app: Any = self._asgi
-            binds: list[str] = await nursery.start(partial(serve, app, config))
-            self._port = int(binds[0].rsplit(":", 1)[1])
+            bound: list[str] = await nursery.start(partial(serve, app, config))
+            self.ports = [int(b.rsplit(":", 1)[1]) for b in bound]
+            self._port = self.ports[0]
             try:
                 yield self
             finally:
                 self._port = None
                 nursery.cancel_scope.cancel()
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per bound port (``serve(binds=...)``)."""
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
 
     # -- the server ------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -295,7 +309,7 @@ class FakeTelegram:
         self._changed = trio.Event()
 
     async def handle(
-        self, path: str, body: bytes
+        self, path: str, body: bytes, *, port: int | None = None
     ) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         """Answer one HTTP call to ``path`` (``/bot<token>/<method>``); a str body is an HTML page."""
         match = re.fullmatch(r"/bot([^/]+)/([A-Za-z]+)", path)
@@ -314,7 +328,7 @@ class FakeTelegram:
             )
         if not isinstance(params, dict):
             params = {}
-        self.calls.append(Call(method=method, params=params, at=trio.current_time()))
+        self.calls.append(Call(method=method, params=params, at=trio.current_time(), port=port))
         if self.latency_s > 0:
             await trio.sleep(self.latency_s)
         queue = self.failures.get(method)
@@ -335,7 +349,16 @@ class FakeTelegram:
                 {"ok": False, "error_code": 404, "description": "Not Found: method not found"},
                 {},
             )
-        status, result = await handler(params)
+        if method == "getUpdates":
+            if any(n > 0 for p, n in self.polling.items() if p != port):
+                self.overlapping_polls += 1
+            self.polling[port] = self.polling.get(port, 0) + 1
+            try:
+                status, result = await handler(params)
+            finally:
+                self.polling[port] -= 1
+        else:
+            status, result = await handler(params)
         if status != 200:
             assert isinstance(result, ApiFailure)
             headers = (
@@ -537,7 +560,8 @@ class FakeTelegram:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        status, body, headers = await self.handle(scope["path"], b"".join(chunks))
+        server = scope.get("server") or (None, None)
+        status, body, headers = await self.handle(scope["path"], b"".join(chunks), port=server[1])
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         kind = b"text/html" if isinstance(body, str) else b"application/json"
         raw_headers = [(b"content-type", kind), (b"content-length", str(len(payload)).encode())]
