@@ -383,6 +383,7 @@ def _workers(
             store=store,
             router=router_send,
             wake=partial(wake_conversation, conversations, deps.people),
+            people=deps.persons,
         )
         children.append(ChildSpec(id="inbox_listener", start=listener))
     return children

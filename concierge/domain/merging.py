@@ -9,7 +9,7 @@ that still exists, nothing queued is lost, and one actor holds the person afterw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import attrs
@@ -99,6 +99,32 @@ class LivePersons:
         await self._forget_contexts((person,))
         log.info("people.unlinked", user_id=unlinked.user_id, new_user_id=unlinked.new_user_id)
         return unlinked
+
+    async def refresh(self, user_ids: Iterable[int]) -> None:
+        """Take what another replica committed about the persons ``user_ids`` (a link, an
+        unlink, an erasure): their identities get the keys the store now says, and the
+        actors of keys no longer anyone's retire, as they do for a change made here."""
+        found = {user_id: await self.store.person_identities(user_id) for user_id in set(user_ids)}
+        await self._apply(found)
+
+    async def resync(self) -> None:
+        """Take every person again from the store (notices may have been missed)."""
+        found: dict[int, Sequence[PersonIdentity]] = {i: () for i in self.people.person_ids()}
+        linked: dict[int, list[PersonIdentity]] = {}
+        for identity in await self.store.linked_identities():
+            linked.setdefault(identity.user_id, []).append(identity)
+        found.update(linked)
+        await self._apply(found)
+
+    async def _apply(self, found: dict[int, Sequence[PersonIdentity]]) -> None:
+        people = self.people
+        moved = people.refresh(found)
+        if not moved:
+            return
+        now = {people.person_of(k) for k in moved}
+        people.retire(sorted(set(moved.values()) - now), now)
+        log.info("people.refreshed", identities=len(moved))
+        await self._forget_contexts(sorted({*moved.values(), *now}))
 
     async def _forget_contexts(self, keys: Sequence[str]) -> None:
         """The context windows under the old keys: the next turn rebuilds from the store."""

@@ -11,13 +11,13 @@ already in its queue, then ends, and the actor of the new key waits for them
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 import structlog
 import trio
 
-from concierge.protocol import PersonIdentity, person_key
+from concierge.protocol import PERSON_PREFIX, PersonIdentity, person_key
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +85,28 @@ class People:
         old = {self.person_of(k) for k in new}
         self._set(new)
         return sorted(old - set(new.values()))
+
+    def person_ids(self) -> set[int]:
+        """The persons spanning channels in the map, by user id."""
+        return {int(k.split(":", 1)[1]) for k in self._members if k.startswith(PERSON_PREFIX + ":")}
+
+    def refresh(self, persons: Mapping[int, Sequence[PersonIdentity]]) -> dict[str, str]:
+        """Make the map say what the store now says of each person in ``persons`` (a link,
+        an unlink or an erasure committed by another process); return each identity whose
+        key changed, with the key it had."""
+        before: dict[str, str] = {}
+        for user_id, identities in persons.items():
+            for user_key in (
+                *self._members.get(person_key(user_id), ()),
+                *(i.user_key for i in identities),
+            ):
+                before.setdefault(user_key, self.person_of(user_key))
+        for user_id in persons:
+            shared = person_key(user_id)
+            self._set({k: k for k in tuple(self._members.get(shared, ()))})
+        for user_id, identities in persons.items():
+            self._set(key_of(user_id, identities))
+        return {k: old for k, old in before.items() if self.person_of(k) != old}
 
     def regroup_key(self, user_key: str, person: str) -> None:
         """Put one identity back under ``person`` (a link abandoned half-way)."""

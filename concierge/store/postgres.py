@@ -775,6 +775,7 @@ class PostgresStore:
                 ),
             ]
             rows = sum(int(str(s).rsplit(" ", 1)[-1]) for s in statuses)
+            await persons.notify_people(conn, user_id)
             return Erased(rows=rows, user_keys=tuple(keys))
 
         return await self._tx(work)

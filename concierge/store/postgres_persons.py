@@ -15,6 +15,8 @@ from concierge.protocol import LinkCode, Linked, PersonIdentity, Unlinked
 from concierge.store.postgres_driver import Conn
 from concierge.store.postgres_per_item import conversation_for
 
+PEOPLE_CHANNEL = "concierge_people"
+"""Notified with the user ids of persons whose identities a link, unlink or erasure moved."""
 MERGED_BY = "merge"
 """``closed_by`` of a handoff closed because the person it was merged into had one open."""
 
@@ -135,6 +137,7 @@ async def merge(conn: Conn, one: int, other: int) -> Linked:
     )
     await conn.execute("DELETE FROM user_usage WHERE user_id = $1", gone)
     await conn.execute("DELETE FROM users WHERE user_id = $1", gone)
+    await notify_people(conn, keep, gone)
     return Linked(user_id=keep, absorbed_user_id=gone, identities=await identities_of(conn, keep))
 
 
@@ -158,11 +161,19 @@ async def unlink(conn: Conn, user_key: str) -> Unlinked | None:
         user_id,
         channel,
     )
+    await notify_people(conn, user_id, new_user_id)
     return Unlinked(
         user_id=user_id,
         new_user_id=new_user_id,
         moved=await identities_of(conn, new_user_id),
         remaining=remaining,
+    )
+
+
+async def notify_people(conn: Conn, *user_ids: int) -> None:
+    """Tell every replica, at commit, that these persons' identities changed (they re-key)."""
+    await conn.execute(
+        "SELECT pg_notify($1, $2)", PEOPLE_CHANNEL, " ".join(str(u) for u in user_ids)
     )
 
 
