@@ -109,7 +109,7 @@ class LivePersons:
 
     async def resync(self) -> None:
         """Take every person again from the store (notices may have been missed)."""
-        found: dict[int, Sequence[PersonIdentity]] = {i: () for i in self.people.person_ids()}
+        found: dict[int, Sequence[PersonIdentity]] = dict.fromkeys(self.people.person_ids(), ())
         linked: dict[int, list[PersonIdentity]] = {}
         for identity in await self.store.linked_identities():
             linked.setdefault(identity.user_id, []).append(identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -67,3 +68,32 @@ async def test_a_successor_waits_no_longer_than_its_bound() -> None:
     people.retire(["telegram:1"], ["person:1"])
     assert not await people.wait_for_predecessors("person:1", timeout_s=60)
     assert await people.wait_for_predecessors("person:1", timeout_s=0.05)  # nothing left
+
+
+def test_a_refresh_takes_what_the_store_says_of_each_person_and_names_what_moved() -> None:
+    people = People()
+    people.load([])
+    # Linked elsewhere: person 1 now has both channels.
+    assert people.refresh({1: [TG, WA, LID]}) == {
+        "telegram:1": "telegram:1",
+        "waha:2@c.us": "waha:2@c.us",
+        "waha:3@lid": "waha:3@lid",
+    }
+    assert people.person_of("waha:3@lid") == "person:1"
+    assert people.person_ids() == {1}
+    assert people.refresh({1: [TG, WA, LID]}) == {}  # known already: nothing moves
+    # Unlinked elsewhere: WhatsApp moved to person 2, Telegram stays person 1's alone.
+    moved = people.refresh(
+        {1: [TG], 2: [attrs.evolve(WA, user_id=2), attrs.evolve(LID, user_id=2)]}
+    )
+    assert moved == {"telegram:1": "person:1", "waha:2@c.us": "person:1", "waha:3@lid": "person:1"}
+    assert people.linked == 0
+    # Erased elsewhere: a linked person with no identity left leaves the map.
+    people.refresh({1: [TG, WA, LID]})
+    assert people.refresh({1: []}) == {
+        "telegram:1": "person:1",
+        "waha:2@c.us": "person:1",
+        "waha:3@lid": "person:1",
+    }
+    assert people.person_of("telegram:1") == "telegram:1"
+    assert people.person_ids() == set()
