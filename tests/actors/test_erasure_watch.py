@@ -92,6 +92,9 @@ async def test_a_linked_persons_actor_and_cache_entries_go_by_the_persons_key(
             )
             await store.forget_user(user)
             await eventually(lambda: live[person].cancel_called, "the person's actor stopped")
+            # The actor is stopped before the cache is erased: wait for the erasure's end too
+            # (its last step), or cancelling the watch could cut it half-way.
+            await eventually(lambda: not cache.remaining_ttls(), "the person's cache entries gone")
             nursery.cancel_scope.cancel()
         assert await cache.get_context(person) is None
         assert await cache.forget(lambda name: True) == 0  # the bucket went too
