@@ -1029,8 +1029,12 @@ async def _serve_leased(
         if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
             tenure.retire()  # restarted after a link took its identities elsewhere: stand down
         await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
+        identities = deps.people.identities(user_key)
+        # And those of other replicas, which learnt of the new key when this one did.
+        if not tenure.retiring:
+            await leases.wait_for_others(key, identities, timeout_s=deps.succession_s)
         # Whom to wake when the lease is let go with rows waiting: an identity's key.
-        identity = deps.people.identities(user_key)[0]
+        identity = identities[0]
         while not tenure.retiring and not deps.gate.closed:
             async with leases.holding(key, user_key=identity) as lease:
                 if lease is not None:
@@ -1040,8 +1044,10 @@ async def _serve_leased(
                     break  # the drain closed the gate: the lease goes now, with a wake-up
             # Held elsewhere: its holder answers. Should it have died, its lease expires;
             # while rows wait, look again twice per lease life (messages queued meanwhile
-            # are in the store too).
-            await trio.sleep(leases.ttl_s / 2)
+            # are in the store too). Retiring (a link here) ends the wait at once.
+            with trio.move_on_after(leases.ttl_s / 2) as tenure.idle:
+                await trio.sleep_forever()
+            tenure.idle = None
             if not await _pending(deps, user_key, limit=1):
                 return
         if deps.gate.closed:  # what is still queued stays in the durable inbox

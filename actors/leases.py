@@ -9,7 +9,7 @@ that is alive never loses its lease to expiry.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -23,6 +23,7 @@ from concierge.store import Leases, StoreError
 log = structlog.get_logger(__name__)
 
 RELEASE_TIMEOUT_S = 2.0
+PREDECESSOR_POLL_S = 0.1
 
 
 @attrs.define(kw_only=True)
@@ -121,6 +122,25 @@ class ConversationLeases:
                 del self.held[key]
             if not lease.lost:
                 await self._release(lease)
+
+    async def wait_for_others(
+        self, key: str, user_keys: Sequence[str], *, timeout_s: float
+    ) -> bool:
+        """Wait (at most ``timeout_s``) until no replica holds a lease of ``user_keys`` under
+        another key: a link or an unlink made elsewhere re-keyed the person while an actor of
+        an old key ran; it retires there and lets its lease go. ``False`` when one had not
+        (or the store could not say): the turns go on, each commit still fenced."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    if not await self._store.other_leases(key, user_keys):
+                        return True
+                except StoreError as exc:
+                    log.warning("conversation.predecessors_unknown", error=str(exc))
+                    return False
+                await trio.sleep(PREDECESSOR_POLL_S)
+        log.warning("conversation.predecessors_still_held", waited_s=timeout_s)
+        return False
 
     async def _renew(self, lease: Lease, scope: trio.CancelScope) -> None:
         while True:

@@ -264,6 +264,13 @@ class PostgresStore:
             lambda conn: conn.execute(replicas.RELEASE_LEASE, key, self.replica_id, epoch)
         )
 
+    async def other_leases(self, key: str, user_keys: Sequence[str]) -> int:
+        """Live leases, under keys other than ``key``, of conversations of ``user_keys``."""
+        found = await self._call(
+            lambda conn: conn.fetchval(replicas.OTHER_LEASES, key, list(user_keys))
+        )
+        return int(found)
+
     async def release_leases(self) -> int:
         """Let every lease of this replica go now; return how many were held."""
         row = await self._call(lambda conn: conn.fetchrow(replicas.RELEASE_ALL, self.replica_id))

@@ -56,6 +56,13 @@ SELECT count(pg_notify('concierge_released', r.user_key)) FROM released AS r
 WHERE EXISTS (SELECT 1 FROM inbox AS i WHERE i.user_key = r.user_key AND i.processed_at IS NULL)
 """
 
+# Live leases of a person's identities under other keys: a link or an unlink changed the
+# person's key while an actor of an old key ran somewhere (it retires and lets go).
+OTHER_LEASES = """
+SELECT count(*) FROM conversation_leases
+WHERE user_key = ANY($2::text[]) AND lease_key <> $1 AND expires_at > now()
+"""
+
 # Every lease of this replica at once (a replica stopping).
 RELEASE_ALL = """
 WITH released AS (

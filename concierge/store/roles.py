@@ -375,6 +375,10 @@ class Leases(Protocol):
         """Let every lease of this replica go now; return how many it held."""
         ...
 
+    async def other_leases(self, key: str, user_keys: Sequence[str]) -> int:
+        """Live leases of conversations of ``user_keys`` under keys other than ``key``."""
+        ...
+
 
 class Session(Protocol):
     """A database connection of its own: session advisory locks and ``LISTEN`` die with it."""

@@ -56,6 +56,8 @@ class EchoLLM(FakeOpenAI):
         self.asked: list[str] = []
         self.person_busy: Counter[str] = Counter()
         self.overlaps = 0
+        self.overlapping: list[tuple[str, ...]] = []
+        """For each overlap: the marker asked, and those in flight then."""
         self.in_flight_markers: set[str] = set()
 
     @staticmethod
@@ -80,6 +82,7 @@ class EchoLLM(FakeOpenAI):
         self.person_busy[person] += 1
         if self.person_busy[person] > 1:
             self.overlaps += 1
+            self.overlapping.append((marker, *sorted(self.in_flight_markers)))
         self.in_flight_markers.add(marker)
         try:
             if marker in self.slow:

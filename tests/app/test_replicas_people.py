@@ -189,7 +189,16 @@ async def test_a_link_and_an_unlink_on_one_replica_hold_on_every_replica(
                 async def one_actor() -> bool:
                     return await p.live_actors() == 1
 
-                await eventually(one_actor, "one actor for the person on both replicas")
+                async def one_at_most() -> bool:
+                    return await p.live_actors() <= 1
+
+                # The actors of the old keys, here and there, retire (the next message starts
+                # the person's).
+                await eventually(one_at_most, "no actor of an old key left on either replica")
+                # Two persons until now (their first turns ran side by side): one from here on.
+                llm.overlaps = 0
+                llm.overlapping.clear()
+                assert await held_leases(database) <= 1
 
                 # Alternately on both channels and both replicas, without waiting for answers.
                 linked = ["m-00-02", "m-00-03", "m-00-04", "m-00-05", "m-00-06", "m-00-07"]
@@ -236,6 +245,33 @@ async def test_a_link_and_an_unlink_on_one_replica_hold_on_every_replica(
                     return await p.live_actors() <= 2
 
                 await eventually(an_actor_each, "an actor per person at most")
+
+                # Linked by staff on one replica while the other runs a slow Telegram turn: the
+                # person's next turn, on the first, waits for it (one turn at a time) and
+                # carries it.
+                llm.slow["m-00-10"] = 3.0
+                await p.on_telegram(0, "Puis m-00-10 : la chorale ?")
+                await eventually(
+                    lambda: "m-00-10" in llm.in_flight_markers, "the slow Telegram turn"
+                )
+                holder = await sql(
+                    database,
+                    "SELECT holder FROM conversation_leases "
+                    "WHERE user_key = $1 AND expires_at > now()",
+                    TG_KEY,
+                )
+                elsewhere = 0 if holder == "replica-b" else 1
+                tg, wa = await user_of(database, TG_KEY), await user_of(database, WA_KEY)
+                linked_by_staff = await client.post(
+                    f"{bases[elsewhere]}/api/v1/users/{wa}/link",
+                    json={"user_id": tg},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert linked_by_staff.status_code == 200, linked_by_staff.text
+                assert "m-00-10" in llm.in_flight_markers  # still running over there
+                await p.on_whatsapp(elsewhere, "Et m-00-11 : les fiançailles ?")
+                await eventually(lambda: "m-00-11" in p.answered(), "m-00-11's answer")
+                assert "m-00-10" in p.request_for("m-00-11")
         finally:
             for process, _ in processes:
                 stop(process)
@@ -245,8 +281,10 @@ async def test_a_link_and_an_unlink_on_one_replica_hold_on_every_replica(
     asked = Counter(EchoLLM.marker(r) for r in llm.requests if r.endpoint == llm.main_endpoint)
     print(
         f"\npeople over replicas: telegram {telegram_order}, whatsapp {whatsapp_order}, "
-        f"duplicate LLM calls {sum(c - 1 for c in asked.values() if c > 1)}"
+        f"duplicate LLM calls {sum(c - 1 for c in asked.values() if c > 1)}, "
+        f"turns of the person at once {llm.overlaps}"
     )
-    assert telegram_order == ["m-00-00", "m-00-02", "m-00-04", "m-00-06", "m-00-08"]
-    assert whatsapp_order == ["m-00-01", "m-00-03", "m-00-05", "m-00-07", "m-00-09"]
+    assert telegram_order == ["m-00-00", "m-00-02", "m-00-04", "m-00-06", "m-00-08", "m-00-10"]
+    assert whatsapp_order == ["m-00-01", "m-00-03", "m-00-05", "m-00-07", "m-00-09", "m-00-11"]
+    assert llm.overlaps == 0, llm.overlapping  # never two turns of the person at once
     assert all(c == 1 for c in asked.values()), asked
