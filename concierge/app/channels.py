@@ -47,14 +47,32 @@ from concierge.settings import HttpSettings, Settings, TelegramSettings, WahaSet
 from concierge.store import Store
 from supervisors import ChildSpec
 
-WAHA_OUTBOX_PACING = Pacing(
-    per_chat_interval_s=2.0, global_rate_per_s=5.0, global_burst=10, max_in_doubt=4
-)
-"""WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall.
+TELEGRAM_SPARE_CONNECTIONS = 16
+"""Connections beyond the sends in flight: "typing...", the poller, webhook checks."""
+TELEGRAM_SEND_S = 1.0
+"""A Telegram send's round trip and its commit, generously: sends in flight cover it at the rate."""
 
-A WAHA send includes the "typing..." pause (up to ``WAHA_TYPING_MAX_S``), so one send
-in doubt at a time would cap WhatsApp at one reply per pause; four keep replies
-flowing at the cost of at most four duplicates per crash."""
+
+def telegram_pacing(telegram: TelegramSettings) -> Pacing:
+    """Telegram's pace: ``TELEGRAM_SEND_RATE_PER_S`` overall, ``TELEGRAM_CHAT_INTERVAL_S`` per chat."""
+    return Pacing.for_rate(
+        rate_per_s=telegram.send_rate_per_s,
+        per_chat_interval_s=telegram.chat_interval_s,
+        send_s=TELEGRAM_SEND_S,
+    )
+
+
+def waha_pacing(waha: WahaSettings) -> Pacing:
+    """WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall.
+
+    A WAHA send includes the "typing..." pause (up to ``WAHA_TYPING_MAX_S``), so the
+    sends in flight cover that pause at the rate.
+    """
+    return Pacing.for_rate(
+        rate_per_s=waha.send_rate_per_s,
+        per_chat_interval_s=waha.chat_interval_s,
+        send_s=1.0 + waha.typing_max_s,
+    )
 
 
 @attrs.define
@@ -129,10 +147,16 @@ async def _telegram(
 ) -> None:
     """A sender, "typing...", and either the webhook route and its registration or the poller."""
     # getUpdates adds the long-poll timeout to its own; other calls keep the client's 10 s.
+    pacing = telegram_pacing(telegram)
     client = await stack.enter_async_context(
-        TelegramClient(token=telegram.bot_token, base_url=telegram.api_base_url)
+        TelegramClient(
+            token=telegram.bot_token,
+            base_url=telegram.api_base_url,
+            max_connections=pacing.concurrency + TELEGRAM_SPARE_CONNECTIONS,
+        )
     )
     parts.senders.append(TelegramSender(client=client))
+    parts.pacing[Channel.TELEGRAM] = pacing
     if telegram.mode == "webhook":
         assert telegram.webhook_secret is not None  # settings refuse webhook mode without one
         webhook_stats = TelegramWebhookStats()
@@ -182,7 +206,7 @@ async def _waha(
     waha_startup_checks(waha)
     client = await stack.enter_async_context(open_waha_client(waha))
     parts.senders.append(WahaSender(client=client, pacing=WahaPacing.from_settings(waha)))
-    parts.pacing[Channel.WAHA] = WAHA_OUTBOX_PACING
+    parts.pacing[Channel.WAHA] = waha_pacing(waha)
     webhook_stats = WahaWebhookStats()
     board.register(webhook_stats)
     parts.blueprints.append(

@@ -89,13 +89,14 @@ class TelegramClient:
         base_url: str = "https://api.telegram.org",
         http: httpx.AsyncClient | None = None,
         timeout_s: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
         if not token or "/" in token or any(c.isspace() for c in token):
             raise ValueError("TELEGRAM_BOT_TOKEN must be a non-empty token without '/' or spaces")
         self._prefix = f"{base_url.rstrip('/')}/bot{token}/"
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=64)
+            timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=max_connections)
         )
         self._timeout_s = timeout_s
 

@@ -153,6 +153,8 @@ class TelegramSettings:
     api_base_url: str
     poll_timeout_s: int
     max_connections: int
+    send_rate_per_s: float = 30.0
+    chat_interval_s: float = 1.0
 
     staff_chat_id: str | None = None
     """The staff chat on Telegram (``CONCIERGE_STAFF_CHAT_ID`` when staff use Telegram)."""
@@ -173,6 +175,8 @@ class WahaSettings:
     typing_chars_per_s: float = 40.0
     typing_max_s: float = 4.0
     max_part_chars: int = 4000
+    send_rate_per_s: float = 5.0
+    chat_interval_s: float = 2.0
     staff_chat_id: str | None = None
     """The staff group on WhatsApp (``CONCIERGE_STAFF_CHAT_ID`` when staff use WAHA)."""
 

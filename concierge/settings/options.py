@@ -410,6 +410,21 @@ _opt(
     integer(minimum=1, maximum=100),
     group=T_,
 )
+_opt(
+    "TELEGRAM_SEND_RATE_PER_S",
+    "30",
+    "messages per second the bot sends overall (Telegram's limit is about 30; "
+    "up to 1000 for a bot with paid broadcasts enabled)",
+    number(strict=True, maximum=1000),
+    group=T_,
+)
+_opt(
+    "TELEGRAM_CHAT_INTERVAL_S",
+    "1",
+    "seconds between two messages to the same chat (Telegram: about one per second)",
+    number(),
+    group=T_,
+)
 W = "waha"
 _opt("WAHA_URL", None, "WAHA base URL; unset turns WhatsApp off", url("https", "http"), group=W)
 _opt("WAHA_API_KEY", None, "X-Api-Key for WAHA", secret=True, group=W)
@@ -447,6 +462,20 @@ _opt(
     "WAHA_TYPING_MAX_S",
     "4",
     "longest 'typing...' pause before one reply part (0 sends at once)",
+    number(),
+    group=W,
+)
+_opt(
+    "WAHA_SEND_RATE_PER_S",
+    "5",
+    "replies per second sent to WhatsApp overall (WhatsApp bans accounts that send in bursts)",
+    number(strict=True, maximum=1000),
+    group=W,
+)
+_opt(
+    "WAHA_CHAT_INTERVAL_S",
+    "2",
+    "seconds between two replies to the same WhatsApp chat",
     number(),
     group=W,
 )
