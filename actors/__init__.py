@@ -20,6 +20,7 @@ from .outbox import (
     default_pacing as default_pacing,
     run_outbox_sender as run_outbox_sender,
 )
+from .presence import PresenceBoard as PresenceBoard
 from .provider_pool import ProviderPool as ProviderPool
 from .retention import run_retention as run_retention
 from .router import (

@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from actors.handover import Handover
+from actors.presence import PresenceBoard
 from actors.provider_pool import ask
 from concierge.domain import (
     Command,
@@ -61,7 +62,6 @@ from concierge.protocol import (
     Interaction,
     OutboundReply,
     OutboxMsg,
-    PresenceMsg,
     ProviderCall,
     ProviderPoolMsg,
     Role,
@@ -164,7 +164,7 @@ class ConversationDeps:
     limiter: UserRateLimiter
     pool_inbox: trio.MemorySendChannel[ProviderPoolMsg]
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]]
-    presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]]
+    presence: Mapping[Channel, PresenceBoard]
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     open_handoffs: OpenHandoffs = attrs.field(factory=OpenHandoffs)
@@ -542,7 +542,8 @@ class Conversation:
         )
         capped = self._over_budget()
         presence = deps.presence.get(msg.channel)
-        offer(presence, TurnStarted.of(msg))
+        if presence is not None:
+            presence.post(TurnStarted.of(msg))
         try:
             result = await ask(
                 deps.pool_inbox,
@@ -580,7 +581,8 @@ class Conversation:
                 remember=outcome in ("ok", "capped"),
             )
         finally:
-            offer(presence, TurnEnded.of(msg))
+            if presence is not None:
+                presence.post(TurnEnded.of(msg))
 
     async def _judged_urgent(
         self, msg: Inbound, language: str, result: Completion, service_type: ServiceType

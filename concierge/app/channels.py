@@ -8,16 +8,16 @@ blueprint for WAHA. Clients live as long as the daemon.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 
 import attrs
-import trio
 from quart import Blueprint
 
 from actors import (
     Pacing,
+    PresenceBoard,
     TelegramPollerStats,
     WahaSessionWatch,
     run_telegram_poller,
@@ -42,7 +42,7 @@ from concierge.channels import (
 )
 from concierge.domain import Ingest
 from concierge.observability import HealthBoard
-from concierge.protocol import Channel, PresenceMsg
+from concierge.protocol import Channel
 from concierge.settings import HttpSettings, Settings, TelegramSettings, WahaSettings
 from concierge.store import Store
 from supervisors import ChildSpec
@@ -85,20 +85,6 @@ class ChannelParts:
     """Each called as ``wrap(app, observe=...)``: bare-ASGI routes counted with the app's."""
 
 
-PresenceRunner = Callable[..., Awaitable[None]]
-
-
-def _with_presence(
-    run: PresenceRunner, presence: trio.MemoryReceiveChannel[PresenceMsg], **kwargs: object
-) -> Callable[..., Awaitable[None]]:
-    """A start function handing each incarnation its own clone: the actor closes what it gets."""
-
-    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await run(presence=presence.clone(), task_status=task_status, **kwargs)
-
-    return start
-
-
 async def open_channel_parts(
     stack: AsyncExitStack,
     *,
@@ -106,7 +92,7 @@ async def open_channel_parts(
     store: Store,
     ingest: Ingest,
     board: HealthBoard,
-    presence: Mapping[Channel, trio.MemoryReceiveChannel[PresenceMsg]],
+    presence: Mapping[Channel, PresenceBoard],
 ) -> ChannelParts:
     """Clients are entered on ``stack`` so that they close after the supervision tree stops."""
     parts = ChannelParts()
@@ -142,7 +128,7 @@ async def _telegram(
     ingest: Ingest,
     store: Store,
     board: HealthBoard,
-    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    presence: PresenceBoard,
     http: HttpSettings,
 ) -> None:
     """A sender, "typing...", and either the webhook route and its registration or the poller."""
@@ -188,7 +174,7 @@ async def _telegram(
             stats=poller_stats,
         )
         parts.listeners.append(ChildSpec(id="telegram.poller", start=poller, shutdown_s=3.0))
-    typing = _with_presence(run_telegram_typing, presence, client=client)
+    typing = partial(run_telegram_typing, presence=presence, client=client)
     parts.listeners.append(ChildSpec(id="telegram.typing", start=typing))
 
 
@@ -200,7 +186,7 @@ async def _waha(
     ingest: Ingest,
     store: Store,
     board: HealthBoard,
-    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    presence: PresenceBoard,
 ) -> None:
     """A paced sender, the webhook blueprint, "seen"/"typing..." and a watch on the session."""
     waha_startup_checks(waha)
@@ -214,7 +200,7 @@ async def _waha(
     )
     watch = WahaSessionWatch(session=waha.session)
     board.register(watch)
-    typing = _with_presence(run_waha_presence, presence, client=client)
+    typing = partial(run_waha_presence, presence=presence, client=client)
     parts.listeners.append(ChildSpec(id="waha.presence", start=typing))
     session_watch = partial(run_waha_session_watch, client=client, watch=watch)
     parts.listeners.append(ChildSpec(id="waha.session_watch", start=session_watch))

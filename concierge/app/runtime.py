@@ -19,6 +19,7 @@ import structlog
 import trio
 import trio_asyncio
 
+from actors import PresenceBoard
 from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
 from concierge.domain import (
@@ -34,7 +35,6 @@ from concierge.protocol import (
     Channel,
     DailyUsage,
     OutboxMsg,
-    PresenceMsg,
     ProviderPoolMsg,
     RouterMsg,
 )
@@ -48,7 +48,6 @@ log = structlog.get_logger(__name__)
 POOL_QUEUE = 256
 ROUTER_QUEUE = 512
 NUDGE_QUEUE = 16
-PRESENCE_QUEUE = 256
 REPORT_QUEUE = 256
 
 T = TypeVar("T")
@@ -74,7 +73,7 @@ class Runtime:
     pool_send: trio.MemorySendChannel[ProviderPoolMsg]
     pool_receive: trio.MemoryReceiveChannel[ProviderPoolMsg]
     nudges: dict[Channel, Pair[OutboxMsg]]
-    presence: dict[Channel, Pair[PresenceMsg]]
+    presence: dict[Channel, PresenceBoard]
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
 
@@ -166,7 +165,7 @@ async def open_runtime(
             pool_send=pool_send,
             pool_receive=pool_receive,
             nudges={c: trio.open_memory_channel[OutboxMsg](NUDGE_QUEUE) for c in channels},
-            presence={c: trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE) for c in channels},
+            presence={c: PresenceBoard() for c in channels},
         )
         if messengers:
             rt.parts = await open_channel_parts(
@@ -175,7 +174,7 @@ async def open_runtime(
                 store=store,
                 ingest=rt.ingest,
                 board=rt.board,
-                presence={c: pair[1] for c, pair in rt.presence.items()},
+                presence=rt.presence,
             )
         yield rt
 

@@ -147,7 +147,7 @@ def _conversations(
         router_inbox=rt.router_receive,
         router_send=rt.router_send,
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
-        presence={c: pair[0] for c, pair in rt.presence.items()},
+        presence=rt.presence,
         turn_reports=turn_reports,
     )
     rt.board.register(conversations)

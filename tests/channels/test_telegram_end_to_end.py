@@ -21,6 +21,7 @@ from hypercorn.trio import serve
 
 from actors import (
     OutboxStats,
+    PresenceBoard,
     ProviderPool,
     TelegramPollerStats,
     run_outbox_sender,
@@ -30,7 +31,7 @@ from actors import (
 from concierge.app.conversations import build_conversations
 from concierge.channels import TelegramClient, TelegramSender
 from concierge.domain import Ingest
-from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
+from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge
 from concierge.providers import OfflineAdapter
 from concierge.store import Store, open_session_cache, open_store
 from tests import shipped
@@ -77,7 +78,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
         nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](64)
-        presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](64)
+        presence = PresenceBoard()
         service = build_conversations(
             settings=settings,
             supervision=SUPERVISION,
@@ -89,7 +90,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
             router_inbox=router_receive,
             router_send=router_send,
             outbox_nudges={Channel.TELEGRAM: nudge_send},
-            presence={Channel.TELEGRAM: presence_send},
+            presence={Channel.TELEGRAM: presence},
             replay_interval_s=3600.0,
         )
         ingest = Ingest(store=store, router=router_send)
@@ -107,9 +108,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
                     stats=outbox_stats,
                 )
             )
-            await nursery.start(
-                partial(run_telegram_typing, client=client, presence=presence_receive)
-            )
+            await nursery.start(partial(run_telegram_typing, client=client, presence=presence))
             concierge = Concierge(
                 fake=fake, store=store, ingest=ingest, outbox=outbox_stats, poller=poller_stats
             )
