@@ -24,13 +24,13 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, Metric
 from quart import Blueprint, Response, jsonify, request
 
+from concierge.channels.waha_signature import verify_delivery
 from concierge.channels.waha_wire import (
     HEADER_REQUEST_ID,
     Ignored,
     ParsedMessage,
     Rejected,
     parse_envelope,
-    verify_delivery,
 )
 from concierge.domain import Ingest
 from concierge.observability import Check, Status

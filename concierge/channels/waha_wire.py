@@ -1,17 +1,12 @@
-"""WAHA (WhatsApp HTTP API) webhook wire format: verify a delivery, parse its envelope, normalise chat ids.
+"""WAHA (WhatsApp HTTP API) webhook wire format: parse an envelope, normalise chat ids.
 
-Pure functions, no I/O. ``verify_delivery`` checks the HMAC header against the raw
-body, and freshness against the event's own timestamp inside it (what the HMAC
-covers: the ``X-Webhook-Timestamp`` header is not signed, so a captured delivery
-re-sent with a fresh header would pass a check on it); ``parse_envelope`` turns a verified body into a
-``ParsedMessage``, an ``Ignored`` or a ``Rejected``, and never raises.
+Pure functions, no I/O. ``parse_envelope`` turns a body that ``waha_signature`` has
+verified into a ``ParsedMessage``, an ``Ignored`` or a ``Rejected``, and never raises.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -23,7 +18,6 @@ import attrs
 from concierge.protocol import Channel, InboundKind, InboundMessage
 
 __all__ = [
-    "HMAC_ALGORITHM",
     "ChatId",
     "ChatKind",
     "IgnoreReason",
@@ -33,17 +27,12 @@ __all__ = [
     "Rejected",
     "parse_chat_id",
     "parse_envelope",
-    "sign",
+    "shown",
     "user_key_for",
-    "verify_delivery",
 ]
 
-HMAC_ALGORITHM = "sha512"
-HEADER_HMAC = "x-webhook-hmac"
-HEADER_ALGORITHM = "x-webhook-hmac-algorithm"
 HEADER_REQUEST_ID = "x-webhook-request-id"
 # How far ahead of our clock a delivery's timestamp may be (clock skew between hosts).
-FUTURE_SKEW_S = 60.0
 MAX_EXTERNAL_ID_CHARS = 256
 MAX_DISPLAY_NAME_CHARS = 100
 
@@ -145,19 +134,17 @@ def parse_chat_id(raw: str) -> ChatId:
     """
     match = _CHAT_ID.match(raw.strip())
     if match is None:
-        raise ValueError(
-            f"{_shown(raw)} is not a WhatsApp chat id (expected e.g. 33612345678@c.us)"
-        )
+        raise ValueError(f"{shown(raw)} is not a WhatsApp chat id (expected e.g. 33612345678@c.us)")
     user, device, server = match["user"], match["device"], match["server"].lower()
     kind = _SERVERS.get(server)
     if kind is None:
         raise ValueError(
-            f"{_shown(raw)} has an unknown server {server!r} (c.us, s.whatsapp.net, lid, g.us, ...)"
+            f"{shown(raw)} has an unknown server {server!r} (c.us, s.whatsapp.net, lid, g.us, ...)"
         )
     if kind in (ChatKind.PHONE, ChatKind.LID) and not user.isdigit():
-        raise ValueError(f"{_shown(raw)}: a user id before @{server} must be digits")
+        raise ValueError(f"{shown(raw)}: a user id before @{server} must be digits")
     if device is not None and kind not in (ChatKind.PHONE, ChatKind.LID):
-        raise ValueError(f"{_shown(raw)}: only user ids carry a :device suffix")
+        raise ValueError(f"{shown(raw)}: only user ids carry a :device suffix")
     if server == "s.whatsapp.net":
         server = "c.us"
     return ChatId(value=f"{user}@{server}", kind=kind)
@@ -166,109 +153,6 @@ def parse_chat_id(raw: str) -> ChatId:
 def user_key_for(chat_id: str) -> str:
     """The channel-scoped user key of a normalised chat id: ``waha:33612345678@c.us``."""
     return f"{Channel.WAHA.value}:{chat_id}"
-
-
-# -- verification -----------------------------------------------------------------------------
-def sign(body: bytes, key: str) -> str:
-    """WAHA's signature: hex HMAC-SHA512 of the exact body bytes with the key's UTF-8 bytes."""
-    return hmac.new(key.encode("utf-8"), body, hashlib.sha512).hexdigest()
-
-
-def verify_delivery(
-    *,
-    body: bytes,
-    headers: Mapping[str, str],
-    hmac_key: str | None,
-    now_s: float,
-    window_s: float,
-    future_skew_s: float = FUTURE_SKEW_S,
-) -> Rejected | None:
-    """``None`` when the delivery is authentic and fresh, else why not.
-
-    With a key, ``X-Webhook-Hmac`` (lower-case hex of HMAC-SHA512 over the raw body)
-    and ``X-Webhook-Hmac-Algorithm: sha512`` are required, and a ``message`` event must
-    carry its time in the signed body: the envelope's ``timestamp`` (ms) or, from WAHA
-    builds older than it, ``payload.timestamp`` (s). Without a key (unsigned mode) only
-    a timestamp that is present is checked. A body that is not JSON passes here and is
-    refused by ``parse_envelope``.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if hmac_key is not None:
-        provided = lowered.get(HEADER_HMAC)
-        if not provided:
-            return Rejected(
-                reason=RejectReason.SIGNATURE_MISSING, detail="X-Webhook-Hmac header is missing"
-            )
-        algorithm = lowered.get(HEADER_ALGORITHM)
-        if algorithm != HMAC_ALGORITHM:
-            shown = "missing" if algorithm is None else _shown(algorithm)
-            return Rejected(
-                reason=RejectReason.ALGORITHM_INVALID,
-                detail=f"X-Webhook-Hmac-Algorithm must be {HMAC_ALGORITHM}, got {shown}",
-            )
-        expected = sign(body, hmac_key).encode("ascii")
-        if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
-            return Rejected(
-                reason=RejectReason.SIGNATURE_INVALID,
-                detail="X-Webhook-Hmac does not match the body",
-            )
-    try:
-        envelope = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(envelope, dict):
-        return None
-    stamp = _event_time_ms(envelope)
-    if isinstance(stamp, Rejected):
-        return stamp
-    if stamp is None:
-        if (
-            hmac_key is None
-            or envelope.get("event") != "message"
-            or not isinstance(envelope.get("payload"), dict)
-        ):
-            return None  # unsigned mode, or nothing that could be stored
-        return Rejected(
-            reason=RejectReason.TIMESTAMP_MISSING,
-            detail="the signed body carries no `timestamp` (nor `payload.timestamp`)",
-        )
-    age_s = now_s - stamp / 1000.0
-    if age_s > window_s:
-        return Rejected(
-            reason=RejectReason.TIMESTAMP_STALE,
-            detail=f"the event is {age_s:.0f} s old (window {window_s:g} s)",
-        )
-    if -age_s > future_skew_s:
-        return Rejected(
-            reason=RejectReason.TIMESTAMP_FUTURE,
-            detail=f"the event is {-age_s:.0f} s in the future",
-        )
-    return None
-
-
-_MAX_STAMP_MS = 10**16
-
-
-def _event_time_ms(envelope: Mapping[str, Any]) -> int | Rejected | None:
-    """The event's time in ms from the signed body: ``timestamp`` (ms), else ``payload.timestamp`` (s)."""
-    payload = envelope.get("payload")
-    for where, value, scale in (
-        ("timestamp", envelope.get("timestamp"), 1),
-        (
-            "payload.timestamp",
-            payload.get("timestamp") if isinstance(payload, dict) else None,
-            1000,
-        ),
-    ):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < _MAX_STAMP_MS:
-            return Rejected(
-                reason=RejectReason.TIMESTAMP_INVALID,
-                detail=f"`{where}` must be a positive Unix time in {'ms' if scale == 1 else 's'}",
-            )
-        return value * scale
-    return None
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -467,7 +351,7 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """A header or id value fit to quote in an error message: short and printable."""
     short = value[:40] + ("..." if len(value) > 40 else "")
     return repr(short.encode("ascii", "backslashreplace").decode("ascii"))

@@ -30,7 +30,7 @@ import trio
 
 from concierge.app.api import Role, issue_token
 from concierge.app.console import CONTENT_SECURITY_POLICY
-from concierge.channels.waha_wire import sign
+from concierge.channels.waha_signature import sign
 from concierge.protocol import utcnow
 from concierge.settings import load_settings
 from tests.fakes.telegram_api import FakeTelegram

@@ -11,6 +11,8 @@ deterministic). Usage::
     fake.fail_next("sendMessage", FakeTelegram.too_many_requests(retry_after=3))
     fake.block(chat_id=7)                      # 403 bot was blocked by the user
     fake.flood_interval_s = 1.0                # 429 when one chat gets two messages within 1 s
+    fake.latency_s = 0.1                       # every method answers after 100 ms
+    fake.per_chat("sendChatAction")            # Counter: chat id -> calls, in ``fake.calls`` order
     client = TelegramClient(token=fake.token, base_url="http://fake",
                             http=httpx.AsyncClient(transport=fake.transport()))
 
@@ -31,7 +33,7 @@ import itertools
 import json
 import math
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -160,6 +162,8 @@ class FakeTelegram:
         self.blocked: set[str] = set()
         self.deactivated: set[str] = set()
         self.flood_interval_s: float | None = None
+        self.latency_s = 0.0
+        """Every method answers this long after the request arrived (a network round trip)."""
         self.webhook: dict[str, Any] | None = None
         self.conflicts = 0
         self.allowed_updates: list[str] | None = None
@@ -256,6 +260,10 @@ class FakeTelegram:
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
+    def per_chat(self, method: str) -> Counter[str]:
+        """How many calls of ``method`` each chat got (accepted or not)."""
+        return Counter(str(c.params.get("chat_id", "")) for c in self.calls if c.method == method)
+
     def texts_to(self, chat_id: int | str) -> list[str]:
         return [m.text for m in self.sent if m.chat_id == str(chat_id)]
 
@@ -307,6 +315,8 @@ class FakeTelegram:
         if not isinstance(params, dict):
             params = {}
         self.calls.append(Call(method=method, params=params, at=trio.current_time()))
+        if self.latency_s > 0:
+            await trio.sleep(self.latency_s)
         queue = self.failures.get(method)
         failure = queue.popleft() if queue else None
         if failure is not None:
