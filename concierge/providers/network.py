@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import httpx
 import httpx2
 
 from concierge.settings import ProviderSettings
@@ -55,12 +54,6 @@ def sdk_http_client(settings: ProviderSettings) -> httpx2.AsyncClient:
     )
 
 
-def http_client(settings: ProviderSettings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
-        ),
-        timeout=httpx.Timeout(
-            settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s)
-        ),
-    )
+def http_client(settings: ProviderSettings) -> httpx2.AsyncClient:
+    """The client of the adapters that speak HTTP themselves (``openai``)."""
+    return sdk_http_client(settings)

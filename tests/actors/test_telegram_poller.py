@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 import pytest
 import structlog
 import trio
@@ -271,7 +271,7 @@ async def test_wrong_token_stops_the_poller_loudly(tmp_path: Path) -> None:
     async with (
         sqlite_store(tmp_path) as store,
         wired_ingest(store) as wired,
-        httpx.AsyncClient(transport=fake.transport()) as http,
+        httpx2.AsyncClient(transport=fake.transport()) as http,
     ):
         bad = TelegramClient(token="999:wrong", base_url="http://fake", http=http)
         with pytest.raises(TelegramApiError, match="Unauthorized"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
-import httpx
+import httpx2
 import pytest
 import trio
 
@@ -35,7 +35,7 @@ async def run(
     cap_s: float = 120.0,
 ) -> None:
     board = PresenceBoard()
-    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+    async with httpx2.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
         await nursery.start(
             partial(
@@ -100,7 +100,7 @@ async def test_a_stale_turn_end_is_ignored(fake: FakeWaha) -> None:
 async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: FakeWaha) -> None:
     watch = WahaSessionWatch(session="default")
     assert [c.status for c in watch.health_checks()] == [Status.WARN]  # not checked yet
-    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+    async with httpx2.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
@@ -126,7 +126,7 @@ async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: F
 async def first_check(url: str, api_key: str | None = None) -> Check:
     """The session check after the watch's first question to WAHA at ``url``."""
     watch = WahaSessionWatch(session="default")
-    async with httpx.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
+    async with httpx2.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=url, session="default", api_key=api_key)
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import httpx
+import httpx2
 import pytest
 import trio
 from hypercorn.config import Config
@@ -72,7 +73,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
         fake.serve(),
         open_store(store_settings(data_dir=tmp_path)) as store,
         open_session_cache(store_settings(data_dir=tmp_path)) as cache,
-        httpx.AsyncClient(timeout=60.0) as http,
+        httpx2.AsyncClient(timeout=60.0) as http,
     ):
         client = TelegramClient(token=fake.token, base_url=fake.url, http=http)
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
