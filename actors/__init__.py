@@ -14,6 +14,7 @@ from .conversation import (
 from .erasure_watch import run_erasure_watch as run_erasure_watch
 from .handoff_sweeper import run_handoff_sweeper as run_handoff_sweeper
 from .inbox_replay import run_inbox_replay as run_inbox_replay
+from .loop_lag import run_loop_lag_monitor as run_loop_lag_monitor
 from .outbox import (
     OutboxStats as OutboxStats,
     Pacing as Pacing,

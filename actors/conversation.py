@@ -42,6 +42,7 @@ from concierge.domain import (
     PromptBook,
     Reply,
     TriageRules,
+    TurnGate,
     UserBudget,
     UserRateLimiter,
     nudge_outbox,
@@ -166,6 +167,8 @@ class ConversationDeps:
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]]
     presence: Mapping[Channel, PresenceBoard]
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
+    gate: TurnGate | None = None
+    """Turns in flight: each handled row is released from it."""
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     open_handoffs: OpenHandoffs = attrs.field(factory=OpenHandoffs)
     knowledge_sections: int = 3
@@ -281,6 +284,13 @@ class Conversation:
 
     async def handle(self, msg: Inbound) -> None:
         """Process one inbox row exactly once per actor; its writes and its mark commit together."""
+        try:
+            await self._handle(msg)
+        finally:
+            if self._deps.gate is not None:
+                self._deps.gate.release(msg.inbox_id)
+
+    async def _handle(self, msg: Inbound) -> None:
         deps = self._deps
         if not self._first_time(msg.inbox_id):
             return

@@ -28,7 +28,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.handover import Handover
-from concierge.domain import Languages, Reply, nudge_outbox, offer
+from concierge.domain import Languages, Reply, TurnGate, nudge_outbox, offer
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -182,7 +182,9 @@ class _Router:
         busy_notice_s: float,
         queue_size: int,
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
+        gate: TurnGate | None,
     ) -> None:
+        self.gate = gate
         self.conversations = conversations
         self.languages = languages
         self.staff_desk = staff_desk
@@ -254,6 +256,7 @@ class _Router:
             log.info(
                 "router.left_to_restart", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
             )
+            self.release(msg)
             return
         except Exception as exc:  # a refused start becomes a busy reply, not a router crash
             self.stats.start_failures += 1
@@ -268,8 +271,19 @@ class _Router:
             del self.starting[key]
         self.stats.routed += count
 
+    def release(self, msg: Inbound) -> None:
+        """The message is no turn in flight any more (dropped, or not a turn)."""
+        if self.gate is not None:
+            self.gate.release(msg.inbox_id)
+
     async def busy(self, msg: Inbound) -> None:
         """Tell the user to resend (at most once per window) and mark the message processed."""
+        try:
+            await self._busy(msg)
+        finally:
+            self.release(msg)
+
+    async def _busy(self, msg: Inbound) -> None:
         stats = self.stats
         with trio.fail_after(STORE_TIMEOUT_S):
             if self.notices.due(msg.user_key, trio.current_time()):
@@ -313,6 +327,7 @@ async def run_router(
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
+    gate: TurnGate | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -329,11 +344,13 @@ async def run_router(
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
         staff_desk=staff_desk,
+        gate=gate,
     )
     task_status.started()
     async for msg in inbox:
         match msg:
             case Inbound(kind=InboundKind.STAFF):
+                router.release(msg)  # the staff desk's work is no turn
                 await router.to_staff_desk(msg)
             case Inbound():
                 await router.route(msg)

@@ -36,6 +36,7 @@ from concierge.domain import (
     PromptBook,
     StaffChat,
     TriageRules,
+    TurnGate,
     UserBudget,
     UserRateLimiter,
     load_community,
@@ -171,6 +172,7 @@ def build_conversations(
     handoff_sweep_s: float | None = None,
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
+    gate: TurnGate | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
     rules, prompts, the community's numbers).
@@ -198,6 +200,7 @@ def build_conversations(
         outbox_nudges=outbox_nudges,
         presence=presence,
         turn_reports=turn_reports,
+        gate=gate,
     )
     if usage is not None:
         deps.budget.restore(usage)
@@ -279,6 +282,7 @@ def _subtree(
         stats=stats,
         queue_size=deps.settings.queue_size,
         staff_desk=staff_send,
+        gate=deps.gate,
     )
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
@@ -323,6 +327,7 @@ def _workers(
         router=router_send,
         grace_s=replay_grace_s,
         interval_s=replay_interval_s,
+        gate=deps.gate,
     )
     erasure_watch = partial(
         run_erasure_watch,

@@ -26,6 +26,7 @@ from concierge.domain import (
     Ingest,
     KnowledgeBase,
     Languages,
+    TurnGate,
     load_knowledge,
     load_languages,
     utc_today,
@@ -74,6 +75,8 @@ class Runtime:
     pool_receive: trio.MemoryReceiveChannel[ProviderPoolMsg]
     nudges: dict[Channel, Pair[OutboxMsg]]
     presence: dict[Channel, PresenceBoard]
+    gate: TurnGate
+    """Turns in flight: ingest, the inbox drain and the conversations share it."""
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
 
@@ -150,6 +153,12 @@ async def open_runtime(
         pool_send, pool_receive = trio.open_memory_channel[ProviderPoolMsg](POOL_QUEUE)
         for channel in (router_send, router_receive, pool_send, pool_receive):
             stack.callback(channel.close)
+        conversation = settings.conversation
+        gate = TurnGate(
+            max_turns=conversation.max_turns,
+            lag_target_s=conversation.loop_lag_target_s,
+            expire_s=conversation.turn_timeout_s * 2 + 60,
+        )
         rt = Runtime(
             settings=settings,
             board=HealthBoard(version=__version__),
@@ -159,7 +168,8 @@ async def open_runtime(
             knowledge=knowledge,
             usage=usage,
             adapters=adapters,
-            ingest=Ingest(store=store, router=router_send),
+            ingest=Ingest(store=store, router=router_send, gate=gate),
+            gate=gate,
             router_send=router_send,
             router_receive=router_receive,
             pool_send=pool_send,

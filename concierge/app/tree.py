@@ -20,6 +20,7 @@ from actors import (
     Pacing,
     ProviderPool,
     default_pacing,
+    run_loop_lag_monitor,
     run_outbox_sender,
     run_retention,
 )
@@ -56,8 +57,10 @@ def build_tree(
     conversations = _conversations(rt, turn_reports)
     outbox = _outbox(rt, senders)
     rt.board.watch_supervisor(stores.statistics)
+    rt.board.register(rt.gate)
     children = [
         ChildSpec(id="collector", start=run_collector),
+        ChildSpec(id="loop_lag", start=partial(run_loop_lag_monitor, gate=rt.gate)),
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
         ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
         ChildSpec(
@@ -149,6 +152,7 @@ def _conversations(
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
         presence=rt.presence,
         turn_reports=turn_reports,
+        gate=rt.gate,
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)
@@ -158,9 +162,12 @@ def _conversations(
 def _outbox(rt: Runtime, senders: Sequence[ChannelSender]) -> Supervisor:
     """One sender actor per channel, paced as the channel needs."""
     children = []
+    all_stats: list[OutboxStats] = []
+    rt.gate.outbox_backlog = lambda: sum(s.backlog for s in all_stats)
     for sender in senders:
         channel = sender.channel
         stats = OutboxStats(channel=channel)
+        all_stats.append(stats)
         rt.board.register(stats)
         start = partial(
             _run_sender,

@@ -278,6 +278,8 @@ def _conversation(
         config_dir=config_dir,
         idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
         queue_size=r.get("CONCIERGE_CONVERSATION_QUEUE"),
+        max_turns=r.get("CONCIERGE_MAX_TURNS"),
+        loop_lag_target_s=r.get("CONCIERGE_LOOP_LAG_TARGET_S"),
         context_turns=r.get("CONCIERGE_CONTEXT_TURNS"),
         context_chars=r.get("CONCIERGE_CONTEXT_CHARS"),
         rate_per_min=r.get("CONCIERGE_USER_RATE_PER_MIN"),

@@ -142,6 +142,9 @@ class ConversationSettings:
     max_tokens: int
     user_daily_tokens: int = 0
     """Tokens one person may use per UTC day (0: no budget)."""
+    max_turns: int = 256
+    """Turns in flight at most (``TurnGate``); the event-loop lag may admit fewer."""
+    loop_lag_target_s: float = 0.02
 
 
 @attrs.frozen(kw_only=True, repr=False)

@@ -296,6 +296,20 @@ _opt(
     integer(minimum=1, maximum=64),
     group=C,
 )
+_opt(
+    "CONCIERGE_MAX_TURNS",
+    "256",
+    "turns worked on at once, at most; more messages wait in the durable inbox",
+    integer(minimum=1, maximum=10000),
+    group=C,
+)
+_opt(
+    "CONCIERGE_LOOP_LAG_TARGET_S",
+    "0.02",
+    "event-loop lag above which fewer turns are admitted, so webhooks are still answered fast",
+    number(strict=True),
+    group=C,
+)
 _opt("CONCIERGE_CONTEXT_TURNS", "12", "context window size in turns", integer(minimum=0), group=C)
 _opt(
     "CONCIERGE_CONTEXT_CHARS",
