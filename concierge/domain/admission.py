@@ -51,7 +51,7 @@ class TurnGate:
 
     def __attrs_post_init__(self) -> None:
         self.min_turns = max(1, min(self.min_turns, self.max_turns))
-        self.limit = float(self.max_turns)
+        self.limit = float(self.min_turns)  # a burst at start must not be admitted at once
 
     @property
     def in_flight(self) -> int:
@@ -103,7 +103,9 @@ class TurnGate:
         if lag_s > self.lag_target_s:
             self.limit = max(float(self.min_turns), self.limit * 0.9)
         elif self.limit < self.max_turns and len(self._in_flight) >= math.floor(self.limit):
-            self.limit = min(float(self.max_turns), self.limit + 1.0)
+            # rows wait and the loop keeps up: grow, faster while the lag is far below target
+            grown = self.limit * 1.05 + 1.0 if lag_s < self.lag_target_s / 2 else self.limit + 1.0
+            self.limit = min(float(self.max_turns), grown)
             if self.deferred:
                 self._room.set()
 
