@@ -96,7 +96,12 @@ class TelegramClient:
         self._prefix = f"{base_url.rstrip('/')}/bot{token}/"
         self._own_http = http is None
         self._http = http or httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout_s), limits=httpx2.Limits(max_connections=max_connections)
+            timeout=httpx2.Timeout(timeout_s),
+            # every connection kept alive: under load, closing idle ones (httpx keeps 20)
+            # only to open new ones the next moment cost more than the sends
+            limits=httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         self._timeout_s = timeout_s
 

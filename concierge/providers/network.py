@@ -15,7 +15,9 @@ from concierge.settings import ProviderSettings
 MAX_CONNECTIONS = 256
 """Above httpx's default of 100: the pool never serialises calls, and a burst of turns
 would otherwise queue inside the client."""
-MAX_KEEPALIVE = 64
+MAX_KEEPALIVE = MAX_CONNECTIONS
+"""All of them: under load, closing idle connections to open new ones the next moment
+was a large part of a turn's CPU (their TCP and, for real providers, TLS setup)."""
 CONNECT_TIMEOUT_S = 5.0
 
 
