@@ -94,14 +94,20 @@ async def drain_deferred(
     gate: TurnGate,
     batch: int = 2000,
     router_full_s: float = 0.05,
+    gather_s: float = 0.02,
 ) -> None:
-    """Hand the rows left in the inbox to the router whenever the gate has room, until cancelled."""
+    """Hand the rows left in the inbox to the router whenever the gate has room, until cancelled.
+
+    Each pass reads the oldest rows, those in flight included; waiting ``gather_s`` for
+    more turns to end makes one read admit several rows, not one read per ended turn.
+    """
     while True:
         # Room also comes back when the outbox's backlog shrinks, which sets no event.
         with trio.move_on_after(0.5):
             await gate.wait_for_work()
         if not (gate.deferred and gate.room() > 0):
             continue
+        await trio.sleep(gather_s)
         limit = min(batch, gate.room() + gate.in_flight)
         rows = await store.pending_inbox(limit=limit)
         for row in rows:

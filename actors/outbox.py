@@ -58,6 +58,10 @@ class Pacing:
     backoff_max_s: float = 300.0
     max_attempts: int = 40
     batch: int = 200
+    round_spacing_s: float = 0.05
+    """Rounds start at most this often: each reads up to ``batch`` rows, and a round after
+    every delivery cost more than the deliveries (deliveries already started wait for
+    their slot without a new round)."""
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based), with up to 10 % jitter."""
@@ -253,6 +257,7 @@ class _OutboxSender:
             log.info("outbox.started", channel=self.channel.value)
             while True:
                 self.wake = trio.Event()
+                next_round = trio.current_time() + self.pacing.round_spacing_s
                 rows = await self._due_rows()
                 if rows is None:
                     await trio.sleep(store_delay)
@@ -262,6 +267,7 @@ class _OutboxSender:
                 self._start_deliveries(nursery, rows)
                 with trio.move_on_after(self._idle_s(poll_interval_s)):
                     await self.wake.wait()
+                await trio.sleep_until(next_round)
 
     async def _nudged(self, nudges: trio.MemoryReceiveChannel[OutboxMsg]) -> None:
         with nudges:
