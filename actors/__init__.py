@@ -38,6 +38,7 @@ from .telegram import (
     run_telegram_typing as run_telegram_typing,
     run_telegram_webhook_setup as run_telegram_webhook_setup,
 )
+from .turn_gate import TurnGate as TurnGate
 from .waha import (
     WahaSessionWatch as WahaSessionWatch,
     run_waha_presence as run_waha_presence,

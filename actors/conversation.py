@@ -24,10 +24,13 @@ import attrs
 import structlog
 import trio
 
+from actors import linking
 from actors.handover import Handover
 from actors.presence import PresenceBoard
 from actors.provider_pool import ask
+from actors.turn_gate import TurnGate
 from concierge.domain import (
+    Admission,
     Command,
     Community,
     ContextWindow,
@@ -36,15 +39,19 @@ from concierge.domain import (
     DistressRules,
     KnowledgeBase,
     Languages,
+    Linking,
+    LivePersons,
     OpenHandoffs,
     ParsedCommand,
+    People,
     Prompt,
     PromptBook,
     Reply,
+    Tenure,
     TriageRules,
-    TurnGate,
     UserBudget,
     UserRateLimiter,
+    code_in,
     nudge_outbox,
     offer,
     parse_command,
@@ -57,6 +64,7 @@ from concierge.protocol import (
     Completion,
     CompletionFailed,
     ConversationMsg,
+    ConversationRow,
     HandoffRow,
     Inbound,
     InboundKind,
@@ -74,7 +82,16 @@ from concierge.protocol import (
     TurnStarted,
 )
 from concierge.settings import ConversationSettings
-from concierge.store import Conversations, Handoffs, Inbox, SessionCache, StoreError, Turns
+from concierge.store import (
+    Conversations,
+    Handoffs,
+    Identities,
+    Inbox,
+    Persons,
+    SessionCache,
+    StoreError,
+    Turns,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -144,9 +161,9 @@ class ConversationMetrics:
         self.urgent_handoffs[source] = self.urgent_handoffs.get(source, 0) + 1
 
 
-class ConversationStore(Inbox, Turns, Conversations, Handoffs, Protocol):
+class ConversationStore(Inbox, Turns, Conversations, Handoffs, Persons, Identities, Protocol):
     """What a conversation actor reaches: its user's pending rows, its opening read and
-    history, its turns, and the handoffs it opens and checks."""
+    history, its turns, the handoffs it opens and checks, and its person's identities."""
 
 
 @attrs.frozen(kw_only=True)
@@ -167,20 +184,42 @@ class ConversationDeps:
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]]
     presence: Mapping[Channel, PresenceBoard]
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
-    gate: TurnGate | None = None
+    admission: Admission | None = None
     """Turns in flight: each handled row is released from it."""
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     open_handoffs: OpenHandoffs = attrs.field(factory=OpenHandoffs)
     knowledge_sections: int = 3
     attempts: TurnAttempts = attrs.field(factory=TurnAttempts)
     live: dict[str, trio.CancelScope] = attrs.field(factory=dict)
-    """The scope ending each running actor, by user key: erasure stops a forgotten user's."""
+    """The scope ending each running actor, by person key: erasure stops a forgotten user's."""
+    people: People = attrs.field(factory=People)
+    """Which person each identity is, and the actors that retire when that changes."""
+    linking: Linking | None = None
+    """Link codes (``/lier``); without it the commands answer with the help text."""
+    gate: TurnGate = attrs.field(factory=TurnGate)
+    """Closed by the daemon's drain: turns in flight finish, no new one starts."""
     budget: UserBudget = attrs.field()
     window: ContextWindow = attrs.field()
 
     @budget.default
     def _budget(self) -> UserBudget:
         return UserBudget(self.settings.user_daily_tokens)
+
+    @property
+    def persons(self) -> LivePersons:
+        """Links and unlinks while the conversations run."""
+        return LivePersons(
+            store=self.store,
+            people=self.people,
+            wait_s=self.succession_s,
+            cache=self.cache,
+            budget=self.budget,
+        )
+
+    @property
+    def succession_s(self) -> float:
+        """How long an actor waits for the ones it succeeds: a full queue's turns."""
+        return self.settings.turn_timeout_s * (self.settings.queue_size + 2)
 
     @window.default
     def _window(self) -> ContextWindow:
@@ -210,6 +249,8 @@ class _Outcome:
     staff: OutboundReply | None = None
     """A notification to staff, written with the reply."""
     handoff_id: int | None = None
+    others: tuple[OutboundReply, ...] = ()
+    """Messages to the person's other identities (a link's confirmation), written with the reply."""
     remember: bool = False
     """Whether the exchange joins the context window once written."""
 
@@ -234,6 +275,7 @@ class Conversation:
 
     def __init__(self, user_key: str, deps: ConversationDeps) -> None:
         self.user_key = user_key
+        """The person's key: an identity's, or ``person:<id>`` for a person on several channels."""
         self._deps = deps
         self._seen: set[int] = set()
         self._seen_order: deque[int] = deque()
@@ -250,28 +292,31 @@ class Conversation:
         """The recent messages as the opening read them, until a turn writes or uses them."""
 
     async def open(
-        self, channel: Channel, display_name: str | None, *, pending_limit: int
+        self, channel: Channel, identity: str, display_name: str | None, *, pending_limit: int
     ) -> tuple[Inbound, ...]:
         """Read the user, conversation, handoff and history in one store call.
 
-        Returns the user's unprocessed inbox rows (at most ``pending_limit``).
+        Returns the unprocessed inbox rows of ``identity`` (at most ``pending_limit``).
         """
         deps = self._deps
         start = await deps.store.open_conversation(
             channel,
-            self.user_key,
+            identity,
             display_name=display_name,
             pending_limit=pending_limit,
             recent_limit=deps.window.history_limit,
         )
-        row = start.conversation
+        self.bind(start.conversation)
+        self._handoff_read = (start.handoff,)
+        self._recorded = start.recent
+        return start.pending
+
+    def bind(self, row: ConversationRow) -> None:
+        """Take the person's conversation (at the opening, or the merged one after a link)."""
         self.conversation_id = row.conversation_id
         self.user_id = row.user_id
         self.service_type = row.service_type
         self.handoff_open = row.handoff_open
-        self._handoff_read = (start.handoff,)
-        self._recorded = start.recent
-        return start.pending
 
     def _first_time(self, inbox_id: int) -> bool:
         if inbox_id in self._seen:
@@ -287,8 +332,8 @@ class Conversation:
         try:
             await self._handle(msg)
         finally:
-            if self._deps.gate is not None:
-                self._deps.gate.release(msg.inbox_id)
+            if self._deps.admission is not None:
+                self._deps.admission.release(msg.inbox_id)
 
     async def _handle(self, msg: Inbound) -> None:
         deps = self._deps
@@ -299,7 +344,7 @@ class Conversation:
         ):
             started = trio.current_time()
             if self.conversation_id is None:  # once per actor, not per message
-                await self.open(msg.channel, msg.display_name, pending_limit=0)
+                await self.open(msg.channel, msg.user_key, msg.display_name, pending_limit=0)
             attempt = deps.attempts.begin(msg.inbox_id)
             try:
                 if attempt > MAX_TURN_ATTEMPTS:
@@ -327,7 +372,7 @@ class Conversation:
                 deps.turn_reports,
                 TurnCompleted(
                     correlation_id=msg.correlation_id,
-                    user_key=self.user_key,
+                    user_key=msg.user_key,
                     inbox_id=msg.inbox_id,
                     reply=outcome.reply,
                     service_type=outcome.service_type,
@@ -361,6 +406,10 @@ class Conversation:
             msg.text, previous=self.language, hint=msg.language_hint
         )
         distress = deps.distress.detect(msg.text)
+        link = _link_request(msg.text) if distress is None and deps.linking else None
+        if link is not None:  # before a handoff: a code must not be forwarded to the staff chat
+            code, unlink = link
+            return await self._linking(msg, language, current, code=code, unlink=unlink)
 
         handoff = await self._active_handoff()
         if handoff is not None and handoff.correlation_id == msg.correlation_id:
@@ -437,7 +486,7 @@ class Conversation:
             settings=deps.settings,
             languages=deps.languages,
             handoff=handoff,
-            who=msg.display_name or self.user_key,
+            who=msg.display_name or msg.user_key,
             text=msg.text,
             correlation_id=msg.correlation_id,
         )
@@ -461,8 +510,38 @@ class Conversation:
                 return self._fixed(msg, deps.languages.reply(Reply.RESET_DONE, language), current)
             case Command.HUMAN:
                 return await self._open_handoff(msg, language, reason="command")
+            case Command.LINK | Command.UNLINK:  # without linking (handled before otherwise)
+                return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
             case Command.HELP | Command.UNKNOWN:
                 return self._fixed(msg, deps.languages.reply(Reply.HELP, language), current)
+
+    async def _linking(
+        self,
+        msg: Inbound,
+        language: str,
+        current: ServiceType,
+        *,
+        code: str | None = None,
+        unlink: bool = False,
+    ) -> _Outcome:
+        """Ask for a code, send one, or unlink; nothing of it joins the history (a code is
+        a secret)."""
+        deps = self._deps
+        assert deps.linking is not None
+        link = linking.LinkingDeps(
+            linking=deps.linking, persons=deps.persons, languages=deps.languages
+        )
+        if unlink:
+            done = await linking.unlink(link, msg, language)
+        elif code is not None:
+            done = await linking.redeem_code(link, msg, code, language, person=self.user_key)
+        else:
+            done = await linking.ask_code(link, msg, language)
+        if done.rebind is not None:  # linked: this actor retires, writing as the merged person
+            self.bind(done.rebind)
+            self.user_key = deps.people.person_of(msg.user_key)
+            self._recorded = self._handoff_read = None
+        return _Outcome(reply=done.reply, service_type=current, others=done.others)
 
     async def _open_handoff(
         self,
@@ -486,7 +565,7 @@ class Conversation:
         self.handoff_open = True
         handoff = await deps.store.open_handoff(
             conversation_id=self.conversation_id,
-            user_key=self.user_key,
+            user_key=msg.user_key,
             reason=reason,
             correlation_id=msg.correlation_id,
             urgent=urgent,
@@ -510,7 +589,7 @@ class Conversation:
             languages=deps.languages,
             handoff=handoff,
             channel=msg.channel,
-            who=msg.display_name or self.user_key,
+            who=msg.display_name or msg.user_key,
             recent=(*recent, Turn(role=Role.USER, text=msg.text)),
             distress=alarm,
         )
@@ -695,6 +774,7 @@ class Conversation:
             replies.append(outcome.staff)
         if outcome.reply:
             replies.append(OutboundReply.answering(msg, text=outcome.reply))
+        replies.extend(outcome.others)
         retype = outcome.set_type and outcome.service_type is not self.service_type
         recorded = outcome.recorded
         # What the opening read is out of date once this turn is written.
@@ -747,6 +827,18 @@ class Conversation:
         return handoff
 
 
+def _link_request(text: str) -> tuple[str | None, bool] | None:
+    """``(code, unlink)`` when ``text`` asks for a code (``/lier``), sends one (the bare
+    digits, or ``/lier 123456``) or unlinks (``/delier``); ``None`` otherwise."""
+    code = code_in(text)
+    if code is not None:
+        return code, False
+    command = parse_command(text)
+    if command is None or command.command not in (Command.LINK, Command.UNLINK):
+        return None
+    return code_in(command.argument), command.command is Command.UNLINK
+
+
 def _alarm(distress: Distress | None) -> tuple[DistressKind, ...]:
     """What made an urgent handoff urgent: the rules' kinds, else a provider's judgement."""
     return distress.kinds if distress is not None else (DistressKind.JUDGED,)
@@ -767,24 +859,32 @@ async def _opening(
     receive: trio.MemoryReceiveChannel[ConversationMsg],
     handed: list[ConversationMsg],
     *,
+    identities: tuple[str, ...],
     limit: int,
 ) -> list[ConversationMsg]:
-    """Open the conversation; return this user's unprocessed rows plus what was handed over.
+    """Open the conversation; return the person's unprocessed rows plus what was handed over.
 
     Deduped, in arrival order. Taking the queued copies out at once keeps a message
     that is both pending and queued from holding a queue slot (and causing "one
     moment" replies) meanwhile. The first message handed over names the channel and
     display name to open with (one store call); an actor started without one (a
-    restart) finds its first pending row first.
+    restart) finds its first pending row first. ``identities`` are the person's: the
+    rows of those other than the first are read apart (a person on several channels).
     """
-    if handed:
-        first = handed[0]
-    else:
-        rows = await store.pending_inbox(user_key=conversation.user_key, limit=1)
-        if not rows:  # nothing to replay: the first message opens the conversation
-            return []
-        first = rows[0]
-    pending = await conversation.open(first.channel, first.display_name, pending_limit=limit)
+    first: ConversationMsg | None = handed[0] if handed else None
+    for identity in identities if first is None else ():
+        rows = await store.pending_inbox(user_key=identity, limit=1)
+        if rows:
+            first = rows[0]
+            break
+    if first is None:  # nothing to replay: the first message opens the conversation
+        return []
+    pending = await conversation.open(
+        first.channel, first.user_key, first.display_name, pending_limit=limit
+    )
+    for identity in identities:
+        if identity != first.user_key:
+            pending += tuple(await store.pending_inbox(user_key=identity, limit=limit))
     backlog = {row.inbox_id: row for row in pending}
     for msg in handed + _take_queued(receive):
         backlog.setdefault(msg.inbox_id, msg)
@@ -812,13 +912,15 @@ async def run_conversation(
     """
     deps.metrics.live += 1
     scope = deps.live[user_key] = trio.CancelScope()
+    tenure = deps.people.enter(user_key)
     try:
         with scope:
-            await _serve(user_key, handover, deps, task_status)
+            await _serve(user_key, handover, deps, tenure, task_status)
         if scope.cancelled_caught:
             log.info("conversation.forgotten")
     finally:
         deps.metrics.live -= 1
+        deps.people.leave(tenure)
         if deps.live.get(user_key) is scope:
             del deps.live[user_key]
 
@@ -827,6 +929,7 @@ async def _serve(
     user_key: str,
     handover: Handover | None,
     deps: ConversationDeps,
+    tenure: Tenure,
     task_status: trio.TaskStatus[trio.MemorySendChannel[ConversationMsg]],
 ) -> None:
     # Not ``open_memory_channel[ConversationMsg](...)``: the subscripted call costs ~30 µs per actor.
@@ -837,19 +940,54 @@ async def _serve(
     with receive:
         handed = handover.take() if handover is not None else []
         task_status.started(send)  # no checkpoint since the take: nothing slips between
-        for queued in await _opening(
-            conversation, deps.store, receive, handed, limit=deps.settings.queue_size * 8
-        ):
-            await conversation.handle(queued)
-        while True:
-            msg: ConversationMsg | None = None
-            with trio.move_on_after(deps.settings.idle_s):
-                try:
-                    msg = await receive.receive()
-                except trio.EndOfChannel:
-                    return
-            if msg is None:  # the idle timeout passed
-                deps.metrics.reaped += 1
-                log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
-                return
-            await conversation.handle(msg)
+        if await _converse(conversation, receive, handed, deps, tenure):
+            return
+        # The drain closed the gate: what is still queued stays in the durable inbox.
+        await deps.gate.set_aside(receive)
+
+
+async def _converse(
+    conversation: Conversation,
+    receive: trio.MemoryReceiveChannel[ConversationMsg],
+    handed: list[ConversationMsg],
+    deps: ConversationDeps,
+    tenure: Tenure,
+) -> bool:
+    """Handle messages until idle or retired (True), or until the turn gate closes (False)."""
+    gate, user_key = deps.gate, conversation.user_key
+    if gate.closed:
+        return False
+    if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
+        tenure.retire()  # restarted after a link took its identities elsewhere: stand down
+    # A link or an unlink gave this person a new key: the actors of the old ones first.
+    await deps.people.wait_for_predecessors(user_key, timeout_s=deps.succession_s)
+    for queued in await _opening(
+        conversation,
+        deps.store,
+        receive,
+        handed,
+        identities=deps.people.identities(user_key),
+        limit=deps.settings.queue_size * 8,
+    ):
+        if not await gate.turn(conversation.handle, queued):
+            return False
+    while not tenure.retiring:
+        msg: ConversationMsg | None = None
+        with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
+            try:
+                msg = await receive.receive()
+            except trio.EndOfChannel:
+                return True
+        tenure.idle = None
+        if msg is None and not tenure.retiring:  # the idle timeout passed
+            deps.metrics.reaped += 1
+            log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
+            return True
+        if msg is not None and not await gate.turn(conversation.handle, msg):
+            return False
+    # Retired (the person's key changed): what the router sent here before is answered here.
+    for queued in _take_queued(receive):
+        if not await gate.turn(conversation.handle, queued):
+            return False
+    log.info("conversation.retired", conversation_id=conversation.conversation_id)
+    return True

@@ -1,15 +1,15 @@
-"""Measure the event loop's lag and tell the turn gate, so admission follows what the process keeps up with."""
+"""Measure the event loop's lag and tell admission, so admission follows what the process keeps up with."""
 
 from __future__ import annotations
 
 import trio
 
-from concierge.domain import TurnGate
+from concierge.domain import Admission
 
 
 async def run_loop_lag_monitor(
     *,
-    gate: TurnGate,
+    admission: Admission,
     interval_s: float = 0.05,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -22,4 +22,4 @@ async def run_loop_lag_monitor(
     while True:
         due = trio.current_time() + interval_s
         await trio.sleep_until(due)
-        gate.observe_lag(max(0.0, trio.current_time() - due))
+        admission.observe_lag(max(0.0, trio.current_time() - due))

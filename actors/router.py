@@ -28,7 +28,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.handover import Handover
-from concierge.domain import Languages, Reply, TurnGate, nudge_outbox, offer
+from concierge.domain import Admission, Languages, People, Reply, nudge_outbox, offer
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -50,7 +50,8 @@ STORE_TIMEOUT_S = 10.0
 
 
 def conversation_key(user_key: str) -> str:
-    """The conversations supervisor's key for a user: a pseudonym, since supervisors log their keys.
+    """The conversations supervisor's key for a person (``People.person_of``): a pseudonym,
+    since supervisors log their keys.
 
     User keys carry phone numbers (WhatsApp) and platform ids; the pseudonym is stable,
     so an operator can still find a user's actor: ``conversation_key("waha:...@c.us")``.
@@ -182,10 +183,12 @@ class _Router:
         busy_notice_s: float,
         queue_size: int,
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
-        gate: TurnGate | None,
+        people: People,
+        admission: Admission | None,
     ) -> None:
-        self.gate = gate
+        self.admission = admission
         self.conversations = conversations
+        self.people = people
         self.languages = languages
         self.staff_desk = staff_desk
         self.store = store
@@ -196,7 +199,9 @@ class _Router:
         self.starting: dict[str, Handover] = {}
 
     async def route(self, msg: Inbound) -> None:
-        key = conversation_key(msg.user_key)
+        # By person, as known now: a person on several channels has one actor.
+        person = self.people.person_of(msg.user_key)
+        key = conversation_key(person)
         handover = self.starting.get(key)
         if handover is not None:
             if key in self.conversations:  # still starting: it takes these as it starts
@@ -222,7 +227,7 @@ class _Router:
             else:
                 self.stats.routed += 1
                 return
-        await self.start(key, msg)
+        await self.start(key, person, msg)
 
     async def to_staff_desk(self, msg: Inbound) -> None:
         """Hand a staff chat message to the staff desk; a full queue leaves it to the replayer."""
@@ -244,11 +249,11 @@ class _Router:
             return
         self.stats.staff_routed += 1
 
-    async def start(self, key: str, msg: Inbound) -> None:
-        """Start the user's actor with ``msg`` handed over; never waits for the start."""
+    async def start(self, key: str, person: str, msg: Inbound) -> None:
+        """Start the person's actor with ``msg`` handed over; never waits for the start."""
         handover = Handover(msg, on_taken=partial(self._taken, key))
         try:
-            self.conversations.start_child_soon(key, msg.user_key, handover)
+            self.conversations.start_child_soon(key, person, handover)
         except ChildAlreadyRunning:
             # Between two runs after a crash: the row stays unprocessed in the inbox and
             # the actor reads it when it is back.
@@ -273,8 +278,8 @@ class _Router:
 
     def release(self, msg: Inbound) -> None:
         """The message is no turn in flight any more (dropped, or not a turn)."""
-        if self.gate is not None:
-            self.gate.release(msg.inbox_id)
+        if self.admission is not None:
+            self.admission.release(msg.inbox_id)
 
     async def busy(self, msg: Inbound) -> None:
         """Tell the user to resend (at most once per window) and mark the message processed."""
@@ -327,7 +332,8 @@ async def run_router(
     busy_notice_s: float = 30.0,
     queue_size: int = 4,
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
-    gate: TurnGate | None = None,
+    people: People | None = None,
+    admission: Admission | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -344,7 +350,8 @@ async def run_router(
         busy_notice_s=busy_notice_s,
         queue_size=queue_size,
         staff_desk=staff_desk,
-        gate=gate,
+        people=People() if people is None else people,
+        admission=admission,
     )
     task_status.started()
     async for msg in inbox:

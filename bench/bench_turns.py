@@ -451,14 +451,14 @@ async def drive(
     delivery = Delivery()
 
     async def push() -> None:
-        nonlocal delivery
-        delivery = await deliver(
+        await deliver(
             updates,
             host="127.0.0.1",
             port=started.port,
             path=started.path,
             secret=SECRET,
             connections=options.connections,
+            result=delivery,
         )
 
     async with trio.open_nursery() as nursery:

@@ -91,13 +91,18 @@ async def deliver(
     secret: str,
     connections: int = 40,
     retry_s: float = 1.0,
+    result: Delivery | None = None,
 ) -> Delivery:
-    """POST every update, a chat's updates in order, and return what was seen."""
+    """POST every update, a chat's updates in order; what was seen goes into ``result``.
+
+    ``result`` (a new one by default) fills in as updates are delivered, so a caller that
+    gives up early still has the figures so far.
+    """
     queues: dict[int, deque[bytes]] = {}
     for update in updates:
         chat = int(update["message"]["chat"]["id"])
         queues.setdefault(chat, deque()).append(json.dumps(update).encode())
-    result = Delivery()
+    result = result if result is not None else Delivery()
     if not queues:
         return result
     headers = {

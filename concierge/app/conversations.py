@@ -21,6 +21,7 @@ from actors import (
     ConversationMetrics,
     PresenceBoard,
     RouterStats,
+    TurnGate,
     run_conversation,
     run_erasure_watch,
     run_handoff_sweeper,
@@ -29,14 +30,16 @@ from actors import (
     run_staff_desk,
 )
 from concierge.domain import (
+    Admission,
     Desk,
     KnowledgeBase,
     Languages,
+    Linking,
     OpenHandoffs,
+    People,
     PromptBook,
     StaffChat,
     TriageRules,
-    TurnGate,
     UserBudget,
     UserRateLimiter,
     load_community,
@@ -172,7 +175,9 @@ def build_conversations(
     handoff_sweep_s: float | None = None,
     usage: DailyUsage | None = None,
     erasure_poll_s: float = 2.0,
+    people: People | None = None,
     gate: TurnGate | None = None,
+    admission: Admission | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
     rules, prompts, the community's numbers).
@@ -180,6 +185,9 @@ def build_conversations(
     ``router_send`` is the router inbox's send side, used by the inbox replayer. The
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
     ``usage`` is what the store counted today: people keep what they spent before a restart.
+    ``people`` says which identities are one person (shared with the operator API).
+    ``gate`` is the daemon's turn gate, which its drain closes; ``admission`` bounds the
+    turns in flight by what the process keeps up with.
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
@@ -200,12 +208,21 @@ def build_conversations(
         outbox_nudges=outbox_nudges,
         presence=presence,
         turn_reports=turn_reports,
-        gate=gate,
+        people=People() if people is None else people,
+        linking=Linking(store=store),
+        gate=TurnGate() if gate is None else gate,
+        admission=admission,
     )
     if usage is not None:
         deps.budget.restore(usage)
     staff = StaffChat.of(settings)
-    desk = Desk(store=store, languages=languages, outbox_nudges=outbox_nudges, staff=staff)
+    desk = Desk(
+        store=store,
+        languages=languages,
+        outbox_nudges=outbox_nudges,
+        staff=staff,
+        persons=deps.persons,
+    )
     supervisor, conversations, stats = _subtree(
         deps,
         supervision,
@@ -282,7 +299,8 @@ def _subtree(
         stats=stats,
         queue_size=deps.settings.queue_size,
         staff_desk=staff_send,
-        gate=deps.gate,
+        people=deps.people,
+        admission=deps.admission,
     )
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
@@ -327,7 +345,7 @@ def _workers(
         router=router_send,
         grace_s=replay_grace_s,
         interval_s=replay_interval_s,
-        gate=deps.gate,
+        admission=deps.admission,
     )
     erasure_watch = partial(
         run_erasure_watch,

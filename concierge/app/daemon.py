@@ -1,8 +1,9 @@
 """``concierge run``: the daemon proper, from the tree's start to its exit code.
 
 It runs the tree built by ``concierge.app.tree`` over a ``concierge.app.runtime``
-until SIGTERM or SIGINT, then drains (readiness fails, the tree stops in reverse
-start order within ``CONCIERGE_DRAIN_TIMEOUT_S``; a second signal cuts it short).
+until SIGTERM or SIGINT, then drains (``concierge.app.drain``: readiness fails at
+once, the turns in flight and the outbox finish within ``CONCIERGE_DRAIN_TIMEOUT_S``,
+then the tree stops with the listener; a second signal cuts it short).
 Exit codes: 0 after a drain, 1 when the root supervisor gave up.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import structlog
 import trio
 
 from concierge import __version__
+from concierge.app.drain import drain
 from concierge.app.gc_policy import tune_gc
 from concierge.app.http import check_can_listen
 from concierge.app.runtime import Runtime, enabled_channels, open_runtime
@@ -64,21 +67,26 @@ async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope
                 signal=signal.Signals(signum).name,
                 drain_timeout_s=rt.settings.drain_timeout_s,
             )
-            rt.board.draining = True
             break
-        with trio.move_on_after(rt.settings.drain_timeout_s) as drain:
-            async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
 
-                async def shutdown_then_stop_listening() -> None:
-                    await root.shutdown()
-                    nursery.cancel_scope.cancel()
+            async def drain_then_stop_listening() -> None:
+                await drain(
+                    timeout_s=rt.settings.drain_timeout_s,
+                    notice_s=rt.settings.drain_notice_s,
+                    set_draining=partial(setattr, rt.board, "draining", True),
+                    gate=rt.gate,
+                    release=rt.release,
+                    outbox=rt.store,
+                    channels=[sender.channel for sender in rt.parts.senders],
+                    stop_tree=root.shutdown,
+                )
+                nursery.cancel_scope.cancel()
 
-                nursery.start_soon(shutdown_then_stop_listening)
-                async for signum in signals:
-                    log.warning("daemon.stopping_now", signal=signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-        if drain.cancelled_caught:
-            log.warning("daemon.drain_timed_out", drain_timeout_s=rt.settings.drain_timeout_s)
+            nursery.start_soon(drain_then_stop_listening)
+            async for signum in signals:
+                log.warning("daemon.stopping_now", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
         scope.cancel()
 
 

@@ -19,14 +19,16 @@ import structlog
 import trio
 import trio_asyncio
 
-from actors import PresenceBoard
+from actors import PresenceBoard, TurnGate
 from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
+from concierge.app.drain import Release, release_nothing
 from concierge.domain import (
+    Admission,
     Ingest,
     KnowledgeBase,
     Languages,
-    TurnGate,
+    People,
     load_knowledge,
     load_languages,
     utc_today,
@@ -67,6 +69,8 @@ class Runtime:
     knowledge: KnowledgeBase
     usage: DailyUsage
     """Tokens people and providers used today before this start (their budgets go on)."""
+    people: People
+    """Which person each identity is (persons on several channels, from the store at start)."""
     adapters: list[Adapter]
     ingest: Ingest
     router_send: trio.MemorySendChannel[RouterMsg]
@@ -75,10 +79,15 @@ class Runtime:
     pool_receive: trio.MemoryReceiveChannel[ProviderPoolMsg]
     nudges: dict[Channel, Pair[OutboxMsg]]
     presence: dict[Channel, PresenceBoard]
-    gate: TurnGate
+    admission: Admission
     """Turns in flight: ingest, the inbox drain and the conversations share it."""
     parts: ChannelParts = attrs.field(factory=ChannelParts)
     http_binds: list[str] = attrs.field(factory=list)
+    gate: TurnGate = attrs.field(factory=TurnGate)
+    """Every conversation's turns pass it; the drain closes it."""
+    release: Release = release_nothing
+    """What the drain calls once the turns in flight are done and before the outbox is
+    flushed: give back what this process holds for other replicas (their leases)."""
 
     def backoff(self) -> Backoff:
         s = self.settings.supervision
@@ -146,6 +155,8 @@ async def open_runtime(
         languages = load_languages(settings.config_dir / "languages")
         knowledge = load_knowledge(settings.config_dir, languages.analyzer())
         usage = await store.usage_on(utc_today())
+        people = People()
+        people.load(await store.linked_identities())
         offline = partial(_offline_adapter, knowledge=knowledge, languages=languages)
         adapters = [build_adapter(p, offline_factory=offline) for p in settings.pool.providers]
         stack.push_async_callback(_close_adapters, adapters)
@@ -154,7 +165,7 @@ async def open_runtime(
         for channel in (router_send, router_receive, pool_send, pool_receive):
             stack.callback(channel.close)
         conversation = settings.conversation
-        gate = TurnGate(
+        admission = Admission(
             max_turns=conversation.max_turns,
             lag_target_s=conversation.loop_lag_target_s,
             expire_s=conversation.turn_timeout_s * 2 + 60,
@@ -167,9 +178,10 @@ async def open_runtime(
             languages=languages,
             knowledge=knowledge,
             usage=usage,
+            people=people,
             adapters=adapters,
-            ingest=Ingest(store=store, router=router_send, gate=gate),
-            gate=gate,
+            ingest=Ingest(store=store, router=router_send, admission=admission),
+            admission=admission,
             router_send=router_send,
             router_receive=router_receive,
             pool_send=pool_send,

@@ -57,10 +57,10 @@ def build_tree(
     conversations = _conversations(rt, turn_reports)
     outbox = _outbox(rt, senders)
     rt.board.watch_supervisor(stores.statistics)
-    rt.board.register(rt.gate)
+    rt.board.register(rt.admission)
     children = [
         ChildSpec(id="collector", start=run_collector),
-        ChildSpec(id="loop_lag", start=partial(run_loop_lag_monitor, gate=rt.gate)),
+        ChildSpec(id="loop_lag", start=partial(run_loop_lag_monitor, admission=rt.admission)),
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
         ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
         ChildSpec(
@@ -146,6 +146,7 @@ def _conversations(
         languages=rt.languages,
         knowledge=rt.knowledge,
         usage=rt.usage,
+        people=rt.people,
         pool_inbox=rt.pool_send,
         router_inbox=rt.router_receive,
         router_send=rt.router_send,
@@ -153,6 +154,7 @@ def _conversations(
         presence=rt.presence,
         turn_reports=turn_reports,
         gate=rt.gate,
+        admission=rt.admission,
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)
@@ -163,7 +165,7 @@ def _outbox(rt: Runtime, senders: Sequence[ChannelSender]) -> Supervisor:
     """One sender actor per channel, paced as the channel needs."""
     children = []
     all_stats: list[OutboxStats] = []
-    rt.gate.outbox_backlog = lambda: sum(s.backlog for s in all_stats)
+    rt.admission.outbox_backlog = lambda: sum(s.backlog for s in all_stats)
     for sender in senders:
         channel = sender.channel
         stats = OutboxStats(channel=channel)

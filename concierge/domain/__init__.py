@@ -9,7 +9,7 @@ enters). It reaches data only through the store's interfaces and never imports
 
 from __future__ import annotations
 
-from .admission import TurnGate as TurnGate
+from .admission import Admission as Admission
 from .budget import (
     DailyTokens as DailyTokens,
     UserBudget as UserBudget,
@@ -49,6 +49,8 @@ from .errors import (
     DeskError as DeskError,
     HandoffNotActive as HandoffNotActive,
     HandoffTaken as HandoffTaken,
+    LinkRefused as LinkRefused,
+    MergeAbandoned as MergeAbandoned,
     NoSuchHandoff as NoSuchHandoff,
 )
 from .handoffs import (
@@ -69,10 +71,23 @@ from .language import (
     Languages as Languages,
 )
 from .language_files import load_languages as load_languages
+from .linking import (
+    Linking as Linking,
+    LinkSettings as LinkSettings,
+    Redeemed as Redeemed,
+    Verdict as Verdict,
+    channel_name as channel_name,
+    code_in as code_in,
+)
+from .merging import (
+    LivePersons as LivePersons,
+    MergeStore as MergeStore,
+)
 from .nudges import (
     nudge_outbox as nudge_outbox,
     offer as offer,
 )
+from .people import People as People, Tenure as Tenure
 from .prompts import Prompt as Prompt, PromptBook as PromptBook
 from .ratelimit import UserRateLimiter as UserRateLimiter
 from .replies import (

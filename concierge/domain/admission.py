@@ -1,7 +1,7 @@
 """Admission of turns: how many inbox rows may be worked on at once, by what the process keeps up with.
 
 Every row is committed to the durable inbox before its webhook is acknowledged, so a
-row need not be taken into memory at once. ``TurnGate`` admits a row (hands it to the
+row need not be taken into memory at once. ``Admission`` admits a row (hands it to the
 router) only while the turns in flight stay under a limit; a row it refuses stays
 unprocessed in the inbox, and the inbox drain hands it over when a turn ends. The
 limit adapts: it shrinks when the event loop falls behind (its lag, measured by
@@ -22,11 +22,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from concierge.observability import Check, Status
 
-__all__ = ["TurnGate"]
+__all__ = ["Admission"]
 
 
 @attrs.define(eq=False)
-class TurnGate:
+class Admission:
     """Turns in flight, keyed by inbox id; never blocks a caller. An ``Observable``.
 
     ``max_turns`` is the ceiling (and the first limit), ``min_turns`` the floor the lag

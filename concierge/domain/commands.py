@@ -1,4 +1,5 @@
-"""Slash commands a user can type: ``/start``, ``/help``, ``/reset``, ``/humain`` (``/human``)."""
+"""Slash commands a user can type: ``/start``, ``/help``, ``/reset``, ``/humain`` (``/human``),
+``/lier`` (``/link``) and ``/delier`` (``/unlink``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ class Command(enum.StrEnum):
     HELP = "help"
     RESET = "reset"
     HUMAN = "human"
+    LINK = "link"
+    UNLINK = "unlink"
     UNKNOWN = "unknown"
 
 
@@ -24,6 +27,10 @@ _ALIASES = {
     "recommencer": Command.RESET,
     "humain": Command.HUMAN,
     "human": Command.HUMAN,
+    "lier": Command.LINK,
+    "link": Command.LINK,
+    "delier": Command.UNLINK,
+    "unlink": Command.UNLINK,
 }
 
 # "/cmd", "/cmd@SomeBot", "/cmd arguments"

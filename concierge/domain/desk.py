@@ -1,7 +1,8 @@
 """The staff desk: what an operator can read and do, from the API, the staff chat or the CLI.
 
 Handoffs (list, read with their conversation, claim, reply, close), a user's history,
-lookup by identity, erasure, and the audit trail. Every action is recorded by
+lookup by identity, linking two persons and unlinking an identity, erasure, and the
+audit trail. Every action is recorded by
 ``note`` (stored and logged: who, what, on whom, when, how); a staff reply reaches
 the user through the durable outbox, marked as the parish's.
 """
@@ -16,9 +17,10 @@ import structlog
 import trio
 
 from concierge.domain.erasure import Forgotten, forget_user
-from concierge.domain.errors import HandoffNotActive, HandoffTaken, NoSuchHandoff
+from concierge.domain.errors import HandoffNotActive, HandoffTaken, LinkRefused, NoSuchHandoff
 from concierge.domain.handoffs import HandoffDesk, chat_of, close_handoff, user_language
 from concierge.domain.language import Languages
+from concierge.domain.merging import LivePersons
 from concierge.domain.nudges import nudge_outbox
 from concierge.domain.replies import Reply
 from concierge.domain.staff_notices import StaffChat
@@ -77,8 +79,10 @@ class Desk:
         languages: Languages,
         outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]] | None = None,
         staff: StaffChat | None = None,
+        persons: LivePersons | None = None,
     ) -> None:
         self.store = store
+        self.persons = persons
         self.languages = languages
         self.nudges = outbox_nudges
         self._staff = staff
@@ -207,6 +211,37 @@ class Desk:
             raise HandoffNotActive(handoff_id)
         await self.note(operator, "handoff.close", f"handoff:{handoff_id}")
         return await self.handoff(handoff_id)
+
+    async def link(self, operator: Operator, user_id: int, other_user_id: int) -> UserView:
+        """Make two persons one, live (their conversations merge); the older id is kept."""
+        for uid in (user_id, other_user_id):
+            if (await self.user(uid)).forgotten_at is not None:
+                raise LinkRefused(f"user {uid} was forgotten")
+        if self.persons is None:
+            raise LinkRefused("linking is not available in this process")
+        linked = await self.persons.merge(user_id, other_user_id)
+        await self.note(
+            operator,
+            "user.link",
+            f"user:{linked.user_id}",
+            detail=f"merged user:{linked.absorbed_user_id}" if linked.absorbed_user_id else "",
+        )
+        return await self.user(linked.user_id)
+
+    async def unlink(self, operator: Operator, user_id: int, identity: str) -> UserView:
+        """Give ``identity``'s channel a person of its own; returns that new person."""
+        row = await self.store.user_for_key(identity)
+        if row is None or row.user_id != user_id:
+            raise UnknownUser(f"user {user_id} has no identity {identity!r}")
+        if self.persons is None:
+            raise LinkRefused("linking is not available in this process")
+        unlinked = await self.persons.unlink(identity)
+        if unlinked is None:
+            raise LinkRefused(f"user {user_id} has no identity on another channel")
+        await self.note(
+            operator, "user.unlink", f"user:{user_id}", detail=f"to user:{unlinked.new_user_id}"
+        )
+        return await self.user(unlinked.new_user_id)
 
     async def erase(self, operator: Operator, user_id: int) -> Forgotten:
         """``concierge forget`` for one user id."""

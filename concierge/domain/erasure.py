@@ -16,6 +16,7 @@ import attrs
 import structlog
 
 from concierge.domain.ratelimit import USER_BUCKETS
+from concierge.protocol import person_key
 from concierge.store import CacheUnavailable, Erasure, Identities, SessionCache, UnknownUser
 
 log = structlog.get_logger(__name__)
@@ -35,7 +36,7 @@ class Forgotten:
 
 def user_of_entry(name: str) -> str:
     """The user key a session cache entry belongs to: a context window's name is the user
-    key, a rate-limit bucket's is ``user:<user key>``."""
+    key (or the person's, ``person:<id>``), a rate-limit bucket's is ``user:<that key>``."""
     return name.removeprefix(f"{USER_BUCKETS}:")
 
 
@@ -77,7 +78,8 @@ async def forget_user(
         raise UnknownUser(f"no user has the id {user_id}")
     cache_entries: int | None = None
     if cache is not None:
-        keys = set(erased.user_keys)
+        # A person on several channels is known in the cache by the person's key.
+        keys = {*erased.user_keys, person_key(user_id)}
         try:
             cache_entries = await cache.forget(lambda name: user_of_entry(name) in keys)
         except CacheUnavailable:

@@ -5,6 +5,8 @@ DeskError          an operator action cannot be done as asked; the message says 
 ├── NoSuchHandoff      no handoff has that number
 ├── HandoffNotActive   the handoff is closed (or its user was forgotten): nothing is sent
 └── HandoffTaken       another staff member claimed it (take it over explicitly)
+LinkRefused        two persons cannot be linked, or an identity unlinked, as asked
+└── MergeAbandoned     a conversation of one side did not end its turn in time: retry
 """
 
 from __future__ import annotations
@@ -39,3 +41,11 @@ class HandoffTaken(DeskError):
             handoff_id=handoff_id,
         )
         self.by = by
+
+
+class LinkRefused(Exception):
+    """Two persons cannot be linked, or an identity unlinked, as asked; the message says why."""
+
+
+class MergeAbandoned(LinkRefused):
+    """A conversation of one side did not end its turn in time: nothing was merged."""

@@ -45,6 +45,16 @@ class Reply(enum.StrEnum):
     DISTRESS_NUMBER = "distress_number"
     """One line of the numbers in ``DISTRESS``."""
     STAFF_URGENT = "staff_urgent"
+    LINK_CODE = "link_code"
+    """A one-time code to link another channel's account, shown to this identity only."""
+    LINK_DONE = "link_done"
+    LINK_WRONG = "link_wrong"
+    LINK_REFUSED = "link_refused"
+    LINK_ALREADY = "link_already"
+    LINK_BUSY = "link_busy"
+    """A conversation of one side did not end its turn in time: nothing was linked."""
+    UNLINK_DONE = "unlink_done"
+    UNLINK_NONE = "unlink_none"
 
 
 class OfflineText(enum.StrEnum):
@@ -79,6 +89,9 @@ PLACEHOLDERS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         Reply.STAFF_URGENT: frozenset({"handoff_id", "kind", "who", "channel", "excerpt"}),
         Reply.DISTRESS: frozenset({"numbers", "priest"}),
         Reply.DISTRESS_NUMBER: frozenset({"label", "number"}),
+        Reply.LINK_CODE: frozenset({"code", "minutes"}),
+        Reply.LINK_DONE: frozenset({"channel"}),
+        Reply.UNLINK_DONE: frozenset({"channel"}),
         OfflineText.SOURCE: frozenset({"ref"}),
         PromptText.URGENT: frozenset({"marker"}),
     }
@@ -89,6 +102,7 @@ REQUIRED: MappingProxyType[str, frozenset[str]] = MappingProxyType(
     {
         Reply.DISTRESS: frozenset({"numbers", "priest"}),
         Reply.DISTRESS_NUMBER: frozenset({"number"}),
+        Reply.LINK_CODE: frozenset({"code"}),
         PromptText.URGENT: frozenset({"marker"}),
     }
 )

@@ -53,6 +53,14 @@ from .messages import (
     new_correlation_id as new_correlation_id,
     utcnow as utcnow,
 )
+from .persons import (
+    PERSON_PREFIX as PERSON_PREFIX,
+    LinkCode as LinkCode,
+    Linked as Linked,
+    PersonIdentity as PersonIdentity,
+    Unlinked as Unlinked,
+    person_key as person_key,
+)
 from .records import (
     Accepted as Accepted,
     AcceptStatus as AcceptStatus,

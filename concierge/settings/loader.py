@@ -158,6 +158,7 @@ def load_settings(
     waha = _waha(r, staff_chat_id if staff_channel is Channel.WAHA else None)
     api = _api(r)
     drain_timeout_s = r.get("CONCIERGE_DRAIN_TIMEOUT_S")
+    drain_notice_s = r.get("CONCIERGE_DRAIN_NOTICE_S")
     # Read every documented option so `check` shows them all.
     for name in OPTIONS:
         if name not in r.seen:
@@ -173,6 +174,7 @@ def load_settings(
         waha=waha,
         api=api,
         drain_timeout_s=drain_timeout_s,
+        drain_notice_s=drain_notice_s,
         config_dir=config_dir,
         effective=tuple((name, value, secret) for name, (value, secret) in r.seen.items()),
     )

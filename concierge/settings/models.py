@@ -199,6 +199,8 @@ class Settings:
     waha: WahaSettings | None
     api: ApiSettings
     drain_timeout_s: float
+    drain_notice_s: float
+    """How long readiness fails before the listener closes: load balancers must see it."""
     config_dir: Path
     effective: tuple[tuple[str, str | None, bool], ...] = attrs.field(repr=False, eq=False)
     """(variable, value, is_secret) for ``concierge check``."""

@@ -107,8 +107,15 @@ _opt(
 _opt(
     "CONCIERGE_DRAIN_TIMEOUT_S",
     "20",
-    "seconds the daemon takes at most to stop after SIGTERM",
+    "seconds the turns in flight and the outbox get to finish after SIGTERM",
     number(strict=True),
+    group=G,
+)
+_opt(
+    "CONCIERGE_DRAIN_NOTICE_S",
+    "0",
+    "seconds /readyz fails before the listener may close (a proxy's health-check interval, or more)",
+    number(),
     group=G,
 )
 S = "supervision"

@@ -2,7 +2,7 @@
 
 Callers type what they hold by the interfaces in ``roles``: the durable store is cut
 into the roles its callers have (``Inbox``, ``Turns``, ``Conversations``,
-``Handoffs``, ``Outbox``, ``Identities``, ``Cursors``, ``Erasure``,
+``Handoffs``, ``Outbox``, ``Identities``, ``Persons``, ``Cursors``, ``Erasure``,
 ``OperatorQueries``, ``Audit``, ``Health``), and
 each actor, adapter and domain function asks for the narrowest it needs, so what
 one can touch is in its signature. ``Store``, every role at once, is what the
@@ -43,6 +43,7 @@ from .roles import (
     Inbox as Inbox,
     OperatorQueries as OperatorQueries,
     Outbox as Outbox,
+    Persons as Persons,
     SessionCache as SessionCache,
     Store as Store,
     Turns as Turns,

@@ -42,16 +42,21 @@ from concierge.protocol import (
     HistoryEntry,
     Inbound,
     InboundMessage,
+    LinkCode,
+    Linked,
     OutboundReply,
     OutboxRow,
+    PersonIdentity,
     StaffReply,
     Turn,
     TurnRecord,
+    Unlinked,
     UserRow,
     UserView,
+    person_key,
 )
 from concierge.settings import StoreSettings
-from concierge.store import postgres_desk as desk
+from concierge.store import postgres_desk as desk, postgres_persons as persons
 from concierge.store.erasure_keys import (
     ERASED,
     ERASURE_KEY_NAME,
@@ -389,6 +394,45 @@ class PostgresStore:
             )
         )
 
+    # -- persons -----------------------------------------------------------------------
+    async def issue_link_code(
+        self, *, channel: Channel, user_key: str, chat_id: str, digest: str, expires_at: datetime
+    ) -> None:
+        await self._tx(
+            lambda conn: persons.issue_code(
+                conn,
+                channel=channel.value,
+                user_key=user_key,
+                chat_id=chat_id,
+                digest=digest,
+                expires_at=expires_at,
+            )
+        )
+
+    async def live_link_codes(self, now: datetime) -> Sequence[LinkCode]:
+        return await self._call(lambda conn: persons.live_codes(conn, now))
+
+    async def claim_link_code(self, code_id: int, *, now: datetime) -> LinkCode | None:
+        return await self._tx(lambda conn: persons.claim(conn, code_id, now=now))
+
+    async def merge_persons(self, one: int, other: int) -> Linked:
+        return await self._tx(lambda conn: persons.merge(conn, one, other))
+
+    async def unlink_identity(self, user_key: str) -> Unlinked | None:
+        return await self._tx(lambda conn: persons.unlink(conn, user_key))
+
+    async def link_failures_since(self, user_key: str, since: datetime) -> int:
+        return await self._call(lambda conn: persons.failures_since(conn, user_key, since))
+
+    async def record_link_failure(self, user_key: str, at: datetime) -> None:
+        await self._tx(lambda conn: persons.record_failure(conn, user_key, at))
+
+    async def person_identities(self, user_id: int) -> Sequence[PersonIdentity]:
+        return await self._call(lambda conn: persons.identities_of(conn, user_id))
+
+    async def linked_identities(self) -> Sequence[PersonIdentity]:
+        return await self._call(persons.linked_identities)
+
     async def user_for_key(self, user_key: str) -> UserRow | None:
         r = await self._call(
             lambda conn: conn.fetchrow(
@@ -663,8 +707,14 @@ class PostgresStore:
             )
             await conn.execute(
                 "INSERT INTO erasures (user_digest) SELECT unnest($1::text[])",
-                [erasure_digest(key, k) for k in keys],
+                # The person's own key too: a linked person's actor and cache use it.
+                [erasure_digest(key, k) for k in [*keys, person_key(user_id)]] if keys else [],
             )
+            for table in ("link_codes", "link_failures"):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE user_key = ANY($1::text[])",
+                    keys,
+                )
             statuses = [
                 await conn.execute(
                     "DELETE FROM messages WHERE conversation_id IN "

@@ -12,8 +12,9 @@ row settled, with what its turn wrote: conversations and the router),
 ``Outbox`` (replies written and delivered), ``Identities`` (users and their channel
 identities), ``Cursors`` (a poller's place in a platform's stream), ``Erasure``
 (retention and ``concierge forget``), ``Usage`` (tokens per day, for the budgets),
-``OperatorQueries`` (what staff read and do through the operator API and the staff
-chat), ``Audit`` (the operator actions' trail) and ``Health``. A caller that needs several
+``Persons`` (one person's identities across channels: link codes, merging, taking a
+channel out), ``OperatorQueries`` (what staff read and do through the operator API and
+the staff chat), ``Audit`` (the operator actions' trail) and ``Health``. A caller that needs several
 names the union it needs where it lives (``ConversationStore`` in the conversation
 actor, ``HandoffDesk`` in the handoff logic). ``Store`` is the union of every role;
 the backends implement it and only the composition root holds one.
@@ -40,11 +41,15 @@ from concierge.protocol import (
     HistoryEntry,
     Inbound,
     InboundMessage,
+    LinkCode,
+    Linked,
     OutboundReply,
     OutboxRow,
+    PersonIdentity,
     StaffReply,
     Turn,
     TurnRecord,
+    Unlinked,
     UserRow,
     UserView,
 )
@@ -208,6 +213,44 @@ class Identities(Protocol):
     async def user_for_key(self, user_key: str) -> UserRow | None: ...
 
 
+class Persons(Protocol):
+    """One person across channels: link codes, merging two persons, taking a channel out."""
+
+    async def issue_link_code(
+        self, *, channel: Channel, user_key: str, chat_id: str, digest: str, expires_at: datetime
+    ) -> None:
+        """Keep a code's keyed hash for ``user_key`` (replacing the one it had)."""
+        ...
+
+    async def live_link_codes(self, now: datetime) -> Sequence[LinkCode]:
+        """Every code not yet expired at ``now`` (few: each lives minutes)."""
+        ...
+
+    async def claim_link_code(self, code_id: int, *, now: datetime) -> LinkCode | None:
+        """Use the code: it is deleted (single use); ``None`` when used or expired meanwhile."""
+        ...
+
+    async def merge_persons(self, one: int, other: int) -> Linked:
+        """Make two persons one (staff): the older keeps its id and takes the other's
+        identities, history in time order, handoff and token counts."""
+        ...
+
+    async def unlink_identity(self, user_key: str) -> Unlinked | None:
+        """Give ``user_key``'s channel a person of its own; ``None`` when it has nothing to
+        leave (unknown, or no identity on another channel)."""
+        ...
+
+    async def link_failures_since(self, user_key: str, since: datetime) -> int: ...
+
+    async def record_link_failure(self, user_key: str, at: datetime) -> None: ...
+
+    async def person_identities(self, user_id: int) -> Sequence[PersonIdentity]: ...
+
+    async def linked_identities(self) -> Sequence[PersonIdentity]:
+        """Every identity of each person with identities on more than one channel."""
+        ...
+
+
 class Cursors(Protocol):
     """Where a poller stands in a platform's stream of updates, kept across restarts."""
 
@@ -314,6 +357,7 @@ class Store(
     Handoffs,
     Outbox,
     Identities,
+    Persons,
     Cursors,
     Erasure,
     Usage,

@@ -40,16 +40,21 @@ from concierge.protocol import (
     HistoryEntry,
     Inbound,
     InboundMessage,
+    LinkCode,
+    Linked,
     OutboundReply,
     OutboxRow,
+    PersonIdentity,
     StaffReply,
     Turn,
     TurnRecord,
+    Unlinked,
     UserRow,
     UserView,
+    person_key,
     utcnow,
 )
-from concierge.store import sqlite_desk as desk
+from concierge.store import sqlite_desk as desk, sqlite_persons as persons
 from concierge.store.background import running
 from concierge.store.erasure_keys import (
     ERASURE_KEY_NAME,
@@ -259,6 +264,49 @@ class SqliteStore:
                 (user_id, channel.value, user_key, now),
             )
         )
+
+    # -- persons -----------------------------------------------------------------------
+    async def issue_link_code(
+        self, *, channel: Channel, user_key: str, chat_id: str, digest: str, expires_at: datetime
+    ) -> None:
+        now = utcnow()
+        await self._write(
+            lambda conn: persons.issue_code(
+                conn,
+                channel=channel.value,
+                user_key=user_key,
+                chat_id=chat_id,
+                digest=digest,
+                expires_at=expires_at,
+                now=now,
+            )
+        )
+
+    async def live_link_codes(self, now: datetime) -> Sequence[LinkCode]:
+        return await self._run(lambda conn: persons.live_codes(conn, now))
+
+    async def claim_link_code(self, code_id: int, *, now: datetime) -> LinkCode | None:
+        return await self._write(lambda conn: persons.claim(conn, code_id, now=now))
+
+    async def merge_persons(self, one: int, other: int) -> Linked:
+        now = utcnow()
+        return await self._write(lambda conn: persons.merge(conn, one, other, now=now))
+
+    async def unlink_identity(self, user_key: str) -> Unlinked | None:
+        now = utcnow()
+        return await self._write(lambda conn: persons.unlink(conn, user_key, now=now))
+
+    async def link_failures_since(self, user_key: str, since: datetime) -> int:
+        return await self._run(lambda conn: persons.failures_since(conn, user_key, since))
+
+    async def record_link_failure(self, user_key: str, at: datetime) -> None:
+        await self._write(lambda conn: persons.record_failure(conn, user_key, at))
+
+    async def person_identities(self, user_id: int) -> Sequence[PersonIdentity]:
+        return await self._run(lambda conn: persons.identities_of(conn, user_id))
+
+    async def linked_identities(self) -> Sequence[PersonIdentity]:
+        return await self._run(persons.linked_identities)
 
     async def user_for_key(self, user_key: str) -> UserRow | None:
         def work(conn: sqlite3.Connection) -> UserRow | None:
@@ -542,8 +590,11 @@ class SqliteStore:
                 )
                 conn.executemany(
                     "INSERT INTO erasures (user_digest, erased_at) VALUES (?, ?)",
-                    [(erasure_digest(key, user_key), now) for user_key in keys],
+                    # The person's own key too: a linked person's actor and cache use it.
+                    [(erasure_digest(key, k), now) for k in [*keys, person_key(user_id)]],
                 )
+                for table in ("link_codes", "link_failures"):
+                    conn.execute(f"DELETE FROM {table} WHERE user_key IN ({marks})", keys)
             touched = conn.execute(
                 "DELETE FROM messages WHERE conversation_id IN "
                 "(SELECT conversation_id FROM conversations WHERE user_id = ?)",

@@ -12,7 +12,7 @@ import trio
 from structlog.testing import capture_logs
 
 from actors import run_erasure_watch
-from concierge.protocol import Channel, Erased, ErasureNotice, Role, Turn
+from concierge.protocol import Channel, Erased, ErasureNotice, Role, Turn, person_key
 from concierge.store import Store, StoreUnavailable
 from concierge.store.cache_memory import MemorySessionCache
 from tests.stores import sqlite_store
@@ -71,3 +71,27 @@ async def test_a_notice_stops_the_actor_and_erases_the_cache_after_an_outage(
         events = [e["event"] for e in logs]
         assert events.count("erasure.poll_skipped") == 1  # said once per outage
         assert events.count("erasure.applied") == 1
+
+
+async def test_a_linked_persons_actor_and_cache_entries_go_by_the_persons_key(
+    tmp_path: Path,
+) -> None:
+    """Erased through the API (no cache at hand): the watch finds the person's own key."""
+    async with sqlite_store(tmp_path) as store:
+        user = await store.resolve_user(Channel.TELEGRAM, "telegram:42")
+        other = await store.resolve_user(Channel.WAHA, "waha:221770000042@c.us")
+        await store.merge_persons(user, other)
+        cache = MemorySessionCache()
+        person = person_key(user)
+        await cache.set_context(person, [Turn(role=Role.USER, text="secret")], ttl_s=600)
+        assert await cache.take_token(f"user:{person}", rate_per_s=1.0, burst=5, now=0.0)
+        live = {person: trio.CancelScope()}
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(run_erasure_watch, store=store, cache=cache, live=live, interval_s=0.01)
+            )
+            await store.forget_user(user)
+            await eventually(lambda: live[person].cancel_called, "the person's actor stopped")
+            nursery.cancel_scope.cancel()
+        assert await cache.get_context(person) is None
+        assert await cache.forget(lambda name: True) == 0  # the bucket went too

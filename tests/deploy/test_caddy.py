@@ -9,6 +9,7 @@ shorter body timeouts (Caddy's still longer than the daemon's, as in production)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,13 +18,14 @@ import ssl
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import attrs
+import h11
 import httpx
 import pytest
 import trio
@@ -79,7 +81,10 @@ class Edge:
 
 
 @asynccontextmanager
-async def edge(tmp_path: Path, telegram: FakeTelegram) -> AsyncIterator[Edge]:
+async def edge(
+    tmp_path: Path, telegram: FakeTelegram, *, other_upstreams: Sequence[str] = ()
+) -> AsyncIterator[Edge]:
+    """Caddy in front of one daemon, and of ``other_upstreams`` as more replicas."""
     caddy = shutil.which("caddy")
     assert caddy, "the Caddy test needs Debian's caddy: apt-get install caddy (.ci/run does)"
     daemon_port, https_port, http_port = free_port(), free_port(), free_port()
@@ -103,11 +108,12 @@ async def edge(tmp_path: Path, telegram: FakeTelegram) -> AsyncIterator[Edge]:
     }
     caddy_env = base_env | {
         "CONCIERGE_DOMAIN": f"localhost:{https_port}",
-        "CONCIERGE_UPSTREAM": f"127.0.0.1:{daemon_port}",
+        "CONCIERGE_UPSTREAMS": " ".join([*other_upstreams, f"127.0.0.1:{daemon_port}"]),
         "CONCIERGE_TLS_ISSUER": "internal",
         "CADDY_HTTP_PORT": str(http_port),
         "CADDY_HTTPS_PORT": str(https_port),
         "CADDY_ADMIN": "off",
+        "CADDY_INTERNAL_PORT": str(free_port()),
         "CADDY_READ_BODY_TIMEOUT": "4s",
         "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
         "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
@@ -327,10 +333,99 @@ def test_without_a_domain_caddy_refuses_the_file_naming_the_variable() -> None:
     assert "CONCIERGE_DOMAIN-is-not-set" in result.stderr
 
 
-def test_the_upstream_is_the_compose_service_unless_told_otherwise() -> None:
+def test_the_upstreams_are_the_compose_replicas_unless_told_otherwise() -> None:
     default = adapt(CONCIERGE_DOMAIN="concierge.example.org")
     assert default.returncode == 0, default.stderr
-    assert '"dial":"concierge:8000"' in default.stdout
+    assert '"upstreams":[{"dial":"concierge-1:8000"},{"dial":"concierge-2:8000"}]' in default.stdout
     assert '"module":"acme"' in default.stdout
-    moved = adapt(CONCIERGE_DOMAIN="concierge.example.org", CONCIERGE_UPSTREAM="10.1.2.3:9000")
-    assert '"dial":"10.1.2.3:9000"' in moved.stdout
+    moved = adapt(
+        CONCIERGE_DOMAIN="concierge.example.org", CONCIERGE_UPSTREAMS="10.1.2.3:9000 10.1.2.4:9000"
+    )
+    assert '"upstreams":[{"dial":"10.1.2.3:9000"},{"dial":"10.1.2.4:9000"}]' in moved.stdout
+
+
+class Replica:
+    """A stand-in replica: ``/readyz`` answers 200 while ``ready``, 503 otherwise; any other
+    request the same status with an empty JSON body. Every answer closes its connection,
+    so once the listener stops Caddy has no pooled connection to it."""
+
+    def __init__(self, *, ready: bool) -> None:
+        self.ready = ready
+        self.probes = 0
+        self.routed = 0
+        self.port = free_port()
+        self._scope = trio.CancelScope()
+
+    @property
+    def upstream(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop_listening(self) -> None:
+        self._scope.cancel()
+
+    @asynccontextmanager
+    async def serve(self) -> AsyncIterator[Replica]:
+        async with trio.open_nursery() as nursery:
+
+            async def listen(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+                with self._scope:
+                    await trio.serve_tcp(
+                        self._answer, self.port, host="127.0.0.1", task_status=task_status
+                    )
+
+            await nursery.start(listen)
+            yield self
+            nursery.cancel_scope.cancel()
+
+    async def _answer(self, stream: trio.SocketStream) -> None:
+        connection = h11.Connection(h11.SERVER)
+        with contextlib.suppress(trio.BrokenResourceError, h11.RemoteProtocolError):
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    connection.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    if event.target.startswith(b"/readyz"):
+                        self.probes += 1
+                    else:
+                        self.routed += 1
+                elif isinstance(event, h11.EndOfMessage):
+                    headers = [("content-length", "2"), ("connection", "close")]
+                    status = 200 if self.ready else 503
+                    response = h11.Response(status_code=status, headers=headers)
+                    await stream.send_all(connection.send(response))
+                    await stream.send_all(connection.send(h11.Data(data=b"{}")))
+                    await stream.send_all(connection.send(h11.EndOfMessage()))
+                    return
+
+
+async def test_requests_go_to_a_ready_replica_when_another_is_not_ready_or_refuses(
+    tmp_path: Path,
+) -> None:
+    telegram = FakeTelegram()
+    stopping, not_ready = Replica(ready=True), Replica(ready=False)
+    async with (
+        telegram.serve(),
+        stopping.serve(),
+        not_ready.serve(),
+        edge(tmp_path, telegram, other_upstreams=[stopping.upstream, not_ready.upstream]) as found,
+        httpx.AsyncClient(verify=found.context(), timeout=30) as http,
+    ):
+        await eventually(
+            lambda: stopping.probes > 0 and not_ready.probes > 0, "Caddy to probe both replicas"
+        )
+        routed_before = not_ready.routed
+        # The replica whose /readyz fails gets nothing: the webhooks go to the other two
+        # (the daemon's 401 for an unsigned body, the stand-in's 200).
+        webhooks = [await http.post(f"{found.base}/webhooks/waha", content=b"{}") for _ in range(9)]
+        assert {a.status_code for a in webhooks} <= {200, 401}
+        assert not_ready.routed == routed_before
+        # A replica Caddy last saw ready stops listening (it crashed between two health
+        # checks): its turns in the round robin are refused and tried on the daemon.
+        stopping.stop_listening()
+        documents = [await http.get(f"{found.base}/api/v1/openapi.json") for _ in range(9)]
+    assert [a.status_code for a in documents] == [200] * 9
+    assert all(a.json().get("openapi") == "3.1.0" for a in documents)  # the daemon's own

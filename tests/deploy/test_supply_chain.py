@@ -79,28 +79,48 @@ def test_compose_matches_the_compose_specification() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+REPLICAS = ("concierge-1", "concierge-2")
+
+
 def test_compose_wires_waha_to_the_daemon_with_the_same_keys() -> None:
     services = compose()["services"]
-    daemon, waha = services["concierge"]["environment"], services["waha"]["environment"]
-    assert daemon["WAHA_URL"] == "http://waha:3000"
-    assert waha["WHATSAPP_HOOK_URL"] == "http://concierge:8000/webhooks/waha"
+    waha = services["waha"]["environment"]
+    # Through Caddy's internal port: whichever replica is up takes the webhook.
+    assert waha["WHATSAPP_HOOK_URL"] == "http://caddy:8081/webhooks/waha"
     assert waha["WHATSAPP_HOOK_EVENTS"] == "message"
-    assert daemon["WAHA_WEBHOOK_HMAC_KEY"].startswith("${WAHA_WEBHOOK_HMAC_KEY:?")
     assert waha["WHATSAPP_HOOK_HMAC_KEY"].startswith("${WAHA_WEBHOOK_HMAC_KEY:?")
-    assert daemon["WAHA_API_KEY"].startswith("${WAHA_API_KEY:?")
     assert waha["WAHA_API_KEY"].startswith("${WAHA_API_KEY:?")
+    for replica in REPLICAS:
+        daemon = services[replica]["environment"]
+        assert daemon["WAHA_URL"] == "http://waha:3000"
+        assert daemon["WAHA_WEBHOOK_HMAC_KEY"].startswith("${WAHA_WEBHOOK_HMAC_KEY:?")
+        assert daemon["WAHA_API_KEY"].startswith("${WAHA_API_KEY:?")
     assert "ports" not in services["waha"]  # WAHA's API is never published
+
+
+def test_compose_runs_two_identical_replicas_behind_caddy() -> None:
+    services = compose()["services"]
+    first, second = (services[name] for name in REPLICAS)
+    assert first == second  # the same image, settings, checks and limits
+    assert "ports" not in first  # reached through Caddy only
+    assert first["environment"]["DATABASE_URL"].startswith("postgres://")
+    assert first["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    # Caddy stops routing (health_interval 1 s) before a draining replica's listener closes.
+    assert float(first["environment"]["CONCIERGE_DRAIN_NOTICE_S"]) > 1
+    assert services["caddy"]["environment"]["CONCIERGE_UPSTREAMS"] == (
+        "concierge-1:8000 concierge-2:8000"
+    )
 
 
 def test_compose_orders_and_hardens_every_service() -> None:
     services = compose()["services"]
-    assert services["caddy"]["depends_on"]["concierge"]["condition"] == "service_healthy"
-    assert services["concierge"]["depends_on"]["redis"]["condition"] == "service_healthy"
-    for name in ("concierge", "postgres", "redis"):
+    for replica in REPLICAS:
+        assert services["caddy"]["depends_on"][replica]["condition"] == "service_healthy"
+        assert services[replica]["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in (*REPLICAS, "postgres", "redis"):
         assert services[name]["healthcheck"]["test"], name
     for name, service in services.items():
         assert service["logging"]["options"]["max-size"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-    for name in ("concierge", "postgres", "redis", "caddy"):
+    for name in (*REPLICAS, "postgres", "redis", "caddy"):
         assert services[name]["read_only"] is True, name
-    assert services["caddy"]["environment"]["CONCIERGE_UPSTREAM"] == "concierge:8000"

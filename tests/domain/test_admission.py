@@ -1,4 +1,4 @@
-"""The turn gate: turns in flight bounded by the loop's lag and the outbox; the rest waits in the inbox."""
+"""Admission: turns in flight bounded by the loop's lag and the outbox; the rest waits in the inbox."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from actors.inbox_replay import drain_deferred
-from concierge.domain import Ingest, TurnGate
+from concierge.domain import Admission, Ingest
 from concierge.protocol import Channel, InboundMessage, RouterMsg, new_correlation_id
 from tests.stores import sqlite_store
 from tests.waiting import eventually
@@ -30,7 +30,7 @@ def message(n: int) -> InboundMessage:
 
 
 async def test_a_new_gate_admits_its_floor_and_grows_while_the_loop_keeps_up() -> None:
-    gate = TurnGate(max_turns=20, min_turns=4)
+    gate = Admission(max_turns=20, min_turns=4)
     assert [gate.admit(i) for i in range(5)] == [True, True, True, True, False]
     assert gate.refused == 1
     gate.observe_lag(0.001)
@@ -43,7 +43,7 @@ async def test_a_new_gate_admits_its_floor_and_grows_while_the_loop_keeps_up() -
 
 
 async def test_lag_above_target_shrinks_the_limit_to_the_floor() -> None:
-    gate = TurnGate(max_turns=100, min_turns=8, lag_target_s=0.02)
+    gate = Admission(max_turns=100, min_turns=8, lag_target_s=0.02)
     for i in range(100):
         gate.observe_lag(0.0)
         gate.admit(i)
@@ -59,7 +59,7 @@ async def test_lag_above_target_shrinks_the_limit_to_the_floor() -> None:
 
 async def test_a_full_outbox_closes_the_gate() -> None:
     backlog = 0
-    gate = TurnGate(max_turns=10, outbox_limit=200, outbox_backlog=lambda: backlog)
+    gate = Admission(max_turns=10, outbox_limit=200, outbox_backlog=lambda: backlog)
     assert gate.room() > 0
     backlog = 200
     assert gate.room() == 0
@@ -68,7 +68,7 @@ async def test_a_full_outbox_closes_the_gate() -> None:
 
 @pytest.mark.autojump
 async def test_a_row_never_released_stops_counting_after_expire_s() -> None:
-    gate = TurnGate(max_turns=1, min_turns=1, expire_s=60)
+    gate = Admission(max_turns=1, min_turns=1, expire_s=60)
     assert gate.admit(1)
     assert not gate.admit(2)
     await trio.sleep(61)
@@ -79,10 +79,10 @@ async def test_a_row_never_released_stops_counting_after_expire_s() -> None:
 async def test_a_saturated_daemon_leaves_rows_in_the_inbox_and_drains_them_as_turns_end(
     tmp_path: Path,
 ) -> None:
-    gate = TurnGate(max_turns=2, min_turns=2)
+    gate = Admission(max_turns=2, min_turns=2)
     router_send, router_receive = trio.open_memory_channel[RouterMsg](64)
     async with sqlite_store(tmp_path) as store:
-        ingest = Ingest(store=store, router=router_send, gate=gate)
+        ingest = Ingest(store=store, router=router_send, admission=gate)
         for n in range(5):
             await ingest.accept(message(n))
         first = [router_receive.receive_nowait() for _ in range(2)]
@@ -91,7 +91,9 @@ async def test_a_saturated_daemon_leaves_rows_in_the_inbox_and_drains_them_as_tu
         assert gate.deferred == 3
         assert len(await store.pending_inbox()) == 5
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: drain_deferred(store=store, router=router_send, gate=gate))
+            nursery.start_soon(
+                lambda: drain_deferred(store=store, router=router_send, admission=gate)
+            )
             handed = [msg.external_id for msg in first]
             for msg in first:  # their turns end: room for the next rows, oldest first
                 await store.mark_processed(msg.inbox_id)

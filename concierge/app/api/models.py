@@ -78,6 +78,19 @@ class LookupQuery(_Model):
     )
 
 
+class LinkBody(_Model):
+    user_id: int = Field(..., ge=1, description="the person to merge with this one")
+
+
+class UnlinkBody(_Model):
+    identity: str = Field(
+        ...,
+        min_length=3,
+        max_length=200,
+        description="the identity whose channel leaves the person, e.g. telegram:111111111",
+    )
+
+
 class ReplyBody(_Model):
     text: str = Field(..., min_length=1, max_length=MAX_REPLY_CHARS, pattern=NOT_BLANK)
 

@@ -22,7 +22,14 @@ from concierge.app.api.keys import add_key_routes
 from concierge.app.api.problems import Problem, problem_response, unauthorized
 from concierge.app.api.status import ApiStatus
 from concierge.app.api.users import add_user_routes
-from concierge.domain import Desk, DeskError, HandoffNotActive, HandoffTaken, NoSuchHandoff
+from concierge.domain import (
+    Desk,
+    DeskError,
+    HandoffNotActive,
+    HandoffTaken,
+    LinkRefused,
+    NoSuchHandoff,
+)
 from concierge.settings import ApiSettings
 from concierge.store import StoreUnavailable, UnknownUser
 
@@ -96,6 +103,10 @@ def _answer_errors(bp: Blueprint) -> None:
         status = 404 if isinstance(exc, NoSuchHandoff) else 409
         assert isinstance(exc, NoSuchHandoff | HandoffNotActive | HandoffTaken)
         return problem_response(status, str(exc))
+
+    @bp.errorhandler(LinkRefused)
+    async def link_refused(exc: LinkRefused) -> Response:
+        return problem_response(409, str(exc))
 
     @bp.errorhandler(UnknownUser)
     async def unknown_user(exc: UnknownUser) -> Response:

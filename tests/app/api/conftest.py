@@ -22,7 +22,7 @@ from actors import ProviderPool
 from concierge.app.api import ApiDeps, ApiStatus, install_api
 from concierge.app.console import console_blueprint
 from concierge.app.http import create_app
-from concierge.domain import Desk, StaffChat
+from concierge.domain import Desk, LivePersons, People, StaffChat
 from concierge.observability import HealthBoard
 from concierge.protocol import Channel, OutboxMsg, ServiceType, TurnRecord, utcnow
 from concierge.settings import ApiSettings, HttpSettings, JwtKey
@@ -137,6 +137,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             languages=shipped.languages(),
             outbox_nudges={Channel.TELEGRAM: nudge_send},
             staff=STAFF_CHAT,
+            persons=LivePersons(store=store, people=People(), wait_s=5.0),
         )
         status = ApiStatus(signing_keys=2)
         board = HealthBoard(version="0.1.0")

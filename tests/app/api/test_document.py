@@ -23,6 +23,8 @@ OPERATIONS = {
     ("get", "/api/v1/users/{user_id}"),
     ("get", "/api/v1/users/{user_id}/messages"),
     ("delete", "/api/v1/users/{user_id}"),
+    ("post", "/api/v1/users/{user_id}/link"),
+    ("post", "/api/v1/users/{user_id}/unlink"),
     ("get", "/api/v1/providers"),
     ("post", "/api/v1/providers/{provider}/keys/{alias}/disable"),
     ("post", "/api/v1/providers/{provider}/keys/{alias}/enable"),

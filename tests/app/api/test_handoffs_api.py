@@ -6,7 +6,7 @@ import pytest
 
 from concierge.domain import Reply as R
 from concierge.protocol import Channel
-from tests.app.api.conftest import ADMIN, STAFF, Api, bearer, mint
+from tests.app.api.conftest import ADMIN, STAFF, Api, bearer, mint, seed_handoff
 from tests.shipped import reply_text
 
 pytestmark = pytest.mark.anyio
@@ -181,3 +181,47 @@ async def test_admins_look_users_up_read_their_history_and_erase_them(api: Api) 
     assert (entry.actor, entry.role, entry.target) == ("root", "admin", f"user:{user['id']}")
     audit = await (await api.client.get("/api/v1/audit", headers=ADMIN)).get_json()
     assert audit["entries"][0]["action"] == "user.erase"
+
+
+async def test_admins_link_two_persons_and_unlink_an_identity_with_an_audit_entry(
+    api: Api,
+) -> None:
+    handoff_id, marie = await seed_handoff(api.store, "111", name="Marie")
+    whatsapp = await api.store.resolve_user(Channel.WAHA, "waha:221770000001@c.us")
+    url = f"/api/v1/users/{whatsapp}/link"
+    assert (await api.client.post(url, json={"user_id": marie}, headers=STAFF)).status_code == 403
+    missing = await api.client.post(url, json={"user_id": 999}, headers=ADMIN)
+    assert missing.status_code == 404
+
+    linked = await api.client.post(url, json={"user_id": marie}, headers=ADMIN)
+
+    assert linked.status_code == 200
+    person = await linked.get_json()
+    assert person["id"] == marie  # the older person is kept
+    assert person["active_handoff_id"] == handoff_id
+    assert sorted(i["user_key"] for i in person["identities"]) == [
+        "telegram:111",
+        "waha:221770000001@c.us",
+    ]
+    (entry,) = [e for e in await api.store.audit_entries(limit=5) if e.action == "user.link"]
+    assert (entry.actor, entry.target, entry.detail) == (
+        "root",
+        f"user:{marie}",
+        f"merged user:{whatsapp}",
+    )
+
+    unlink = f"/api/v1/users/{marie}/unlink"
+    body = {"identity": "waha:221770000001@c.us"}
+    unlinked = await api.client.post(unlink, json=body, headers=ADMIN)
+    assert unlinked.status_code == 200
+    apart = await unlinked.get_json()
+    assert [i["user_key"] for i in apart["identities"]] == ["waha:221770000001@c.us"]
+    assert apart["id"] != marie
+    assert apart["active_handoff_id"] is None  # the history and the handoff stay with Marie
+    again = await api.client.post(unlink, json={"identity": "telegram:111"}, headers=ADMIN)
+    assert again.status_code == 409
+    assert "another channel" in (await again.get_json())["detail"]
+    stranger = await api.client.post(unlink, json=body, headers=ADMIN)
+    assert stranger.status_code == 404
+    actions = [e.action for e in await api.store.audit_entries(limit=5)]
+    assert actions[:2] == ["user.unlink", "user.link"]
