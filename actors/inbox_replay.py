@@ -109,6 +109,7 @@ async def drain_deferred(
             continue
         await trio.sleep(gather_s)
         limit = min(batch, admission.room() + admission.in_flight)
+        seen = admission.deferred
         rows = await store.pending_inbox(limit=limit)
         for row in rows:
             if admission.holds(row.inbox_id):
@@ -123,7 +124,7 @@ async def drain_deferred(
                 break
         else:
             if len(rows) < limit:
-                admission.drained()  # every waiting row is in flight now
+                admission.drained(seen)  # every row waiting then is in flight now
 
 
 async def run_inbox_replay(

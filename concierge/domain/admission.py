@@ -82,9 +82,10 @@ class Admission:
         """A new row was left in the inbox: the drain has work when room comes."""
         self.deferred += 1
 
-    def drained(self) -> None:
-        """The drain found no row waiting beyond those in flight."""
-        self.deferred = 0
+    def drained(self, seen: int) -> None:
+        """The drain found no row waiting beyond those in flight, as of when ``deferred``
+        was ``seen``: rows left in the inbox since then still count."""
+        self.deferred = max(0, self.deferred - seen)
 
     def release(self, inbox_id: int) -> None:
         """The row's turn ended (or it was dropped); idempotent."""

@@ -72,8 +72,12 @@ class Ingest:
         return accepted
 
     def _admit(self, admission: Admission, inbound: Inbound) -> None:
-        """Forward ``inbound`` if admission lets it in and the router has room; never wait."""
-        if not admission.admit(inbound.inbox_id):
+        """Forward ``inbound`` if admission lets it in and the router has room; never wait.
+
+        While rows wait in the inbox, a new row waits behind them: the drain hands them
+        over oldest first, so no user's later message overtakes an earlier one.
+        """
+        if admission.deferred or not admission.admit(inbound.inbox_id):
             if not admission.holds(inbound.inbox_id):  # the drain may have taken it already
                 admission.defer()
             return
