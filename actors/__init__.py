@@ -17,12 +17,14 @@ from .handoff_sweeper import run_handoff_sweeper as run_handoff_sweeper
 from .inbox_listener import run_inbox_listener as run_inbox_listener
 from .inbox_replay import run_inbox_replay as run_inbox_replay
 from .leases import ConversationLeases as ConversationLeases, LeaseStats as LeaseStats
+from .loop_lag import run_loop_lag_monitor as run_loop_lag_monitor
 from .outbox import (
     OutboxStats as OutboxStats,
     Pacing as Pacing,
     default_pacing as default_pacing,
     run_outbox_sender as run_outbox_sender,
 )
+from .presence import PresenceBoard as PresenceBoard
 from .provider_pool import ProviderPool as ProviderPool
 from .retention import run_retention as run_retention
 from .router import (

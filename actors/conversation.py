@@ -27,9 +27,11 @@ import trio
 from actors import linking
 from actors.handover import Handover
 from actors.leases import ConversationLeases, Lease
+from actors.presence import PresenceBoard
 from actors.provider_pool import ask
 from actors.turn_gate import TurnGate
 from concierge.domain import (
+    Admission,
     Command,
     Community,
     ContextWindow,
@@ -70,7 +72,6 @@ from concierge.protocol import (
     Interaction,
     OutboundReply,
     OutboxMsg,
-    PresenceMsg,
     ProviderCall,
     ProviderPoolMsg,
     Role,
@@ -183,8 +184,10 @@ class ConversationDeps:
     limiter: UserRateLimiter
     pool_inbox: trio.MemorySendChannel[ProviderPoolMsg]
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]]
-    presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]]
+    presence: Mapping[Channel, PresenceBoard]
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None
+    admission: Admission | None = None
+    """Turns in flight: each handled row is released from it."""
     metrics: ConversationMetrics = attrs.field(factory=ConversationMetrics)
     open_handoffs: OpenHandoffs = attrs.field(factory=OpenHandoffs)
     knowledge_sections: int = 3
@@ -337,6 +340,13 @@ class Conversation:
 
     async def handle(self, msg: Inbound) -> None:
         """Process one inbox row exactly once per actor; its writes and its mark commit together."""
+        try:
+            await self._handle(msg)
+        finally:
+            if self._deps.admission is not None:
+                self._deps.admission.release(msg.inbox_id)
+
+    async def _handle(self, msg: Inbound) -> None:
         deps = self._deps
         if not self._first_time(msg.inbox_id):
             return
@@ -632,7 +642,8 @@ class Conversation:
         )
         capped = self._over_budget()
         presence = deps.presence.get(msg.channel)
-        offer(presence, TurnStarted.of(msg))
+        if presence is not None:
+            presence.post(TurnStarted.of(msg))
         try:
             result = await ask(
                 deps.pool_inbox,
@@ -670,7 +681,8 @@ class Conversation:
                 remember=outcome in ("ok", "capped"),
             )
         finally:
-            offer(presence, TurnEnded.of(msg))
+            if presence is not None:
+                presence.post(TurnEnded.of(msg))
 
     async def _judged_urgent(
         self, msg: Inbound, language: str, result: Completion, service_type: ServiceType

@@ -1,14 +1,20 @@
-"""The outbox sender: deliver a channel's durable outbox rows, paced, retried, in per-user order.
+"""The outbox sender: deliver a channel's durable outbox rows, paced, retried, in per-chat order.
 
-One actor per channel. Each round reads the due rows (``Outbox.pending_outbox`` returns
-only each user's oldest unsent row, so a row waiting for its retry holds back that
-user's later rows) and starts one delivery per user that is not already being served.
-A delivery waits for its chat's pacing slot and a global token bucket, asks the
+One actor per channel. Each round reads the due rows (``Outbox.pending_outbox``: a row
+waiting for its retry holds back that user's later rows) and starts one delivery per
+chat that is not already being served, so different chats are sent to concurrently.
+A delivery waits for its chat's pacing slot and the channel's token bucket, asks the
 ``ChannelSender``, then records the outcome: ``mark_sent``; a retry at the server's
 ``retry_after`` or an exponential backoff; the row given up when the platform rejects
 it or after ``max_attempts``; the user marked unreachable when they blocked us. Rounds
 start at once (sending rows left over from a previous run), on a nudge, when a
 delivery ends, when a retry falls due, and every ``poll_interval_s``.
+
+The crash guarantee: a row the platform has taken but the store does not yet record
+as sent is "in doubt", and a crash re-sends it. A chat has at most one delivery at a
+time, so at most one of its rows is in doubt: a crash duplicates at most one reply per
+chat (per part, for a reply split into parts), and never reorders a chat's replies.
+Across the channel, at most ``Pacing.concurrency`` chats are in doubt at once.
 """
 
 from __future__ import annotations
@@ -39,23 +45,43 @@ class Pacing:
 
     ``per_chat_interval_s`` spaces messages to one chat; ``global_rate_per_s`` with
     ``global_burst`` is a token bucket over the whole channel; ``concurrency`` caps
-    sends in flight.
+    sends in flight (each to a different chat), so it bounds how many chats a crash
+    can leave one duplicate in. It must cover the rate times a send's round trip
+    (plus its ``mark_sent`` commit) for the channel to reach its rate.
     """
 
     per_chat_interval_s: float = 1.0
     global_rate_per_s: float = 30.0
     global_burst: int = 30
-    concurrency: int = 16
-    max_in_doubt: int = 1
-    """Sends whose outcome is not yet recorded, at most: a crash re-sends at most this many."""
+    concurrency: int = 32
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 300.0
     max_attempts: int = 40
     batch: int = 200
+    round_spacing_s: float = 0.05
+    """Rounds start at most this often: each reads up to ``batch`` rows, and a round after
+    every delivery cost more than the deliveries (deliveries already started wait for
+    their slot without a new round)."""
 
     def backoff_s(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based), with up to 10 % jitter."""
         return backoff_s(attempt, initial_s=self.backoff_initial_s, max_s=self.backoff_max_s)
+
+    @classmethod
+    def for_rate(
+        cls, *, rate_per_s: float, per_chat_interval_s: float, send_s: float = 1.0
+    ) -> Pacing:
+        """Pacing that reaches ``rate_per_s`` while each send takes up to ``send_s``.
+
+        The burst is one second's worth; the sends in flight cover ``send_s`` seconds of
+        the rate (at least 32: a slow round trip must not cap a small rate).
+        """
+        return cls(
+            per_chat_interval_s=per_chat_interval_s,
+            global_rate_per_s=rate_per_s,
+            global_burst=max(1, math.ceil(rate_per_s)),
+            concurrency=max(32, math.ceil(rate_per_s * send_s)),
+        )
 
 
 # Telegram's FAQ: about one message per second per chat, about 30 per second in total.
@@ -154,6 +180,11 @@ class _TokenBucket:
             await trio.sleep(-self._tokens / self._rate)
 
 
+def _chat_key(chat_id: str) -> str:
+    """A chat's key in the busy sets, apart from user keys (which carry a ``channel:`` prefix)."""
+    return f"#{chat_id}"
+
+
 async def _persist(what: str, row: OutboxRow, op: Callable[[], Awaitable[None]]) -> None:
     """Run a store write until it succeeds: the row's user stays busy, so order holds."""
     delay = 0.2
@@ -198,14 +229,13 @@ class _OutboxSender:
         self.clock = clock
         self.bucket = _TokenBucket(rate_per_s=pacing.global_rate_per_s, burst=pacing.global_burst)
         self.limiter = trio.CapacityLimiter(pacing.concurrency)
-        # A row the platform has taken but the store does not yet know is sent is "in
-        # doubt": a crash then re-sends it. Bounding how many there can be at once
-        # bounds the duplicates a crash can cause.
-        self.in_doubt = trio.CapacityLimiter(pacing.max_in_doubt)
         self.wake = trio.Event()
+        # Users and chats with a delivery under way: one at a time each, so a chat has at
+        # most one row in doubt and its rows go in order.
         self.busy: set[str] = set()
-        # users whose delivery ended while a round's read was running: that read may predate
-        # the delivery's store write, so the round skips them (the delivery's poke starts another)
+        # users and chats whose delivery ended while a round's read was running: that read
+        # may predate the delivery's store write, so the round skips them (the delivery's
+        # poke starts another)
         self.finished: set[str] = set()
         self.chat_next: dict[str, float] = {}
         self.retries: list[float] = []  # a heap of trio times rows fall due
@@ -227,6 +257,7 @@ class _OutboxSender:
             log.info("outbox.started", channel=self.channel.value)
             while True:
                 self.wake = trio.Event()
+                next_round = trio.current_time() + self.pacing.round_spacing_s
                 rows = await self._due_rows()
                 if rows is None:
                     await trio.sleep(store_delay)
@@ -236,6 +267,7 @@ class _OutboxSender:
                 self._start_deliveries(nursery, rows)
                 with trio.move_on_after(self._idle_s(poll_interval_s)):
                     await self.wake.wait()
+                await trio.sleep_until(next_round)
 
     async def _nudged(self, nudges: trio.MemoryReceiveChannel[OutboxMsg]) -> None:
         with nudges:
@@ -264,10 +296,13 @@ class _OutboxSender:
 
     def _start_deliveries(self, nursery: trio.Nursery, rows: Sequence[OutboxRow]) -> None:
         self.stats.backlog = len(rows)
+        busy, finished = self.busy, self.finished
         for row in rows:
-            if row.user_key in self.busy or row.user_key in self.finished:
+            user, chat = row.user_key, _chat_key(row.chat_id)
+            if user in busy or chat in busy or user in finished or chat in finished:
                 continue
-            self.busy.add(row.user_key)
+            busy.add(user)
+            busy.add(chat)
             nursery.start_soon(self._deliver, row)
         if len(self.chat_next) > 10_000:
             now = trio.current_time()
@@ -292,17 +327,19 @@ class _OutboxSender:
             await trio.sleep_until(slot)
             async with self.limiter:
                 await self.bucket.take()
-                async with self.in_doubt:
-                    # Pace from when the send really starts: the gate may have held it.
-                    started = trio.current_time()
-                    chat_next[row.chat_id] = max(
-                        chat_next.get(row.chat_id, started), started + interval_s
-                    )
-                    result = await self._send(row, log_)
-                    await self._record(row, result, log_)
+                # Pace from when the send really starts: the gates may have held it.
+                started = trio.current_time()
+                chat_next[row.chat_id] = max(
+                    chat_next.get(row.chat_id, started), started + interval_s
+                )
+                result = await self._send(row, log_)
+                await self._record(row, result, log_)
         finally:
+            chat = _chat_key(row.chat_id)
             self.busy.discard(row.user_key)
+            self.busy.discard(chat)
             self.finished.add(row.user_key)
+            self.finished.add(chat)
             self.poke()
 
     async def _send(self, row: OutboxRow, log_: Any) -> SendResult:

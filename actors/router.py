@@ -33,7 +33,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.handover import Handover
-from concierge.domain import Languages, People, Reply, nudge_outbox, offer
+from concierge.domain import Admission, Languages, People, Reply, nudge_outbox, offer
 from concierge.observability import Check, Status
 from concierge.protocol import (
     Channel,
@@ -210,8 +210,10 @@ class _Router:
         staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None,
         people: People,
         leased: bool = False,
+        admission: Admission | None = None,
     ) -> None:
         self.leased = leased
+        self.admission = admission
         self.conversations = conversations
         self.people = people
         self.languages = languages
@@ -289,6 +291,7 @@ class _Router:
             log.info(
                 "router.left_to_restart", correlation_id=msg.correlation_id, inbox_id=msg.inbox_id
             )
+            self.release(msg)
             return
         except Exception as exc:  # a refused start becomes a busy reply, not a router crash
             self.stats.start_failures += 1
@@ -303,8 +306,19 @@ class _Router:
             del self.starting[key]
         self.stats.routed += count
 
+    def release(self, msg: Inbound) -> None:
+        """The message is no turn in flight any more (dropped, or not a turn)."""
+        if self.admission is not None:
+            self.admission.release(msg.inbox_id)
+
     async def busy(self, msg: Inbound) -> None:
         """Tell the user to resend (at most once per window) and mark the message processed."""
+        try:
+            await self._busy(msg)
+        finally:
+            self.release(msg)
+
+    async def _busy(self, msg: Inbound) -> None:
         stats = self.stats
         with trio.fail_after(STORE_TIMEOUT_S):
             if self.notices.due(msg.user_key, trio.current_time()):
@@ -350,6 +364,7 @@ async def run_router(
     staff_desk: trio.MemorySendChannel[StaffDeskMsg] | None = None,
     people: People | None = None,
     leased: bool = False,
+    admission: Admission | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand each inbound message to its user's conversation without ever blocking on one.
@@ -368,11 +383,13 @@ async def run_router(
         staff_desk=staff_desk,
         people=People() if people is None else people,
         leased=leased,
+        admission=admission,
     )
     task_status.started()
     async for msg in inbox:
         match msg:
             case Inbound(kind=InboundKind.STAFF):
+                router.release(msg)  # the staff desk's work is no turn
                 await router.to_staff_desk(msg)
             case Inbound():
                 await router.route(msg)

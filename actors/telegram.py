@@ -18,7 +18,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from actors.backoff import backoff_s
-from actors.presence import run_presence
+from actors.presence import PresenceBoard, run_presence
 from concierge.channels import (
     ALLOWED_UPDATES,
     Ignored,
@@ -30,7 +30,6 @@ from concierge.channels import (
 )
 from concierge.domain import Ingest
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, PresenceMsg
 from concierge.settings import TelegramSettings
 from concierge.store import Cursors, StoreUnavailable
 
@@ -371,31 +370,31 @@ async def run_telegram_webhook_setup(
 async def run_telegram_typing(
     *,
     client: TelegramClient,
-    presence: trio.MemoryReceiveChannel[PresenceMsg],
-    interval_s: float = 4.0,
+    presence: PresenceBoard,
+    interval_s: float = 5.0,
     cap_s: float = 120.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Show "typing..." in a chat from ``TurnStarted`` until ``TurnEnded`` (or ``cap_s``).
+    """Show "typing..." in a chat while its turn runs (or until ``cap_s``).
 
-    Telegram clears the status after 5 s, so it is re-sent every ``interval_s``. Best
-    effort: a failed chat action is logged at debug and skipped.
+    Telegram shows the status for 5 s or until the next message, so it is re-sent every
+    ``interval_s``, no more often. Best effort: a failed chat action is logged at debug
+    and skipped; a 403 (the user blocked us) stops it for the turn.
     """
 
-    async def keep_typing(chat_id: str, correlation_id: str) -> None:
-        while True:
-            try:
-                await client.send_chat_action(chat_id=chat_id, action="typing")
-            except TelegramError as exc:
-                log.debug("telegram.typing_failed", correlation_id=correlation_id, reason=str(exc))
-                if isinstance(exc, TelegramApiError) and exc.status == 403:
-                    return
-            await trio.sleep(interval_s)
+    async def typing(chat_id: str, correlation_id: str) -> bool:
+        try:
+            await client.send_chat_action(chat_id=chat_id, action="typing")
+        except TelegramError as exc:
+            log.debug("telegram.typing_failed", correlation_id=correlation_id, reason=str(exc))
+            return not (isinstance(exc, TelegramApiError) and exc.status == 403)
+        return True
 
     await run_presence(
-        channel=Channel.TELEGRAM,
-        presence=presence,
-        keep=keep_typing,
+        board=presence,
+        start=typing,
+        repeat=typing,
+        interval_s=interval_s,
         cap_s=cap_s,
         task_status=task_status,
     )

@@ -1,8 +1,8 @@
 """WAHA's side actors: "seen" and "typing..." during a turn, and a watch on the WhatsApp session.
 
-``run_waha_presence`` reads the WAHA presence channel (``TurnStarted`` / ``TurnEnded``):
-it marks the chat read and starts typing when a turn starts, repeats ``startTyping``
-while it lasts (capped) and stops typing when it ends; best effort, failures are
+``run_waha_presence`` follows the WAHA presence board: it marks the chat read and
+starts typing when a turn starts, repeats ``startTyping`` while it lasts (capped) and
+stops typing when it ends; best effort, failures are
 logged at debug. ``run_waha_session_watch`` polls the session's status for ``/health``.
 """
 
@@ -15,10 +15,10 @@ import structlog
 import trio
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from actors.presence import run_presence
+from actors.presence import PresenceBoard, run_presence
 from concierge.channels import WahaCall, WahaClient
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, PresenceMsg, utcnow
+from concierge.protocol import utcnow
 
 __all__ = ["WahaSessionWatch", "run_waha_presence", "run_waha_session_watch"]
 
@@ -28,30 +28,33 @@ log = structlog.get_logger(__name__)
 async def run_waha_presence(
     *,
     client: WahaClient,
-    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    presence: PresenceBoard,
     interval_s: float = 10.0,
     cap_s: float = 120.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Keep "typing..." in a chat from ``TurnStarted`` until ``TurnEnded`` (or ``cap_s``)."""
+    """Mark the chat read and keep "typing..." while its turn runs (or until ``cap_s``)."""
 
-    async def keep_typing(chat_id: str, correlation_id: str) -> None:
+    async def start_typing(chat_id: str, correlation_id: str) -> bool:
         seen = await client.send_seen(chat_id, correlation_id=correlation_id)
         _log_failure(seen, "sendSeen", correlation_id)
-        while True:
-            typing = await client.start_typing(chat_id, correlation_id=correlation_id)
-            _log_failure(typing, "startTyping", correlation_id)
-            await trio.sleep(interval_s)
+        return await keep_typing(chat_id, correlation_id)
+
+    async def keep_typing(chat_id: str, correlation_id: str) -> bool:
+        typing = await client.start_typing(chat_id, correlation_id=correlation_id)
+        _log_failure(typing, "startTyping", correlation_id)
+        return True
 
     async def stop_typing(chat_id: str, correlation_id: str) -> None:
         stopped = await client.stop_typing(chat_id, correlation_id=correlation_id)
         _log_failure(stopped, "stopTyping", correlation_id)
 
     await run_presence(
-        channel=Channel.WAHA,
-        presence=presence,
-        keep=keep_typing,
+        board=presence,
+        start=start_typing,
+        repeat=keep_typing,
         stop=stop_typing,
+        interval_s=interval_s,
         cap_s=cap_s,
         task_status=task_status,
     )

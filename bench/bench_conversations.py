@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch_store import bench_store_settings, scratch_store  # this folder: run as a script
 
-from actors import ProviderPool
+from actors import PresenceBoard, ProviderPool
 from concierge.app.conversations import ConversationsService, build_conversations
 from concierge.app.gc_policy import run_collector, tune_gc
 from concierge.domain import Ingest, load_knowledge, load_languages
@@ -60,7 +60,6 @@ from concierge.protocol import (
     InboundMessage,
     OutboundReply,
     OutboxNudge,
-    PresenceMsg,
     ProviderCall,
     ProviderReply,
     Role,
@@ -333,7 +332,6 @@ async def _run(
             pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](1024)
             reports_send, reports_receive = trio.open_memory_channel[TurnCompleted](users + 16)
             nudge_send, _nudge_receive = trio.open_memory_channel[OutboxNudge](16)
-            presence_send, _presence_receive = trio.open_memory_channel[PresenceMsg](16)
             service: ConversationsService = build_conversations(
                 settings=conversation,
                 supervision=supervision,
@@ -345,7 +343,7 @@ async def _run(
                 router_inbox=router_receive,
                 router_send=router_send,
                 outbox_nudges={Channel.CONSOLE: nudge_send},
-                presence={Channel.CONSOLE: presence_send},
+                presence={Channel.CONSOLE: PresenceBoard()},
                 turn_reports=reports_send,
                 replay_interval_s=3600.0,
             )

@@ -7,7 +7,7 @@ SIGUSR2 it writes ``PREFIX.txt`` (the call tree and the functions by own time) a
 Only the event-loop thread is sampled (SQLite's worker thread is not); idle time shows
 as trio's ``get_events``.
 
-    python bench/daemon_profiled.py PREFIX [--lifted] run
+    python bench/daemon_profiled.py PREFIX run
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from types import FrameType
 from pyinstrument import Profiler
 from pyinstrument.renderers import ConsoleRenderer, PstatsRenderer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from daemon_unpaced import lifted_pacing  # this folder: run as a script
-
-import concierge.app.tree as tree
 from concierge.app.cli import main
 
 profiler = Profiler(interval=0.001, async_mode="disabled")
@@ -55,9 +50,6 @@ def stop_and_write(prefix: Path) -> None:
 if __name__ == "__main__":
     out = Path(sys.argv[1]).resolve()
     args = sys.argv[2:]
-    if args[:1] == ["--lifted"]:
-        tree.default_pacing = lifted_pacing  # type: ignore[attr-defined]
-        args = args[1:]
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, lambda signum, frame: stop_and_write(out))
     sys.exit(main(args))

@@ -8,17 +8,17 @@ blueprint for WAHA. Clients live as long as the daemon.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
 import attrs
-import trio
 from quart import Blueprint
 
 from actors import (
     Pacing,
+    PresenceBoard,
     TelegramPollerStats,
     WahaSessionWatch,
     run_telegram_poller,
@@ -43,19 +43,37 @@ from concierge.channels import (
 )
 from concierge.domain import Ingest
 from concierge.observability import HealthBoard
-from concierge.protocol import Channel, PresenceMsg
+from concierge.protocol import Channel
 from concierge.settings import HttpSettings, Settings, TelegramSettings, WahaSettings
 from concierge.store import Store
 from supervisors import ChildSpec
 
-WAHA_OUTBOX_PACING = Pacing(
-    per_chat_interval_s=2.0, global_rate_per_s=5.0, global_burst=10, max_in_doubt=4
-)
-"""WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall.
+TELEGRAM_SPARE_CONNECTIONS = 16
+"""Connections beyond the sends in flight: "typing...", the poller, webhook checks."""
+TELEGRAM_SEND_S = 1.0
+"""A Telegram send's round trip and its commit, generously: sends in flight cover it at the rate."""
 
-A WAHA send includes the "typing..." pause (up to ``WAHA_TYPING_MAX_S``), so one send
-in doubt at a time would cap WhatsApp at one reply per pause; four keep replies
-flowing at the cost of at most four duplicates per crash."""
+
+def telegram_pacing(telegram: TelegramSettings) -> Pacing:
+    """Telegram's pace: ``TELEGRAM_SEND_RATE_PER_S`` overall, ``TELEGRAM_CHAT_INTERVAL_S`` per chat."""
+    return Pacing.for_rate(
+        rate_per_s=telegram.send_rate_per_s,
+        per_chat_interval_s=telegram.chat_interval_s,
+        send_s=TELEGRAM_SEND_S,
+    )
+
+
+def waha_pacing(waha: WahaSettings) -> Pacing:
+    """WhatsApp bans accounts that send in bursts: slower than Telegram, per chat and overall.
+
+    A WAHA send includes the "typing..." pause (up to ``WAHA_TYPING_MAX_S``), so the
+    sends in flight cover that pause at the rate.
+    """
+    return Pacing.for_rate(
+        rate_per_s=waha.send_rate_per_s,
+        per_chat_interval_s=waha.chat_interval_s,
+        send_s=1.0 + waha.typing_max_s,
+    )
 
 
 @attrs.define
@@ -68,20 +86,6 @@ class ChannelParts:
     """Each called as ``wrap(app, observe=...)``: bare-ASGI routes counted with the app's."""
 
 
-PresenceRunner = Callable[..., Awaitable[None]]
-
-
-def _with_presence(
-    run: PresenceRunner, presence: trio.MemoryReceiveChannel[PresenceMsg], **kwargs: object
-) -> Callable[..., Awaitable[None]]:
-    """A start function handing each incarnation its own clone: the actor closes what it gets."""
-
-    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await run(presence=presence.clone(), task_status=task_status, **kwargs)
-
-    return start
-
-
 async def open_channel_parts(
     stack: AsyncExitStack,
     *,
@@ -89,7 +93,7 @@ async def open_channel_parts(
     store: Store,
     ingest: Ingest,
     board: HealthBoard,
-    presence: Mapping[Channel, trio.MemoryReceiveChannel[PresenceMsg]],
+    presence: Mapping[Channel, PresenceBoard],
     elect: Callable[[str, Callable[..., Any]], Callable[..., Any]] = lambda _name, start: start,
 ) -> ChannelParts:
     """Clients are entered on ``stack`` so that they close after the supervision tree stops."""
@@ -127,16 +131,22 @@ async def _telegram(
     ingest: Ingest,
     store: Store,
     board: HealthBoard,
-    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    presence: PresenceBoard,
     http: HttpSettings,
     elect: Callable[[str, Callable[..., Any]], Callable[..., Any]],
 ) -> None:
     """A sender, "typing...", and either the webhook route and its registration or the poller."""
     # getUpdates adds the long-poll timeout to its own; other calls keep the client's 10 s.
+    pacing = telegram_pacing(telegram)
     client = await stack.enter_async_context(
-        TelegramClient(token=telegram.bot_token, base_url=telegram.api_base_url)
+        TelegramClient(
+            token=telegram.bot_token,
+            base_url=telegram.api_base_url,
+            max_connections=pacing.concurrency + TELEGRAM_SPARE_CONNECTIONS,
+        )
     )
     parts.senders.append(TelegramSender(client=client))
+    parts.pacing[Channel.TELEGRAM] = pacing
     if telegram.mode == "webhook":
         assert telegram.webhook_secret is not None  # settings refuse webhook mode without one
         webhook_stats = TelegramWebhookStats()
@@ -171,7 +181,7 @@ async def _telegram(
         parts.listeners.append(
             ChildSpec(id="telegram.poller", start=elect("telegram.poller", poller), shutdown_s=3.0)
         )
-    typing = _with_presence(run_telegram_typing, presence, client=client)
+    typing = partial(run_telegram_typing, presence=presence, client=client)
     parts.listeners.append(ChildSpec(id="telegram.typing", start=typing))
 
 
@@ -183,13 +193,13 @@ async def _waha(
     ingest: Ingest,
     store: Store,
     board: HealthBoard,
-    presence: trio.MemoryReceiveChannel[PresenceMsg],
+    presence: PresenceBoard,
 ) -> None:
     """A paced sender, the webhook blueprint, "seen"/"typing..." and a watch on the session."""
     waha_startup_checks(waha)
     client = await stack.enter_async_context(open_waha_client(waha))
     parts.senders.append(WahaSender(client=client, pacing=WahaPacing.from_settings(waha)))
-    parts.pacing[Channel.WAHA] = WAHA_OUTBOX_PACING
+    parts.pacing[Channel.WAHA] = waha_pacing(waha)
     webhook_stats = WahaWebhookStats()
     board.register(webhook_stats)
     parts.blueprints.append(
@@ -197,7 +207,7 @@ async def _waha(
     )
     watch = WahaSessionWatch(session=waha.session)
     board.register(watch)
-    typing = _with_presence(run_waha_presence, presence, client=client)
+    typing = partial(run_waha_presence, presence=presence, client=client)
     parts.listeners.append(ChildSpec(id="waha.presence", start=typing))
     session_watch = partial(run_waha_session_watch, client=client, watch=watch)
     parts.listeners.append(ChildSpec(id="waha.session_watch", start=session_watch))

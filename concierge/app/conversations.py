@@ -19,6 +19,7 @@ from actors import (
     STAFF_QUEUE,
     ConversationDeps,
     ConversationMetrics,
+    PresenceBoard,
     RouterStats,
     TurnGate,
     run_conversation,
@@ -32,6 +33,7 @@ from actors import (
 )
 from concierge.app.replicas import Replicas
 from concierge.domain import (
+    Admission,
     Desk,
     KnowledgeBase,
     Languages,
@@ -52,7 +54,6 @@ from concierge.protocol import (
     ConversationMsg,
     DailyUsage,
     OutboxMsg,
-    PresenceMsg,
     ProviderPoolMsg,
     RouterMsg,
     StaffDeskMsg,
@@ -169,7 +170,7 @@ def build_conversations(
     router_inbox: trio.MemoryReceiveChannel[RouterMsg],
     router_send: trio.MemorySendChannel[RouterMsg],
     outbox_nudges: Mapping[Channel, trio.MemorySendChannel[OutboxMsg]],
-    presence: Mapping[Channel, trio.MemorySendChannel[PresenceMsg]],
+    presence: Mapping[Channel, PresenceBoard],
     turn_reports: trio.MemorySendChannel[TurnCompleted] | None = None,
     max_conversations: int | None = None,
     replay_interval_s: float = 30.0,
@@ -180,6 +181,7 @@ def build_conversations(
     people: People | None = None,
     gate: TurnGate | None = None,
     replicas: Replicas | None = None,
+    admission: Admission | None = None,
 ) -> ConversationsService:
     """Wire the subtree; raises a ``ConfigError`` naming a missing or invalid file (triage
     rules, prompts, the community's numbers).
@@ -188,7 +190,8 @@ def build_conversations(
     grace before a row counts as stuck defaults to the time a full queue takes to drain.
     ``usage`` is what the store counted today: people keep what they spent before a restart.
     ``people`` says which identities are one person (shared with the operator API).
-    ``gate`` is the daemon's turn gate, which its drain closes.
+    ``gate`` is the daemon's turn gate, which its drain closes; ``admission`` bounds the
+    turns in flight by what the process keeps up with.
     """
     triage = load_triage(settings.config_dir / "triage.toml", languages)
     prompts = PromptBook.load(settings.config_dir / "prompts", languages)
@@ -213,6 +216,7 @@ def build_conversations(
         linking=Linking(store=store),
         gate=TurnGate() if gate is None else gate,
         leases=replicas.leases if replicas is not None else None,
+        admission=admission,
     )
     if usage is not None:
         deps.budget.restore(usage)
@@ -304,6 +308,7 @@ def _subtree(
         staff_desk=staff_send,
         people=deps.people,
         leased=deps.leases is not None,
+        admission=deps.admission,
     )
     staff_desk = partial(run_staff_desk, inbox=staff_receive, desk=desk)
     workers = _workers(
@@ -353,6 +358,7 @@ def _workers(
         router=router_send,
         grace_s=replay_grace_s,
         interval_s=replay_interval_s,
+        admission=deps.admission,
     )
     erasure_watch = partial(
         run_erasure_watch,

@@ -19,12 +19,13 @@ import structlog
 import trio
 import trio_asyncio
 
-from actors import TurnGate
+from actors import PresenceBoard, TurnGate
 from concierge import __version__
 from concierge.app.channels import ChannelParts, open_channel_parts
 from concierge.app.drain import Release, release_nothing
 from concierge.app.replicas import Replicas
 from concierge.domain import (
+    Admission,
     Ingest,
     KnowledgeBase,
     Languages,
@@ -38,7 +39,6 @@ from concierge.protocol import (
     Channel,
     DailyUsage,
     OutboxMsg,
-    PresenceMsg,
     ProviderPoolMsg,
     RouterMsg,
 )
@@ -52,7 +52,6 @@ log = structlog.get_logger(__name__)
 POOL_QUEUE = 256
 ROUTER_QUEUE = 512
 NUDGE_QUEUE = 16
-PRESENCE_QUEUE = 256
 REPORT_QUEUE = 256
 
 T = TypeVar("T")
@@ -80,7 +79,9 @@ class Runtime:
     pool_send: trio.MemorySendChannel[ProviderPoolMsg]
     pool_receive: trio.MemoryReceiveChannel[ProviderPoolMsg]
     nudges: dict[Channel, Pair[OutboxMsg]]
-    presence: dict[Channel, Pair[PresenceMsg]]
+    presence: dict[Channel, PresenceBoard]
+    admission: Admission
+    """Turns in flight: ingest, the inbox drain and the conversations share it."""
     replicas: Replicas = attrs.field(factory=lambda: Replicas(shared=None))
     """Leases, elections and sessions when replicas share PostgreSQL."""
     parts: ChannelParts = attrs.field(factory=ChannelParts)
@@ -169,6 +170,12 @@ async def open_runtime(
         pool_send, pool_receive = trio.open_memory_channel[ProviderPoolMsg](POOL_QUEUE)
         for channel in (router_send, router_receive, pool_send, pool_receive):
             stack.callback(channel.close)
+        conversation = settings.conversation
+        admission = Admission(
+            max_turns=conversation.max_turns,
+            lag_target_s=conversation.loop_lag_target_s,
+            expire_s=conversation.turn_timeout_s * 2 + 60,
+        )
         rt = Runtime(
             settings=settings,
             board=HealthBoard(version=__version__),
@@ -179,13 +186,14 @@ async def open_runtime(
             usage=usage,
             people=people,
             adapters=adapters,
-            ingest=Ingest(store=store, router=router_send),
+            ingest=Ingest(store=store, router=router_send, admission=admission),
+            admission=admission,
             router_send=router_send,
             router_receive=router_receive,
             pool_send=pool_send,
             pool_receive=pool_receive,
             nudges={c: trio.open_memory_channel[OutboxMsg](NUDGE_QUEUE) for c in channels},
-            presence={c: trio.open_memory_channel[PresenceMsg](PRESENCE_QUEUE) for c in channels},
+            presence={c: PresenceBoard() for c in channels},
             replicas=replicas,
             release=replicas.release,
         )
@@ -199,7 +207,7 @@ async def open_runtime(
                 store=store,
                 ingest=rt.ingest,
                 board=rt.board,
-                presence={c: pair[1] for c, pair in rt.presence.items()},
+                presence=rt.presence,
                 elect=replicas.elect,
             )
         yield rt

@@ -20,6 +20,7 @@ from actors import (
     Pacing,
     ProviderPool,
     default_pacing,
+    run_loop_lag_monitor,
     run_outbox_sender,
     run_retention,
 )
@@ -56,8 +57,10 @@ def build_tree(
     conversations = _conversations(rt, turn_reports)
     outbox = _outbox(rt, senders)
     rt.board.watch_supervisor(stores.statistics)
+    rt.board.register(rt.admission)
     children = [
         ChildSpec(id="collector", start=run_collector),
+        ChildSpec(id="loop_lag", start=partial(run_loop_lag_monitor, admission=rt.admission)),
         ChildSpec(id="stores", start=stores.run, shutdown_s=10),
         ChildSpec(id="provider_pool", start=run_pool, shutdown_s=5),
         ChildSpec(
@@ -148,10 +151,11 @@ def _conversations(
         router_inbox=rt.router_receive,
         router_send=rt.router_send,
         outbox_nudges={c: pair[0] for c, pair in rt.nudges.items()},
-        presence={c: pair[0] for c, pair in rt.presence.items()},
+        presence=rt.presence,
         turn_reports=turn_reports,
         gate=rt.gate,
         replicas=rt.replicas,
+        admission=rt.admission,
     )
     rt.board.register(conversations)
     rt.board.watch_supervisor(conversations.supervisor.statistics)
@@ -161,9 +165,12 @@ def _conversations(
 def _outbox(rt: Runtime, senders: Sequence[ChannelSender]) -> Supervisor:
     """One sender actor per channel, paced as the channel needs."""
     children = []
+    all_stats: list[OutboxStats] = []
+    rt.admission.outbox_backlog = lambda: sum(s.backlog for s in all_stats)
     for sender in senders:
         channel = sender.channel
         stats = OutboxStats(channel=channel)
+        all_stats.append(stats)
         rt.board.register(stats)
         start = partial(
             _run_sender,

@@ -1,4 +1,4 @@
-"""A Bot API client over one pooled ``httpx.AsyncClient``, with errors a caller can act on.
+"""A Bot API client over one pooled ``httpx2.AsyncClient``, with errors a caller can act on.
 
 TelegramError
 ├── TelegramNetworkError   no HTTP answer: connect/read failure or timeout (retry)
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 import structlog
 
 from concierge.channels.telegram_wire import ALLOWED_UPDATES
@@ -63,7 +63,7 @@ class TelegramApiError(TelegramError):
         return self.status == 429 or self.status >= 500
 
 
-def _retry_after(response: httpx.Response, parameters: Mapping[str, Any]) -> float | None:
+def _retry_after(response: httpx2.Response, parameters: Mapping[str, Any]) -> float | None:
     value = parameters.get("retry_after")
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
@@ -77,7 +77,7 @@ def _retry_after(response: httpx.Response, parameters: Mapping[str, Any]) -> flo
 
 
 class TelegramClient:
-    """Calls Bot API methods over one pooled ``httpx.AsyncClient``.
+    """Calls Bot API methods over one pooled ``httpx2.AsyncClient``.
 
     The token is part of every URL, so URLs are never logged or put in errors.
     """
@@ -87,15 +87,21 @@ class TelegramClient:
         *,
         token: str,
         base_url: str = "https://api.telegram.org",
-        http: httpx.AsyncClient | None = None,
+        http: httpx2.AsyncClient | None = None,
         timeout_s: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
         if not token or "/" in token or any(c.isspace() for c in token):
             raise ValueError("TELEGRAM_BOT_TOKEN must be a non-empty token without '/' or spaces")
         self._prefix = f"{base_url.rstrip('/')}/bot{token}/"
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s), limits=httpx.Limits(max_connections=64)
+        self._http = http or httpx2.AsyncClient(
+            timeout=httpx2.Timeout(timeout_s),
+            # every connection kept alive: under load, closing idle ones (httpx keeps 20)
+            # only to open new ones the next moment cost more than the sends
+            limits=httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         self._timeout_s = timeout_s
 
@@ -122,9 +128,9 @@ class TelegramClient:
             response = await self._http.post(
                 self._prefix + method, json=dict(params or {}), timeout=timeout
             )
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             raise TelegramNetworkError(f"{method}: no answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise TelegramNetworkError(f"{method}: {type(exc).__name__}: {exc}") from None
         try:
             body = response.json()

@@ -1,4 +1,4 @@
-"""A small WAHA REST client over httpx: presence, sendText, session status.
+"""A small WAHA REST client over httpx2: presence, sendText, session status.
 
 Every call returns a ``WahaCall`` (status, parsed body, ``Retry-After``) instead of
 raising: HTTP errors, timeouts and refused connections are results the sender
@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
-import httpx
+import httpx2
 import structlog
 
 from concierge.settings import WahaSettings
@@ -47,7 +47,7 @@ class WahaClient:
     def __init__(
         self,
         *,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         base_url: str,
         session: str,
         api_key: str | None = None,
@@ -100,9 +100,9 @@ class WahaClient:
             response = await self._http.request(
                 method, self._base_url + path, json=payload, headers=headers
             )
-        except httpx.TimeoutException as exc:
+        except httpx2.TimeoutException as exc:
             return WahaCall(status_code=None, detail=f"timed out ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             return WahaCall(
                 status_code=None, detail=f"{type(exc).__name__}: {exc}"[:MAX_DETAIL_CHARS]
             )
@@ -120,7 +120,7 @@ class WahaClient:
         )
 
 
-def _error_detail(response: httpx.Response, body: Any) -> str:
+def _error_detail(response: httpx2.Response, body: Any) -> str:
     """WAHA's error text: NestJS puts it in ``message`` or ``error`` (or ``exception.message``)."""
     text: Any = None
     if isinstance(body, dict):
@@ -156,8 +156,8 @@ async def open_waha_client(
     settings: WahaSettings, *, timeout_s: float = 15.0
 ) -> AsyncIterator[WahaClient]:
     """A ``WahaClient`` with its own connection pool, closed when the block ends."""
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+    async with httpx2.AsyncClient(
+        timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 5.0))
     ) as http:
         yield WahaClient(
             http=http, base_url=settings.url, session=settings.session, api_key=settings.api_key

@@ -9,6 +9,7 @@ enters). It reaches data only through the store's interfaces and never imports
 
 from __future__ import annotations
 
+from .admission import Admission as Admission
 from .budget import (
     DailyTokens as DailyTokens,
     UserBudget as UserBudget,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import httpx
 import httpx2
 
 from concierge.settings import ProviderSettings
@@ -16,7 +15,9 @@ from concierge.settings import ProviderSettings
 MAX_CONNECTIONS = 256
 """Above httpx's default of 100: the pool never serialises calls, and a burst of turns
 would otherwise queue inside the client."""
-MAX_KEEPALIVE = 64
+MAX_KEEPALIVE = MAX_CONNECTIONS
+"""All of them: under load, closing idle connections to open new ones the next moment
+was a large part of a turn's CPU (their TCP and, for real providers, TLS setup)."""
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -55,12 +56,6 @@ def sdk_http_client(settings: ProviderSettings) -> httpx2.AsyncClient:
     )
 
 
-def http_client(settings: ProviderSettings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
-        ),
-        timeout=httpx.Timeout(
-            settings.timeout_s, connect=min(CONNECT_TIMEOUT_S, settings.timeout_s)
-        ),
-    )
+def http_client(settings: ProviderSettings) -> httpx2.AsyncClient:
+    """The client of the adapters that speak HTTP themselves (``openai``)."""
+    return sdk_http_client(settings)

@@ -1,6 +1,6 @@
-"""The ``openai`` adapter: OpenAI-compatible chat completions over httpx (OpenRouter, GLM, local servers).
+"""The ``openai`` adapter: OpenAI-compatible chat completions over httpx2 (OpenRouter, GLM, local servers).
 
-No SDK: one ``POST {base_url}/chat/completions`` per attempt is all it takes, httpx
+No SDK: one ``POST {base_url}/chat/completions`` per attempt is all it takes, httpx2
 runs natively under trio, and the error semantics that matter (OpenRouter's 402 and
 moderation 403, GLM's business codes inside a 429, errors inside a 200) live in the
 body, which an SDK would hide. ``OpenRouterAdapter`` adds the key-credit query.
@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-import httpx
+import httpx2
 import trio
 
 from concierge.protocol import Outcome, ProviderCall, ProviderReply
@@ -126,12 +126,12 @@ def _int(value: object) -> int:
 
 
 class OpenAICompatAdapter(ConfiguredAdapter):
-    """One configured OpenAI-compatible provider over one httpx client."""
+    """One configured OpenAI-compatible provider over one httpx2 client."""
 
     KIND = "openai"
 
     def __init__(
-        self, settings: ProviderSettings, *, http_client: httpx.AsyncClient | None = None
+        self, settings: ProviderSettings, *, http_client: httpx2.AsyncClient | None = None
     ) -> None:
         if not settings.base_url:
             raise ValueError(f"provider {settings.name!r} of kind openai needs a base URL")
@@ -162,7 +162,7 @@ class OpenAICompatAdapter(ConfiguredAdapter):
             "max_tokens": call.max_tokens,
             "stream": False,
         }
-        timeout = httpx.Timeout(call.timeout_s, connect=min(5.0, call.timeout_s))
+        timeout = httpx2.Timeout(call.timeout_s, connect=min(5.0, call.timeout_s))
         try:
             with trio.fail_after(max(0.0, call.timeout_s)):
                 response = await self._http.post(
@@ -171,9 +171,9 @@ class OpenAICompatAdapter(ConfiguredAdapter):
                     headers=self._headers(key),
                     timeout=timeout,
                 )
-        except (trio.TooSlowError, httpx.TimeoutException):
+        except (trio.TooSlowError, httpx2.TimeoutException):
             raise ProviderError.no_answer(call.timeout_s) from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"connection failed: {exc!r}") from exc
         body = _body(response)
         if not response.is_success:
@@ -227,9 +227,9 @@ class OpenRouterAdapter(OpenAICompatAdapter):
                 response = await self._http.get(
                     f"{self._base_url}/key", headers=self._headers(key), timeout=timeout_s
                 )
-        except (trio.TooSlowError, httpx.TimeoutException):
+        except (trio.TooSlowError, httpx2.TimeoutException):
             raise ProviderError.no_answer(timeout_s, what="key info: ") from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise ProviderError(Outcome.TRANSIENT, f"key info: connection failed: {exc!r}") from exc
         body = _body(response)
         if not response.is_success:
@@ -259,7 +259,7 @@ def _money(value: object) -> float | None:
     return float(value)
 
 
-def _body(response: httpx.Response) -> object:
+def _body(response: httpx2.Response) -> object:
     try:
         return response.json()
     except ValueError:

@@ -288,6 +288,8 @@ def _conversation(
         config_dir=config_dir,
         idle_s=r.get("CONCIERGE_CONVERSATION_IDLE_S"),
         queue_size=r.get("CONCIERGE_CONVERSATION_QUEUE"),
+        max_turns=r.get("CONCIERGE_MAX_TURNS"),
+        loop_lag_target_s=r.get("CONCIERGE_LOOP_LAG_TARGET_S"),
         context_turns=r.get("CONCIERGE_CONTEXT_TURNS"),
         context_chars=r.get("CONCIERGE_CONTEXT_CHARS"),
         rate_per_min=r.get("CONCIERGE_USER_RATE_PER_MIN"),
@@ -311,6 +313,8 @@ def _telegram(r: _Reader, staff_chat_id: str | None) -> TelegramSettings | None:
     api_base_url = r.get("TELEGRAM_API_BASE_URL")
     poll_timeout_s = r.get("TELEGRAM_POLL_TIMEOUT_S")
     max_connections = r.get("TELEGRAM_MAX_CONNECTIONS")
+    send_rate_per_s = r.get("TELEGRAM_SEND_RATE_PER_S")
+    chat_interval_s = r.get("TELEGRAM_CHAT_INTERVAL_S")
     if token is None:
         return None
     if not re.match(r"^\d+:[A-Za-z0-9_-]{20,}$", token):
@@ -338,6 +342,8 @@ def _telegram(r: _Reader, staff_chat_id: str | None) -> TelegramSettings | None:
         api_base_url=api_base_url,
         poll_timeout_s=poll_timeout_s,
         max_connections=max_connections,
+        send_rate_per_s=send_rate_per_s,
+        chat_interval_s=chat_interval_s,
         staff_chat_id=staff_chat_id,
     )
 
@@ -353,6 +359,8 @@ def _waha(r: _Reader, staff_chat_id: str | None) -> WahaSettings | None:
     typing_chars_per_s = r.get("WAHA_TYPING_CHARS_PER_S")
     typing_max_s = r.get("WAHA_TYPING_MAX_S")
     max_part_chars = r.get("WAHA_MAX_PART_CHARS")
+    send_rate_per_s = r.get("WAHA_SEND_RATE_PER_S")
+    chat_interval_s = r.get("WAHA_CHAT_INTERVAL_S")
     if url is None:
         return None
     if hmac_key is None and not allow_unsigned:
@@ -371,6 +379,8 @@ def _waha(r: _Reader, staff_chat_id: str | None) -> WahaSettings | None:
         typing_chars_per_s=typing_chars_per_s,
         typing_max_s=typing_max_s,
         max_part_chars=max_part_chars,
+        send_rate_per_s=send_rate_per_s,
+        chat_interval_s=chat_interval_s,
         staff_chat_id=staff_chat_id,
     )
 

@@ -145,6 +145,9 @@ class ConversationSettings:
     max_tokens: int
     user_daily_tokens: int = 0
     """Tokens one person may use per UTC day (0: no budget)."""
+    max_turns: int = 256
+    """Turns in flight at most (``TurnGate``); the event-loop lag may admit fewer."""
+    loop_lag_target_s: float = 0.02
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -156,6 +159,8 @@ class TelegramSettings:
     api_base_url: str
     poll_timeout_s: int
     max_connections: int
+    send_rate_per_s: float = 30.0
+    chat_interval_s: float = 1.0
 
     staff_chat_id: str | None = None
     """The staff chat on Telegram (``CONCIERGE_STAFF_CHAT_ID`` when staff use Telegram)."""
@@ -176,6 +181,8 @@ class WahaSettings:
     typing_chars_per_s: float = 40.0
     typing_max_s: float = 4.0
     max_part_chars: int = 4000
+    send_rate_per_s: float = 5.0
+    chat_interval_s: float = 2.0
     staff_chat_id: str | None = None
     """The staff group on WhatsApp (``CONCIERGE_STAFF_CHAT_ID`` when staff use WAHA)."""
 

@@ -316,6 +316,20 @@ _opt(
     integer(minimum=1, maximum=64),
     group=C,
 )
+_opt(
+    "CONCIERGE_MAX_TURNS",
+    "256",
+    "turns worked on at once, at most; more messages wait in the durable inbox",
+    integer(minimum=1, maximum=10000),
+    group=C,
+)
+_opt(
+    "CONCIERGE_LOOP_LAG_TARGET_S",
+    "0.02",
+    "event-loop lag above which fewer turns are admitted, so webhooks are still answered fast",
+    number(strict=True),
+    group=C,
+)
 _opt("CONCIERGE_CONTEXT_TURNS", "12", "context window size in turns", integer(minimum=0), group=C)
 _opt(
     "CONCIERGE_CONTEXT_CHARS",
@@ -430,6 +444,21 @@ _opt(
     integer(minimum=1, maximum=100),
     group=T_,
 )
+_opt(
+    "TELEGRAM_SEND_RATE_PER_S",
+    "30",
+    "messages per second the bot sends overall (Telegram's limit is about 30; "
+    "up to 1000 for a bot with paid broadcasts enabled)",
+    number(strict=True, maximum=1000),
+    group=T_,
+)
+_opt(
+    "TELEGRAM_CHAT_INTERVAL_S",
+    "1",
+    "seconds between two messages to the same chat (Telegram: about one per second)",
+    number(),
+    group=T_,
+)
 W = "waha"
 _opt("WAHA_URL", None, "WAHA base URL; unset turns WhatsApp off", url("https", "http"), group=W)
 _opt("WAHA_API_KEY", None, "X-Api-Key for WAHA", secret=True, group=W)
@@ -467,6 +496,20 @@ _opt(
     "WAHA_TYPING_MAX_S",
     "4",
     "longest 'typing...' pause before one reply part (0 sends at once)",
+    number(),
+    group=W,
+)
+_opt(
+    "WAHA_SEND_RATE_PER_S",
+    "5",
+    "replies per second sent to WhatsApp overall (WhatsApp bans accounts that send in bursts)",
+    number(strict=True, maximum=1000),
+    group=W,
+)
+_opt(
+    "WAHA_CHAT_INTERVAL_S",
+    "2",
+    "seconds between two replies to the same WhatsApp chat",
     number(),
     group=W,
 )

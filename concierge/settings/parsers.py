@@ -26,7 +26,9 @@ def boolean(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def number(*, minimum: float = 0.0, strict: bool = False) -> Callable[[str], float]:
+def number(
+    *, minimum: float = 0.0, strict: bool = False, maximum: float | None = None
+) -> Callable[[str], float]:
     def parse(value: str) -> float:
         try:
             number = float(value)
@@ -37,6 +39,8 @@ def number(*, minimum: float = 0.0, strict: bool = False) -> Callable[[str], flo
         if number < minimum or (strict and number == minimum):
             bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
             raise ValueError(f"must be {bound}, got {value!r}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum:g}, got {value!r}")
         return number
 
     return parse

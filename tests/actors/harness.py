@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from actors import ProviderPool
+from actors import PresenceBoard, ProviderPool
 from concierge.app.conversations import ConversationsService, build_conversations
 from concierge.domain import KnowledgeBase, utc_today
 from concierge.protocol import (
@@ -27,7 +27,6 @@ from concierge.protocol import (
     InboundMessage,
     OutboxNudge,
     OutboxRow,
-    PresenceMsg,
     TurnCompleted,
     TurnRecord,
     new_correlation_id,
@@ -81,7 +80,7 @@ class Harness:
     pool: ProviderPool
     router_send: trio.MemorySendChannel[Inbound]
     reports: trio.MemoryReceiveChannel[TurnCompleted]
-    presence: trio.MemoryReceiveChannel[PresenceMsg]
+    presence: PresenceBoard
     nudges: trio.MemoryReceiveChannel[OutboxNudge]
     _counter: int = 0
 
@@ -214,7 +213,7 @@ async def running_concierge(
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
         reports_send, reports_receive = trio.open_memory_channel[TurnCompleted](256)
-        presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](256)
+        presence = PresenceBoard()
         nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](256)
         service = build_conversations(
             settings=settings,
@@ -227,7 +226,7 @@ async def running_concierge(
             router_inbox=router_receive,
             router_send=router_send,
             outbox_nudges={Channel.CONSOLE: nudge_send},
-            presence={Channel.CONSOLE: presence_send},
+            presence={Channel.CONSOLE: presence},
             turn_reports=reports_send,
             replay_interval_s=3600.0,
             usage=usage,
@@ -242,7 +241,7 @@ async def running_concierge(
                 pool=pool,
                 router_send=router_send,
                 reports=reports_receive,
-                presence=presence_receive,
+                presence=presence,
                 nudges=nudge_receive,
             )
             nursery.cancel_scope.cancel()

@@ -17,8 +17,6 @@ from concierge.protocol import (
     ProviderReply,
     Role,
     ServiceType,
-    TurnEnded,
-    TurnStarted,
 )
 from concierge.settings import ApiKey
 from concierge.store import CacheUnavailable, Store
@@ -81,10 +79,8 @@ async def test_presence_and_outbox_nudge_surround_a_provider_turn(tmp_path: Path
     async with running_concierge(tmp_path) as h:
         report = await h.ask("Qu'est-ce que la Trinité ?")
         assert report.service_type is ServiceType.CATECHESE
-        started, ended = h.presence.receive_nowait(), h.presence.receive_nowait()
-        assert isinstance(started, TurnStarted)
-        assert isinstance(ended, TurnEnded)
-        assert started.correlation_id == ended.correlation_id == report.correlation_id
+        assert (h.presence.started, h.presence.ended) == (1, 1)
+        assert h.presence.wanted == {}  # "typing" stopped when the reply was ready
         assert h.nudges.receive_nowait().channel is Channel.CONSOLE
 
 

@@ -363,3 +363,82 @@ async def test_a_stale_read_never_sends_a_row_twice(tmp_path: Path) -> None:
 def test_outbox_backoff_stays_capped_after_any_number_of_attempts() -> None:
     pacing = Pacing(backoff_initial_s=1.0, backoff_max_s=300.0)
     assert 300.0 <= pacing.backoff_s(10_000) <= 330.0
+
+
+class InDoubtWatch:
+    """A sender taking 100 ms per send and a store wrapper: together they count each
+    chat's rows in doubt (sent, not yet recorded as sent) and the sends in flight."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.in_doubt: dict[str, int] = {}
+        self.most_in_doubt_per_chat = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.order: dict[str, list[str]] = {}
+        self.chat_of: dict[int, str] = {}
+
+    @property
+    def channel(self) -> Channel:
+        return Channel.TELEGRAM
+
+    async def send(self, row: OutboxRow) -> SendResult:
+        chat = row.chat_id
+        self.chat_of[row.outbox_id] = chat
+        self.in_doubt[chat] = self.in_doubt.get(chat, 0) + 1
+        self.most_in_doubt_per_chat = max(self.most_in_doubt_per_chat, self.in_doubt[chat])
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await trio.sleep(0.1)
+        finally:
+            self.in_flight -= 1
+        self.order.setdefault(chat, []).append(row.text)
+        return SendResult(status=SendStatus.SENT)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def mark_sent(self, outbox_id: int, **kwargs: Any) -> None:
+        await self._store.mark_sent(outbox_id, **kwargs)
+        self.in_doubt[self.chat_of[outbox_id]] -= 1
+
+
+@pytest.mark.autojump
+async def test_chats_are_sent_to_concurrently_with_one_row_in_doubt_per_chat(
+    tmp_path: Path,
+) -> None:
+    async with sqlite_store(tmp_path) as store:
+        watch = InDoubtWatch(store)
+        stats = OutboxStats(channel=Channel.TELEGRAM)
+        send, receive = trio.open_memory_channel[OutboxNudge](1)
+        for i in range(3):
+            for chat in range(40):
+                await enqueue(store, 5000 + chat, f"{chat}:{i}")
+        pacing = Pacing.for_rate(rate_per_s=30.0, per_chat_interval_s=1.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: run_outbox_sender(
+                    sender=watch,
+                    store=watch,
+                    nudges=receive,
+                    pacing=pacing,
+                    stats=stats,
+                    clock=trio_wallclock(),
+                )
+            )
+            await eventually(lambda: stats.sent == 120, "the 120 rows to be sent")
+            nursery.cancel_scope.cancel()
+        send.close()
+        # a 100 ms round trip at 30 messages/s needs about three sends in flight
+        assert watch.most_in_flight >= 3
+        assert watch.most_in_doubt_per_chat == 1
+        for chat in range(40):
+            assert watch.order[str(5000 + chat)] == [f"{chat}:{i}" for i in range(3)]
+
+
+def test_pacing_for_a_rate_covers_the_round_trip() -> None:
+    broadcast = Pacing.for_rate(rate_per_s=1000.0, per_chat_interval_s=1.0, send_s=0.5)
+    assert (broadcast.global_burst, broadcast.concurrency) == (1000, 500)
+    small = Pacing.for_rate(rate_per_s=5.0, per_chat_interval_s=2.0, send_s=5.0)
+    assert (small.global_burst, small.concurrency, small.per_chat_interval_s) == (5, 32, 2.0)

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 import pytest
 import structlog
 import trio
 
 from actors import (
+    PresenceBoard,
     TelegramPollerStats,
     run_telegram_poller,
     run_telegram_typing,
@@ -27,7 +28,6 @@ from concierge.protocol import (
     Accepted,
     Channel,
     InboundMessage,
-    PresenceMsg,
     TurnEnded,
     TurnStarted,
 )
@@ -271,7 +271,7 @@ async def test_wrong_token_stops_the_poller_loudly(tmp_path: Path) -> None:
     async with (
         sqlite_store(tmp_path) as store,
         wired_ingest(store) as wired,
-        httpx.AsyncClient(transport=fake.transport()) as http,
+        httpx2.AsyncClient(transport=fake.transport()) as http,
     ):
         bad = TelegramClient(token="999:wrong", base_url="http://fake", http=http)
         with pytest.raises(TelegramApiError, match="Unauthorized"):
@@ -336,39 +336,87 @@ async def test_refused_webhook_registration_raises() -> None:
             await run_telegram_webhook_setup(client=client, settings=settings)
 
 
-async def test_typing_is_repeated_until_the_turn_ends() -> None:
-    fake = FakeTelegram()
-    send, receive = trio.open_memory_channel[PresenceMsg](8)
+@asynccontextmanager
+async def typing_actor(fake: FakeTelegram, **kwargs: Any) -> AsyncIterator[PresenceBoard]:
+    board = PresenceBoard()
     async with in_process_client(fake) as client, trio.open_nursery() as nursery:
         await nursery.start(
             lambda task_status: run_telegram_typing(
-                client=client, presence=receive, task_status=task_status
+                client=client, presence=board, task_status=task_status, **kwargs
             )
         )
-        await send.send(TurnStarted(channel=Channel.TELEGRAM, chat_id="7", correlation_id="t1"))
-        await send.send(TurnStarted(channel=Channel.WAHA, chat_id="x@c.us", correlation_id="w1"))
-        await trio.sleep(10)
-        await send.send(TurnEnded(channel=Channel.TELEGRAM, chat_id="7", correlation_id="t1"))
+        yield board
+        nursery.cancel_scope.cancel()
+
+
+def started(chat: int, cid: str) -> TurnStarted:
+    return TurnStarted(channel=Channel.TELEGRAM, chat_id=str(chat), correlation_id=cid)
+
+
+def ended(chat: int, cid: str) -> TurnEnded:
+    return TurnEnded(channel=Channel.TELEGRAM, chat_id=str(chat), correlation_id=cid)
+
+
+async def test_typing_is_repeated_every_five_seconds_until_the_turn_ends() -> None:
+    fake = FakeTelegram()
+    async with typing_actor(fake) as board:
+        board.post(started(7, "t1"))
+        await trio.sleep(12)
+        board.post(ended(7, "t1"))
         await trio.sleep(30)
-        times = [c.at for c in fake.actions]
-        assert len(times) == 3  # at 0, 4 and 8 s
-        assert all(c.params == {"chat_id": "7", "action": "typing"} for c in fake.actions)
-        send.close()
+    times = [c.at for c in fake.actions]
+    assert len(times) == 3  # at 0, 5 and 10 s
+    assert all(b - a >= 5 for a, b in itertools.pairwise(times))
+    assert all(c.params == {"chat_id": "7", "action": "typing"} for c in fake.actions)
 
 
 async def test_typing_stops_at_the_cap_when_no_turn_end_comes() -> None:
     fake = FakeTelegram()
-    send, receive = trio.open_memory_channel[PresenceMsg](8)
-    async with in_process_client(fake) as client, trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: run_telegram_typing(
-                client=client, presence=receive, cap_s=20, task_status=task_status
-            )
-        )
-        await send.send(TurnStarted(channel=Channel.TELEGRAM, chat_id="7", correlation_id="t1"))
+    async with typing_actor(fake, cap_s=20) as board:
+        board.post(started(7, "t1"))
         await trio.sleep(600)
-        assert len(fake.actions) == 5  # 0, 4, 8, 12, 16
-        send.close()
+    assert len(fake.actions) == 4  # 0, 5, 10, 15
+
+
+async def test_a_burst_of_turns_never_loses_a_turn_end() -> None:
+    # Before, a full presence queue dropped "turn ended" and chats typed until the cap.
+    fake = FakeTelegram()
+    async with typing_actor(fake) as board:
+        for chat in range(3000):
+            board.post(started(chat, f"c{chat}"))
+        await trio.sleep(2)  # the model works for 2 s
+        for chat in range(3000):
+            board.post(ended(chat, f"c{chat}"))
+        await trio.sleep(300)
+    assert len(fake.actions) == 3000  # one "typing..." per turn, none after its end
+    assert len({c.params["chat_id"] for c in fake.actions}) == 3000
+
+
+async def test_a_turn_that_ends_before_typing_is_shown_costs_no_call() -> None:
+    fake = FakeTelegram()
+    async with typing_actor(fake) as board:
+        board.post(started(7, "t1"))
+        board.post(ended(7, "t1"))
+        await trio.sleep(30)
+    assert fake.actions == []
+
+
+async def test_a_new_turn_in_the_same_chat_waits_out_the_five_seconds() -> None:
+    fake = FakeTelegram()
+    async with typing_actor(fake) as board:
+        board.post(started(7, "t1"))
+        await trio.sleep(1)
+        board.post(ended(7, "t1"))
+        board.post(started(7, "t2"))
+        await trio.sleep(2)
+        board.post(ended(7, "t2"))  # before 5 s since t1's "typing...": no second call
+        board.post(started(7, "t3"))
+        await trio.sleep(10)
+        board.post(ended(7, "t3"))
+        await trio.sleep(30)
+    times = [c.at for c in fake.actions]
+    assert len(times) == 3  # t1 at 0; t3 at 5 and 10
+    assert all(b - a >= 5 for a, b in itertools.pairwise(times))
 
 
 def test_backoff_stays_capped_after_any_number_of_failures() -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
-import httpx
+import httpx2
 import pytest
 import trio
 
-from actors import WahaSessionWatch, run_waha_presence, run_waha_session_watch
+from actors import PresenceBoard, WahaSessionWatch, run_waha_presence, run_waha_session_watch
 from concierge.channels import WahaClient
 from concierge.observability import Check, Status
-from concierge.protocol import Channel, PresenceMsg, TurnEnded, TurnStarted
+from concierge.protocol import Channel, TurnEnded, TurnStarted
 from tests.fakes.waha_api import FakeWaha
 from tests.waiting import eventually
 
@@ -29,35 +29,35 @@ async def fake() -> AsyncIterator[FakeWaha]:
 
 async def run(
     fake: FakeWaha,
-    script: Callable[[trio.MemorySendChannel[PresenceMsg]], Awaitable[None]],
+    script: Callable[[PresenceBoard], Awaitable[None]],
     *,
     interval_s: float,
     cap_s: float = 120.0,
 ) -> None:
-    send, receive = trio.open_memory_channel[PresenceMsg](8)
-    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+    board = PresenceBoard()
+    async with httpx2.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
         await nursery.start(
             partial(
                 run_waha_presence,
                 client=client,
-                presence=receive,
+                presence=board,
                 interval_s=interval_s,
                 cap_s=cap_s,
             )
         )
-        await script(send)
+        await script(board)
         nursery.cancel_scope.cancel()
 
 
 async def test_a_turn_shows_seen_then_typing_until_it_ends(fake: FakeWaha) -> None:
-    async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
-        send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
+    async def script(send: PresenceBoard) -> None:
+        send.post(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
         await eventually(
             lambda: [e for e, _ in fake.calls()].count("startTyping") >= 2,
             "typing to be shown twice",
         )
-        send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
+        send.post(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
         await eventually(lambda: ("stopTyping", CHAT) in fake.calls(), "typing to stop")
 
     await run(fake, script, interval_s=0.05)
@@ -67,25 +67,24 @@ async def test_a_turn_shows_seen_then_typing_until_it_ends(fake: FakeWaha) -> No
 
 
 async def test_typing_stops_at_the_cap_without_an_end(fake: FakeWaha) -> None:
-    async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
-        send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
+    async def script(send: PresenceBoard) -> None:
+        send.post(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="c1"))
         await eventually(lambda: ("stopTyping", CHAT) in fake.calls(), "typing to stop at the cap")
 
     await run(fake, script, interval_s=0.05, cap_s=0.2)
 
 
-async def test_other_channels_and_stale_ends_are_ignored(fake: FakeWaha) -> None:
-    async def script(send: trio.MemorySendChannel[PresenceMsg]) -> None:
-        send.send_nowait(TurnStarted(channel=Channel.TELEGRAM, chat_id="111", correlation_id="t"))
-        send.send_nowait(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
+async def test_a_stale_turn_end_is_ignored(fake: FakeWaha) -> None:
+    async def script(send: PresenceBoard) -> None:
+        send.post(TurnStarted(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
         await eventually(lambda: ("startTyping", CHAT) in fake.calls(), "typing to start")
-        send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="old"))
+        send.post(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="old"))
         typed = typing_count()
         await eventually(
             lambda: typing_count() >= typed + 2, "typing to go on after the stale end"
         )  # still typing after the stale end
         assert ("stopTyping", CHAT) not in fake.calls()
-        send.send_nowait(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
+        send.post(TurnEnded(channel=Channel.WAHA, chat_id=CHAT, correlation_id="new"))
         await eventually(
             lambda: ("stopTyping", CHAT) in fake.calls(), "typing to stop at the turn's own end"
         )
@@ -101,7 +100,7 @@ async def test_other_channels_and_stale_ends_are_ignored(fake: FakeWaha) -> None
 async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: FakeWaha) -> None:
     watch = WahaSessionWatch(session="default")
     assert [c.status for c in watch.health_checks()] == [Status.WARN]  # not checked yet
-    async with httpx.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
+    async with httpx2.AsyncClient(timeout=5) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=fake.url, session="default", api_key="k")
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)
@@ -127,7 +126,7 @@ async def test_the_session_watch_passes_when_working_and_warns_otherwise(fake: F
 async def first_check(url: str, api_key: str | None = None) -> Check:
     """The session check after the watch's first question to WAHA at ``url``."""
     watch = WahaSessionWatch(session="default")
-    async with httpx.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
+    async with httpx2.AsyncClient(timeout=2) as http, trio.open_nursery() as nursery:
         client = WahaClient(http=http, base_url=url, session="default", api_key=api_key)
         await nursery.start(
             partial(run_waha_session_watch, client=client, watch=watch, interval_s=0.02)

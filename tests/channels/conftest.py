@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from concierge.channels import WahaClient
@@ -21,5 +21,5 @@ async def fake_waha() -> AsyncIterator[FakeWaha]:
 
 @pytest.fixture
 async def waha_client(fake_waha: FakeWaha) -> AsyncIterator[WahaClient]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx2.AsyncClient(timeout=5.0) as http:
         yield WahaClient(http=http, base_url=fake_waha.url, session="default", api_key=WAHA_API_KEY)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
-import httpx
+import httpx2
 import trio
 import trio_asyncio
 
@@ -103,7 +103,7 @@ async def wired_ingest(store: Store) -> AsyncIterator[Wired]:
 @asynccontextmanager
 async def in_process_client(fake: FakeTelegram) -> AsyncIterator[TelegramClient]:
     """A client talking to ``fake`` without sockets (deterministic on trio's MockClock)."""
-    async with httpx.AsyncClient(transport=fake.transport()) as http:
+    async with httpx2.AsyncClient(transport=fake.transport()) as http:
         yield TelegramClient(token=fake.token, base_url="http://fake-telegram", http=http)
 
 

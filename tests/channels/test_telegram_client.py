@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 import structlog
 
@@ -24,7 +24,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 async def client(fake: FakeTelegram) -> AsyncIterator[TelegramClient]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx2.AsyncClient(timeout=5.0) as http:
         yield TelegramClient(token=fake.token, base_url=fake.url, http=http)
 
 
@@ -52,7 +52,7 @@ async def test_proxy_error_page_is_a_transient_api_error(
 
 
 async def test_wrong_token_is_unauthorized(fake: FakeTelegram) -> None:
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx2.AsyncClient(timeout=5.0) as http:
         client = TelegramClient(token="42:nope", base_url=fake.url, http=http)
         with pytest.raises(TelegramApiError) as caught:
             await client.get_webhook_info()
@@ -87,7 +87,7 @@ async def test_dropping_pending_updates_must_be_asked_for_and_is_logged(
 
 
 async def test_unreachable_server_is_a_network_error() -> None:
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx2.AsyncClient(timeout=2.0) as http:
         client = TelegramClient(token="1:abc", base_url="http://127.0.0.1:9", http=http)
         with pytest.raises(TelegramNetworkError, match="getWebhookInfo"):
             await client.get_webhook_info()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 import httpx
+import httpx2
 import pytest
 import trio
 from hypercorn.config import Config
@@ -21,6 +22,7 @@ from hypercorn.trio import serve
 
 from actors import (
     OutboxStats,
+    PresenceBoard,
     ProviderPool,
     TelegramPollerStats,
     run_outbox_sender,
@@ -30,7 +32,7 @@ from actors import (
 from concierge.app.conversations import build_conversations
 from concierge.channels import TelegramClient, TelegramSender
 from concierge.domain import Ingest
-from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge, PresenceMsg
+from concierge.protocol import Channel, CompletionRequest, Inbound, OutboxNudge
 from concierge.providers import OfflineAdapter
 from concierge.store import Store, open_session_cache, open_store
 from tests import shipped
@@ -71,13 +73,13 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
         fake.serve(),
         open_store(store_settings(data_dir=tmp_path)) as store,
         open_session_cache(store_settings(data_dir=tmp_path)) as cache,
-        httpx.AsyncClient(timeout=60.0) as http,
+        httpx2.AsyncClient(timeout=60.0) as http,
     ):
         client = TelegramClient(token=fake.token, base_url=fake.url, http=http)
         router_send, router_receive = trio.open_memory_channel[Inbound](64)
         pool_send, pool_receive = trio.open_memory_channel[CompletionRequest](64)
         nudge_send, nudge_receive = trio.open_memory_channel[OutboxNudge](64)
-        presence_send, presence_receive = trio.open_memory_channel[PresenceMsg](64)
+        presence = PresenceBoard()
         service = build_conversations(
             settings=settings,
             supervision=SUPERVISION,
@@ -89,7 +91,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
             router_inbox=router_receive,
             router_send=router_send,
             outbox_nudges={Channel.TELEGRAM: nudge_send},
-            presence={Channel.TELEGRAM: presence_send},
+            presence={Channel.TELEGRAM: presence},
             replay_interval_s=3600.0,
         )
         ingest = Ingest(store=store, router=router_send)
@@ -107,9 +109,7 @@ async def running(tmp_path: Path, *, mode: str) -> AsyncIterator[Concierge]:
                     stats=outbox_stats,
                 )
             )
-            await nursery.start(
-                partial(run_telegram_typing, client=client, presence=presence_receive)
-            )
+            await nursery.start(partial(run_telegram_typing, client=client, presence=presence))
             concierge = Concierge(
                 fake=fake, store=store, ingest=ingest, outbox=outbox_stats, poller=poller_stats
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import attrs
-import httpx
+import httpx2
 import pytest
 
 from concierge.channels import SendStatus, TelegramClient, TelegramSender
@@ -30,7 +30,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 async def client(fake: FakeTelegram) -> AsyncIterator[TelegramClient]:
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    async with httpx2.AsyncClient(timeout=5.0) as http:
         yield TelegramClient(token=fake.token, base_url=fake.url, http=http)
 
 
@@ -125,7 +125,7 @@ async def test_retry_after_header_is_used_without_parameters(
 
 
 async def test_network_failure_is_a_retry() -> None:
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx2.AsyncClient(timeout=2.0) as http:
         client = TelegramClient(token="1:x", base_url="http://127.0.0.1:9", http=http)
         result = await TelegramSender(client=client).send(row("Bonjour"))
     assert result.status is SendStatus.RETRY

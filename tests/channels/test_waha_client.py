@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from concierge.channels import WahaClient
@@ -44,7 +44,7 @@ async def test_presence_calls_hit_their_endpoints(
 
 
 async def test_a_wrong_api_key_is_a_401_result(fake_waha: FakeWaha) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         client = WahaClient(http=http, base_url=fake_waha.url, session="default", api_key="wrong")
         call = await client.send_text(CHAT, "x")
     assert call.status_code == 401
@@ -82,7 +82,7 @@ async def test_a_non_json_answer_is_still_a_result(
 async def test_a_refused_connection_is_a_result_without_status() -> None:
     async with FakeWaha.serve() as gone:
         url = gone.url
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx2.AsyncClient(timeout=2.0) as http:
         call = await WahaClient(http=http, base_url=url, session="default").send_text(CHAT, "x")
     assert call.status_code is None
     assert "ConnectError" in call.detail
@@ -90,7 +90,7 @@ async def test_a_refused_connection_is_a_result_without_status() -> None:
 
 async def test_a_timeout_is_a_result_without_status(fake_waha: FakeWaha) -> None:
     fake_waha.push(Scripted(hang=True))
-    async with httpx.AsyncClient(timeout=0.2) as http:
+    async with httpx2.AsyncClient(timeout=0.2) as http:
         client = WahaClient(
             http=http, base_url=fake_waha.url, session="default", api_key=WAHA_API_KEY
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-import httpx
+import httpx2
 import pytest
 
 from concierge.channels import ChannelSender, SendStatus, WahaClient, WahaPacing, WahaSender
@@ -170,7 +170,7 @@ async def test_other_client_errors_reject_the_row(
 async def test_an_unreachable_waha_is_retried_without_sending(waha_client: WahaClient) -> None:
     async with FakeWaha.serve() as gone:
         url = gone.url
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx2.AsyncClient(timeout=2.0) as http:
         client = WahaClient(http=http, base_url=url, session="default")
         result = await WahaSender(client=client, pacing=NO_PAUSE).send(row())
     assert result.status is SendStatus.RETRY
@@ -246,7 +246,7 @@ async def test_an_empty_reply_is_rejected(fake_waha: FakeWaha, waha_client: Waha
 
 
 async def test_a_wrong_api_key_is_retried_slowly(fake_waha: FakeWaha) -> None:
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx2.AsyncClient(timeout=2.0) as http:
         client = WahaClient(http=http, base_url=fake_waha.url, session="default", api_key="wrong")
         result = await WahaSender(client=client, pacing=NO_PAUSE).send(row())
     assert result.status is SendStatus.RETRY

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
+import httpx2
 import pytest
 import trio
 from structlog.testing import capture_logs
@@ -184,7 +184,7 @@ async def _telegram_poll_conflict(tmp_path: Path) -> Produced:
 @scenario("waha-session-not-working")
 async def _waha_session_not_working(tmp_path: Path) -> Produced:
     watch = WahaSessionWatch(session="default")
-    async with FakeWaha.serve(api_key="k") as waha, httpx.AsyncClient(timeout=5) as http:
+    async with FakeWaha.serve(api_key="k") as waha, httpx2.AsyncClient(timeout=5) as http:
         waha.session_status = "SCAN_QR_CODE"
         client = WahaClient(http=http, base_url=waha.url, session="default", api_key="k")
         with capture_logs() as logs:

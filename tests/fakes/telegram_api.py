@@ -3,7 +3,7 @@
 ``FakeTelegram`` keeps the server's state (update queue and confirmed offset, webhook,
 sent messages) and answers ``/bot<token>/<method>`` calls. Reach it over real HTTP on
 loopback (``async with fake.serve(): ... fake.url``) or in-process through
-``fake.transport()`` (an httpx transport: no sockets, so tests on trio's MockClock stay
+``fake.transport()`` (an httpx2 transport: no sockets, so tests on trio's MockClock stay
 deterministic). Usage::
 
     fake = FakeTelegram(token="123:abc")
@@ -14,7 +14,7 @@ deterministic). Usage::
     fake.latency_s = 0.1                       # every method answers after 100 ms
     fake.per_chat("sendChatAction")            # Counter: chat id -> calls, in ``fake.calls`` order
     client = TelegramClient(token=fake.token, base_url="http://fake",
-                            http=httpx.AsyncClient(transport=fake.transport()))
+                            http=httpx2.AsyncClient(transport=fake.transport()))
 
 What it checks like Telegram does: getUpdates while a webhook is set (409), a second
 concurrent long poll aborts the older one (409), the secret token's charset and length,
@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 import httpx
+import httpx2
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -189,7 +190,7 @@ class FakeTelegram:
             raise RuntimeError("not serving: use `async with fake.serve():`")
         return f"http://127.0.0.1:{self._port}"
 
-    def transport(self) -> httpx.AsyncBaseTransport:
+    def transport(self) -> httpx2.AsyncBaseTransport:
         """An in-process transport to this fake (use with any base_url)."""
         return _Transport(self)
 
@@ -570,16 +571,16 @@ class FakeTelegram:
         await send({"type": "http.response.body", "body": payload})
 
 
-class _Transport(httpx.AsyncBaseTransport):
+class _Transport(httpx2.AsyncBaseTransport):
     def __init__(self, fake: FakeTelegram) -> None:
         self._fake = fake
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         body = await request.aread()
         status, payload, headers = await self._fake.handle(request.url.path, body)
         if isinstance(payload, str):
-            return httpx.Response(status, text=payload, headers=headers, request=request)
-        return httpx.Response(status, json=payload, headers=headers, request=request)
+            return httpx2.Response(status, text=payload, headers=headers, request=request)
+        return httpx2.Response(status, json=payload, headers=headers, request=request)
 
 
 # -- webhook delivery ------------------------------------------------------------------------
