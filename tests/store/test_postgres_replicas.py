@@ -308,6 +308,9 @@ async def test_a_draining_replica_sends_nothing_twice_when_the_other_goes_on_wri
             await trio.sleep(0.3)  # A's sender polls meanwhile
             tree.cancel_scope.cancel()
 
+        async def release_claims() -> None:
+            await a.release_outbox_claims()
+
         with nudges_send:
             complete = await drain(
                 timeout_s=10,
@@ -318,7 +321,7 @@ async def test_a_draining_replica_sends_nothing_twice_when_the_other_goes_on_wri
                 channels=[Channel.TELEGRAM],
                 stop_tree=stop_tree,
                 sending=sending,
-                release_claims=partial(a.release_outbox_claims),
+                release_claims=release_claims,
             )
     assert complete
     assert platform.delivered == ["r1"]
