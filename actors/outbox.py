@@ -17,6 +17,7 @@ import heapq
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import attrs
@@ -230,19 +231,28 @@ class _OutboxSender:
             log.info("outbox.started", channel=self.channel.value)
             while True:
                 self.wake = trio.Event()
-                if self.gate.closed:
+                read: list[bool] = []
+                # A round (its claim included) is in flight for the gate: a drain that
+                # closes it waits for the claim to commit before giving claims back.
+                if not await self.gate.turn(partial(self._round, read), nursery):
                     # A drain: claim nothing more (rows claimed and not sent are given back
                     # for another replica once the deliveries in flight have ended).
                     await trio.sleep_forever()
-                rows = await self._due_rows()
-                if rows is None:
+                if not all(read):
                     await trio.sleep(store_delay)
                     store_delay = min(store_delay * 2, poll_interval_s)
                     continue
                 store_delay = 0.5
-                self._start_deliveries(nursery, rows)
                 with trio.move_on_after(self._idle_s(poll_interval_s)):
                     await self.wake.wait()
+
+    async def _round(self, read: list[bool], nursery: trio.Nursery) -> None:
+        """Claim the due rows and start their deliveries; ``read`` gets False while the
+        store is down."""
+        rows = await self._due_rows()
+        read.append(rows is not None)
+        if rows is not None:
+            self._start_deliveries(nursery, rows)
 
     async def _nudged(self, nudges: trio.MemoryReceiveChannel[OutboxMsg]) -> None:
         with nudges:
