@@ -23,6 +23,7 @@ import heapq
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import attrs
@@ -31,6 +32,7 @@ import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from actors.backoff import backoff_s
+from actors.turn_gate import TurnGate
 from concierge.channels import ChannelSender, SendResult, SendStatus
 from concierge.observability import Check, Status
 from concierge.protocol import Channel, OutboxMsg, OutboxRow, utcnow
@@ -220,8 +222,10 @@ class _OutboxSender:
         pacing: Pacing,
         stats: OutboxStats,
         clock: Callable[[], datetime],
+        gate: TurnGate,
     ) -> None:
         self.sender = sender
+        self.gate = gate
         self.channel = sender.channel
         self.store = store
         self.pacing = pacing
@@ -258,16 +262,29 @@ class _OutboxSender:
             while True:
                 self.wake = trio.Event()
                 next_round = trio.current_time() + self.pacing.round_spacing_s
-                rows = await self._due_rows()
-                if rows is None:
+                read: list[bool] = []
+                # A round (its claim included) is in flight for the gate: a drain that
+                # closes it waits for the claim to commit before giving claims back.
+                if not await self.gate.turn(partial(self._round, read), nursery):
+                    # A drain: claim nothing more (rows claimed and not sent are given back
+                    # for another replica once the deliveries in flight have ended).
+                    await trio.sleep_forever()
+                if not all(read):
                     await trio.sleep(store_delay)
                     store_delay = min(store_delay * 2, poll_interval_s)
                     continue
                 store_delay = 0.5
-                self._start_deliveries(nursery, rows)
                 with trio.move_on_after(self._idle_s(poll_interval_s)):
                     await self.wake.wait()
                 await trio.sleep_until(next_round)
+
+    async def _round(self, read: list[bool], nursery: trio.Nursery) -> None:
+        """Claim the due rows and start their deliveries; ``read`` gets False while the
+        store is down."""
+        rows = await self._due_rows()
+        read.append(rows is not None)
+        if rows is not None:
+            self._start_deliveries(nursery, rows)
 
     async def _nudged(self, nudges: trio.MemoryReceiveChannel[OutboxMsg]) -> None:
         with nudges:
@@ -314,26 +331,9 @@ class _OutboxSender:
         return min(poll_interval_s, max(0.0, next_retry - trio.current_time()))
 
     async def _deliver(self, row: OutboxRow) -> None:
-        log_ = log.bind(
-            correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=self.channel.value
-        )
-        chat_next, interval_s = self.chat_next, self.pacing.per_chat_interval_s
         try:
-            # the chat's slot is waited for without holding a send slot; the global token
-            # is taken inside one, so sends never burst past the bucket
-            now = trio.current_time()
-            slot = max(now, chat_next.get(row.chat_id, now))
-            chat_next[row.chat_id] = slot + interval_s
-            await trio.sleep_until(slot)
-            async with self.limiter:
-                await self.bucket.take()
-                # Pace from when the send really starts: the gates may have held it.
-                started = trio.current_time()
-                chat_next[row.chat_id] = max(
-                    chat_next.get(row.chat_id, started), started + interval_s
-                )
-                result = await self._send(row, log_)
-                await self._record(row, result, log_)
+            # A closed gate (a drain) starts no delivery; it waits for those in flight.
+            await self.gate.turn(self._deliver_row, row)
         finally:
             chat = _chat_key(row.chat_id)
             self.busy.discard(row.user_key)
@@ -341,6 +341,25 @@ class _OutboxSender:
             self.finished.add(row.user_key)
             self.finished.add(chat)
             self.poke()
+
+    async def _deliver_row(self, row: OutboxRow) -> None:
+        log_ = log.bind(
+            correlation_id=row.correlation_id, outbox_id=row.outbox_id, channel=self.channel.value
+        )
+        chat_next, interval_s = self.chat_next, self.pacing.per_chat_interval_s
+        # the chat's slot is waited for without holding a send slot; the global token
+        # is taken inside one, so sends never burst past the bucket
+        now = trio.current_time()
+        slot = max(now, chat_next.get(row.chat_id, now))
+        chat_next[row.chat_id] = slot + interval_s
+        await trio.sleep_until(slot)
+        async with self.limiter:
+            await self.bucket.take()
+            # Pace from when the send really starts: the gates may have held it.
+            started = trio.current_time()
+            chat_next[row.chat_id] = max(chat_next.get(row.chat_id, started), started + interval_s)
+            result = await self._send(row, log_)
+            await self._record(row, result, log_)
 
     async def _send(self, row: OutboxRow, log_: Any) -> SendResult:
         self.stats.in_flight += 1
@@ -418,9 +437,13 @@ async def run_outbox_sender(
     poll_interval_s: float = 5.0,
     stats: OutboxStats | None = None,
     clock: Callable[[], datetime] = utcnow,
+    gate: TurnGate | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Deliver ``sender.channel``'s outbox until cancelled; closes ``nudges``.
+
+    ``gate`` (the daemon's sending gate) is closed by a drain: from then on no row is
+    claimed and no delivery starts, and ``gate.wait_idle`` says when the last one ended.
 
     ``clock`` gives the wall-clock instants compared with the rows' ``next_attempt_at``
     (tests on a MockClock pass one that follows trio's clock).
@@ -431,5 +454,6 @@ async def run_outbox_sender(
         pacing=pacing or default_pacing(sender.channel),
         stats=stats or OutboxStats(channel=sender.channel),
         clock=clock,
+        gate=TurnGate() if gate is None else gate,
     )
     await outbox.run(nudges, poll_interval_s=poll_interval_s, task_status=task_status)

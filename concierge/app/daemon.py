@@ -85,6 +85,8 @@ async def _stop_on_signal(rt: Runtime, root: Supervisor, scope: trio.CancelScope
                     outbox=rt.store,
                     channels=[sender.channel for sender in rt.parts.senders],
                     stop_tree=root.shutdown,
+                    sending=rt.sending,
+                    release_claims=rt.release_claims,
                 )
                 nursery.cancel_scope.cancel()
 

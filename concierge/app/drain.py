@@ -15,6 +15,11 @@ Phases, each logged with its duration:
    expiry.
 4. ``daemon.outbox_flushed``: every outbox row due now is sent, within what is left
    of the drain timeout (rows waiting for a retry stay for the next start).
+   ``daemon.outbox_closed``: the sending gate is closed (the senders claim no more
+   rows, which another replica may still be writing), the deliveries in flight end,
+   and the rows claimed and not sent are given back (``release_claims``). A sender
+   cut in the middle of a send by the tree's stop would leave a row the platform may
+   have taken, re-sent later by another replica: a duplicate.
 5. ``daemon.tree_stopped``: once readiness has failed for ``CONCIERGE_DRAIN_NOTICE_S``
    (a load balancer polling ``/readyz`` has stopped sending here by then, so closing
    the listener cuts no request it routed), the supervision tree stops in reverse
@@ -59,6 +64,8 @@ async def drain(
     outbox: Outbox,
     channels: Sequence[Channel],
     stop_tree: Callable[[], Awaitable[None]],
+    sending: TurnGate | None = None,
+    release_claims: Release = release_nothing,
 ) -> bool:
     """Run the phases above; True when nothing was cut short by the timeout."""
     started = trio.current_time()
@@ -106,6 +113,9 @@ async def drain(
     else:
         log.info("daemon.outbox_flushed", elapsed_ms=_ms_since(phase))
 
+    if sending is not None and not await _close_outbox(sending, release_claims, deadline):
+        complete = False
+
     await trio.sleep_until(started + notice_s)
     phase = trio.current_time()
     await stop_tree()
@@ -129,6 +139,30 @@ async def _flush(outbox: Outbox, channels: Sequence[Channel]) -> int:
         if waiting:
             await trio.sleep(FLUSH_POLL_S)
     return 0
+
+
+async def _close_outbox(sending: TurnGate, release_claims: Release, deadline: float) -> bool:
+    """Stop the senders claiming, wait for their deliveries, give back what they claimed."""
+    phase = trio.current_time()
+    in_flight = sending.in_flight
+    sending.close()
+    with trio.move_on_at(deadline):
+        await sending.wait_idle()
+    if sending.in_flight:
+        # A row in flight keeps its claim: it expires, then another replica sends it.
+        log.warning("daemon.drain_timed_out", phase="outbox_close", sends_left=sending.in_flight)
+        return False
+    with trio.move_on_at(deadline) as scope:
+        try:
+            await release_claims()
+        except Exception:  # claims not given back expire: the drain goes on
+            log.warning("daemon.release_failed", what="outbox_claims", exc_info=True)
+            return False
+    if scope.cancelled_caught:
+        log.warning("daemon.drain_timed_out", phase="outbox_claims")
+        return False
+    log.info("daemon.outbox_closed", sends_waited=in_flight, elapsed_ms=_ms_since(phase))
+    return True
 
 
 def _ms_since(start: float) -> int:

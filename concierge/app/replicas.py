@@ -52,6 +52,14 @@ class Replicas:
         """The drain's release hook: the leases go once the turns in flight are done."""
         await self.release_leases()
 
+    async def release_claims(self) -> None:
+        """The drain's last hook: once this replica's senders stopped, the outbox rows they
+        claimed and did not send go to another replica now, not after the claim expires."""
+        if self.shared is None:
+            return
+        released = await self.shared.release_outbox_claims()
+        log.info("outbox.claims_released", rows=released)
+
     async def release_leases(self) -> int:
         """Let every conversation lease of this replica go now (a stop): other replicas
         take those people over at once instead of after the lease's expiry."""

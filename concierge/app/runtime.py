@@ -89,6 +89,11 @@ class Runtime:
     gate: TurnGate = attrs.field(factory=TurnGate)
     """Every conversation's turns pass it; the drain closes it."""
     release: Release = release_nothing
+    sending: TurnGate = attrs.field(factory=TurnGate)
+    """Every outbox delivery passes it; the drain closes it once the outbox is flushed."""
+    release_claims: Release = release_nothing
+    """What the drain calls once the senders stopped: give back the outbox rows they
+    claimed and did not send."""
     """What the drain calls once the turns in flight are done and before the outbox is
     flushed: give back what this process holds for other replicas (their leases)."""
 
@@ -196,6 +201,7 @@ async def open_runtime(
             presence={c: PresenceBoard() for c in channels},
             replicas=replicas,
             release=replicas.release,
+            release_claims=replicas.release_claims,
         )
         rt.board.register(replicas.elections)
         if replicas.leases is not None:

@@ -19,6 +19,7 @@ from actors import (
     OutboxStats,
     Pacing,
     ProviderPool,
+    TurnGate,
     default_pacing,
     run_loop_lag_monitor,
     run_outbox_sender,
@@ -179,6 +180,7 @@ def _outbox(rt: Runtime, senders: Sequence[ChannelSender]) -> Supervisor:
             stats=stats,
             nudges=rt.nudges[channel][1],
             pacing=rt.parts.pacing.get(channel, default_pacing(channel)),
+            gate=rt.sending,
         )
         children.append(ChildSpec(id=f"outbox.{channel.value}", start=start))
     return rt.supervisor("outbox", children)
@@ -191,6 +193,7 @@ async def _run_sender(
     stats: OutboxStats,
     nudges: trio.MemoryReceiveChannel[OutboxMsg],
     pacing: Pacing,
+    gate: TurnGate,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     # A clone per incarnation: the sender closes what it is given, a restart needs it open.
@@ -200,6 +203,7 @@ async def _run_sender(
         nudges=nudges.clone(),
         pacing=pacing,
         stats=stats,
+        gate=gate,
         task_status=task_status,
     )
 

@@ -276,6 +276,13 @@ class PostgresStore:
         row = await self._call(lambda conn: conn.fetchrow(replicas.RELEASE_ALL, self.replica_id))
         return int(row[0])
 
+    async def release_outbox_claims(self) -> int:
+        """Give back this replica's claims on unsent outbox rows; return how many."""
+        status = await self._call(
+            lambda conn: conn.execute(replicas.RELEASE_OUTBOX_CLAIMS, self.replica_id)
+        )
+        return int(str(status).rsplit(" ", 1)[-1])
+
     def open_session(self, name: str) -> AbstractAsyncContextManager[replicas.PgSession]:
         """A connection of its own, outside the pool (advisory locks, ``LISTEN``)."""
         return replicas.open_session(

@@ -111,6 +111,14 @@ FROM due WHERE outbox.outbox_id = due.outbox_id
 RETURNING outbox.*
 """
 
+# A replica stopping gives back the rows it claimed and did not send (its sender has
+# stopped claiming and its deliveries in flight have ended): another replica sends them
+# now, in order, rather than after the claim's expiry.
+RELEASE_OUTBOX_CLAIMS = """
+UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+WHERE claimed_by = $1 AND sent_at IS NULL
+"""
+
 # An offset (a number) never goes back: a poller that lost its leadership mid-batch
 # cannot undo what the new leader confirmed.
 SET_CURSOR = """

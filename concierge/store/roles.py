@@ -379,6 +379,11 @@ class Leases(Protocol):
         """Live leases of conversations of ``user_keys`` under keys other than ``key``."""
         ...
 
+    async def release_outbox_claims(self) -> int:
+        """Give back this replica's claims on unsent outbox rows (its senders stopped):
+        another replica sends them at once. Return how many."""
+        ...
+
 
 class Session(Protocol):
     """A database connection of its own: session advisory locks and ``LISTEN`` die with it."""

@@ -284,7 +284,11 @@ async def caddy_in_front(tmp_path: Path, upstreams: list[str]) -> AsyncIterator[
     process = _spawn(args, env=env, cwd=tmp_path, log=log)
     ca = tmp_path / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
     try:
-        await eventually(ca.exists, "Caddy to write its local CA")
+        # Whole: the file exists a moment before its certificate is written.
+        await eventually(
+            lambda: ca.exists() and b"-----END CERTIFICATE-----" in ca.read_bytes(),
+            "Caddy to write its local CA",
+        )
         yield Edge(base=f"https://localhost:{https_port}", ca=ca, log=log)
     finally:
         process.terminate()

@@ -424,7 +424,7 @@ async def test_requests_go_to_a_ready_replica_when_another_is_not_ready_or_refus
         assert {a.status_code for a in webhooks} <= {200, 401}
         assert not_ready.routed == routed_before
         # A replica Caddy last saw ready stops listening (it crashed between two health
-        # checks): its turns in the round robin are refused and tried on the daemon.
+        # checks): the requests sent to it are refused and tried on the daemon.
         stopping.stop_listening()
         documents = [await http.get(f"{found.base}/api/v1/openapi.json") for _ in range(9)]
     assert [a.status_code for a in documents] == [200] * 9

@@ -13,8 +13,11 @@ import attrs
 import pytest
 import trio
 
+from actors import Pacing, TurnGate, run_outbox_sender
 from actors.leases import ConversationLeases
-from concierge.protocol import Channel, TurnRecord
+from concierge.app.drain import drain, release_nothing
+from concierge.channels import SendResult, SendStatus
+from concierge.protocol import Channel, OutboxNudge, OutboxRow, TurnRecord
 from concierge.store import StoreError, migrate
 from concierge.store.errors import StaleLease
 from concierge.store.postgres import PostgresStore, open_postgres
@@ -246,3 +249,87 @@ async def test_a_holder_whose_lease_was_taken_stops_at_its_next_renewal(
     assert "conv-5" not in leases.held
     # The new holder's lease was left alone.
     assert await b.renew_lease("conv-5", lease.epoch + 1, ttl_s=30)
+
+
+async def test_a_stopping_replica_gives_back_the_outbox_rows_it_claimed_and_did_not_send(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = replicas
+    await a.enqueue_reply(reply("first", user="telegram:7"))
+    await a.enqueue_reply(reply("second", user="telegram:7"))
+    assert len(await a.pending_outbox(Channel.TELEGRAM)) == 2
+    assert await b.pending_outbox(Channel.TELEGRAM) == []
+    assert await a.release_outbox_claims() == 2
+    assert [r.text for r in await b.pending_outbox(Channel.TELEGRAM)] == ["first", "second"]
+    assert await a.release_outbox_claims() == 0  # the other replica's claims stay its own
+
+
+@attrs.define
+class Platform:
+    """One chat's messages as the platform takes them, from every replica; answers slowly."""
+
+    delivered: list[str] = attrs.field(factory=list)
+    channel: Channel = Channel.TELEGRAM
+
+    async def send(self, row: OutboxRow) -> SendResult:
+        self.delivered.append(row.text)  # taken: whatever happens next, the user has it
+        await trio.sleep(0.3)
+        return SendResult(status=SendStatus.SENT)
+
+
+async def test_a_draining_replica_sends_nothing_twice_when_the_other_goes_on_writing_replies(
+    replicas: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """The drain flushes A's outbox, then B (which took A's people over) writes replies
+    while A's tree is still up: A's sender must neither claim them and be cut mid-send
+    (the row stays claimed and unsent: a duplicate once B sends it after the claim's
+    expiry) nor keep rows claimed past its exit (B would wait for the expiry)."""
+    a, b = replicas
+    platform = Platform()
+    sending = TurnGate()
+    await a.enqueue_reply(reply("r1", user="telegram:7"))
+    async with trio.open_nursery() as tree:
+        nudges_send, nudges = trio.open_memory_channel[OutboxNudge](8)
+        await tree.start(
+            partial(
+                run_outbox_sender,
+                sender=platform,
+                store=a,
+                nudges=nudges,
+                pacing=Pacing(per_chat_interval_s=0.0),
+                poll_interval_s=0.05,
+                gate=sending,
+            )
+        )
+
+        async def stop_tree() -> None:
+            for text in ("r2", "r3"):  # B's turns answer the people A let go
+                await b.enqueue_reply(reply(text, user="telegram:7"))
+            await trio.sleep(0.3)  # A's sender polls meanwhile
+            tree.cancel_scope.cancel()
+
+        async def release_claims() -> None:
+            await a.release_outbox_claims()
+
+        with nudges_send:
+            complete = await drain(
+                timeout_s=10,
+                set_draining=lambda: None,
+                gate=TurnGate(),
+                release=release_nothing,
+                outbox=a,
+                channels=[Channel.TELEGRAM],
+                stop_tree=stop_tree,
+                sending=sending,
+                release_claims=release_claims,
+            )
+    assert complete
+    assert platform.delivered == ["r1"]
+    # B sends the rest at once, not after A's claims expire.
+    rows = await b.pending_outbox(Channel.TELEGRAM)
+    assert [r.text for r in rows] == ["r2", "r3"]
+    for row in rows:
+        await platform.send(row)
+        await b.mark_sent(row.outbox_id)
+    assert platform.delivered == ["r1", "r2", "r3"]
+    assert await a.pending_outbox(Channel.TELEGRAM) == []
