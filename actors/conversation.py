@@ -1035,8 +1035,8 @@ async def _serve_leased(
     receive: trio.MemoryReceiveChannel[ConversationMsg]
     send, receive = trio.open_memory_channel(deps.settings.queue_size)
     with receive:
-        if handover is not None:
-            handover.take()  # the rows are in the store, which is read below
+        # The rows are in the store, which is read below; these only say "look".
+        handed = handover.take() if handover is not None else []
         task_status.started(send)
         if any(deps.people.person_of(k) != user_key for k in deps.people.identities(user_key)):
             tenure.retire()  # restarted after a link took its identities elsewhere: stand down
@@ -1047,23 +1047,43 @@ async def _serve_leased(
             await leases.wait_for_others(key, identities, timeout_s=deps.succession_s)
         # Whom to wake when the lease is let go with rows waiting: an identity's key.
         identity = identities[0]
-        while not tenure.retiring and not deps.gate.closed:
-            async with leases.holding(key, user_key=identity) as lease:
-                if lease is not None:
-                    conversation = Conversation(user_key, deps, lease)
-                    if await _serve_held(conversation, deps, leases, tenure, receive):
-                        return
-                    break  # the drain closed the gate: the lease goes now, with a wake-up
-            # Held elsewhere: its holder answers. Should it have died, its lease expires;
-            # while rows wait, look again twice per lease life (messages queued meanwhile
-            # are in the store too). Retiring (a link here) ends the wait at once.
-            with trio.move_on_after(leases.ttl_s / 2) as tenure.idle:
-                await trio.sleep_forever()
-            tenure.idle = None
-            if not await _pending(deps, user_key, limit=1):
-                return
-        if deps.gate.closed:  # what is still queued stays in the durable inbox
-            await deps.gate.set_aside(receive)
+        try:
+            while not tenure.retiring and not deps.gate.closed:
+                async with leases.holding(key, user_key=identity) as lease:
+                    if lease is not None:
+                        conversation = Conversation(user_key, deps, lease)
+                        if await _serve_held(conversation, deps, leases, tenure, receive, handed):
+                            return
+                        break  # the drain closed the gate: the lease goes now, with a wake-up
+                # Held elsewhere: its holder answers, so what was routed here is no turn of
+                # this replica. Should it have died, its lease expires; while rows wait,
+                # look again twice per lease life (messages queued meanwhile are in the
+                # store too). Retiring (a link here) ends the wait at once.
+                _looked(deps, handed + _take_queued(receive))
+                handed = []
+                with trio.move_on_after(leases.ttl_s / 2) as tenure.idle:
+                    await trio.sleep_forever()
+                tenure.idle = None
+                if not await _pending(deps, user_key, limit=1):
+                    return
+            if deps.gate.closed:  # what is still queued stays in the durable inbox
+                await deps.gate.set_aside(receive)
+        finally:
+            _looked(deps, handed + _take_queued(receive))
+
+
+def _looked(deps: ConversationDeps, msgs: list[ConversationMsg]) -> None:
+    """Release the admission of rows routed to a leased actor once it has looked at the store.
+
+    Under a lease a routed row only says "look": the actor answers the person's rows
+    read from the store, and another replica's holder may have answered this one. A
+    row ``handle`` did not take here would otherwise count as in flight until it
+    expires, and a replica full of such rows defers every new row with no turn to end.
+    """
+    if deps.admission is not None:
+        for msg in msgs:
+            if isinstance(msg, Inbound):
+                deps.admission.release(msg.inbox_id)
 
 
 async def _serve_held(
@@ -1072,14 +1092,18 @@ async def _serve_held(
     leases: ConversationLeases,
     tenure: Tenure,
     receive: trio.MemoryReceiveChannel[ConversationMsg],
+    handed: list[ConversationMsg],
 ) -> bool:
     """Answer the person while the lease holds: True when done (idle, retired, lease lost),
-    False when the turn gate closed."""
+    False when the turn gate closed. The rows that said "look" are released once looked."""
     lease = conversation.lease
     assert lease is not None
+    looked = list(handed)
+    handed.clear()
     try:
         if not await _answer_pending(conversation, deps):
             return False
+        _looked(deps, looked)
         while not tenure.retiring:
             msg: ConversationMsg | None = None
             with trio.move_on_after(deps.settings.idle_s) as tenure.idle:
@@ -1092,13 +1116,17 @@ async def _serve_held(
                 deps.metrics.reaped += 1
                 log.debug("conversation.reaped", conversation_id=conversation.conversation_id)
                 return True
-            _take_queued(receive)  # one read of the store answers them all
+            looked = _take_queued(receive)  # one read of the store answers them all
+            if msg is not None:
+                looked.append(msg)
             if not await _answer_pending(conversation, deps):
                 return False
+            _looked(deps, looked)
         # Retired (the person's key changed): what is waiting now is answered here.
-        _take_queued(receive)
+        looked = _take_queued(receive)
         if not await _answer_pending(conversation, deps):
             return False
+        _looked(deps, looked)
         log.info("conversation.retired", conversation_id=conversation.conversation_id)
     except StaleLease:
         lease.lost = True
@@ -1109,6 +1137,8 @@ async def _serve_held(
             lease_key=lease.key,
             epoch=lease.epoch,
         )
+    finally:
+        _looked(deps, looked)
     return True
 
 

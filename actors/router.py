@@ -248,6 +248,7 @@ class _Router:
             except trio.WouldBlock:
                 if self.leased:  # the actor reads the row from the store when it looks
                     self.stats.routed += 1
+                    self.release(msg)  # dropped from memory: no turn in flight here
                 else:
                     await self.busy(msg)
                 return

@@ -17,7 +17,7 @@ from actors import RouterStats, run_router
 from actors.handover import Handover
 from actors.inbox_replay import replay_once
 from actors.router import conversation_key
-from concierge.domain import Reply as R
+from concierge.domain import Admission, Reply as R
 from concierge.protocol import (
     ConversationMsg,
     Inbound,
@@ -389,4 +389,41 @@ async def test_rows_left_by_an_actor_that_failed_to_start_wait_for_the_replay(
         assert stats.start_failures == 1
         pending = await h.store.pending_inbox(user_key="console:slow")
         assert [row.inbox_id for row in pending] == [lost.inbox_id, again.inbox_id]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_leased_actor_with_a_full_queue_leaves_no_row_counted_in_flight(
+    tmp_path: Path,
+) -> None:
+    """Under a lease a full queue drops the "look" (the actor reads the store): the row's
+    admission must go with it, or the replica counts it in flight with no turn to end."""
+    registry = SlowRegistry(queue_size=1, slow=conversation_key("console:busy"))
+    stats = RouterStats()
+    admission = Admission(max_turns=8, min_turns=8)
+    inbox_send, inbox = trio.open_memory_channel[Inbound](16)
+    async with running_concierge(tmp_path) as h, trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(
+                run_router,
+                inbox=inbox,
+                conversations=registry,
+                store=h.store,
+                outbox_nudges={},
+                languages=shipped.languages(),
+                stats=stats,
+                queue_size=1,
+                leased=True,
+                admission=admission,
+            )
+        )
+        rows = [await h.accept(f"message {i}", user="busy") for i in range(2)]
+        for row in rows:
+            assert admission.admit(row.inbox_id)
+        await inbox_send.send(rows[0])
+        await eventually(lambda: stats.actors_started == 1, "the actor to start")
+        registry.start(conversation_key("console:busy"))  # its queue now holds the first row
+        await inbox_send.send(rows[1])
+        await eventually(lambda: stats.routed == 2, "the second row to find the queue full")
+        assert not admission.holds(rows[1].inbox_id)
+        assert admission.holds(rows[0].inbox_id)
         nursery.cancel_scope.cancel()
