@@ -131,6 +131,10 @@ async def test_two_replicas_answer_each_person_once_in_order(tmp_path: Path, dat
                 await eventually(
                     lambda: nothing_left(database), "the inbox and outboxes to be empty"
                 )
+                # Counted before the forced takeover below: a holder whose lease is taken
+                # while its turn runs (a pause longer than the lease) still runs that turn,
+                # and the fence refuses its commit; that overlap is the scenario, not a fault.
+                burst_overlaps = llm.overlaps
 
                 # A turn whose lease another holder took while its provider call ran: the
                 # database refuses its commit, and the next holder answers the message.
@@ -185,12 +189,12 @@ async def test_two_replicas_answer_each_person_once_in_order(tmp_path: Path, dat
     print(
         f"\nreplicas: {USERS} users x {MESSAGES} messages over 2 replicas; "
         f"order violations {order_violations}, duplicate LLM calls {duplicate_calls}, "
-        f"turns of one person at once {llm.overlaps}, stale-epoch commits refused "
+        f"turns of one person at once {burst_overlaps}, stale-epoch commits refused "
         f"{stale_refused:g}, provider calls for the refused message {asked['m-99-00']}"
     )
     assert order_violations == 0
     assert duplicate_calls == 0
-    assert llm.overlaps == 0
+    assert burst_overlaps == 0
     assert sum(asked[f"m-{u:02d}-{n:02d}"] for u in range(USERS) for n in range(MESSAGES)) == 500
     assert stale_refused >= 1
     # The refused turn wrote nothing: its person got one answer per message, in order.
