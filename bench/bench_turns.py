@@ -16,8 +16,9 @@ The systems run one after the other, each as its own process, on the same fakes:
 * ``daemon``: ``concierge run`` from the installed entry point, in webhook mode,
   configured by environment variables (SQLite in a fresh directory, or a fresh
   PostgreSQL database migrated with ``concierge migrate``);
-* ``sync``: ``peers/sync_peer.py``, a FastAPI bot answering inside the webhook handler;
-* ``background``: ``peers/background_peer.py``, the same bot answering in a
+* ``sync``: ``peers/fastapi_peer.py`` (``PEER_MODE=sync``), a FastAPI bot answering
+  inside the webhook handler;
+* ``background``: the same bot (``PEER_MODE=background``) answering in a
   ``BackgroundTask`` after it acknowledged.
 
 Per system it prints turns/s (first update POSTed to last reply accepted), the server
@@ -74,10 +75,7 @@ API_KEY = "sk-bench-1"
 MARKER = re.compile(r"ref-\d{6}")
 FIRST_USER = 810_000_000
 SYSTEMS = ("daemon", "sync", "background")
-PEER_SCRIPTS = {
-    "sync": BENCH / "peers" / "sync_peer.py",
-    "background": BENCH / "peers" / "background_peer.py",
-}
+PEER_SCRIPT = BENCH / "peers" / "fastapi_peer.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -296,9 +294,10 @@ def start_peer(
         LLM_BASE_URL=f"{llm.url}/v1",
         LLM_API_KEY=API_KEY,
         LLM_MODEL="bench-1",
+        PEER_MODE=kind,  # sync or background
     )
     process = subprocess.Popen(
-        [sys.executable, str(PEER_SCRIPTS[kind])], env=env, cwd=work, stdout=log, stderr=log
+        [sys.executable, str(PEER_SCRIPT)], env=env, cwd=work, stdout=log, stderr=log
     )
     return Started(process=process, port=port, path="/webhook", ready_path="/healthz")
 

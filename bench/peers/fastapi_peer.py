@@ -1,9 +1,12 @@
-"""A Telegram bot written the usual FastAPI way, answering after it acknowledged.
+"""A Telegram bot written the usual FastAPI way, in one of the two shapes such bots take.
 
-The webhook handler returns 200 at once and answers in a ``BackgroundTask`` (shows
-"typing...", asks the model, sends the reply): fast, but a crash loses every turn in
-progress, since Telegram already counts them as delivered. Configured by environment
-variables (see ``bench_turns.py``); served by uvicorn, one process.
+``PEER_MODE=sync``: the webhook handler shows "typing...", asks the model, sends the
+reply with ``sendMessage`` and only then returns 200: Telegram's connection stays busy
+for the whole turn, and a crash loses nothing Telegram would not deliver again.
+``PEER_MODE=background``: the handler returns 200 at once and answers in a
+``BackgroundTask``: fast, but a crash loses every turn in progress, since Telegram
+already counts them as delivered. Configured by environment variables (see
+``bench_turns.py``); served by uvicorn, one process.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import httpx2
 import uvicorn
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Request
 
+ANSWER_IN_BACKGROUND = os.environ["PEER_MODE"] == "background"
 BOT_TOKEN = os.environ["BOT_TOKEN"]
 WEBHOOK_SECRET = os.environ["WEBHOOK_SECRET"]
 TELEGRAM_API = os.environ.get("TELEGRAM_API_BASE_URL", "https://api.telegram.org")
@@ -86,7 +90,11 @@ async def webhook(
     update = await request.json()
     message = update.get("message") or {}
     if "text" in message:
-        background.add_task(answer, message["chat"]["id"], message["text"])
+        chat_id, text = message["chat"]["id"], message["text"]
+        if ANSWER_IN_BACKGROUND:
+            background.add_task(answer, chat_id, text)
+        else:
+            await answer(chat_id, text)
     return {"ok": True}
 
 
